@@ -1,0 +1,19 @@
+"""jaxmm: generalised linear mixed models in JAX.
+
+float64 is switched on at import: mixed-model likelihoods lose too many digits in
+float32 (REML residual sums, log-determinants). Opt out with JAXMM_FLOAT32=1.
+"""
+import os as _os
+
+import jax as _jax
+
+if _os.environ.get("JAXMM_FLOAT32", "") != "1":
+    _jax.config.update("jax_enable_x64", True)
+
+from . import errors
+from ._fit import fit
+from ._results import MixedModelResult
+from ._params import Params
+
+__all__ = ["fit", "MixedModelResult", "Params", "errors"]
+__version__ = "0.1.0"

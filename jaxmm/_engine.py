@@ -1,0 +1,84 @@
+"""Whole fits as single jitted functions of (starting values, design).
+
+Each returns a dict of arrays only; turning them into labelled pandas objects is the
+job of ``_fit.py``. Family and options are static (hashable), the design is a pytree
+argument, so a second dataset of the same shape reuses the compiled fit.
+"""
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ._design import Design
+from ._inner import InnerOptions
+from ._laplace import laplace_loglik, modes_and_cond_var
+from ._lmm import lmm_solution, lmm_stats, profiled_loglik
+from ._optimize import OptOptions, minimize
+from ._params import Params, chol_from_vec, n_chol, pack, unpack
+
+
+def initial_theta(design: Design, family) -> jnp.ndarray:
+    """β by least squares on a linearised response, D = I, σ from the residuals."""
+    eta0 = family.initial_eta(design.y, design.trials) - design.offset
+    beta, *_ = jnp.linalg.lstsq(design.X, eta0)
+    q = design.Z.shape[1]
+    resid_sd = jnp.sqrt(jnp.mean((eta0 - design.X @ beta) ** 2))
+    disp = jnp.maximum(resid_sd, 1e-3) if family.n_dispersion else jnp.ones(())
+    return pack(Params(beta, jnp.eye(q, dtype=beta.dtype), disp), family.n_dispersion)
+
+
+def _natural_objective(phi, u, design, family, inner, p, q):
+    """−ℓ over (β, tril L with a raw diagonal, log dispersion): smooth on the boundary L_kk = 0."""
+    rows, cols = np.tril_indices(q)
+    chol = jnp.zeros((q, q), phi.dtype).at[rows, cols].set(phi[p:p + n_chol(q)])
+    disp = jnp.exp(phi[p + n_chol(q)]) if family.n_dispersion else jnp.ones((), phi.dtype)
+    return -laplace_loglik(Params(phi[:p], chol, disp), design, u, family, inner)[0]
+
+
+@functools.partial(jax.jit, static_argnames=("family", "inner", "opt"))
+def fit_glmm(theta0, design: Design, family, inner=InnerOptions(), opt=OptOptions()):
+    p, q = design.X.shape[1], design.Z.shape[1]
+    nd = family.n_dispersion
+
+    def objective(theta, u, d):
+        ll, u_new = laplace_loglik(unpack(theta, p, q, nd), d, u, family, inner)
+        return -ll, u_new
+
+    u0 = jnp.zeros((design.n_groups, q), design.X.dtype)
+    res = minimize(objective, theta0, u0, design, opt)
+    params = unpack(res.x, p, q, nd)
+    ranef, cond_var, u = modes_and_cond_var(params, design, res.warm, family, inner)
+
+    # vcov: the β block of the inverse Hessian of −ℓ over all parameters. The block is
+    # invariant to how θ is parameterised at an optimum; the raw Cholesky scale keeps the
+    # Hessian non-singular when a variance sits at zero, where the log scale would not.
+    rows, cols = np.tril_indices(q)
+    phi = jnp.concatenate([params.beta, params.chol[rows, cols]]
+                          + ([jnp.log(params.dispersion)[None]] if nd else []))
+    hess = jax.jacfwd(jax.jacfwd(_natural_objective), argnums=0)(phi, u, design, family, inner, p, q)
+    cov = jnp.linalg.inv(hess)
+    return dict(
+        theta=res.x, loglik=-res.value, grad=res.grad, n_iter=res.n_iter, status=res.status,
+        beta=params.beta, chol=params.chol, dispersion=params.dispersion,
+        vcov=cov[:p, :p], ranef=ranef, cond_var=cond_var,
+    )
+
+
+@functools.partial(jax.jit, static_argnames=("reml", "opt"))
+def fit_lmm(theta0, design: Design, reml: bool, opt=OptOptions()):
+    q = design.Z.shape[1]
+    stats = lmm_stats(design)
+
+    def objective(theta, warm, s):
+        return -profiled_loglik(chol_from_vec(theta, q), s, reml), warm
+
+    res = minimize(objective, theta0, jnp.zeros(()), stats, opt)
+    sol = lmm_solution(chol_from_vec(res.x, q), stats, reml)
+    return dict(
+        theta=res.x, loglik=-res.value, grad=res.grad, n_iter=res.n_iter, status=res.status,
+        beta=sol.beta, chol=sol.chol, dispersion=sol.sigma,
+        vcov=sol.vcov, ranef=sol.ranef, cond_var=sol.cond_var,
+    )

@@ -1,0 +1,147 @@
+"""Response families and link functions.
+
+A family is a small frozen (hashable) object, so it can be a static argument of a
+jitted fit. It only has to provide the per-observation log density in terms of
+the linear predictor η, with every normalising constant included: the
+derivatives the inner Newton solver needs are taken by autodiff, which gives the
+observed (not expected) information for any link.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+from jax.scipy.special import gammaln
+
+from .errors import ArgumentError
+
+_LOG_2PI = 1.8378770664093453
+
+
+@dataclasses.dataclass(frozen=True)
+class Family:
+    """Base class. Subclasses set ``name``, ``links`` and implement ``logpdf``."""
+
+    link: str
+    name: str = dataclasses.field(default="", init=False)
+    # Number of free dispersion parameters (0 or 1), estimated on the log scale.
+    n_dispersion: int = dataclasses.field(default=0, init=False)
+
+    def logpdf(self, y, eta, trials, dispersion):
+        """Log density of each observation given its linear predictor."""
+        raise NotImplementedError
+
+    def inverse_link(self, eta):
+        raise NotImplementedError
+
+    def derivatives(self, y, eta, trials, dispersion):
+        """Return (dℓ/dη, −d²ℓ/dη²) elementwise.
+
+        ``logpdf`` is elementwise in η, so its Jacobian is diagonal and a JVP with a
+        vector of ones yields the derivative of every observation at once.
+        """
+        ones = jnp.ones_like(eta)
+
+        def d1(e):
+            return jax.jvp(lambda t: self.logpdf(y, t, trials, dispersion), (e,), (ones,))[1]
+
+        first, second = jax.jvp(d1, (eta,), (ones,))
+        return first, -second
+
+    def check_response(self, y, trials):
+        """Return a message describing the first problem with y, or None."""
+        return None
+
+    def initial_eta(self, y, trials):
+        """A linear predictor near the data, used to start β by least squares."""
+        return y
+
+
+@dataclasses.dataclass(frozen=True)
+class Gaussian(Family):
+    link: str = "identity"
+    name: str = dataclasses.field(default="gaussian", init=False)
+    n_dispersion: int = dataclasses.field(default=1, init=False)
+
+    def logpdf(self, y, eta, trials, dispersion):
+        # dispersion is the residual standard deviation σ.
+        r = (y - eta) / dispersion
+        return -0.5 * _LOG_2PI - jnp.log(dispersion) - 0.5 * r * r
+
+    def inverse_link(self, eta):
+        return eta
+
+
+@dataclasses.dataclass(frozen=True)
+class Binomial(Family):
+    link: str = "logit"
+    name: str = dataclasses.field(default="binomial", init=False)
+
+    def logpdf(self, y, eta, trials, dispersion):
+        # y η − n log(1 + e^η) is the stable logit form of y log μ + (n − y) log(1 − μ).
+        log_choose = gammaln(trials + 1.0) - gammaln(y + 1.0) - gammaln(trials - y + 1.0)
+        return y * eta - trials * jax.nn.softplus(eta) + log_choose
+
+    def inverse_link(self, eta):
+        return jax.nn.sigmoid(eta)
+
+    def initial_eta(self, y, trials):
+        mu = (y + 0.5) / (trials + 1.0)
+        return jnp.log(mu) - jnp.log1p(-mu)
+
+    def check_response(self, y, trials):
+        import numpy as np
+
+        if np.any(y < 0):
+            return "binomial response must be non-negative"
+        if np.any(y != np.round(y)):
+            return "binomial response must hold whole numbers of successes"
+        if np.any(y > trials):
+            return "binomial response exceeds the number of trials (0/1 expected without trials=)"
+        return None
+
+
+@dataclasses.dataclass(frozen=True)
+class Poisson(Family):
+    link: str = "log"
+    name: str = dataclasses.field(default="poisson", init=False)
+
+    def logpdf(self, y, eta, trials, dispersion):
+        return y * eta - jnp.exp(eta) - gammaln(y + 1.0)
+
+    def inverse_link(self, eta):
+        return jnp.exp(eta)
+
+    def initial_eta(self, y, trials):
+        return jnp.log(y + 0.5)
+
+    def check_response(self, y, trials):
+        import numpy as np
+
+        if np.any(y < 0) or np.any(y != np.round(y)):
+            return "poisson response must hold non-negative whole numbers"
+        return None
+
+
+# name -> (class, allowed links, default link). A new family is one row here.
+FAMILIES: dict[str, tuple[type[Family], tuple[str, ...], str]] = {
+    "gaussian": (Gaussian, ("identity",), "identity"),
+    "binomial": (Binomial, ("logit",), "logit"),
+    "poisson": (Poisson, ("log",), "log"),
+}
+
+
+def get_family(family: str | Family, link: str | None = None) -> Family:
+    """Look a family up by name (case-insensitive) and validate its link."""
+    if isinstance(family, Family):
+        if link is not None and link != family.link:
+            raise ArgumentError(f"link={link!r} conflicts with the family object's link {family.link!r}")
+        return family
+    if not isinstance(family, str) or family.lower() not in FAMILIES:
+        raise ArgumentError(f"unknown family {family!r}; choose one of {sorted(FAMILIES)}")
+    cls, links, default = FAMILIES[family.lower()]
+    link = default if link is None else link
+    if link not in links:
+        raise ArgumentError(f"unknown link {link!r} for family {family!r}; choose one of {list(links)}")
+    return cls(link=link)

@@ -1,0 +1,94 @@
+"""``jaxmm.fit``: formula and table in, labelled immutable result out."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from ._design import design_from_formula
+from ._engine import fit_glmm, fit_lmm, initial_theta
+from ._families import get_family
+from ._formula import parse_formula
+from ._optimize import Status
+from ._params import Params
+from ._results import MixedModelResult
+from .errors import ArgumentError, DataError
+
+_METHODS = {"gaussian": ("REML", "ML"), "other": ("laplace",)}
+
+
+def _resolve_method(family, method):
+    allowed = _METHODS["gaussian" if family.name == "gaussian" else "other"]
+    if method is None:
+        return allowed[0]
+    if not isinstance(method, str):
+        raise ArgumentError(f"method must be a string; choose one of {list(allowed)}")
+    for m in allowed:
+        if method.lower() == m.lower():
+            return m
+    raise ArgumentError(f"unknown method {method!r} for family {family.name!r}; choose one of {list(allowed)}")
+
+
+def fit(formula: str, data, family="gaussian", *, method: str | None = None, trials: str | None = None,
+        link: str | None = None, offset=None) -> MixedModelResult:
+    """Fit a (generalised) linear mixed model with one grouping factor.
+
+    Parameters
+    ----------
+    formula : formulaic fixed part plus one lme4 random term, e.g. ``y ~ x + C(period) + (x | subject)``.
+    data : a pandas DataFrame (or anything ``pandas.DataFrame`` accepts).
+    family : ``"gaussian"`` (exact LMM), ``"binomial"`` or ``"poisson"`` (Laplace).
+    method : ``"REML"`` (gaussian default) or ``"ML"``; ``"laplace"`` for other families.
+    trials : column with binomial trial counts; without it a binomial response is 0/1.
+    link : the link function; the canonical one by default.
+    offset : a column name or array added to the linear predictor.
+    """
+    fam = get_family(family, link)
+    method = _resolve_method(fam, method)
+    spec = parse_formula(formula)
+    if not spec.correlated:
+        raise ArgumentError("uncorrelated random effects (x || g) are not supported yet; use (x | g)")
+    if trials is not None and fam.name != "binomial":
+        raise ArgumentError(f"trials= applies only to the binomial family, not {fam.name!r}")
+    design, info = design_from_formula(spec, data, trials=trials, offset=offset)
+    y, n = np.asarray(design.y), np.asarray(design.trials)
+    problem = fam.check_response(y, n)
+    if problem:
+        raise DataError(f"response {spec.response!r}: {problem}")
+    if design.n_groups < 2:
+        raise DataError(f"grouping factor {spec.group!r} has a single level; a random effect needs at least two groups")
+
+    theta0 = initial_theta(design, fam)
+    if fam.name == "gaussian":
+        q = design.Z.shape[1]
+        out = fit_lmm(theta0[len(info.fixef_names):len(info.fixef_names) + q * (q + 1) // 2] * 0.0,
+                      design, method == "REML")
+    else:
+        out = fit_glmm(theta0, design, fam)
+    out = {k: np.asarray(v) for k, v in out.items()}
+
+    status = Status(int(out["status"]))
+    names = list(info.fixef_names)
+    D = out["chol"] @ out["chol"].T
+    labels = pd.Index(info.group_labels, name=info.group_name)
+    return MixedModelResult(
+        formula=formula,
+        family=fam.name,
+        link=fam.link,
+        method=method,
+        fixef=pd.Series(out["beta"], index=names, name="estimate"),
+        vcov=pd.DataFrame(out["vcov"], index=names, columns=names),
+        D=D,
+        sigma=float(out["dispersion"]) if fam.name == "gaussian" else None,
+        ranef=pd.DataFrame(out["ranef"], index=labels, columns=list(info.re_names)),
+        cond_var=out["cond_var"],
+        loglik=float(out["loglik"]),
+        n_obs=int(design.y.shape[0]),
+        n_groups=int(design.n_groups),
+        group_name=info.group_name,
+        converged=status == Status.CONVERGED,
+        message=status.message,
+        n_iter=int(out["n_iter"]),
+        grad_norm=float(np.max(np.abs(out["grad"]))),
+        params=Params(out["beta"], out["chol"], out["dispersion"]),
+        n_dispersion=fam.n_dispersion,
+    )

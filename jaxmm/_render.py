@@ -1,0 +1,67 @@
+"""Text rendering of results, in lme4's layout."""
+from __future__ import annotations
+
+import numpy as np
+
+
+def _fmt(x: float, digits: int = 4) -> str:
+    return f"{x:.{digits}g}" if abs(x) < 1e5 else f"{x:.{digits}e}"
+
+
+def _table(rows: list[list[str]], header: list[str]) -> list[str]:
+    widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
+    line = lambda r: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+    return [" " + line(header)] + [" " + line(r) for r in rows]
+
+
+def _pvalue(p: float) -> str:
+    return "<2e-16" if p < 2e-16 else f"{p:.3g}"
+
+
+def summary_text(res) -> str:
+    if res.family == "gaussian":
+        kind = f"Linear mixed model fit by {'REML' if res.method == 'REML' else 'maximum likelihood'}"
+    else:
+        kind = (f"Generalized linear mixed model fit by maximum likelihood (Laplace approximation)\n"
+                f" Family: {res.family} ( {res.link} )")
+    out = [kind, f"Formula: {res.formula}", ""]
+    crit = "REML criterion" if res.method == "REML" else "logLik"
+    stats = [["AIC", "BIC", "logLik", "deviance" if res.method != "REML" else "-2*REML"],
+             [f"{res.aic:.1f}", f"{res.bic:.1f}", f"{res.loglik:.4f}", f"{res.deviance:.1f}"]]
+    w = [max(len(a), len(b)) for a, b in zip(*stats)]
+    out.append(" " + "  ".join(s.rjust(k) for s, k in zip(stats[0], w)))
+    out.append(" " + "  ".join(s.rjust(k) for s, k in zip(stats[1], w)))
+    out.append("")
+    out.append("Random effects:")
+    names = res.re_names
+    sd = np.sqrt(np.diag(res.D))
+    corr = res.corr.to_numpy()
+    header = ["Groups", "Name", "Variance", "Std.Dev."] + (["Corr"] if len(names) > 1 else [])
+    rows = []
+    for k, name in enumerate(names):
+        row = [res.group_name if k == 0 else "", name, _fmt(res.D[k, k]), _fmt(sd[k])]
+        if len(names) > 1:
+            row.append(" ".join(f"{corr[k, j]:.2f}" for j in range(k)))
+        rows.append(row)
+    if res.sigma is not None:
+        rows.append(["Residual", "", _fmt(res.sigma**2), _fmt(res.sigma)] + ([""] if len(names) > 1 else []))
+    out += [" " + r for r in _table([[c for c in r] for r in rows], header)]
+    out.append(f"Number of obs: {res.n_obs}, groups:  {res.group_name}, {res.n_groups}")
+    out.append("")
+    out.append("Fixed effects:")
+    ct = res.coef_table()
+    stat = "t value" if res.family == "gaussian" else "z value"
+    rows = []
+    for name, r in ct.iterrows():
+        row = [str(name), f"{r.estimate:.5g}", f"{r.std_error:.5g}", f"{r.z:.3f}"]
+        if res.family != "gaussian":
+            row.append(_pvalue(r.p))
+        rows.append(row)
+    header = ["", "Estimate", "Std. Error", stat] + ([] if res.family == "gaussian" else ["Pr(>|z|)"])
+    out += _table(rows, header)
+    out.append("")
+    out.append(f"Optimizer: {res.message} ({res.n_iter} iterations, max|grad| {res.grad_norm:.2g})")
+    if not res.converged:
+        out.append("WARNING: the fit did not converge; estimates may not be at the optimum.")
+    _ = crit
+    return "\n".join(out)

@@ -1,0 +1,94 @@
+"""The immutable result of a fit. Computing lives here; rendering lives in ``_render``."""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import pandas as pd
+
+from ._params import Params
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class MixedModelResult:
+    """A fitted mixed model.
+
+    ``D`` is the estimated covariance of the random-effects distribution (lme4's VarCorr);
+    ``ranef`` are the conditional modes (BLUPs), shrunk towards zero, with posterior
+    covariances ``cond_var``. For REML fits ``loglik`` is the REML criterion, as in lme4.
+    """
+
+    formula: str
+    family: str
+    link: str
+    method: str
+    fixef: pd.Series
+    vcov: pd.DataFrame
+    D: np.ndarray
+    sigma: float | None
+    ranef: pd.DataFrame
+    cond_var: np.ndarray
+    loglik: float
+    n_obs: int
+    n_groups: int
+    group_name: str
+    converged: bool
+    message: str
+    n_iter: int
+    grad_norm: float
+    params: Params
+    n_dispersion: int = 0
+
+    @property
+    def re_names(self) -> list[str]:
+        return list(self.ranef.columns)
+
+    @property
+    def npar(self) -> int:
+        q = self.D.shape[0]
+        return len(self.fixef) + q * (q + 1) // 2 + self.n_dispersion
+
+    @property
+    def deviance(self) -> float:
+        """−2 log-likelihood (not lme4's conditional deviance of glmer fits)."""
+        return -2.0 * self.loglik
+
+    @property
+    def aic(self) -> float:
+        return -2.0 * self.loglik + 2.0 * self.npar
+
+    @property
+    def bic(self) -> float:
+        return -2.0 * self.loglik + math.log(self.n_obs) * self.npar
+
+    @property
+    def sd(self) -> pd.Series:
+        """Standard deviations of the random effects."""
+        return pd.Series(np.sqrt(np.diag(self.D)), index=self.re_names)
+
+    @property
+    def corr(self) -> pd.DataFrame:
+        """Correlation matrix of the random effects implied by D."""
+        sd = np.sqrt(np.diag(self.D))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            c = self.D / np.outer(sd, sd)
+        return pd.DataFrame(c, index=self.re_names, columns=self.re_names)
+
+    def coef_table(self) -> pd.DataFrame:
+        """Fixed effects with Wald standard errors, z values and two-sided p-values."""
+        from math import erfc
+
+        se = np.sqrt(np.diag(self.vcov.to_numpy()))
+        z = self.fixef.to_numpy() / se
+        p = np.array([erfc(abs(v) / math.sqrt(2.0)) for v in z])
+        return pd.DataFrame({"estimate": self.fixef.to_numpy(), "std_error": se, "z": z, "p": p},
+                            index=self.fixef.index)
+
+    def summary(self) -> str:
+        from ._render import summary_text
+
+        return summary_text(self)
+
+    def __repr__(self) -> str:
+        return self.summary()

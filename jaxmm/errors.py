@@ -1,0 +1,24 @@
+"""Exceptions raised by jaxmm.
+
+Every input problem raises a subclass of :class:`JaxmmError`, which is itself a
+``ValueError`` so that generic handlers keep working.
+"""
+
+
+class JaxmmError(ValueError):
+    """Base class for every error jaxmm raises about its inputs."""
+
+
+class FormulaError(JaxmmError):
+    """The formula cannot be parsed or does not describe a supported model."""
+
+
+class DataError(JaxmmError):
+    """A column is missing, has the wrong type, or holds values the model cannot use."""
+
+
+class ArgumentError(JaxmmError):
+    """An argument (family, link, method, ...) has an invalid value."""
+
+
+__all__ = ["JaxmmError", "FormulaError", "DataError", "ArgumentError"]
