@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import warnings
 from typing import NamedTuple
 
 import jax.numpy as jnp
@@ -18,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from ._formula import FormulaSpec
-from .errors import DataError, FormulaError
+from .errors import DataError, FormulaError, JaxmmWarning
 
 
 class Design(NamedTuple):
@@ -136,6 +137,23 @@ def _column(data: pd.DataFrame, name: str, role: str):
     return data[name].to_numpy()
 
 
+def aliased_columns(X: np.ndarray, rtol: float = 1e-7) -> list[int]:
+    """Columns that are linear combinations of earlier ones (dropped in order, as lme4 does)."""
+    kept, dropped = [], []
+    for j in range(X.shape[1]):
+        x = X[:, j]
+        if kept:
+            coef, *_ = np.linalg.lstsq(X[:, kept], x, rcond=None)
+            resid = x - X[:, kept] @ coef
+        else:
+            resid = x
+        if np.linalg.norm(resid) <= rtol * max(np.linalg.norm(x), 1e-300):
+            dropped.append(j)
+        else:
+            kept.append(j)
+    return dropped
+
+
 def design_from_formula(spec: FormulaSpec, data, *, trials=None, offset=None):
     """Evaluate a parsed formula on a table. Returns (Design, DesignInfo)."""
     if not isinstance(data, pd.DataFrame):
@@ -154,17 +172,26 @@ def design_from_formula(spec: FormulaSpec, data, *, trials=None, offset=None):
         raise DataError(
             f"response {spec.response!r} must be one numeric column; it expands to {list(lhs.columns)}"
         )
+    fixed_names = [_lme4_name(c) for c in fixed.rhs.columns]
+    X = np.asarray(fixed.rhs, dtype=np.float64)
+    dropped = aliased_columns(X)
+    if dropped:
+        names = [fixed_names[j] for j in dropped]
+        warnings.warn(f"fixed-effect model matrix is rank deficient; dropping aliased column(s) {names}",
+                      JaxmmWarning, stacklevel=3)
+        keep = [j for j in range(X.shape[1]) if j not in dropped]
+        X, fixed_names = X[:, keep], [fixed_names[j] for j in keep]
     random = _model_matrix(spec.random, data, "random-effects term")
     trials_arr = None if trials is None else _column(data, trials, "trials")
     offset_arr = None
     if offset is not None:
         offset_arr = _column(data, offset, "offset") if isinstance(offset, str) else np.asarray(offset)
     design, labels, order = make_design(
-        np.asarray(fixed.rhs), np.asarray(random), np.asarray(lhs).ravel(), groups,
+        X, np.asarray(random), np.asarray(lhs).ravel(), groups,
         trials=trials_arr, offset=offset_arr,
     )
     info = DesignInfo(
-        fixef_names=tuple(_lme4_name(c) for c in fixed.rhs.columns),
+        fixef_names=tuple(fixed_names),
         re_names=tuple(_lme4_name(c) for c in random.columns),
         group_name=spec.group,
         group_labels=labels,

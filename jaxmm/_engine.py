@@ -16,7 +16,7 @@ from ._design import Design
 from ._inner import InnerOptions
 from ._laplace import laplace_loglik, modes_and_cond_var
 from ._lmm import lmm_solution, lmm_stats, profiled_loglik
-from ._optimize import OptOptions, minimize
+from ._optimize import OptOptions, Status, minimize
 from ._params import Params, chol_from_vec, n_chol, pack, unpack
 
 
@@ -38,31 +38,68 @@ def _natural_objective(phi, u, design, family, inner, p, q):
     return -laplace_loglik(Params(phi[:p], chol, disp), design, u, family, inner)[0]
 
 
+def _orthonormalising_map(X):
+    """A with X·A having orthogonal columns of RMS 1, so the optimiser sees β on one scale.
+
+    Without it a covariate such as age² (values in the hundreds) gives a gradient
+    thousands of times larger than the others and L-BFGS crawls.
+    """
+    _, R = jnp.linalg.qr(X)
+    n = X.shape[0]
+    return jax.scipy.linalg.solve_triangular(R, jnp.eye(R.shape[0], dtype=X.dtype), lower=False) * jnp.sqrt(n)
+
+
+def _final_check(status, grad, hess, value):
+    """Converged when the Hessian is positive definite and the Newton decrement says the
+    remaining gain in log-likelihood is negligible, whatever rule stopped the loop."""
+    chol = jnp.linalg.cholesky(hess)
+    pd = jnp.all(jnp.isfinite(chol))
+    step = jax.scipy.linalg.cho_solve((chol, True), grad)
+    decrement = 0.5 * grad @ step
+    ok = pd & (decrement <= 1e-8 + 1e-13 * jnp.abs(value)) & (status != Status.NONFINITE)
+    status = jnp.where(ok, Status.CONVERGED,
+                       jnp.where(pd | (status == Status.NONFINITE), jnp.where(status == Status.CONVERGED, Status.STALLED, status),
+                                 Status.NOT_PD))
+    return status, decrement
+
+
+def _natural_phi(params: Params, n_dispersion: int):
+    q = params.chol.shape[0]
+    rows, cols = np.tril_indices(q)
+    return jnp.concatenate([params.beta, params.chol[rows, cols]]
+                           + ([jnp.log(params.dispersion)[None]] if n_dispersion else []))
+
+
 @functools.partial(jax.jit, static_argnames=("family", "inner", "opt"))
 def fit_glmm(theta0, design: Design, family, inner=InnerOptions(), opt=OptOptions()):
     p, q = design.X.shape[1], design.Z.shape[1]
     nd = family.n_dispersion
+    A = _orthonormalising_map(design.X)
+    scaled = design._replace(X=design.X @ A)
 
     def objective(theta, u, d):
         ll, u_new = laplace_loglik(unpack(theta, p, q, nd), d, u, family, inner)
         return -ll, u_new
 
+    theta0 = theta0.at[:p].set(jnp.linalg.solve(A, theta0[:p]))
     u0 = jnp.zeros((design.n_groups, q), design.X.dtype)
-    res = minimize(objective, theta0, u0, design, opt)
+    res = minimize(objective, theta0, u0, scaled, opt)
     params = unpack(res.x, p, q, nd)
+    params = params._replace(beta=A @ params.beta)
     ranef, cond_var, u = modes_and_cond_var(params, design, res.warm, family, inner)
 
     # vcov: the β block of the inverse Hessian of −ℓ over all parameters. The block is
     # invariant to how θ is parameterised at an optimum; the raw Cholesky scale keeps the
     # Hessian non-singular when a variance sits at zero, where the log scale would not.
-    rows, cols = np.tril_indices(q)
-    phi = jnp.concatenate([params.beta, params.chol[rows, cols]]
-                          + ([jnp.log(params.dispersion)[None]] if nd else []))
-    hess = jax.jacfwd(jax.jacfwd(_natural_objective), argnums=0)(phi, u, design, family, inner, p, q)
+    phi = _natural_phi(params, nd)
+    args = (u, design, family, inner, p, q)
+    grad = jax.grad(_natural_objective)(phi, *args)
+    hess = jax.jacfwd(jax.jacfwd(_natural_objective))(phi, *args)
+    status, decrement = _final_check(res.status, grad, hess, res.value)
     cov = jnp.linalg.inv(hess)
     return dict(
-        theta=res.x, loglik=-res.value, grad=res.grad, n_iter=res.n_iter, status=res.status,
-        beta=params.beta, chol=params.chol, dispersion=params.dispersion,
+        theta=res.x, loglik=-res.value, grad=grad, n_iter=res.n_iter, status=status,
+        decrement=decrement, beta=params.beta, chol=params.chol, dispersion=params.dispersion,
         vcov=cov[:p, :p], ranef=ranef, cond_var=cond_var,
     )
 
@@ -76,9 +113,19 @@ def fit_lmm(theta0, design: Design, reml: bool, opt=OptOptions()):
         return -profiled_loglik(chol_from_vec(theta, q), s, reml), warm
 
     res = minimize(objective, theta0, jnp.zeros(()), stats, opt)
-    sol = lmm_solution(chol_from_vec(res.x, q), stats, reml)
+    lam = chol_from_vec(res.x, q)
+    sol = lmm_solution(lam, stats, reml)
+
+    rows, cols = np.tril_indices(q)
+
+    def natural(v):
+        return -profiled_loglik(jnp.zeros((q, q), v.dtype).at[rows, cols].set(v), stats, reml)
+
+    phi = lam[rows, cols]
+    grad = jax.grad(natural)(phi)
+    status, decrement = _final_check(res.status, grad, jax.jacfwd(jax.jacfwd(natural))(phi), res.value)
     return dict(
-        theta=res.x, loglik=-res.value, grad=res.grad, n_iter=res.n_iter, status=res.status,
+        theta=res.x, loglik=-res.value, grad=grad, n_iter=res.n_iter, status=status, decrement=decrement,
         beta=sol.beta, chol=sol.chol, dispersion=sol.sigma,
         vcov=sol.vcov, ranef=sol.ranef, cond_var=sol.cond_var,
     )

@@ -20,14 +20,16 @@ class Status(enum.IntEnum):
     STALLED = 1        # no decrease for several iterations; gradient small but not below gtol
     MAX_ITER = 2
     NONFINITE = 3      # objective or gradient became NaN/inf
+    NOT_PD = 4         # stopped where the Hessian is not positive definite
 
     @property
     def message(self) -> str:
         return {
-            Status.CONVERGED: "converged: relative gradient norm below tolerance",
+            Status.CONVERGED: "converged: Newton decrement below tolerance at a positive-definite Hessian",
             Status.STALLED: "stopped: objective no longer decreases; gradient not below tolerance",
             Status.MAX_ITER: "stopped: reached the maximum number of iterations",
             Status.NONFINITE: "stopped: objective or gradient is not finite",
+            Status.NOT_PD: "stopped at a point where the Hessian is not positive definite",
         }[self]
 
 
@@ -35,7 +37,7 @@ class OptOptions(NamedTuple):
     max_iter: int = 1000
     gtol: float = 1e-9       # max|∇f| ≤ gtol·(1 + |f|)
     ftol: float = 1e-15      # relative decrease regarded as no progress
-    stall_iters: int = 10
+    stall_iters: int = 5
     memory: int = 10
 
 

@@ -21,4 +21,8 @@ class ArgumentError(JaxmmError):
     """An argument (family, link, method, ...) has an invalid value."""
 
 
-__all__ = ["JaxmmError", "FormulaError", "DataError", "ArgumentError"]
+class JaxmmWarning(UserWarning):
+    """Something about the fit the user should know, e.g. dropped aliased columns."""
+
+
+__all__ = ["JaxmmError", "FormulaError", "DataError", "ArgumentError", "JaxmmWarning"]
