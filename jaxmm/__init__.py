@@ -14,6 +14,7 @@ from . import errors
 from ._fit import fit
 from ._results import MixedModelResult
 from ._params import Params
+from ._examples import example_model, fit_example, load_example
 
-__all__ = ["fit", "MixedModelResult", "Params", "errors"]
+__all__ = ["fit", "MixedModelResult", "Params", "errors", "load_example", "example_model", "fit_example"]
 __version__ = "0.1.0"
