@@ -60,7 +60,7 @@ def group_hessian(u, eta_fixed, ZL, dispersion, design: Design, family):
     _, w = family.derivatives(design.y, eta, design.trials, dispersion)
     q = ZL.shape[1]
     outer = (w[:, None, None] * ZL[:, :, None]) * ZL[:, None, :]
-    return _segsum(outer, design) + jnp.eye(q, dtype=ZL.dtype)
+    return _segsum(outer, design) + jnp.eye(q, dtype=ZL.dtype)[None]
 
 
 def _newton_direction(u, eta_fixed, ZL, dispersion, design, family):

@@ -66,9 +66,9 @@ class _Reduced(NamedTuple):
 
 def _reduce(lam, stats: LMMStats) -> _Reduced:
     q = lam.shape[0]
-    M = jnp.eye(q, dtype=lam.dtype) + lam.T @ stats.ZtZ @ lam
+    M = jnp.eye(q, dtype=lam.dtype)[None] + lam.T[None] @ stats.ZtZ @ lam[None]
     C = jnp.linalg.cholesky(M)
-    P = lam.T @ stats.ZtX
+    P = lam.T[None] @ stats.ZtX
     c = stats.Zty @ lam
     tri = jax.vmap(lambda Ci, B: solve_triangular(Ci, B, lower=True))
     Q = tri(C, P)

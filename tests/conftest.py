@@ -1,0 +1,46 @@
+"""Shared fixtures. Fits are compiled once per session and shared between test modules."""
+import json
+from pathlib import Path
+
+import jax
+import pandas as pd
+import pytest
+
+import jaxmm  # noqa: F401  (switches float64 on)
+
+jax.config.update("jax_enable_x64", True)
+# Silent broadcasting between arrays of different rank hides shape bugs; make it an error.
+jax.config.update("jax_numpy_rank_promotion", "raise")
+
+DATA = Path(__file__).parent / "data"
+REFERENCE_CASES = sorted(p.stem for p in DATA.glob("*.json"))
+
+
+def load_reference(name):
+    ref = json.loads((DATA / f"{name}.json").read_text())
+    data = pd.read_csv(DATA / f"{name}.csv")
+    return ref, data
+
+
+def fit_kwargs(ref):
+    kw = {"family": ref["family"], "method": ref["method"]}
+    for key in ("trials", "link"):
+        if ref.get(key):
+            kw[key] = ref[key]
+    return kw
+
+
+_FITS = {}
+
+
+@pytest.fixture(scope="session")
+def reference_fit():
+    """reference_fit(name) -> (ref, data, result); each case is fitted once per session."""
+
+    def get(name):
+        if name not in _FITS:
+            ref, data = load_reference(name)
+            _FITS[name] = (ref, data, jaxmm.fit(ref["formula"], data, **fit_kwargs(ref)))
+        return _FITS[name]
+
+    return get
