@@ -1,0 +1,204 @@
+"""JAX invariants of the engine: IFT gradients equal finite differences, vmapped equals
+looped, Laplace is exact for the Gaussian, and a new dataset of the same shape reuses the
+compiled fit."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+import pytest
+
+import jaxmm
+from jaxmm._design import make_design
+from jaxmm._engine import fit_glmm, fit_lmm
+from jaxmm._families import get_family
+from jaxmm._inner import InnerOptions, conditional_modes
+from jaxmm._laplace import laplace_loglik
+from jaxmm._lmm import lmm_loglik, lmm_stats, profiled_loglik
+from jaxmm._params import Params, chol_from_vec, pack, unpack
+
+
+def _design_of(ref, data, res):
+    """The design of a reference case, rebuilt through the public parsing path."""
+    from jaxmm._design import design_from_formula
+    from jaxmm._formula import parse_formula
+
+    design, _ = design_from_formula(parse_formula(ref["formula"]), data, trials=ref.get("trials"))
+    return design
+
+
+def _central_diff(f, x, steps):
+    x = np.asarray(x, dtype=float)
+    g = np.zeros_like(x)
+    for k in range(x.size):
+        e = np.zeros_like(x)
+        e[k] = steps[k]
+        g[k] = (f(x + e) - f(x - e)) / (2 * e[k])
+    return g
+
+
+@pytest.mark.parametrize("name", ["cbpp_binomial", "contraception_q2", "grouseticks_poisson"])
+@pytest.mark.parametrize("where", ["optimum", "away"])
+def test_gradient_matches_finite_differences(reference_fit, name, where):
+    ref, data, res = reference_fit(name)
+    design = _design_of(ref, data, res)
+    fam = get_family(ref["family"])
+    p, q = design.X.shape[1], design.Z.shape[1]
+    theta = np.asarray(pack(res.params, fam.n_dispersion))
+    u0 = jnp.zeros((design.n_groups, q))
+    f = jax.jit(lambda t: laplace_loglik(unpack(t, p, q, 0), design, u0, fam)[0])
+    # Steps on each parameter's own scale (its curvature), e.g. age² has SE 7e-4, a
+    # log-SD about 0.1; a common step would be too coarse for one and noisy for another.
+    scale = 1.0 / np.sqrt(np.abs(np.diag(np.asarray(jax.hessian(f)(jnp.asarray(theta))))))
+    if where == "away":
+        theta = theta + 2.0 * scale * np.cos(np.arange(theta.size) + 1.0)
+    g_auto = np.asarray(jax.grad(f)(jnp.asarray(theta)))
+    g_fd = _central_diff(lambda t: float(f(jnp.asarray(t))), theta, 1e-4 * scale)
+    err = np.abs(g_auto - g_fd)
+    assert np.all(err <= 1e-5 * np.abs(g_fd) + 1e-5 / scale), (g_auto, g_fd)
+    if where == "away":  # the check is not vacuous: away from the optimum the gradient is large
+        assert np.max(np.abs(g_auto) * scale) > 1.0
+
+
+def test_second_derivatives_are_exact(reference_fit):
+    """The IFT rule is itself differentiable: the Hessian equals differences of the gradient."""
+    ref, data, res = reference_fit("contraception_q2")
+    design = _design_of(ref, data, res)
+    fam = get_family("binomial")
+    p, q = design.X.shape[1], design.Z.shape[1]
+    theta = jnp.asarray(pack(res.params, 0))
+    u0 = jnp.zeros((design.n_groups, q))
+    f = lambda t: laplace_loglik(unpack(t, p, q, 0), design, u0, fam)[0]
+    grad = jax.jit(jax.grad(f))
+    hess = np.asarray(jax.jit(jax.jacfwd(jax.jacfwd(f)))(theta))
+    h = 1e-5
+    for k in [0, 3, p, p + 1, p + 2]:
+        e = jnp.zeros_like(theta).at[k].set(h)
+        col = (np.asarray(grad(theta + e)) - np.asarray(grad(theta - e))) / (2 * h)
+        np.testing.assert_allclose(hess[:, k], col, rtol=1e-4, atol=1e-4 * np.abs(col).max())
+
+
+def test_modes_derivative_matches_finite_differences(reference_fit):
+    ref, data, res = reference_fit("grouseticks_poisson")
+    design = _design_of(ref, data, res)
+    fam = get_family("poisson")
+    eta_fixed = design.X @ jnp.asarray(res.params.beta)
+    u0 = jnp.zeros((design.n_groups, 1))
+
+    def modes_of(scale):
+        return conditional_modes(eta_fixed, design.Z * scale, jnp.ones(()), design, u0, fam)
+
+    jac = np.asarray(jax.jacfwd(modes_of)(0.9))
+    h = 1e-6
+    fd = (np.asarray(modes_of(0.9 + h)) - np.asarray(modes_of(0.9 - h))) / (2 * h)
+    np.testing.assert_allclose(jac, fd, rtol=1e-5, atol=1e-7)
+
+
+def test_batched_modes_equal_a_loop_over_groups(reference_fit):
+    """All groups solved together (segment sums, batched q×q solves) = each group alone."""
+    ref, data, res = reference_fit("contraception_q2")
+    design = _design_of(ref, data, res)
+    fam = get_family("binomial")
+    beta, L = jnp.asarray(res.params.beta), jnp.asarray(res.params.chol)
+    eta_fixed = design.X @ beta
+    ZL = design.Z @ L
+    u_all = np.asarray(conditional_modes(eta_fixed, ZL, jnp.ones(()), design, jnp.zeros((design.n_groups, 2)), fam))
+    group = np.asarray(design.group)
+    for i in range(design.n_groups):
+        rows = np.flatnonzero(group == i)
+        one = design._replace(
+            X=design.X[rows], Z=design.Z[rows], y=design.y[rows], trials=design.trials[rows],
+            offset=design.offset[rows], group=jnp.zeros(rows.size, jnp.int32),
+            counts=jnp.asarray([float(rows.size)]))
+        u_i = conditional_modes(eta_fixed[rows], ZL[rows], jnp.ones(()), one, jnp.zeros((1, 2)), fam)
+        np.testing.assert_allclose(np.asarray(u_i)[0], u_all[i], rtol=1e-9, atol=1e-10)
+
+
+def test_vmapped_objective_equals_loop(reference_fit):
+    ref, data, res = reference_fit("cbpp_binomial")
+    design = _design_of(ref, data, res)
+    fam = get_family("binomial")
+    p, q = design.X.shape[1], design.Z.shape[1]
+    theta = np.asarray(pack(res.params, 0))
+    thetas = jnp.asarray(theta + 0.2 * np.random.default_rng(0).standard_normal((5, theta.size)))
+    u0 = jnp.zeros((design.n_groups, q))
+    f = lambda t: laplace_loglik(unpack(t, p, q, 0), design, u0, fam)[0]
+    batched = np.asarray(jax.vmap(f)(thetas))
+    looped = np.array([float(f(t)) for t in thetas])
+    np.testing.assert_allclose(batched, looped, rtol=1e-12)
+    gb = np.asarray(jax.vmap(jax.grad(f))(thetas))
+    gl = np.stack([np.asarray(jax.grad(f)(t)) for t in thetas])
+    np.testing.assert_allclose(gb, gl, rtol=1e-9, atol=1e-10)
+
+
+def test_step_halving_keeps_poisson_from_diverging(reference_fit):
+    """A start far from the mode (exp(η) overflows on a full Newton step) still converges."""
+    ref, data, res = reference_fit("grouseticks_poisson")
+    design = _design_of(ref, data, res)
+    fam = get_family("poisson")
+    eta_fixed = design.X @ jnp.asarray(res.params.beta)
+    ZL = design.Z @ jnp.asarray(res.params.chol)
+    from_zero = conditional_modes(eta_fixed, ZL, jnp.ones(()), design, jnp.zeros((design.n_groups, 1)), fam)
+    far = jnp.full((design.n_groups, 1), 25.0)
+    from_far = conditional_modes(eta_fixed, ZL, jnp.ones(()), design, far, fam)
+    assert np.all(np.isfinite(np.asarray(from_far)))
+    np.testing.assert_allclose(np.asarray(from_far), np.asarray(from_zero), atol=1e-8)
+
+
+def test_laplace_is_exact_for_gaussian(reference_fit):
+    """For a Gaussian response the Laplace objective equals the closed-form ML likelihood."""
+    ref, data, res = reference_fit("sleepstudy_ml")
+    design = _design_of(ref, data, res)
+    stats = lmm_stats(design)
+    fam = get_family("gaussian")
+    u0 = jnp.zeros((design.n_groups, 2))
+    for params in [
+        Params(jnp.asarray([240.0, 12.0]), jnp.asarray([[20.0, 0.0], [1.5, 4.0]]), jnp.asarray(30.0)),
+        Params(jnp.asarray(res.params.beta), jnp.asarray(res.params.chol), jnp.asarray(res.params.dispersion)),
+    ]:
+        laplace = float(laplace_loglik(params, design, u0, fam)[0])
+        exact = float(lmm_loglik(params, stats))
+        assert laplace == pytest.approx(exact, rel=1e-12)
+    # and at the ML fit both equal the profiled optimum lme4 reports
+    assert exact == pytest.approx(res.loglik, abs=1e-8)
+    assert exact == pytest.approx(ref["loglik"], abs=1e-6)
+
+
+def test_profiled_lmm_equals_unprofiled_at_its_argmax(reference_fit):
+    ref, data, res = reference_fit("sleepstudy_ml")
+    design = _design_of(ref, data, res)
+    stats = lmm_stats(design)
+    sigma = float(res.sigma)
+    lam = jnp.asarray(res.params.chol) / sigma
+    profiled = float(profiled_loglik(lam, stats, reml=False))
+    assert profiled == pytest.approx(float(lmm_loglik(res.params, stats)), rel=1e-12)
+    # moving β or σ away from their profiled values can only lower the likelihood
+    for db, ds in [(0.5, 0.0), (0.0, 0.3), (-0.2, -0.2)]:
+        moved = Params(jnp.asarray(res.params.beta) + db, jnp.asarray(res.params.chol) * (1 + ds / sigma),
+                       jnp.asarray(sigma + ds))
+        assert float(lmm_loglik(moved, stats)) < profiled
+
+
+def _simulated_bernoulli(seed, n_groups=40, per=12):
+    rng = np.random.default_rng(seed)
+    g = np.repeat(np.arange(n_groups), per)
+    x = rng.standard_normal(g.size)
+    b = rng.standard_normal((n_groups, 2)) * [0.8, 0.3]
+    eta = 0.2 + 0.7 * x + b[g, 0] + b[g, 1] * x
+    y = (rng.random(g.size) < 1 / (1 + np.exp(-eta))).astype(float)
+    return pd.DataFrame({"y": y, "x": x, "g": [f"s{k}" for k in g]})
+
+
+def test_same_shape_does_not_recompile():
+    first = jaxmm.fit("y ~ x + (x | g)", _simulated_bernoulli(1), family="binomial")
+    size = fit_glmm._cache_size()
+    second = jaxmm.fit("y ~ x + (x | g)", _simulated_bernoulli(2), family="binomial")
+    assert fit_glmm._cache_size() == size
+    assert not np.allclose(first.fixef, second.fixef)  # really a different dataset
+
+    rng = np.random.default_rng(3)
+    lmm_data = lambda: pd.DataFrame({"y": rng.standard_normal(60), "x": rng.standard_normal(60),
+                                     "g": np.repeat(np.arange(6), 10)})
+    jaxmm.fit("y ~ x + (1 | g)", lmm_data())
+    size = fit_lmm._cache_size()
+    jaxmm.fit("y ~ x + (1 | g)", lmm_data())
+    assert fit_lmm._cache_size() == size
