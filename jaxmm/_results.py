@@ -63,6 +63,16 @@ class MixedModelResult:
         return -2.0 * self.loglik + math.log(self.n_obs) * self.npar
 
     @property
+    def singular(self) -> bool:
+        """True when D is on the boundary: a relative Cholesky diagonal below 1e-4 (lme4's rule).
+
+        Relative means L/σ for gaussian models and L itself for the others, whose
+        random effects are already on the scale of the linear predictor.
+        """
+        rel = np.abs(np.diag(np.asarray(self.params.chol))) / (self.sigma if self.sigma else 1.0)
+        return bool(np.any(rel < 1e-4))
+
+    @property
     def sd(self) -> pd.Series:
         """Standard deviations of the random effects."""
         return pd.Series(np.sqrt(np.diag(self.D)), index=self.re_names)

@@ -85,3 +85,10 @@ def test_information_criteria(reference_fit, name):
     assert abs(res.bic - ref["bic"]) <= 2 * (5e-2 + 2e-4) + 1e-9
     assert res.deviance == pytest.approx(-2 * res.loglik)
     assert res.n_obs == ref["n_obs"] and res.n_groups == ref["n_groups"]
+
+
+def test_singular_fit_is_flagged(reference_fit):
+    """lme4 reports isSingular() TRUE for singular_lmm_ml; the others are interior fits."""
+    assert reference_fit("singular_lmm_ml")[2].singular
+    assert not reference_fit("sleepstudy_ml")[2].singular
+    assert not reference_fit("contraception_q2")[2].singular
