@@ -17,7 +17,7 @@ from ._inner import InnerOptions
 from ._laplace import laplace_loglik, modes_and_cond_var
 from ._lmm import lmm_solution, lmm_stats, profiled_loglik
 from ._optimize import OptOptions, Status, minimize
-from ._params import Params, chol_from_vec, n_chol, pack, unpack
+from ._params import Params, chol_from_vec, n_chol, pack, unpack, vec_from_chol
 
 
 def initial_theta(design: Design, family) -> jnp.ndarray:
@@ -28,6 +28,12 @@ def initial_theta(design: Design, family) -> jnp.ndarray:
     resid_sd = jnp.sqrt(jnp.mean((eta0 - design.X @ beta) ** 2))
     disp = jnp.maximum(resid_sd, 1e-3) if family.n_dispersion else jnp.ones(())
     return pack(Params(beta, jnp.eye(q, dtype=beta.dtype), disp), family.n_dispersion)
+
+
+def initial_relative_chol(design: Design) -> jnp.ndarray:
+    """Λ = I (lme4's start): random-effect SDs equal to the residual SD."""
+    q = design.Z.shape[1]
+    return vec_from_chol(jnp.eye(q, dtype=design.X.dtype))
 
 
 def _natural_objective(phi, u, design, family, inner, p, q):

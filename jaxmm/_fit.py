@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 
 from ._design import design_from_formula
-from ._engine import fit_glmm, fit_lmm, initial_theta
+from ._engine import fit_glmm, fit_lmm, initial_relative_chol, initial_theta
 from ._families import get_family
 from ._formula import parse_formula
 from ._optimize import Status
@@ -57,13 +57,10 @@ def fit(formula: str, data, family="gaussian", *, method: str | None = None, tri
     if design.n_groups < 2:
         raise DataError(f"grouping factor {spec.group!r} has a single level; a random effect needs at least two groups")
 
-    theta0 = initial_theta(design, fam)
     if fam.name == "gaussian":
-        q = design.Z.shape[1]
-        out = fit_lmm(theta0[len(info.fixef_names):len(info.fixef_names) + q * (q + 1) // 2] * 0.0,
-                      design, method == "REML")
+        out = fit_lmm(initial_relative_chol(design), design, method == "REML")
     else:
-        out = fit_glmm(theta0, design, fam)
+        out = fit_glmm(initial_theta(design, fam), design, fam)
     out = {k: np.asarray(v) for k, v in out.items()}
 
     status = Status(int(out["status"]))

@@ -59,8 +59,10 @@ def group_hessian(u, eta_fixed, ZL, dispersion, design: Design, family):
     eta = linear_predictor(u, eta_fixed, ZL, design)
     _, w = family.derivatives(design.y, eta, design.trials, dispersion)
     q = ZL.shape[1]
-    outer = (w[:, None, None] * ZL[:, :, None]) * ZL[:, None, :]
-    return _segsum(outer, design) + jnp.eye(q, dtype=ZL.dtype)[None]
+    # One (N, q) product per column rather than an (N, q, q) array of outer products.
+    wZL = w[:, None] * ZL
+    cols = [_segsum(wZL * ZL[:, k:k + 1], design) for k in range(q)]
+    return jnp.stack(cols, axis=-1) + jnp.eye(q, dtype=ZL.dtype)[None]
 
 
 def _newton_direction(u, eta_fixed, ZL, dispersion, design, family):

@@ -43,9 +43,11 @@ def lmm_stats(design: Design) -> LMMStats:
 
     X, Z = design.X, design.Z
     y = design.y - design.offset
+    # Per column of Z, so the temporaries are (N, q) and (N, p), never (N, q, p).
+    q = Z.shape[1]
     return LMMStats(
-        ZtZ=seg(Z[:, :, None] * Z[:, None, :]),
-        ZtX=seg(Z[:, :, None] * X[:, None, :]),
+        ZtZ=jnp.stack([seg(Z[:, k:k + 1] * Z) for k in range(q)], axis=1),
+        ZtX=jnp.stack([seg(Z[:, k:k + 1] * X) for k in range(q)], axis=1),
         Zty=seg(Z * y[:, None]),
         XtX=X.T @ X,
         Xty=X.T @ y,
