@@ -182,10 +182,18 @@ def design_from_formula(spec: FormulaSpec, data, *, trials=None, offset=None):
         keep = [j for j in range(X.shape[1]) if j not in dropped]
         X, fixed_names = X[:, keep], [fixed_names[j] for j in keep]
     random = _model_matrix(spec.random, data, "random-effects term")
-    trials_arr = None if trials is None else _column(data, trials, "trials")
+    trials_arr = None if trials is None else _as_float(f"trials column {trials!r}", _column(data, trials, "trials"))
     offset_arr = None
     if offset is not None:
-        offset_arr = _column(data, offset, "offset") if isinstance(offset, str) else np.asarray(offset)
+        if isinstance(offset, str):
+            offset_arr = _as_float(f"offset column {offset!r}", _column(data, offset, "offset"))
+        else:
+            offset_arr = _as_float("offset", offset)
+            if offset_arr.shape != (len(data),):
+                raise DataError(f"offset has shape {offset_arr.shape}; expected one value per row ({len(data)})")
+    if pd.isna(groups).any():
+        rows = np.flatnonzero(pd.isna(groups))
+        raise DataError(f"grouping column {spec.group!r} has {rows.size} missing value(s) (first rows: {rows[:5].tolist()})")
     design, labels, order = make_design(
         X, np.asarray(random), np.asarray(lhs).ravel(), groups,
         trials=trials_arr, offset=offset_arr,

@@ -1,0 +1,130 @@
+"""Formula parsing, input errors, the result object and the command line."""
+import dataclasses
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import jaxmm
+from jaxmm._cli import main
+from jaxmm._formula import parse_formula
+from jaxmm.errors import ArgumentError, DataError, FormulaError, JaxmmError, JaxmmWarning
+
+
+@pytest.mark.parametrize("formula, fixed, random, group", [
+    ("y ~ x + C(period) + (x | subject)", "x + C(period)", "x", "subject"),
+    ("y ~ (1 | g)", "1", "1", "g"),
+    ("y ~ (0 + x | g) + x", "x", "0 + x", "g"),
+    ("y ~ log(x) + (log(x) | g)", "log(x)", "log(x)", "g"),
+    ("y ~ x - 1 + (1|g)", "x - 1", "1", "g"),
+])
+def test_parse_formula(formula, fixed, random, group):
+    spec = parse_formula(formula)
+    assert (spec.response, spec.fixed, spec.random, spec.group) == ("y", fixed, random, group)
+
+
+@pytest.mark.parametrize("formula, words", [
+    ("y ~ x", "no random-effect term"),
+    ("y ~ x + (1 | g) + (1 | h)", "exactly one grouping factor"),
+    ("y x + (1 | g)", "exactly one '~'"),
+    ("y ~ x + (1 | g", "unbalanced"),
+    ("~ x + (1 | g)", "no response"),
+    ("y ~ x + ( | g)", "nothing before '|'"),
+    ("y ~ x + (1 | g:h)", "single column name"),
+])
+def test_formula_errors(formula, words):
+    with pytest.raises(FormulaError, match=words.replace("(", r"\(").replace("|", r"\|")):
+        parse_formula(formula)
+
+
+@pytest.fixture(scope="module")
+def cbpp():
+    return jaxmm.load_example("cbpp")
+
+
+def test_input_errors_name_the_problem(cbpp):
+    f = "incidence ~ C(period) + (1 | herd)"
+    with pytest.raises(DataError, match="'flock'"):
+        jaxmm.fit("incidence ~ C(period) + (1 | flock)", cbpp, family="binomial", trials="size")
+    with pytest.raises(DataError, match="'n_trials'"):
+        jaxmm.fit(f, cbpp, family="binomial", trials="n_trials")
+    with pytest.raises(DataError, match="exceeds the number of trials"):
+        jaxmm.fit(f, cbpp, family="binomial")  # counts without trials= are not 0/1
+    with pytest.raises(ArgumentError, match=r"choose one of \['binomial', 'gaussian', 'poisson'\]"):
+        jaxmm.fit(f, cbpp, family="binomal")
+    with pytest.raises(ArgumentError, match="unknown link 'probit'"):
+        jaxmm.fit(f, cbpp, family="poisson", link="probit")
+    with pytest.raises(ArgumentError, match=r"\['REML', 'ML'\]"):
+        jaxmm.fit(f, cbpp, method="laplace")
+    bad = cbpp.assign(size=cbpp["size"].astype(float))
+    bad.loc[4, "size"] = np.nan
+    with pytest.raises(DataError, match="trials column 'size' has 1 row"):
+        jaxmm.fit(f, bad, family="binomial", trials="size")
+    bad = cbpp.assign(herd=cbpp["herd"].astype(object))
+    bad.loc[2, "herd"] = None
+    with pytest.raises(DataError, match="grouping column 'herd' has 1 missing"):
+        jaxmm.fit(f, bad, family="binomial", trials="size")
+    bad = cbpp.assign(herd=1)
+    with pytest.raises(DataError, match="single level"):
+        jaxmm.fit(f, bad, family="binomial", trials="size")
+    with pytest.raises(DataError, match="no rows"):
+        jaxmm.fit(f, cbpp.iloc[:0], family="binomial", trials="size")
+    with pytest.raises(DataError, match="non-negative whole numbers"):
+        jaxmm.fit("y ~ 1 + (1 | g)", pd.DataFrame({"y": [0.5, 1, 2, 3], "g": [1, 1, 2, 2]}), family="poisson")
+    # every jaxmm error is still a ValueError for generic handlers
+    assert issubclass(JaxmmError, ValueError)
+
+
+def test_missing_covariate_is_not_dropped(cbpp):
+    data = cbpp.assign(x=np.arange(len(cbpp), dtype=float))
+    data.loc[[3, 7], "x"] = np.nan
+    with pytest.raises(DataError, match="x"):
+        jaxmm.fit("incidence ~ x + (1 | herd)", data, family="binomial", trials="size")
+
+
+def test_aliased_column_is_dropped_with_a_warning(cbpp):
+    data = cbpp.assign(size2=2.0 * cbpp["size"])
+    with pytest.warns(JaxmmWarning, match="size2"):
+        res = jaxmm.fit("incidence ~ size + size2 + (1 | herd)", data, family="binomial", trials="size")
+    assert list(res.fixef.index) == ["(Intercept)", "size"]
+
+
+def test_result_is_immutable_and_labelled(reference_fit):
+    ref, data, res = reference_fit("cbpp_binomial")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        res.loglik = 0.0
+    assert list(res.fixef.index) == ["(Intercept)", "period2", "period3", "period4"]
+    assert res.ranef.index.name == "herd" and list(res.ranef.columns) == ["(Intercept)"]
+    assert res.cond_var.shape == (15, 1, 1) and res.D.shape == (1, 1)
+    assert res.sigma is None
+    table = res.coef_table()
+    assert list(table.columns) == ["estimate", "std_error", "z", "p"]
+    np.testing.assert_allclose(table["z"], res.fixef / np.sqrt(np.diag(res.vcov)))
+    text = res.summary()
+    for piece in ["binomial", "AIC", "BIC", "logLik", "Random effects:", "herd", "Number of obs: 56",
+                  "Fixed effects:", "period4", "converged"]:
+        assert piece in text
+
+
+def test_string_and_integer_group_labels(reference_fit):
+    _, _, res = reference_fit("sleepstudy_reml")  # integer subject ids
+    assert res.ranef.index[0] == 308
+    _, _, res = reference_fit("seedlike_bernoulli_q2")  # string ids
+    assert res.ranef.index[0] == "s00001"
+
+
+def test_cli_example_prints_the_fit(capsys):
+    assert main(["example", "cbpp"]) == 0
+    out = capsys.readouterr().out
+    assert "herd" in out and "period2" in out and "-92.026" in out
+
+
+def test_cli_errors_are_one_line(capsys, tmp_path):
+    assert main(["example", "nope"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("jaxmm: error: unknown example") and err.count("\n") == 1
+    path = tmp_path / "d.csv"
+    pd.DataFrame({"y": [1.0, 2.0, 3.0, 4.0], "g": [1, 1, 2, 2]}).to_csv(path, index=False)
+    assert main(["fit", str(path), "y ~ x + (1 | g)"]) == 2
+    err = capsys.readouterr().err
+    assert "x" in err and err.count("\n") == 1
