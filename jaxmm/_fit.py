@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 
 from ._design import design_from_formula
 from ._engine import fit_glmm, fit_lmm, initial_relative_chol, initial_theta
@@ -64,24 +63,24 @@ def fit(formula: str, data, family="gaussian", *, method: str | None = None, tri
     out = {k: np.asarray(v) for k, v in out.items()}
 
     status = Status(int(out["status"]))
-    names = list(info.fixef_names)
-    D = out["chol"] @ out["chol"].T
-    labels = pd.Index(info.group_labels, name=info.group_name)
     return MixedModelResult(
         formula=formula,
         family=fam.name,
         link=fam.link,
         method=method,
-        fixef=pd.Series(out["beta"], index=names, name="estimate"),
-        vcov=pd.DataFrame(out["vcov"], index=names, columns=names),
-        D=D,
+        fixef_names=info.fixef_names,
+        re_names=info.re_names,
+        group_name=info.group_name,
+        group_labels=info.group_labels,
+        beta=out["beta"],
+        vcov_array=out["vcov"],
+        D=out["chol"] @ out["chol"].T,
         sigma=float(out["dispersion"]) if fam.name == "gaussian" else None,
-        ranef=pd.DataFrame(out["ranef"], index=labels, columns=list(info.re_names)),
+        ranef_array=out["ranef"],
         cond_var=out["cond_var"],
         loglik=float(out["loglik"]),
         n_obs=int(design.y.shape[0]),
         n_groups=int(design.n_groups),
-        group_name=info.group_name,
         converged=status == Status.CONVERGED,
         message=status.message,
         n_iter=int(out["n_iter"]),

@@ -23,16 +23,19 @@ class MixedModelResult:
     family: str
     link: str
     method: str
-    fixef: pd.Series
-    vcov: pd.DataFrame
+    fixef_names: tuple
+    re_names: tuple
+    group_name: str
+    group_labels: tuple
+    beta: np.ndarray
+    vcov_array: np.ndarray
     D: np.ndarray
     sigma: float | None
-    ranef: pd.DataFrame
+    ranef_array: np.ndarray
     cond_var: np.ndarray
     loglik: float
     n_obs: int
     n_groups: int
-    group_name: str
     converged: bool
     message: str
     n_iter: int
@@ -40,9 +43,28 @@ class MixedModelResult:
     params: Params
     n_dispersion: int = 0
 
+    def __post_init__(self):
+        # Arrays are frozen too: a result is a record of one fit, not a scratch pad.
+        for name in ("beta", "vcov_array", "D", "ranef_array", "cond_var"):
+            arr = np.array(getattr(self, name), dtype=np.float64)
+            arr.flags.writeable = False
+            object.__setattr__(self, name, arr)
+
     @property
-    def re_names(self) -> list[str]:
-        return list(self.ranef.columns)
+    def fixef(self) -> pd.Series:
+        """Fixed effects in model-matrix column order (a fresh Series on each access)."""
+        return pd.Series(self.beta, index=list(self.fixef_names), name="estimate")
+
+    @property
+    def vcov(self) -> pd.DataFrame:
+        names = list(self.fixef_names)
+        return pd.DataFrame(self.vcov_array, index=names, columns=names)
+
+    @property
+    def ranef(self) -> pd.DataFrame:
+        """Conditional modes (BLUPs), one row per group, indexed by the group labels of the data."""
+        index = pd.Index(list(self.group_labels), name=self.group_name)
+        return pd.DataFrame(self.ranef_array, index=index, columns=list(self.re_names))
 
     @property
     def npar(self) -> int:
@@ -75,7 +97,7 @@ class MixedModelResult:
     @property
     def sd(self) -> pd.Series:
         """Standard deviations of the random effects."""
-        return pd.Series(np.sqrt(np.diag(self.D)), index=self.re_names)
+        return pd.Series(np.sqrt(np.diag(self.D)), index=list(self.re_names))
 
     @property
     def corr(self) -> pd.DataFrame:
@@ -83,7 +105,7 @@ class MixedModelResult:
         sd = np.sqrt(np.diag(self.D))
         with np.errstate(invalid="ignore", divide="ignore"):
             c = self.D / np.outer(sd, sd)
-        return pd.DataFrame(c, index=self.re_names, columns=self.re_names)
+        return pd.DataFrame(c, index=list(self.re_names), columns=list(self.re_names))
 
     def coef_table(self) -> pd.DataFrame:
         """Fixed effects with Wald standard errors, z values and two-sided p-values."""

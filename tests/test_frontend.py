@@ -93,6 +93,11 @@ def test_result_is_immutable_and_labelled(reference_fit):
     ref, data, res = reference_fit("cbpp_binomial")
     with pytest.raises(dataclasses.FrozenInstanceError):
         res.loglik = 0.0
+    with pytest.raises(ValueError, match="read-only"):
+        res.D[0, 0] = 1.0
+    edited = res.fixef
+    edited.iloc[0] = 99.0  # a returned Series is the caller's own copy
+    assert res.fixef.iloc[0] != 99.0
     assert list(res.fixef.index) == ["(Intercept)", "period2", "period3", "period4"]
     assert res.ranef.index.name == "herd" and list(res.ranef.columns) == ["(Intercept)"]
     assert res.cond_var.shape == (15, 1, 1) and res.D.shape == (1, 1)
