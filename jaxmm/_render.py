@@ -25,7 +25,6 @@ def summary_text(res) -> str:
         kind = (f"Generalized linear mixed model fit by maximum likelihood (Laplace approximation)\n"
                 f" Family: {res.family} ( {res.link} )")
     out = [kind, f"Formula: {res.formula}", ""]
-    crit = "REML criterion" if res.method == "REML" else "logLik"
     stats = [["AIC", "BIC", "logLik", "deviance" if res.method != "REML" else "-2*REML"],
              [f"{res.aic:.1f}", f"{res.bic:.1f}", f"{res.loglik:.4f}", f"{res.deviance:.1f}"]]
     w = [max(len(a), len(b)) for a, b in zip(*stats)]
@@ -63,5 +62,4 @@ def summary_text(res) -> str:
     out.append(f"Optimizer: {res.message} ({res.n_iter} iterations, max|grad| {res.grad_norm:.2g})")
     if not res.converged:
         out.append("WARNING: the fit did not converge; estimates may not be at the optimum.")
-    _ = crit
     return "\n".join(out)
