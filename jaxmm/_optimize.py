@@ -54,7 +54,10 @@ def minimize(fun, x0, warm0, args, options: OptOptions = OptOptions()) -> OptRes
     """Minimise ``fun(x, warm, args) -> (value, new_warm)`` over the vector x."""
     solver = optax.lbfgs(
         memory_size=options.memory,
-        linesearch=optax.scale_by_zoom_linesearch(max_linesearch_steps=40),
+        # Try the full quasi-Newton step first. optax's default ('keep') starts from the last
+        # accepted step length, which leaves L-BFGS converging only linearly here (76 instead
+        # of 12 iterations on sleepstudy).
+        linesearch=optax.scale_by_zoom_linesearch(max_linesearch_steps=40, initial_guess_strategy="one"),
     )
     value_and_grad = jax.value_and_grad(fun, has_aux=True)
     (f0, warm0), g0 = value_and_grad(x0, warm0, args)
