@@ -21,8 +21,8 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-from jax.scipy.linalg import cho_solve
 
+from . import _smallmat as sm
 from ._design import Design
 
 
@@ -68,8 +68,7 @@ def group_hessian(u, eta_fixed, ZL, dispersion, design: Design, family):
 def _newton_direction(u, eta_fixed, ZL, dispersion, design, family):
     g = group_gradient(u, eta_fixed, ZL, dispersion, design, family)
     H = group_hessian(u, eta_fixed, ZL, dispersion, design, family)
-    chol = jnp.linalg.cholesky(H)
-    return jax.vmap(lambda c, v: cho_solve((c, True), v))(chol, g)
+    return sm.cho_solve(sm.cholesky(H), g)
 
 
 def _solve(eta_fixed, ZL, dispersion, design, u0, family, options: InnerOptions):
@@ -123,6 +122,5 @@ def _conditional_modes_jvp(family, options, primals, tangents):
 
     _, g_dot = jax.jvp(gradient_at_mode, primals[:4], tangents[:4])
     H = group_hessian(u, eta_fixed, ZL, dispersion, design, family)
-    chol = jnp.linalg.cholesky(H)
-    u_dot = jax.vmap(lambda c, v: cho_solve((c, True), v))(chol, g_dot)
+    u_dot = sm.cho_solve(sm.cholesky(H), g_dot)
     return u, u_dot

@@ -13,6 +13,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from . import _smallmat as sm
 from ._design import Design
 from ._inner import InnerOptions, conditional_modes, group_hessian, linear_predictor
 from ._params import Params
@@ -27,8 +28,7 @@ def laplace_terms(params: Params, design: Design, u0, family, options: InnerOpti
     ll = family.logpdf(design.y, eta, design.trials, params.dispersion)
     ll_group = jax.ops.segment_sum(ll, design.group, num_segments=design.n_groups, indices_are_sorted=True)
     H = group_hessian(u, eta_fixed, ZL, params.dispersion, design, family)
-    chol_H = jnp.linalg.cholesky(H)
-    logdet_H = 2.0 * jnp.sum(jnp.log(jnp.diagonal(chol_H, axis1=-2, axis2=-1)), axis=-1)
+    logdet_H = sm.logdet_from_cholesky(sm.cholesky(H))
     terms = ll_group - 0.5 * jnp.sum(u * u, axis=1) - 0.5 * logdet_H
     return terms, u, H
 
@@ -44,5 +44,5 @@ def modes_and_cond_var(params: Params, design: Design, u0, family, options: Inne
     _, u, H = laplace_terms(params, design, u0, family, options)
     L = params.chol
     b = u @ L.T
-    cond_var = L @ jnp.linalg.inv(H) @ L.T
+    cond_var = L @ sm.cho_inverse(sm.cholesky(H)) @ L.T
     return b, cond_var, u

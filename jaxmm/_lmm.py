@@ -19,8 +19,9 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-from jax.scipy.linalg import cho_solve, solve_triangular
+from jax.scipy.linalg import cho_solve
 
+from . import _smallmat as sm
 from ._design import Design
 from ._params import Params
 
@@ -69,17 +70,16 @@ class _Reduced(NamedTuple):
 def _reduce(lam, stats: LMMStats) -> _Reduced:
     q = lam.shape[0]
     M = jnp.eye(q, dtype=lam.dtype)[None] + lam.T[None] @ stats.ZtZ @ lam[None]
-    C = jnp.linalg.cholesky(M)
+    C = sm.cholesky(M)
     P = lam.T[None] @ stats.ZtX
     c = stats.Zty @ lam
-    tri = jax.vmap(lambda Ci, B: solve_triangular(Ci, B, lower=True))
-    Q = tri(C, P)
-    r = tri(C, c[:, :, None])[:, :, 0]
+    Q = sm.solve_lower(C, P)
+    r = sm.solve_lower(C, c)
     return _Reduced(
         XtRX=stats.XtX - jnp.einsum("gqi,gqj->ij", Q, Q),
         XtRy=stats.Xty - jnp.einsum("gqi,gq->i", Q, r),
         ytRy=stats.yty - jnp.sum(r * r),
-        logdet_R=2.0 * jnp.sum(jnp.log(jnp.diagonal(C, axis1=-2, axis2=-1))),
+        logdet_R=jnp.sum(sm.logdet_from_cholesky(C)),
         chol_M=C, Q=Q, r=r,
     )
 
@@ -133,8 +133,8 @@ def lmm_solution(lam, stats: LMMStats, reml: bool) -> LMMSolution:
     sigma2 = pwrss / _dof(stats, beta.shape[0], reml)
     # û_i = M_i⁻¹ Λᵀ Z_iᵀ (y_i − X_i β̂) = C_i⁻ᵀ (r_i − Q_i β̂)
     rhs = red.r - red.Q @ beta
-    u = jax.vmap(lambda C, v: solve_triangular(C, v, lower=True, trans=1))(red.chol_M, rhs)
-    M_inv = jax.vmap(lambda C: cho_solve((C, True), jnp.eye(C.shape[0], dtype=C.dtype)))(red.chol_M)
+    u = sm.solve_lower_transpose(red.chol_M, rhs)
+    M_inv = sm.cho_inverse(red.chol_M)
     sigma = jnp.sqrt(sigma2)
     return LMMSolution(
         beta=beta,

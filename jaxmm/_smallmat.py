@@ -1,0 +1,80 @@
+"""Batched linear algebra for many small (q×q, q ≲ 10) symmetric positive-definite matrices.
+
+The loops over q are unrolled at trace time, so every operation is elementwise over the
+batch of groups. This is faster than one LAPACK call per matrix for q = 1..3, and it
+avoids jaxlib's batched potrf/trsm kernels, which deadlocked XLA:CPU's two-thread pool
+on this machine (jax 0.10.2) once the batch reached ~50k groups.
+All functions take (..., q, q) matrices and work for any leading batch shape.
+"""
+from __future__ import annotations
+
+import jax.numpy as jnp
+
+
+def cholesky(A):
+    """Lower Cholesky factor of each matrix in A (..., q, q)."""
+    q = A.shape[-1]
+    L = [[None] * q for _ in range(q)]
+    for j in range(q):
+        s = A[..., j, j]
+        for k in range(j):
+            s = s - L[j][k] * L[j][k]
+        d = jnp.sqrt(s)
+        L[j][j] = d
+        for i in range(j + 1, q):
+            s = A[..., i, j]
+            for k in range(j):
+                s = s - L[i][k] * L[j][k]
+            L[i][j] = s / d
+    zero = jnp.zeros_like(A[..., 0, 0])
+    return jnp.stack([jnp.stack([L[i][j] if j <= i else zero for j in range(q)], axis=-1)
+                      for i in range(q)], axis=-2)
+
+
+def solve_lower(L, B):
+    """Solve L X = B for X; B is (..., q) or (..., q, k)."""
+    vec = B.ndim == L.ndim - 1
+    if vec:
+        B = B[..., None]
+    q = L.shape[-1]
+    rows = []
+    for i in range(q):
+        r = B[..., i, :]
+        for k in range(i):
+            r = r - L[..., i, k, None] * rows[k]
+        rows.append(r / L[..., i, i, None])
+    X = jnp.stack(rows, axis=-2)
+    return X[..., 0] if vec else X
+
+
+def solve_lower_transpose(L, B):
+    """Solve Lᵀ X = B for X; B is (..., q) or (..., q, k)."""
+    vec = B.ndim == L.ndim - 1
+    if vec:
+        B = B[..., None]
+    q = L.shape[-1]
+    rows = [None] * q
+    for i in reversed(range(q)):
+        r = B[..., i, :]
+        for k in range(i + 1, q):
+            r = r - L[..., k, i, None] * rows[k]
+        rows[i] = r / L[..., i, i, None]
+    X = jnp.stack(rows, axis=-2)
+    return X[..., 0] if vec else X
+
+
+def cho_solve(L, B):
+    """Solve (L Lᵀ) X = B."""
+    return solve_lower_transpose(L, solve_lower(L, B))
+
+
+def cho_inverse(L):
+    """(L Lᵀ)⁻¹ for each factor."""
+    q = L.shape[-1]
+    eye = jnp.broadcast_to(jnp.eye(q, dtype=L.dtype), L.shape)
+    return cho_solve(L, eye)
+
+
+def logdet_from_cholesky(L):
+    """log|L Lᵀ| for each factor."""
+    return 2.0 * jnp.sum(jnp.log(jnp.diagonal(L, axis1=-2, axis2=-1)), axis=-1)
