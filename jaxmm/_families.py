@@ -35,19 +35,23 @@ class Family:
     def inverse_link(self, eta):
         raise NotImplementedError
 
-    def derivatives(self, y, eta, trials, dispersion):
-        """Return (dℓ/dη, −d²ℓ/dη²) elementwise.
+    def value_and_derivatives(self, y, eta, trials, dispersion):
+        """Return (ℓ, dℓ/dη, −d²ℓ/dη²) elementwise.
 
         ``logpdf`` is elementwise in η, so its Jacobian is diagonal and a JVP with a
         vector of ones yields the derivative of every observation at once.
         """
         ones = jnp.ones_like(eta)
 
-        def d1(e):
-            return jax.jvp(lambda t: self.logpdf(y, t, trials, dispersion), (e,), (ones,))[1]
+        def with_first(e):
+            return jax.jvp(lambda t: self.logpdf(y, t, trials, dispersion), (e,), (ones,))
 
-        first, second = jax.jvp(d1, (eta,), (ones,))
-        return first, -second
+        (value, first), (_, second) = jax.jvp(with_first, (eta,), (ones,))
+        return value, first, -second
+
+    def derivatives(self, y, eta, trials, dispersion):
+        """Return (dℓ/dη, −d²ℓ/dη²) elementwise."""
+        return self.value_and_derivatives(y, eta, trials, dispersion)[1:]
 
     def check_response(self, y, trials):
         """Return a message describing the first problem with y, or None."""

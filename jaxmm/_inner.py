@@ -54,55 +54,65 @@ def group_gradient(u, eta_fixed, ZL, dispersion, design: Design, family):
     return _segsum(ZL * s[:, None], design) - u
 
 
-def group_hessian(u, eta_fixed, ZL, dispersion, design: Design, family):
-    """H_i = −∇²_u h_i for every group: (m, q, q)."""
-    eta = linear_predictor(u, eta_fixed, ZL, design)
-    _, w = family.derivatives(design.y, eta, design.trials, dispersion)
+def _weighted_crossprod(w, ZL, design: Design):
+    """Σ_j w_j zl_j zl_jᵀ + I per group, one (N, q) product per column (no (N, q, q) array)."""
     q = ZL.shape[1]
-    # One (N, q) product per column rather than an (N, q, q) array of outer products.
     wZL = w[:, None] * ZL
     cols = [_segsum(wZL * ZL[:, k:k + 1], design) for k in range(q)]
     return jnp.stack(cols, axis=-1) + jnp.eye(q, dtype=ZL.dtype)[None]
 
 
-def _newton_direction(u, eta_fixed, ZL, dispersion, design, family):
-    g = group_gradient(u, eta_fixed, ZL, dispersion, design, family)
-    H = group_hessian(u, eta_fixed, ZL, dispersion, design, family)
-    return sm.cho_solve(sm.cholesky(H), g)
+def group_hessian(u, eta_fixed, ZL, dispersion, design: Design, family):
+    """H_i = −∇²_u h_i for every group: (m, q, q)."""
+    eta = linear_predictor(u, eta_fixed, ZL, design)
+    _, w = family.derivatives(design.y, eta, design.trials, dispersion)
+    return _weighted_crossprod(w, ZL, design)
+
+
+def _evaluate(u, eta_fixed, ZL, dispersion, design: Design, family):
+    """h_i, ∇h_i and H_i at u from a single pass over the rows."""
+    eta = linear_predictor(u, eta_fixed, ZL, design)
+    ll, s, w = family.value_and_derivatives(design.y, eta, design.trials, dispersion)
+    h = _segsum(ll, design) - 0.5 * jnp.sum(u * u, axis=1)
+    g = _segsum(ZL * s[:, None], design) - u
+    return h, g, _weighted_crossprod(w, ZL, design)
 
 
 def _solve(eta_fixed, ZL, dispersion, design, u0, family, options: InnerOptions):
-    h = functools.partial(group_logdens, eta_fixed=eta_fixed, ZL=ZL, dispersion=dispersion,
-                          design=design, family=family)
+    args = (eta_fixed, ZL, dispersion, design, family)
 
     def newton_step(state):
-        u, h0, it, _ = state
-        delta = _newton_direction(u, eta_fixed, ZL, dispersion, design, family)
-        # Accept a step only where h increases; halve it per group otherwise. Rounding
-        # makes h flat to ~1e-12 relative near the mode, hence the small allowance.
+        u, h0, g0, H0, it, _ = state
+        delta = sm.cho_solve(sm.cholesky(H0), g0)
+        small = jnp.max(jnp.abs(delta)) < options.tol
+        # The trial point is evaluated in full: when it is accepted, as it nearly always
+        # is, its gradient and Hessian give the next Newton step without another pass.
+        trial = u + delta
+        h1, g1, H1 = _evaluate(trial, *args)
+        # Accept a step only where h does not decrease; rounding makes h flat to ~1e-12
+        # relative near the mode, hence the small allowance.
         slack = 1e-12 * (1.0 + jnp.abs(h0))
-
-        def halving(s):
-            t, ok, hn, k = s
-            t = jnp.where(ok, t, 0.5 * t)
-            h_try = h(u + t[:, None] * delta)
-            accept = (~ok) & (h_try >= h0 - slack)
-            return t, ok | accept, jnp.where(accept, h_try, hn), k + 1
-
-        t = jnp.ones_like(h0)
-        h1 = h(u + delta)
         ok = h1 >= h0 - slack
-        t, ok, hn, _ = jax.lax.while_loop(
-            lambda s: (~jnp.all(s[1])) & (s[3] < options.max_halvings),
-            halving, (t, ok, jnp.where(ok, h1, h0), 0))
-        t = jnp.where(ok, t, 0.0)
-        step = t[:, None] * delta
-        done = jnp.max(jnp.abs(step)) < options.tol
-        return u + step, jnp.where(ok, hn, h0), it + 1, done
 
-    state = (u0, h(u0), 0, False)
-    u, _, _, _ = jax.lax.while_loop(
-        lambda s: (~s[3]) & (s[2] < options.max_iter), newton_step, state)
+        def halve(_):
+            def body(c):
+                t, acc, k = c
+                t = jnp.where(acc, t, 0.5 * t)
+                h_try = group_logdens(u + t[:, None] * delta, *args)
+                return t, acc | (h_try >= h0 - slack), k + 1
+
+            t, acc, _ = jax.lax.while_loop(
+                lambda c: (~jnp.all(c[1])) & (c[2] < options.max_halvings),
+                body, (jnp.ones_like(h0), ok, 0))
+            u_new = u + jnp.where(acc, t, 0.0)[:, None] * delta
+            return (u_new, *_evaluate(u_new, *args))
+
+        u1, h1, g1, H1 = jax.lax.cond(jnp.all(ok), lambda _: (trial, h1, g1, H1), halve, None)
+        return u1, h1, g1, H1, it + 1, small
+
+    h0, g0, H0 = _evaluate(u0, *args)
+    state = (u0, h0, g0, H0, 0, False)
+    u, *_ = jax.lax.while_loop(lambda s: (~s[5]) & (s[4] < options.max_iter), newton_step, state)
     return u
 
 

@@ -70,7 +70,11 @@ def minimize(fun, x0, warm0, args, options: OptOptions = OptOptions()) -> OptRes
         updates, state = solver.update(
             g, state, x, value=f, grad=g, value_fn=lambda y: fun(y, warm, args)[0])
         x_new = optax.apply_updates(x, updates)
-        (f_new, warm_new), g_new = value_and_grad(x_new, warm, args)
+        # The line search has already evaluated value and gradient at the accepted point;
+        # only the warm start is refreshed, by a forward pass without a gradient.
+        f_new = optax.tree.get(state, "value")
+        g_new = optax.tree.get(state, "grad")
+        _, warm_new = fun(x_new, warm, args)
         finite = jnp.isfinite(f_new) & jnp.all(jnp.isfinite(g_new))
         no_progress = (f - f_new) <= options.ftol * (1.0 + jnp.abs(f))
         stall = jnp.where(no_progress, stall + 1, 0)
