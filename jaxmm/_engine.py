@@ -95,8 +95,12 @@ def fit_glmm(theta0, design: Design, family, inner=InnerOptions(), opt=OptOption
     A = _orthonormalising_map(design.X)
     scaled = design._replace(X=design.X @ A)
 
+    # Without a dispersion the normalising constants (log-gamma terms) depend on the data
+    # alone: sum them once rather than in every objective evaluation.
+    log_norm = None if nd else jnp.sum(family.normalizer(design.y, design.trials, jnp.ones(())))
+
     def objective(theta, u, d):
-        ll, u_new = laplace_loglik(unpack(theta, p, q, nd), d, u, family, inner)
+        ll, u_new = laplace_loglik(unpack(theta, p, q, nd), d, u, family, inner, log_norm)
         return -ll, u_new
 
     theta0 = theta0.at[:p].set(jnp.linalg.solve(A, theta0[:p]))

@@ -21,37 +21,50 @@ _LOG_2PI = 1.8378770664093453
 
 @dataclasses.dataclass(frozen=True)
 class Family:
-    """Base class. Subclasses set ``name``, ``links`` and implement ``logpdf``."""
+    """Base class. Subclasses set ``name`` and implement ``kernel`` and ``normalizer``.
+
+    log p(y | η) = kernel(y, η) + normalizer(y). Only the kernel depends on η, so the
+    inner Newton iterations never evaluate the normalizer (log-gamma functions, the
+    costliest part of a pass over the rows).
+    """
 
     link: str
     name: str = dataclasses.field(default="", init=False)
     # Number of free dispersion parameters (0 or 1), estimated on the log scale.
     n_dispersion: int = dataclasses.field(default=0, init=False)
 
+    def kernel(self, y, eta, trials, dispersion):
+        """The part of the log density that depends on η."""
+        raise NotImplementedError
+
+    def normalizer(self, y, trials, dispersion):
+        """The rest of the log density: constants in η, with every normalising constant."""
+        raise NotImplementedError
+
     def logpdf(self, y, eta, trials, dispersion):
         """Log density of each observation given its linear predictor."""
-        raise NotImplementedError
+        return self.kernel(y, eta, trials, dispersion) + self.normalizer(y, trials, dispersion)
 
     def inverse_link(self, eta):
         raise NotImplementedError
 
-    def value_and_derivatives(self, y, eta, trials, dispersion):
-        """Return (ℓ, dℓ/dη, −d²ℓ/dη²) elementwise.
+    def kernel_and_derivatives(self, y, eta, trials, dispersion):
+        """Return (kernel, dℓ/dη, −d²ℓ/dη²) elementwise.
 
-        ``logpdf`` is elementwise in η, so its Jacobian is diagonal and a JVP with a
+        The kernel is elementwise in η, so its Jacobian is diagonal and a JVP with a
         vector of ones yields the derivative of every observation at once.
         """
         ones = jnp.ones_like(eta)
 
         def with_first(e):
-            return jax.jvp(lambda t: self.logpdf(y, t, trials, dispersion), (e,), (ones,))
+            return jax.jvp(lambda t: self.kernel(y, t, trials, dispersion), (e,), (ones,))
 
         (value, first), (_, second) = jax.jvp(with_first, (eta,), (ones,))
         return value, first, -second
 
     def derivatives(self, y, eta, trials, dispersion):
         """Return (dℓ/dη, −d²ℓ/dη²) elementwise."""
-        return self.value_and_derivatives(y, eta, trials, dispersion)[1:]
+        return self.kernel_and_derivatives(y, eta, trials, dispersion)[1:]
 
     def check_response(self, y, trials):
         """Return a message describing the first problem with y, or None."""
@@ -68,10 +81,18 @@ class Gaussian(Family):
     name: str = dataclasses.field(default="gaussian", init=False)
     n_dispersion: int = dataclasses.field(default=1, init=False)
 
-    def logpdf(self, y, eta, trials, dispersion):
-        # dispersion is the residual standard deviation σ.
+    # dispersion is the residual standard deviation σ.
+    def kernel(self, y, eta, trials, dispersion):
         r = (y - eta) / dispersion
-        return -0.5 * _LOG_2PI - jnp.log(dispersion) - 0.5 * r * r
+        return -0.5 * r * r
+
+    def kernel_and_derivatives(self, y, eta, trials, dispersion):
+        prec = 1.0 / (dispersion * dispersion)
+        r = y - eta
+        return -0.5 * prec * r * r, prec * r, jnp.broadcast_to(prec, eta.shape)
+
+    def normalizer(self, y, trials, dispersion):
+        return jnp.broadcast_to(-0.5 * _LOG_2PI - jnp.log(dispersion), y.shape)
 
     def inverse_link(self, eta):
         return eta
@@ -82,10 +103,22 @@ class Binomial(Family):
     link: str = "logit"
     name: str = dataclasses.field(default="binomial", init=False)
 
-    def logpdf(self, y, eta, trials, dispersion):
+    def kernel(self, y, eta, trials, dispersion):
         # y η − n log(1 + e^η) is the stable logit form of y log μ + (n − y) log(1 − μ).
-        log_choose = gammaln(trials + 1.0) - gammaln(y + 1.0) - gammaln(trials - y + 1.0)
-        return y * eta - trials * jax.nn.softplus(eta) + log_choose
+        return y * eta - trials * jax.nn.softplus(eta)
+
+    def kernel_and_derivatives(self, y, eta, trials, dispersion):
+        if self.link != "logit":
+            return super().kernel_and_derivatives(y, eta, trials, dispersion)
+        # Canonical link: one exp per row serves the kernel and both derivatives.
+        e = jnp.exp(-jnp.abs(eta))
+        log1pe = jnp.log1p(e)
+        softplus = jnp.maximum(eta, 0.0) + log1pe
+        mu = jnp.where(eta >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+        return y * eta - trials * softplus, y - trials * mu, trials * mu * (1.0 - mu)
+
+    def normalizer(self, y, trials, dispersion):
+        return gammaln(trials + 1.0) - gammaln(y + 1.0) - gammaln(trials - y + 1.0)
 
     def inverse_link(self, eta):
         return jax.nn.sigmoid(eta)
@@ -111,8 +144,15 @@ class Poisson(Family):
     link: str = "log"
     name: str = dataclasses.field(default="poisson", init=False)
 
-    def logpdf(self, y, eta, trials, dispersion):
-        return y * eta - jnp.exp(eta) - gammaln(y + 1.0)
+    def kernel(self, y, eta, trials, dispersion):
+        return y * eta - jnp.exp(eta)
+
+    def kernel_and_derivatives(self, y, eta, trials, dispersion):
+        mu = jnp.exp(eta)
+        return y * eta - mu, y - mu, mu
+
+    def normalizer(self, y, trials, dispersion):
+        return -gammaln(y + 1.0)
 
     def inverse_link(self, eta):
         return jnp.exp(eta)

@@ -41,9 +41,9 @@ def linear_predictor(u, eta_fixed, ZL, design: Design):
 
 
 def group_logdens(u, eta_fixed, ZL, dispersion, design: Design, family):
-    """h_i(u_i) for every group: (m,)."""
+    """h_i(u_i) for every group, without the normalising constants: (m,)."""
     eta = linear_predictor(u, eta_fixed, ZL, design)
-    ll = family.logpdf(design.y, eta, design.trials, dispersion)
+    ll = family.kernel(design.y, eta, design.trials, dispersion)
     return _segsum(ll, design) - 0.5 * jnp.sum(u * u, axis=1)
 
 
@@ -70,12 +70,23 @@ def group_hessian(u, eta_fixed, ZL, dispersion, design: Design, family):
 
 
 def _evaluate(u, eta_fixed, ZL, dispersion, design: Design, family):
-    """h_i, ∇h_i and H_i at u from a single pass over the rows."""
+    """h_i, ∇h_i and H_i at u from a single pass over the rows.
+
+    All per-row terms go through one segment sum of a stacked (N, k) array: with
+    separate sums XLA recomputes the shared elementwise work (exp, log1p) for each.
+    """
+    q = ZL.shape[1]
     eta = linear_predictor(u, eta_fixed, ZL, design)
-    ll, s, w = family.value_and_derivatives(design.y, eta, design.trials, dispersion)
-    h = _segsum(ll, design) - 0.5 * jnp.sum(u * u, axis=1)
-    g = _segsum(ZL * s[:, None], design) - u
-    return h, g, _weighted_crossprod(w, ZL, design)
+    ll, s, w = family.kernel_and_derivatives(design.y, eta, design.trials, dispersion)
+    pairs = [(a, b) for a in range(q) for b in range(a + 1)]
+    terms = [ll] + [s * ZL[:, a] for a in range(q)] + [w * ZL[:, a] * ZL[:, b] for a, b in pairs]
+    sums = _segsum(jnp.stack(terms, axis=1), design)
+    h = sums[:, 0] - 0.5 * jnp.sum(u * u, axis=1)
+    g = sums[:, 1:1 + q] - u
+    entries = {pair: sums[:, 1 + q + k] for k, pair in enumerate(pairs)}
+    H = jnp.stack([jnp.stack([entries[(max(a, b), min(a, b))] for b in range(q)], axis=-1)
+                   for a in range(q)], axis=-2)
+    return h, g, H + jnp.eye(q, dtype=ZL.dtype)[None]
 
 
 def _solve(eta_fixed, ZL, dispersion, design, u0, family, options: InnerOptions):

@@ -15,33 +15,37 @@ import jax.numpy as jnp
 
 from . import _smallmat as sm
 from ._design import Design
-from ._inner import InnerOptions, conditional_modes, group_hessian, linear_predictor
+from ._inner import InnerOptions, _evaluate, conditional_modes
 from ._params import Params
 
 
-def laplace_terms(params: Params, design: Design, u0, family, options: InnerOptions = InnerOptions()):
-    """Per-group Laplace log-likelihood contributions (m,), with the modes û and H."""
+def _at_mode(params: Params, design: Design, u0, family, options: InnerOptions):
+    """Modes û with h(û) (kernel only) and H at û, differentiable in params and design."""
     eta_fixed = design.X @ params.beta + design.offset
     ZL = design.Z @ params.chol
     u = conditional_modes(eta_fixed, ZL, params.dispersion, design, u0, family, options)
-    eta = linear_predictor(u, eta_fixed, ZL, design)
-    ll = family.logpdf(design.y, eta, design.trials, params.dispersion)
-    ll_group = jax.ops.segment_sum(ll, design.group, num_segments=design.n_groups, indices_are_sorted=True)
-    H = group_hessian(u, eta_fixed, ZL, params.dispersion, design, family)
-    logdet_H = sm.logdet_from_cholesky(sm.cholesky(H))
-    terms = ll_group - 0.5 * jnp.sum(u * u, axis=1) - 0.5 * logdet_H
-    return terms, u, H
+    h, _, H = _evaluate(u, eta_fixed, ZL, params.dispersion, design, family)
+    return h, H, u
 
 
-def laplace_loglik(params: Params, design: Design, u0, family, options: InnerOptions = InnerOptions()):
-    """Laplace marginal log-likelihood and the spherical modes û (returned without gradient)."""
-    terms, u, _ = laplace_terms(params, design, u0, family, options)
-    return jnp.sum(terms), jax.lax.stop_gradient(u)
+def laplace_loglik(params: Params, design: Design, u0, family, options: InnerOptions = InnerOptions(),
+                   log_normalizer=None):
+    """Laplace marginal log-likelihood and the spherical modes û (returned without gradient).
+
+    ``log_normalizer`` may carry Σ log-normalising constants precomputed by the caller
+    (they depend on the data alone for families without a dispersion); by default they
+    are computed here.
+    """
+    h, H, u = _at_mode(params, design, u0, family, options)
+    if log_normalizer is None:
+        log_normalizer = jnp.sum(family.normalizer(design.y, design.trials, params.dispersion))
+    value = jnp.sum(h) - 0.5 * jnp.sum(sm.logdet_from_cholesky(sm.cholesky(H))) + log_normalizer
+    return value, jax.lax.stop_gradient(u)
 
 
 def modes_and_cond_var(params: Params, design: Design, u0, family, options: InnerOptions = InnerOptions()):
     """BLUPs b̂ = L û (m, q) and their conditional covariances L H⁻¹ Lᵀ (m, q, q)."""
-    _, u, H = laplace_terms(params, design, u0, family, options)
+    _, H, u = _at_mode(params, design, u0, family, options)
     L = params.chol
     b = u @ L.T
     cond_var = L @ sm.cho_inverse(sm.cholesky(H)) @ L.T
