@@ -398,7 +398,7 @@ def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     out_md = Path(args.out).resolve()
     out_json = out_md.with_suffix(".json")
-    out_png = out_md.parent / "time_vs_rows.png"
+    out_png = out_md.parent / ("time_vs_rows.png" if out_md.stem == "results" else f"{out_md.stem}_time_vs_rows.png")
     out_md.parent.mkdir(parents=True, exist_ok=True)
 
     if args.render_only:

@@ -15,6 +15,11 @@ from ._fit import fit
 from ._results import MixedModelResult
 from ._params import Params
 from ._examples import example_model, fit_example, load_example
+from ._cache import enable_compilation_cache
 
-__all__ = ["fit", "MixedModelResult", "Params", "errors", "load_example", "example_model", "fit_example"]
+if _os.environ.get("JAXMM_CACHE_DIR"):
+    enable_compilation_cache()
+
+__all__ = ["fit", "MixedModelResult", "Params", "errors", "load_example", "example_model", "fit_example",
+           "enable_compilation_cache"]
 __version__ = "0.1.0"
