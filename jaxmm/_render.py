@@ -25,6 +25,8 @@ def summary_text(res) -> str:
         kind = (f"Generalized linear mixed model fit by maximum likelihood (Laplace approximation)\n"
                 f" Family: {res.family} ( {res.link} )")
     out = [kind, f"Formula: {res.formula}", ""]
+    if res.method == "REML":
+        out += [f"REML criterion at convergence: {res.deviance:.4f}", ""]
     stats = [["AIC", "BIC", "logLik", "deviance" if res.method != "REML" else "-2*REML"],
              [f"{res.aic:.1f}", f"{res.bic:.1f}", f"{res.loglik:.4f}", f"{res.deviance:.1f}"]]
     w = [max(len(a), len(b)) for a, b in zip(*stats)]
