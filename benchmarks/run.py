@@ -403,6 +403,7 @@ def main(argv=None) -> int:
 
     if args.render_only:
         saved = json.loads(out_json.read_text())
+        saved["meta"].setdefault("files", {})["png"] = out_png.name
         _write_outputs(saved["meta"], saved["records"], out_md, out_json, out_png)
         print(f"re-rendered {out_md} and {out_png} from {out_json}")
         return 0
