@@ -62,10 +62,6 @@ class Family:
         (value, first), (_, second) = jax.jvp(with_first, (eta,), (ones,))
         return value, first, -second
 
-    def derivatives(self, y, eta, trials, dispersion):
-        """Return (dℓ/dη, −d²ℓ/dη²) elementwise."""
-        return self.kernel_and_derivatives(y, eta, trials, dispersion)[1:]
-
     def check_response(self, y, trials):
         """Return a message describing the first problem with y, or None."""
         return None

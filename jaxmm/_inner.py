@@ -47,28 +47,6 @@ def group_logdens(u, eta_fixed, ZL, dispersion, design: Design, family):
     return _segsum(ll, design) - 0.5 * jnp.sum(u * u, axis=1)
 
 
-def group_gradient(u, eta_fixed, ZL, dispersion, design: Design, family):
-    """∇_u h_i for every group: (m, q)."""
-    eta = linear_predictor(u, eta_fixed, ZL, design)
-    s, _ = family.derivatives(design.y, eta, design.trials, dispersion)
-    return _segsum(ZL * s[:, None], design) - u
-
-
-def _weighted_crossprod(w, ZL, design: Design):
-    """Σ_j w_j zl_j zl_jᵀ + I per group, one (N, q) product per column (no (N, q, q) array)."""
-    q = ZL.shape[1]
-    wZL = w[:, None] * ZL
-    cols = [_segsum(wZL * ZL[:, k:k + 1], design) for k in range(q)]
-    return jnp.stack(cols, axis=-1) + jnp.eye(q, dtype=ZL.dtype)[None]
-
-
-def group_hessian(u, eta_fixed, ZL, dispersion, design: Design, family):
-    """H_i = −∇²_u h_i for every group: (m, q, q)."""
-    eta = linear_predictor(u, eta_fixed, ZL, design)
-    _, w = family.derivatives(design.y, eta, design.trials, dispersion)
-    return _weighted_crossprod(w, ZL, design)
-
-
 def _evaluate(u, eta_fixed, ZL, dispersion, design: Design, family):
     """h_i, ∇h_i and H_i at u from a single pass over the rows.
 
@@ -138,10 +116,10 @@ def _conditional_modes_jvp(family, options, primals, tangents):
     eta_fixed, ZL, dispersion, design, u0 = primals
     u = conditional_modes(eta_fixed, ZL, dispersion, design, u0, family, options)
 
-    def gradient_at_mode(e, zl, disp, d):
-        return group_gradient(u, e, zl, disp, d, family)
+    def at_mode(e, zl, disp, d):
+        return _evaluate(u, e, zl, disp, d, family)
 
-    _, g_dot = jax.jvp(gradient_at_mode, primals[:4], tangents[:4])
-    H = group_hessian(u, eta_fixed, ZL, dispersion, design, family)
+    # One pass gives H at the mode (primal) and the tangent of the gradient.
+    (_, _, H), (_, g_dot, _) = jax.jvp(at_mode, primals[:4], tangents[:4])
     u_dot = sm.cho_solve(sm.cholesky(H), g_dot)
     return u, u_dot

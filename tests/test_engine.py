@@ -26,6 +26,17 @@ def _design_of(ref, data, res):
     return design
 
 
+def _objective_at_fit(reference_fit, name):
+    """The Laplace log-likelihood of a reference case as a function of θ, and θ̂."""
+    ref, data, res = reference_fit(name)
+    design = _design_of(ref, data, res)
+    fam = get_family(ref["family"])
+    p, q = design.X.shape[1], design.Z.shape[1]
+    u0 = jnp.zeros((design.n_groups, q))
+    f = lambda t: laplace_loglik(unpack(t, p, q, 0), design, u0, fam)[0]
+    return f, np.asarray(pack(res.params, fam.n_dispersion)), p
+
+
 def _central_diff(f, x, steps):
     x = np.asarray(x, dtype=float)
     g = np.zeros_like(x)
@@ -39,13 +50,8 @@ def _central_diff(f, x, steps):
 @pytest.mark.parametrize("name", ["cbpp_binomial", "contraception_q2", "grouseticks_poisson"])
 @pytest.mark.parametrize("where", ["optimum", "away"])
 def test_gradient_matches_finite_differences(reference_fit, name, where):
-    ref, data, res = reference_fit(name)
-    design = _design_of(ref, data, res)
-    fam = get_family(ref["family"])
-    p, q = design.X.shape[1], design.Z.shape[1]
-    theta = np.asarray(pack(res.params, fam.n_dispersion))
-    u0 = jnp.zeros((design.n_groups, q))
-    f = jax.jit(lambda t: laplace_loglik(unpack(t, p, q, 0), design, u0, fam)[0])
+    f, theta, _ = _objective_at_fit(reference_fit, name)
+    f = jax.jit(f)
     # Steps on each parameter's own scale (its curvature), e.g. age² has SE 7e-4, a
     # log-SD about 0.1; a common step would be too coarse for one and noisy for another.
     scale = 1.0 / np.sqrt(np.abs(np.diag(np.asarray(jax.hessian(f)(jnp.asarray(theta))))))
@@ -61,13 +67,8 @@ def test_gradient_matches_finite_differences(reference_fit, name, where):
 
 def test_second_derivatives_are_exact(reference_fit):
     """The IFT rule is itself differentiable: the Hessian equals differences of the gradient."""
-    ref, data, res = reference_fit("contraception_q2")
-    design = _design_of(ref, data, res)
-    fam = get_family("binomial")
-    p, q = design.X.shape[1], design.Z.shape[1]
-    theta = jnp.asarray(pack(res.params, 0))
-    u0 = jnp.zeros((design.n_groups, q))
-    f = lambda t: laplace_loglik(unpack(t, p, q, 0), design, u0, fam)[0]
+    f, theta, p = _objective_at_fit(reference_fit, "contraception_q2")
+    theta = jnp.asarray(theta)
     grad = jax.jit(jax.grad(f))
     hess = np.asarray(jax.jit(jax.jacfwd(jax.jacfwd(f)))(theta))
     h = 1e-5
@@ -117,14 +118,8 @@ def test_batched_modes_equal_a_loop_over_groups(reference_fit):
 
 
 def test_vmapped_objective_equals_loop(reference_fit):
-    ref, data, res = reference_fit("cbpp_binomial")
-    design = _design_of(ref, data, res)
-    fam = get_family("binomial")
-    p, q = design.X.shape[1], design.Z.shape[1]
-    theta = np.asarray(pack(res.params, 0))
+    f, theta, _ = _objective_at_fit(reference_fit, "cbpp_binomial")
     thetas = jnp.asarray(theta + 0.2 * np.random.default_rng(0).standard_normal((5, theta.size)))
-    u0 = jnp.zeros((design.n_groups, q))
-    f = lambda t: laplace_loglik(unpack(t, p, q, 0), design, u0, fam)[0]
     batched = np.asarray(jax.jit(jax.vmap(f))(thetas))
     f_one = jax.jit(f)
     looped = np.array([float(f_one(t)) for t in thetas])
