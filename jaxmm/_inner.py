@@ -9,9 +9,9 @@ is therefore always solvable, even on the boundary where L is singular, and D⁻
 never formed. Group sums are segment sums over rows sorted by group; the q×q solves
 are batched over groups.
 
-``conditional_modes`` carries a custom JVP from the implicit function theorem:
+``mode_and_curvature`` carries a custom JVP from the implicit function theorem:
 at the mode ∇_u h(û; a) = 0, so dû = H⁻¹ ∂_a(∇_u h)·da for every input a. The rule
-calls ``conditional_modes`` itself, so derivatives of any order are exact and the
+calls ``mode_and_curvature`` itself, so derivatives of any order are exact and the
 Newton iterations are never differentiated.
 """
 from __future__ import annotations
@@ -68,12 +68,19 @@ def _evaluate(u, eta_fixed, ZL, dispersion, design: Design, family):
 
 
 def _solve(eta_fixed, ZL, dispersion, design, u0, family, options: InnerOptions):
+    """Newton iterations from u0. Returns (u, h, g, H) at the last accepted point.
+
+    The stopping test looks at the next Newton step before the data are touched again,
+    so a solve that starts at the mode costs one pass over the rows, and the caller gets
+    h and H at û without a further pass.
+    """
     args = (eta_fixed, ZL, dispersion, design, family)
 
+    def step_of(g, H):
+        return sm.cho_solve(sm.cholesky(H), g)
+
     def newton_step(state):
-        u, h0, g0, H0, it, _ = state
-        delta = sm.cho_solve(sm.cholesky(H0), g0)
-        small = jnp.max(jnp.abs(delta)) < options.tol
+        u, h0, g0, H0, delta, it = state
         # The trial point is evaluated in full: when it is accepted, as it nearly always
         # is, its gradient and Hessian give the next Newton step without another pass.
         trial = u + delta
@@ -97,29 +104,39 @@ def _solve(eta_fixed, ZL, dispersion, design, u0, family, options: InnerOptions)
             return (u_new, *_evaluate(u_new, *args))
 
         u1, h1, g1, H1 = jax.lax.cond(jnp.all(ok), lambda _: (trial, h1, g1, H1), halve, None)
-        return u1, h1, g1, H1, it + 1, small
+        return u1, h1, g1, H1, step_of(g1, H1), it + 1
 
     h0, g0, H0 = _evaluate(u0, *args)
-    state = (u0, h0, g0, H0, 0, False)
-    u, *_ = jax.lax.while_loop(lambda s: (~s[5]) & (s[4] < options.max_iter), newton_step, state)
-    return u
+    state = (u0, h0, g0, H0, step_of(g0, H0), 0)
+    u, h, g, H, _, _ = jax.lax.while_loop(
+        lambda s: (jnp.max(jnp.abs(s[4])) >= options.tol) & (s[5] < options.max_iter), newton_step, state)
+    return u, h, g, H
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(5, 6))
-def conditional_modes(eta_fixed, ZL, dispersion, design, u0, family, options=InnerOptions()):
-    """Spherical conditional modes û (m, q) for the linear predictor η_fixed + (Z L) u."""
-    return _solve(eta_fixed, ZL, dispersion, design, u0, family, options)
+def mode_and_curvature(eta_fixed, ZL, dispersion, design, u0, family, options=InnerOptions()):
+    """Spherical conditional modes û (m, q) for the linear predictor η_fixed + (Z L) u,
+    with h_i(û_i) (m,) and H_i(û_i) (m, q, q) from the same pass."""
+    u, h, _, H = _solve(eta_fixed, ZL, dispersion, design, u0, family, options)
+    return u, h, H
 
 
-@conditional_modes.defjvp
-def _conditional_modes_jvp(family, options, primals, tangents):
+@mode_and_curvature.defjvp
+def _mode_and_curvature_jvp(family, options, primals, tangents):
     eta_fixed, ZL, dispersion, design, u0 = primals
-    u = conditional_modes(eta_fixed, ZL, dispersion, design, u0, family, options)
+    u, h, H = mode_and_curvature(eta_fixed, ZL, dispersion, design, u0, family, options)
 
-    def at_mode(e, zl, disp, d):
-        return _evaluate(u, e, zl, disp, d, family)
+    def at(uu, e, zl, disp, d):
+        return _evaluate(uu, e, zl, disp, d, family)
 
-    # One pass gives H at the mode (primal) and the tangent of the gradient.
-    (_, _, H), (_, g_dot, _) = jax.jvp(at_mode, primals[:4], tangents[:4])
+    # IFT: ∇_u h(û; a) = 0 for all a, so dû = H⁻¹ ∂_a(∇_u h)·da.
+    _, (_, g_dot, _) = jax.jvp(lambda *a: at(u, *a), primals[:4], tangents[:4])
     u_dot = sm.cho_solve(sm.cholesky(H), g_dot)
-    return u, u_dot
+    # h and H move with a directly and through û.
+    _, (h_dot, _, H_dot) = jax.jvp(at, (u, *primals[:4]), (u_dot, *tangents[:4]))
+    return (u, h, H), (u_dot, h_dot, H_dot)
+
+
+def conditional_modes(eta_fixed, ZL, dispersion, design, u0, family, options=InnerOptions()):
+    """Spherical conditional modes û (m, q); differentiable by the implicit function theorem."""
+    return mode_and_curvature(eta_fixed, ZL, dispersion, design, u0, family, options)[0]

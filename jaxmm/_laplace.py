@@ -15,7 +15,7 @@ import jax.numpy as jnp
 
 from . import _smallmat as sm
 from ._design import Design
-from ._inner import InnerOptions, _evaluate, conditional_modes
+from ._inner import InnerOptions, mode_and_curvature
 from ._params import Params
 
 
@@ -23,8 +23,7 @@ def _at_mode(params: Params, design: Design, u0, family, options: InnerOptions):
     """Modes û with h(û) (kernel only) and H at û, differentiable in params and design."""
     eta_fixed = design.X @ params.beta + design.offset
     ZL = design.Z @ params.chol
-    u = conditional_modes(eta_fixed, ZL, params.dispersion, design, u0, family, options)
-    h, _, H = _evaluate(u, eta_fixed, ZL, params.dispersion, design, family)
+    u, h, H = mode_and_curvature(eta_fixed, ZL, params.dispersion, design, u0, family, options)
     return h, H, u
 
 
