@@ -1,9 +1,9 @@
-"""L-BFGS (optax, zoom line search) inside ``lax.while_loop``.
+"""L-BFGS (optax's direction, a strong-Wolfe line search) inside one ``lax.while_loop``.
 
 The whole minimisation is one traced function of (x0, warm0, args), so a fit can be
 jitted, vmapped over datasets and sharded. ``warm`` is auxiliary state that the
-objective returns and receives back at the next outer iteration: the conditional
-modes, so each inner Newton solve starts from the previous one.
+objective returns and receives back at its next evaluation: the conditional modes, so
+each inner Newton solve starts from the previous one.
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import optax
 
 class Status(enum.IntEnum):
     CONVERGED = 0      # relative gradient below gtol
-    STALLED = 1        # no decrease for several iterations; gradient small but not below gtol
+    STALLED = 1        # no decrease for several iterations, or the line search found no better point
     MAX_ITER = 2
     NONFINITE = 3      # objective or gradient became NaN/inf
     NOT_PD = 4         # stopped where the Hessian is not positive definite
@@ -50,61 +50,114 @@ class OptResult(NamedTuple):
     status: jnp.ndarray
 
 
-_C1, _C2 = 1e-4, 0.9  # the strong Wolfe constants of optax's zoom line search
+_C1, _C2 = 1e-4, 0.9  # strong Wolfe constants (sufficient decrease, curvature)
+_MAX_TRIALS = 30       # line-search trials per direction
+
+
+class _Search(NamedTuple):
+    """Line-search bracket along the current direction d (step lengths α)."""
+    d: jnp.ndarray
+    slope0: jnp.ndarray   # ∇f(x)·d < 0
+    alpha: jnp.ndarray    # the step being tried
+    lo: jnp.ndarray       # best step so far satisfying sufficient decrease (0 = x itself)
+    f_lo: jnp.ndarray
+    s_lo: jnp.ndarray     # slope at lo
+    hi: jnp.ndarray       # other end of the bracket; inf until a step overshoots
+    f_hi: jnp.ndarray
+    s_hi: jnp.ndarray
+    trials: jnp.ndarray
+
+
+def _cubic_step(a, fa, sa, b, fb, sb):
+    """Minimiser of the cubic through (a, fa, sa) and (b, fb, sb), kept inside the middle 80 %
+    of [a, b]; bisection when the cubic has no usable minimum (or b is not finite)."""
+    d1 = sa + sb - 3.0 * (fa - fb) / (a - b)
+    disc = d1 * d1 - sa * sb
+    d2 = jnp.sign(b - a) * jnp.sqrt(jnp.maximum(disc, 0.0))
+    t = b - (b - a) * (sb + d2 - d1) / (sb - sa + 2.0 * d2)
+    lo, hi = jnp.minimum(a, b), jnp.maximum(a, b)
+    ok = jnp.isfinite(t) & (disc >= 0) & jnp.isfinite(fb) & jnp.isfinite(sb)
+    t = jnp.where(ok, t, 0.5 * (a + b))
+    return jnp.clip(t, lo + 0.1 * (hi - lo), hi - 0.1 * (hi - lo))
 
 
 def minimize(fun, x0, warm0, args, options: OptOptions = OptOptions()) -> OptResult:
     """Minimise ``fun(x, warm, args) -> (value, new_warm)`` over the vector x.
 
-    Each iteration first tries the full L-BFGS step with its own value-and-gradient call,
-    which also returns the conditional modes at the new point. Near-quadratic objectives
-    accept that step almost always (strong Wolfe conditions), so an iteration costs one
-    objective-and-gradient evaluation. Otherwise optax's zoom line search takes over and
-    the modes are refreshed by a forward pass at the point it accepts.
+    optax's L-BFGS supplies the search direction; the strong-Wolfe line search (bracketing
+    and cubic interpolation, after Nocedal & Wright, Algorithms 3.5–3.6) is written as a
+    state machine so that every pass of the while loop makes exactly one
+    value-and-gradient call. There is then a single copy of the objective, its inner
+    solver and its adjoint in the compiled program (optax's zoom line search would add a
+    second), and every evaluation returns the conditional modes at the point it visited,
+    so each one warm-starts the next. The full quasi-Newton step is tried first and is
+    accepted almost always, so an iteration usually costs one evaluation.
     """
     direction = optax.scale_by_lbfgs(memory_size=options.memory)
-    # 'one' tries the full quasi-Newton step first. optax's default ('keep') starts from the
-    # last accepted step length, which leaves L-BFGS converging only linearly here.
-    zoom = optax.scale_by_zoom_linesearch(max_linesearch_steps=40, initial_guess_strategy="one")
     value_and_grad = jax.value_and_grad(fun, has_aux=True)
-    (f0, warm0), g0 = value_and_grad(x0, warm0, args)
+    x0 = jnp.asarray(x0)
+    dtype = x0.dtype
+    inf = jnp.asarray(jnp.inf, dtype)
+    zero = jnp.zeros((), dtype)
 
     def small_grad(f, g):
         return jnp.max(jnp.abs(g)) <= options.gtol * (1.0 + jnp.abs(f))
 
+    def new_search(d, g, f):
+        slope0 = g @ d
+        return _Search(d, slope0, jnp.ones((), dtype), zero, f, slope0, inf, inf, inf, 0)
+
+    # The first pass evaluates x0 itself: a zero direction whose step is accepted unseen.
+    search0 = _Search(jnp.zeros_like(x0), zero, zero, zero, inf, zero, inf, inf, inf, 0)
+    # carry: x, f, g, warm (accepted point), L-BFGS state, search, accepted steps (−1 before
+    # x0 is evaluated), stalled steps, status (−1 while running)
+    init = (x0, inf, jnp.zeros_like(x0), warm0, direction.init(x0), search0, -1, 0, -1)
+
     def body(c):
-        x, state, f, g, warm, it, stall, _ = c
-        d, state = direction.update(g, state, x)
-        d = -d
-        (f_t, warm_t), g_t = value_and_grad(x + d, warm, args)
-        slope0, slope_t = g @ d, g_t @ d
-        wolfe = (jnp.isfinite(f_t) & jnp.all(jnp.isfinite(g_t)) & (slope0 < 0)
-                 & (f_t <= f + _C1 * slope0) & (jnp.abs(slope_t) <= _C2 * jnp.abs(slope0)))
+        x, f, g, warm, lstate, s, it, stall, _ = c
+        first = it < 0
+        (f_t, warm_t), g_t = value_and_grad(x + s.alpha * s.d, warm, args)
+        slope_t = g_t @ s.d
+        finite = jnp.isfinite(f_t) & jnp.all(jnp.isfinite(g_t))
+        decrease = finite & (f_t <= f + _C1 * s.alpha * s.slope0) & (f_t <= s.f_lo)
+        curvature = jnp.abs(slope_t) <= _C2 * jnp.abs(s.slope0)
+        accept = first | (decrease & curvature)
 
-        def line_search(_):
-            updates, ls = zoom.update(d, zoom.init(x), x, value=f, grad=g,
-                                      value_fn=lambda y: fun(y, warm, args)[0])
-            x_ls = x + updates
-            _, warm_ls = fun(x_ls, warm, args)
-            return x_ls, optax.tree.get(ls, "value"), optax.tree.get(ls, "grad"), warm_ls
-
-        x_new, f_new, g_new, warm_new = jax.lax.cond(
-            wolfe, lambda _: (x + d, f_t, g_t, warm_t), line_search, None)
-        finite = jnp.isfinite(f_new) & jnp.all(jnp.isfinite(g_new))
-        no_progress = (f - f_new) <= options.ftol * (1.0 + jnp.abs(f))
-        stall = jnp.where(no_progress, stall + 1, 0)
-        status = jnp.where(
+        # --- the step is accepted: test convergence, then the next L-BFGS direction
+        x_new = x + s.alpha * s.d
+        no_progress = (f - f_t) <= options.ftol * (1.0 + jnp.abs(f_t))
+        stall_new = jnp.where(first, 0, jnp.where(no_progress, stall + 1, 0))
+        d_raw, lstate_new = direction.update(g_t, lstate, x_new)
+        s_next = new_search(-d_raw, g_t, f_t)
+        status_acc = jnp.where(
             ~finite, Status.NONFINITE,
-            jnp.where(small_grad(f_new, g_new), Status.CONVERGED,
-                      jnp.where(stall >= options.stall_iters, Status.STALLED, -1)))
-        keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
-        x_new, f_new, g_new, warm_new = keep((x_new, f_new, g_new, warm_new), (x, f, g, warm))
-        return x_new, state, f_new, g_new, warm_new, it + 1, stall, status
+            jnp.where(small_grad(f_t, g_t), Status.CONVERGED,
+                      jnp.where(stall_new >= options.stall_iters, Status.STALLED,
+                                jnp.where(it + 1 >= options.max_iter, Status.MAX_ITER, -1))))
+        # A direction that does not descend (rounding, at the optimum) ends the run.
+        status_acc = jnp.where((status_acc < 0) & ~(s_next.slope0 < 0), Status.STALLED, status_acc)
 
-    status0 = jnp.where(small_grad(f0, g0), Status.CONVERGED,
-                        jnp.where(jnp.isfinite(f0), -1, Status.NONFINITE))
-    init = (x0, direction.init(x0), f0, g0, warm0, 0, 0, status0)
-    x, _, f, g, warm, it, _, status = jax.lax.while_loop(
-        lambda c: (c[7] < 0) & (c[5] < options.max_iter), body, init)
-    status = jnp.where(status < 0, Status.MAX_ITER, status)
+        # --- the step is rejected: shrink or extend the bracket, choose the next step
+        too_long = ~decrease  # includes non-finite values
+        overshoot = decrease & (slope_t > 0)
+        # Nocedal & Wright's zoom: a step with sufficient decrease becomes the new lo; the
+        # old lo becomes hi when the slope says the minimum lies behind.
+        hi = jnp.where(too_long, s.alpha, jnp.where(overshoot, s.lo, s.hi))
+        f_hi = jnp.where(too_long, f_t, jnp.where(overshoot, s.f_lo, s.f_hi))
+        s_hi = jnp.where(too_long, slope_t, jnp.where(overshoot, s.s_lo, s.s_hi))
+        lo = jnp.where(too_long, s.lo, s.alpha)
+        f_lo = jnp.where(too_long, s.f_lo, f_t)
+        s_lo = jnp.where(too_long, s.s_lo, slope_t)
+        alpha = jnp.where(jnp.isfinite(hi), _cubic_step(lo, f_lo, s_lo, hi, f_hi, s_hi), 2.0 * lo)
+        s_rej = _Search(s.d, s.slope0, alpha, lo, f_lo, s_lo, hi, f_hi, s_hi, s.trials + 1)
+        status_rej = jnp.where(s.trials + 1 >= _MAX_TRIALS, Status.STALLED, -1)
+
+        pick = lambda a, b: jax.tree.map(lambda u, v: jnp.where(accept, u, v), a, b)
+        return (pick(x_new, x), pick(f_t, f), pick(g_t, g),
+                # the modes of every finite evaluation warm-start the next one
+                jax.tree.map(lambda u, v: jnp.where(finite, u, v), warm_t, warm),
+                pick(lstate_new, lstate), pick(s_next, s_rej),
+                jnp.where(accept, it + 1, it), pick(stall_new, stall), pick(status_acc, status_rej))
+
+    x, f, g, warm, _, _, it, _, status = jax.lax.while_loop(lambda c: c[8] < 0, body, init)
     return OptResult(x, f, g, warm, it, status)

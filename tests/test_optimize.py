@@ -1,0 +1,76 @@
+"""The outer optimiser on its own: known minima, line-search recovery, warm-start plumbing."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxmm._optimize import OptOptions, Status, minimize
+
+
+def _no_warm(f):
+    return lambda x, warm, args: (f(x, args), warm)
+
+
+def test_rosenbrock_needs_the_line_search():
+    # The full L-BFGS step overshoots on the curved valley, so rejections and
+    # interpolation are exercised; the minimum is (1, 1).
+    def rosen(x, calls, a):
+        return (a - x[0]) ** 2 + 100.0 * (x[1] - x[0] ** 2) ** 2, calls + 1
+
+    res = jax.jit(lambda x0: minimize(rosen, x0, 0, 1.0))(jnp.array([-1.2, 1.0]))
+    assert int(res.status) == Status.CONVERGED
+    np.testing.assert_allclose(np.asarray(res.x), [1.0, 1.0], atol=1e-7)
+    assert 10 < int(res.n_iter) < 200
+    assert int(res.warm) > int(res.n_iter) + 1  # some trial steps were rejected
+
+
+def test_quadratic_minimum():
+    A = jnp.array([[3.0, 1.0, 0.0], [1.0, 2.0, 0.5], [0.0, 0.5, 1.0]])
+    b = jnp.array([1.0, -2.0, 0.5])
+    quad = lambda x, a: 0.5 * x @ a[0] @ x - a[1] @ x
+    res = minimize(_no_warm(quad), jnp.zeros(3), jnp.zeros(()), (A, b))
+    assert int(res.status) == Status.CONVERGED
+    np.testing.assert_allclose(np.asarray(res.x), np.linalg.solve(np.asarray(A), np.asarray(b)), rtol=1e-8)
+
+
+def test_backtracks_out_of_a_nonfinite_region():
+    # f is NaN outside (0, 1). From 0.999 the gradient is about 1000 and the first step
+    # (length 1) lands at about −0.001, so NaN trials must be rejected and bisected.
+    visited = []
+
+    def fun(x, warm, a):
+        inside = (x > 0) & (x < 1)
+        safe = jnp.where(inside, x, 0.5)
+        v = jnp.sum(jnp.where(inside, -jnp.log(safe) - jnp.log(1.0 - safe), jnp.nan))
+        jax.debug.callback(lambda t: visited.append(float(t[0])), x)
+        return v, warm
+
+    res = minimize(fun, jnp.array([0.999]), jnp.zeros(()), None)
+    assert int(res.status) == Status.CONVERGED
+    np.testing.assert_allclose(np.asarray(res.x), [0.5], rtol=1e-7)
+    assert any(not 0 < t < 1 for t in visited)  # the NaN region was visited, and left
+
+
+def test_nonfinite_start_is_reported():
+    f = lambda x, a: jnp.sum(jnp.log(x))
+    res = minimize(_no_warm(f), jnp.array([-1.0]), jnp.zeros(()), None)
+    assert int(res.status) == Status.NONFINITE
+
+
+def test_max_iter_is_reported():
+    rosen = lambda x, a: (1 - x[0]) ** 2 + 100.0 * (x[1] - x[0] ** 2) ** 2
+    res = minimize(_no_warm(rosen), jnp.array([-1.2, 1.0]), jnp.zeros(()), None, OptOptions(max_iter=3))
+    assert int(res.status) == Status.MAX_ITER
+    assert int(res.n_iter) == 3
+
+
+def test_warm_state_comes_from_the_accepted_point():
+    # The objective reports the point it was evaluated at as its warm state and counts
+    # its calls; at the end the warm state must be the returned minimiser.
+    def fun(x, warm, a):
+        return jnp.sum((x - a) ** 2) + jnp.sum(x ** 4), (x, warm[1] + 1)
+
+    res = minimize(fun, jnp.array([2.0, -3.0]), (jnp.zeros(2), 0), jnp.array([0.5, 1.0]))
+    assert int(res.status) == Status.CONVERGED
+    np.testing.assert_array_equal(np.asarray(res.warm[0]), np.asarray(res.x))
+    assert int(res.warm[1]) >= int(res.n_iter) + 1
