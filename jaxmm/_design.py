@@ -28,7 +28,10 @@ class Design(NamedTuple):
     X: (N, p) fixed-effects model matrix.     Z: (N, q) random-effects model matrix.
     y: (N,) response (successes for binomial). trials: (N,) binomial trials (ones otherwise).
     offset: (N,) known part of the linear predictor.
-    group: (N,) int32 group code in [0, m).   counts: (m,) rows per group.
+    weights: (N,) per-row weights. For the exact LMM they are prior weights (row variance
+        σ²/w); in the Laplace likelihood they multiply each row's log density. Weight 0
+        removes a row in both, which is how padded rows are made inert.
+    group: (N,) int32 group code in [0, m).   counts: (m,) rows per group (padding excluded).
     """
 
     X: jnp.ndarray
@@ -36,6 +39,7 @@ class Design(NamedTuple):
     y: jnp.ndarray
     trials: jnp.ndarray
     offset: jnp.ndarray
+    weights: jnp.ndarray
     group: jnp.ndarray
     counts: jnp.ndarray
 
@@ -73,7 +77,7 @@ def _as_float(name: str, values) -> np.ndarray:
     return arr
 
 
-def make_design(X, Z, y, groups, *, trials=None, offset=None, dtype=jnp.float64):
+def make_design(X, Z, y, groups, *, trials=None, offset=None, weights=None, dtype=jnp.float64):
     """Build a :class:`Design` from arrays. Returns (design, group_labels, order)."""
     X = _as_float("X", X)
     Z = _as_float("Z", Z)
@@ -94,6 +98,10 @@ def make_design(X, Z, y, groups, *, trials=None, offset=None, dtype=jnp.float64)
     labels, codes = np.unique(groups, return_inverse=True)
     trials = np.ones(n) if trials is None else _as_float("trials", trials)
     offset = np.zeros(n) if offset is None else _as_float("offset", offset)
+    weights = np.ones(n) if weights is None else _as_float("weights", weights)
+    if (weights < 0).any():
+        rows = np.flatnonzero(weights < 0)
+        raise DataError(f"weights has {rows.size} negative value(s) (first rows: {rows[:5].tolist()})")
     # A stable sort keeps the within-group row order and makes segment sums contiguous.
     order = np.argsort(codes, kind="stable")
     counts = np.bincount(codes, minlength=len(labels)).astype(np.float64)
@@ -103,10 +111,51 @@ def make_design(X, Z, y, groups, *, trials=None, offset=None, dtype=jnp.float64)
         y=jnp.asarray(y[order], dtype),
         trials=jnp.asarray(trials[order], dtype),
         offset=jnp.asarray(offset[order], dtype),
+        weights=jnp.asarray(weights[order], dtype),
         group=jnp.asarray(codes[order], jnp.int32),
         counts=jnp.asarray(counts, dtype),
     )
     return design, tuple(labels.tolist()), order
+
+
+def bucket_size(n: int, minimum: int = 16) -> int:
+    """The smallest size ≥ n of the form {4, 5, 6, 7}·2^k (and ≥ minimum).
+
+    Compiled fits are specialised to array shapes. Padding N and m up to these sizes
+    means datasets of similar size share one compiled fit, at a cost of at most 25 %
+    (on average about 11 %) more rows to process.
+    """
+    n = max(int(n), minimum)
+    k = max(n.bit_length() - 3, 0)
+    while True:
+        for mant in (4, 5, 6, 7):
+            if mant << k >= n:
+                return mant << k
+        k += 1
+
+
+def pad_design(design: Design, n_rows: int, n_groups: int) -> Design:
+    """Append inert rows (weight 0, zero covariates) and empty groups (no rows).
+
+    An empty group has mode û = 0 and H = I, so it adds exactly nothing to the Laplace
+    or LMM likelihood; a zero-weight row adds nothing to any sum. Padded rows belong to the
+    last group, so rows stay sorted by group.
+    """
+    n, m = design.y.shape[0], design.n_groups
+    if n_rows < n or n_groups < m:
+        raise ValueError(f"cannot pad {n} rows / {m} groups down to {n_rows} / {n_groups}")
+    extra = n_rows - n
+
+    def rows(a, fill):
+        pad = jnp.full((extra,) + a.shape[1:], fill, a.dtype)
+        return jnp.concatenate([a, pad])
+
+    return Design(
+        X=rows(design.X, 0), Z=rows(design.Z, 0), y=rows(design.y, 0), trials=rows(design.trials, 1),
+        offset=rows(design.offset, 0), weights=rows(design.weights, 0),
+        group=rows(design.group, n_groups - 1),
+        counts=jnp.concatenate([design.counts, jnp.zeros(n_groups - m, design.counts.dtype)]),
+    )
 
 
 _CATEGORY = re.compile(r"^C\((\w+)\)\[T\.(.*)\]$")

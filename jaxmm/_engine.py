@@ -21,11 +21,12 @@ from ._params import Params, chol_from_vec, n_chol, pack, unpack, vec_from_chol
 
 
 def initial_theta(design: Design, family) -> jnp.ndarray:
-    """β by least squares on a linearised response, D = I, σ from the residuals."""
+    """β by weighted least squares on a linearised response, D = I, σ from the residuals."""
     eta0 = family.initial_eta(design.y, design.trials) - design.offset
-    beta, *_ = jnp.linalg.lstsq(design.X, eta0)
+    sw = jnp.sqrt(design.weights)
+    beta, *_ = jnp.linalg.lstsq(design.X * sw[:, None], eta0 * sw)
     q = design.Z.shape[1]
-    resid_sd = jnp.sqrt(jnp.mean((eta0 - design.X @ beta) ** 2))
+    resid_sd = jnp.sqrt(jnp.sum(design.weights * (eta0 - design.X @ beta) ** 2) / jnp.sum(design.weights))
     disp = jnp.maximum(resid_sd, 1e-3) if family.n_dispersion else jnp.ones(())
     return pack(Params(beta, jnp.eye(q, dtype=beta.dtype), disp), family.n_dispersion)
 
@@ -44,14 +45,14 @@ def _natural_objective(phi, u, design, family, inner, p, q):
     return -laplace_loglik(Params(phi[:p], chol, disp), design, u, family, inner)[0]
 
 
-def _orthonormalising_map(X):
-    """A with X·A having orthogonal columns of RMS 1, so the optimiser sees β on one scale.
+def _orthonormalising_map(X, weights):
+    """A with √w·X·A having orthogonal columns of RMS 1, so the optimiser sees β on one scale.
 
     Without it a covariate such as age² (values in the hundreds) gives a gradient
     thousands of times larger than the others and L-BFGS crawls.
     """
-    _, R = jnp.linalg.qr(X)
-    n = X.shape[0]
+    _, R = jnp.linalg.qr(X * jnp.sqrt(weights)[:, None])
+    n = jnp.sum(weights > 0)
     return jax.scipy.linalg.solve_triangular(R, jnp.eye(R.shape[0], dtype=X.dtype), lower=False) * jnp.sqrt(n)
 
 
@@ -93,12 +94,12 @@ def _natural_phi(params: Params, n_dispersion: int):
 def fit_glmm(theta0, design: Design, family, inner=InnerOptions(), opt=OptOptions()):
     p, q = design.X.shape[1], design.Z.shape[1]
     nd = family.n_dispersion
-    A = _orthonormalising_map(design.X)
+    A = _orthonormalising_map(design.X, design.weights)
     scaled = design._replace(X=design.X @ A)
 
     # Without a dispersion the normalising constants (log-gamma terms) depend on the data
     # alone: sum them once rather than in every objective evaluation.
-    log_norm = None if nd else jnp.sum(family.normalizer(design.y, design.trials, jnp.ones(())))
+    log_norm = None if nd else jnp.sum(design.weights * family.normalizer(design.y, design.trials, jnp.ones(())))
 
     def objective(theta, u, d):
         ll, u_new = laplace_loglik(unpack(theta, p, q, nd), d, u, family, inner, log_norm)

@@ -43,7 +43,7 @@ def linear_predictor(u, eta_fixed, ZL, design: Design):
 def group_logdens(u, eta_fixed, ZL, dispersion, design: Design, family):
     """h_i(u_i) for every group, without the normalising constants: (m,)."""
     eta = linear_predictor(u, eta_fixed, ZL, design)
-    ll = family.kernel(design.y, eta, design.trials, dispersion)
+    ll = family.kernel(design.y, eta, design.trials, dispersion) * design.weights
     return _segsum(ll, design) - 0.5 * jnp.sum(u * u, axis=1)
 
 
@@ -56,6 +56,7 @@ def _evaluate(u, eta_fixed, ZL, dispersion, design: Design, family):
     q = ZL.shape[1]
     eta = linear_predictor(u, eta_fixed, ZL, design)
     ll, s, w = family.kernel_and_derivatives(design.y, eta, design.trials, dispersion)
+    ll, s, w = ll * design.weights, s * design.weights, w * design.weights
     pairs = [(a, b) for a in range(q) for b in range(a + 1)]
     terms = [ll] + [s * ZL[:, a] for a in range(q)] + [w * ZL[:, a] * ZL[:, b] for a, b in pairs]
     sums = _segsum(jnp.stack(terms, axis=1), design)

@@ -37,7 +37,7 @@ def laplace_loglik(params: Params, design: Design, u0, family, options: InnerOpt
     """
     h, H, u = _at_mode(params, design, u0, family, options)
     if log_normalizer is None:
-        log_normalizer = jnp.sum(family.normalizer(design.y, design.trials, params.dispersion))
+        log_normalizer = jnp.sum(design.weights * family.normalizer(design.y, design.trials, params.dispersion))
     value = jnp.sum(h) - 0.5 * jnp.sum(sm.logdet_from_cholesky(sm.cholesky(H))) + log_normalizer
     return value, jax.lax.stop_gradient(u)
 

@@ -35,15 +35,18 @@ class LMMStats(NamedTuple):
     XtX: jnp.ndarray  # (p, p)
     Xty: jnp.ndarray  # (p,)
     yty: jnp.ndarray  # ()
-    n: jnp.ndarray    # () number of rows
+    n: jnp.ndarray    # () number of rows with positive weight
+    half_log_w: jnp.ndarray  # () ½ Σ log w over those rows: the prior weights' Jacobian term
 
 
 def lmm_stats(design: Design) -> LMMStats:
     def seg(v):
         return jax.ops.segment_sum(v, design.group, num_segments=design.n_groups, indices_are_sorted=True)
 
-    X, Z = design.X, design.Z
-    y = design.y - design.offset
+    # Prior weights (row variance σ²/w) enter as √w-scaled rows; weight 0 removes a row.
+    sw = jnp.sqrt(design.weights)
+    X, Z = design.X * sw[:, None], design.Z * sw[:, None]
+    y = (design.y - design.offset) * sw
     # Per column of Z, so the temporaries are (N, q) and (N, p), never (N, q, p).
     q = Z.shape[1]
     return LMMStats(
@@ -53,7 +56,8 @@ def lmm_stats(design: Design) -> LMMStats:
         XtX=X.T @ X,
         Xty=X.T @ y,
         yty=y @ y,
-        n=jnp.asarray(y.shape[0], dtype=y.dtype),
+        n=jnp.sum(design.weights > 0).astype(y.dtype),
+        half_log_w=0.5 * jnp.sum(jnp.where(design.weights > 0, jnp.log(jnp.where(design.weights > 0, design.weights, 1.0)), 0.0)),
     )
 
 
@@ -104,7 +108,7 @@ def profiled_loglik(lam, stats: LMMStats, reml: bool):
     value = red.logdet_R + dof * (1.0 + _LOG_2PI + jnp.log(pwrss / dof))
     if reml:
         value = value + logdet_X
-    return -0.5 * value
+    return -0.5 * value + stats.half_log_w
 
 
 def lmm_loglik(params: Params, stats: LMMStats):
@@ -113,7 +117,7 @@ def lmm_loglik(params: Params, stats: LMMStats):
     red = _reduce(params.chol / sigma, stats)
     b = params.beta
     rss = red.ytRy - 2.0 * b @ red.XtRy + b @ red.XtRX @ b
-    return -0.5 * (stats.n * (_LOG_2PI + 2.0 * jnp.log(sigma)) + red.logdet_R + rss / sigma**2)
+    return -0.5 * (stats.n * (_LOG_2PI + 2.0 * jnp.log(sigma)) + red.logdet_R + rss / sigma**2) + stats.half_log_w
 
 
 class LMMSolution(NamedTuple):

@@ -111,7 +111,7 @@ def test_batched_modes_equal_a_loop_over_groups(reference_fit):
         rows = np.flatnonzero(group == i)
         one = design._replace(
             X=design.X[rows], Z=design.Z[rows], y=design.y[rows], trials=design.trials[rows],
-            offset=design.offset[rows], group=jnp.zeros(rows.size, jnp.int32),
+            offset=design.offset[rows], weights=design.weights[rows], group=jnp.zeros(rows.size, jnp.int32),
             counts=jnp.asarray([float(rows.size)]))
         u_i = conditional_modes(eta_fixed[rows], ZL[rows], jnp.ones(()), one, jnp.zeros((1, 2)), fam)
         np.testing.assert_allclose(np.asarray(u_i)[0], u_all[i], rtol=1e-9, atol=1e-10)

@@ -1,0 +1,94 @@
+"""Row weights and shape bucketing: inert padding changes no estimate, datasets of
+similar size share one compiled fit, and prior weights give the exact weighted LMM."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.stats import multivariate_normal
+
+import jaxmm
+from jaxmm._design import bucket_size, make_design, pad_design
+from jaxmm._engine import fit_glmm, fit_lmm
+from jaxmm._families import get_family
+from jaxmm._laplace import laplace_loglik
+from jaxmm._lmm import lmm_loglik, lmm_stats
+from jaxmm._params import Params
+from conftest import fit_kwargs, load_reference
+
+
+def test_bucket_ladder():
+    sizes = np.arange(1, 5000)
+    buckets = np.array([bucket_size(n) for n in sizes])
+    assert np.all(buckets >= sizes) and np.all(buckets >= 16)
+    assert np.all(np.diff(buckets) >= 0)
+    assert np.max(buckets[sizes >= 16] / sizes[sizes >= 16]) <= 1.25
+    assert len(np.unique(buckets)) < 40  # few distinct shapes, hence few compiles
+
+
+@pytest.mark.parametrize("name", ["contraception_q2", "sleepstudy_reml", "grouseticks_poisson"])
+def test_padding_changes_no_estimate(reference_fit, name):
+    ref, data, padded = reference_fit(name)  # fit() buckets by default
+    exact = jaxmm.fit(ref["formula"], data, bucket=False, **fit_kwargs(ref))
+    assert padded.converged and exact.converged
+    assert abs(padded.loglik - exact.loglik) < 1e-8 * (1 + abs(exact.loglik))
+    np.testing.assert_allclose(padded.fixef, exact.fixef, rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(padded.D, exact.D, rtol=1e-5, atol=1e-9)
+    np.testing.assert_allclose(padded.vcov, exact.vcov, rtol=1e-5)
+    np.testing.assert_allclose(padded.ranef, exact.ranef, rtol=1e-5, atol=1e-8)
+    assert padded.ranef.shape[0] == exact.n_groups == padded.n_groups
+    assert padded.n_obs == len(data)
+
+
+def test_similar_sizes_share_one_compile():
+    ref, data = load_reference("contraception_q2")
+    jaxmm.fit(ref["formula"], data, **fit_kwargs(ref))
+    size = fit_glmm._cache_size()
+    # 1934 and 1850 rows: both pad to 2048 rows and 64 groups.
+    smaller = data.iloc[:1850]
+    res = jaxmm.fit(ref["formula"], smaller, **fit_kwargs(ref))
+    assert res.n_obs == 1850
+    assert fit_glmm._cache_size() == size
+
+
+def test_zero_weight_rows_equal_removed_rows():
+    rng = np.random.default_rng(5)
+    n, m = 300, 20
+    X = np.column_stack([np.ones(n), rng.standard_normal(n)])
+    g = rng.integers(0, m, n)
+    y = rng.poisson(np.exp(0.3 + 0.2 * X[:, 1] + 0.5 * rng.standard_normal(m)[g])).astype(float)
+    w = (rng.random(n) > 0.3).astype(float)
+    fam = get_family("poisson")
+    params = Params(jnp.array([0.2, 0.1]), jnp.array([[0.6]]), jnp.ones(()))
+    full, *_ = make_design(X, X[:, :1], y, g, weights=w)
+    kept = w > 0
+    sub, *_ = make_design(X[kept], X[kept, :1], y[kept], g[kept])
+    assert sub.n_groups == m  # every group keeps a row, so the two likelihoods are comparable
+    ll_w = laplace_loglik(params, full, jnp.zeros((m, 1)), fam)[0]
+    ll_sub = laplace_loglik(params, sub, jnp.zeros((m, 1)), fam)[0]
+    np.testing.assert_allclose(float(ll_w), float(ll_sub), rtol=1e-12)
+    padded = pad_design(sub, bucket_size(sub.y.shape[0]) + 7, m + 5)
+    ll_pad = laplace_loglik(params, padded, jnp.zeros((m + 5, 1)), fam)[0]
+    np.testing.assert_allclose(float(ll_pad), float(ll_sub), rtol=1e-12)
+
+
+def test_prior_weights_give_the_weighted_gaussian_likelihood():
+    # y_i | b ~ N(x_iβ + z_ib, σ²/w_i): compare with the dense marginal normal per group.
+    rng = np.random.default_rng(8)
+    n, m = 120, 8
+    X = np.column_stack([np.ones(n), rng.standard_normal(n)])
+    Z = X.copy()
+    g = np.repeat(np.arange(m), n // m)
+    y = rng.standard_normal(n) + X[:, 1]
+    w = rng.uniform(0.2, 3.0, n)
+    w[::17] = 0.0  # zero weight: the row is absent
+    L = np.array([[0.8, 0.0], [-0.3, 0.4]])
+    beta, sigma = np.array([0.1, 0.9]), 1.3
+    design, *_ = make_design(X, Z, y, g, weights=w)
+    ll = float(lmm_loglik(Params(jnp.asarray(beta), jnp.asarray(L), jnp.asarray(sigma)), lmm_stats(design)))
+    expected = 0.0
+    for i in range(m):
+        r = (g == i) & (w > 0)
+        V = Z[r] @ L @ L.T @ Z[r].T + sigma**2 * np.diag(1.0 / w[r])
+        expected += multivariate_normal(X[r] @ beta, V).logpdf(y[r])
+    np.testing.assert_allclose(ll, expected, rtol=1e-10)
