@@ -203,7 +203,7 @@ def aliased_columns(X: np.ndarray, rtol: float = 1e-7) -> list[int]:
     return dropped
 
 
-def design_from_formula(spec: FormulaSpec, data, *, trials=None, offset=None):
+def design_from_formula(spec: FormulaSpec, data, *, trials=None, offset=None, dtype="float64"):
     """Evaluate a parsed formula on a table. Returns (Design, DesignInfo)."""
     if not isinstance(data, pd.DataFrame):
         try:
@@ -245,7 +245,7 @@ def design_from_formula(spec: FormulaSpec, data, *, trials=None, offset=None):
         raise DataError(f"grouping column {spec.group!r} has {rows.size} missing value(s) (first rows: {rows[:5].tolist()})")
     design, labels, order = make_design(
         X, np.asarray(random), np.asarray(lhs).ravel(), groups,
-        trials=trials_arr, offset=offset_arr,
+        trials=trials_arr, offset=offset_arr, dtype=dtype,
     )
     info = DesignInfo(
         fixef_names=tuple(fixed_names),

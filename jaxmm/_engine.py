@@ -45,25 +45,32 @@ def _natural_objective(phi, u, design, family, inner, p, q):
     return -laplace_loglik(Params(phi[:p], chol, disp), design, u, family, inner)[0]
 
 
-def _orthonormalising_map(X, weights):
+def _orthonormalising_map(X, weights, dtype):
     """A with √w·X·A having orthogonal columns of RMS 1, so the optimiser sees β on one scale.
 
     Without it a covariate such as age² (values in the hundreds) gives a gradient
     thousands of times larger than the others and L-BFGS crawls.
     """
-    _, R = jnp.linalg.qr(X * jnp.sqrt(weights)[:, None])
+    _, R = jnp.linalg.qr((X * jnp.sqrt(weights)[:, None]).astype(dtype))
     n = jnp.sum(weights > 0)
     return jax.scipy.linalg.solve_triangular(R, jnp.eye(R.shape[0], dtype=X.dtype), lower=False) * jnp.sqrt(n)
 
 
-def _final_check(status, grad, hess, value):
+def _final_check(status, grad, hess, value, work_dtype=None):
     """Converged when the Hessian is positive definite and the Newton decrement says the
-    remaining gain in log-likelihood is negligible, whatever rule stopped the loop."""
+    remaining gain in log-likelihood is negligible, whatever rule stopped the loop.
+
+    Negligible is 1e-8 + 1e-13·|ℓ| in float64. With float32 rows the log-likelihood itself
+    is only known to about eps32·|ℓ|, so the allowance grows to eps32/10·|ℓ| (6e-3 for a
+    million Bernoulli rows), still below what float32 can resolve.
+    """
+    eps = float(jnp.finfo(work_dtype or value.dtype).eps)
+    rel = max(1e-13, eps / 10)
     chol = jnp.linalg.cholesky(hess)
     pd = jnp.all(jnp.isfinite(chol))
     step = jax.scipy.linalg.cho_solve((chol, True), grad)
     decrement = 0.5 * grad @ step
-    ok = pd & (decrement <= 1e-8 + 1e-13 * jnp.abs(value)) & (status != Status.NONFINITE)
+    ok = pd & (decrement <= 1e-8 + rel * jnp.abs(value)) & (status != Status.NONFINITE)
     status = jnp.where(ok, Status.CONVERGED,
                        jnp.where(pd | (status == Status.NONFINITE), jnp.where(status == Status.CONVERGED, Status.STALLED, status),
                                  Status.NOT_PD))
@@ -94,12 +101,16 @@ def _natural_phi(params: Params, n_dispersion: int):
 def fit_glmm(theta0, design: Design, family, inner=InnerOptions(), opt=OptOptions()):
     p, q = design.X.shape[1], design.Z.shape[1]
     nd = family.n_dispersion
-    A = _orthonormalising_map(design.X, design.weights)
-    scaled = design._replace(X=design.X @ A)
+    # θ, the optimiser and sums over groups run in `acc` (float64 unless x64 is off); rows
+    # and groups in the design's dtype, which may be float32 for speed.
+    acc, work = theta0.dtype, design.X.dtype
+    A = _orthonormalising_map(design.X, design.weights, acc).astype(work).astype(acc)
+    scaled = design._replace(X=design.X @ A.astype(work))
 
     # Without a dispersion the normalising constants (log-gamma terms) depend on the data
     # alone: sum them once rather than in every objective evaluation.
-    log_norm = None if nd else jnp.sum(design.weights * family.normalizer(design.y, design.trials, jnp.ones(())))
+    log_norm = None if nd else jnp.sum(design.weights.astype(acc) * family.normalizer(
+        design.y.astype(acc), design.trials.astype(acc), jnp.ones((), acc)))
 
     def objective(theta, u, d):
         ll, u_new = laplace_loglik(unpack(theta, p, q, nd), d, u, family, inner, log_norm)
@@ -119,7 +130,7 @@ def fit_glmm(theta0, design: Design, family, inner=InnerOptions(), opt=OptOption
     args = (u, design, family, inner, p, q)
     natural = lambda v: _natural_objective(v, *args)
     grad, hess = _grad_and_hessian(natural, phi)
-    status, decrement = _final_check(res.status, grad, hess, res.value)
+    status, decrement = _final_check(res.status, grad, hess, res.value, work)
     cov = jnp.linalg.inv(hess)
     return dict(
         theta=res.x, loglik=-res.value, grad=grad, n_iter=res.n_iter, status=status,
@@ -131,7 +142,7 @@ def fit_glmm(theta0, design: Design, family, inner=InnerOptions(), opt=OptOption
 @functools.partial(jax.jit, static_argnames=("reml", "opt"))
 def fit_lmm(theta0, design: Design, reml: bool, opt=OptOptions()):
     q = design.Z.shape[1]
-    stats = lmm_stats(design)
+    stats = lmm_stats(design, theta0.dtype)
 
     def objective(theta, warm, s):
         return -profiled_loglik(chol_from_vec(theta, q), s, reml), warm

@@ -28,7 +28,7 @@ def _resolve_method(family, method):
 
 
 def fit(formula: str, data, family="gaussian", *, method: str | None = None, trials: str | None = None,
-        link: str | None = None, offset=None, bucket: bool = True) -> MixedModelResult:
+        link: str | None = None, offset=None, bucket: bool = True, dtype: str = "float64") -> MixedModelResult:
     """Fit a (generalised) linear mixed model with one grouping factor.
 
     Parameters
@@ -43,7 +43,14 @@ def fit(formula: str, data, family="gaussian", *, method: str | None = None, tri
     bucket : pad rows and groups up to the next of a coarse ladder of sizes (at most 25 %
         more) with inert rows, so that datasets of similar size reuse one compiled fit.
         The estimates do not change; ``False`` compiles for the exact shape.
+    dtype : ``"float64"`` (default) or ``"float32"``: the precision of the stored rows and
+        of the row- and group-level arithmetic. float32 halves memory traffic (the GPU
+        option); parameters, the optimiser and sums over groups stay in float64, and the
+        exact LMM accumulates its statistics in float64. Expect estimates to agree with
+        float64 to a few significant digits (measured in benchmarks/).
     """
+    if dtype not in ("float64", "float32"):
+        raise ArgumentError(f"dtype must be 'float64' or 'float32', got {dtype!r}")
     fam = get_family(family, link)
     method = _resolve_method(fam, method)
     spec = parse_formula(formula)
@@ -51,7 +58,7 @@ def fit(formula: str, data, family="gaussian", *, method: str | None = None, tri
         raise ArgumentError("uncorrelated random effects (x || g) are not supported yet; use (x | g)")
     if trials is not None and fam.name != "binomial":
         raise ArgumentError(f"trials= applies only to the binomial family, not {fam.name!r}")
-    design, info = design_from_formula(spec, data, trials=trials, offset=offset)
+    design, info = design_from_formula(spec, data, trials=trials, offset=offset, dtype=dtype)
     y, n = np.asarray(design.y), np.asarray(design.trials)
     problem = fam.check_response(y, n)
     if problem:
@@ -65,9 +72,9 @@ def fit(formula: str, data, family="gaussian", *, method: str | None = None, tri
     if bucket:
         design = pad_design(design, bucket_size(n_obs), bucket_size(n_groups))
     if fam.name == "gaussian":
-        out = fit_lmm(initial_relative_chol(design), design, method == "REML")
+        out = fit_lmm(initial_relative_chol(design).astype(float), design, method == "REML")
     else:
-        out = fit_glmm(initial_theta(design, fam), design, fam)
+        out = fit_glmm(initial_theta(design, fam).astype(float), design, fam)
     out = {k: np.asarray(v) for k, v in out.items()}
     out["ranef"], out["cond_var"] = out["ranef"][:n_groups], out["cond_var"][:n_groups]
 

@@ -76,6 +76,11 @@ def _solve(eta_fixed, ZL, dispersion, design, u0, family, options: InnerOptions)
     h and H at û without a further pass.
     """
     args = (eta_fixed, ZL, dispersion, design, family)
+    # In float32 a Newton step cannot shrink below ~1e-4 relative, nor h be compared
+    # finer than its rounding: the tolerances follow the working precision.
+    eps = float(jnp.finfo(eta_fixed.dtype).eps)
+    tol = max(options.tol, 1e3 * eps)
+    rel_slack = max(1e-12, 10 * eps)
 
     def step_of(g, H):
         return sm.cho_solve(sm.cholesky(H), g)
@@ -88,7 +93,7 @@ def _solve(eta_fixed, ZL, dispersion, design, u0, family, options: InnerOptions)
         h1, g1, H1 = _evaluate(trial, *args)
         # Accept a step only where h does not decrease; rounding makes h flat to ~1e-12
         # relative near the mode, hence the small allowance.
-        slack = 1e-12 * (1.0 + jnp.abs(h0))
+        slack = rel_slack * (1.0 + jnp.abs(h0))
         ok = h1 >= h0 - slack
 
         def halve(_):
@@ -110,7 +115,7 @@ def _solve(eta_fixed, ZL, dispersion, design, u0, family, options: InnerOptions)
     h0, g0, H0 = _evaluate(u0, *args)
     state = (u0, h0, g0, H0, step_of(g0, H0), 0)
     u, h, g, H, _, _ = jax.lax.while_loop(
-        lambda s: (jnp.max(jnp.abs(s[4])) >= options.tol) & (s[5] < options.max_iter), newton_step, state)
+        lambda s: (jnp.max(jnp.abs(s[4])) >= tol) & (s[5] < options.max_iter), newton_step, state)
     return u, h, g, H
 
 

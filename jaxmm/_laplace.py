@@ -20,10 +20,16 @@ from ._params import Params
 
 
 def _at_mode(params: Params, design: Design, u0, family, options: InnerOptions):
-    """Modes û with h(û) (kernel only) and H at û, differentiable in params and design."""
-    eta_fixed = design.X @ params.beta + design.offset
-    ZL = design.Z @ params.chol
-    u, h, H = mode_and_curvature(eta_fixed, ZL, params.dispersion, design, u0, family, options)
+    """Modes û with h(û) (kernel only) and H at û, differentiable in params and design.
+
+    The row and group arithmetic runs in the design's dtype: parameters are cast to it, so
+    a float32 design is computed in float32 even when the parameters are float64.
+    """
+    work = design.X.dtype
+    eta_fixed = design.X @ params.beta.astype(work) + design.offset
+    ZL = design.Z @ params.chol.astype(work)
+    u, h, H = mode_and_curvature(eta_fixed, ZL, params.dispersion.astype(work), design, u0.astype(work),
+                                 family, options)
     return h, H, u
 
 
@@ -36,15 +42,21 @@ def laplace_loglik(params: Params, design: Design, u0, family, options: InnerOpt
     are computed here.
     """
     h, H, u = _at_mode(params, design, u0, family, options)
+    # Group terms are summed in the parameters' precision (float64 unless x64 is off), so
+    # a float32 design loses digits per group, not per row of a million-row sum.
+    acc = params.beta.dtype
     if log_normalizer is None:
-        log_normalizer = jnp.sum(design.weights * family.normalizer(design.y, design.trials, params.dispersion))
-    value = jnp.sum(h) - 0.5 * jnp.sum(sm.logdet_from_cholesky(sm.cholesky(H))) + log_normalizer
+        log_normalizer = jnp.sum(design.weights.astype(acc)
+                                 * family.normalizer(design.y.astype(acc), design.trials.astype(acc), params.dispersion))
+    logdet = sm.logdet_from_cholesky(sm.cholesky(H))
+    value = jnp.sum(h.astype(acc)) - 0.5 * jnp.sum(logdet.astype(acc)) + log_normalizer
     return value, jax.lax.stop_gradient(u)
 
 
 def modes_and_cond_var(params: Params, design: Design, u0, family, options: InnerOptions = InnerOptions()):
     """BLUPs b̂ = L û (m, q) and their conditional covariances L H⁻¹ Lᵀ (m, q, q)."""
     _, H, u = _at_mode(params, design, u0, family, options)
+    H, u = H.astype(params.chol.dtype), u.astype(params.chol.dtype)
     L = params.chol
     b = u @ L.T
     cond_var = L @ sm.cho_inverse(sm.cholesky(H)) @ L.T

@@ -39,14 +39,21 @@ class LMMStats(NamedTuple):
     half_log_w: jnp.ndarray  # () ½ Σ log w over those rows: the prior weights' Jacobian term
 
 
-def lmm_stats(design: Design) -> LMMStats:
+def lmm_stats(design: Design, dtype=None) -> LMMStats:
+    """Per-group sufficient statistics, accumulated in ``dtype`` (default: the design's).
+
+    A float32 design is upcast row by row inside the fused sums, so the statistics keep
+    float64 digits while the stored rows take half the memory.
+    """
+    dtype = design.X.dtype if dtype is None else dtype
     def seg(v):
         return jax.ops.segment_sum(v, design.group, num_segments=design.n_groups, indices_are_sorted=True)
 
     # Prior weights (row variance σ²/w) enter as √w-scaled rows; weight 0 removes a row.
-    sw = jnp.sqrt(design.weights)
-    X, Z = design.X * sw[:, None], design.Z * sw[:, None]
-    y = (design.y - design.offset) * sw
+    w = design.weights.astype(dtype)
+    sw = jnp.sqrt(w)
+    X, Z = design.X.astype(dtype) * sw[:, None], design.Z.astype(dtype) * sw[:, None]
+    y = (design.y.astype(dtype) - design.offset.astype(dtype)) * sw
     # Per column of Z, so the temporaries are (N, q) and (N, p), never (N, q, p).
     q = Z.shape[1]
     return LMMStats(
@@ -56,8 +63,8 @@ def lmm_stats(design: Design) -> LMMStats:
         XtX=X.T @ X,
         Xty=X.T @ y,
         yty=y @ y,
-        n=jnp.sum(design.weights > 0).astype(y.dtype),
-        half_log_w=0.5 * jnp.sum(jnp.where(design.weights > 0, jnp.log(jnp.where(design.weights > 0, design.weights, 1.0)), 0.0)),
+        n=jnp.sum(w > 0).astype(dtype),
+        half_log_w=0.5 * jnp.sum(jnp.where(w > 0, jnp.log(jnp.where(w > 0, w, 1.0)), 0.0)),
     )
 
 
