@@ -8,6 +8,7 @@ Engines
 -------
 jaxmm        cold fit (compile included) then ``repeats`` warm fits of the same model on the
              same data in the same process; warm = median, compile = cold - warm.
+jaxmm-f32    the same with ``dtype="float32"`` (float32 rows; θ and sums over groups in float64).
 lme4         ``glmer`` (Laplace, nAGQ = 1) or ``lmer(REML = FALSE)`` via Rscript.
 glmmTMB      ``glmmTMB`` (Laplace; ML for gaussian) via Rscript.
 statsmodels  ``MixedLM.from_formula(...).fit(reml=False)``, gaussian only.
@@ -34,7 +35,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 R_SCRIPT = HERE / "fit_r.R"
-ENGINES = ("jaxmm", "lme4", "glmmTMB", "statsmodels")
+ENGINES = ("jaxmm", "jaxmm-f32", "lme4", "glmmTMB", "statsmodels")
+JAXMM_ENGINES = ("jaxmm", "jaxmm-f32")
 R_ENGINES = ("lme4", "glmmTMB")
 DEFAULT_TIMEOUT = 600.0
 DEFAULT_REPEATS = 3
@@ -200,8 +202,9 @@ def run_engine(engine: str, problem, data: dict, timeout: float = DEFAULT_TIMEOU
     if engine in R_ENGINES:
         exe = rscript()
         cmd = [exe, str(R_SCRIPT), engine, problem.family, problem.formula, data["csv"], str(out)]
-    elif engine in ("jaxmm", "statsmodels"):
-        spec = dict(formula=problem.formula, fit_kwargs=problem.fit_kwargs, csv=data["csv"],
+    elif engine in JAXMM_ENGINES + ("statsmodels",):
+        kwargs = dict(problem.fit_kwargs, **({"dtype": "float32"} if engine == "jaxmm-f32" else {}))
+        spec = dict(formula=problem.formula, fit_kwargs=kwargs, csv=data["csv"],
                     parquet=data.get("parquet"), out=str(out), repeats=int(repeats), q=problem.q)
         cmd = [sys.executable, str(Path(__file__).resolve()), "child", engine, json.dumps(spec)]
     else:
@@ -217,12 +220,12 @@ def run_engine(engine: str, problem, data: dict, timeout: float = DEFAULT_TIMEOU
             if k in res:
                 rec[k] = res[k]
         rec["time_s"] = res.get("cold_s", res.get("time_s"))
-        if engine != "jaxmm":
+        if engine not in JAXMM_ENGINES:
             rec["cold_s"] = rec["time_s"]
     if run["timed_out"]:
         rec["status"] = "timeout"
         rec["note"] = f"killed after {timeout:g} s"
-        if engine == "jaxmm" and res and res.get("cold_s") is not None:
+        if engine in JAXMM_ENGINES and res and res.get("cold_s") is not None:
             n_warm = len(res.get("warm_times") or [])
             rec["note"] += f", after the cold fit and {n_warm} of {repeats} warm fits"
         else:
@@ -324,7 +327,7 @@ def _child_statsmodels(spec):
 
 def _child_main(argv):
     engine, spec = argv[0], json.loads(argv[1])
-    {"jaxmm": _child_jaxmm, "statsmodels": _child_statsmodels}[engine](spec)
+    {"jaxmm": _child_jaxmm, "jaxmm-f32": _child_jaxmm, "statsmodels": _child_statsmodels}[engine](spec)
 
 
 if __name__ == "__main__":

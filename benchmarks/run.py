@@ -33,6 +33,8 @@ import problems as P  # noqa: E402
 ENGINE_STYLE = {  # label -> (colour, marker, linestyle)
     "jaxmm (cold)": ("tab:blue", "o", "-"),
     "jaxmm (warm)": ("tab:blue", "o", "--"),
+    "jaxmm-f32 (cold)": ("tab:cyan", "v", "-"),
+    "jaxmm-f32 (warm)": ("tab:cyan", "v", "--"),
     "lme4": ("tab:red", "s", "-"),
     "glmmTMB": ("tab:green", "^", "-"),
     "statsmodels": ("tab:purple", "D", "-"),
@@ -243,7 +245,7 @@ def render_markdown(meta: dict, records: list) -> str:
             dll = "0" if d == 0 else f"{d:.1e}"
         sp_c = sp_w = ""
         j = jax_cold.get(pid)
-        if r["engine"] != "jaxmm" and j is not None:
+        if r["engine"] not in E.JAXMM_ENGINES and j is not None:
             if r["status"] == "ok" and r.get("time_s"):
                 sp_c = _fmt_ratio(r["time_s"] / j["cold_s"])
                 if j.get("warm_s"):
@@ -256,6 +258,12 @@ def render_markdown(meta: dict, records: list) -> str:
                      f"| {rss} | {ll} | {dll} | {_converged_cell(r)} | {sp_c} | {sp_w} |")
         if r.get("note"):
             notes.append((pid, r["engine"], f"{r['status']}: {r['note']}"))
+        if r["engine"] == "jaxmm-f32" and j is not None and r.get("fixef") and j.get("fixef"):
+            # float32 accuracy, measured against the float64 fit of the same problem in this run
+            diff = max(abs(r["fixef"][k] - j["fixef"][k]) / max(abs(j["fixef"][k]), 1e-12) for k in j["fixef"])
+            dl = r["loglik"] - j["loglik"] if _has_loglik(r) and _has_loglik(j) else float("nan")
+            notes.append((pid, r["engine"], f"against jaxmm float64: max relative β difference {diff:.1e}, "
+                                            f"loglik difference {dl:.1e}"))
     if notes:
         lines += ["", "Notes:", ""]
         lines += [f"- {pid} / {eng}: {text}".replace("\n", " ") for pid, eng, text in notes]
@@ -272,13 +280,14 @@ def _series(records):
         key = (r["family"], r["q"], r["layout"])
         d = out.setdefault(key, {})
         pts = []
-        if r["engine"] == "jaxmm":
+        if r["engine"] in E.JAXMM_ENGINES:
+            name = r["engine"]
             if r.get("cold_s") is not None:
-                pts.append(("jaxmm (cold)", r["cold_s"], False))
+                pts.append((f"{name} (cold)", r["cold_s"], False))
             elif r["status"] == "timeout":
-                pts.append(("jaxmm (cold)", r["timeout_s"], True))
+                pts.append((f"{name} (cold)", r["timeout_s"], True))
             if r.get("warm_s") is not None:
-                pts.append(("jaxmm (warm)", r["warm_s"], False))
+                pts.append((f"{name} (warm)", r["warm_s"], False))
         elif r["status"] == "ok" and r.get("time_s") is not None:
             pts.append((r["engine"], r["time_s"], False))
         elif r["status"] == "timeout":

@@ -1,0 +1,38 @@
+"""The float32 option: rows stored and computed in float32, θ and group sums in float64.
+Estimates must agree with the float64 fit to a few significant digits and the fit must
+still end converged."""
+import numpy as np
+import pytest
+
+import jaxmm
+from jaxmm._design import design_from_formula
+from jaxmm._formula import parse_formula
+from conftest import fit_kwargs, load_reference
+
+
+# grouseticks (Poisson, counts up to 80) is left out on purpose: in float32 its line search
+# stalls at max|grad| 0.7, above what the float32 convergence check accepts, and the fit is
+# (correctly) reported as not converged. Recorded on issue 3 as a limitation to fix.
+@pytest.mark.parametrize("name", ["contraception_q2", "sleepstudy_reml"])
+def test_float32_agrees_with_float64(reference_fit, name):
+    ref, data, res64 = reference_fit(name)
+    res32 = jaxmm.fit(ref["formula"], data, dtype="float32", **fit_kwargs(ref))
+    assert res32.converged, res32.message
+    se = np.sqrt(np.diag(res64.vcov))
+    # Within 1 % of a standard error, and the log-likelihood within 1e-3.
+    assert np.max(np.abs(res32.fixef.values - res64.fixef.values) / se) < 1e-2
+    np.testing.assert_allclose(res32.sd, res64.sd, rtol=1e-3, atol=1e-4)
+    assert abs(res32.loglik - res64.loglik) < 1e-3
+    np.testing.assert_allclose(np.sqrt(np.diag(res32.vcov)), se, rtol=1e-3)
+
+
+def test_float32_design_is_stored_in_float32():
+    ref, data = load_reference("cbpp_binomial")
+    design, _ = design_from_formula(parse_formula(ref["formula"]), data, trials=ref.get("trials"), dtype="float32")
+    assert all(str(a.dtype) == "float32" for a in (design.X, design.Z, design.y, design.weights))
+
+
+def test_unknown_dtype_is_refused():
+    ref, data = load_reference("sleepstudy_reml")
+    with pytest.raises(jaxmm.errors.ArgumentError, match="dtype"):
+        jaxmm.fit(ref["formula"], data, dtype="float16")
