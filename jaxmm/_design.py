@@ -57,7 +57,7 @@ class DesignInfo:
     group_name: str
     group_labels: tuple
     response: str
-    order: np.ndarray  # design row k is input row order[k]
+    layout: Layout  # where each input row and group sits in the design
 
 
 def _as_float(name: str, values) -> np.ndarray:
@@ -77,8 +77,70 @@ def _as_float(name: str, values) -> np.ndarray:
     return arr
 
 
-def make_design(X, Z, y, groups, *, trials=None, offset=None, weights=None, dtype=jnp.float64):
-    """Build a :class:`Design` from arrays. Returns (design, group_labels, order)."""
+# Rows per block above which a design is laid out in several group-aligned blocks. The
+# Laplace fit then processes one block at a time, so its temporary memory (about 650 bytes
+# a row for the exact Hessian) is bounded by the block, not the data.
+CHUNK_ROWS = 1 << 19
+
+
+class Layout(NamedTuple):
+    """Where each input row and group sits in a :class:`Design`.
+
+    The design is ``chunks`` equal blocks of ``n_rows / chunks`` rows and
+    ``n_groups / chunks`` group slots; every group lies inside one block, rows are sorted
+    by group slot, and unused rows and slots are inert padding.
+    """
+
+    row_slot: np.ndarray    # (n,) design row of each input row
+    group_slot: np.ndarray  # (m,) design group of each group, in label order
+    n_rows: int
+    n_groups: int
+    chunks: int
+
+
+def plan_layout(codes: np.ndarray, m: int, *, bucket: bool = False, chunk_rows: int | None = None) -> Layout:
+    """Sort rows by group, split them into group-aligned blocks of about ``chunk_rows``
+    (default :data:`CHUNK_ROWS`) and pad (see :class:`Layout`)."""
+    chunk_rows = CHUNK_ROWS if chunk_rows is None else chunk_rows
+    n = codes.size
+    counts = np.bincount(codes, minlength=m)
+    order = np.argsort(codes, kind="stable")  # keeps the within-group row order
+    start = np.concatenate([[0], np.cumsum(counts)[:-1]])  # first sorted row of each group
+    if n <= chunk_rows:
+        chunk = np.zeros(m, np.int64)
+        rows_per, groups_per, n_chunks = n, m, 1
+    else:
+        biggest = int(counts.max())
+        rows_per = max(chunk_rows, 2 * bucket_size(biggest))
+        # A group starting before k·step + step ends before k·step + step + biggest, so
+        # every block of groups that start in one window of `step` rows fits in rows_per.
+        step = rows_per - biggest
+        chunk = start // step
+        n_chunks = int(chunk[-1]) + 1
+        used = np.unique(chunk)
+        if used.size != n_chunks:  # windows with no group starting in them: close the gaps
+            chunk = np.searchsorted(used, chunk)
+            n_chunks = used.size
+        groups_per = int(np.bincount(chunk).max())
+    if bucket:
+        rows_per, groups_per = bucket_size(rows_per), bucket_size(groups_per)
+    first_group = np.searchsorted(chunk, np.arange(n_chunks))
+    local_group = np.arange(m) - first_group[chunk]
+    group_slot = chunk * groups_per + local_group
+    sorted_group = codes[order]
+    within = np.arange(n) - start[first_group[chunk[sorted_group]]]
+    row_slot = np.empty(n, np.int64)
+    row_slot[order] = chunk[sorted_group] * rows_per + within
+    return Layout(row_slot, group_slot, n_chunks * rows_per, n_chunks * groups_per, n_chunks)
+
+
+def make_design(X, Z, y, groups, *, trials=None, offset=None, weights=None, dtype=jnp.float64,
+                bucket: bool = False, chunk_rows: int | None = None):
+    """Build a :class:`Design` from arrays. Returns (design, group_labels, layout).
+
+    ``bucket=True`` pads rows and group slots up to a coarse ladder of sizes
+    (:func:`bucket_size`) so that datasets of similar size share one compiled fit.
+    """
     X = _as_float("X", X)
     Z = _as_float("Z", Z)
     y = _as_float("y", y)
@@ -96,26 +158,37 @@ def make_design(X, Z, y, groups, *, trials=None, offset=None, weights=None, dtyp
     if pd.isna(groups).any():
         raise DataError(f"groups has {int(pd.isna(groups).sum())} missing value(s)")
     labels, codes = np.unique(groups, return_inverse=True)
-    trials = np.ones(n) if trials is None else _as_float("trials", trials)
-    offset = np.zeros(n) if offset is None else _as_float("offset", offset)
-    weights = np.ones(n) if weights is None else _as_float("weights", weights)
-    if (weights < 0).any():
-        rows = np.flatnonzero(weights < 0)
-        raise DataError(f"weights has {rows.size} negative value(s) (first rows: {rows[:5].tolist()})")
-    # A stable sort keeps the within-group row order and makes segment sums contiguous.
-    order = np.argsort(codes, kind="stable")
-    counts = np.bincount(codes, minlength=len(labels)).astype(np.float64)
+    codes = codes.ravel()
+    if weights is not None:
+        weights = _as_float("weights", weights)
+        if (weights < 0).any():
+            rows = np.flatnonzero(weights < 0)
+            raise DataError(f"weights has {rows.size} negative value(s) (first rows: {rows[:5].tolist()})")
+    layout = plan_layout(codes, len(labels), bucket=bucket, chunk_rows=chunk_rows)
+
+    def place(values, fill, kind=dtype):
+        # One host array at a time, so the peak is one copy of the largest column block.
+        out = np.full((layout.n_rows,) + np.shape(values)[1:], fill, np.dtype(kind))
+        out[layout.row_slot] = values
+        return jnp.asarray(out, kind)
+
+    padding_group = np.repeat(np.arange(layout.chunks) * (layout.n_groups // layout.chunks)
+                              + layout.n_groups // layout.chunks - 1, layout.n_rows // layout.chunks)
+    group = padding_group.astype(np.int32)
+    group[layout.row_slot] = layout.group_slot[codes]
+    counts = np.zeros(layout.n_groups)
+    counts[layout.group_slot] = np.bincount(codes, minlength=len(labels))
     design = Design(
-        X=jnp.asarray(X[order], dtype),
-        Z=jnp.asarray(Z[order], dtype),
-        y=jnp.asarray(y[order], dtype),
-        trials=jnp.asarray(trials[order], dtype),
-        offset=jnp.asarray(offset[order], dtype),
-        weights=jnp.asarray(weights[order], dtype),
-        group=jnp.asarray(codes[order], jnp.int32),
+        X=place(X, 0.0),
+        Z=place(Z, 0.0),
+        y=place(y, 0.0),
+        trials=place(1.0 if trials is None else _as_float("trials", trials), 1.0),
+        offset=place(0.0 if offset is None else _as_float("offset", offset), 0.0),
+        weights=place(1.0 if weights is None else weights, 0.0),
+        group=jnp.asarray(group, jnp.int32),
         counts=jnp.asarray(counts, dtype),
     )
-    return design, tuple(labels.tolist()), order
+    return design, tuple(labels.tolist()), layout
 
 
 def bucket_size(n: int, minimum: int = 16) -> int:
@@ -203,7 +276,7 @@ def aliased_columns(X: np.ndarray, rtol: float = 1e-7) -> list[int]:
     return dropped
 
 
-def design_from_formula(spec: FormulaSpec, data, *, trials=None, offset=None, dtype="float64"):
+def design_from_formula(spec: FormulaSpec, data, *, trials=None, offset=None, dtype="float64", bucket=False):
     """Evaluate a parsed formula on a table. Returns (Design, DesignInfo)."""
     if not isinstance(data, pd.DataFrame):
         try:
@@ -243,9 +316,9 @@ def design_from_formula(spec: FormulaSpec, data, *, trials=None, offset=None, dt
     if pd.isna(groups).any():
         rows = np.flatnonzero(pd.isna(groups))
         raise DataError(f"grouping column {spec.group!r} has {rows.size} missing value(s) (first rows: {rows[:5].tolist()})")
-    design, labels, order = make_design(
+    design, labels, layout = make_design(
         X, np.asarray(random), np.asarray(lhs).ravel(), groups,
-        trials=trials_arr, offset=offset_arr, dtype=dtype,
+        trials=trials_arr, offset=offset_arr, dtype=dtype, bucket=bucket,
     )
     info = DesignInfo(
         fixef_names=tuple(fixed_names),
@@ -253,6 +326,6 @@ def design_from_formula(spec: FormulaSpec, data, *, trials=None, offset=None, dt
         group_name=spec.group,
         group_labels=labels,
         response=spec.response,
-        order=order,
+        layout=layout,
     )
     return design, info

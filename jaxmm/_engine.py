@@ -20,13 +20,22 @@ from ._optimize import OptOptions, Status, minimize
 from ._params import Params, chol_from_vec, n_chol, pack, unpack, vec_from_chol
 
 
+def _weighted_gram(X, weights, dtype):
+    Xa = X.astype(dtype)
+    return Xa.T @ (Xa * weights.astype(dtype)[:, None])
+
+
 def initial_theta(design: Design, family) -> jnp.ndarray:
-    """β by weighted least squares on a linearised response, D = I, σ from the residuals."""
+    """β by weighted least squares on a linearised response, D = I, σ from the residuals.
+
+    Normal equations rather than a QR/SVD of X: at 10M rows those would hold an N×p factor.
+    """
     eta0 = family.initial_eta(design.y, design.trials) - design.offset
-    sw = jnp.sqrt(design.weights)
-    beta, *_ = jnp.linalg.lstsq(design.X * sw[:, None], eta0 * sw)
+    w = design.weights
+    gram = _weighted_gram(design.X, w, design.X.dtype)
+    beta = jnp.linalg.solve(gram, design.X.T @ (w * eta0))
     q = design.Z.shape[1]
-    resid_sd = jnp.sqrt(jnp.sum(design.weights * (eta0 - design.X @ beta) ** 2) / jnp.sum(design.weights))
+    resid_sd = jnp.sqrt(jnp.sum(w * (eta0 - design.X @ beta) ** 2) / jnp.sum(w))
     disp = jnp.maximum(resid_sd, 1e-3) if family.n_dispersion else jnp.ones(())
     return pack(Params(beta, jnp.eye(q, dtype=beta.dtype), disp), family.n_dispersion)
 
@@ -49,11 +58,17 @@ def _orthonormalising_map(X, weights, dtype):
     """A with √w·X·A having orthogonal columns of RMS 1, so the optimiser sees β on one scale.
 
     Without it a covariate such as age² (values in the hundreds) gives a gradient
-    thousands of times larger than the others and L-BFGS crawls.
+    thousands of times larger than the others and L-BFGS crawls. From the Cholesky factor
+    of the p×p Gram matrix, so no N×p factor is formed; A only preconditions, so the
+    squared condition number costs nothing in the estimates.
     """
-    _, R = jnp.linalg.qr((X * jnp.sqrt(weights)[:, None]).astype(dtype))
-    n = jnp.sum(weights > 0)
-    return jax.scipy.linalg.solve_triangular(R, jnp.eye(R.shape[0], dtype=X.dtype), lower=False) * jnp.sqrt(n)
+    n = jnp.sum(weights > 0).astype(dtype)
+    chol = jnp.linalg.cholesky(_weighted_gram(X, weights, dtype) / n)
+    eye = jnp.eye(X.shape[1], dtype=dtype)
+    A = jax.scipy.linalg.solve_triangular(chol.T, eye, lower=False)
+    # A singular Gram (aliased columns are dropped upstream, so only in hand-made designs)
+    # falls back to no preconditioning rather than NaN.
+    return jnp.where(jnp.all(jnp.isfinite(A)), A, eye)
 
 
 def _final_check(status, grad, hess, value, work_dtype=None):
@@ -97,45 +112,77 @@ def _natural_phi(params: Params, n_dispersion: int):
                            + ([jnp.log(params.dispersion)[None]] if n_dispersion else []))
 
 
-@functools.partial(jax.jit, static_argnames=("family", "inner", "opt"))
-def fit_glmm(theta0, design: Design, family, inner=InnerOptions(), opt=OptOptions()):
+def _blocks(design: Design, chunks: int) -> Design:
+    """The design as ``chunks`` stacked blocks (leading axis) with block-local group codes.
+
+    The layout (``_design.plan_layout``) puts every group inside one block, so the Laplace
+    likelihood is a sum of independent block terms.
+    """
+    rows, slots = design.y.shape[0] // chunks, design.n_groups // chunks
+    split = lambda a: a.reshape((chunks, rows) + a.shape[1:])
+    offsets = (jnp.arange(chunks, dtype=design.group.dtype) * slots)[:, None]
+    return Design(X=split(design.X), Z=split(design.Z), y=split(design.y), trials=split(design.trials),
+                  offset=split(design.offset), weights=split(design.weights),
+                  group=split(design.group) - offsets, counts=design.counts.reshape(chunks, slots))
+
+
+@functools.partial(jax.jit, static_argnames=("family", "inner", "opt", "chunks"))
+def fit_glmm(theta0, design: Design, family, inner=InnerOptions(), opt=OptOptions(), chunks: int = 1):
+    """Laplace fit. With ``chunks`` > 1 every pass over the rows runs block by block
+    (``lax.map``), each block differentiated on its own and the derivatives summed, so the
+    reverse-mode and Hessian temporaries are those of one block."""
     p, q = design.X.shape[1], design.Z.shape[1]
     nd = family.n_dispersion
     # θ, the optimiser and sums over groups run in `acc` (float64 unless x64 is off); rows
     # and groups in the design's dtype, which may be float32 for speed.
     acc, work = theta0.dtype, design.X.dtype
-    A = _orthonormalising_map(design.X, design.weights, acc).astype(work).astype(acc)
-    scaled = design._replace(X=design.X @ A.astype(work))
+    A = _orthonormalising_map(design.X, design.weights, acc)
+    blocks = _blocks(design, chunks)
 
     # Without a dispersion the normalising constants (log-gamma terms) depend on the data
     # alone: sum them once rather than in every objective evaluation.
-    log_norm = None if nd else jnp.sum(design.weights.astype(acc) * family.normalizer(
+    log_norm = jnp.zeros((), acc) if nd else jnp.sum(design.weights.astype(acc) * family.normalizer(
         design.y.astype(acc), design.trials.astype(acc), jnp.ones((), acc)))
+    block_norm = None if nd else 0.0
 
-    def objective(theta, u, d):
-        ll, u_new = laplace_loglik(unpack(theta, p, q, nd), d, u, family, inner, log_norm)
+    def block_objective(theta, u_b, d_b):
+        params = unpack(theta, p, q, nd)
+        params = params._replace(beta=A @ params.beta)
+        ll, u_new = laplace_loglik(params, d_b, u_b, family, inner, block_norm)
         return -ll, u_new
 
+    def value_and_grad(theta, u, blks):
+        def one(args):
+            (v, u_new), g = jax.value_and_grad(block_objective, has_aux=True)(theta, *args)
+            return v, u_new, g
+
+        v, u_new, g = jax.lax.map(one, (u, blks))
+        return (jnp.sum(v) - log_norm, u_new), jnp.sum(g, axis=0)
+
     theta0 = theta0.at[:p].set(jnp.linalg.solve(A, theta0[:p]))
-    u0 = jnp.zeros((design.n_groups, q), design.X.dtype)
-    res = minimize(objective, theta0, u0, scaled, opt)
+    u0 = jnp.zeros(blocks.counts.shape + (q,), work)
+    res = minimize(None, theta0, u0, blocks, opt, value_and_grad=value_and_grad)
     params = unpack(res.x, p, q, nd)
     params = params._replace(beta=A @ params.beta)
-    ranef, cond_var, u = modes_and_cond_var(params, design, res.warm, family, inner)
 
-    # vcov: the β block of the inverse Hessian of −ℓ over all parameters. The block is
-    # invariant to how θ is parameterised at an optimum; the raw Cholesky scale keeps the
-    # Hessian non-singular when a variance sits at zero, where the log scale would not.
-    phi = _natural_phi(params, nd)
-    args = (u, design, family, inner, p, q)
-    natural = lambda v: _natural_objective(v, *args)
-    grad, hess = _grad_and_hessian(natural, phi)
+    def per_block(args):
+        u_b, d_b = args
+        ranef, cond_var, u = modes_and_cond_var(params, d_b, u_b, family, inner)
+        # vcov: the β block of the inverse Hessian of −ℓ over all parameters. The block is
+        # invariant to how θ is parameterised at an optimum; the raw Cholesky scale keeps
+        # the Hessian non-singular when a variance sits at zero, where the log scale would not.
+        natural = lambda v: _natural_objective(v, u, d_b, family, inner, p, q)
+        grad, hess = _grad_and_hessian(natural, _natural_phi(params, nd))
+        return ranef, cond_var, grad, hess
+
+    ranef, cond_var, grad, hess = jax.lax.map(per_block, (res.warm, blocks))
+    grad, hess = jnp.sum(grad, axis=0), jnp.sum(hess, axis=0)
     status, decrement = _final_check(res.status, grad, hess, res.value, work)
     cov = jnp.linalg.inv(hess)
     return dict(
         theta=res.x, loglik=-res.value, grad=grad, n_iter=res.n_iter, status=status,
         decrement=decrement, beta=params.beta, chol=params.chol, dispersion=params.dispersion,
-        vcov=cov[:p, :p], ranef=ranef, cond_var=cond_var,
+        vcov=cov[:p, :p], ranef=ranef.reshape((-1, q)), cond_var=cond_var.reshape((-1, q, q)),
     )
 
 

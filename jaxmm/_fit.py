@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._design import bucket_size, design_from_formula, pad_design
+from ._design import design_from_formula
 from ._engine import fit_glmm, fit_lmm, initial_relative_chol, initial_theta
 from ._families import get_family
 from ._formula import parse_formula
@@ -58,25 +58,25 @@ def fit(formula: str, data, family="gaussian", *, method: str | None = None, tri
         raise ArgumentError("uncorrelated random effects (x || g) are not supported yet; use (x | g)")
     if trials is not None and fam.name != "binomial":
         raise ArgumentError(f"trials= applies only to the binomial family, not {fam.name!r}")
-    design, info = design_from_formula(spec, data, trials=trials, offset=offset, dtype=dtype)
-    y, n = np.asarray(design.y), np.asarray(design.trials)
+    if not isinstance(bucket, bool):
+        raise ArgumentError(f"bucket must be True or False, got {bucket!r}")
+    design, info = design_from_formula(spec, data, trials=trials, offset=offset, dtype=dtype, bucket=bucket)
+    layout = info.layout
+    n_obs, n_groups = layout.row_slot.size, layout.group_slot.size
+    # padding rows are excluded: they need not lie in the family's support
+    y, n = np.asarray(design.y)[layout.row_slot], np.asarray(design.trials)[layout.row_slot]
     problem = fam.check_response(y, n)
     if problem:
         raise DataError(f"response {spec.response!r}: {problem}")
-    if design.n_groups < 2:
+    if n_groups < 2:
         raise DataError(f"grouping factor {spec.group!r} has a single level; a random effect needs at least two groups")
 
-    n_obs, n_groups = int(design.y.shape[0]), int(design.n_groups)
-    if not isinstance(bucket, bool):
-        raise ArgumentError(f"bucket must be True or False, got {bucket!r}")
-    if bucket:
-        design = pad_design(design, bucket_size(n_obs), bucket_size(n_groups))
     if fam.name == "gaussian":
         out = fit_lmm(initial_relative_chol(design).astype(float), design, method == "REML")
     else:
-        out = fit_glmm(initial_theta(design, fam).astype(float), design, fam)
+        out = fit_glmm(initial_theta(design, fam).astype(float), design, fam, chunks=layout.chunks)
     out = {k: np.asarray(v) for k, v in out.items()}
-    out["ranef"], out["cond_var"] = out["ranef"][:n_groups], out["cond_var"][:n_groups]
+    out["ranef"], out["cond_var"] = out["ranef"][layout.group_slot], out["cond_var"][layout.group_slot]
 
     status = Status(int(out["status"]))
     return MixedModelResult(

@@ -81,8 +81,12 @@ def _cubic_step(a, fa, sa, b, fb, sb):
     return jnp.clip(t, lo + 0.1 * (hi - lo), hi - 0.1 * (hi - lo))
 
 
-def minimize(fun, x0, warm0, args, options: OptOptions = OptOptions()) -> OptResult:
+def minimize(fun, x0, warm0, args, options: OptOptions = OptOptions(), *, value_and_grad=None) -> OptResult:
     """Minimise ``fun(x, warm, args) -> (value, new_warm)`` over the vector x.
+
+    ``value_and_grad(x, warm, args) -> ((value, new_warm), gradient)`` may be given instead
+    of ``fun`` (pass ``fun=None``) when the caller computes the gradient its own way, e.g.
+    block by block to bound memory.
 
     optax's L-BFGS supplies the search direction; the strong-Wolfe line search (bracketing
     and cubic interpolation, after Nocedal & Wright, Algorithms 3.5–3.6) is written as a
@@ -94,7 +98,8 @@ def minimize(fun, x0, warm0, args, options: OptOptions = OptOptions()) -> OptRes
     accepted almost always, so an iteration usually costs one evaluation.
     """
     direction = optax.scale_by_lbfgs(memory_size=options.memory)
-    value_and_grad = jax.value_and_grad(fun, has_aux=True)
+    if value_and_grad is None:
+        value_and_grad = jax.value_and_grad(fun, has_aux=True)
     x0 = jnp.asarray(x0)
     dtype = x0.dtype
     inf = jnp.asarray(jnp.inf, dtype)

@@ -92,3 +92,42 @@ def test_prior_weights_give_the_weighted_gaussian_likelihood():
         V = Z[r] @ L @ L.T @ Z[r].T + sigma**2 * np.diag(1.0 / w[r])
         expected += multivariate_normal(X[r] @ beta, V).logpdf(y[r])
     np.testing.assert_allclose(ll, expected, rtol=1e-10)
+
+
+@pytest.mark.parametrize("name", ["contraception_q2", "grouseticks_poisson"])
+def test_blocked_fit_equals_one_block(reference_fit, monkeypatch, name):
+    """Large designs are fitted block by block (group-aligned blocks, derivatives summed);
+    forcing small blocks on a small case must give the one-block fit."""
+    import jaxmm._design as design_module
+
+    ref, data, one_block = reference_fit(name)
+    monkeypatch.setattr(design_module, "CHUNK_ROWS", 128)
+    size = fit_glmm._cache_size()
+    blocked = jaxmm.fit(ref["formula"], data, **fit_kwargs(ref))
+    assert fit_glmm._cache_size() == size + 1  # a new (blocked) program really ran
+    assert blocked.converged
+    assert abs(blocked.loglik - one_block.loglik) < 1e-8 * (1 + abs(one_block.loglik))
+    np.testing.assert_allclose(blocked.fixef, one_block.fixef, rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(blocked.D, one_block.D, rtol=1e-5, atol=1e-9)
+    np.testing.assert_allclose(blocked.vcov, one_block.vcov, rtol=1e-5)
+    np.testing.assert_allclose(blocked.ranef, one_block.ranef, rtol=1e-5, atol=1e-8)
+
+
+def test_layout_keeps_groups_whole_and_sorted():
+    from jaxmm._design import plan_layout
+
+    rng = np.random.default_rng(2)
+    sizes = rng.integers(1, 60, 400)
+    codes = rng.permutation(np.repeat(np.arange(400), sizes))
+    lay = plan_layout(codes, 400, bucket=True, chunk_rows=1000)
+    assert lay.chunks > 1 and lay.n_rows % lay.chunks == 0 and lay.n_groups % lay.chunks == 0
+    rows_per, slots_per = lay.n_rows // lay.chunks, lay.n_groups // lay.chunks
+    assert len(np.unique(lay.row_slot)) == codes.size and len(np.unique(lay.group_slot)) == 400
+    slot_of_row = lay.group_slot[codes]
+    # each row sits in the block of its group, and rows are ordered by group slot
+    np.testing.assert_array_equal(lay.row_slot // rows_per, slot_of_row // slots_per)
+    by_row = np.empty(lay.n_rows, np.int64)
+    by_row[:] = -1
+    by_row[lay.row_slot] = slot_of_row
+    real = by_row[by_row >= 0]
+    assert np.all(np.diff(real) >= 0)
