@@ -112,6 +112,13 @@ def _natural_phi(params: Params, n_dispersion: int):
                            + ([jnp.log(params.dispersion)[None]] if n_dispersion else []))
 
 
+# LLVM's expensive passes buy nothing for these programs (segment sums and small unrolled
+# solves): measured on a 2-core CPU, without them a Laplace fit compiles 15-20 % faster
+# (3.6 -> 3.0 s) and also runs about 10 % faster at 100k and 1M rows. The option is
+# ignored by the GPU backend's device code.
+_COMPILER_OPTIONS = {"xla_llvm_disable_expensive_passes": True}
+
+
 def _blocks(design: Design, chunks: int) -> Design:
     """The design as ``chunks`` stacked blocks (leading axis) with block-local group codes.
 
@@ -126,11 +133,17 @@ def _blocks(design: Design, chunks: int) -> Design:
                   group=split(design.group) - offsets, counts=design.counts.reshape(chunks, slots))
 
 
-@functools.partial(jax.jit, static_argnames=("family", "inner", "opt", "chunks"))
+@functools.partial(jax.jit, static_argnames=("family", "inner", "opt", "chunks"), compiler_options=_COMPILER_OPTIONS)
 def fit_glmm(theta0, design: Design, family, inner=InnerOptions(), opt=OptOptions(), chunks: int = 1):
     """Laplace fit. With ``chunks`` > 1 every pass over the rows runs block by block
     (``lax.map``), each block differentiated on its own and the derivatives summed, so the
-    reverse-mode and Hessian temporaries are those of one block."""
+    reverse-mode and Hessian temporaries are those of one block.
+
+    ``theta0=None`` starts from :func:`initial_theta`, computed inside the compiled program
+    (run eagerly, its dozen small operations would each be compiled on their own).
+    """
+    if theta0 is None:
+        theta0 = initial_theta(design, family).astype(jnp.result_type(float))
     p, q = design.X.shape[1], design.Z.shape[1]
     nd = family.n_dispersion
     # θ, the optimiser and sums over groups run in `acc` (float64 unless x64 is off); rows
@@ -165,13 +178,17 @@ def fit_glmm(theta0, design: Design, family, inner=InnerOptions(), opt=OptOption
     params = unpack(res.x, p, q, nd)
     params = params._replace(beta=A @ params.beta)
 
+    # res.warm holds the modes at res.x, solved to the inner tolerance: everything below
+    # evaluates there (max_iter=0) instead of compiling and running the solver again.
+    at_mode = inner._replace(max_iter=0)
+
     def per_block(args):
         u_b, d_b = args
-        ranef, cond_var, u = modes_and_cond_var(params, d_b, u_b, family, inner)
+        ranef, cond_var, u = modes_and_cond_var(params, d_b, u_b, family, at_mode)
         # vcov: the β block of the inverse Hessian of −ℓ over all parameters. The block is
         # invariant to how θ is parameterised at an optimum; the raw Cholesky scale keeps
         # the Hessian non-singular when a variance sits at zero, where the log scale would not.
-        natural = lambda v: _natural_objective(v, u, d_b, family, inner, p, q)
+        natural = lambda v: _natural_objective(v, u, d_b, family, at_mode, p, q)
         grad, hess = _grad_and_hessian(natural, _natural_phi(params, nd))
         return ranef, cond_var, grad, hess
 
@@ -186,8 +203,11 @@ def fit_glmm(theta0, design: Design, family, inner=InnerOptions(), opt=OptOption
     )
 
 
-@functools.partial(jax.jit, static_argnames=("reml", "opt"))
+@functools.partial(jax.jit, static_argnames=("reml", "opt"), compiler_options=_COMPILER_OPTIONS)
 def fit_lmm(theta0, design: Design, reml: bool, opt=OptOptions()):
+    """Exact REML/ML fit; ``theta0=None`` starts from Λ = I."""
+    if theta0 is None:
+        theta0 = initial_relative_chol(design).astype(jnp.result_type(float))
     q = design.Z.shape[1]
     stats = lmm_stats(design, theta0.dtype)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._design import design_from_formula
-from ._engine import fit_glmm, fit_lmm, initial_relative_chol, initial_theta
+from ._engine import fit_glmm, fit_lmm
 from ._families import get_family
 from ._formula import parse_formula
 from ._optimize import Status
@@ -72,9 +72,9 @@ def fit(formula: str, data, family="gaussian", *, method: str | None = None, tri
         raise DataError(f"grouping factor {spec.group!r} has a single level; a random effect needs at least two groups")
 
     if fam.name == "gaussian":
-        out = fit_lmm(initial_relative_chol(design).astype(float), design, method == "REML")
+        out = fit_lmm(None, design, method == "REML")
     else:
-        out = fit_glmm(initial_theta(design, fam).astype(float), design, fam, chunks=layout.chunks)
+        out = fit_glmm(None, design, fam, chunks=layout.chunks)
     out = {k: np.asarray(v) for k, v in out.items()}
     out["ranef"], out["cond_var"] = out["ranef"][layout.group_slot], out["cond_var"][layout.group_slot]
 

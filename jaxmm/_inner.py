@@ -27,6 +27,9 @@ from ._design import Design
 
 
 class InnerOptions(NamedTuple):
+    # 0 means u0 is already the mode: evaluate there without a Newton loop in the program.
+    # Derivatives stay exact (they come from the IFT at û), and a Hessian taken at the
+    # optimum then compiles and runs without the solver.
     max_iter: int = 100
     tol: float = 1e-10  # on the largest Newton step |Δu|
     max_halvings: int = 40
@@ -113,6 +116,8 @@ def _solve(eta_fixed, ZL, dispersion, design, u0, family, options: InnerOptions)
         return u1, h1, g1, H1, step_of(g1, H1), it + 1
 
     h0, g0, H0 = _evaluate(u0, *args)
+    if options.max_iter == 0:
+        return u0, h0, g0, H0
     state = (u0, h0, g0, H0, step_of(g0, H0), 0)
     u, h, g, H, _, _ = jax.lax.while_loop(
         lambda s: (jnp.max(jnp.abs(s[4])) >= tol) & (s[5] < options.max_iter), newton_step, state)

@@ -45,7 +45,7 @@ class OptResult(NamedTuple):
     x: jnp.ndarray
     value: jnp.ndarray
     grad: jnp.ndarray
-    warm: object
+    warm: object          # the warm state returned by the evaluation at x
     n_iter: jnp.ndarray
     status: jnp.ndarray
 
@@ -114,12 +114,12 @@ def minimize(fun, x0, warm0, args, options: OptOptions = OptOptions(), *, value_
 
     # The first pass evaluates x0 itself: a zero direction whose step is accepted unseen.
     search0 = _Search(jnp.zeros_like(x0), zero, zero, zero, inf, zero, inf, inf, inf, 0)
-    # carry: x, f, g, warm (accepted point), L-BFGS state, search, accepted steps (−1 before
-    # x0 is evaluated), stalled steps, status (−1 while running)
-    init = (x0, inf, jnp.zeros_like(x0), warm0, direction.init(x0), search0, -1, 0, -1)
+    # carry: x, f, g, warm at x (accepted point), L-BFGS state, search, accepted steps (−1
+    # before x0 is evaluated), stalled steps, status (−1 while running), latest finite warm
+    init = (x0, inf, jnp.zeros_like(x0), warm0, direction.init(x0), search0, -1, 0, -1, warm0)
 
     def body(c):
-        x, f, g, warm, lstate, s, it, stall, _ = c
+        x, f, g, warm_x, lstate, s, it, stall, _, warm = c
         first = it < 0
         (f_t, warm_t), g_t = value_and_grad(x + s.alpha * s.d, warm, args)
         slope_t = g_t @ s.d
@@ -158,11 +158,11 @@ def minimize(fun, x0, warm0, args, options: OptOptions = OptOptions(), *, value_
         status_rej = jnp.where(s.trials + 1 >= _MAX_TRIALS, Status.STALLED, -1)
 
         pick = lambda a, b: jax.tree.map(lambda u, v: jnp.where(accept, u, v), a, b)
-        return (pick(x_new, x), pick(f_t, f), pick(g_t, g),
-                # the modes of every finite evaluation warm-start the next one
-                jax.tree.map(lambda u, v: jnp.where(finite, u, v), warm_t, warm),
+        return (pick(x_new, x), pick(f_t, f), pick(g_t, g), pick(warm_t, warm_x),
                 pick(lstate_new, lstate), pick(s_next, s_rej),
-                jnp.where(accept, it + 1, it), pick(stall_new, stall), pick(status_acc, status_rej))
+                jnp.where(accept, it + 1, it), pick(stall_new, stall), pick(status_acc, status_rej),
+                # the modes of every finite evaluation warm-start the next one
+                jax.tree.map(lambda u, v: jnp.where(finite, u, v), warm_t, warm))
 
-    x, f, g, warm, _, _, it, _, status = jax.lax.while_loop(lambda c: c[8] < 0, body, init)
-    return OptResult(x, f, g, warm, it, status)
+    x, f, g, warm_x, _, _, it, _, status, _ = jax.lax.while_loop(lambda c: c[8] < 0, body, init)
+    return OptResult(x, f, g, warm_x, it, status)
