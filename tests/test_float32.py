@@ -10,10 +10,7 @@ from jaxmm._formula import parse_formula
 from conftest import fit_kwargs, load_reference
 
 
-# grouseticks (Poisson, counts up to 80) is left out on purpose: in float32 its line search
-# stalls at max|grad| 0.7, above what the float32 convergence check accepts, and the fit is
-# (correctly) reported as not converged. Recorded on issue 3 as a limitation to fix.
-@pytest.mark.parametrize("name", ["contraception_q2", "sleepstudy_reml"])
+@pytest.mark.parametrize("name", ["contraception_q2", "sleepstudy_reml", "grouseticks_poisson"])
 def test_float32_agrees_with_float64(reference_fit, name):
     ref, data, res64 = reference_fit(name)
     res32 = jaxmm.fit(ref["formula"], data, dtype="float32", **fit_kwargs(ref))
