@@ -17,7 +17,7 @@ from ._inner import InnerOptions
 from ._laplace import laplace_loglik, modes_and_cond_var
 from ._lmm import lmm_solution, lmm_stats, profiled_loglik
 from ._optimize import OptOptions, Status, minimize
-from ._params import Params, chol_from_vec, n_chol, pack, unpack, vec_from_chol
+from ._params import Params, chol_from_vec, free_entries, n_chol, pack, re_dim, unpack, vec_from_chol
 
 
 def _weighted_gram(X, weights, dtype):
@@ -25,8 +25,11 @@ def _weighted_gram(X, weights, dtype):
     return Xa.T @ (Xa * weights.astype(dtype)[:, None])
 
 
-def initial_theta(design: Design, family) -> jnp.ndarray:
+def initial_theta(design: Design, family, structure=None) -> jnp.ndarray:
     """β by weighted least squares on a linearised response, D = I, σ from the residuals.
+
+    ``structure``: the random-effects block sizes (see ``_params.free_entries``); one
+    correlated block by default.
 
     Normal equations rather than a QR/SVD of X: at 10M rows those would hold an N×p factor.
     """
@@ -37,19 +40,21 @@ def initial_theta(design: Design, family) -> jnp.ndarray:
     q = design.Z.shape[1]
     resid_sd = jnp.sqrt(jnp.sum(w * (eta0 - design.X @ beta) ** 2) / jnp.sum(w))
     disp = jnp.maximum(resid_sd, 1e-3) if family.n_dispersion else jnp.ones(())
-    return pack(Params(beta, jnp.eye(q, dtype=beta.dtype), disp), family.n_dispersion)
+    return pack(Params(beta, jnp.eye(q, dtype=beta.dtype), disp), family.n_dispersion, structure)
 
 
-def initial_relative_chol(design: Design) -> jnp.ndarray:
+def initial_relative_chol(design: Design, structure=None) -> jnp.ndarray:
     """Λ = I (lme4's start): random-effect SDs equal to the residual SD."""
     q = design.Z.shape[1]
-    return vec_from_chol(jnp.eye(q, dtype=design.X.dtype))
+    return vec_from_chol(jnp.eye(q, dtype=design.X.dtype), structure)
 
 
 def _natural_objective(phi, u, design, family, inner, p, q):
-    """−ℓ over (β, tril L with a raw diagonal, log dispersion): smooth on the boundary L_kk = 0."""
-    rows, cols = np.tril_indices(q)
-    chol = jnp.zeros((q, q), phi.dtype).at[rows, cols].set(phi[p:p + n_chol(q)])
+    """−ℓ over (β, free entries of L with a raw diagonal, log dispersion): smooth on the
+    boundary L_kk = 0. ``q`` as in ``_params.free_entries``."""
+    rows, cols = free_entries(q)
+    d = re_dim(q)
+    chol = jnp.zeros((d, d), phi.dtype).at[rows, cols].set(phi[p:p + n_chol(q)])
     disp = jnp.exp(phi[p + n_chol(q)]) if family.n_dispersion else jnp.ones((), phi.dtype)
     return -laplace_loglik(Params(phi[:p], chol, disp), design, u, family, inner)[0]
 
@@ -105,9 +110,8 @@ def _grad_and_hessian(f, x):
     return grads[0], 0.5 * (cols + cols.T)
 
 
-def _natural_phi(params: Params, n_dispersion: int):
-    q = params.chol.shape[0]
-    rows, cols = np.tril_indices(q)
+def _natural_phi(params: Params, n_dispersion: int, structure=None):
+    rows, cols = free_entries(params.chol.shape[0] if structure is None else structure)
     return jnp.concatenate([params.beta, params.chol[rows, cols]]
                            + ([jnp.log(params.dispersion)[None]] if n_dispersion else []))
 
@@ -133,18 +137,24 @@ def _blocks(design: Design, chunks: int) -> Design:
                   group=split(design.group) - offsets, counts=design.counts.reshape(chunks, slots))
 
 
-@functools.partial(jax.jit, static_argnames=("family", "inner", "opt", "chunks"), compiler_options=_COMPILER_OPTIONS)
-def fit_glmm(theta0, design: Design, family, inner=InnerOptions(), opt=OptOptions(), chunks: int = 1):
+@functools.partial(jax.jit, static_argnames=("family", "inner", "opt", "chunks", "blocks"),
+                   compiler_options=_COMPILER_OPTIONS)
+def fit_glmm(theta0, design: Design, family, inner=InnerOptions(), opt=OptOptions(), chunks: int = 1,
+             blocks=None):
     """Laplace fit. With ``chunks`` > 1 every pass over the rows runs block by block
     (``lax.map``), each block differentiated on its own and the derivatives summed, so the
     reverse-mode and Hessian temporaries are those of one block.
 
     ``theta0=None`` starts from :func:`initial_theta`, computed inside the compiled program
     (run eagerly, its dozen small operations would each be compiled on their own).
+    ``blocks`` (a tuple of sizes) makes L block diagonal, e.g. ``(1, 1)`` for ``(x || g)``;
+    None is one correlated block.
     """
+    q = design.Z.shape[1]
+    structure = q if blocks is None else tuple(blocks)
     if theta0 is None:
-        theta0 = initial_theta(design, family).astype(jnp.result_type(float))
-    p, q = design.X.shape[1], design.Z.shape[1]
+        theta0 = initial_theta(design, family, structure).astype(jnp.result_type(float))
+    p = design.X.shape[1]
     nd = family.n_dispersion
     # θ, the optimiser and sums over groups run in `acc` (float64 unless x64 is off); rows
     # and groups in the design's dtype, which may be float32 for speed.
@@ -159,7 +169,7 @@ def fit_glmm(theta0, design: Design, family, inner=InnerOptions(), opt=OptOption
     block_norm = None if nd else 0.0
 
     def block_objective(theta, u_b, d_b):
-        params = unpack(theta, p, q, nd)
+        params = unpack(theta, p, structure, nd)
         params = params._replace(beta=A @ params.beta)
         ll, u_new = laplace_loglik(params, d_b, u_b, family, inner, block_norm)
         return -ll, u_new
@@ -175,7 +185,7 @@ def fit_glmm(theta0, design: Design, family, inner=InnerOptions(), opt=OptOption
     theta0 = theta0.at[:p].set(jnp.linalg.solve(A, theta0[:p]))
     u0 = jnp.zeros(blocks.counts.shape + (q,), work)
     res = minimize(None, theta0, u0, blocks, opt, value_and_grad=value_and_grad)
-    params = unpack(res.x, p, q, nd)
+    params = unpack(res.x, p, structure, nd)
     params = params._replace(beta=A @ params.beta)
 
     # res.warm holds the modes at res.x, solved to the inner tolerance: everything below
@@ -188,8 +198,8 @@ def fit_glmm(theta0, design: Design, family, inner=InnerOptions(), opt=OptOption
         # vcov: the β block of the inverse Hessian of −ℓ over all parameters. The block is
         # invariant to how θ is parameterised at an optimum; the raw Cholesky scale keeps
         # the Hessian non-singular when a variance sits at zero, where the log scale would not.
-        natural = lambda v: _natural_objective(v, u, d_b, family, at_mode, p, q)
-        grad, hess = _grad_and_hessian(natural, _natural_phi(params, nd))
+        natural = lambda v: _natural_objective(v, u, d_b, family, at_mode, p, structure)
+        grad, hess = _grad_and_hessian(natural, _natural_phi(params, nd, structure))
         return ranef, cond_var, grad, hess
 
     ranef, cond_var, grad, hess = jax.lax.map(per_block, (res.warm, blocks))
@@ -203,22 +213,23 @@ def fit_glmm(theta0, design: Design, family, inner=InnerOptions(), opt=OptOption
     )
 
 
-@functools.partial(jax.jit, static_argnames=("reml", "opt"), compiler_options=_COMPILER_OPTIONS)
-def fit_lmm(theta0, design: Design, reml: bool, opt=OptOptions()):
-    """Exact REML/ML fit; ``theta0=None`` starts from Λ = I."""
-    if theta0 is None:
-        theta0 = initial_relative_chol(design).astype(jnp.result_type(float))
+@functools.partial(jax.jit, static_argnames=("reml", "opt", "blocks"), compiler_options=_COMPILER_OPTIONS)
+def fit_lmm(theta0, design: Design, reml: bool, opt=OptOptions(), blocks=None):
+    """Exact REML/ML fit; ``theta0=None`` starts from Λ = I. ``blocks`` as in :func:`fit_glmm`."""
     q = design.Z.shape[1]
+    structure = q if blocks is None else tuple(blocks)
+    if theta0 is None:
+        theta0 = initial_relative_chol(design, structure).astype(jnp.result_type(float))
     stats = lmm_stats(design, theta0.dtype)
 
     def objective(theta, warm, s):
-        return -profiled_loglik(chol_from_vec(theta, q), s, reml), warm
+        return -profiled_loglik(chol_from_vec(theta, structure), s, reml), warm
 
     res = minimize(objective, theta0, jnp.zeros(()), stats, opt)
-    lam = chol_from_vec(res.x, q)
+    lam = chol_from_vec(res.x, structure)
     sol = lmm_solution(lam, stats, reml)
 
-    rows, cols = np.tril_indices(q)
+    rows, cols = free_entries(structure)
 
     def natural(v):
         return -profiled_loglik(jnp.zeros((q, q), v.dtype).at[rows, cols].set(v), stats, reml)

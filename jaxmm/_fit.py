@@ -54,8 +54,6 @@ def fit(formula: str, data, family="gaussian", *, method: str | None = None, tri
     fam = get_family(family, link)
     method = _resolve_method(fam, method)
     spec = parse_formula(formula)
-    if not spec.correlated:
-        raise ArgumentError("uncorrelated random effects (x || g) are not supported yet; use (x | g)")
     if trials is not None and fam.name != "binomial":
         raise ArgumentError(f"trials= applies only to the binomial family, not {fam.name!r}")
     if not isinstance(bucket, bool):
@@ -71,10 +69,12 @@ def fit(formula: str, data, family="gaussian", *, method: str | None = None, tri
     if n_groups < 2:
         raise DataError(f"grouping factor {spec.group!r} has a single level; a random effect needs at least two groups")
 
+    # (x || g): independent random effects, D diagonal (lme4's double bar)
+    blocks = None if spec.correlated else (1,) * design.Z.shape[1]
     if fam.name == "gaussian":
-        out = fit_lmm(None, design, method == "REML")
+        out = fit_lmm(None, design, method == "REML", blocks=blocks)
     else:
-        out = fit_glmm(None, design, fam, chunks=layout.chunks)
+        out = fit_glmm(None, design, fam, chunks=layout.chunks, blocks=blocks)
     out = {k: np.asarray(v) for k, v in out.items()}
     out["ranef"], out["cond_var"] = out["ranef"][layout.group_slot], out["cond_var"][layout.group_slot]
 
@@ -103,4 +103,5 @@ def fit(formula: str, data, family="gaussian", *, method: str | None = None, tri
         grad_norm=float(np.max(np.abs(out["grad"]))),
         params=Params(out["beta"], out["chol"], out["dispersion"]),
         n_dispersion=fam.n_dispersion,
+        re_blocks=blocks,
     )

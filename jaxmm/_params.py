@@ -25,25 +25,46 @@ class Params(NamedTuple):
     dispersion: jnp.ndarray
 
 
-def n_chol(q: int) -> int:
-    return q * (q + 1) // 2
+def free_entries(q):
+    """(rows, cols) of the free entries of L, row-major within each block.
+
+    ``q`` is the number of random effects (one correlated block, ``(x | g)``) or a tuple of
+    block sizes: ``(1, 1)`` for lme4's ``(x || g)``, where D is diagonal. L is block
+    diagonal, lower triangular inside each block.
+    """
+    blocks = (q,) if isinstance(q, (int, np.integer)) else tuple(q)
+    rows, cols, start = [], [], 0
+    for b in blocks:
+        r, c = np.tril_indices(b)
+        rows.append(r + start)
+        cols.append(c + start)
+        start += b
+    return np.concatenate(rows), np.concatenate(cols)
 
 
-def chol_from_vec(v, q: int):
-    """Lower-triangular factor from its packed vector (row-major tril, log diagonal)."""
-    rows, cols = np.tril_indices(q)
+def re_dim(q) -> int:
+    return int(q) if isinstance(q, (int, np.integer)) else int(sum(q))
+
+
+def n_chol(q) -> int:
+    return len(free_entries(q)[0])
+
+
+def chol_from_vec(v, q):
+    """L from its packed vector (free entries, log diagonal); ``q`` as in :func:`free_entries`."""
+    rows, cols = free_entries(q)
     vals = jnp.where(jnp.asarray(rows == cols), jnp.exp(v), v)
-    return jnp.zeros((q, q), dtype=v.dtype).at[rows, cols].set(vals)
+    d = re_dim(q)
+    return jnp.zeros((d, d), dtype=v.dtype).at[rows, cols].set(vals)
 
 
-def vec_from_chol(L):
-    q = L.shape[-1]
-    rows, cols = np.tril_indices(q)
+def vec_from_chol(L, q=None):
+    rows, cols = free_entries(L.shape[-1] if q is None else q)
     vals = L[rows, cols]
     return jnp.where(jnp.asarray(rows == cols), jnp.log(vals), vals)
 
 
-def unpack(theta, p: int, q: int, n_dispersion: int) -> Params:
+def unpack(theta, p: int, q, n_dispersion: int) -> Params:
     beta = theta[:p]
     chol = chol_from_vec(theta[p:p + n_chol(q)], q)
     if n_dispersion:
@@ -53,8 +74,8 @@ def unpack(theta, p: int, q: int, n_dispersion: int) -> Params:
     return Params(beta, chol, dispersion)
 
 
-def pack(params: Params, n_dispersion: int):
-    parts = [jnp.atleast_1d(params.beta), vec_from_chol(params.chol)]
+def pack(params: Params, n_dispersion: int, q=None):
+    parts = [jnp.atleast_1d(params.beta), vec_from_chol(params.chol, q)]
     if n_dispersion:
         parts.append(jnp.log(jnp.atleast_1d(params.dispersion)))
     return jnp.concatenate(parts)

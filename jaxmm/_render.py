@@ -37,15 +37,19 @@ def summary_text(res) -> str:
     names = res.re_names
     sd = np.sqrt(np.diag(res.D))
     corr = res.corr.to_numpy()
-    header = ["Groups", "Name", "Variance", "Std.Dev."] + (["Corr"] if len(names) > 1 else [])
+    # Correlations are shown within blocks only: under (x || g) they are zero by construction.
+    blocks = res.re_blocks or (len(names),)
+    block_of = np.repeat(np.arange(len(blocks)), blocks)
+    with_corr = max(blocks) > 1
+    header = ["Groups", "Name", "Variance", "Std.Dev."] + (["Corr"] if with_corr else [])
     rows = []
     for k, name in enumerate(names):
         row = [res.group_name if k == 0 else "", name, _fmt(res.D[k, k]), _fmt(sd[k])]
-        if len(names) > 1:
-            row.append(" ".join(f"{corr[k, j]:.2f}" for j in range(k)))
+        if with_corr:
+            row.append(" ".join(f"{corr[k, j]:.2f}" for j in range(k) if block_of[j] == block_of[k]))
         rows.append(row)
     if res.sigma is not None:
-        rows.append(["Residual", "", _fmt(res.sigma**2), _fmt(res.sigma)] + ([""] if len(names) > 1 else []))
+        rows.append(["Residual", "", _fmt(res.sigma**2), _fmt(res.sigma)] + ([""] if with_corr else []))
     out += [" " + r for r in _table([[c for c in r] for r in rows], header)]
     out.append(f"Number of obs: {res.n_obs}, groups:  {res.group_name}, {res.n_groups}")
     out.append("")

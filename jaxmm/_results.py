@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from ._params import Params
+from ._params import Params, n_chol
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -42,6 +42,7 @@ class MixedModelResult:
     grad_norm: float
     params: Params
     n_dispersion: int = 0
+    re_blocks: tuple | None = None  # block sizes of L when D is block diagonal ((x || g)); None: one block
 
     def __post_init__(self):
         # Arrays are frozen too: a result is a record of one fit, not a scratch pad.
@@ -68,8 +69,8 @@ class MixedModelResult:
 
     @property
     def npar(self) -> int:
-        q = self.D.shape[0]
-        return len(self.fixef) + q * (q + 1) // 2 + self.n_dispersion
+        structure = self.D.shape[0] if self.re_blocks is None else self.re_blocks
+        return len(self.fixef) + n_chol(structure) + self.n_dispersion
 
     @property
     def deviance(self) -> float:

@@ -1,0 +1,14 @@
+# lme4 numbers for tests/test_formula_features.py (issue 4). Run: Rscript tests/r/issue4_refs.R
+suppressMessages(library(lme4))
+options(digits = 12)
+show <- function(label, m) {
+  cat("==", label, "\n")
+  cat("logLik", format(as.numeric(logLik(m)), digits = 12), "\n")
+  print(fixef(m), digits = 12)
+  print(sqrt(diag(as.matrix(vcov(m)))), digits = 12)
+  print(as.data.frame(VarCorr(m))[, c("grp", "var1", "var2", "vcov", "sdcor")], digits = 12)
+}
+show("sleepstudy (Days || Subject) REML", lmer(Reaction ~ Days + (Days || Subject), sleepstudy))
+show("sleepstudy (Days || Subject) ML", lmer(Reaction ~ Days + (Days || Subject), sleepstudy, REML = FALSE))
+show("cbpp poisson offset(log(size))",
+     glmer(incidence ~ period + offset(log(size)) + (1 | herd), family = poisson, data = cbpp))
