@@ -313,6 +313,13 @@ def design_from_formula(spec: FormulaSpec, data, *, trials=None, offset=None, dt
             offset_arr = _as_float("offset", offset)
             if offset_arr.shape != (len(data),):
                 raise DataError(f"offset has shape {offset_arr.shape}; expected one value per row ({len(data)})")
+    # offset(...) terms in the formula add to offset= (as in R, where all offsets are summed)
+    for expr in spec.offsets:
+        mm = _model_matrix(f"0 + {expr}", data, f"offset term offset({expr})")
+        if mm.shape[1] != 1:
+            raise FormulaError(f"offset({expr}) must give one numeric column; it gives {list(mm.columns)}")
+        values = _as_float(f"offset({expr})", np.asarray(mm).ravel())
+        offset_arr = values if offset_arr is None else offset_arr + values
     if pd.isna(groups).any():
         rows = np.flatnonzero(pd.isna(groups))
         raise DataError(f"grouping column {spec.group!r} has {rows.size} missing value(s) (first rows: {rows[:5].tolist()})")

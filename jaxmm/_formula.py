@@ -19,6 +19,7 @@ class FormulaSpec:
     random: str
     group: str
     correlated: bool = True
+    offsets: tuple = ()  # expressions inside offset(...) terms, summed into the linear predictor
 
 
 def _split_top_level(text: str, sep: str) -> list[str]:
@@ -91,12 +92,15 @@ def parse_formula(formula: str) -> FormulaSpec:
         raise FormulaError(f"formula {formula!r} has no terms after '~'")
     if not _balanced(rhs):
         raise FormulaError(f"unbalanced brackets in formula {formula!r}")
-    fixed_terms, randoms = [], []
+    fixed_terms, randoms, offsets = [], [], []
     for term in _split_top_level(rhs, "+"):
         if not term.strip():
             raise FormulaError(f"empty term (a stray '+') in formula {formula!r}")
         found = _random_term(term)
-        if found is None:
+        offset = _offset_term(term)
+        if offset is not None:
+            offsets.append(offset)
+        elif found is None:
             fixed_terms.append(term.strip())
         else:
             randoms.append(found)
@@ -112,4 +116,17 @@ def parse_formula(formula: str) -> FormulaSpec:
         )
     re_lhs, group, correlated = randoms[0]
     fixed = " + ".join(fixed_terms) if fixed_terms else "1"
-    return FormulaSpec(formula, lhs, fixed, re_lhs, group, correlated)
+    return FormulaSpec(formula, lhs, fixed, re_lhs, group, correlated, tuple(offsets))
+
+
+def _offset_term(term: str):
+    """If ``term`` is ``offset(expr)`` return expr, else None."""
+    t = term.strip()
+    if not (t.startswith("offset(") and t.endswith(")")):
+        return None
+    inner = t[len("offset("):-1].strip()
+    if not _balanced(inner):
+        return None
+    if not inner:
+        raise FormulaError(f"empty offset term {t!r}; write offset(column) or offset(log(column))")
+    return inner

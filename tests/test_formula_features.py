@@ -48,3 +48,49 @@ def test_uncorrelated_glmm_has_a_diagonal_D():
     assert res.D[0, 1] == 0.0
     assert res.npar == full.npar - 1
     assert res.loglik <= full.loglik + 1e-8  # a constrained model cannot fit better
+
+
+# glmer(incidence ~ period + offset(log(size)) + (1 | herd), family = poisson, data = cbpp)
+# stops 4.6e-4 short of the optimum (logLik -90.2421059699, sd 0.491406635445); glmmTMB reaches it:
+# glmmTMB(incidence ~ period + offset(log(size)) + (1 | herd), family = poisson, data = cbpp)
+LME4_LOGLIK = -90.2421059699
+GLMMTMB_CBPP_OFFSET = dict(loglik=-90.2416477064,
+                           fixef=[-1.648364897325, -0.844063315806, -0.966287715399, -1.391046661280],
+                           se=[0.193857553156, 0.284533027926, 0.305517884105, 0.409189223328],
+                           sd=0.491579141266)
+
+
+@pytest.fixture(scope="module")
+def cbpp():
+    return load_reference("cbpp_binomial")[1]
+
+
+@pytest.mark.parametrize("how", ["formula", "array", "column"])
+def test_poisson_offset_matches_lme4(cbpp, how):
+    ref = GLMMTMB_CBPP_OFFSET
+    data = cbpp.assign(logsize=np.log(cbpp["size"]))
+    if how == "formula":
+        res = jaxmm.fit("incidence ~ C(period) + offset(log(size)) + (1 | herd)", data, family="poisson")
+    elif how == "array":
+        res = jaxmm.fit("incidence ~ C(period) + (1 | herd)", data, family="poisson", offset=np.log(data["size"]))
+    else:
+        res = jaxmm.fit("incidence ~ C(period) + (1 | herd)", data, family="poisson", offset="logsize")
+    assert res.converged
+    assert res.loglik >= max(ref["loglik"], LME4_LOGLIK) - 1e-6 and abs(res.loglik - ref["loglik"]) < 1e-6
+    np.testing.assert_allclose(res.fixef.values, ref["fixef"], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(np.sqrt(np.diag(res.vcov)), ref["se"], rtol=1e-3)
+    assert res.sd.iloc[0] == pytest.approx(ref["sd"], rel=1e-3)
+
+
+def test_formula_offset_adds_to_the_offset_argument(cbpp):
+    half = np.log(cbpp["size"]) / 2
+    both = jaxmm.fit("incidence ~ C(period) + offset({log(size) / 2}) + (1 | herd)", cbpp,
+                     family="poisson", offset=half)
+    one = jaxmm.fit("incidence ~ C(period) + offset(log(size)) + (1 | herd)", cbpp, family="poisson")
+    np.testing.assert_allclose(both.fixef.values, one.fixef.values, rtol=1e-8)
+    assert both.loglik == pytest.approx(one.loglik, abs=1e-8)
+
+
+def test_offset_errors_name_the_term(cbpp):
+    with pytest.raises(jaxmm.errors.JaxmmError, match="nosuch"):
+        jaxmm.fit("incidence ~ C(period) + offset(log(nosuch)) + (1 | herd)", cbpp, family="poisson")

@@ -12,3 +12,9 @@ show("sleepstudy (Days || Subject) REML", lmer(Reaction ~ Days + (Days || Subjec
 show("sleepstudy (Days || Subject) ML", lmer(Reaction ~ Days + (Days || Subject), sleepstudy, REML = FALSE))
 show("cbpp poisson offset(log(size))",
      glmer(incidence ~ period + offset(log(size)) + (1 | herd), family = poisson, data = cbpp))
+suppressMessages(library(glmmTMB))
+m <- glmmTMB(incidence ~ period + offset(log(size)) + (1 | herd), family = poisson, data = cbpp)
+cat("== glmmTMB cbpp poisson offset(log(size))\nlogLik", format(as.numeric(logLik(m)), digits = 12), "\n")
+print(fixef(m)$cond, digits = 12)
+print(sqrt(diag(vcov(m)$cond)), digits = 12)
+print(attr(VarCorr(m)$cond$herd, "stddev"), digits = 12)
