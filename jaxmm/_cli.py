@@ -10,14 +10,39 @@ def _parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="command", required=True)
     ex = sub.add_parser("example", help="fit a dataset shipped with jaxmm and print the summary")
     ex.add_argument("name", nargs="?", help="example name; omit to list them")
-    fit = sub.add_parser("fit", help="fit a model to a CSV file and print the summary")
-    fit.add_argument("data", help="CSV file")
+    fit = sub.add_parser("fit", help="fit a model to a CSV or Parquet file and print the summary")
+    fit.add_argument("data", help="CSV file, or Parquet (.parquet/.pq; needs pyarrow)")
     fit.add_argument("formula", help="e.g. 'y ~ x + (x | subject)'")
-    fit.add_argument("--family", default="gaussian")
-    fit.add_argument("--method", default=None)
-    fit.add_argument("--link", default=None)
-    fit.add_argument("--trials", default=None, help="column of binomial trial counts")
+    fit.add_argument("--family", default="gaussian", help="gaussian (default), binomial or poisson")
+    fit.add_argument("--method", default=None, help="REML (gaussian default) or ML; laplace otherwise")
+    fit.add_argument("--link", default=None, help="link function (the canonical one by default)")
+    fit.add_argument("--trials", default=None, metavar="COL", help="column of binomial trial counts")
+    fit.add_argument("--offset", default=None, metavar="COL", help="column added to the linear predictor")
+    fit.add_argument("--weights", default=None, metavar="COL", help="column of prior weights (gaussian)")
+    fit.add_argument("--missing", default="raise", choices=["raise", "drop"],
+                     help="rows with missing values: raise an error (default) or drop them")
+    fit.add_argument("--dtype", default="float64", choices=["float64", "float32"])
+    fit.add_argument("--json", default=None, metavar="PATH", help="also write the result as JSON")
+    fit.add_argument("--plot", default=None, metavar="PATH", help="also write a caterpillar plot (PNG)")
     return ap
+
+
+def _read_table(path: str):
+    import pandas as pd
+
+    lower = path.lower()
+    try:
+        if lower.endswith((".parquet", ".pq")):
+            try:
+                import pyarrow  # noqa: F401
+            except ImportError:
+                raise ValueError('reading Parquet needs pyarrow: pip install "jaxmm[parquet]"') from None
+            return pd.read_parquet(path)
+        return pd.read_csv(path)
+    except (OSError, ValueError) as exc:
+        if "pyarrow" in str(exc):
+            raise
+        raise ValueError(f"cannot read data file {path!r}: {str(exc).splitlines()[0] if str(exc) else exc}") from None
 
 
 def main(argv=None) -> int:
@@ -32,16 +57,25 @@ def main(argv=None) -> int:
                 return 0
             print(fit_example(args.name).summary())
             return 0
-        import pandas as pd
-
         from ._fit import fit
 
-        try:
-            data = pd.read_csv(args.data)
-        except (OSError, ValueError) as exc:
-            raise ValueError(f"cannot read data file {args.data!r}: {exc}") from None
-        res = fit(args.formula, data, family=args.family, method=args.method, link=args.link, trials=args.trials)
+        data = _read_table(args.data)
+        res = fit(args.formula, data, family=args.family, method=args.method, link=args.link, trials=args.trials,
+                  offset=args.offset, weights=args.weights, missing=args.missing, dtype=args.dtype, verbose=True)
         print(res.summary())
+        if args.json:
+            import json
+
+            try:
+                with open(args.json, "w") as fh:
+                    json.dump(res.to_dict(), fh, indent=1)
+            except OSError as exc:
+                raise ValueError(f"cannot write {args.json!r}: {exc.strerror}") from None
+        if args.plot:
+            try:
+                res.plot_caterpillar(path=args.plot)
+            except OSError as exc:
+                raise ValueError(f"cannot write {args.plot!r}: {exc.strerror}") from None
         return 0
     except ValueError as exc:  # every jaxmm input error is a ValueError
         print(f"jaxmm: error: {exc}", file=sys.stderr)

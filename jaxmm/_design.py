@@ -58,6 +58,7 @@ class DesignInfo:
     group_labels: tuple
     response: str
     layout: Layout  # where each input row and group sits in the design
+    n_dropped: int = 0  # rows dropped for missing values (missing="drop")
 
 
 def _as_float(name: str, values) -> np.ndarray:
@@ -276,15 +277,88 @@ def aliased_columns(X: np.ndarray, rtol: float = 1e-7) -> list[int]:
     return dropped
 
 
-def design_from_formula(spec: FormulaSpec, data, *, trials=None, offset=None, dtype="float64", bucket=False):
-    """Evaluate a parsed formula on a table. Returns (Design, DesignInfo)."""
-    if not isinstance(data, pd.DataFrame):
+def as_pandas(data) -> pd.DataFrame:
+    """pandas, polars and pyarrow tables (anything with ``to_pandas``), or a dict of columns."""
+    if isinstance(data, pd.DataFrame):
+        return data
+    if hasattr(data, "to_pandas"):  # polars.DataFrame, pyarrow.Table
         try:
-            data = pd.DataFrame(data)
-        except Exception:
-            raise DataError(f"data must be a table (pandas DataFrame or dict of columns), got {type(data).__name__}") from None
+            return data.to_pandas()
+        except Exception as exc:
+            raise DataError(f"cannot convert the {type(data).__name__} table to pandas: {exc}") from None
+    try:
+        return pd.DataFrame(data)
+    except Exception:
+        raise DataError(f"data must be a table (pandas, polars or pyarrow, or a dict of columns), "
+                        f"got {type(data).__name__}") from None
+
+
+def _used_columns(spec: FormulaSpec, data: pd.DataFrame, named: dict) -> list[str]:
+    """Data columns the model reads: formula variables, grouping factor, named extra columns."""
+    from formulaic import Formula
+
+    used = {spec.group} | {c for c in named.values() if isinstance(c, str)}
+    for text in [f"{spec.response} ~ {spec.fixed}", spec.random, *spec.offsets]:
+        try:
+            used |= set(Formula(text).required_variables)
+        except Exception as exc:
+            msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise FormulaError(f"cannot parse {text!r}: {msg}") from None
+    return [c for c in data.columns if c in used]
+
+
+def _missing_rows(data: pd.DataFrame, columns: list[str], arrays: dict, missing: str):
+    """Boolean mask of rows to drop (missing="drop"), or a DataError naming every column with
+    missing values (missing="raise")."""
+    mask = np.zeros(len(data), bool)
+    report = []
+    for col in columns:
+        bad = pd.isna(data[col]).to_numpy()
+        if bad.any():
+            report.append((repr(col), bad))
+            mask |= bad
+    for name, arr in arrays.items():
+        if arr is None or isinstance(arr, str):
+            continue
+        values = np.asarray(arr)
+        if values.ndim != 1 or len(values) != len(data):
+            continue  # a wrong shape is reported where the array is read
+        bad = np.asarray(pd.isna(values))
+        if bad.any():
+            report.append((name, bad))
+            mask |= bad
+    if report and missing == "raise":
+        parts = [f"{name}: {int(bad.sum())} row(s) (first rows: {np.flatnonzero(bad)[:5].tolist()})"
+                 for name, bad in report]
+        raise DataError("missing values in " + "; ".join(parts)
+                        + ". Remove them, or pass missing=\"drop\" to drop those rows")
+    return mask
+
+
+def design_from_formula(spec: FormulaSpec, data, *, trials=None, offset=None, weights=None, dtype="float64",
+                        bucket=False, missing="raise"):
+    """Evaluate a parsed formula on a table. Returns (Design, DesignInfo).
+
+    ``missing="raise"`` names every used column with missing values; ``"drop"`` drops
+    those rows (their number is ``DesignInfo.n_dropped``).
+    """
+    data = as_pandas(data)
     if len(data) == 0:
         raise DataError("the data have no rows")
+    for name, col in (("trials", trials), ("offset", offset), ("weights", weights)):
+        if isinstance(col, str):
+            _column(data, col, name)
+    used = _used_columns(spec, data, {"trials": trials, "offset": offset, "weights": weights})
+    _column(data, spec.group, "grouping")
+    drop = _missing_rows(data, used, {"offset": offset, "weights": weights}, missing)
+    n_dropped = int(drop.sum())
+    if n_dropped:
+        keep = ~drop
+        data = data.loc[keep]
+        offset = offset if offset is None or isinstance(offset, str) else np.asarray(offset)[keep]
+        weights = weights if weights is None or isinstance(weights, str) else np.asarray(weights)[keep]
+        if len(data) == 0:
+            raise DataError(f"every row has a missing value in the model's columns {used}")
     groups = _column(data, spec.group, "grouping")
     if spec.response not in data.columns and not any(c in spec.response for c in "()+-*/{}"):
         raise DataError(f"response column {spec.response!r} is not in the data")
@@ -320,12 +394,20 @@ def design_from_formula(spec: FormulaSpec, data, *, trials=None, offset=None, dt
             raise FormulaError(f"offset({expr}) must give one numeric column; it gives {list(mm.columns)}")
         values = _as_float(f"offset({expr})", np.asarray(mm).ravel())
         offset_arr = values if offset_arr is None else offset_arr + values
+    weights_arr = None
+    if weights is not None:
+        if isinstance(weights, str):
+            weights_arr = _as_float(f"weights column {weights!r}", _column(data, weights, "weights"))
+        else:
+            weights_arr = _as_float("weights", weights)
+            if weights_arr.shape != (len(data),):
+                raise DataError(f"weights has shape {weights_arr.shape}; expected one value per row ({len(data)})")
     if pd.isna(groups).any():
         rows = np.flatnonzero(pd.isna(groups))
         raise DataError(f"grouping column {spec.group!r} has {rows.size} missing value(s) (first rows: {rows[:5].tolist()})")
     design, labels, layout = make_design(
         X, np.asarray(random), np.asarray(lhs).ravel(), groups,
-        trials=trials_arr, offset=offset_arr, dtype=dtype, bucket=bucket,
+        trials=trials_arr, offset=offset_arr, weights=weights_arr, dtype=dtype, bucket=bucket,
     )
     info = DesignInfo(
         fixef_names=tuple(fixed_names),
@@ -334,5 +416,6 @@ def design_from_formula(spec: FormulaSpec, data, *, trials=None, offset=None, dt
         group_labels=labels,
         response=spec.response,
         layout=layout,
+        n_dropped=n_dropped,
     )
     return design, info

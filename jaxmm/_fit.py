@@ -7,7 +7,8 @@ from ._design import design_from_formula
 from ._engine import fit_glmm, fit_lmm
 from ._families import get_family
 from ._formula import parse_formula
-from ._optimize import Status
+from . import _progress
+from ._optimize import OptOptions, Status
 from ._params import Params
 from ._results import MixedModelResult
 from .errors import ArgumentError, DataError
@@ -28,7 +29,8 @@ def _resolve_method(family, method):
 
 
 def fit(formula: str, data, family="gaussian", *, method: str | None = None, trials: str | None = None,
-        link: str | None = None, offset=None, bucket: bool = True, dtype: str = "float64") -> MixedModelResult:
+        link: str | None = None, offset=None, weights=None, missing: str = "raise", bucket: bool = True,
+        dtype: str = "float64", verbose: bool = False) -> MixedModelResult:
     """Fit a (generalised) linear mixed model with one grouping factor.
 
     Parameters
@@ -39,16 +41,25 @@ def fit(formula: str, data, family="gaussian", *, method: str | None = None, tri
     method : ``"REML"`` (gaussian default) or ``"ML"``; ``"laplace"`` for other families.
     trials : column with binomial trial counts; without it a binomial response is 0/1.
     link : the link function; the canonical one by default.
-    offset : a column name or array added to the linear predictor.
+    offset : a column name or array added to the linear predictor; ``offset(expr)`` terms in
+        the formula are added to it.
+    weights : prior weights (a column name or array) for the gaussian family: row i has
+        residual variance σ²/wᵢ, as lme4's ``weights=``.
+    missing : ``"raise"`` (default) names each used column with missing values and their
+        rows; ``"drop"`` drops those rows and records their number as ``n_dropped``.
     bucket : pad rows and groups up to the next of a coarse ladder of sizes (at most 25 %
         more) with inert rows, so that datasets of similar size reuse one compiled fit.
         The estimates do not change; ``False`` compiles for the exact shape.
+    verbose : print progress (iteration, −loglik, max|gradient|) on stderr once a fit has
+        run for about 2 s.
     dtype : ``"float64"`` (default) or ``"float32"``: the precision of the stored rows and
         of the row- and group-level arithmetic. float32 halves memory traffic (the GPU
         option); parameters, the optimiser and sums over groups stay in float64, and the
         exact LMM accumulates its statistics in float64. Expect estimates to agree with
         float64 to a few significant digits (measured in benchmarks/).
     """
+    if missing not in ("raise", "drop"):
+        raise ArgumentError(f"missing must be 'raise' or 'drop', got {missing!r}")
     if dtype not in ("float64", "float32"):
         raise ArgumentError(f"dtype must be 'float64' or 'float32', got {dtype!r}")
     fam = get_family(family, link)
@@ -56,9 +67,13 @@ def fit(formula: str, data, family="gaussian", *, method: str | None = None, tri
     spec = parse_formula(formula)
     if trials is not None and fam.name != "binomial":
         raise ArgumentError(f"trials= applies only to the binomial family, not {fam.name!r}")
+    if weights is not None and fam.name != "gaussian":
+        raise ArgumentError(f"weights= (prior weights) applies only to the gaussian family, not {fam.name!r}; "
+                            "for binomial counts use trials=")
     if not isinstance(bucket, bool):
         raise ArgumentError(f"bucket must be True or False, got {bucket!r}")
-    design, info = design_from_formula(spec, data, trials=trials, offset=offset, dtype=dtype, bucket=bucket)
+    design, info = design_from_formula(spec, data, trials=trials, offset=offset, weights=weights, dtype=dtype,
+                                       bucket=bucket, missing=missing)
     layout = info.layout
     n_obs, n_groups = layout.row_slot.size, layout.group_slot.size
     # padding rows are excluded: they need not lie in the family's support
@@ -71,11 +86,17 @@ def fit(formula: str, data, family="gaussian", *, method: str | None = None, tri
 
     # (x || g): independent random effects, D diagonal (lme4's double bar)
     blocks = None if spec.correlated else (1,) * design.Z.shape[1]
-    if fam.name == "gaussian":
-        out = fit_lmm(None, design, method == "REML", blocks=blocks)
-    else:
-        out = fit_glmm(None, design, fam, chunks=layout.chunks, blocks=blocks)
-    out = {k: np.asarray(v) for k, v in out.items()}
+    opt = OptOptions(verbose=bool(verbose))
+    if verbose:
+        _progress.start()
+    try:
+        if fam.name == "gaussian":
+            out = fit_lmm(None, design, method == "REML", opt=opt, blocks=blocks)
+        else:
+            out = fit_glmm(None, design, fam, opt=opt, chunks=layout.chunks, blocks=blocks)
+        out = {k: np.asarray(v) for k, v in out.items()}
+    finally:
+        _progress.stop()
     out["ranef"], out["cond_var"] = out["ranef"][layout.group_slot], out["cond_var"][layout.group_slot]
 
     status = Status(int(out["status"]))
@@ -104,4 +125,6 @@ def fit(formula: str, data, family="gaussian", *, method: str | None = None, tri
         params=Params(out["beta"], out["chol"], out["dispersion"]),
         n_dispersion=fam.n_dispersion,
         re_blocks=blocks,
+        n_dropped=info.n_dropped,
+        fit_options=dict(trials=trials, offset=offset, weights=weights, missing=missing),
     )

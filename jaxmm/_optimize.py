@@ -39,6 +39,7 @@ class OptOptions(NamedTuple):
     ftol: float = 1e-15      # relative decrease regarded as no progress
     stall_iters: int = 5
     memory: int = 10
+    verbose: bool = False    # report accepted iterations through _progress (host callback)
 
 
 class OptResult(NamedTuple):
@@ -156,6 +157,12 @@ def minimize(fun, x0, warm0, args, options: OptOptions = OptOptions(), *, value_
         alpha = jnp.where(jnp.isfinite(hi), _cubic_step(lo, f_lo, s_lo, hi, f_hi, s_hi), 2.0 * lo)
         s_rej = _Search(s.d, s.slope0, alpha, lo, f_lo, s_lo, hi, f_hi, s_hi, s.trials + 1)
         status_rej = jnp.where(s.trials + 1 >= _MAX_TRIALS, Status.STALLED, -1)
+
+        if options.verbose:
+            from . import _progress
+
+            jax.lax.cond(accept, lambda a: jax.debug.callback(_progress.report, *a), lambda a: None,
+                         (it + 1, f_t, jnp.max(jnp.abs(g_t))))
 
         pick = lambda a, b: jax.tree.map(lambda u, v: jnp.where(accept, u, v), a, b)
         return (pick(x_new, x), pick(f_t, f), pick(g_t, g), pick(warm_t, warm_x),

@@ -69,3 +69,72 @@ def summary_text(res) -> str:
     if not res.converged:
         out.append("WARNING: the fit did not converge; estimates may not be at the optimum.")
     return "\n".join(out)
+
+
+def varcorr_frame(res):
+    """The random-effects table of the summary as a DataFrame: one row per random effect
+    (and ``Residual`` for gaussian), with its variance, SD and its correlations with the
+    effects above it in the same block (NaN elsewhere)."""
+    import pandas as pd
+
+    names = list(res.re_names)
+    sd = np.sqrt(np.diag(res.D))
+    corr = res.corr.to_numpy()
+    blocks = res.re_blocks or (len(names),)
+    block_of = np.repeat(np.arange(len(blocks)), blocks)
+    rows = []
+    for k, name in enumerate(names):
+        row = {"group": res.group_name, "name": name, "variance": float(res.D[k, k]), "std_dev": float(sd[k])}
+        for j in range(len(names) - 1):
+            row[f"corr_{names[j]}"] = float(corr[k, j]) if j < k and block_of[j] == block_of[k] else np.nan
+        rows.append(row)
+    if res.sigma is not None:
+        row = {"group": "Residual", "name": "", "variance": res.sigma**2, "std_dev": res.sigma}
+        row.update({f"corr_{names[j]}": np.nan for j in range(len(names) - 1)})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def result_dict(res) -> dict:
+    """Plain Python values only (floats, ints, strings, lists, dicts), ready for json.dump."""
+    ct = res.coef_table()
+    labels = [str(g) for g in res.group_labels]
+    return {
+        "formula": res.formula, "family": res.family, "link": res.link, "method": res.method,
+        "fixef": {k: float(v) for k, v in res.fixef.items()},
+        "se": {k: float(v) for k, v in ct["std_error"].items()},
+        "z": {k: float(v) for k, v in ct["z"].items()},
+        "p": {k: float(v) for k, v in ct["p"].items()},
+        "vcov": np.asarray(res.vcov_array).tolist(),
+        "re_names": list(res.re_names),
+        "D": np.asarray(res.D).tolist(),
+        "sd": [float(v) for v in np.sqrt(np.diag(res.D))],
+        "sigma": None if res.sigma is None else float(res.sigma),
+        "group": res.group_name,
+        "ranef": {g: [float(v) for v in row] for g, row in zip(labels, np.asarray(res.ranef_array))},
+        "cond_var": {g: np.asarray(cv).tolist() for g, cv in zip(labels, np.asarray(res.cond_var))},
+        "loglik": float(res.loglik), "aic": float(res.aic), "bic": float(res.bic),
+        "deviance": float(res.deviance), "npar": int(res.npar),
+        "n_obs": int(res.n_obs), "n_groups": int(res.n_groups), "n_dropped": int(res.n_dropped),
+        "singular": bool(res.singular),
+        "convergence": {"converged": bool(res.converged), "message": res.message,
+                        "n_iter": int(res.n_iter), "max_abs_grad": float(res.grad_norm)},
+    }
+
+
+def summary_html(res) -> str:
+    """Notebook rendering: the summary's header, random-effects and fixed-effects tables."""
+    import html
+
+    if res.family == "gaussian":
+        kind = f"Linear mixed model fit by {'REML' if res.method == 'REML' else 'maximum likelihood'}"
+    else:
+        kind = f"Generalized linear mixed model fit by maximum likelihood (Laplace), {res.family} ({res.link})"
+    fit_stats = (f"logLik {res.loglik:.4f} &nbsp; AIC {res.aic:.1f} &nbsp; BIC {res.bic:.1f} &nbsp; "
+                 f"deviance {res.deviance:.1f} &nbsp; obs {res.n_obs} &nbsp; groups ({html.escape(res.group_name)}) "
+                 f"{res.n_groups}")
+    status = "converged" if res.converged else "<b>NOT converged</b>: " + html.escape(res.message)
+    parts = [f"<div><b>{html.escape(kind)}</b><br><code>{html.escape(res.formula)}</code><br>{fit_stats}<br>{status}",
+             "<p><b>Random effects</b></p>", varcorr_frame(res).to_html(index=False, na_rep="", float_format="%.4g"),
+             "<p><b>Fixed effects</b></p>", res.coef_table().to_html(float_format="%.4g"), "</div>"]
+    return "\n".join(parts)

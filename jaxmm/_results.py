@@ -43,6 +43,8 @@ class MixedModelResult:
     params: Params
     n_dispersion: int = 0
     re_blocks: tuple | None = None  # block sizes of L when D is block diagonal ((x || g)); None: one block
+    n_dropped: int = 0              # rows dropped for missing values (missing="drop")
+    fit_options: dict | None = None  # trials/offset/weights/missing as given, to rebuild the design
 
     def __post_init__(self):
         # Arrays are frozen too: a result is a record of one fit, not a scratch pad.
@@ -118,10 +120,39 @@ class MixedModelResult:
         return pd.DataFrame({"estimate": self.fixef.to_numpy(), "std_error": se, "z": z, "p": p},
                             index=self.fixef.index)
 
+    def varcorr(self) -> pd.DataFrame:
+        """The random-effects table (lme4's VarCorr): variance, SD and correlations."""
+        from ._render import varcorr_frame
+
+        return varcorr_frame(self)
+
+    def to_dict(self) -> dict:
+        """Everything a report needs, as plain JSON-ready Python values."""
+        from ._render import result_dict
+
+        return result_dict(self)
+
+    def plot_caterpillar(self, path=None):
+        """BLUPs ± 1.96 conditional SD, sorted (a matplotlib Figure; ``path`` saves a PNG)."""
+        from ._plots import caterpillar
+
+        return caterpillar(self, path=path)
+
+    def plot_shrinkage(self, data, path=None):
+        """Each group's unpooled estimate against its BLUP; ``data`` is the fitted table."""
+        from ._plots import shrinkage
+
+        return shrinkage(self, data, path=path)
+
     def summary(self) -> str:
         from ._render import summary_text
 
         return summary_text(self)
+
+    def _repr_html_(self) -> str:
+        from ._render import summary_html
+
+        return summary_html(self)
 
     def __repr__(self) -> str:
         return self.summary()

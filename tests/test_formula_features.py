@@ -94,3 +94,63 @@ def test_formula_offset_adds_to_the_offset_argument(cbpp):
 def test_offset_errors_name_the_term(cbpp):
     with pytest.raises(jaxmm.errors.JaxmmError, match="nosuch"):
         jaxmm.fit("incidence ~ C(period) + offset(log(nosuch)) + (1 | herd)", cbpp, family="poisson")
+
+
+# w <- rep(c(1, 2, 0.5), 60)
+# lmer(Reaction ~ Days + (Days | Subject), sleepstudy, weights = w)               (REML)
+# lmer(Reaction ~ Days + (Days | Subject), sleepstudy, weights = w, REML = FALSE) (ML)
+LME4_WEIGHTED = {
+    "REML": dict(loglik=-877.039334653, fixef=[251.4752881594, 10.3282453744], se=[6.79959095372, 1.51050012663],
+                 sd=[25.0265629353209, 5.8142123504609], corr=0.0147255113169, sigma=26.1537561115982),
+    "ML": dict(loglik=-881.16346579, fixef=[251.4790712235, 10.3276858888], se=[6.60719982744, 1.46678700154],
+               sd=[24.0824649604532, 5.6093727980393], corr=0.0296006451161, sigma=26.1558932578319),
+}
+
+
+@pytest.mark.parametrize("method", ["REML", "ML"])
+@pytest.mark.parametrize("how", ["array", "column"])
+def test_prior_weights_match_lme4(sleepstudy, method, how):
+    ref = LME4_WEIGHTED[method]
+    w = np.tile([1.0, 2.0, 0.5], 60)
+    data = sleepstudy.assign(w=w)
+    res = jaxmm.fit("Reaction ~ Days + (Days | Subject)", data, method=method,
+                    weights=w if how == "array" else "w")
+    assert res.converged
+    assert res.loglik >= ref["loglik"] - 1e-6 and abs(res.loglik - ref["loglik"]) < 1e-5
+    np.testing.assert_allclose(res.fixef.values, ref["fixef"], rtol=1e-6)
+    np.testing.assert_allclose(np.sqrt(np.diag(res.vcov)), ref["se"], rtol=1e-4)
+    np.testing.assert_allclose(res.sd.values, ref["sd"], rtol=1e-4)
+    assert res.corr.iloc[0, 1] == pytest.approx(ref["corr"], abs=1e-4)
+    assert res.sigma == pytest.approx(ref["sigma"], rel=1e-5)
+
+
+def test_weights_are_refused_outside_gaussian(cbpp):
+    with pytest.raises(jaxmm.errors.ArgumentError, match="weights"):
+        jaxmm.fit("incidence ~ C(period) + (1 | herd)", cbpp, family="poisson", weights=np.ones(len(cbpp)))
+
+
+def test_missing_raise_names_columns_and_drop_records_the_count(sleepstudy):
+    data = sleepstudy.copy()
+    data.loc[[3, 10], "Days"] = np.nan
+    data.loc[[10, 20, 30], "Reaction"] = np.nan
+    data["unused"] = np.nan  # not in the model: never a reason to fail or drop
+    with pytest.raises(jaxmm.errors.DataError) as err:
+        jaxmm.fit("Reaction ~ Days + (Days | Subject)", data)
+    msg = str(err.value)
+    assert "'Days': 2 row(s)" in msg and "'Reaction': 3 row(s)" in msg and "unused" not in msg
+    res = jaxmm.fit("Reaction ~ Days + (Days | Subject)", data, missing="drop")
+    assert res.n_dropped == 4 and res.n_obs == 176
+    clean = jaxmm.fit("Reaction ~ Days + (Days | Subject)", data.drop(index=[3, 10, 20, 30]))
+    np.testing.assert_allclose(res.fixef.values, clean.fixef.values, rtol=1e-10)
+    with pytest.raises(jaxmm.errors.ArgumentError, match="missing"):
+        jaxmm.fit("Reaction ~ Days + (Days | Subject)", data, missing="omit")
+
+
+def test_polars_and_pyarrow_tables(sleepstudy):
+    pandas_fit = jaxmm.fit("Reaction ~ Days + (Days | Subject)", sleepstudy)
+    import polars
+    import pyarrow
+
+    for table in (pyarrow.Table.from_pandas(sleepstudy), polars.from_pandas(sleepstudy)):
+        res = jaxmm.fit("Reaction ~ Days + (Days | Subject)", table)
+        np.testing.assert_allclose(res.fixef.values, pandas_fit.fixef.values, rtol=1e-12)

@@ -58,11 +58,11 @@ def test_input_errors_name_the_problem(cbpp):
         jaxmm.fit(f, cbpp, method="laplace")
     bad = cbpp.assign(size=cbpp["size"].astype(float))
     bad.loc[4, "size"] = np.nan
-    with pytest.raises(DataError, match="trials column 'size' has 1 row"):
+    with pytest.raises(DataError, match="missing values in 'size': 1 row"):
         jaxmm.fit(f, bad, family="binomial", trials="size")
     bad = cbpp.assign(herd=cbpp["herd"].astype(object))
     bad.loc[2, "herd"] = None
-    with pytest.raises(DataError, match="grouping column 'herd' has 1 missing"):
+    with pytest.raises(DataError, match="missing values in 'herd': 1 row"):
         jaxmm.fit(f, bad, family="binomial", trials="size")
     bad = cbpp.assign(herd=1)
     with pytest.raises(DataError, match="single level"):

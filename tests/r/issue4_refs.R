@@ -18,3 +18,8 @@ cat("== glmmTMB cbpp poisson offset(log(size))\nlogLik", format(as.numeric(logLi
 print(fixef(m)$cond, digits = 12)
 print(sqrt(diag(vcov(m)$cond)), digits = 12)
 print(attr(VarCorr(m)$cond$herd, "stddev"), digits = 12)
+w <- rep(c(1, 2, 0.5), 60)
+show("sleepstudy weights=rep(c(1,2,0.5),60) REML",
+     lmer(Reaction ~ Days + (Days | Subject), sleepstudy, weights = w))
+show("sleepstudy weights=rep(c(1,2,0.5),60) ML",
+     lmer(Reaction ~ Days + (Days | Subject), sleepstudy, weights = w, REML = FALSE))

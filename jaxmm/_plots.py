@@ -1,0 +1,101 @@
+"""Plots of the random effects (matplotlib, an optional extra: pip install "jaxmm[plot]").
+
+Each function draws into a new figure and returns it; ``path=`` also saves it as a PNG.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import ArgumentError
+
+
+def _pyplot():
+    try:
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise ArgumentError('plots need matplotlib: pip install "jaxmm[plot]"') from None
+    return plt
+
+
+def _save(fig, path):
+    if path is not None:
+        fig.savefig(path, dpi=120, bbox_inches="tight")
+    return fig
+
+
+def caterpillar(res, *, path=None, max_labels: int = 40):
+    """BLUPs ± 1.96 conditional SD, sorted, one panel per random effect (lme4's dotplot of ranef)."""
+    plt = _pyplot()
+    names, b = list(res.re_names), np.asarray(res.ranef_array)
+    sd = np.sqrt(np.maximum(np.diagonal(np.asarray(res.cond_var), axis1=1, axis2=2), 0.0))
+    m = b.shape[0]
+    height = min(max(3.0, 0.18 * m), 12.0)
+    fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), height), squeeze=False, sharey=False)
+    for k, (ax, name) in enumerate(zip(axes[0], names)):
+        order = np.argsort(b[:, k], kind="stable")
+        y = np.arange(m)
+        # Thin bars and small markers keep 1000 groups readable as a band.
+        lw, ms = (1.2, 4) if m <= 100 else (0.4, 1.5)
+        ax.errorbar(b[order, k], y, xerr=1.96 * sd[order, k], fmt="o", ms=ms, lw=lw, color="tab:blue",
+                    ecolor="tab:blue", alpha=0.8 if m <= 100 else 0.5)
+        ax.axvline(0.0, color="grey", lw=0.8, ls="--")
+        ax.set_xlabel(f"BLUP of {name}  (± 1.96 conditional SD)")
+        if m <= max_labels:
+            ax.set_yticks(y)
+            ax.set_yticklabels([str(res.group_labels[i]) for i in order], fontsize=7)
+        else:
+            ax.set_yticks([])
+        ax.set_ylim(-1, m)
+        ax.set_ylabel(f"{res.group_name} ({m} groups, sorted by BLUP)" if k == 0 else "")
+        ax.set_title(name)
+    fig.suptitle(f"Conditional modes of the random effects: {res.formula}", fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def shrinkage(res, data, *, path=None):
+    """Each group's unpooled estimate (x) against its BLUP (y), one panel per random effect.
+
+    On the diagonal a group would keep its own estimate (no pooling); on the horizontal
+    line at 0 it would take the population value (complete pooling). BLUPs lie between:
+    pulled towards the population line, the more so for small groups (colour).
+    """
+    from ._shrinkage import unpooled_effects
+
+    plt = _pyplot()
+    names, b = list(res.re_names), np.asarray(res.ranef_array)
+    raw = unpooled_effects(res, data)
+    sizes = _group_sizes(res, data)
+    fig, axes = plt.subplots(1, len(names), figsize=(4.8 * len(names), 4.4), squeeze=False)
+    for k, (ax, name) in enumerate(zip(axes[0], names)):
+        lo, hi = np.nanpercentile(raw[:, k], [0.5, 99.5])
+        pad = 0.05 * (hi - lo if hi > lo else 1.0)
+        lim = (lo - pad, hi + pad)
+        sc = ax.scatter(np.clip(raw[:, k], *lim), b[:, k], c=sizes, s=10 if len(b) > 200 else 22,
+                        cmap="viridis", alpha=0.8, norm=_log_norm(sizes))
+        ax.plot(lim, lim, color="black", lw=0.8, ls="--", label="no pooling (BLUP = own estimate)")
+        ax.axhline(0.0, color="tab:red", lw=1.0, label="complete pooling (population value)")
+        ax.set_xlim(*lim)
+        ax.set_xlabel(f"{name}: the group's own (unpooled) estimate")
+        ax.set_ylabel(f"{name}: BLUP (shrunk)")
+        ax.set_title(name)
+        if k == 0:
+            ax.legend(fontsize=7, loc="upper left")
+    cb = fig.colorbar(sc, ax=axes[0].tolist(), shrink=0.9)
+    cb.set_label("rows in the group")
+    fig.suptitle(f"Shrinkage of the BLUPs towards the population value: {res.formula}", fontsize=10)
+    return _save(fig, path)
+
+
+def _log_norm(sizes):
+    from matplotlib.colors import LogNorm, Normalize
+
+    return LogNorm(vmin=max(sizes.min(), 1), vmax=max(sizes.max(), 2)) if sizes.max() > 10 * max(sizes.min(), 1) \
+        else Normalize(vmin=sizes.min(), vmax=sizes.max())
+
+
+def _group_sizes(res, data):
+    from ._design import as_pandas
+
+    counts = as_pandas(data)[res.group_name].value_counts()
+    return np.array([counts.get(g, 0) for g in res.group_labels], dtype=float)

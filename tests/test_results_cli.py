@@ -1,0 +1,114 @@
+"""Result views (varcorr, to_dict, HTML), the CLI with Parquet/JSON/PNG output, and plots."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import jaxmm
+from jaxmm._cli import main
+
+
+def test_varcorr_table(reference_fit):
+    _, _, res = reference_fit("sleepstudy_reml")
+    vc = res.varcorr()
+    assert list(vc["name"]) == ["(Intercept)", "Days", ""]
+    assert list(vc["group"]) == ["Subject", "Subject", "Residual"]
+    np.testing.assert_allclose(vc["variance"].iloc[:2], np.diag(res.D))
+    np.testing.assert_allclose(vc["std_dev"].iloc[2], res.sigma)
+    assert vc["corr_(Intercept)"].iloc[1] == pytest.approx(res.corr.iloc[1, 0])
+    assert np.isnan(vc["corr_(Intercept)"].iloc[0])
+
+
+def test_to_dict_is_json_ready_and_complete(reference_fit):
+    _, _, res = reference_fit("cbpp_binomial")
+    d = json.loads(json.dumps(res.to_dict()))
+    for key in ("fixef", "se", "D", "sigma", "ranef", "cond_var", "loglik", "aic", "bic", "convergence"):
+        assert key in d
+    assert d["fixef"] == pytest.approx(res.fixef.to_dict())
+    assert d["se"]["(Intercept)"] == pytest.approx(float(np.sqrt(res.vcov.iloc[0, 0])))
+    assert len(d["ranef"]) == res.n_groups and d["convergence"]["converged"] is True
+    assert d["sigma"] is None and d["aic"] == pytest.approx(res.aic)
+
+
+def test_html_repr(reference_fit):
+    _, _, res = reference_fit("sleepstudy_reml")
+    html = res._repr_html_()
+    assert "<table" in html and "Days" in html and "Residual" in html
+
+
+def test_cli_parquet_json_and_png_equal_the_python_api(tmp_path, capsys, reference_fit):
+    ref, data, res = reference_fit("cbpp_binomial")
+    path = tmp_path / "cbpp.parquet"
+    data.to_parquet(path)
+    out_json, out_png = tmp_path / "fit.json", tmp_path / "cat.png"
+    code = main(["fit", str(path), ref["formula"], "--family", "binomial", "--trials", "size",
+                 "--json", str(out_json), "--plot", str(out_png)])
+    assert code == 0
+    assert "herd" in capsys.readouterr().out
+    d = json.loads(out_json.read_text())
+    assert d["fixef"] == pytest.approx(res.fixef.to_dict(), rel=1e-9)
+    assert out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cli_offset_and_missing(tmp_path, capsys):
+    data = jaxmm.load_example("cbpp").assign(logsize=lambda d: np.log(d["size"]))
+    data.loc[0, "period"] = np.nan
+    path = tmp_path / "cbpp.csv"
+    data.to_csv(path, index=False)
+    formula = "incidence ~ C(period) + (1 | herd)"
+    assert main(["fit", str(path), formula, "--family", "poisson", "--offset", "logsize"]) == 2
+    assert "'period': 1 row(s)" in capsys.readouterr().err
+    out_json = tmp_path / "f.json"
+    assert main(["fit", str(path), formula, "--family", "poisson", "--offset", "logsize", "--missing", "drop",
+                 "--json", str(out_json)]) == 0
+    assert json.loads(out_json.read_text())["n_dropped"] == 1
+
+
+def test_cli_help(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    assert exc.value.code == 0
+    assert "fit" in capsys.readouterr().out
+
+
+def test_plots_have_labelled_axes(tmp_path, reference_fit):
+    ref, data, res = reference_fit("contraception_q2")
+    fig = res.plot_caterpillar(path=tmp_path / "c.png")
+    assert all(ax.get_xlabel() for ax in fig.axes[:2])
+    assert (tmp_path / "c.png").stat().st_size > 1000
+    fig = res.plot_shrinkage(data, path=tmp_path / "s.png")
+    assert all(ax.get_xlabel() and ax.get_ylabel() for ax in fig.axes[:2])
+
+
+def test_unpooled_estimates_bracket_the_blups(reference_fit):
+    """BLUPs are shrunk: for a random intercept LMM each lies between 0 and the group's own
+    estimate, by the factor n_i d / (n_i d + σ²) known in closed form."""
+    from jaxmm._shrinkage import unpooled_effects
+
+    rng = np.random.default_rng(4)
+    g = np.repeat(np.arange(30), rng.integers(2, 15, 30))
+    b = rng.normal(0, 1.0, 30)
+    data = pd.DataFrame({"g": g, "y": 2.0 + b[g] + rng.normal(0, 1.5, g.size)})
+    res = jaxmm.fit("y ~ 1 + (1 | g)", data)
+    raw = unpooled_effects(res, data)[:, 0]
+    blup = res.ranef.to_numpy()[:, 0]
+    n = np.bincount(g)
+    d, s2 = res.D[0, 0], res.sigma**2
+    own = data.groupby("g")["y"].mean().to_numpy() - res.fixef.iloc[0]
+    np.testing.assert_allclose(raw, own, rtol=1e-3, atol=1e-3)  # prior 10⁴·D: nearly unpooled
+    np.testing.assert_allclose(blup, own * n * d / (n * d + s2), rtol=1e-6, atol=1e-8)
+
+
+def test_verbose_progress_after_the_delay(capsys, monkeypatch, reference_fit):
+    import jaxmm._progress as progress
+
+    ref, data, _ = reference_fit("cbpp_binomial")
+    monkeypatch.setattr(progress, "DELAY", 0.0)  # report from the first iteration
+    res = jaxmm.fit(ref["formula"], data, family="binomial", trials="size", verbose=True)
+    err = capsys.readouterr().err
+    lines = [l for l in err.splitlines() if l.startswith("jaxmm: ") and "iteration" not in l]
+    assert len(lines) == res.n_iter + 1  # the start, then every accepted iteration
+    monkeypatch.setattr(progress, "DELAY", 1e9)  # a quick fit stays silent
+    jaxmm.fit(ref["formula"], data, family="binomial", trials="size", verbose=True)
+    assert capsys.readouterr().err == ""
