@@ -66,29 +66,48 @@ def shrinkage(res, data, *, path=None):
     names, b = list(res.re_names), np.asarray(res.ranef_array)
     raw = unpooled_effects(res, data)
     sizes = _group_sizes(res, data)
-    fig, axes = plt.subplots(1, len(names), figsize=(4.8 * len(names), 4.4), squeeze=False)
+    fig, axes = plt.subplots(1, len(names), figsize=(5.2 * len(names), 4.6), squeeze=False)
+    fig.subplots_adjust(wspace=0.35, right=0.86)
     for k, (ax, name) in enumerate(zip(axes[0], names)):
-        lo, hi = np.nanpercentile(raw[:, k], [0.5, 99.5])
-        pad = 0.05 * (hi - lo if hi > lo else 1.0)
-        lim = (lo - pad, hi + pad)
-        sc = ax.scatter(np.clip(raw[:, k], *lim), b[:, k], c=sizes, s=10 if len(b) > 200 else 22,
-                        cmap="viridis", alpha=0.8, norm=_log_norm(sizes))
+        # Groups with (quasi-)separated data have extreme own estimates; they are drawn at the
+        # edge as triangles so the bulk stays readable.
+        lo, hi = np.nanpercentile(raw[:, k], [2.5, 97.5])
+        pad = 0.15 * (hi - lo if hi > lo else 1.0)
+        lim = (min(lo - pad, b[:, k].min()), max(hi + pad, b[:, k].max()))
+        x = np.clip(raw[:, k], *lim)
+        inside = (raw[:, k] >= lim[0]) & (raw[:, k] <= lim[1])
+        norm = _log_norm(sizes)
+        size = 10 if len(b) > 200 else 22
+        sc = ax.scatter(x[inside], b[inside, k], c=sizes[inside], s=size, cmap="viridis", alpha=0.8, norm=norm)
+        for side, marker in ((raw[:, k] < lim[0], "<"), (raw[:, k] > lim[1], ">")):
+            if side.any():
+                ax.scatter(x[side], b[side, k], c=sizes[side], s=size * 1.5, marker=marker, cmap="viridis",
+                           alpha=0.8, norm=norm)
         ax.plot(lim, lim, color="black", lw=0.8, ls="--", label="no pooling (BLUP = own estimate)")
         ax.axhline(0.0, color="tab:red", lw=1.0, label="complete pooling (population value)")
         ax.set_xlim(*lim)
+        span = b[:, k].max() - b[:, k].min()
+        ax.set_ylim(b[:, k].min() - 0.1 * span - 1e-12, b[:, k].max() + 0.1 * span + 1e-12)
         ax.set_xlabel(f"{name}: the group's own (unpooled) estimate")
         ax.set_ylabel(f"{name}: BLUP (shrunk)")
         ax.set_title(name)
         if k == 0:
             ax.legend(fontsize=7, loc="upper left")
-    cb = fig.colorbar(sc, ax=axes[0].tolist(), shrink=0.9)
-    cb.set_label("rows in the group")
+    if sizes.max() > sizes.min():
+        cb = fig.colorbar(sc, cax=fig.add_axes([0.89, 0.15, 0.015, 0.7]))
+        cb.set_label("rows in the group")
+    else:
+        axes[0][-1].text(1.02, 0.5, f"every group has {int(sizes[0])} rows", transform=axes[0][-1].transAxes,
+                         rotation=90, va="center", fontsize=8)
     fig.suptitle(f"Shrinkage of the BLUPs towards the population value: {res.formula}", fontsize=10)
     return _save(fig, path)
 
 
 def _log_norm(sizes):
     from matplotlib.colors import LogNorm, Normalize
+
+    if sizes.max() == sizes.min():  # one size: a constant colour, not a degenerate scale
+        return Normalize(vmin=sizes.min() - 1, vmax=sizes.max() + 1)
 
     return LogNorm(vmin=max(sizes.min(), 1), vmax=max(sizes.max(), 2)) if sizes.max() > 10 * max(sizes.min(), 1) \
         else Normalize(vmin=sizes.min(), vmax=sizes.max())

@@ -154,3 +154,18 @@ def test_polars_and_pyarrow_tables(sleepstudy):
     for table in (pyarrow.Table.from_pandas(sleepstudy), polars.from_pandas(sleepstudy)):
         res = jaxmm.fit("Reaction ~ Days + (Days | Subject)", table)
         np.testing.assert_allclose(res.fixef.values, pandas_fit.fixef.values, rtol=1e-12)
+
+
+def test_transforms_in_fixed_and_random_parts(sleepstudy):
+    """C(), interactions, I()/{} arithmetic work in both parts; a rescaled random slope
+    rescales its variance and nothing else."""
+    base = jaxmm.fit("Reaction ~ Days + (Days | Subject)", sleepstudy, method="ML")
+    weeks = jaxmm.fit("Reaction ~ Days + ({Days / 7} | Subject)", sleepstudy, method="ML")
+    assert weeks.loglik == pytest.approx(base.loglik, abs=1e-7)
+    assert weeks.D[1, 1] == pytest.approx(49 * base.D[1, 1], rel=1e-5)
+    assert weeks.re_names == ("(Intercept)", "Days / 7")
+    data = sleepstudy.assign(half=(sleepstudy["Days"] >= 5).astype(int))
+    res = jaxmm.fit("Reaction ~ Days * C(half) + I(Days ** 2) + (1 | Subject)", data, method="ML")
+    # main effects first, then the interaction, as lme4 orders them
+    assert list(res.fixef.index) == ["(Intercept)", "Days", "half1", "I(Days ** 2)", "Days:half1"]
+    assert res.converged
