@@ -67,7 +67,7 @@ def _as_float(name: str, values) -> np.ndarray:
         arr = arr.astype(float)
     if not np.issubdtype(arr.dtype, np.number):
         raise DataError(f"{name} must be numeric, got values of type {arr.dtype}")
-    arr = arr.astype(np.float64)
+    arr = arr.astype(np.float64, copy=False)  # no copy of a column that is float64 already
     bad = ~np.isfinite(arr)
     if bad.any():
         rows = np.flatnonzero(bad.reshape(len(arr), -1).any(axis=1))
@@ -261,19 +261,18 @@ def _column(data: pd.DataFrame, name: str, role: str):
 
 
 def aliased_columns(X: np.ndarray, rtol: float = 1e-7) -> list[int]:
-    """Columns that are linear combinations of earlier ones (dropped in order, as lme4 does)."""
-    kept, dropped = [], []
-    for j in range(X.shape[1]):
-        x = X[:, j]
-        if kept:
-            coef, *_ = np.linalg.lstsq(X[:, kept], x, rcond=None)
-            resid = x - X[:, kept] @ coef
-        else:
-            resid = x
-        if np.linalg.norm(resid) <= rtol * max(np.linalg.norm(x), 1e-300):
-            dropped.append(j)
-        else:
-            kept.append(j)
+    """Columns that are linear combinations of earlier ones (dropped in order, as lme4 does).
+
+    Column j is aliased when its residual on the columns before it is below rtol·‖x_j‖.
+    That residual norm is |R_jj| of a Householder QR of X (aliased columns add nothing to
+    the span, so "before it" and "kept before it" agree): one QR, one N×p copy, instead of
+    a least-squares fit per column.
+    """
+    if X.shape[1] == 0:
+        return []
+    norms = np.linalg.norm(X, axis=0)
+    r = np.abs(np.diag(np.linalg.qr(X, mode="r")))
+    dropped = [j for j in range(X.shape[1]) if r[j] <= rtol * max(norms[j], 1e-300)]
     return dropped
 
 
@@ -370,6 +369,8 @@ def design_from_formula(spec: FormulaSpec, data, *, trials=None, offset=None, we
         )
     fixed_names = [_lme4_name(c) for c in fixed.rhs.columns]
     X = np.asarray(fixed.rhs, dtype=np.float64)
+    y = np.asarray(lhs).ravel()
+    del fixed, lhs  # formulaic's frames: at 10M rows each held copy is hundreds of MB
     dropped = aliased_columns(X)
     if dropped:
         names = [fixed_names[j] for j in dropped]
@@ -378,6 +379,9 @@ def design_from_formula(spec: FormulaSpec, data, *, trials=None, offset=None, we
         keep = [j for j in range(X.shape[1]) if j not in dropped]
         X, fixed_names = X[:, keep], [fixed_names[j] for j in keep]
     random = _model_matrix(spec.random, data, "random-effects term")
+    re_names = tuple(_lme4_name(c) for c in random.columns)
+    Z = np.asarray(random, dtype=np.float64)
+    del random
     trials_arr = None if trials is None else _as_float(f"trials column {trials!r}", _column(data, trials, "trials"))
     offset_arr = None
     if offset is not None:
@@ -406,12 +410,12 @@ def design_from_formula(spec: FormulaSpec, data, *, trials=None, offset=None, we
         rows = np.flatnonzero(pd.isna(groups))
         raise DataError(f"grouping column {spec.group!r} has {rows.size} missing value(s) (first rows: {rows[:5].tolist()})")
     design, labels, layout = make_design(
-        X, np.asarray(random), np.asarray(lhs).ravel(), groups,
+        X, Z, y, groups,
         trials=trials_arr, offset=offset_arr, weights=weights_arr, dtype=dtype, bucket=bucket,
     )
     info = DesignInfo(
         fixef_names=tuple(fixed_names),
-        re_names=tuple(_lme4_name(c) for c in random.columns),
+        re_names=re_names,
         group_name=spec.group,
         group_labels=labels,
         response=spec.response,
