@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from ._formula import FormulaSpec
+from ._safety import check_formula
 from .errors import DataError, FormulaError, JaxmmWarning
 
 
@@ -344,6 +345,8 @@ def design_from_formula(spec: FormulaSpec, data, *, trials=None, offset=None, we
     data = as_pandas(data)
     if len(data) == 0:
         raise DataError("the data have no rows")
+    # Nothing of the formula reaches formulaic (which evaluates Python) before this check.
+    check_formula(spec.formula, data.columns)
     for name, col in (("trials", trials), ("offset", offset), ("weights", weights)):
         if isinstance(col, str):
             _column(data, col, name)

@@ -1,0 +1,60 @@
+"""Formulas cannot run code: terms are checked against an allow-list before evaluation."""
+import numpy as np
+import pandas as pd
+import pytest
+
+import jaxmm
+from jaxmm._cli import main
+from jaxmm._safety import check_formula
+from jaxmm.errors import DataError, FormulaError
+
+COLUMNS = ["y", "x", "z", "g", "size", "my col"]
+
+
+@pytest.mark.parametrize("formula", [
+    "y ~ x + (1 | g)",
+    "y ~ x * z + x:z + (x || g)",
+    "y ~ C(g) + C(g, Treatment('b')) + C(g, levels=['a', 'b']) + (1 | g)",
+    "y ~ I(x ** 2) + {x / 10} + {(x > 0) * 1} + log(size) + sqrt(abs(z)) + center(x) + scale(z) + (1 | g)",
+    "y ~ 0 + x - 1 + offset(log(size)) + (x | g)",
+    "log(y) ~ `my col` + (1 | g)",
+])
+def test_allowed_formulas_pass(formula):
+    check_formula(formula, COLUMNS)
+
+
+@pytest.mark.parametrize("formula, words", [
+    ("y ~ x + {__import__('os').system('echo pwned') or x} + (1 | g)", "__import__"),
+    ("y ~ x + {x.__class__} + (1 | g)", "x.__class__"),
+    ("y ~ np.log(x) + (1 | g)", "np.log"),
+    ("y ~ eval('x') + (1 | g)", "eval"),
+    ("y ~ open('/etc/passwd') + (1 | g)", "open"),
+    ("y ~ {[c for c in x]} + (1 | g)", "ListComp"),
+    ("y ~ {(lambda: x)()} + (1 | g)", "lambda"),
+    ("y ~ {(x)(1)} + (1 | g)", "the call x(...)"),
+    ("y ~ {x[0]} + (1 | g)", "Subscript"),
+    ("y ~ C(g, **{'a': 1}) + (1 | g)", "keyword"),
+])
+def test_everything_else_is_rejected(formula, words):
+    with pytest.raises(FormulaError, match=None) as err:
+        check_formula(formula, COLUMNS)
+    assert words in str(err.value)
+
+
+def test_unknown_names_are_missing_columns():
+    with pytest.raises(DataError, match="'nosuch', which is not a column"):
+        check_formula("y ~ x + nosuch + (1 | g)", COLUMNS)
+
+
+def test_injection_never_runs_through_fit_or_cli(tmp_path, capsys):
+    marker = tmp_path / "pwned"
+    data = pd.DataFrame({"y": np.arange(8.0), "x": np.arange(8.0), "g": [1, 1, 2, 2, 3, 3, 4, 4]})
+    formula = f"y ~ x + {{__import__('os').system('touch {marker}') or x}} + (1 | g)"
+    with pytest.raises(FormulaError, match="__import__"):
+        jaxmm.fit(formula, data)
+    path = tmp_path / "d.csv"
+    data.to_csv(path, index=False)
+    assert main(["fit", str(path), formula]) == 2
+    err = capsys.readouterr().err
+    assert "not allowed" in err and err.count("\n") == 1
+    assert not marker.exists()
