@@ -60,6 +60,7 @@ class DesignInfo:
     response: str
     layout: Layout  # where each input row and group sits in the design
     n_dropped: int = 0  # rows dropped for missing values (missing="drop")
+    x_scale: tuple = ()  # SD of each fixed-effect column (1 for constant columns), for diagnostics
 
 
 def _as_float(name: str, values) -> np.ndarray:
@@ -424,5 +425,6 @@ def design_from_formula(spec: FormulaSpec, data, *, trials=None, offset=None, we
         response=spec.response,
         layout=layout,
         n_dropped=n_dropped,
+        x_scale=tuple(float(s) if s > 0 else 1.0 for s in X.std(axis=0)),
     )
     return design, info

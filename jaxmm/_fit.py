@@ -1,6 +1,8 @@
 """``jaxmm.fit``: formula and table in, labelled immutable result out."""
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from ._design import design_from_formula
@@ -11,7 +13,7 @@ from . import _progress
 from ._optimize import OptOptions, Status
 from ._params import Params
 from ._results import MixedModelResult
-from .errors import ArgumentError, DataError
+from .errors import ArgumentError, ConvergenceWarning, DataError, SingularFitWarning
 
 _METHODS = {"gaussian": ("REML", "ML"), "other": ("laplace",)}
 
@@ -100,7 +102,14 @@ def fit(formula: str, data, family="gaussian", *, method: str | None = None, tri
     out["ranef"], out["cond_var"] = out["ranef"][layout.group_slot], out["cond_var"][layout.group_slot]
 
     status = Status(int(out["status"]))
-    return MixedModelResult(
+    converged, message = status == Status.CONVERGED, status.message
+    finite = all(np.all(np.isfinite(out[k])) for k in ("beta", "vcov", "chol", "loglik"))
+    if not finite:
+        converged, message = False, "stopped: the estimates or their covariance are not finite"
+    separated = _separation(fam, info, out) if finite else None
+    if separated:
+        converged, message = False, separated
+    res = MixedModelResult(
         formula=formula,
         family=fam.name,
         link=fam.link,
@@ -118,8 +127,8 @@ def fit(formula: str, data, family="gaussian", *, method: str | None = None, tri
         loglik=float(out["loglik"]),
         n_obs=n_obs,
         n_groups=n_groups,
-        converged=status == Status.CONVERGED,
-        message=status.message,
+        converged=converged,
+        message=message,
         n_iter=int(out["n_iter"]),
         grad_norm=float(np.max(np.abs(out["grad"]))),
         params=Params(out["beta"], out["chol"], out["dispersion"]),
@@ -128,3 +137,41 @@ def fit(formula: str, data, family="gaussian", *, method: str | None = None, tri
         n_dropped=info.n_dropped,
         fit_options=dict(trials=trials, offset=offset, weights=weights, missing=missing),
     )
+    if not res.converged:
+        warnings.warn(f"the fit did not converge: {res.message}", ConvergenceWarning, stacklevel=2)
+    elif res.singular:
+        warnings.warn(
+            "boundary (singular) fit: a random-effect variance is estimated as zero (or a correlation as "
+            "±1), so D is singular. The data do not support this random-effects structure; the fixed "
+            "effects are still valid, but consider dropping the term with zero variance.",
+            SingularFitWarning, stacklevel=2)
+    return res
+
+
+# On the linear-predictor scale: an estimate this large, with a standard error this large,
+# is a coefficient running off to infinity, not an estimate.
+_DIVERGED_EFFECT, _DIVERGED_SE = 10.0, 100.0
+
+
+def _separation(fam, info, out) -> str | None:
+    """A reason string when a fixed effect diverges (complete or quasi-complete separation).
+
+    Without a finite maximum likelihood estimate the optimiser stops where the likelihood
+    is flat: the coefficient is huge and its standard error far larger (for a 0/1 split by
+    x > 0, β·sd(x) ≈ 900 with SE·sd(x) ≈ 7e5). Both scaled by the column's SD must exceed
+    the thresholds, so a strong but finite effect (large β, small SE) is not flagged.
+    """
+    if fam.name not in ("binomial", "poisson"):
+        return None
+    se = np.sqrt(np.abs(np.diag(out["vcov"])))
+    scale = np.asarray(info.x_scale)
+    bad = [(name, b * s, e * s) for name, b, e, s in zip(info.fixef_names, out["beta"], se, scale)
+           if abs(b * s) > _DIVERGED_EFFECT and e * s > _DIVERGED_SE]
+    if not bad:
+        return None
+    name, eff, err = bad[0]
+    names = ", ".join(repr(n) for n, *_ in bad)
+    return (f"complete or quasi-complete separation: the estimate for {names} diverges "
+            f"({name}: coefficient x SD of the column = {eff:.3g}, its standard error x SD = {err:.3g}); "
+            "the maximum likelihood estimate does not exist. Remove or merge the term or level that "
+            "separates the outcomes")

@@ -25,4 +25,13 @@ class JaxmmWarning(UserWarning):
     """Something about the fit the user should know, e.g. dropped aliased columns."""
 
 
-__all__ = ["JaxmmError", "FormulaError", "DataError", "ArgumentError", "JaxmmWarning"]
+class ConvergenceWarning(JaxmmWarning):
+    """The fit did not converge (``res.converged`` is False); ``res.message`` says why."""
+
+
+class SingularFitWarning(JaxmmWarning):
+    """The estimate lies on the boundary: a random-effect variance is zero (``res.singular``)."""
+
+
+__all__ = ["JaxmmError", "FormulaError", "DataError", "ArgumentError", "JaxmmWarning", "ConvergenceWarning",
+           "SingularFitWarning"]

@@ -1,5 +1,6 @@
 """Shared fixtures. Fits are compiled once per session and shared between test modules."""
 import json
+import warnings
 from pathlib import Path
 
 import jax
@@ -31,6 +32,7 @@ def fit_kwargs(ref):
 
 
 _FITS = {}
+FIT_WARNINGS = {}  # jaxmm warnings raised while fitting each reference case
 
 
 @pytest.fixture(scope="session")
@@ -40,7 +42,11 @@ def reference_fit():
     def get(name):
         if name not in _FITS:
             ref, data = load_reference(name)
-            _FITS[name] = (ref, data, jaxmm.fit(ref["formula"], data, **fit_kwargs(ref)))
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                res = jaxmm.fit(ref["formula"], data, **fit_kwargs(ref))
+            _FITS[name] = (ref, data, res)
+            FIT_WARNINGS[name] = [w for w in caught if issubclass(w.category, jaxmm.errors.JaxmmWarning)]
         return _FITS[name]
 
     return get

@@ -92,3 +92,17 @@ def test_singular_fit_is_flagged(reference_fit):
     assert reference_fit("singular_lmm_ml")[2].singular
     assert not reference_fit("sleepstudy_ml")[2].singular
     assert not reference_fit("contraception_q2")[2].singular
+
+
+@pytest.mark.parametrize("name", REFERENCE_CASES)
+def test_no_false_alarms(reference_fit, name):
+    """No reference case gets a convergence warning; the singular warning comes exactly
+    when the fit is singular (of these cases only singular_lmm_ml, as lme4's isSingular)."""
+    from conftest import FIT_WARNINGS
+    from jaxmm.errors import ConvergenceWarning, SingularFitWarning
+
+    res = reference_fit(name)[2]
+    caught = FIT_WARNINGS[name]
+    assert not [w for w in caught if issubclass(w.category, ConvergenceWarning)]
+    singular_warned = any(issubclass(w.category, SingularFitWarning) for w in caught)
+    assert singular_warned == res.singular

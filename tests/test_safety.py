@@ -58,3 +58,43 @@ def test_injection_never_runs_through_fit_or_cli(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "not allowed" in err and err.count("\n") == 1
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("kind", ["complete", "quasi"])
+def test_separation_is_not_reported_as_converged(kind):
+    rng = np.random.default_rng(0)
+    g = np.repeat(np.arange(20), 10)
+    x = rng.normal(size=200)
+    if kind == "complete":  # x > 0 decides y exactly
+        data, formula = pd.DataFrame({"y": (x > 0).astype(int), "x": x, "g": g}), "y ~ x + (1 | g)"
+    else:  # one level of f has no successes at all
+        f = (np.arange(200) % 4 == 0).astype(int)
+        y = np.where(f == 1, 0, rng.integers(0, 2, 200))
+        data, formula = pd.DataFrame({"y": y, "x": x, "f": f, "g": g}), "y ~ x + C(f) + (1 | g)"
+    with pytest.warns(jaxmm.errors.ConvergenceWarning, match="separation"):
+        res = jaxmm.fit(formula, data, family="binomial")
+    assert not res.converged and "separation" in res.message
+    if kind == "quasi":
+        assert "'f1'" in res.message and "'x'" not in res.message
+
+
+def test_boundary_lmm_converges_at_zero_variance():
+    """Pure-noise groups: the variance estimate is 0. The log-diagonal parameter can only creep
+    towards −∞, so the fit is finished on the boundary itself and reported converged and
+    singular, with the singular-fit warning and no convergence warning."""
+    rng = np.random.default_rng(3)
+    data = pd.DataFrame({"y": rng.standard_normal(60), "x": rng.standard_normal(60), "g": np.repeat(np.arange(6), 10)})
+    with pytest.warns(jaxmm.errors.SingularFitWarning):
+        res = jaxmm.fit("y ~ x + (1 | g)", data)
+    assert res.converged and res.singular and res.D[0, 0] == 0.0
+    # the boundary is the optimum: any positive variance is worse
+    from jaxmm._design import design_from_formula
+    from jaxmm._formula import parse_formula
+    from jaxmm._lmm import lmm_stats, profiled_loglik
+    import jax.numpy as jnp
+
+    design, _ = design_from_formula(parse_formula("y ~ x + (1 | g)"), data)
+    stats = lmm_stats(design)
+    at = lambda l: float(profiled_loglik(jnp.array([[l]]), stats, True))
+    assert res.loglik == pytest.approx(at(0.0), abs=1e-10)
+    assert all(at(l) < res.loglik for l in (1e-3, 1e-2, 0.1))
