@@ -1,0 +1,100 @@
+"""Property-based checks (hypothesis): valid random designs always fit; invalid inputs only
+ever raise jaxmm's own errors. Plus determinism: the same input gives bit-identical output."""
+import json
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import jaxmm
+from jaxmm.errors import JaxmmError, JaxmmWarning
+
+SETTINGS = settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow],
+                    derandomize=True)
+
+
+@st.composite
+def valid_problems(draw):
+    family = draw(st.sampled_from(["gaussian", "binomial", "poisson"]))
+    m = draw(st.integers(2, 9))
+    sizes = draw(st.lists(st.integers(1, 7), min_size=m, max_size=m))
+    seed = draw(st.integers(0, 2**31 - 1))
+    rng = np.random.default_rng(seed)
+    g = np.repeat(np.arange(m), sizes)
+    x = rng.normal(size=g.size)
+    eta = 0.3 + 0.5 * x + rng.normal(0, 0.7, m)[g]
+    y = {"gaussian": eta + rng.normal(size=g.size),
+         "binomial": (rng.random(g.size) < 1 / (1 + np.exp(-eta))).astype(int),
+         "poisson": rng.poisson(np.exp(eta))}[family]
+    term = draw(st.sampled_from(["(1 | g)", "(x | g)", "(x || g)"]))
+    return family, f"y ~ x + {term}", pd.DataFrame({"y": y, "x": x, "g": [f"s{i}" for i in g]})
+
+
+@SETTINGS
+@given(valid_problems())
+def test_valid_random_designs_fit(problem):
+    family, formula, data = problem
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", JaxmmWarning)  # singular or separated fits warn, correctly
+        res = jaxmm.fit(formula, data, family=family)
+    assert res.n_obs == len(data)
+    assert np.isfinite(res.loglik) or not res.converged
+    if res.converged:
+        assert np.all(np.isfinite(res.fixef)) and np.all(np.isfinite(res.vcov.to_numpy()))
+
+
+BASE = pd.DataFrame({"y": [0, 1, 1, 0, 1, 0, 2, 1.5], "x": np.linspace(-1, 1, 8), "g": [1, 1, 2, 2, 3, 3, 4, 4],
+                     "s": list("abcdefgh")})
+FORMULA_CHARS = "yxgs~+-*:/()|{}[]._ 01'\"C"
+
+
+@st.composite
+def invalid_inputs(draw):
+    kind = draw(st.sampled_from(["formula", "cell", "family", "rows"]))
+    data, formula, family = BASE.copy(), "y ~ x + (1 | g)", "gaussian"
+    if kind == "formula":
+        formula = draw(st.text(alphabet=FORMULA_CHARS, max_size=30))
+    elif kind == "cell":
+        col = draw(st.sampled_from(["y", "x", "g"]))
+        row = draw(st.integers(0, 7))
+        value = draw(st.sampled_from([np.nan, np.inf, -np.inf, "text", None, -3.0, 0.5, 7]))
+        data[col] = data[col].astype(object)
+        data.loc[row, col] = value
+        family = draw(st.sampled_from(["gaussian", "binomial", "poisson"]))
+    elif kind == "family":
+        family = draw(st.text(max_size=10))
+    else:
+        data = data.iloc[: draw(st.integers(0, 3))]
+    return formula, data, family
+
+
+@SETTINGS
+@given(invalid_inputs())
+def test_invalid_inputs_raise_only_jaxmm_errors(case):
+    formula, data, family = case
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", JaxmmWarning)
+        try:
+            jaxmm.fit(formula, data, family=family)
+        except JaxmmError:
+            pass  # the only acceptable failure
+
+
+def test_same_input_gives_bit_identical_output(tmp_path, reference_fit):
+    ref, data, first = reference_fit("contraception_q2")
+    again = jaxmm.fit(ref["formula"], data, family="binomial")
+    assert json.dumps(first.to_dict()) == json.dumps(again.to_dict())
+    # and in a fresh process, through the CLI
+    path, out = tmp_path / "d.csv", tmp_path / "r.json"
+    data.to_csv(path, index=False)
+    code = subprocess.run([sys.executable, "-m", "jaxmm._cli", "fit", str(path), ref["formula"], "--family",
+                           "binomial", "--json", str(out)], capture_output=True, text=True).returncode
+    assert code == 0
+    fresh = json.loads(out.read_text())
+    mine = json.loads(json.dumps(first.to_dict()))
+    assert fresh["fixef"] == mine["fixef"] and fresh["loglik"] == mine["loglik"] and fresh["D"] == mine["D"]
