@@ -5,8 +5,15 @@ import argparse
 import sys
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr (exit status 2), like every jaxmm error."""
+
+    def error(self, message):
+        self.exit(2, f"jaxmm: error: {message} (see jaxmm --help)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="jaxmm", description="Fit generalised linear mixed models with JAX.")
+    ap = _Parser(prog="jaxmm", description="Fit generalised linear mixed models with JAX.")
     sub = ap.add_subparsers(dest="command", required=True)
     ex = sub.add_parser("example", help="fit a dataset shipped with jaxmm and print the summary")
     ex.add_argument("name", nargs="?", help="example name; omit to list them")

@@ -314,10 +314,17 @@ def _missing_rows(data: pd.DataFrame, columns: list[str], arrays: dict, missing:
     mask = np.zeros(len(data), bool)
     report = []
     for col in columns:
-        bad = pd.isna(data[col]).to_numpy()
+        values = data[col]
+        bad = pd.isna(values).to_numpy()
         if bad.any():
             report.append((repr(col), bad))
             mask |= bad
+        if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+            # inf is not "missing": it is an error whatever `missing` says
+            inf = np.isinf(values.to_numpy(dtype=float, na_value=0.0))
+            if inf.any():
+                raise DataError(f"column {col!r} has {int(inf.sum())} infinite value(s) "
+                                f"(first rows: {np.flatnonzero(inf)[:5].tolist()})")
     for name, arr in arrays.items():
         if arr is None or isinstance(arr, str):
             continue

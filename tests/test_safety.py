@@ -98,3 +98,34 @@ def test_boundary_lmm_converges_at_zero_variance():
     at = lambda l: float(profiled_loglik(jnp.array([[l]]), stats, True))
     assert res.loglik == pytest.approx(at(0.0), abs=1e-10)
     assert all(at(l) < res.loglik for l in (1e-3, 1e-2, 0.1))
+
+
+def test_infinite_values_name_the_column_even_with_missing_drop():
+    data = pd.DataFrame({"y": np.arange(8.0), "x": np.arange(8.0), "g": [1, 1, 2, 2, 3, 3, 4, 4]})
+    data.loc[5, "x"] = np.inf
+    for missing in ("raise", "drop"):
+        with pytest.raises(DataError, match=r"column 'x' has 1 infinite value\(s\) \(first rows: \[5\]\)"):
+            jaxmm.fit("y ~ x + (1 | g)", data, missing=missing)
+
+
+@pytest.mark.parametrize("argv_tail, words", [
+    (["--family"], "expected one argument"),
+    (["--bogus", "1"], "unrecognized arguments"),
+])
+def test_cli_usage_errors_are_one_line(tmp_path, capsys, argv_tail, words):
+    path = tmp_path / "d.csv"
+    pd.DataFrame({"y": [1.0, 2.0], "g": [1, 2]}).to_csv(path, index=False)
+    with pytest.raises(SystemExit) as exc:
+        main(["fit", str(path), "y ~ 1 + (1 | g)", *argv_tail])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("jaxmm: error:") and words in err and err.count("\n") == 1
+
+
+def test_cli_unreadable_files_are_one_line(tmp_path, capsys):
+    bad = tmp_path / "bad.parquet"
+    bad.write_bytes(b"this is not parquet")
+    for path in (tmp_path / "missing.csv", bad):
+        assert main(["fit", str(path), "y ~ 1 + (1 | g)"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("jaxmm: error: cannot read data file") and err.count("\n") == 1
