@@ -343,6 +343,18 @@ def _missing_rows(data: pd.DataFrame, columns: list[str], arrays: dict, missing:
     return mask
 
 
+def _row_values(data: pd.DataFrame, spec, role: str):
+    """offset= / weights=: None, a column name, or one value per row."""
+    if spec is None:
+        return None
+    if isinstance(spec, str):
+        return _as_float(f"{role} column {spec!r}", _column(data, spec, role))
+    values = _as_float(role, spec)
+    if values.shape != (len(data),):
+        raise DataError(f"{role} has shape {values.shape}; expected one value per row ({len(data)})")
+    return values
+
+
 def design_from_formula(spec: FormulaSpec, data, *, trials=None, offset=None, weights=None, dtype="float64",
                         bucket=False, missing="raise"):
     """Evaluate a parsed formula on a table. Returns (Design, DesignInfo).
@@ -394,14 +406,7 @@ def design_from_formula(spec: FormulaSpec, data, *, trials=None, offset=None, we
     Z = np.asarray(random, dtype=np.float64)
     del random
     trials_arr = None if trials is None else _as_float(f"trials column {trials!r}", _column(data, trials, "trials"))
-    offset_arr = None
-    if offset is not None:
-        if isinstance(offset, str):
-            offset_arr = _as_float(f"offset column {offset!r}", _column(data, offset, "offset"))
-        else:
-            offset_arr = _as_float("offset", offset)
-            if offset_arr.shape != (len(data),):
-                raise DataError(f"offset has shape {offset_arr.shape}; expected one value per row ({len(data)})")
+    offset_arr = _row_values(data, offset, "offset")
     # offset(...) terms in the formula add to offset= (as in R, where all offsets are summed)
     for expr in spec.offsets:
         mm = _model_matrix(f"0 + {expr}", data, f"offset term offset({expr})")
@@ -409,14 +414,7 @@ def design_from_formula(spec: FormulaSpec, data, *, trials=None, offset=None, we
             raise FormulaError(f"offset({expr}) must give one numeric column; it gives {list(mm.columns)}")
         values = _as_float(f"offset({expr})", np.asarray(mm).ravel())
         offset_arr = values if offset_arr is None else offset_arr + values
-    weights_arr = None
-    if weights is not None:
-        if isinstance(weights, str):
-            weights_arr = _as_float(f"weights column {weights!r}", _column(data, weights, "weights"))
-        else:
-            weights_arr = _as_float("weights", weights)
-            if weights_arr.shape != (len(data),):
-                raise DataError(f"weights has shape {weights_arr.shape}; expected one value per row ({len(data)})")
+    weights_arr = _row_values(data, weights, "weights")
     if pd.isna(groups).any():
         rows = np.flatnonzero(pd.isna(groups))
         raise DataError(f"grouping column {spec.group!r} has {rows.size} missing value(s) (first rows: {rows[:5].tolist()})")
