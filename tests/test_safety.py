@@ -129,3 +129,19 @@ def test_cli_unreadable_files_are_one_line(tmp_path, capsys):
         assert main(["fit", str(path), "y ~ 1 + (1 | g)"]) == 2
         err = capsys.readouterr().err
         assert err.startswith("jaxmm: error: cannot read data file") and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("formula, kwargs, words", [
+    ("y ~ x + (1 | g)", {}, "response 'y' must be one numeric column"),
+    ("x ~ 1 + (1 | g)", {"family": "binomial", "trials": "nope"}, "trials column 'nope' is not in the data"),
+    ("x ~ 1 + (1 | g)", {"offset": "nope"}, "offset column 'nope' is not in the data"),
+    ("x ~ 1 + (1 | g)", {"weights": "nope"}, "weights column 'nope' is not in the data"),
+    ("x ~ nope + (1 | g)", {}, "'nope', which is not a column"),
+    ("nope ~ x + (1 | g)", {}, "'nope', which is not a column"),
+    ("x ~ 1 + (1 | nope)", {}, "'nope', which is not a column"),
+])
+def test_missing_columns_and_non_numeric_response_are_named(formula, kwargs, words):
+    data = pd.DataFrame({"y": list("abababab"), "x": np.arange(8.0), "g": [1, 1, 2, 2, 3, 3, 4, 4]})
+    with pytest.raises(DataError) as err:
+        jaxmm.fit(formula, data, **kwargs)
+    assert words in str(err.value)
