@@ -210,30 +210,6 @@ def bucket_size(n: int, minimum: int = 16) -> int:
         k += 1
 
 
-def pad_design(design: Design, n_rows: int, n_groups: int) -> Design:
-    """Append inert rows (weight 0, zero covariates) and empty groups (no rows).
-
-    An empty group has mode û = 0 and H = I, so it adds exactly nothing to the Laplace
-    or LMM likelihood; a zero-weight row adds nothing to any sum. Padded rows belong to the
-    last group, so rows stay sorted by group.
-    """
-    n, m = design.y.shape[0], design.n_groups
-    if n_rows < n or n_groups < m:
-        raise ValueError(f"cannot pad {n} rows / {m} groups down to {n_rows} / {n_groups}")
-    extra = n_rows - n
-
-    def rows(a, fill):
-        pad = jnp.full((extra,) + a.shape[1:], fill, a.dtype)
-        return jnp.concatenate([a, pad])
-
-    return Design(
-        X=rows(design.X, 0), Z=rows(design.Z, 0), y=rows(design.y, 0), trials=rows(design.trials, 1),
-        offset=rows(design.offset, 0), weights=rows(design.weights, 0),
-        group=rows(design.group, n_groups - 1),
-        counts=jnp.concatenate([design.counts, jnp.zeros(n_groups - m, design.counts.dtype)]),
-    )
-
-
 _CATEGORY = re.compile(r"^C\((\w+)\)\[T\.(.*)\]$")
 
 
