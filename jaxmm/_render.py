@@ -18,12 +18,24 @@ def _pvalue(p: float) -> str:
     return "<2e-16" if p < 2e-16 else f"{p:.3g}"
 
 
-def summary_text(res) -> str:
+def _model_title(res) -> str:
     if res.family == "gaussian":
-        kind = f"Linear mixed model fit by {'REML' if res.method == 'REML' else 'maximum likelihood'}"
-    else:
-        kind = (f"Generalized linear mixed model fit by maximum likelihood (Laplace approximation)\n"
-                f" Family: {res.family} ( {res.link} )")
+        return f"Linear mixed model fit by {'REML' if res.method == 'REML' else 'maximum likelihood'}"
+    return "Generalized linear mixed model fit by maximum likelihood (Laplace approximation)"
+
+
+def _correlated_pairs(res) -> np.ndarray:
+    """(q, q) bool: True where two random effects share a block of L (their correlation is
+    estimated); under (x || g) every effect is its own block."""
+    blocks = res.re_blocks or (len(res.re_names),)
+    block_of = np.repeat(np.arange(len(blocks)), blocks)
+    return block_of[:, None] == block_of[None, :]
+
+
+def summary_text(res) -> str:
+    kind = _model_title(res)
+    if res.family != "gaussian":
+        kind += f"\n Family: {res.family} ( {res.link} )"
     out = [kind, f"Formula: {res.formula}", ""]
     if res.method == "REML":
         out += [f"REML criterion at convergence: {res.deviance:.4f}", ""]
@@ -38,15 +50,14 @@ def summary_text(res) -> str:
     sd = np.sqrt(np.diag(res.D))
     corr = res.corr.to_numpy()
     # Correlations are shown within blocks only: under (x || g) they are zero by construction.
-    blocks = res.re_blocks or (len(names),)
-    block_of = np.repeat(np.arange(len(blocks)), blocks)
-    with_corr = max(blocks) > 1
+    same_block = _correlated_pairs(res)
+    with_corr = bool(np.any(same_block & ~np.eye(len(names), dtype=bool)))
     header = ["Groups", "Name", "Variance", "Std.Dev."] + (["Corr"] if with_corr else [])
     rows = []
     for k, name in enumerate(names):
         row = [res.group_name if k == 0 else "", name, _fmt(res.D[k, k]), _fmt(sd[k])]
         if with_corr:
-            row.append(" ".join(f"{corr[k, j]:.2f}" for j in range(k) if block_of[j] == block_of[k]))
+            row.append(" ".join(f"{corr[k, j]:.2f}" for j in range(k) if same_block[k, j]))
         rows.append(row)
     if res.sigma is not None:
         rows.append(["Residual", "", _fmt(res.sigma**2), _fmt(res.sigma)] + ([""] if with_corr else []))
@@ -80,13 +91,12 @@ def varcorr_frame(res):
     names = list(res.re_names)
     sd = np.sqrt(np.diag(res.D))
     corr = res.corr.to_numpy()
-    blocks = res.re_blocks or (len(names),)
-    block_of = np.repeat(np.arange(len(blocks)), blocks)
+    same_block = _correlated_pairs(res)
     rows = []
     for k, name in enumerate(names):
         row = {"group": res.group_name, "name": name, "variance": float(res.D[k, k]), "std_dev": float(sd[k])}
         for j in range(len(names) - 1):
-            row[f"corr_{names[j]}"] = float(corr[k, j]) if j < k and block_of[j] == block_of[k] else np.nan
+            row[f"corr_{names[j]}"] = float(corr[k, j]) if j < k and same_block[k, j] else np.nan
         rows.append(row)
     if res.sigma is not None:
         row = {"group": "Residual", "name": "", "variance": res.sigma**2, "std_dev": res.sigma}
@@ -126,10 +136,7 @@ def summary_html(res) -> str:
     """Notebook rendering: the summary's header, random-effects and fixed-effects tables."""
     import html
 
-    if res.family == "gaussian":
-        kind = f"Linear mixed model fit by {'REML' if res.method == 'REML' else 'maximum likelihood'}"
-    else:
-        kind = f"Generalized linear mixed model fit by maximum likelihood (Laplace), {res.family} ({res.link})"
+    kind = _model_title(res) + ("" if res.family == "gaussian" else f", {res.family} ({res.link})")
     fit_stats = (f"logLik {res.loglik:.4f} &nbsp; AIC {res.aic:.1f} &nbsp; BIC {res.bic:.1f} &nbsp; "
                  f"deviance {res.deviance:.1f} &nbsp; obs {res.n_obs} &nbsp; groups ({html.escape(res.group_name)}) "
                  f"{res.n_groups}")
