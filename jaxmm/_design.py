@@ -332,11 +332,13 @@ def _row_values(data: pd.DataFrame, spec, role: str):
 
 
 def design_from_formula(spec: FormulaSpec, data, *, trials=None, offset=None, weights=None, dtype="float64",
-                        bucket=False, missing="raise"):
+                        bucket=False, missing="raise", check_response=None):
     """Evaluate a parsed formula on a table. Returns (Design, DesignInfo).
 
     ``missing="raise"`` names every used column with missing values; ``"drop"`` drops
-    those rows (their number is ``DesignInfo.n_dropped``).
+    those rows (their number is ``DesignInfo.n_dropped``). ``check_response(y, trials)``
+    returns a problem description or None (a family's support check), run on the host
+    arrays before the design is built.
     """
     data = as_pandas(data)
     if len(data) == 0:
@@ -391,6 +393,10 @@ def design_from_formula(spec: FormulaSpec, data, *, trials=None, offset=None, we
         values = _as_float(f"offset({expr})", np.asarray(mm).ravel())
         offset_arr = values if offset_arr is None else offset_arr + values
     weights_arr = _row_values(data, weights, "weights")
+    if check_response is not None:
+        problem = check_response(y, np.ones_like(y) if trials_arr is None else trials_arr)
+        if problem:
+            raise DataError(f"response {spec.response!r}: {problem}")
     if pd.isna(groups).any():
         rows = np.flatnonzero(pd.isna(groups))
         raise DataError(f"grouping column {spec.group!r} has {rows.size} missing value(s) (first rows: {rows[:5].tolist()})")

@@ -75,14 +75,9 @@ def fit(formula: str, data, family="gaussian", *, method: str | None = None, tri
     if not isinstance(bucket, bool):
         raise ArgumentError(f"bucket must be True or False, got {bucket!r}")
     design, info = design_from_formula(spec, data, trials=trials, offset=offset, weights=weights, dtype=dtype,
-                                       bucket=bucket, missing=missing)
+                                       bucket=bucket, missing=missing, check_response=fam.check_response)
     layout = info.layout
     n_obs, n_groups = layout.row_slot.size, layout.group_slot.size
-    # padding rows are excluded: they need not lie in the family's support
-    y, n = np.asarray(design.y)[layout.row_slot], np.asarray(design.trials)[layout.row_slot]
-    problem = fam.check_response(y, n)
-    if problem:
-        raise DataError(f"response {spec.response!r}: {problem}")
     if n_groups < 2:
         raise DataError(f"grouping factor {spec.group!r} has a single level; a random effect needs at least two groups")
 
