@@ -137,6 +137,51 @@ def _blocks(design: Design, chunks: int) -> Design:
                   group=split(design.group) - offsets, counts=design.counts.reshape(chunks, slots))
 
 
+# A Cholesky diagonal below this (on the linear-predictor scale, or relative to σ in the
+# LMM) is a candidate for exactly zero once the optimiser stops; the log-likelihood decides.
+_BOUNDARY_CANDIDATE = 1e-2
+
+
+def _project_to_boundary(chol):
+    small = jnp.abs(jnp.diagonal(chol)) < _BOUNDARY_CANDIDATE
+    return chol * (1.0 - jnp.diag(small.astype(chol.dtype))), jnp.any(small)
+
+
+def _no_worse(f_new, f_old):
+    return f_new <= f_old + 1e-12 * (1.0 + jnp.abs(f_old))
+
+
+# Saddle escape: the step along the most negative curvature (largest entry of the
+# direction, on the raw Cholesky / β scale), and the floor of a restarted log-diagonal.
+_ESCAPE_STEP, _ESCAPE_FLOOR, _MAX_ESCAPES = 0.1, 1e-3, 2
+
+
+def _finish_on_boundary(params, warm, value, blocks, family, inner, log_norm):
+    """Set small Cholesky diagonals to exactly 0 when the log-likelihood is no worse there.
+
+    On the boundary the objective is flat in the log-diagonal (O(L_kk²)), so L-BFGS only
+    creeps towards −∞ and stops a little short, sometimes where the Hessian is numerically
+    singular (a false "not converged"). The modes are re-solved at the projected point,
+    starting from the optimiser's, and an interior optimum, which loses by the projection,
+    is kept.
+    """
+    chol, any_small = _project_to_boundary(params.chol)
+    projected = params._replace(chol=chol)
+
+    def evaluate(_):
+        def one(args):
+            u_b, d_b = args
+            return laplace_loglik(projected, d_b, u_b, family, inner, None if family.n_dispersion else 0.0)
+
+        ll, u = jax.lax.map(one, (warm, blocks))
+        return -(jnp.sum(ll) + log_norm), u
+
+    f_proj, u_proj = jax.lax.cond(any_small, evaluate, lambda _: (jnp.asarray(jnp.inf, value.dtype), warm), None)
+    use = any_small & _no_worse(f_proj, value)
+    pick = lambda a, b: jax.tree_util.tree_map(lambda x, y: jnp.where(use, x, y), a, b)
+    return pick(projected, params), pick(u_proj, warm), jnp.where(use, f_proj, value)
+
+
 @functools.partial(jax.jit, static_argnames=("family", "inner", "opt", "chunks", "blocks"),
                    compiler_options=_COMPILER_OPTIONS)
 def fit_glmm(theta0, design: Design, family, inner=InnerOptions(), opt=OptOptions(), chunks: int = 1,
@@ -182,35 +227,91 @@ def fit_glmm(theta0, design: Design, family, inner=InnerOptions(), opt=OptOption
         v, u_new, g = jax.lax.map(one, (u, blks))
         return (jnp.sum(v) - log_norm, u_new), jnp.sum(g, axis=0)
 
-    theta0 = theta0.at[:p].set(jnp.linalg.solve(A, theta0[:p]))
-    u0 = jnp.zeros(blocks.counts.shape + (q,), work)
-    res = minimize(None, theta0, u0, blocks, opt, value_and_grad=value_and_grad)
-    params = unpack(res.x, p, structure, nd)
-    params = params._replace(beta=A @ params.beta)
-
-    # res.warm holds the modes at res.x, solved to the inner tolerance: everything below
-    # evaluates there (max_iter=0) instead of compiling and running the solver again.
+    # res.warm holds the modes at res.x, solved to the inner tolerance: everything after the
+    # optimiser evaluates there (max_iter=0) instead of compiling and running the solver again.
     at_mode = inner._replace(max_iter=0)
 
-    def per_block(args):
-        u_b, d_b = args
-        ranef, cond_var, u = modes_and_cond_var(params, d_b, u_b, family, at_mode)
-        # vcov: the β block of the inverse Hessian of −ℓ over all parameters. The block is
-        # invariant to how θ is parameterised at an optimum; the raw Cholesky scale keeps
-        # the Hessian non-singular when a variance sits at zero, where the log scale would not.
-        natural = lambda v: _natural_objective(v, u, d_b, family, at_mode, p, structure)
-        grad, hess = _grad_and_hessian(natural, _natural_phi(params, nd, structure))
-        return ranef, cond_var, grad, hess
+    def attempt(theta_start, u_start):
+        res = minimize(None, theta_start, u_start, blocks, opt, value_and_grad=value_and_grad)
+        params = unpack(res.x, p, structure, nd)
+        params = params._replace(beta=A @ params.beta)
+        params, warm, value = _finish_on_boundary(params, res.warm, res.value, blocks, family, inner, log_norm)
 
-    ranef, cond_var, grad, hess = jax.lax.map(per_block, (res.warm, blocks))
-    grad, hess = jnp.sum(grad, axis=0), jnp.sum(hess, axis=0)
-    status, decrement = _final_check(res.status, grad, hess, res.value, work)
-    cov = jnp.linalg.inv(hess)
-    return dict(
-        theta=res.x, loglik=-res.value, grad=grad, n_iter=res.n_iter, status=status,
-        decrement=decrement, beta=params.beta, chol=params.chol, dispersion=params.dispersion,
-        vcov=cov[:p, :p], ranef=ranef.reshape((-1, q)), cond_var=cond_var.reshape((-1, q, q)),
-    )
+        def per_block(args):
+            u_b, d_b = args
+            ranef, cond_var, u = modes_and_cond_var(params, d_b, u_b, family, at_mode)
+            # vcov: the β block of the inverse Hessian of −ℓ over all parameters. The block is
+            # invariant to how θ is parameterised at an optimum; the raw Cholesky scale keeps
+            # the Hessian non-singular when a variance sits at zero, where the log scale would not.
+            natural = lambda v: _natural_objective(v, u, d_b, family, at_mode, p, structure)
+            grad, hess = _grad_and_hessian(natural, _natural_phi(params, nd, structure))
+            return ranef, cond_var, grad, hess
+
+        ranef, cond_var, grad, hess = jax.lax.map(per_block, (warm, blocks))
+        grad, hess = jnp.sum(grad, axis=0), jnp.sum(hess, axis=0)
+        status, decrement = _final_check(res.status, grad, hess, value, work)
+        return dict(
+            theta=res.x, loglik=-value, grad=grad, n_iter=res.n_iter, status=status, decrement=decrement,
+            hess=hess, beta=params.beta, chol=params.chol, dispersion=params.dispersion,
+            ranef=ranef, cond_var=cond_var, warm=warm,
+        )
+
+    def escape(out):
+        """A start on the far side of a saddle: a step along the most negative curvature.
+
+        From D = I the variances can all shrink towards 0 together, where every direction
+        of L has zero gradient (f is even in each column of L) and the optimiser stops at
+        a saddle: L ≈ 0 with negative curvature towards a rank-deficient D that fits better
+        (seen on Bernoulli data with a (x | g) term that lme4 fits as singular).
+        """
+        lam, vecs = jnp.linalg.eigh(out["hess"])
+        v = vecs[:, 0] / jnp.max(jnp.abs(vecs[:, 0]))
+        phi = _natural_phi(Params(out["beta"], out["chol"], out["dispersion"]), nd, structure) + _ESCAPE_STEP * v
+        rows, cols = free_entries(structure)
+        d = re_dim(structure)
+        chol = jnp.zeros((d, d), acc).at[rows, cols].set(phi[p:p + n_chol(structure)])
+        # A column's sign is free (D = L Lᵀ); the log-diagonal needs it positive and non-zero.
+        sign = jnp.where(jnp.diagonal(chol) < 0, -1.0, 1.0).astype(acc)
+        chol = chol * sign[None, :]
+        chol = chol + jnp.diag(jnp.maximum(jnp.diagonal(chol), _ESCAPE_FLOOR) - jnp.diagonal(chol))
+        disp = jnp.exp(phi[-1]) if nd else jnp.ones((), acc)
+        theta = pack(Params(jnp.linalg.solve(A, phi[:p]), chol, disp), nd, structure)
+        return theta, out["warm"]
+
+    def worth_escaping(out):
+        return (out["status"] == Status.NOT_PD) & (jnp.linalg.eigvalsh(out["hess"])[0] < 0)
+
+    theta0 = theta0.at[:p].set(jnp.linalg.solve(A, theta0[:p]))
+    u0 = jnp.zeros(blocks.counts.shape + (q,), work)
+    # One compiled attempt inside a loop: the first from the start values, and at most
+    # _MAX_ESCAPES more from beyond a saddle, keeping the best.
+    # The carry's first "best" is a placeholder of the attempt's shapes (built by hand: an
+    # eval_shape would trace the whole attempt a second time, 0.25 s of every cold fit).
+    k, m, d = p + n_chol(structure) + nd, blocks.counts.shape, re_dim(structure)
+    zero = lambda *shape: jnp.zeros(shape, acc)
+    blank = dict(theta=jnp.zeros_like(theta0), loglik=jnp.asarray(-jnp.inf, acc), grad=zero(k),
+                 n_iter=jnp.zeros((), jnp.int32), status=jnp.zeros((), jnp.int32), decrement=zero(),
+                 hess=zero(k, k), beta=zero(p), chol=zero(d, d), dispersion=zero(), ranef=zero(*m, q),
+                 cond_var=zero(*m, q, q), warm=jnp.zeros_like(u0))
+
+    def body(carry):
+        k, theta_s, u_s, best, n_iter = carry
+        out = attempt(theta_s, u_s)
+        better = out["loglik"] > best["loglik"]
+        best = jax.tree_util.tree_map(lambda a, b: jnp.where(better, a, b), out, best)
+        theta_n, u_n = escape(best)
+        return k + 1, theta_n, u_n, best, n_iter + out["n_iter"]
+
+    def more(carry):
+        k, _, _, best, _ = carry
+        return (k == 0) | ((k <= _MAX_ESCAPES) & worth_escaping(best))
+
+    _, _, _, out, n_iter = jax.lax.while_loop(more, body, (0, theta0, u0, blank, jnp.zeros((), jnp.int32)))
+    cov = jnp.linalg.inv(out["hess"])
+    out.pop("warm")
+    out.update(n_iter=n_iter, vcov=cov[:p, :p], ranef=out["ranef"].reshape((-1, q)),
+               cond_var=out["cond_var"].reshape((-1, q, q)))
+    return out
 
 
 @functools.partial(jax.jit, static_argnames=("reml", "opt", "blocks"), compiler_options=_COMPILER_OPTIONS)
@@ -231,9 +332,9 @@ def fit_lmm(theta0, design: Design, reml: bool, opt=OptOptions(), blocks=None):
     # O(L_kk²)), and L-BFGS stalls a little short (e.g. at L = 3e-4 with 3e-8 of
     # log-likelihood left). A small relative diagonal is set to exactly 0 when that is no
     # worse, and the fit is judged there; an interior optimum loses by it and is kept.
-    projected = lam * (1.0 - jnp.diag((jnp.abs(jnp.diagonal(lam)) < 1e-2).astype(lam.dtype)))
+    projected, any_small = _project_to_boundary(lam)
     f_proj = -profiled_loglik(projected, stats, reml)
-    use = jnp.any(projected != lam) & (f_proj <= res.value + 1e-12 * (1.0 + jnp.abs(res.value)))
+    use = any_small & _no_worse(f_proj, res.value)
     lam = jnp.where(use, projected, lam)
     value = jnp.where(use, f_proj, res.value)
     sol = lmm_solution(lam, stats, reml)
