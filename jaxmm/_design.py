@@ -184,7 +184,9 @@ def make_design(X, Z, y, groups, *, trials=None, offset=None, weights=None, dtyp
     design = Design(
         X=place(X, 0.0),
         Z=place(Z, 0.0),
-        y=place(y, 0.0),
+        # Padded rows have weight 0, but their y must still be in every family's support
+        # (1 is: a gamma log y or a binomial y <= trials): 0 * log(0) would be NaN.
+        y=place(y, 1.0),
         trials=place(1.0 if trials is None else _as_float("trials", trials), 1.0),
         offset=place(0.0 if offset is None else _as_float("offset", offset), 0.0),
         weights=place(1.0 if weights is None else weights, 0.0),

@@ -297,7 +297,7 @@ def fit_glmm(theta0, design: Design, family, inner=InnerOptions(), opt=OptOption
     def body(carry):
         k, theta_s, u_s, best, n_iter = carry
         out = attempt(theta_s, u_s)
-        better = out["loglik"] > best["loglik"]
+        better = (k == 0) | (out["loglik"] > best["loglik"])
         best = jax.tree_util.tree_map(lambda a, b: jnp.where(better, a, b), out, best)
         theta_n, u_n = escape(best)
         return k + 1, theta_n, u_n, best, n_iter + out["n_iter"]

@@ -39,7 +39,8 @@ def fit(formula: str, data, family="gaussian", *, method: str | None = None, tri
     ----------
     formula : formulaic fixed part plus one lme4 random term, e.g. ``y ~ x + C(period) + (x | subject)``.
     data : a pandas DataFrame (or anything ``pandas.DataFrame`` accepts).
-    family : ``"gaussian"`` (exact LMM), ``"binomial"`` or ``"poisson"`` (Laplace).
+    family : ``"gaussian"`` (exact LMM), ``"binomial"``, ``"poisson"`` or ``"gamma"`` (Laplace).
+        For gamma, ``sigma`` is the coefficient of variation 1/√shape.
     method : ``"REML"`` (gaussian default) or ``"ML"``; ``"laplace"`` for other families.
     trials : column with binomial trial counts; without it a binomial response is 0/1.
     link : the link function; the canonical one by default.
@@ -116,7 +117,7 @@ def fit(formula: str, data, family="gaussian", *, method: str | None = None, tri
         beta=out["beta"],
         vcov_array=out["vcov"],
         D=out["chol"] @ out["chol"].T,
-        sigma=float(out["dispersion"]) if fam.name == "gaussian" else None,
+        sigma=float(out["dispersion"]) if fam.n_dispersion else None,
         ranef_array=out["ranef"],
         cond_var=out["cond_var"],
         loglik=float(out["loglik"]),

@@ -94,7 +94,8 @@ class MixedModelResult:
         Relative means L/σ for gaussian models and L itself for the others, whose
         random effects are already on the scale of the linear predictor.
         """
-        rel = np.abs(np.diag(np.asarray(self.params.chol))) / (self.sigma if self.sigma else 1.0)
+        scale = self.sigma if self.family == "gaussian" else 1.0
+        rel = np.abs(np.diag(np.asarray(self.params.chol))) / scale
         return bool(np.any(rel < 1e-4))
 
     @property

@@ -15,6 +15,7 @@ CASES = {
     "gaussian": (jnp.asarray(rng.normal(0, 3, ETA.size)), jnp.ones(ETA.size), 1.7),
     "binomial": (jnp.floor(TRIALS * 0.4), TRIALS, 1.0),
     "poisson": (jnp.asarray(rng.poisson(3, ETA.size).astype(float)), jnp.ones(ETA.size), 1.0),
+    "gamma": (jnp.asarray(rng.gamma(2.0, 1.5, ETA.size)), jnp.ones(ETA.size), 0.7),  # σ = 1/√shape
 }
 
 
@@ -24,6 +25,9 @@ def _scipy_logpdf(name, y, eta, n, disp):
         return stats.norm.logpdf(y, loc=eta, scale=disp)
     if name == "binomial":
         return stats.binom.logpmf(y, n, 1 / (1 + np.exp(-eta)))
+    if name == "gamma":
+        shape = 1.0 / disp**2
+        return stats.gamma.logpdf(y, a=shape, scale=np.exp(eta) / shape)
     return stats.poisson.logpmf(y, np.exp(eta))
 
 

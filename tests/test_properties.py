@@ -20,7 +20,7 @@ SETTINGS = settings(max_examples=10, deadline=None, suppress_health_check=[Healt
 
 @st.composite
 def valid_problems(draw):
-    family = draw(st.sampled_from(["gaussian", "binomial", "poisson"]))
+    family = draw(st.sampled_from(["gaussian", "binomial", "poisson", "gamma"]))
     m = draw(st.integers(2, 9))
     sizes = draw(st.lists(st.integers(1, 7), min_size=m, max_size=m))
     seed = draw(st.integers(0, 2**31 - 1))
@@ -30,7 +30,8 @@ def valid_problems(draw):
     eta = 0.3 + 0.5 * x + rng.normal(0, 0.7, m)[g]
     y = {"gaussian": eta + rng.normal(size=g.size),
          "binomial": (rng.random(g.size) < 1 / (1 + np.exp(-eta))).astype(int),
-         "poisson": rng.poisson(np.exp(eta))}[family]
+         "poisson": rng.poisson(np.exp(eta)),
+         "gamma": rng.gamma(2.0, np.exp(eta) / 2.0)}[family]
     term = draw(st.sampled_from(["(1 | g)", "(x | g)", "(x || g)"]))
     return family, f"y ~ x + {term}", pd.DataFrame({"y": y, "x": x, "g": [f"s{i}" for i in g]})
 
