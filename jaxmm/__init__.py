@@ -13,6 +13,7 @@ if _os.environ.get("JAXMM_FLOAT32", "") != "1":
 from . import errors
 from ._fit import fit
 from ._results import MixedModelResult
+from ._batch import BatchResult
 from ._params import Params
 from ._examples import example_model, fit_example, load_example
 from ._cache import enable_compilation_cache
@@ -20,6 +21,6 @@ from ._cache import enable_compilation_cache
 if _os.environ.get("JAXMM_CACHE_DIR"):
     enable_compilation_cache()
 
-__all__ = ["fit", "MixedModelResult", "Params", "errors", "load_example", "example_model", "fit_example",
+__all__ = ["fit", "MixedModelResult", "BatchResult", "Params", "errors", "load_example", "example_model", "fit_example",
            "enable_compilation_cache"]
 __version__ = "0.1.0"

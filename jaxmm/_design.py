@@ -20,7 +20,7 @@ import pandas as pd
 
 from ._formula import FormulaSpec
 from ._safety import check_formula
-from .errors import DataError, FormulaError, JaxmmWarning
+from .errors import ArgumentError, DataError, FormulaError, JaxmmWarning
 
 
 class Design(NamedTuple):
@@ -101,20 +101,29 @@ class Layout(NamedTuple):
     chunks: int
 
 
-def plan_layout(codes: np.ndarray, m: int, *, bucket: bool = False, chunk_rows: int | None = None) -> Layout:
+def plan_layout(codes: np.ndarray, m: int, *, bucket: bool = False, chunk_rows: int | None = None,
+                size: tuple[int, int] | None = None, min_chunks: int = 1) -> Layout:
     """Sort rows by group, split them into group-aligned blocks of about ``chunk_rows``
-    (default :data:`CHUNK_ROWS`) and pad (see :class:`Layout`)."""
+    (default :data:`CHUNK_ROWS`) and pad (see :class:`Layout`).
+
+    ``size=(rows, groups)`` pads a one-block layout to that shape (designs stacked for a
+    batched fit share it). ``min_chunks`` makes the number of blocks a multiple of it, at
+    least that many (one block per device of a sharded fit); blocks may be empty.
+    """
     chunk_rows = CHUNK_ROWS if chunk_rows is None else chunk_rows
     n = codes.size
     counts = np.bincount(codes, minlength=m)
     order = np.argsort(codes, kind="stable")  # keeps the within-group row order
     start = np.concatenate([[0], np.cumsum(counts)[:-1]])  # first sorted row of each group
-    if n <= chunk_rows:
+    if n <= chunk_rows and min_chunks == 1:
         chunk = np.zeros(m, np.int64)
         rows_per, groups_per, n_chunks = n, m, 1
     else:
         biggest = int(counts.max())
-        rows_per = max(chunk_rows, 2 * bucket_size(biggest))
+        if n > chunk_rows:
+            rows_per = max(chunk_rows, 2 * bucket_size(biggest))
+        else:  # split a small design evenly over min_chunks blocks
+            rows_per = -(-n // min_chunks) + biggest
         # A group starting before k·step + step ends before k·step + step + biggest, so
         # every block of groups that start in one window of `step` rows fits in rows_per.
         step = rows_per - biggest
@@ -125,8 +134,13 @@ def plan_layout(codes: np.ndarray, m: int, *, bucket: bool = False, chunk_rows: 
             chunk = np.searchsorted(used, chunk)
             n_chunks = used.size
         groups_per = int(np.bincount(chunk).max())
+        n_chunks = -(-n_chunks // min_chunks) * min_chunks
     if bucket:
         rows_per, groups_per = bucket_size(rows_per), bucket_size(groups_per)
+    if size is not None:
+        if n_chunks != 1 or size[0] < rows_per or size[1] < groups_per:
+            raise ValueError(f"size {size} cannot hold a layout of {n_chunks} x ({rows_per}, {groups_per})")
+        rows_per, groups_per = size
     first_group = np.searchsorted(chunk, np.arange(n_chunks))
     local_group = np.arange(m) - first_group[chunk]
     group_slot = chunk * groups_per + local_group
@@ -138,11 +152,14 @@ def plan_layout(codes: np.ndarray, m: int, *, bucket: bool = False, chunk_rows: 
 
 
 def make_design(X, Z, y, groups, *, trials=None, offset=None, weights=None, dtype=jnp.float64,
-                bucket: bool = False, chunk_rows: int | None = None):
+                bucket: bool = False, chunk_rows: int | None = None, size=None, min_chunks: int = 1,
+                host: bool = False):
     """Build a :class:`Design` from arrays. Returns (design, group_labels, layout).
 
     ``bucket=True`` pads rows and group slots up to a coarse ladder of sizes
     (:func:`bucket_size`) so that datasets of similar size share one compiled fit.
+    ``size`` and ``min_chunks`` as in :func:`plan_layout`. ``host=True`` leaves the arrays
+    in numpy (to be stacked with others before one transfer to the device).
     """
     X = _as_float("X", X)
     Z = _as_float("Z", Z)
@@ -167,13 +184,14 @@ def make_design(X, Z, y, groups, *, trials=None, offset=None, weights=None, dtyp
         if (weights < 0).any():
             rows = np.flatnonzero(weights < 0)
             raise DataError(f"weights has {rows.size} negative value(s) (first rows: {rows[:5].tolist()})")
-    layout = plan_layout(codes, len(labels), bucket=bucket, chunk_rows=chunk_rows)
+    layout = plan_layout(codes, len(labels), bucket=bucket, chunk_rows=chunk_rows, size=size, min_chunks=min_chunks)
+    to_array = (lambda a, kind: a) if host else jnp.asarray
 
     def place(values, fill, kind=dtype):
         # One host array at a time, so the peak is one copy of the largest column block.
         out = np.full((layout.n_rows,) + np.shape(values)[1:], fill, np.dtype(kind))
         out[layout.row_slot] = values
-        return jnp.asarray(out, kind)
+        return to_array(out, kind)
 
     padding_group = np.repeat(np.arange(layout.chunks) * (layout.n_groups // layout.chunks)
                               + layout.n_groups // layout.chunks - 1, layout.n_rows // layout.chunks)
@@ -190,8 +208,8 @@ def make_design(X, Z, y, groups, *, trials=None, offset=None, weights=None, dtyp
         trials=place(1.0 if trials is None else _as_float("trials", trials), 1.0),
         offset=place(0.0 if offset is None else _as_float("offset", offset), 0.0),
         weights=place(1.0 if weights is None else weights, 0.0),
-        group=jnp.asarray(group, jnp.int32),
-        counts=jnp.asarray(counts, dtype),
+        group=to_array(group, jnp.int32),
+        counts=to_array(counts.astype(np.dtype(dtype)), dtype),
     )
     return design, tuple(labels.tolist()), layout
 
@@ -333,24 +351,33 @@ def _row_values(data: pd.DataFrame, spec, role: str):
     return values
 
 
-def design_from_formula(spec: FormulaSpec, data, *, trials=None, offset=None, weights=None, dtype="float64",
-                        bucket=False, missing="raise", check_response=None):
-    """Evaluate a parsed formula on a table. Returns (Design, DesignInfo).
+class _Rows(NamedTuple):
+    """A formula evaluated on a table: host arrays, one entry per kept input row."""
 
-    ``missing="raise"`` names every used column with missing values; ``"drop"`` drops
-    those rows (their number is ``DesignInfo.n_dropped``). ``check_response(y, trials)``
-    returns a problem description or None (a family's support check), run on the host
-    arrays before the design is built.
-    """
+    X: np.ndarray
+    Z: np.ndarray
+    y: np.ndarray
+    trials: np.ndarray | None
+    offset: np.ndarray | None
+    weights: np.ndarray | None
+    groups: np.ndarray
+    fixef_names: tuple
+    re_names: tuple
+    n_dropped: int
+    data: pd.DataFrame  # the table after dropping rows (missing="drop")
+
+
+def _rows_from_formula(spec: FormulaSpec, data, *, trials=None, offset=None, weights=None, missing="raise",
+                       check_response=None, by=None) -> _Rows:
     data = as_pandas(data)
     if len(data) == 0:
         raise DataError("the data have no rows")
     # Nothing of the formula reaches formulaic (which evaluates Python) before this check.
     check_formula(spec.formula, data.columns)
-    for name, col in (("trials", trials), ("offset", offset), ("weights", weights)):
+    for name, col in (("trials", trials), ("offset", offset), ("weights", weights), ("by", by)):
         if isinstance(col, str):
             _column(data, col, name)
-    used = _used_columns(spec, data, {"trials": trials, "offset": offset, "weights": weights})
+    used = _used_columns(spec, data, {"trials": trials, "offset": offset, "weights": weights, "by": by})
     _column(data, spec.group, "grouping")
     drop = _missing_rows(data, used, {"offset": offset, "weights": weights}, missing)
     n_dropped = int(drop.sum())
@@ -378,7 +405,7 @@ def design_from_formula(spec: FormulaSpec, data, *, trials=None, offset=None, we
     if dropped:
         names = [fixed_names[j] for j in dropped]
         warnings.warn(f"fixed-effect model matrix is rank deficient; dropping aliased column(s) {names}",
-                      JaxmmWarning, stacklevel=3)
+                      JaxmmWarning, stacklevel=4)
         keep = [j for j in range(X.shape[1]) if j not in dropped]
         X, fixed_names = X[:, keep], [fixed_names[j] for j in keep]
     random = _model_matrix(spec.random, data, "random-effects term")
@@ -402,18 +429,77 @@ def design_from_formula(spec: FormulaSpec, data, *, trials=None, offset=None, we
     if pd.isna(groups).any():
         rows = np.flatnonzero(pd.isna(groups))
         raise DataError(f"grouping column {spec.group!r} has {rows.size} missing value(s) (first rows: {rows[:5].tolist()})")
-    design, labels, layout = make_design(
-        X, Z, y, groups,
-        trials=trials_arr, offset=offset_arr, weights=weights_arr, dtype=dtype, bucket=bucket,
-    )
-    info = DesignInfo(
-        fixef_names=tuple(fixed_names),
-        re_names=re_names,
+    return _Rows(X, Z, y, trials_arr, offset_arr, weights_arr, groups, tuple(fixed_names), re_names, n_dropped, data)
+
+
+def _info(spec, rows: _Rows, labels, layout, X) -> DesignInfo:
+    return DesignInfo(
+        fixef_names=rows.fixef_names,
+        re_names=rows.re_names,
         group_name=spec.group,
         group_labels=labels,
         response=spec.response,
         layout=layout,
-        n_dropped=n_dropped,
+        n_dropped=rows.n_dropped,
         x_scale=tuple(float(s) if s > 0 else 1.0 for s in X.std(axis=0)),
     )
-    return design, info
+
+
+def design_from_formula(spec: FormulaSpec, data, *, trials=None, offset=None, weights=None, dtype="float64",
+                        bucket=False, missing="raise", check_response=None, min_chunks: int = 1):
+    """Evaluate a parsed formula on a table. Returns (Design, DesignInfo).
+
+    ``missing="raise"`` names every used column with missing values; ``"drop"`` drops
+    those rows (their number is ``DesignInfo.n_dropped``). ``check_response(y, trials)``
+    returns a problem description or None (a family's support check), run on the host
+    arrays before the design is built. ``min_chunks`` as in :func:`plan_layout`.
+    """
+    rows = _rows_from_formula(spec, data, trials=trials, offset=offset, weights=weights, missing=missing,
+                              check_response=check_response)
+    design, labels, layout = make_design(
+        rows.X, rows.Z, rows.y, rows.groups, trials=rows.trials, offset=rows.offset, weights=rows.weights,
+        dtype=dtype, bucket=bucket, min_chunks=min_chunks,
+    )
+    return design, _info(spec, rows, labels, layout, rows.X)
+
+
+def designs_by(spec: FormulaSpec, data, by: str, *, trials=None, offset=None, weights=None, dtype="float64",
+               bucket=False, missing="raise", check_response=None):
+    """One design per value of the column ``by``, padded to a common shape and stacked.
+
+    Returns (Design with a leading replicate axis, [DesignInfo per replicate], by values,
+    number of rows dropped for missing values).
+    The formula is evaluated once on the whole table, so every replicate has the same
+    fixed-effect columns (factor levels included).
+    """
+    rows = _rows_from_formula(spec, data, trials=trials, offset=offset, weights=weights, missing=missing,
+                              check_response=check_response, by=by)
+    keys = rows.data[by].to_numpy()
+    try:
+        values, codes = np.unique(keys, return_inverse=True)
+    except TypeError:
+        raise DataError(f"by column {by!r} mixes values that cannot be sorted (e.g. numbers and text)") from None
+    codes = codes.ravel()
+    members = np.split(np.argsort(codes, kind="stable"), np.cumsum(np.bincount(codes, minlength=len(values)))[:-1])
+    largest = max(len(idx) for idx in members)
+    if largest > CHUNK_ROWS:
+        raise ArgumentError(f"by={by!r}: a replicate has {largest} rows; a batched fit takes at most "
+                            f"{CHUNK_ROWS} rows per replicate (fit larger ones one at a time)")
+    n_groups = [len(pd.unique(rows.groups[idx])) for idx in members]
+    single = [v for v, k in zip(values.tolist(), n_groups) if k < 2]
+    if single:
+        raise DataError(f"by={by!r}: the grouping factor {spec.group!r} has a single level in the replicate(s) "
+                        f"{single[:5]}; a random effect needs at least two groups")
+    size = (largest, max(n_groups))
+    if bucket:
+        size = (bucket_size(size[0]), bucket_size(size[1]))
+    take = lambda a, idx: None if a is None else a[idx]
+    designs, infos = [], []
+    for idx in members:
+        design, labels, layout = make_design(
+            rows.X[idx], rows.Z[idx], rows.y[idx], rows.groups[idx], trials=take(rows.trials, idx),
+            offset=take(rows.offset, idx), weights=take(rows.weights, idx), dtype=dtype, size=size, host=True)
+        designs.append(design)
+        infos.append(_info(spec, rows._replace(n_dropped=0), labels, layout, rows.X[idx]))
+    stacked = Design(*(jnp.asarray(np.stack(parts)) for parts in zip(*designs)))
+    return stacked, infos, values.tolist(), rows.n_dropped

@@ -182,9 +182,7 @@ def _finish_on_boundary(params, warm, value, blocks, family, inner, log_norm):
     return pick(projected, params), pick(u_proj, warm), jnp.where(use, f_proj, value)
 
 
-@functools.partial(jax.jit, static_argnames=("family", "inner", "opt", "chunks", "blocks"),
-                   compiler_options=_COMPILER_OPTIONS)
-def fit_glmm(theta0, design: Design, family, inner=InnerOptions(), opt=OptOptions(), chunks: int = 1,
+def _fit_glmm(theta0, design: Design, family, inner=InnerOptions(), opt=OptOptions(), chunks: int = 1,
              blocks=None):
     """Laplace fit. With ``chunks`` > 1 every pass over the rows runs block by block
     (``lax.map``), each block differentiated on its own and the derivatives summed, so the
@@ -314,8 +312,7 @@ def fit_glmm(theta0, design: Design, family, inner=InnerOptions(), opt=OptOption
     return out
 
 
-@functools.partial(jax.jit, static_argnames=("reml", "opt", "blocks"), compiler_options=_COMPILER_OPTIONS)
-def fit_lmm(theta0, design: Design, reml: bool, opt=OptOptions(), blocks=None):
+def _fit_lmm(theta0, design: Design, reml: bool, opt=OptOptions(), blocks=None):
     """Exact REML/ML fit; ``theta0=None`` starts from Λ = I. ``blocks`` as in :func:`fit_glmm`."""
     q = design.Z.shape[1]
     structure = q if blocks is None else tuple(blocks)
@@ -352,3 +349,22 @@ def fit_lmm(theta0, design: Design, reml: bool, opt=OptOptions(), blocks=None):
         beta=sol.beta, chol=sol.chol, dispersion=sol.sigma,
         vcov=sol.vcov, ranef=sol.ranef, cond_var=sol.cond_var,
     )
+
+
+fit_glmm = jax.jit(_fit_glmm, static_argnames=("family", "inner", "opt", "chunks", "blocks"),
+                   compiler_options=_COMPILER_OPTIONS)
+fit_lmm = jax.jit(_fit_lmm, static_argnames=("reml", "opt", "blocks"), compiler_options=_COMPILER_OPTIONS)
+
+
+# Many fits in one program: the single fits vmapped over a leading replicate axis of the
+# design. Replicates are padded to a common shape with weight-0 rows and empty group
+# slots, which change no estimate; each replicate keeps its own optimiser state and
+# status, and the loops run until the last replicate stops.
+@functools.partial(jax.jit, static_argnames=("family", "inner", "opt", "blocks"), compiler_options=_COMPILER_OPTIONS)
+def fit_glmm_batch(designs: Design, family, inner=InnerOptions(), opt=OptOptions(), blocks=None):
+    return jax.vmap(lambda d: _fit_glmm(None, d, family, inner, opt, 1, blocks))(designs)
+
+
+@functools.partial(jax.jit, static_argnames=("reml", "opt", "blocks"), compiler_options=_COMPILER_OPTIONS)
+def fit_lmm_batch(designs: Design, reml: bool, opt=OptOptions(), blocks=None):
+    return jax.vmap(lambda d: _fit_lmm(None, d, reml, opt, blocks))(designs)

@@ -5,8 +5,9 @@ import warnings
 
 import numpy as np
 
-from ._design import design_from_formula
-from ._engine import fit_glmm, fit_lmm
+from ._batch import BatchResult
+from ._design import design_from_formula, designs_by
+from ._engine import fit_glmm, fit_glmm_batch, fit_lmm, fit_lmm_batch
 from ._families import get_family
 from ._formula import parse_formula
 from . import _progress
@@ -32,7 +33,7 @@ def _resolve_method(family, method):
 
 def fit(formula: str, data, family="gaussian", *, method: str | None = None, trials: str | None = None,
         link: str | None = None, offset=None, weights=None, missing: str = "raise", bucket: bool = True,
-        dtype: str = "float64", verbose: bool = False) -> MixedModelResult:
+        dtype: str = "float64", verbose: bool = False, by: str | None = None):
     """Fit a (generalised) linear mixed model with one grouping factor.
 
     Parameters
@@ -55,6 +56,10 @@ def fit(formula: str, data, family="gaussian", *, method: str | None = None, tri
         The estimates do not change; ``False`` compiles for the exact shape.
     verbose : print progress (iteration, −loglik, max|gradient|) on stderr once a fit has
         run for about 2 s.
+    by : a column name: fit one model per value of it, all in one compiled, vmapped call,
+        and return a :class:`BatchResult` (``.fixef``, ``.D``, ``.sigma``, ``.loglik``,
+        ``.converged`` per value; ``[value]`` for one replicate's full result). The formula
+        is evaluated once on the whole table, so every replicate has the same columns.
     dtype : ``"float64"`` (default) or ``"float32"``: the precision of the stored rows and
         of the row- and group-level arithmetic. float32 halves memory traffic (the GPU
         option); parameters, the optimiser and sums over groups stay in float64, and the
@@ -75,6 +80,13 @@ def fit(formula: str, data, family="gaussian", *, method: str | None = None, tri
                             "for binomial counts use trials=")
     if not isinstance(bucket, bool):
         raise ArgumentError(f"bucket must be True or False, got {bucket!r}")
+    fit_options = dict(trials=trials, offset=offset, weights=weights, missing=missing)
+    if by is not None:
+        if not isinstance(by, str):
+            raise ArgumentError(f"by must be a column name, got {type(by).__name__}")
+        if verbose:
+            raise ArgumentError("verbose=True reports one optimiser; it is not available with by=")
+        return _fit_by(spec, data, fam, method, by, formula, fit_options, dtype, bucket)
     design, info = design_from_formula(spec, data, trials=trials, offset=offset, weights=weights, dtype=dtype,
                                        bucket=bucket, missing=missing, check_response=fam.check_response)
     layout = info.layout
@@ -95,17 +107,72 @@ def fit(formula: str, data, family="gaussian", *, method: str | None = None, tri
         out = {k: np.asarray(v) for k, v in out.items()}
     finally:
         _progress.stop()
-    out["ranef"], out["cond_var"] = out["ranef"][layout.group_slot], out["cond_var"][layout.group_slot]
+    res = _result(out, info, fam, formula, method, blocks, fit_options)
+    if not res.converged:
+        warnings.warn(f"the fit did not converge: {res.message}", ConvergenceWarning, stacklevel=2)
+    elif res.singular:
+        warnings.warn(
+            "boundary (singular) fit: a random-effect variance is estimated as zero (or a correlation as "
+            "±1), so D is singular. The data do not support this random-effects structure; the fixed "
+            "effects are still valid, but consider dropping the term with zero variance.",
+            SingularFitWarning, stacklevel=2)
+    return res
 
+
+def _fit_by(spec, data, fam, method, by, formula, fit_options, dtype, bucket) -> BatchResult:
+    designs, infos, keys, n_dropped = designs_by(spec, data, by, trials=fit_options["trials"], offset=fit_options["offset"],
+                                      weights=fit_options["weights"], dtype=dtype, bucket=bucket,
+                                      missing=fit_options["missing"], check_response=fam.check_response)
+    blocks = None if spec.correlated else (1,) * designs.Z.shape[-1]
+    if fam.name == "gaussian":
+        out = fit_lmm_batch(designs, method == "REML", blocks=blocks)
+    else:
+        out = fit_glmm_batch(designs, fam, blocks=blocks)
+    out = {k: np.asarray(v) for k, v in out.items()}
+    replicate = lambda r: {k: v[r] for k, v in out.items()}
+    outcomes = [_outcome(fam, info, replicate(r)) for r, info in enumerate(infos)]
+    converged = np.array([c for c, _ in outcomes])
+    scale = out["dispersion"] if fam.name == "gaussian" else np.ones(len(keys))
+    singular = np.any(np.abs(np.diagonal(out["chol"], axis1=1, axis2=2)) / scale[:, None] < 1e-4, axis=1)
+    batch = BatchResult(
+        by=by, keys=tuple(keys), formula=formula, family=fam.name, method=method,
+        fixef_names=infos[0].fixef_names, re_names=infos[0].re_names, arrays=out,
+        converged_array=converged, messages=tuple(m for _, m in outcomes), singular_array=singular,
+        n_obs_array=np.array([info.layout.row_slot.size for info in infos]), n_dropped=n_dropped,
+        has_dispersion=bool(fam.n_dispersion),
+        single=lambda r: _result(replicate(r), infos[r], fam, formula, method, blocks, fit_options),
+    )
+    failed = [k for k, c in zip(keys, converged) if not c]
+    if failed:
+        warnings.warn(f"{len(failed)} of {len(keys)} fits did not converge (by={by!r} values {failed[:5]}"
+                      f"{' ...' if len(failed) > 5 else ''}); see .converged and .message", ConvergenceWarning,
+                      stacklevel=3)
+    n_singular = int(np.sum(singular & converged))
+    if n_singular:
+        warnings.warn(f"{n_singular} of {len(keys)} fits are boundary (singular) fits: a random-effect variance "
+                      "is estimated as zero (or a correlation as ±1); see .singular", SingularFitWarning,
+                      stacklevel=3)
+    return batch
+
+
+def _outcome(fam, info, out) -> tuple[bool, str]:
+    """(converged, message) of one fit from the engine's status and the host-side checks."""
     status = Status(int(out["status"]))
     converged, message = status == Status.CONVERGED, status.message
     finite = all(np.all(np.isfinite(out[k])) for k in ("beta", "vcov", "chol", "loglik"))
     if not finite:
-        converged, message = False, "stopped: the estimates or their covariance are not finite"
-    separated = _separation(fam, info, out) if finite else None
+        return False, "stopped: the estimates or their covariance are not finite"
+    separated = _separation(fam, info, out)
     if separated:
-        converged, message = False, separated
-    res = MixedModelResult(
+        return False, separated
+    return bool(converged), message
+
+
+def _result(out, info, fam, formula, method, blocks, fit_options) -> MixedModelResult:
+    """One fit's engine output (host arrays) and labels as a :class:`MixedModelResult`."""
+    layout = info.layout
+    converged, message = _outcome(fam, info, out)
+    return MixedModelResult(
         formula=formula,
         family=fam.name,
         link=fam.link,
@@ -118,11 +185,11 @@ def fit(formula: str, data, family="gaussian", *, method: str | None = None, tri
         vcov_array=out["vcov"],
         D=out["chol"] @ out["chol"].T,
         sigma=float(out["dispersion"]) if fam.n_dispersion else None,
-        ranef_array=out["ranef"],
-        cond_var=out["cond_var"],
+        ranef_array=out["ranef"][layout.group_slot],
+        cond_var=out["cond_var"][layout.group_slot],
         loglik=float(out["loglik"]),
-        n_obs=n_obs,
-        n_groups=n_groups,
+        n_obs=layout.row_slot.size,
+        n_groups=layout.group_slot.size,
         converged=converged,
         message=message,
         n_iter=int(out["n_iter"]),
@@ -131,17 +198,8 @@ def fit(formula: str, data, family="gaussian", *, method: str | None = None, tri
         n_dispersion=fam.n_dispersion,
         re_blocks=blocks,
         n_dropped=info.n_dropped,
-        fit_options=dict(trials=trials, offset=offset, weights=weights, missing=missing),
+        fit_options=fit_options,
     )
-    if not res.converged:
-        warnings.warn(f"the fit did not converge: {res.message}", ConvergenceWarning, stacklevel=2)
-    elif res.singular:
-        warnings.warn(
-            "boundary (singular) fit: a random-effect variance is estimated as zero (or a correlation as "
-            "±1), so D is singular. The data do not support this random-effects structure; the fixed "
-            "effects are still valid, but consider dropping the term with zero variance.",
-            SingularFitWarning, stacklevel=2)
-    return res
 
 
 # On the linear-predictor scale: an estimate this large, with a standard error this large,

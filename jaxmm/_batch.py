@@ -1,0 +1,125 @@
+"""The result of many fits made in one call (``fit(..., by=column)``)."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from ._results import MixedModelResult
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class BatchResult:
+    """One fitted model per value of the ``by`` column, all fitted in one compiled call.
+
+    Columns of estimates are indexed by the ``by`` values; ``result[value]`` gives the
+    full :class:`MixedModelResult` of one replicate. A replicate that did not converge is
+    flagged in ``converged`` (with the reason in ``message``) and leaves the others as
+    they are.
+    """
+
+    by: str
+    keys: tuple
+    formula: str
+    family: str
+    method: str
+    fixef_names: tuple
+    re_names: tuple
+    arrays: dict                    # engine output, host arrays with a leading replicate axis
+    converged_array: np.ndarray     # (R,) bool
+    messages: tuple                 # (R,) str
+    singular_array: np.ndarray      # (R,) bool
+    n_obs_array: np.ndarray         # (R,) rows per replicate
+    n_dropped: int                  # rows dropped for missing values before splitting
+    has_dispersion: bool            # the family has a dispersion (sigma)
+    single: Callable[[int], MixedModelResult] = dataclasses.field(repr=False)
+    n_devices: int = 1
+    _cache: dict = dataclasses.field(default_factory=dict, repr=False)
+
+    def __post_init__(self):
+        for arr in self.arrays.values():
+            arr.flags.writeable = False
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def __iter__(self):
+        return iter(self.keys)
+
+    def __getitem__(self, key) -> MixedModelResult:
+        try:
+            r = self.keys.index(key)
+        except ValueError:
+            raise KeyError(f"{key!r} is not a value of the by column {self.by!r}") from None
+        if r not in self._cache:
+            self._cache[r] = self.single(r)
+        return self._cache[r]
+
+    def _index(self) -> pd.Index:
+        return pd.Index(list(self.keys), name=self.by)
+
+    def _series(self, values, name) -> pd.Series:
+        return pd.Series(np.asarray(values), index=self._index(), name=name)
+
+    @property
+    def fixef(self) -> pd.DataFrame:
+        return pd.DataFrame(self.arrays["beta"], index=self._index(), columns=list(self.fixef_names))
+
+    @property
+    def D(self) -> np.ndarray:
+        """(R, q, q): the random-effects covariance of each replicate."""
+        chol = self.arrays["chol"]
+        D = chol @ np.swapaxes(chol, -1, -2)
+        D.flags.writeable = False
+        return D
+
+    @property
+    def sigma(self) -> pd.Series:
+        """Residual SD (gaussian) or the family's dispersion; NaN for families without one."""
+        values = self.arrays["dispersion"] if self.has_dispersion else np.full(len(self), np.nan)
+        return self._series(values, "sigma")
+
+    @property
+    def loglik(self) -> pd.Series:
+        return self._series(self.arrays["loglik"], "loglik")
+
+    @property
+    def converged(self) -> pd.Series:
+        return self._series(self.converged_array, "converged")
+
+    @property
+    def message(self) -> pd.Series:
+        return self._series(np.array(self.messages, dtype=object), "message")
+
+    @property
+    def singular(self) -> pd.Series:
+        return self._series(self.singular_array, "singular")
+
+    @property
+    def n_iter(self) -> pd.Series:
+        return self._series(self.arrays["n_iter"], "n_iter")
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per replicate: fixed effects, random-effect SDs (``sd_<name>``) and
+        correlations (``cor_<a>_<b>``), sigma, loglik and converged."""
+        frame = self.fixef
+        D = self.D
+        sd = np.sqrt(np.diagonal(D, axis1=1, axis2=2))
+        names = list(self.re_names)
+        for k, name in enumerate(names):
+            frame[f"sd_{name}"] = sd[:, k]
+        for i in range(len(names)):
+            for j in range(i):
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    frame[f"cor_{names[j]}_{names[i]}"] = D[:, i, j] / (sd[:, i] * sd[:, j])
+        if self.has_dispersion:
+            frame["sigma"] = self.sigma
+        frame["loglik"] = self.loglik
+        frame["converged"] = self.converged
+        return frame
+
+    def __repr__(self) -> str:
+        return (f"<BatchResult: {len(self)} fits of {self.formula!r} ({self.family}, {self.method}) by "
+                f"{self.by!r}; {int(self.converged_array.sum())} converged, {int(self.singular_array.sum())} singular>")
