@@ -446,19 +446,21 @@ def _info(spec, rows: _Rows, labels, layout, X) -> DesignInfo:
 
 
 def design_from_formula(spec: FormulaSpec, data, *, trials=None, offset=None, weights=None, dtype="float64",
-                        bucket=False, missing="raise", check_response=None, min_chunks: int = 1):
+                        bucket=False, missing="raise", check_response=None, min_chunks: int = 1,
+                        host: bool = False):
     """Evaluate a parsed formula on a table. Returns (Design, DesignInfo).
 
     ``missing="raise"`` names every used column with missing values; ``"drop"`` drops
     those rows (their number is ``DesignInfo.n_dropped``). ``check_response(y, trials)``
     returns a problem description or None (a family's support check), run on the host
-    arrays before the design is built. ``min_chunks`` as in :func:`plan_layout`.
+    arrays before the design is built. ``min_chunks`` as in :func:`plan_layout`;
+    ``host=True`` leaves the arrays in numpy (for the caller to place, e.g. sharded).
     """
     rows = _rows_from_formula(spec, data, trials=trials, offset=offset, weights=weights, missing=missing,
                               check_response=check_response)
     design, labels, layout = make_design(
         rows.X, rows.Z, rows.y, rows.groups, trials=rows.trials, offset=rows.offset, weights=rows.weights,
-        dtype=dtype, bucket=bucket, min_chunks=min_chunks,
+        dtype=dtype, bucket=bucket, min_chunks=min_chunks, host=host,
     )
     return design, _info(spec, rows, labels, layout, rows.X)
 

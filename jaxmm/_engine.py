@@ -137,6 +137,36 @@ def _blocks(design: Design, chunks: int) -> Design:
                   group=split(design.group) - offsets, counts=design.counts.reshape(chunks, slots))
 
 
+# The mesh axis that a sharded fit splits its blocks (and so its groups) over.
+GROUP_AXIS = "groups"
+
+
+def _over_blocks(fn, consts, blocks, mesh=None):
+    """``fn(consts, block)`` for every block (leading axis of ``blocks``), stacked.
+
+    One block at a time (``lax.map``), so temporaries are one block's. With a ``mesh``
+    the blocks are split over its devices (``shard_map``): each device maps over its own
+    blocks, the outputs stay sharded by block, and sums over blocks taken afterwards
+    become all-reduces. ``consts`` are replicated.
+    """
+    def local(c, xs):
+        return jax.lax.map(lambda x: fn(c, x), xs)
+
+    if mesh is None:
+        return local(consts, blocks)
+
+    def local_varying(c, xs):
+        # Derivatives taken inside the body with respect to a replicated input would be
+        # summed over the devices (the transpose of a broadcast is a psum), and summed
+        # again over blocks outside. Marked as varying, each device's are its own blocks'.
+        c = jax.tree_util.tree_map(lambda a: jax.lax.pcast(a, GROUP_AXIS, to="varying"), c)
+        return local(c, xs)
+
+    spec = jax.sharding.PartitionSpec
+    return jax.shard_map(local_varying, mesh=mesh, in_specs=(spec(), spec(GROUP_AXIS)), out_specs=spec(GROUP_AXIS))(
+        consts, blocks)
+
+
 # A Cholesky diagonal below this (on the linear-predictor scale, or relative to σ in the
 # LMM) is a candidate for exactly zero once the optimiser stops; the log-likelihood decides.
 _BOUNDARY_CANDIDATE = 1e-2
@@ -156,7 +186,7 @@ def _no_worse(f_new, f_old):
 _ESCAPE_STEP, _ESCAPE_FLOOR, _MAX_ESCAPES = 0.1, 1e-3, 2
 
 
-def _finish_on_boundary(params, warm, value, blocks, family, inner, log_norm):
+def _finish_on_boundary(params, warm, value, blocks, family, inner, log_norm, mesh=None):
     """Set small Cholesky diagonals to exactly 0 when the log-likelihood is no worse there.
 
     On the boundary the objective is flat in the log-diagonal (O(L_kk²)), so L-BFGS only
@@ -169,11 +199,11 @@ def _finish_on_boundary(params, warm, value, blocks, family, inner, log_norm):
     projected = params._replace(chol=chol)
 
     def evaluate(_):
-        def one(args):
+        def one(prm, args):
             u_b, d_b = args
-            return laplace_loglik(projected, d_b, u_b, family, inner, None if family.n_dispersion else 0.0)
+            return laplace_loglik(prm, d_b, u_b, family, inner, None if family.n_dispersion else 0.0)
 
-        ll, u = jax.lax.map(one, (warm, blocks))
+        ll, u = _over_blocks(one, projected, (warm, blocks), mesh)
         return -(jnp.sum(ll) + log_norm), u
 
     f_proj, u_proj = jax.lax.cond(any_small, evaluate, lambda _: (jnp.asarray(jnp.inf, value.dtype), warm), None)
@@ -183,7 +213,7 @@ def _finish_on_boundary(params, warm, value, blocks, family, inner, log_norm):
 
 
 def _fit_glmm(theta0, design: Design, family, inner=InnerOptions(), opt=OptOptions(), chunks: int = 1,
-             blocks=None):
+              blocks=None, mesh=None):
     """Laplace fit. With ``chunks`` > 1 every pass over the rows runs block by block
     (``lax.map``), each block differentiated on its own and the derivatives summed, so the
     reverse-mode and Hessian temporaries are those of one block.
@@ -191,7 +221,8 @@ def _fit_glmm(theta0, design: Design, family, inner=InnerOptions(), opt=OptOptio
     ``theta0=None`` starts from :func:`initial_theta`, computed inside the compiled program
     (run eagerly, its dozen small operations would each be compiled on their own).
     ``blocks`` (a tuple of sizes) makes L block diagonal, e.g. ``(1, 1)`` for ``(x || g)``;
-    None is one correlated block.
+    None is one correlated block. ``mesh`` (a one-axis ``jax.sharding.Mesh``) splits the
+    blocks over its devices; ``chunks`` must then be a multiple of its size.
     """
     q = design.Z.shape[1]
     structure = q if blocks is None else tuple(blocks)
@@ -211,18 +242,18 @@ def _fit_glmm(theta0, design: Design, family, inner=InnerOptions(), opt=OptOptio
         design.y.astype(acc), design.trials.astype(acc), jnp.ones((), acc)))
     block_norm = None if nd else 0.0
 
-    def block_objective(theta, u_b, d_b):
+    def block_objective(theta, A, u_b, d_b):
         params = unpack(theta, p, structure, nd)
         params = params._replace(beta=A @ params.beta)
         ll, u_new = laplace_loglik(params, d_b, u_b, family, inner, block_norm)
         return -ll, u_new
 
     def value_and_grad(theta, u, blks):
-        def one(args):
-            (v, u_new), g = jax.value_and_grad(block_objective, has_aux=True)(theta, *args)
+        def one(consts, args):
+            (v, u_new), g = jax.value_and_grad(block_objective, has_aux=True)(*consts, *args)
             return v, u_new, g
 
-        v, u_new, g = jax.lax.map(one, (u, blks))
+        v, u_new, g = _over_blocks(one, (theta, A), (u, blks), mesh)
         return (jnp.sum(v) - log_norm, u_new), jnp.sum(g, axis=0)
 
     # res.warm holds the modes at res.x, solved to the inner tolerance: everything after the
@@ -233,9 +264,10 @@ def _fit_glmm(theta0, design: Design, family, inner=InnerOptions(), opt=OptOptio
         res = minimize(None, theta_start, u_start, blocks, opt, value_and_grad=value_and_grad)
         params = unpack(res.x, p, structure, nd)
         params = params._replace(beta=A @ params.beta)
-        params, warm, value = _finish_on_boundary(params, res.warm, res.value, blocks, family, inner, log_norm)
+        params, warm, value = _finish_on_boundary(params, res.warm, res.value, blocks, family, inner, log_norm,
+                                                  mesh)
 
-        def per_block(args):
+        def per_block(params, args):
             u_b, d_b = args
             ranef, cond_var, u = modes_and_cond_var(params, d_b, u_b, family, at_mode)
             # vcov: the β block of the inverse Hessian of −ℓ over all parameters. The block is
@@ -245,7 +277,7 @@ def _fit_glmm(theta0, design: Design, family, inner=InnerOptions(), opt=OptOptio
             grad, hess = _grad_and_hessian(natural, _natural_phi(params, nd, structure))
             return ranef, cond_var, grad, hess
 
-        ranef, cond_var, grad, hess = jax.lax.map(per_block, (warm, blocks))
+        ranef, cond_var, grad, hess = _over_blocks(per_block, params, (warm, blocks), mesh)
         grad, hess = jnp.sum(grad, axis=0), jnp.sum(hess, axis=0)
         status, decrement = _final_check(res.status, grad, hess, value, work)
         return dict(
@@ -312,13 +344,28 @@ def _fit_glmm(theta0, design: Design, family, inner=InnerOptions(), opt=OptOptio
     return out
 
 
-def _fit_lmm(theta0, design: Design, reml: bool, opt=OptOptions(), blocks=None):
-    """Exact REML/ML fit; ``theta0=None`` starts from Λ = I. ``blocks`` as in :func:`fit_glmm`."""
+def _sharded_lmm_stats(design: Design, chunks: int, mesh, dtype):
+    """The per-group statistics computed block by block on the devices that hold the
+    block's rows; per-group arrays stay sharded by group, totals are summed over blocks."""
+    per_block = _over_blocks(lambda _, d: lmm_stats(d, dtype), (), _blocks(design, chunks), mesh)
+    groups = lambda a: a.reshape((-1,) + a.shape[2:])
+    total = lambda a: jnp.sum(a, axis=0)
+    return per_block._replace(ZtZ=groups(per_block.ZtZ), ZtX=groups(per_block.ZtX), Zty=groups(per_block.Zty),
+                              XtX=total(per_block.XtX), Xty=total(per_block.Xty), yty=total(per_block.yty),
+                              n=total(per_block.n), half_log_w=total(per_block.half_log_w))
+
+
+def _fit_lmm(theta0, design: Design, reml: bool, opt=OptOptions(), blocks=None, chunks: int = 1, mesh=None):
+    """Exact REML/ML fit; ``theta0=None`` starts from Λ = I. ``blocks``, ``chunks`` and
+    ``mesh`` as in :func:`fit_glmm` (the rows are only read once, for the statistics)."""
     q = design.Z.shape[1]
     structure = q if blocks is None else tuple(blocks)
     if theta0 is None:
         theta0 = initial_relative_chol(design, structure).astype(jnp.result_type(float))
-    stats = lmm_stats(design, theta0.dtype)
+    if mesh is None:
+        stats = lmm_stats(design, theta0.dtype)
+    else:
+        stats = _sharded_lmm_stats(design, chunks, mesh, theta0.dtype)
 
     def objective(theta, warm, s):
         return -profiled_loglik(chol_from_vec(theta, structure), s, reml), warm
@@ -351,9 +398,10 @@ def _fit_lmm(theta0, design: Design, reml: bool, opt=OptOptions(), blocks=None):
     )
 
 
-fit_glmm = jax.jit(_fit_glmm, static_argnames=("family", "inner", "opt", "chunks", "blocks"),
+fit_glmm = jax.jit(_fit_glmm, static_argnames=("family", "inner", "opt", "chunks", "blocks", "mesh"),
                    compiler_options=_COMPILER_OPTIONS)
-fit_lmm = jax.jit(_fit_lmm, static_argnames=("reml", "opt", "blocks"), compiler_options=_COMPILER_OPTIONS)
+fit_lmm = jax.jit(_fit_lmm, static_argnames=("reml", "opt", "blocks", "chunks", "mesh"),
+                  compiler_options=_COMPILER_OPTIONS)
 
 
 # Many fits in one program: the single fits vmapped over a leading replicate axis of the

@@ -14,6 +14,7 @@ from . import _progress
 from ._optimize import OptOptions, Status
 from ._params import Params
 from ._results import MixedModelResult
+from ._sharding import make_mesh, place, resolve_devices, to_host
 from .errors import ArgumentError, ConvergenceWarning, DataError, SingularFitWarning
 
 _METHODS = {"gaussian": ("REML", "ML"), "other": ("laplace",)}
@@ -33,7 +34,7 @@ def _resolve_method(family, method):
 
 def fit(formula: str, data, family="gaussian", *, method: str | None = None, trials: str | None = None,
         link: str | None = None, offset=None, weights=None, missing: str = "raise", bucket: bool = True,
-        dtype: str = "float64", verbose: bool = False, by: str | None = None):
+        dtype: str = "float64", verbose: bool = False, by: str | None = None, devices=None):
     """Fit a (generalised) linear mixed model with one grouping factor.
 
     Parameters
@@ -60,6 +61,10 @@ def fit(formula: str, data, family="gaussian", *, method: str | None = None, tri
         and return a :class:`BatchResult` (``.fixef``, ``.D``, ``.sigma``, ``.loglik``,
         ``.converged`` per value; ``[value]`` for one replicate's full result). The formula
         is evaluated once on the whole table, so every replicate has the same columns.
+    devices : a number N (the first N of ``jax.devices()``) or a list of jax devices: the
+        groups are split over them (``jax.sharding``), each device solving its own groups'
+        modes; the estimates equal a one-device fit's. ``res.n_devices`` records it.
+        Works across processes under ``jax.distributed.initialize()``.
     dtype : ``"float64"`` (default) or ``"float32"``: the precision of the stored rows and
         of the row- and group-level arithmetic. float32 halves memory traffic (the GPU
         option); parameters, the optimiser and sums over groups stay in float64, and the
@@ -86,9 +91,17 @@ def fit(formula: str, data, family="gaussian", *, method: str | None = None, tri
             raise ArgumentError(f"by must be a column name, got {type(by).__name__}")
         if verbose:
             raise ArgumentError("verbose=True reports one optimiser; it is not available with by=")
+        if devices is not None:
+            raise ArgumentError("devices= splits the groups of one fit; it cannot be combined with by=")
         return _fit_by(spec, data, fam, method, by, formula, fit_options, dtype, bucket)
+    mesh = None
+    if devices is not None:
+        mesh = make_mesh(resolve_devices(devices))
     design, info = design_from_formula(spec, data, trials=trials, offset=offset, weights=weights, dtype=dtype,
-                                       bucket=bucket, missing=missing, check_response=fam.check_response)
+                                       bucket=bucket, missing=missing, check_response=fam.check_response,
+                                       min_chunks=1 if mesh is None else mesh.size, host=mesh is not None)
+    if mesh is not None:
+        design = place(design, mesh)
     layout = info.layout
     n_obs, n_groups = layout.row_slot.size, layout.group_slot.size
     if n_groups < 2:
@@ -101,13 +114,13 @@ def fit(formula: str, data, family="gaussian", *, method: str | None = None, tri
         _progress.start()
     try:
         if fam.name == "gaussian":
-            out = fit_lmm(None, design, method == "REML", opt=opt, blocks=blocks)
+            out = fit_lmm(None, design, method == "REML", opt=opt, blocks=blocks, chunks=layout.chunks, mesh=mesh)
         else:
-            out = fit_glmm(None, design, fam, opt=opt, chunks=layout.chunks, blocks=blocks)
-        out = {k: np.asarray(v) for k, v in out.items()}
+            out = fit_glmm(None, design, fam, opt=opt, chunks=layout.chunks, blocks=blocks, mesh=mesh)
+        out = {k: to_host(v) for k, v in out.items()}
     finally:
         _progress.stop()
-    res = _result(out, info, fam, formula, method, blocks, fit_options)
+    res = _result(out, info, fam, formula, method, blocks, fit_options, n_devices=1 if mesh is None else mesh.size)
     if not res.converged:
         warnings.warn(f"the fit did not converge: {res.message}", ConvergenceWarning, stacklevel=2)
     elif res.singular:
@@ -168,7 +181,7 @@ def _outcome(fam, info, out) -> tuple[bool, str]:
     return bool(converged), message
 
 
-def _result(out, info, fam, formula, method, blocks, fit_options) -> MixedModelResult:
+def _result(out, info, fam, formula, method, blocks, fit_options, n_devices=1) -> MixedModelResult:
     """One fit's engine output (host arrays) and labels as a :class:`MixedModelResult`."""
     layout = info.layout
     converged, message = _outcome(fam, info, out)
@@ -199,6 +212,7 @@ def _result(out, info, fam, formula, method, blocks, fit_options) -> MixedModelR
         re_blocks=blocks,
         n_dropped=info.n_dropped,
         fit_options=fit_options,
+        n_devices=n_devices,
     )
 
 

@@ -45,6 +45,7 @@ class MixedModelResult:
     re_blocks: tuple | None = None  # block sizes of L when D is block diagonal ((x || g)); None: one block
     n_dropped: int = 0              # rows dropped for missing values (missing="drop")
     fit_options: dict | None = None  # trials/offset/weights/missing as given, to rebuild the design
+    n_devices: int = 1               # devices the groups were sharded over (fit(devices=...))
 
     def __post_init__(self):
         # Arrays are frozen too: a result is a record of one fit, not a scratch pad.

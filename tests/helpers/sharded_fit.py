@@ -1,0 +1,53 @@
+"""Run in a subprocess with XLA_FLAGS=--xla_force_host_platform_device_count=4: fits each
+model on one device and with its groups sharded over 4 (CPU) devices, and prints the
+largest differences as JSON (tests/test_sharding.py)."""
+import json
+import sys
+import warnings
+
+import numpy as np
+import pandas as pd
+import jax
+
+import jaxmm
+
+
+def data():
+    rng = np.random.default_rng(3)
+    n = 300
+    sizes = rng.integers(1, 12, n)  # unequal groups: the blocks hold different numbers of rows
+    g = np.repeat(np.arange(n), sizes)
+    x = rng.normal(size=g.size)
+    b = rng.normal(size=(n, 2)) * [0.8, 0.4]
+    eta = -0.3 + 0.6 * x + b[g, 0] + b[g, 1] * x
+    return pd.DataFrame(dict(yb=rng.binomial(1, 1 / (1 + np.exp(-eta))), yc=eta + rng.normal(size=g.size),
+                             yp=rng.poisson(np.exp(eta)), x=x, g=[f"s{i}" for i in g]))
+
+
+def main():
+    df = data()
+    out = {"n_devices_available": len(jax.devices())}
+    for family, formula in [("gaussian", "yc ~ x + (x | g)"), ("binomial", "yb ~ x + (x | g)"),
+                            ("poisson", "yp ~ x + (1 | g)")]:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", jaxmm.errors.JaxmmWarning)
+            one = jaxmm.fit(formula, df, family)
+            four = jaxmm.fit(formula, df, family, devices=4)
+            listed = jaxmm.fit(formula, df, family, devices=jax.devices()[1:3])
+        diff = lambda a, b: float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
+        out[family] = dict(
+            n_devices=[one.n_devices, four.n_devices, listed.n_devices],
+            converged=[one.converged, four.converged, listed.converged],
+            loglik=max(abs(one.loglik - four.loglik), abs(one.loglik - listed.loglik)),
+            fixef=max(diff(one.fixef, four.fixef), diff(one.fixef, listed.fixef)),
+            vcov=max(diff(one.vcov, four.vcov), diff(one.vcov, listed.vcov)),
+            D=max(diff(one.D, four.D), diff(one.D, listed.D)),
+            sigma=0.0 if one.sigma is None else abs(one.sigma - four.sigma),
+            ranef=max(diff(one.ranef, four.ranef), diff(one.ranef, listed.ranef)),
+            ranef_index=bool(one.ranef.index.equals(four.ranef.index)),
+        )
+    json.dump(out, sys.stdout)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,50 @@
+"""fit(..., devices=N): one fit's groups sharded over several devices equals the one-device
+fit. The devices are 4 CPU devices forced by XLA_FLAGS, which must be set before JAX
+starts, so the fits run in a subprocess."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import jaxmm
+from jaxmm.errors import ArgumentError
+
+HELPER = Path(__file__).parent / "helpers" / "sharded_fit.py"
+
+
+@pytest.fixture(scope="module")
+def sharded():
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
+    proc = subprocess.run([sys.executable, str(HELPER)], capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout)
+
+
+@pytest.mark.parametrize("family", ["gaussian", "binomial", "poisson"])
+def test_sharded_fit_equals_single_device(sharded, family):
+    assert sharded["n_devices_available"] == 4
+    r = sharded[family]
+    assert r["n_devices"] == [1, 4, 2]
+    assert all(r["converged"])
+    for key in ("loglik", "fixef", "vcov", "D", "sigma", "ranef"):
+        assert r[key] < 1e-8, (key, r[key])
+    assert r["ranef_index"]
+
+
+def test_devices_argument_errors():
+    import pandas as pd
+
+    data = pd.DataFrame({"y": [1.0, 2, 3, 4, 5, 6], "g": [1, 1, 2, 2, 3, 3]})
+    with pytest.raises(ArgumentError, match=r"devices=99: there are \d+ cpu device"):
+        jaxmm.fit("y ~ 1 + (1 | g)", data, devices=99)
+    with pytest.raises(ArgumentError, match="devices=0"):
+        jaxmm.fit("y ~ 1 + (1 | g)", data, devices=0)
+    with pytest.raises(ArgumentError, match="devices must be"):
+        jaxmm.fit("y ~ 1 + (1 | g)", data, devices="gpu")
+    with pytest.raises(ArgumentError, match="devices must be a non-empty list"):
+        jaxmm.fit("y ~ 1 + (1 | g)", data, devices=[])
+    with pytest.raises(ArgumentError, match="cannot be combined with by="):
+        jaxmm.fit("y ~ 1 + (1 | g)", data.assign(r=[1, 1, 1, 2, 2, 2]), by="r", devices=1)
