@@ -48,3 +48,14 @@ def test_devices_argument_errors():
         jaxmm.fit("y ~ 1 + (1 | g)", data, devices=[])
     with pytest.raises(ArgumentError, match="cannot be combined with by="):
         jaxmm.fit("y ~ 1 + (1 | g)", data.assign(r=[1, 1, 1, 2, 2, 2]), by="r", devices=1)
+
+
+def test_two_processes_agree_with_one():
+    # examples/multihost.py: 2 processes joined by jax.distributed.initialize on localhost
+    # (2 CPU devices each) fit one model over all 4 devices; it exits non-zero unless both
+    # agree with a single-process fit within 1e-8.
+    script = Path(__file__).parent.parent / "examples" / "multihost.py"
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=600,
+                          env=dict(os.environ, JAX_PLATFORMS="cpu"))
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert "2 local of 4 devices" in proc.stdout and "-> agree" in proc.stdout
