@@ -482,26 +482,61 @@ def designs_by(spec: FormulaSpec, data, by: str, *, trials=None, offset=None, we
     except TypeError:
         raise DataError(f"by column {by!r} mixes values that cannot be sorted (e.g. numbers and text)") from None
     codes = codes.ravel()
-    members = np.split(np.argsort(codes, kind="stable"), np.cumsum(np.bincount(codes, minlength=len(values)))[:-1])
-    largest = max(len(idx) for idx in members)
+    n_rep = len(values)
+    n_rows = np.bincount(codes, minlength=n_rep)
+    largest = int(n_rows.max())
     if largest > CHUNK_ROWS:
         raise ArgumentError(f"by={by!r}: a replicate has {largest} rows; a batched fit takes at most "
                             f"{CHUNK_ROWS} rows per replicate (fit larger ones one at a time)")
-    n_groups = [len(pd.unique(rows.groups[idx])) for idx in members]
+    # Every replicate at once (a loop over thousands of replicates costs more than the fit):
+    # a (replicate, group) pair per row, pairs sorted by replicate then group label.
+    try:
+        labels, gcode = np.unique(rows.groups, return_inverse=True)
+    except TypeError:
+        raise DataError(f"grouping column {spec.group!r} mixes values that cannot be sorted") from None
+    pair_of_row = codes.astype(np.int64) * len(labels) + gcode.ravel()
+    pairs, pair = np.unique(pair_of_row, return_inverse=True)
+    pair = pair.ravel()
+    pair_rep, pair_label = pairs // len(labels), pairs % len(labels)
+    n_groups = np.bincount(pair_rep, minlength=n_rep)
     single = [v for v, k in zip(values.tolist(), n_groups) if k < 2]
     if single:
         raise DataError(f"by={by!r}: the grouping factor {spec.group!r} has a single level in the replicate(s) "
                         f"{single[:5]}; a random effect needs at least two groups")
-    size = (largest, max(n_groups))
+    first_pair = np.concatenate([[0], np.cumsum(n_groups)[:-1]])
+    first_row = np.concatenate([[0], np.cumsum(n_rows)[:-1]])
+    order = np.argsort(pair, kind="stable")  # by replicate, then group, then input order
+    slot = np.empty(codes.size, np.int64)
+    slot[order] = np.arange(codes.size) - first_row[codes[order]]
+    size = (largest, int(n_groups.max()))
     if bucket:
         size = (bucket_size(size[0]), bucket_size(size[1]))
-    take = lambda a, idx: None if a is None else a[idx]
-    designs, infos = [], []
-    for idx in members:
-        design, labels, layout = make_design(
-            rows.X[idx], rows.Z[idx], rows.y[idx], rows.groups[idx], trials=take(rows.trials, idx),
-            offset=take(rows.offset, idx), weights=take(rows.weights, idx), dtype=dtype, size=size, host=True)
-        designs.append(design)
-        infos.append(_info(spec, rows._replace(n_dropped=0), labels, layout, rows.X[idx]))
-    stacked = Design(*(jnp.asarray(np.stack(parts)) for parts in zip(*designs)))
+    if rows.weights is not None and (rows.weights < 0).any():
+        bad = np.flatnonzero(rows.weights < 0)
+        raise DataError(f"weights has {bad.size} negative value(s) (first rows: {bad[:5].tolist()})")
+
+    def place(values_, fill, kind=dtype):
+        out = np.full((n_rep, size[0]) + np.shape(values_)[1:], fill, np.dtype(kind))
+        out[codes, slot] = values_
+        return jnp.asarray(out, kind)
+
+    group = np.full((n_rep, size[0]), size[1] - 1, np.int32)  # padding rows: the last (empty) slot
+    group[codes, slot] = pair - first_pair[codes]
+    counts = np.zeros((n_rep, size[1]))
+    counts[pair_rep, np.arange(len(pairs)) - first_pair[pair_rep]] = np.bincount(pair, minlength=len(pairs))
+    stacked = Design(
+        X=place(rows.X, 0.0), Z=place(rows.Z, 0.0),
+        y=place(rows.y, 1.0),  # in every family's support, as in make_design
+        trials=place(1.0 if rows.trials is None else rows.trials, 1.0),
+        offset=place(0.0 if rows.offset is None else rows.offset, 0.0),
+        weights=place(1.0 if rows.weights is None else rows.weights, 0.0),
+        group=jnp.asarray(group), counts=jnp.asarray(counts, dtype),
+    )
+    members = np.split(np.argsort(codes, kind="stable"), np.cumsum(n_rows)[:-1])
+    infos = []
+    for r, idx in enumerate(members):
+        m = int(n_groups[r])
+        layout = Layout(slot[idx], np.arange(m), size[0], size[1], 1)
+        group_labels = tuple(labels[pair_label[first_pair[r]:first_pair[r] + m]].tolist())
+        infos.append(_info(spec, rows._replace(n_dropped=0), group_labels, layout, rows.X[idx]))
     return stacked, infos, values.tolist(), rows.n_dropped
