@@ -401,9 +401,26 @@ def _parser():
     return ap
 
 
+SECTION_START, SECTION_END = "<!-- section:", "<!-- end section -->"
+
+
+def kept_sections(path: Path) -> str:
+    """Sections other scripts (e.g. replicates.py) wrote into the report, kept on re-render."""
+    if not path.exists():
+        return ""
+    text, kept, pos = path.read_text(), [], 0
+    while (start := text.find(SECTION_START, pos)) >= 0:
+        end = text.find(SECTION_END, start)
+        if end < 0:
+            break
+        kept.append(text[start:end + len(SECTION_END)])
+        pos = end
+    return "".join("\n" + k + "\n" for k in kept)
+
+
 def _write_outputs(meta, records, out_md: Path, out_json: Path, out_png: Path):
     out_json.write_text(json.dumps({"meta": meta, "records": records}, indent=1, default=str))
-    out_md.write_text(render_markdown(meta, records))
+    out_md.write_text(render_markdown(meta, records) + kept_sections(out_md))
     render_plot(records, out_png, title="jaxmm benchmark: fit time vs rows")
 
 
