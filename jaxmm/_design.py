@@ -61,6 +61,18 @@ class DesignInfo:
     layout: Layout  # where each input row and group sits in the design
     n_dropped: int = 0  # rows dropped for missing values (missing="drop")
     x_scale: tuple = ()  # SD of each fixed-effect column (1 for constant columns), for diagnostics
+    encoders: "Encoders | None" = None  # to evaluate the model on new data (predict)
+    row_index: pd.Index | None = None   # the table's index of the fitted rows, in input order
+
+
+class Encoders(NamedTuple):
+    """What turns a new table into the fitted model's columns: formulaic's model specs
+    (they keep factor levels and transforms' state) and the fixed columns kept after
+    dropping aliased ones."""
+
+    fixed: object
+    random: object
+    fixed_kept: tuple  # names (formulaic's spelling) of the kept fixed-effect columns
 
 
 def _as_float(name: str, values) -> np.ndarray:
@@ -365,6 +377,7 @@ class _Rows(NamedTuple):
     re_names: tuple
     n_dropped: int
     data: pd.DataFrame  # the table after dropping rows (missing="drop")
+    encoders: Encoders
 
 
 def _rows_from_formula(spec: FormulaSpec, data, *, trials=None, offset=None, weights=None, missing="raise",
@@ -397,7 +410,9 @@ def _rows_from_formula(spec: FormulaSpec, data, *, trials=None, offset=None, wei
         raise DataError(
             f"response {spec.response!r} must be one numeric column; it expands to {list(lhs.columns)}"
         )
-    fixed_names = [_lme4_name(c) for c in fixed.rhs.columns]
+    raw_names = list(fixed.rhs.columns)
+    fixed_names = [_lme4_name(c) for c in raw_names]
+    fixed_spec = fixed.rhs.model_spec
     X = np.asarray(fixed.rhs, dtype=np.float64)
     y = np.asarray(lhs).ravel()
     del fixed, lhs  # formulaic's frames: at 10M rows each held copy is hundreds of MB
@@ -407,8 +422,9 @@ def _rows_from_formula(spec: FormulaSpec, data, *, trials=None, offset=None, wei
         warnings.warn(f"fixed-effect model matrix is rank deficient; dropping aliased column(s) {names}",
                       JaxmmWarning, stacklevel=4)
         keep = [j for j in range(X.shape[1]) if j not in dropped]
-        X, fixed_names = X[:, keep], [fixed_names[j] for j in keep]
+        X, fixed_names, raw_names = X[:, keep], [fixed_names[j] for j in keep], [raw_names[j] for j in keep]
     random = _model_matrix(spec.random, data, "random-effects term")
+    encoders = Encoders(fixed_spec, random.model_spec, tuple(raw_names))
     re_names = tuple(_lme4_name(c) for c in random.columns)
     Z = np.asarray(random, dtype=np.float64)
     del random
@@ -429,10 +445,11 @@ def _rows_from_formula(spec: FormulaSpec, data, *, trials=None, offset=None, wei
     if pd.isna(groups).any():
         rows = np.flatnonzero(pd.isna(groups))
         raise DataError(f"grouping column {spec.group!r} has {rows.size} missing value(s) (first rows: {rows[:5].tolist()})")
-    return _Rows(X, Z, y, trials_arr, offset_arr, weights_arr, groups, tuple(fixed_names), re_names, n_dropped, data)
+    return _Rows(X, Z, y, trials_arr, offset_arr, weights_arr, groups, tuple(fixed_names), re_names, n_dropped, data,
+                 encoders)
 
 
-def _info(spec, rows: _Rows, labels, layout, X) -> DesignInfo:
+def _info(spec, rows: _Rows, labels, layout, X, row_index=None) -> DesignInfo:
     return DesignInfo(
         fixef_names=rows.fixef_names,
         re_names=rows.re_names,
@@ -442,6 +459,8 @@ def _info(spec, rows: _Rows, labels, layout, X) -> DesignInfo:
         layout=layout,
         n_dropped=rows.n_dropped,
         x_scale=tuple(float(s) if s > 0 else 1.0 for s in X.std(axis=0)),
+        encoders=rows.encoders,
+        row_index=rows.data.index if row_index is None else row_index,
     )
 
 
@@ -538,5 +557,6 @@ def designs_by(spec: FormulaSpec, data, by: str, *, trials=None, offset=None, we
         m = int(n_groups[r])
         layout = Layout(slot[idx], np.arange(m), size[0], size[1], 1)
         group_labels = tuple(labels[pair_label[first_pair[r]:first_pair[r] + m]].tolist())
-        infos.append(_info(spec, rows._replace(n_dropped=0), group_labels, layout, rows.X[idx]))
+        infos.append(_info(spec, rows._replace(n_dropped=0), group_labels, layout, rows.X[idx],
+                           row_index=rows.data.index[idx]))
     return stacked, infos, values.tolist(), rows.n_dropped

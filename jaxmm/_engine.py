@@ -416,3 +416,11 @@ def fit_glmm_batch(designs: Design, family, inner=InnerOptions(), opt=OptOptions
 @functools.partial(jax.jit, static_argnames=("reml", "opt", "blocks"), compiler_options=_COMPILER_OPTIONS)
 def fit_lmm_batch(designs: Design, reml: bool, opt=OptOptions(), blocks=None):
     return jax.vmap(lambda d: _fit_lmm(None, d, reml, opt, blocks))(designs)
+
+
+@jax.jit
+def linear_predictors(design: Design, beta, ranef):
+    """Xβ + offset and Xβ + offset + Z b̂ for every design row; ``ranef`` by group slot."""
+    acc = beta.dtype
+    fixed = design.X.astype(acc) @ beta + design.offset.astype(acc)
+    return fixed, fixed + jnp.sum(design.Z.astype(acc) * ranef[design.group], axis=1)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import warnings
 
+import jax
 import numpy as np
 
 from ._batch import BatchResult
@@ -120,7 +121,8 @@ def fit(formula: str, data, family="gaussian", *, method: str | None = None, tri
         out = {k: to_host(v) for k, v in out.items()}
     finally:
         _progress.stop()
-    res = _result(out, info, fam, formula, method, blocks, fit_options, n_devices=1 if mesh is None else mesh.size)
+    res = _result(out, info, fam, formula, method, blocks, fit_options, design,
+                  n_devices=1 if mesh is None else mesh.size)
     if not res.converged:
         warnings.warn(f"the fit did not converge: {res.message}", ConvergenceWarning, stacklevel=2)
     elif res.singular:
@@ -153,7 +155,8 @@ def _fit_by(spec, data, fam, method, by, formula, fit_options, dtype, bucket) ->
         converged_array=converged, messages=tuple(m for _, m in outcomes), singular_array=singular,
         n_obs_array=np.array([info.layout.row_slot.size for info in infos]), n_dropped=n_dropped,
         has_dispersion=bool(fam.n_dispersion),
-        single=lambda r: _result(replicate(r), infos[r], fam, formula, method, blocks, fit_options),
+        single=lambda r: _result(replicate(r), infos[r], fam, formula, method, blocks, fit_options,
+                                 jax.tree_util.tree_map(lambda a: a[r], designs)),
     )
     failed = [k for k, c in zip(keys, converged) if not c]
     if failed:
@@ -181,7 +184,7 @@ def _outcome(fam, info, out) -> tuple[bool, str]:
     return bool(converged), message
 
 
-def _result(out, info, fam, formula, method, blocks, fit_options, n_devices=1) -> MixedModelResult:
+def _result(out, info, fam, formula, method, blocks, fit_options, design, n_devices=1) -> MixedModelResult:
     """One fit's engine output (host arrays) and labels as a :class:`MixedModelResult`."""
     layout = info.layout
     converged, message = _outcome(fam, info, out)
@@ -213,6 +216,10 @@ def _result(out, info, fam, formula, method, blocks, fit_options, n_devices=1) -
         n_dropped=info.n_dropped,
         fit_options=fit_options,
         n_devices=n_devices,
+        design=design,
+        layout=layout,
+        row_index=info.row_index,
+        encoders=info.encoders,
     )
 
 

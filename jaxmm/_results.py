@@ -46,6 +46,13 @@ class MixedModelResult:
     n_dropped: int = 0              # rows dropped for missing values (missing="drop")
     fit_options: dict | None = None  # trials/offset/weights/missing as given, to rebuild the design
     n_devices: int = 1               # devices the groups were sharded over (fit(devices=...))
+    # The fitted design (device arrays, rows sorted by group and padded) and where each input
+    # row and group sits in it: what predict, simulate, refits and the bootstrap reuse,
+    # as lme4 keeps its model frame. It is the design the fit already held, not a copy.
+    design: object = dataclasses.field(default=None, repr=False)
+    layout: object = dataclasses.field(default=None, repr=False)
+    row_index: pd.Index | None = None    # the fitted table's index of the rows, in input order
+    encoders: object = None              # _design.Encoders: the model's columns for new data
 
     def __post_init__(self):
         # Arrays are frozen too: a result is a record of one fit, not a scratch pad.
@@ -121,6 +128,29 @@ class MixedModelResult:
         p = np.array([erfc(abs(v) / math.sqrt(2.0)) for v in z])
         return pd.DataFrame({"estimate": self.fixef.to_numpy(), "std_error": se, "z": z, "p": p},
                             index=self.fixef.index)
+
+    def linear_predictors(self) -> tuple[np.ndarray, np.ndarray]:
+        """(Xβ + offset, Xβ + offset + Z b̂) for the fitted rows, in input order."""
+        from ._engine import linear_predictors
+        from ._sharding import to_host
+
+        slots = np.zeros((self.design.n_groups, self.ranef_array.shape[1]))
+        slots[self.layout.group_slot] = self.ranef_array
+        fixed, full = linear_predictors(self.design, np.asarray(self.beta), slots)
+        return to_host(fixed)[self.layout.row_slot], to_host(full)[self.layout.row_slot]
+
+    def predict(self, newdata=None, *, type: str = "response", re: str = "conditional", offset=None) -> pd.Series:
+        """Predictions for the fitted rows (``newdata=None``) or for a new table.
+
+        type : ``"response"`` (the mean, g⁻¹(η); a probability for binomial) or ``"link"`` (η).
+        re : ``"conditional"`` adds each group's BLUP; ``"zero"`` sets b = 0 (lme4's
+            ``re.form = NA``). Groups not seen in fitting get b = 0: they are listed in
+            the result's ``attrs["new_groups"]`` and a warning says how many rows they hold.
+        offset : for new data when the fit's ``offset=`` was an array (one value per new row).
+        """
+        from ._predict import predict
+
+        return predict(self, newdata, type=type, re=re, offset=offset)
 
     def varcorr(self) -> pd.DataFrame:
         """The random-effects table (lme4's VarCorr): variance, SD and correlations."""

@@ -1,0 +1,84 @@
+"""Predictions from a fitted model, for its own rows or a new table (pandas at this edge)."""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+
+from ._design import _as_float, _column, _model_matrix, as_pandas
+from ._families import get_family
+from ._safety import check_formula
+from .errors import ArgumentError, DataError, JaxmmWarning
+
+_TYPES = ("response", "link")
+_RE = ("conditional", "zero")
+
+
+def _new_eta(res, newdata: pd.DataFrame, re: str, offset):
+    """η for the rows of a new table, with the fitted model's column encoding."""
+    from ._formula import parse_formula
+
+    spec = parse_formula(res.formula)
+    # The response need not be in newdata: only the right-hand side is evaluated.
+    check_formula(spec.formula.split("~", 1)[1], newdata.columns)
+    enc = res.encoders
+    try:
+        fixed = enc.fixed.get_model_matrix(newdata, na_action="raise")
+        random = enc.random.get_model_matrix(newdata, na_action="raise")
+    except Exception as exc:  # formulaic raises many types: one clear jaxmm error instead
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise DataError(f"newdata: cannot evaluate the model's columns: {msg}") from None
+    X = _as_float("newdata fixed-effects columns", np.asarray(fixed[list(enc.fixed_kept)], dtype=float))
+    Z = _as_float("newdata random-effects columns", np.asarray(random, dtype=float))
+    eta = X @ res.beta
+    fit_offset = (res.fit_options or {}).get("offset")
+    if offset is not None:
+        eta = eta + _as_float("offset", np.broadcast_to(np.asarray(offset, dtype=float), (len(newdata),)))
+    elif isinstance(fit_offset, str):
+        eta = eta + _as_float(f"offset column {fit_offset!r}", _column(newdata, fit_offset, "offset"))
+    elif fit_offset is not None:
+        raise ArgumentError("the fit's offset= was an array: pass predict(newdata, offset=...) with one value "
+                            "per new row")
+    for expr in spec.offsets:
+        mm = _model_matrix(f"0 + {expr}", newdata, f"offset term offset({expr})")
+        eta = eta + _as_float(f"offset({expr})", np.asarray(mm).ravel())
+    new_groups = []
+    if re == "conditional":
+        groups = pd.Index(list(res.group_labels))
+        keys = _column(newdata, res.group_name, "grouping")
+        if pd.isna(keys).any():
+            rows = np.flatnonzero(pd.isna(keys))
+            raise DataError(f"newdata: grouping column {res.group_name!r} has missing values (first rows: "
+                            f"{rows[:5].tolist()})")
+        pos = groups.get_indexer(keys)
+        unseen = pos < 0
+        b = np.where(unseen[:, None], 0.0, res.ranef_array[np.where(unseen, 0, pos)])
+        eta = eta + np.sum(Z * b, axis=1)
+        if unseen.any():
+            new_groups = pd.unique(keys[unseen]).tolist()
+            warnings.warn(f"{int(unseen.sum())} row(s) of newdata belong to {len(new_groups)} group(s) of "
+                          f"{res.group_name!r} not seen in fitting (e.g. {new_groups[:3]}); their random "
+                          "effects are set to 0 (the population value)", JaxmmWarning, stacklevel=4)
+    return eta, new_groups
+
+
+def predict(res, newdata=None, *, type="response", re="conditional", offset=None) -> pd.Series:
+    if type not in _TYPES:
+        raise ArgumentError(f"unknown type {type!r}; choose one of {list(_TYPES)}")
+    if re not in _RE:
+        raise ArgumentError(f"unknown re {re!r}; choose one of {list(_RE)}")
+    if newdata is None:
+        if offset is not None:
+            raise ArgumentError("offset= applies to newdata; the fitted rows use the fit's own offset")
+        fixed, full = res.linear_predictors()
+        eta = full if re == "conditional" else fixed
+        index, new_groups = res.row_index, []
+    else:
+        newdata = as_pandas(newdata)
+        eta, new_groups = _new_eta(res, newdata, re, offset)
+        index = newdata.index
+    values = eta if type == "link" else np.asarray(get_family(res.family, res.link).inverse_link(eta))
+    out = pd.Series(np.asarray(values, dtype=float), index=index, name="fit")
+    out.attrs["new_groups"] = new_groups
+    return out
