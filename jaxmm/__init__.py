@@ -12,6 +12,7 @@ if _os.environ.get("JAXMM_FLOAT32", "") != "1":
 
 from . import errors
 from ._fit import fit
+from ._inference import anova
 from ._results import MixedModelResult
 from ._batch import BatchResult
 from ._params import Params
@@ -21,6 +22,6 @@ from ._cache import enable_compilation_cache
 if _os.environ.get("JAXMM_CACHE_DIR"):
     enable_compilation_cache()
 
-__all__ = ["fit", "MixedModelResult", "BatchResult", "Params", "errors", "load_example", "example_model", "fit_example",
+__all__ = ["fit", "anova", "MixedModelResult", "BatchResult", "Params", "errors", "load_example", "example_model", "fit_example",
            "enable_compilation_cache"]
 __version__ = "0.1.0"

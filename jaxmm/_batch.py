@@ -104,16 +104,12 @@ class BatchResult:
     def to_frame(self) -> pd.DataFrame:
         """One row per replicate: fixed effects, random-effect SDs (``sd_<name>``) and
         correlations (``cor_<a>_<b>``), sigma, loglik and converged."""
+        from ._inference import variance_parameters
+
         frame = self.fixef
-        D = self.D
-        sd = np.sqrt(np.diagonal(D, axis1=1, axis2=2))
-        names = list(self.re_names)
-        for k, name in enumerate(names):
-            frame[f"sd_{name}"] = sd[:, k]
-        for i in range(len(names)):
-            for j in range(i):
-                with np.errstate(invalid="ignore", divide="ignore"):
-                    frame[f"cor_{names[j]}_{names[i]}"] = D[:, i, j] / (sd[:, i] * sd[:, j])
+        labels, values = variance_parameters(self.D, self.re_names)
+        for k, label in enumerate(labels):
+            frame[label] = values[:, k]
         if self.has_dispersion:
             frame["sigma"] = self.sigma
         frame["loglik"] = self.loglik

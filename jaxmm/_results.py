@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from ._params import Params, n_chol
+from .errors import ArgumentError
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -151,6 +152,25 @@ class MixedModelResult:
         from ._predict import predict
 
         return predict(self, newdata, type=type, re=re, offset=offset)
+
+    def confint(self, method: str = "wald", level: float = 0.95, **options) -> pd.DataFrame:
+        """Confidence intervals: columns ``lower`` and ``upper``; rows the fixed effects (as
+        ``fixef``), then the random-effect SDs and correlations (``sd_<name>``,
+        ``cor_<a>_<b>``), then ``sigma`` where the family has one.
+
+        ``"wald"``: estimate ± z·SE for the fixed effects; like lme4, no Wald intervals for
+        the variance parameters (NaN).
+        """
+        from ._inference import check_level, wald_intervals
+
+        level = check_level(level)
+        if method == "wald":
+            if options:
+                raise ArgumentError(f"confint(method='wald') takes no options, got {sorted(options)}")
+            return wald_intervals(self, level)
+        if method in ("profile", "boot"):
+            raise ArgumentError(f"confint(method={method!r}) is not implemented yet; use method='wald'")
+        raise ArgumentError(f"unknown method {method!r}; choose one of ['wald', 'profile', 'boot']")
 
     def varcorr(self) -> pd.DataFrame:
         """The random-effects table (lme4's VarCorr): variance, SD and correlations."""
