@@ -212,6 +212,44 @@ def _finish_on_boundary(params, warm, value, blocks, family, inner, log_norm, me
     return pick(projected, params), pick(u_proj, warm), jnp.where(use, f_proj, value)
 
 
+def _escape_direction(hess):
+    """The eigenvector of the most negative curvature, scaled to a largest entry of 1."""
+    _, vecs = jnp.linalg.eigh(hess)
+    return vecs[:, 0] / jnp.max(jnp.abs(vecs[:, 0]))
+
+
+def _restart_chol(chol, floor):
+    """L with every column's sign set so its diagonal is positive, and the diagonal at least
+    ``floor``: a valid start for the log-diagonal packing (D = L Lᵀ ignores column signs)."""
+    sign = jnp.where(jnp.diagonal(chol) < 0, -1.0, 1.0).astype(chol.dtype)
+    chol = chol * sign[None, :]
+    return chol + jnp.diag(jnp.maximum(jnp.diagonal(chol), floor) - jnp.diagonal(chol))
+
+
+def _best_of_attempts(attempt, escape, theta0, warm0, blank):
+    """Run ``attempt`` from the start values and, while the best result so far stopped where
+    the Hessian has negative curvature (a saddle, e.g. all variances shrunk to 0 together),
+    again from ``escape(best)``, at most _MAX_ESCAPES times. One attempt is compiled once
+    (it is the body of one loop); ``blank`` has the attempt's output shapes."""
+    def body(carry):
+        k, theta_s, warm_s, best, n_iter = carry
+        out = attempt(theta_s, warm_s)
+        better = (k == 0) | (out["loglik"] > best["loglik"])
+        best = jax.tree_util.tree_map(lambda a, b: jnp.where(better, a, b), out, best)
+        theta_n, warm_n = escape(best)
+        return k + 1, theta_n, warm_n, best, n_iter + out["n_iter"]
+
+    def more(carry):
+        k, _, _, best, _ = carry
+        saddle = (best["status"] == Status.NOT_PD) & (jnp.linalg.eigvalsh(best["hess"])[0] < 0)
+        return (k == 0) | ((k <= _MAX_ESCAPES) & saddle)
+
+    carry = (0, theta0, warm0, blank, jnp.zeros((), jnp.int32))
+    _, _, _, best, n_iter = jax.lax.while_loop(more, body, carry)
+    best["n_iter"] = n_iter
+    return best
+
+
 def _fit_glmm(theta0, design: Design, family, inner=InnerOptions(), opt=OptOptions(), chunks: int = 1,
               blocks=None, mesh=None):
     """Laplace fit. With ``chunks`` > 1 every pass over the rows runs block by block
@@ -287,59 +325,33 @@ def _fit_glmm(theta0, design: Design, family, inner=InnerOptions(), opt=OptOptio
         )
 
     def escape(out):
-        """A start on the far side of a saddle: a step along the most negative curvature.
-
-        From D = I the variances can all shrink towards 0 together, where every direction
-        of L has zero gradient (f is even in each column of L) and the optimiser stops at
-        a saddle: L ≈ 0 with negative curvature towards a rank-deficient D that fits better
-        (seen on Bernoulli data with a (x | g) term that lme4 fits as singular).
-        """
-        lam, vecs = jnp.linalg.eigh(out["hess"])
-        v = vecs[:, 0] / jnp.max(jnp.abs(vecs[:, 0]))
-        phi = _natural_phi(Params(out["beta"], out["chol"], out["dispersion"]), nd, structure) + _ESCAPE_STEP * v
+        # From D = I the variances can all shrink towards 0 together, where every direction
+        # of L has zero gradient (f is even in each column of L) and the optimiser stops at
+        # a saddle: L ≈ 0 with negative curvature towards a rank-deficient D that fits better
+        # (seen on Bernoulli data with a (x | g) term that lme4 fits as singular).
+        params = Params(out["beta"], out["chol"], out["dispersion"])
+        phi = _natural_phi(params, nd, structure) + _ESCAPE_STEP * _escape_direction(out["hess"])
         rows, cols = free_entries(structure)
         d = re_dim(structure)
         chol = jnp.zeros((d, d), acc).at[rows, cols].set(phi[p:p + n_chol(structure)])
-        # A column's sign is free (D = L Lᵀ); the log-diagonal needs it positive and non-zero.
-        sign = jnp.where(jnp.diagonal(chol) < 0, -1.0, 1.0).astype(acc)
-        chol = chol * sign[None, :]
-        chol = chol + jnp.diag(jnp.maximum(jnp.diagonal(chol), _ESCAPE_FLOOR) - jnp.diagonal(chol))
         disp = jnp.exp(phi[-1]) if nd else jnp.ones((), acc)
-        theta = pack(Params(jnp.linalg.solve(A, phi[:p]), chol, disp), nd, structure)
+        theta = pack(Params(jnp.linalg.solve(A, phi[:p]), _restart_chol(chol, _ESCAPE_FLOOR), disp), nd, structure)
         return theta, out["warm"]
-
-    def worth_escaping(out):
-        return (out["status"] == Status.NOT_PD) & (jnp.linalg.eigvalsh(out["hess"])[0] < 0)
 
     theta0 = theta0.at[:p].set(jnp.linalg.solve(A, theta0[:p]))
     u0 = jnp.zeros(blocks.counts.shape + (q,), work)
-    # One compiled attempt inside a loop: the first from the start values, and at most
-    # _MAX_ESCAPES more from beyond a saddle, keeping the best.
-    # The carry's first "best" is a placeholder of the attempt's shapes (built by hand: an
-    # eval_shape would trace the whole attempt a second time, 0.25 s of every cold fit).
+    # The placeholder "best" has the attempt's shapes, built by hand: an eval_shape would
+    # trace the whole attempt a second time, 0.25 s of every cold fit.
     k, m, d = p + n_chol(structure) + nd, blocks.counts.shape, re_dim(structure)
     zero = lambda *shape: jnp.zeros(shape, acc)
     blank = dict(theta=jnp.zeros_like(theta0), loglik=jnp.asarray(-jnp.inf, acc), grad=zero(k),
                  n_iter=jnp.zeros((), jnp.int32), status=jnp.zeros((), jnp.int32), decrement=zero(),
                  hess=zero(k, k), beta=zero(p), chol=zero(d, d), dispersion=zero(), ranef=zero(*m, q),
                  cond_var=zero(*m, q, q), warm=jnp.zeros_like(u0))
-
-    def body(carry):
-        k, theta_s, u_s, best, n_iter = carry
-        out = attempt(theta_s, u_s)
-        better = (k == 0) | (out["loglik"] > best["loglik"])
-        best = jax.tree_util.tree_map(lambda a, b: jnp.where(better, a, b), out, best)
-        theta_n, u_n = escape(best)
-        return k + 1, theta_n, u_n, best, n_iter + out["n_iter"]
-
-    def more(carry):
-        k, _, _, best, _ = carry
-        return (k == 0) | ((k <= _MAX_ESCAPES) & worth_escaping(best))
-
-    _, _, _, out, n_iter = jax.lax.while_loop(more, body, (0, theta0, u0, blank, jnp.zeros((), jnp.int32)))
+    out = _best_of_attempts(attempt, escape, theta0, u0, blank)
     cov = jnp.linalg.inv(out["hess"])
     out.pop("warm")
-    out.update(n_iter=n_iter, vcov=cov[:p, :p], ranef=out["ranef"].reshape((-1, q)),
+    out.update(vcov=cov[:p, :p], ranef=out["ranef"].reshape((-1, q)),
                cond_var=out["cond_var"].reshape((-1, q, q)))
     return out
 
@@ -370,30 +382,45 @@ def _fit_lmm(theta0, design: Design, reml: bool, opt=OptOptions(), blocks=None, 
     def objective(theta, warm, s):
         return -profiled_loglik(chol_from_vec(theta, structure), s, reml), warm
 
-    res = minimize(objective, theta0, jnp.zeros(()), stats, opt)
-    lam = chol_from_vec(res.x, structure)
-    # On the boundary the log-diagonal only creeps towards −∞ (the objective is flat there,
-    # O(L_kk²)), and L-BFGS stalls a little short (e.g. at L = 3e-4 with 3e-8 of
-    # log-likelihood left). A small relative diagonal is set to exactly 0 when that is no
-    # worse, and the fit is judged there; an interior optimum loses by it and is kept.
-    projected, any_small = _project_to_boundary(lam)
-    f_proj = -profiled_loglik(projected, stats, reml)
-    use = any_small & _no_worse(f_proj, res.value)
-    lam = jnp.where(use, projected, lam)
-    value = jnp.where(use, f_proj, res.value)
-    sol = lmm_solution(lam, stats, reml)
-
     rows, cols = free_entries(structure)
 
     def natural(v):
         return -profiled_loglik(jnp.zeros((q, q), v.dtype).at[rows, cols].set(v), stats, reml)
 
-    phi = lam[rows, cols]
-    grad, hess = _grad_and_hessian(natural, phi)
-    status, decrement = _final_check(res.status, grad, hess, value)
+    def attempt(theta_start, warm):
+        res = minimize(objective, theta_start, warm, stats, opt)
+        lam = chol_from_vec(res.x, structure)
+        # On the boundary the log-diagonal only creeps towards −∞ (the objective is flat
+        # there, O(L_kk²)), and L-BFGS stalls a little short (e.g. at L = 3e-4 with 3e-8 of
+        # log-likelihood left). A small relative diagonal is set to exactly 0 when that is
+        # no worse, and the fit is judged there; an interior optimum loses by it and is kept.
+        projected, any_small = _project_to_boundary(lam)
+        f_proj = -profiled_loglik(projected, stats, reml)
+        use = any_small & _no_worse(f_proj, res.value)
+        lam = jnp.where(use, projected, lam)
+        value = jnp.where(use, f_proj, res.value)
+        grad, hess = _grad_and_hessian(natural, lam[rows, cols])
+        status, decrement = _final_check(res.status, grad, hess, value)
+        return dict(theta=res.x, lam=lam, loglik=-value, grad=grad, hess=hess, n_iter=res.n_iter, status=status,
+                    decrement=decrement)
+
+    def escape(out):
+        # As in the Laplace fit: a correlation driven to ±1 (a diagonal of Λ to 0) can stop
+        # where the curvature along Λ is negative; restart one step along it.
+        phi = out["lam"][rows, cols] + _ESCAPE_STEP * _escape_direction(out["hess"])
+        lam = jnp.zeros((q, q), phi.dtype).at[rows, cols].set(phi)
+        return vec_from_chol(_restart_chol(lam, _ESCAPE_FLOOR), structure), jnp.zeros(())
+
+    k = n_chol(structure)
+    acc = theta0.dtype
+    blank = dict(theta=jnp.zeros_like(theta0), lam=jnp.zeros((q, q), acc), loglik=jnp.asarray(-jnp.inf, acc),
+                 grad=jnp.zeros(k, acc), hess=jnp.zeros((k, k), acc), n_iter=jnp.zeros((), jnp.int32),
+                 status=jnp.zeros((), jnp.int32), decrement=jnp.zeros((), acc))
+    out = _best_of_attempts(attempt, escape, theta0, jnp.zeros(()), blank)
+    sol = lmm_solution(out["lam"], stats, reml)
     return dict(
-        theta=res.x, loglik=-value, grad=grad, n_iter=res.n_iter, status=status, decrement=decrement,
-        beta=sol.beta, chol=sol.chol, dispersion=sol.sigma,
+        theta=out["theta"], loglik=out["loglik"], grad=out["grad"], n_iter=out["n_iter"], status=out["status"],
+        decrement=out["decrement"], beta=sol.beta, chol=sol.chol, dispersion=sol.sigma,
         vcov=sol.vcov, ranef=sol.ranef, cond_var=sol.cond_var,
     )
 

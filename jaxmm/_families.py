@@ -66,6 +66,10 @@ class Family:
         """Return a message describing the first problem with y, or None."""
         return None
 
+    def sample(self, key, eta, trials, dispersion, weights):
+        """Draw responses given the linear predictor (``weights``: the gaussian's prior weights)."""
+        raise NotImplementedError
+
     def initial_eta(self, y, trials):
         """A linear predictor near the data, used to start β by least squares."""
         return y
@@ -89,6 +93,11 @@ class Gaussian(Family):
 
     def normalizer(self, y, trials, dispersion):
         return jnp.broadcast_to(-0.5 * _LOG_2PI - jnp.log(dispersion), y.shape)
+
+    def sample(self, key, eta, trials, dispersion, weights):
+        # row variance σ²/w; rows of weight 0 take no part in a fit, so any finite value does
+        scale = dispersion / jnp.sqrt(jnp.where(weights > 0, weights, 1.0))
+        return eta + scale * jax.random.normal(key, eta.shape, eta.dtype)
 
     def inverse_link(self, eta):
         return eta
@@ -115,6 +124,9 @@ class Binomial(Family):
 
     def normalizer(self, y, trials, dispersion):
         return gammaln(trials + 1.0) - gammaln(y + 1.0) - gammaln(trials - y + 1.0)
+
+    def sample(self, key, eta, trials, dispersion, weights):
+        return jax.random.binomial(key, trials, self.inverse_link(eta)).astype(eta.dtype)
 
     def inverse_link(self, eta):
         return jax.nn.sigmoid(eta)
@@ -149,6 +161,9 @@ class Poisson(Family):
 
     def normalizer(self, y, trials, dispersion):
         return -gammaln(y + 1.0)
+
+    def sample(self, key, eta, trials, dispersion, weights):
+        return jax.random.poisson(key, jnp.exp(eta), eta.shape).astype(eta.dtype)
 
     def inverse_link(self, eta):
         return jnp.exp(eta)
@@ -194,6 +209,10 @@ class Gamma(Family):
 
     def inverse_link(self, eta):
         return jnp.exp(eta)
+
+    def sample(self, key, eta, trials, dispersion, weights):
+        nu = self._shape(dispersion)
+        return jax.random.gamma(key, nu, eta.shape, eta.dtype) * jnp.exp(eta) / nu
 
     def initial_eta(self, y, trials):
         # On the log scale the residual SD is about σ (Var log y = ψ'(ν) ≈ 1/ν), which is

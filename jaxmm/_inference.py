@@ -105,3 +105,12 @@ def anova(*models, names=None) -> pd.DataFrame:
     table["df"] = table["df"].astype("Int64")
     table.attrs["refitted"] = refitted
     return table
+
+
+def boot_intervals(res, level: float, n: int = 500, seed: int = 0) -> pd.DataFrame:
+    """Percentile intervals from ``res.bootstrap(n, seed)`` (lme4's ``type = "perc"``)."""
+    boot = res.bootstrap(n, seed)
+    keep = boot.attrs["converged"]
+    tail = (1.0 - level) / 2.0
+    q = boot[keep].quantile([tail, 1.0 - tail])
+    return pd.DataFrame({"lower": q.iloc[0].to_numpy(), "upper": q.iloc[1].to_numpy()}, index=list(boot.columns))

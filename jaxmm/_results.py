@@ -159,7 +159,8 @@ class MixedModelResult:
         ``cor_<a>_<b>``), then ``sigma`` where the family has one.
 
         ``"wald"``: estimate ± z·SE for the fixed effects; like lme4, no Wald intervals for
-        the variance parameters (NaN).
+        the variance parameters (NaN). ``"boot"``: percentile intervals of a parametric
+        bootstrap (``n=500``, ``seed=0`` by default), as lme4's ``confint(method = "boot")``.
         """
         from ._inference import check_level, wald_intervals
 
@@ -168,9 +169,31 @@ class MixedModelResult:
             if options:
                 raise ArgumentError(f"confint(method='wald') takes no options, got {sorted(options)}")
             return wald_intervals(self, level)
-        if method in ("profile", "boot"):
-            raise ArgumentError(f"confint(method={method!r}) is not implemented yet; use method='wald'")
+        if method == "boot":
+            unknown = sorted(set(options) - {"n", "seed"})
+            if unknown:
+                raise ArgumentError(f"confint(method='boot') takes n= and seed=, got {unknown}")
+            from ._inference import boot_intervals
+
+            return boot_intervals(self, level, **options)
+        if method == "profile":
+            raise ArgumentError("confint(method='profile') is not implemented yet; use method='wald' or 'boot'")
         raise ArgumentError(f"unknown method {method!r}; choose one of ['wald', 'profile', 'boot']")
+
+    def simulate(self, n: int = 1, seed: int = 0) -> pd.DataFrame:
+        """``n`` new response vectors from the fitted model (columns ``sim_1`` … ``sim_n``,
+        one row per fitted row): b ~ N(0, D) drawn afresh, then y | b (lme4's ``simulate``)."""
+        from ._simulate import simulate
+
+        return simulate(self, n, seed)
+
+    def bootstrap(self, n: int = 500, seed: int = 0) -> pd.DataFrame:
+        """Parametric bootstrap: simulate ``n`` datasets and refit them all in one vmapped,
+        compiled fit. One row per replicate: the fixed effects, then the random-effect SDs
+        and correlations, then ``sigma`` where the family has one."""
+        from ._simulate import bootstrap
+
+        return bootstrap(self, n, seed)
 
     def varcorr(self) -> pd.DataFrame:
         """The random-effects table (lme4's VarCorr): variance, SD and correlations."""

@@ -150,3 +150,55 @@ def test_wald_confint_equals_lme4(sleep):
         m.confint(level=95)
     with pytest.raises(ArgumentError, match="unknown method 'exact'"):
         m.confint(method="exact")
+
+
+def test_simulate_is_seeded_and_follows_the_model(sleep, cbpp):
+    data, m = sleep
+    sims = m.simulate(400, seed=5)
+    assert sims.shape == (180, 400) and list(sims.columns[:2]) == ["sim_1", "sim_2"]
+    assert sims.index.equals(data.index)
+    pd.testing.assert_frame_equal(sims.iloc[:, :3], m.simulate(3, seed=5))
+    assert not np.allclose(sims.iloc[:, 0], m.simulate(1, seed=6).iloc[:, 0])
+    # E[y] = Xβ; Var(y) = z D zᵀ + σ² for each row
+    mean = m.predict(re="zero").to_numpy()
+    Zr = np.column_stack([np.ones(180), data["Days"]])
+    var = np.einsum("ij,jk,ik->i", Zr, m.D, Zr) + m.sigma ** 2
+    z = (sims.mean(axis=1).to_numpy() - mean) / np.sqrt(var / 400)
+    assert np.abs(z).max() < 4.5 and abs(z.mean()) < 1.0  # rows of a subject are correlated
+    _, g = cbpp
+    counts = g.simulate(50, seed=1).to_numpy()
+    size = jaxmm.load_example("cbpp")["size"].to_numpy()[:, None]
+    assert np.all(counts == np.round(counts)) and np.all((counts >= 0) & (counts <= size))
+
+
+def test_bootstrap_refits_equal_single_fits(sleep):
+    data, m = sleep
+    boot = m.bootstrap(40, seed=11)
+    assert list(boot.columns) == ["(Intercept)", "Days", "sd_(Intercept)", "sd_Days", "cor_(Intercept)_Days", "sigma"]
+    assert boot.index.name == "replicate" and len(boot) == 40 and boot.attrs["converged"].all()
+    sims = m.simulate(40, seed=11)  # the same draws the bootstrap refitted
+    for k in (0, 17):
+        single = jaxmm.fit("Reaction ~ Days + (Days | Subject)", data.assign(Reaction=sims.iloc[:, k]), method="ML")
+        np.testing.assert_allclose(boot.iloc[k, :2].to_numpy(), single.fixef.to_numpy(), rtol=1e-6)
+        np.testing.assert_allclose(boot.iloc[k]["sd_(Intercept)":"sd_Days"].to_numpy(), single.sd.to_numpy(), rtol=1e-5)
+        assert boot.iloc[k]["sigma"] == pytest.approx(single.sigma, rel=1e-6)
+    pd.testing.assert_frame_equal(boot, m.bootstrap(40, seed=11))
+
+
+def test_bootstrap_spread_matches_the_standard_errors(sleep):
+    # 300 replicates: the SD of the bootstrap estimates estimates the sampling SD to about
+    # 1/sqrt(2·300) = 4 % (Monte Carlo error); the Wald SEs are the same quantity to first order.
+    _, m = sleep
+    boot = m.bootstrap(300, seed=2)
+    se = np.sqrt(np.diag(m.vcov_array))
+    np.testing.assert_allclose(boot[["(Intercept)", "Days"]].std().to_numpy(), se, rtol=0.15)
+    np.testing.assert_allclose(boot[["(Intercept)", "Days"]].mean().to_numpy(), m.beta, atol=4 * se.max() / np.sqrt(300))
+    ci = m.confint("boot", n=300, seed=2)
+    assert list(ci.index) == list(boot.columns)
+    assert np.all(ci["lower"] < ci["upper"])
+    inside = (ci["lower"].iloc[:2] < m.beta) & (m.beta < ci["upper"].iloc[:2])
+    assert inside.all()
+    with pytest.raises(ArgumentError, match="takes n= and seed="):
+        m.confint("boot", nsim=10)
+    with pytest.raises(ArgumentError, match="n must be a positive whole number"):
+        m.bootstrap(0)

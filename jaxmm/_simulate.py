@@ -1,0 +1,107 @@
+"""Simulation from a fitted model and the parametric bootstrap (all replicates refitted in
+one vmapped, compiled call)."""
+from __future__ import annotations
+
+import functools
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+
+from ._design import Design
+from ._engine import _COMPILER_OPTIONS, _fit_glmm, _fit_lmm
+from ._families import get_family
+from ._inner import InnerOptions
+from ._optimize import OptOptions, Status
+from ._sharding import to_host
+from .errors import ArgumentError, ConvergenceWarning
+
+# Replicates refitted per compiled call: bounded so that n_batch × rows stays near 2²² values.
+_BATCH_VALUES = 1 << 22
+
+
+@functools.partial(jax.jit, static_argnames=("family", "n"))
+def simulate_responses(key, design: Design, beta, chol, dispersion, family, n: int):
+    """(n, rows) responses: b ~ N(0, D) drawn afresh for every group (lme4's simulate with
+    use.u = FALSE), then y | b from the family. Padding rows get 1, inside every support."""
+    m, q = design.n_groups, chol.shape[0]
+    acc = beta.dtype
+    eta_fixed = design.X.astype(acc) @ beta + design.offset.astype(acc)
+
+    def one(k):
+        kb, ky = jax.random.split(k)
+        b = jax.random.normal(kb, (m, q), acc) @ chol.T
+        eta = eta_fixed + jnp.sum(design.Z.astype(acc) * b[design.group], axis=1)
+        y = family.sample(ky, eta, design.trials.astype(acc), dispersion, design.weights.astype(acc))
+        return jnp.where(design.weights > 0, y, 1.0).astype(design.y.dtype)
+
+    return jax.vmap(one)(jax.random.split(key, n))
+
+
+@functools.partial(jax.jit, static_argnames=("family", "reml", "chunks", "blocks"),
+                   compiler_options=_COMPILER_OPTIONS)
+def refit_responses(design: Design, Y, family, reml: bool, chunks: int, blocks):
+    """The model refitted to every row of Y (each a response vector for ``design``)."""
+    if family.name == "gaussian":
+        fit = lambda y: _fit_lmm(None, design._replace(y=y), reml, OptOptions(), blocks)
+    else:
+        fit = lambda y: _fit_glmm(None, design._replace(y=y), family, InnerOptions(), OptOptions(), chunks, blocks)
+    return jax.vmap(fit)(Y)
+
+
+def _check_n_seed(n, seed):
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ArgumentError(f"n must be a positive whole number, got {n!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise ArgumentError(f"seed must be a whole number, got {seed!r}")
+    return int(n), int(seed)
+
+
+def _draw(res, n: int, seed: int):
+    family = get_family(res.family, res.link)
+    return simulate_responses(jax.random.key(seed), res.design, jnp.asarray(res.params.beta),
+                              jnp.asarray(res.params.chol), jnp.asarray(res.params.dispersion), family, n)
+
+
+def simulate(res, n: int = 1, seed: int = 0) -> pd.DataFrame:
+    """``n`` simulated response vectors for the fitted rows (columns ``sim_1`` … ``sim_n``)."""
+    n, seed = _check_n_seed(n, seed)
+    Y = to_host(_draw(res, n, seed))[:, res.layout.row_slot]
+    return pd.DataFrame(Y.T, index=res.row_index, columns=[f"sim_{k + 1}" for k in range(n)])
+
+
+def bootstrap(res, n: int = 500, seed: int = 0) -> pd.DataFrame:
+    """Parametric bootstrap: ``n`` simulated datasets, each refitted. One row per replicate:
+    the fixed effects, then ``sd_<name>`` and ``cor_<a>_<b>``, then ``sigma`` where the
+    family has one. ``attrs["converged"]`` flags each refit."""
+    from ._inference import variance_parameters
+
+    n, seed = _check_n_seed(n, seed)
+    family = get_family(res.family, res.link)
+    Y = _draw(res, n, seed)
+    rows = res.design.y.shape[0]
+    batch = max(1, min(n, _BATCH_VALUES // max(rows, 1)))
+    outs = []
+    for start in range(0, n, batch):
+        chunk = Y[start:start + batch]
+        if chunk.shape[0] < batch:  # one compiled shape: pad the last chunk with its first replicate
+            chunk = jnp.concatenate([chunk, jnp.repeat(chunk[:1], batch - chunk.shape[0], axis=0)])
+        out = refit_responses(res.design, chunk, family, res.method == "REML", res.layout.chunks, res.re_blocks)
+        outs.append({k: to_host(out[k]) for k in ("beta", "chol", "dispersion", "status", "loglik")})
+    out = {k: np.concatenate([o[k] for o in outs])[:n] for k in outs[0]}
+    D = out["chol"] @ np.swapaxes(out["chol"], -1, -2)
+    labels, values = variance_parameters(D, res.re_names)
+    frame = pd.DataFrame(out["beta"], columns=list(res.fixef_names))
+    for k, label in enumerate(labels):
+        frame[label] = values[:, k]
+    if res.sigma is not None:
+        frame["sigma"] = out["dispersion"]
+    frame.index.name = "replicate"
+    converged = (out["status"] == Status.CONVERGED) & np.all(np.isfinite(out["beta"]), axis=1)
+    frame.attrs["converged"] = converged
+    if not converged.all():
+        warnings.warn(f"{int((~converged).sum())} of {n} bootstrap refits did not converge "
+                      "(attrs['converged'] flags them)", ConvergenceWarning, stacklevel=3)
+    return frame
