@@ -87,7 +87,7 @@ def main(argv=None):
         lines.append(f"| lme4 {meta['lme4']} bootMer (one run) | {meta['seconds']:.2f} | 1 |")
         lines += ["", "Bootstrap SDs (jaxmm vs bootMer; Monte Carlo SE of each about SD/sqrt(2(n−1))):", "",
                   "| estimate | jaxmm SD | bootMer SD | difference / MC SE of the difference |", "|---|---:|---:|---:|"]
-        for ours, theirs in [("(Intercept)", "X.Intercept."), ("Days", "Days"), ("sigma", "sigma")]:
+        for ours, theirs in [("(Intercept)", "intercept"), ("Days", "days"), ("sigma", "sigma")]:
             a, b = boot.loc[converged, ours].std(), t[theirs].std()
             mc = np.sqrt(a ** 2 + b ** 2) / np.sqrt(2 * (args.n - 1))
             lines.append(f"| {ours} | {a:.4f} | {b:.4f} | {(a - b) / mc:+.2f} |")

@@ -4,7 +4,7 @@ suppressMessages(library(lme4))
 args <- commandArgs(trailingOnly = TRUE)
 nsim <- as.integer(args[1]); seed <- as.integer(args[2])
 m <- lmer(Reaction ~ Days + (Days | Subject), sleepstudy, REML = FALSE)
-stat <- function(x) c(fixef(x), sigma = sigma(x))
+stat <- function(x) c(intercept = unname(fixef(x)[1]), days = unname(fixef(x)[2]), sigma = sigma(x))
 elapsed <- system.time(b <- bootMer(m, stat, nsim = nsim, seed = seed))[["elapsed"]]
 write.csv(as.data.frame(b$t), args[3], row.names = FALSE)
 cat(sprintf("{\"seconds\": %.4f, \"lme4\": \"%s\"}\n", elapsed, as.character(packageVersion("lme4"))))
