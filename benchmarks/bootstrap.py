@@ -97,11 +97,11 @@ def main(argv=None):
     Path(args.out).write_text("\n".join(lines))
     print("\n".join(lines))
     if lme4:
-        from replicates import record_section
+        from replicates import compare, record_section
 
         record_section(HERE / "results.md", "bootstrap", "## Parametric bootstrap (sleepstudy, ML)",
-                       f"{args.n} replicates: jaxmm cold {cold:.2f} s ({lme4[0]['seconds'] / cold:.1f}x faster than "
-                       f"bootMer), warm {warm:.3f} s ({lme4[0]['seconds'] / warm:.1f}x); bootMer "
+                       f"{args.n} replicates: jaxmm cold {cold:.2f} s ({compare(lme4[0]['seconds'], cold)} than "
+                       f"bootMer), warm {warm:.3f} s ({compare(lme4[0]['seconds'], warm)}); bootMer "
                        f"{lme4[0]['seconds']:.2f} s, same run, {_dt.datetime.now(_dt.timezone.utc):%Y-%m-%d}. "
                        "Details: `results_bootstrap.md`.")
 

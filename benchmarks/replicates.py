@@ -138,10 +138,16 @@ def main(argv=None):
     print("\n".join(lines))
     if lme4:
         ratio_line = (f"{args.replicates} replicates (1000 subjects x 2, REML) in one `by=` call: jaxmm cold "
-                      f"{cold:.2f} s ({lme4[0]['seconds'] / cold:.1f}x faster than the lmer loop), warm {warm:.2f} s "
-                      f"({lme4[0]['seconds'] / warm:.1f}x); the `lmer` loop {lme4[0]['seconds']:.2f} s, same run, "
+                      f"{cold:.2f} s ({compare(lme4[0]['seconds'], cold)} than the lmer loop), warm {warm:.2f} s "
+                      f"({compare(lme4[0]['seconds'], warm)}); the `lmer` loop {lme4[0]['seconds']:.2f} s, same run, "
                       f"{_dt.datetime.now(_dt.timezone.utc):%Y-%m-%d}. Details: `{Path(args.out).name}`.")
         record_section(HERE / "results.md", "replicates", "## Many fits in one call (`by=`)", ratio_line)
+
+
+def compare(reference_seconds: float, seconds: float) -> str:
+    """How many times faster (or slower) ``seconds`` is than ``reference_seconds``."""
+    r = reference_seconds / seconds
+    return f"{r:.1f}x faster" if r >= 1 else f"{1 / r:.1f}x slower"
 
 
 def record_section(report: Path, name: str, title: str, body: str) -> None:
