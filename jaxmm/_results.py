@@ -177,7 +177,11 @@ class MixedModelResult:
 
             return boot_intervals(self, level, **options)
         if method == "profile":
-            raise ArgumentError("confint(method='profile') is not implemented yet; use method='wald' or 'boot'")
+            if options:
+                raise ArgumentError(f"confint(method='profile') takes no options, got {sorted(options)}")
+            from ._profile import profile_intervals
+
+            return profile_intervals(self, level)
         raise ArgumentError(f"unknown method {method!r}; choose one of ['wald', 'profile', 'boot']")
 
     def simulate(self, n: int = 1, seed: int = 0) -> pd.DataFrame:

@@ -1,0 +1,160 @@
+"""Profile-likelihood confidence intervals (lme4's ``confint(method = "profile")``).
+
+For a parameter ψ with estimate ψ̂, the profile log-likelihood ℓ_p(v) is the maximum of ℓ
+over all other parameters with ψ = v, and the signed root ζ(v) = sign(v − ψ̂)·√(2(ℓ̂ − ℓ_p(v)))
+is close to a standard normal quantile. The interval at level 1 − α is where ζ = ±z_{α/2}.
+
+Every constrained fit is the Laplace likelihood (exact for gaussian ML) maximised by the
+package's L-BFGS over the natural parameters (β, raw entries of L, log dispersion), with
+the profiled one held: a fixed effect or the dispersion directly; a random-effect SD
+through its row of L, whose direction stays free and whose norm is the SD
+(D_kk = Σ_j L_kj²). All parameters and both ends are solved at once: each secant step on
+ζ(v) = ±z is one vmapped, compiled batch of constrained fits.
+"""
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+
+from ._engine import _COMPILER_OPTIONS, _grad_and_hessian, _natural_objective, _natural_phi
+from ._families import get_family
+from ._inner import InnerOptions
+from ._laplace import laplace_loglik
+from ._optimize import OptOptions, minimize
+from ._params import Params, free_entries, n_chol, re_dim
+from .errors import ArgumentError
+
+FIXED, SD, DISPERSION = 0, 1, 2
+_SECANT_STEPS = 8
+
+
+def _constrained(psi, kind, index, value, phi_hat, scale, p, structure, nd):
+    """Params from the scaled free vector ψ with one parameter held at ``value``."""
+    phi = phi_hat + scale * psi
+    rows, cols = free_entries(structure)
+    d = re_dim(structure)
+    nc = n_chol(structure)
+    beta = phi[:p]
+    beta = jnp.where(kind == FIXED, beta.at[jnp.clip(index, 0, p - 1)].set(value), beta)
+    L = jnp.zeros((d, d), phi.dtype).at[rows, cols].set(phi[p:p + nc])
+    k = jnp.clip(index, 0, d - 1)
+    row = L[k]
+    norm = jnp.sqrt(jnp.sum(row * row))
+    # the row's direction is free; a zero row (SD estimated as 0) points along the diagonal
+    unit = jnp.where(norm > 0, row / jnp.where(norm > 0, norm, 1.0), jnp.zeros(d, phi.dtype).at[k].set(1.0))
+    L = jnp.where(kind == SD, L.at[k].set(value * unit), L)
+    if nd:
+        log_disp = jnp.where(kind == DISPERSION, jnp.log(value), phi[p + nc])
+        disp = jnp.exp(log_disp)
+    else:
+        disp = jnp.ones((), phi.dtype)
+    return Params(beta, L, disp)
+
+
+@functools.partial(jax.jit, static_argnames=("family", "structure", "nd"), compiler_options=_COMPILER_OPTIONS)
+def profile_logliks(design, u_hat, phi_hat, scale, kinds, indices, values, family, structure, nd):
+    """ℓ_p at each (kind, index, value): one constrained fit per entry, vmapped."""
+    p = design.X.shape[1]
+    opt = OptOptions(gtol=1e-10)
+
+    def objective(psi, u, args):
+        kind, index, value = args
+        params = _constrained(psi, kind, index, value, phi_hat, scale, p, structure, nd)
+        ll, u_new = laplace_loglik(params, design, u, family, InnerOptions())
+        return -ll, u_new
+
+    def one(kind, index, value):
+        res = minimize(objective, jnp.zeros_like(phi_hat), u_hat, (kind, index, value), opt)
+        return -res.value
+
+    return jax.vmap(one)(kinds, indices, values)
+
+
+def profile_intervals(res, level: float) -> pd.DataFrame:
+    from ._inference import normal_quantile, variance_parameters
+
+    if res.method == "REML":
+        raise ArgumentError("profile intervals are computed on the ML likelihood; refit with method='ML'")
+    if res.layout.chunks != 1:
+        raise ArgumentError("profile intervals are available for designs of up to 2^19 rows")
+    if res.family == "gaussian" and (res.fit_options or {}).get("weights") is not None:
+        raise ArgumentError("profile intervals are not available for gaussian fits with prior weights")
+    family = get_family(res.family, res.link)
+    structure = res.D.shape[0] if res.re_blocks is None else tuple(res.re_blocks)
+    nd = res.n_dispersion
+    p, d = len(res.beta), res.D.shape[0]
+    design = res.design
+    params = Params(jnp.asarray(res.params.beta), jnp.asarray(res.params.chol), jnp.asarray(res.params.dispersion))
+    phi_hat = _natural_phi(params, nd, structure)
+    u_hat = jnp.zeros((design.n_groups, d), phi_hat.dtype)
+    # modes at the estimate, then the curvature that scales the free parameters and gives
+    # the first secant step (a Wald step)
+    from ._laplace import modes_and_cond_var
+
+    _, _, u_hat = modes_and_cond_var(params, design, u_hat, family, InnerOptions())
+    natural = lambda v: _natural_objective(v, u_hat, design, family, InnerOptions(max_iter=0), p, structure)
+    _, hess = _grad_and_hessian(natural, phi_hat)
+    cov = np.linalg.pinv(np.asarray(hess))
+    scale = jnp.asarray(np.sqrt(np.maximum(np.diag(cov), 1e-12)))
+    loglik_hat = res.loglik
+
+    # the profiled parameters: fixed effects, SDs, dispersion (sigma)
+    sd_hat = np.sqrt(np.diag(res.D))
+    targets = [(FIXED, j, float(res.beta[j]), float(np.sqrt(cov[j, j]))) for j in range(p)]
+    rows, cols = free_entries(structure)
+    chol = np.asarray(res.params.chol)
+    for k in range(d):
+        # delta method for SD_k = |row k of L|
+        grad = np.zeros(phi_hat.shape[0])
+        for e, (r, c) in enumerate(zip(rows, cols)):
+            if r == k and sd_hat[k] > 0:
+                grad[p + e] = chol[r, c] / sd_hat[k]
+        se = float(np.sqrt(max(grad @ cov @ grad, 1e-12))) if sd_hat[k] > 0 else 0.1
+        targets.append((SD, k, float(sd_hat[k]), se))
+    if nd:
+        disp = float(res.params.dispersion)
+        targets.append((DISPERSION, 0, disp, float(np.sqrt(cov[-1, -1])) * disp))
+
+    z = normal_quantile(0.5 + level / 2.0)
+    kinds = np.array([t[0] for t in targets for _ in (0, 1)], np.int32)
+    indices = np.array([t[1] for t in targets for _ in (0, 1)], np.int32)
+    est = np.array([t[2] for t in targets for _ in (0, 1)])
+    side = np.tile([-1.0, 1.0], len(targets))
+    positive = kinds != FIXED
+    goal = side * z
+
+    def zeta(values):
+        ll = np.asarray(profile_logliks(design, u_hat, phi_hat, scale, jnp.asarray(kinds), jnp.asarray(indices),
+                                        jnp.asarray(values), family, structure, nd))
+        drop = np.maximum(2.0 * (loglik_hat - ll), 0.0)
+        return np.sign(values - est) * np.sqrt(drop)
+
+    # secant iterations on ζ(v) = ±z, all parameters and both ends at once, from (ψ̂, 0)
+    se = np.array([t[3] for t in targets for _ in (0, 1)])
+    v_prev, z_prev = est.copy(), np.zeros_like(est)
+    v = est + goal * se
+    v = np.where(positive & (v <= 0), est / 2.0, v)
+    for _ in range(_SECANT_STEPS):
+        zv = zeta(v)
+        slope = (zv - z_prev) / np.where(v != v_prev, v - v_prev, 1.0)
+        slope = np.where(np.abs(slope) > 1e-12, slope, goal / np.where(se > 0, se, 1.0))
+        v_new = v + (goal - zv) / slope
+        # an SD's lower end cannot pass 0; a variance at 0 that still fits within the interval ends there
+        v_new = np.where(positive & (v_new <= 0), v / 2.0, v_new)
+        v_prev, z_prev, v = v, zv, v_new
+    final = zeta(v)
+    lower_at_zero = positive & (side < 0) & (v < 1e-6 * np.maximum(est, 1.0))
+    v = np.where(lower_at_zero, 0.0, v)
+    unsolved = ~lower_at_zero & (np.abs(final - goal) > 1e-3)
+    v = np.where(unsolved, np.nan, v)
+
+    names = list(res.fixef_names) + [f"sd_{n}" for n in res.re_names] + (["sigma"] if nd else [])
+    lower, upper = v[0::2], v[1::2]
+    frame = pd.DataFrame({"lower": lower, "upper": upper}, index=names)
+    # rows in confint's order: fixed effects, SDs and correlations, sigma
+    order = list(res.fixef_names) + variance_parameters(res.D, res.re_names)[0] + (["sigma"] if nd else [])
+    return frame.reindex(order)
