@@ -28,8 +28,16 @@ from ._optimize import OptOptions, minimize
 from ._params import Params, free_entries, n_chol, re_dim
 from .errors import ArgumentError
 
-FIXED, SD, DISPERSION = 0, 1, 2
+FIXED, SD, DISPERSION, COR = 0, 1, 2, 3
 _SECANT_STEPS = 8
+
+
+def _safe_norm(x):
+    """(‖x‖, ‖x‖ > 0) with a finite gradient at 0 (sqrt's derivative there is infinite,
+    and inf·0 = NaN would reach the gradient through an unselected branch)."""
+    sq = jnp.sum(x * x)
+    ok = sq > 1e-30
+    return jnp.where(ok, jnp.sqrt(jnp.where(ok, sq, 1.0)), 0.0), ok
 
 
 def _constrained(psi, kind, index, value, phi_hat, scale, p, structure, nd):
@@ -43,10 +51,31 @@ def _constrained(psi, kind, index, value, phi_hat, scale, p, structure, nd):
     L = jnp.zeros((d, d), phi.dtype).at[rows, cols].set(phi[p:p + nc])
     k = jnp.clip(index, 0, d - 1)
     row = L[k]
-    norm = jnp.sqrt(jnp.sum(row * row))
+    norm, nonzero = _safe_norm(row)
     # the row's direction is free; a zero row (SD estimated as 0) points along the diagonal
-    unit = jnp.where(norm > 0, row / jnp.where(norm > 0, norm, 1.0), jnp.zeros(d, phi.dtype).at[k].set(1.0))
+    unit = jnp.where(nonzero, row / jnp.where(nonzero, norm, 1.0), jnp.zeros(d, phi.dtype).at[k].set(1.0))
     L = jnp.where(kind == SD, L.at[k].set(value * unit), L)
+    if d > 1:
+        # cor(i, j) (i < j, index = i·d + j) is the cosine between rows i and j of L: row j
+        # keeps its norm and the free part of its direction, at angle arccos(value) to row i.
+        # Other kinds evaluate this branch at the harmless pair (0, 1) and value 0, so that
+        # no NaN enters their gradients through the unselected branch.
+        is_cor = kind == COR
+        i = jnp.where(is_cor, jnp.clip(index // d, 0, d - 1), 0)
+        j = jnp.where(is_cor, jnp.clip(index % d, 0, d - 1), 1)
+        c = jnp.where(is_cor, jnp.clip(value, -1.0, 1.0), 0.0)
+        n_i, ok_i = _safe_norm(L[i])
+        e_i = jnp.where(ok_i, L[i] / jnp.where(ok_i, n_i, 1.0), jnp.zeros(d, phi.dtype).at[i].set(1.0))
+        r_j = L[j]
+        perp = r_j - jnp.dot(r_j, e_i) * e_i
+        n_p, ok_p = _safe_norm(perp)
+        fallback = jnp.zeros(d, phi.dtype).at[j].set(1.0)
+        fallback = fallback - jnp.dot(fallback, e_i) * e_i
+        n_f, ok_f = _safe_norm(fallback)
+        w = jnp.where(ok_p, perp / jnp.where(ok_p, n_p, 1.0), fallback / jnp.where(ok_f, n_f, 1.0))
+        n_j, _ = _safe_norm(r_j)
+        row_j = n_j * (c * e_i + jnp.sqrt(jnp.maximum(1.0 - c * c, 0.0)) * w)
+        L = jnp.where(is_cor, L.at[j].set(row_j), L)
     if nd:
         log_disp = jnp.where(kind == DISPERSION, jnp.log(value), phi[p + nc])
         disp = jnp.exp(log_disp)
@@ -102,29 +131,43 @@ def profile_intervals(res, level: float) -> pd.DataFrame:
     scale = jnp.asarray(np.sqrt(np.maximum(np.diag(cov), 1e-12)))
     loglik_hat = res.loglik
 
-    # the profiled parameters: fixed effects, SDs, dispersion (sigma)
-    sd_hat = np.sqrt(np.diag(res.D))
-    targets = [(FIXED, j, float(res.beta[j]), float(np.sqrt(cov[j, j]))) for j in range(p)]
+    # the profiled parameters: fixed effects, SDs, correlations (of correlated blocks), sigma;
+    # standard errors by the delta method give the first secant step
+    cov_j = jnp.asarray(cov)
+
+    def se_of(fn):
+        g = jax.grad(fn)(phi_hat)
+        return float(jnp.sqrt(jnp.maximum(g @ cov_j @ g, 1e-12)))
+
+    def chol_of(v):
+        return jnp.zeros((d, d), v.dtype).at[rows, cols].set(v[p:p + n_chol(structure)])
+
     rows, cols = free_entries(structure)
-    chol = np.asarray(res.params.chol)
+    targets = [(FIXED, j, float(res.beta[j]), float(np.sqrt(max(cov[j, j], 1e-24)))) for j in range(p)]
+    sd_hat = np.sqrt(np.diag(res.D))
     for k in range(d):
-        # delta method for SD_k = |row k of L|
-        grad = np.zeros(phi_hat.shape[0])
-        for e, (r, c) in enumerate(zip(rows, cols)):
-            if r == k and sd_hat[k] > 0:
-                grad[p + e] = chol[r, c] / sd_hat[k]
-        se = float(np.sqrt(max(grad @ cov @ grad, 1e-12))) if sd_hat[k] > 0 else 0.1
-        targets.append((SD, k, float(sd_hat[k]), se))
+        sd_k = lambda v, k=k: jnp.sqrt(jnp.sum(chol_of(v)[k] ** 2) + 1e-300)
+        targets.append((SD, k, float(sd_hat[k]), se_of(sd_k) if sd_hat[k] > 0 else 0.1))
+    same_block = ~np.isclose(np.asarray(res.D), 0.0) | (res.re_blocks is None)
+    cor_pairs = [(i, j) for j in range(d) for i in range(j) if res.re_blocks is None or same_block[i, j]]
+    for i, j in cor_pairs:
+        def cor(v, i=i, j=j):
+            L = chol_of(v)
+            return jnp.dot(L[i], L[j]) / jnp.sqrt(jnp.sum(L[i] ** 2) * jnp.sum(L[j] ** 2) + 1e-300)
+        rho = float(cor(phi_hat)) if sd_hat[i] > 0 and sd_hat[j] > 0 else np.nan
+        targets.append((COR, i * d + j, rho, se_of(cor) if np.isfinite(rho) else 0.1))
     if nd:
         disp = float(res.params.dispersion)
-        targets.append((DISPERSION, 0, disp, float(np.sqrt(cov[-1, -1])) * disp))
+        targets.append((DISPERSION, 0, disp, float(np.sqrt(max(cov[-1, -1], 1e-24))) * disp))
+    targets = [t for t in targets if np.isfinite(t[2])]
 
     z = normal_quantile(0.5 + level / 2.0)
     kinds = np.array([t[0] for t in targets for _ in (0, 1)], np.int32)
     indices = np.array([t[1] for t in targets for _ in (0, 1)], np.int32)
     est = np.array([t[2] for t in targets for _ in (0, 1)])
     side = np.tile([-1.0, 1.0], len(targets))
-    positive = kinds != FIXED
+    positive = (kinds == SD) | (kinds == DISPERSION)
+    bounded = kinds == COR  # in [-1, 1]
     goal = side * z
 
     def zeta(values):
@@ -138,6 +181,7 @@ def profile_intervals(res, level: float) -> pd.DataFrame:
     v_prev, z_prev = est.copy(), np.zeros_like(est)
     v = est + goal * se
     v = np.where(positive & (v <= 0), est / 2.0, v)
+    v = np.where(bounded & (np.abs(v) >= 1), (est + side) / 2.0, v)
     for _ in range(_SECANT_STEPS):
         zv = zeta(v)
         slope = (zv - z_prev) / np.where(v != v_prev, v - v_prev, 1.0)
@@ -145,14 +189,21 @@ def profile_intervals(res, level: float) -> pd.DataFrame:
         v_new = v + (goal - zv) / slope
         # an SD's lower end cannot pass 0; a variance at 0 that still fits within the interval ends there
         v_new = np.where(positive & (v_new <= 0), v / 2.0, v_new)
+        # a correlation's end cannot pass ±1: halve the way there instead
+        v_new = np.where(bounded & (np.abs(v_new) >= 1), (v + side) / 2.0, v_new)
         v_prev, z_prev, v = v, zv, v_new
     final = zeta(v)
-    lower_at_zero = positive & (side < 0) & (v < 1e-6 * np.maximum(est, 1.0))
-    v = np.where(lower_at_zero, 0.0, v)
-    unsolved = ~lower_at_zero & (np.abs(final - goal) > 1e-3)
+    # an end that the steps drove onto the parameter's bound (SD 0, correlation ±1) is the
+    # bound itself: the likelihood there is still within the interval
+    at_bound = (positive & (side < 0) & (v < 1e-6 * np.maximum(est, 1.0))) | (bounded & (np.abs(v) > 1 - 1e-6))
+    v = np.where(at_bound, np.where(positive, 0.0, side), v)
+    unsolved = ~at_bound & (np.abs(final - goal) > 1e-3)
     v = np.where(unsolved, np.nan, v)
 
-    names = list(res.fixef_names) + [f"sd_{n}" for n in res.re_names] + (["sigma"] if nd else [])
+    re_names = list(res.re_names)
+    label = {FIXED: lambda k: res.fixef_names[k], SD: lambda k: f"sd_{re_names[k]}",
+             COR: lambda k: f"cor_{re_names[k // d]}_{re_names[k % d]}", DISPERSION: lambda k: "sigma"}
+    names = [label[kind](index) for kind, index, *_ in targets]
     lower, upper = v[0::2], v[1::2]
     frame = pd.DataFrame({"lower": lower, "upper": upper}, index=names)
     # rows in confint's order: fixed effects, SDs and correlations, sigma

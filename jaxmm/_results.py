@@ -161,6 +161,8 @@ class MixedModelResult:
         ``"wald"``: estimate ± z·SE for the fixed effects; like lme4, no Wald intervals for
         the variance parameters (NaN). ``"boot"``: percentile intervals of a parametric
         bootstrap (``n=500``, ``seed=0`` by default), as lme4's ``confint(method = "boot")``.
+        ``"profile"``: profile-likelihood intervals of every parameter (ML fits), as lme4's
+        ``confint(method = "profile")``; an end on a bound (SD 0, correlation ±1) is the bound.
         """
         from ._inference import check_level, wald_intervals
 

@@ -202,3 +202,36 @@ def test_bootstrap_spread_matches_the_standard_errors(sleep):
         m.confint("boot", nsim=10)
     with pytest.raises(ArgumentError, match="n must be a positive whole number"):
         m.bootstrap(0)
+
+
+# confint(m, method = "profile", oldNames = FALSE)   (sleepstudy, REML = FALSE)
+SLEEP_PROFILE = {
+    "(Intercept)": (237.680695469373, 265.129514691758), "Days": (7.358653295307, 13.575918741498),
+    "sd_(Intercept)": (14.381481116478, 37.716018740322), "sd_Days": (3.801164762386, 8.753366659263),
+    "cor_(Intercept)_Days": (-0.481500443197, 0.684986138967), "sigma": (22.898266215013, 28.857997322746),
+}
+# confint(g, method = "profile", oldNames = FALSE)   (cbpp glmer)
+CBPP_PROFILE = {
+    "(Intercept)": (-1.901211954871, -0.947754005963), "period2": (-1.616783255654, -0.407763067760),
+    "period3": (-1.801024365627, -0.511536071275), "period4": (-2.500750563008, -0.800755315285),
+    "sd_(Intercept)": (0.346073203325, 1.099974648238),
+}
+
+
+@pytest.mark.parametrize("case", ["sleep", "cbpp"])
+def test_profile_confint_equals_lme4(case, sleep, cbpp):
+    # The bar is 2 % of the interval width; measured agreement is about 1e-4 of it.
+    res, ref = (sleep[1], SLEEP_PROFILE) if case == "sleep" else (cbpp[1], CBPP_PROFILE)
+    ci = res.confint("profile")
+    assert list(ci.index) == list(res.confint().index)  # same rows as the Wald table
+    for name, (lo, hi) in ref.items():
+        width = hi - lo
+        assert abs(ci.loc[name, "lower"] - lo) < 0.02 * width, (name, ci.loc[name].tolist(), (lo, hi))
+        assert abs(ci.loc[name, "upper"] - hi) < 0.02 * width, (name, ci.loc[name].tolist(), (lo, hi))
+        assert abs(ci.loc[name, "lower"] - lo) < 1e-3 * width and abs(ci.loc[name, "upper"] - hi) < 1e-3 * width
+
+
+def test_profile_confint_refuses_reml():
+    res = jaxmm.fit("Reaction ~ Days + (Days | Subject)", jaxmm.load_example("sleepstudy"))
+    with pytest.raises(ArgumentError, match="refit with method='ML'"):
+        res.confint("profile")
