@@ -110,6 +110,24 @@ def _grad_and_hessian(f, x):
     return grads[0], 0.5 * (cols + cols.T)
 
 
+def _grad_and_difference_hessian(f, x):
+    """Gradient and a central-difference Hessian of the gradient, for objectives with no
+    inner problem (the profiled LMM), where it only judges convergence.
+
+    All gradients come from one call site inside ``lax.map``: XLA then compiles the
+    gradient once, where forward-over-reverse compiles a second-order program (measured
+    for the q = 2 LMM: 0.5 s against 1.25 s of compile). Steps of 1e-4·(1 + |x|) leave a
+    truncation error of about 1e-8 relative, ample for a positive-definiteness and
+    Newton-decrement test.
+    """
+    k = x.shape[0]
+    h = 1e-4 * (1.0 + jnp.abs(x))
+    steps = jnp.concatenate([jnp.zeros((1, k), x.dtype), jnp.diag(h), -jnp.diag(h)])
+    grads = jax.lax.map(lambda e: jax.grad(f)(x + e), steps)
+    hess = (grads[1:1 + k] - grads[1 + k:]) / (2.0 * h[:, None])
+    return grads[0], 0.5 * (hess + hess.T)
+
+
 def _natural_phi(params: Params, n_dispersion: int, structure=None):
     rows, cols = free_entries(params.chol.shape[0] if structure is None else structure)
     return jnp.concatenate([params.beta, params.chol[rows, cols]]
@@ -399,7 +417,7 @@ def _fit_lmm(theta0, design: Design, reml: bool, opt=OptOptions(), blocks=None, 
         use = any_small & _no_worse(f_proj, res.value)
         lam = jnp.where(use, projected, lam)
         value = jnp.where(use, f_proj, res.value)
-        grad, hess = _grad_and_hessian(natural, lam[rows, cols])
+        grad, hess = _grad_and_difference_hessian(natural, lam[rows, cols])
         status, decrement = _final_check(res.status, grad, hess, value)
         return dict(theta=res.x, lam=lam, loglik=-value, grad=grad, hess=hess, n_iter=res.n_iter, status=status,
                     decrement=decrement)
