@@ -230,10 +230,19 @@ def _finish_on_boundary(params, warm, value, blocks, family, inner, log_norm, me
     return pick(projected, params), pick(u_proj, warm), jnp.where(use, f_proj, value)
 
 
-def _escape_direction(hess):
-    """The eigenvector of the most negative curvature, scaled to a largest entry of 1."""
-    _, vecs = jnp.linalg.eigh(hess)
-    return vecs[:, 0] / jnp.max(jnp.abs(vecs[:, 0]))
+def _restart_step(grad, hess):
+    """Where to restart a fit that stopped short, in natural coordinates.
+
+    At a saddle (negative curvature) a step of _ESCAPE_STEP along the most negative
+    curvature, signed downhill; otherwise (stalled where the Hessian is positive definite,
+    e.g. after a projection onto the boundary left a gradient) the Newton step.
+    """
+    lam, vecs = jnp.linalg.eigh(hess)
+    v = vecs[:, 0] / jnp.max(jnp.abs(vecs[:, 0]))
+    v = jnp.where(grad @ v > 0, -v, v)
+    newton = -vecs @ ((vecs.T @ grad) / jnp.where(lam > 0, lam, 1.0))
+    newton = jnp.where(jnp.all(jnp.isfinite(newton)), newton, _ESCAPE_STEP * v)
+    return jnp.where(lam[0] < 0, _ESCAPE_STEP * v, newton)
 
 
 def _restart_chol(chol, floor):
@@ -245,9 +254,9 @@ def _restart_chol(chol, floor):
 
 
 def _best_of_attempts(attempt, escape, theta0, warm0, blank):
-    """Run ``attempt`` from the start values and, while the best result so far stopped where
-    the Hessian has negative curvature (a saddle, e.g. all variances shrunk to 0 together),
-    again from ``escape(best)``, at most _MAX_ESCAPES times. One attempt is compiled once
+    """Run ``attempt`` from the start values and, while the best result so far stopped short
+    (NOT_PD: a saddle, e.g. all variances shrunk to 0 together; or STALLED), again from
+    ``escape(best)``, at most _MAX_ESCAPES times, keeping the best. One attempt is compiled once
     (it is the body of one loop); ``blank`` has the attempt's output shapes."""
     def body(carry):
         k, theta_s, warm_s, best, n_iter = carry
@@ -259,8 +268,8 @@ def _best_of_attempts(attempt, escape, theta0, warm0, blank):
 
     def more(carry):
         k, _, _, best, _ = carry
-        saddle = (best["status"] == Status.NOT_PD) & (jnp.linalg.eigvalsh(best["hess"])[0] < 0)
-        return (k == 0) | ((k <= _MAX_ESCAPES) & saddle)
+        short = (best["status"] == Status.NOT_PD) | (best["status"] == Status.STALLED)
+        return (k == 0) | ((k <= _MAX_ESCAPES) & short)
 
     carry = (0, theta0, warm0, blank, jnp.zeros((), jnp.int32))
     _, _, _, best, n_iter = jax.lax.while_loop(more, body, carry)
@@ -348,7 +357,7 @@ def _fit_glmm(theta0, design: Design, family, inner=InnerOptions(), opt=OptOptio
         # a saddle: L ≈ 0 with negative curvature towards a rank-deficient D that fits better
         # (seen on Bernoulli data with a (x | g) term that lme4 fits as singular).
         params = Params(out["beta"], out["chol"], out["dispersion"])
-        phi = _natural_phi(params, nd, structure) + _ESCAPE_STEP * _escape_direction(out["hess"])
+        phi = _natural_phi(params, nd, structure) + _restart_step(out["grad"], out["hess"])
         rows, cols = free_entries(structure)
         d = re_dim(structure)
         chol = jnp.zeros((d, d), acc).at[rows, cols].set(phi[p:p + n_chol(structure)])
@@ -424,8 +433,9 @@ def _fit_lmm(theta0, design: Design, reml: bool, opt=OptOptions(), blocks=None, 
 
     def escape(out):
         # As in the Laplace fit: a correlation driven to ±1 (a diagonal of Λ to 0) can stop
-        # where the curvature along Λ is negative; restart one step along it.
-        phi = out["lam"][rows, cols] + _ESCAPE_STEP * _escape_direction(out["hess"])
+        # where the curvature along Λ is negative, or a projection onto the boundary can
+        # leave a gradient (seen in sleepstudy bootstrap refits); restart from beyond it.
+        phi = out["lam"][rows, cols] + _restart_step(out["grad"], out["hess"])
         lam = jnp.zeros((q, q), phi.dtype).at[rows, cols].set(phi)
         return vec_from_chol(_restart_chol(lam, _ESCAPE_FLOOR), structure), jnp.zeros(())
 
