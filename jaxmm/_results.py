@@ -201,6 +201,21 @@ class MixedModelResult:
 
         return bootstrap(self, n, seed)
 
+    def shrinkage(self) -> pd.DataFrame:
+        """D (the prior) against the BLUPs (posterior modes), one row per random-effect term:
+        ``varcorr_var``, ``blup_var``, ``mean_cond_var``, ``shrinkage`` and, for q > 1, the
+        correlations from D and from the BLUPs side by side. See ``_shrinkage.shrinkage_table``."""
+        from ._shrinkage import shrinkage_table
+
+        return shrinkage_table(self)
+
+    def ranef_cov(self) -> pd.DataFrame:
+        """Sample covariance of the BLUPs (q×q, ddof = 1, as R's ``var(ranef(fit))``); it is
+        smaller than D because the BLUPs are shrunk towards zero."""
+        from ._shrinkage import ranef_cov
+
+        return ranef_cov(self)
+
     def varcorr(self) -> pd.DataFrame:
         """The random-effects table (lme4's VarCorr): variance, SD and correlations."""
         from ._render import varcorr_frame

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 import numpy as np
+import pandas as pd
 
 from ._design import design_from_formula
 from ._families import get_family
@@ -35,3 +36,40 @@ def unpooled_effects(res, data) -> np.ndarray:
     u0 = jnp.zeros((design.n_groups, L.shape[0]))
     b, _, _ = modes_and_cond_var(params, design, u0, fam)
     return np.asarray(b)[info.layout.group_slot]
+
+
+def ranef_cov(res) -> pd.DataFrame:
+    """Sample covariance of the BLUPs (ddof = 1, as R's ``var(ranef(fit))``)."""
+    names = list(res.re_names)
+    b = np.asarray(res.ranef_array)
+    cov = np.cov(b, rowvar=False, ddof=1).reshape(len(names), len(names))
+    return pd.DataFrame(cov, index=names, columns=names)
+
+
+def shrinkage_table(res) -> pd.DataFrame:
+    """D against the BLUPs, one row per random-effect term.
+
+    ``varcorr_var``: the diagonal of D (the prior variance); ``blup_var``: the sample
+    variance of the BLUPs (ddof = 1); ``mean_cond_var``: the mean over groups of the
+    conditional (posterior) variance; ``shrinkage`` = 1 − blup_var / varcorr_var, the share
+    of the prior variance that the posterior modes do not show (1 when the variance is 0).
+    In a gaussian model varcorr_var ≈ blup_var + mean_cond_var, so shrinkage ≈
+    mean_cond_var / varcorr_var. For q > 1 the correlations with every other term follow,
+    from D (``varcorr_cor_<term>``) and from the BLUPs (``blup_cor_<term>``).
+    """
+    names = list(res.re_names)
+    D = np.asarray(res.D)
+    blup = ranef_cov(res).to_numpy()
+    cond = np.mean(np.asarray(res.cond_var), axis=0)
+    var = np.diag(D)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        shrink = np.where(var > 0, 1.0 - np.diag(blup) / np.where(var > 0, var, 1.0), 1.0)
+        table = pd.DataFrame({"varcorr_var": var, "blup_var": np.diag(blup), "mean_cond_var": np.diag(cond),
+                              "shrinkage": shrink}, index=pd.Index(names, name="term"))
+        if len(names) > 1:
+            sd_d, sd_b = np.sqrt(var), np.sqrt(np.diag(blup))
+            cor_d, cor_b = D / np.outer(sd_d, sd_d), blup / np.outer(sd_b, sd_b)
+            for k, other in enumerate(names):
+                table[f"varcorr_cor_{other}"] = cor_d[:, k]
+                table[f"blup_cor_{other}"] = cor_b[:, k]
+    return table
