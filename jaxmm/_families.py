@@ -48,6 +48,10 @@ class Family:
     def inverse_link(self, eta):
         raise NotImplementedError
 
+    def link_function(self, mu):
+        """g(μ): the linear predictor of a mean."""
+        raise NotImplementedError
+
     def kernel_and_derivatives(self, y, eta, trials, dispersion):
         """Return (kernel, dℓ/dη, −d²ℓ/dη²) elementwise.
 
@@ -102,6 +106,9 @@ class Gaussian(Family):
     def inverse_link(self, eta):
         return eta
 
+    def link_function(self, mu):
+        return mu
+
 
 @dataclasses.dataclass(frozen=True)
 class Binomial(Family):
@@ -130,6 +137,9 @@ class Binomial(Family):
 
     def inverse_link(self, eta):
         return jax.nn.sigmoid(eta)
+
+    def link_function(self, mu):
+        return jnp.log(mu) - jnp.log1p(-mu)
 
     def initial_eta(self, y, trials):
         mu = (y + 0.5) / (trials + 1.0)
@@ -167,6 +177,9 @@ class Poisson(Family):
 
     def inverse_link(self, eta):
         return jnp.exp(eta)
+
+    def link_function(self, mu):
+        return jnp.log(mu)
 
     def initial_eta(self, y, trials):
         return jnp.log(y + 0.5)
@@ -209,6 +222,9 @@ class Gamma(Family):
 
     def inverse_link(self, eta):
         return jnp.exp(eta)
+
+    def link_function(self, mu):
+        return jnp.log(mu)
 
     def sample(self, key, eta, trials, dispersion, weights):
         nu = self._shape(dispersion)

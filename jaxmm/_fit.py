@@ -219,6 +219,7 @@ def _result(out, info, fam, formula, method, blocks, fit_options, design, n_devi
         design=design,
         layout=layout,
         row_index=info.row_index,
+        cov_natural=np.linalg.inv(out["hess"]) if "hess" in out else None,
         encoders=info.encoders,
     )
 

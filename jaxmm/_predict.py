@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import warnings
 
+import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
@@ -12,7 +13,7 @@ from ._safety import check_formula
 from .errors import ArgumentError, DataError, JaxmmWarning
 
 _TYPES = ("response", "link")
-_RE = ("conditional", "zero")
+_RE = ("conditional", "zero", "population")
 
 
 def _new_eta(res, newdata: pd.DataFrame, re: str, offset):
@@ -44,6 +45,8 @@ def _new_eta(res, newdata: pd.DataFrame, re: str, offset):
         mm = _model_matrix(f"0 + {expr}", newdata, f"offset term offset({expr})")
         eta = eta + _as_float(f"offset({expr})", np.asarray(mm).ravel())
     new_groups = []
+    if re == "population":
+        return eta, Z, new_groups
     if re == "conditional":
         groups = pd.Index(list(res.group_labels))
         keys = _column(newdata, res.group_name, "grouping")
@@ -60,7 +63,7 @@ def _new_eta(res, newdata: pd.DataFrame, re: str, offset):
             warnings.warn(f"{int(unseen.sum())} row(s) of newdata belong to {len(new_groups)} group(s) of "
                           f"{res.group_name!r} not seen in fitting (e.g. {new_groups[:3]}); their random "
                           "effects are set to 0 (the population value)", JaxmmWarning, stacklevel=4)
-    return eta, new_groups
+    return eta, Z, new_groups
 
 
 def predict(res, newdata=None, *, type="response", re="conditional", offset=None) -> pd.Series:
@@ -68,17 +71,33 @@ def predict(res, newdata=None, *, type="response", re="conditional", offset=None
         raise ArgumentError(f"unknown type {type!r}; choose one of {list(_TYPES)}")
     if re not in _RE:
         raise ArgumentError(f"unknown re {re!r}; choose one of {list(_RE)}")
+    family = get_family(res.family, res.link)
     if newdata is None:
         if offset is not None:
             raise ArgumentError("offset= applies to newdata; the fitted rows use the fit's own offset")
-        fixed, full = res.linear_predictors()
-        eta = full if re == "conditional" else fixed
+        if re == "population":
+            from ._marginal import population_means
+            from ._sharding import to_host
+
+            mu = to_host(population_means(res.design, jnp.asarray(res.beta), jnp.asarray(res.params.chol),
+                                          family))[res.layout.row_slot]
+        else:
+            fixed, full = res.linear_predictors()
+            eta = full if re == "conditional" else fixed
         index, new_groups = res.row_index, []
     else:
         newdata = as_pandas(newdata)
-        eta, new_groups = _new_eta(res, newdata, re, offset)
+        eta, Z, new_groups = _new_eta(res, newdata, re, offset)
+        if re == "population":
+            from ._marginal import marginal_means
+
+            L = np.asarray(res.params.chol)
+            mu = np.asarray(marginal_means(jnp.asarray(eta), jnp.asarray(np.sum((Z @ L) ** 2, axis=1)), family))
         index = newdata.index
-    values = eta if type == "link" else np.asarray(get_family(res.family, res.link).inverse_link(eta))
+    if re == "population":
+        values = mu if type == "response" else np.asarray(family.link_function(jnp.asarray(mu)))
+    else:
+        values = eta if type == "link" else np.asarray(family.inverse_link(eta))
     out = pd.Series(np.asarray(values, dtype=float), index=index, name="fit")
     out.attrs["new_groups"] = new_groups
     return out

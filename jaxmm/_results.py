@@ -53,6 +53,9 @@ class MixedModelResult:
     design: object = dataclasses.field(default=None, repr=False)
     layout: object = dataclasses.field(default=None, repr=False)
     row_index: pd.Index | None = None    # the fitted table's index of the rows, in input order
+    # Laplace fits: covariance of all natural parameters (β, free entries of L, log
+    # dispersion), the inverse Hessian of −ℓ; for delta-method standard errors.
+    cov_natural: np.ndarray | None = None
     encoders: object = None              # _design.Encoders: the model's columns for new data
 
     def __post_init__(self):
@@ -145,7 +148,8 @@ class MixedModelResult:
 
         type : ``"response"`` (the mean, g⁻¹(η); a probability for binomial) or ``"link"`` (η).
         re : ``"conditional"`` adds each group's BLUP; ``"zero"`` sets b = 0 (lme4's
-            ``re.form = NA``). Groups not seen in fitting get b = 0: they are listed in
+            ``re.form = NA``); ``"population"`` averages over b ~ N(0, D): the marginal
+            mean E_b[g⁻¹(xβ + zb)] (``type="link"`` gives its g). Groups not seen in fitting get b = 0: they are listed in
             the result's ``attrs["new_groups"]`` and a warning says how many rows they hold.
         offset : for new data when the fit's ``offset=`` was an array (one value per new row).
         """
@@ -208,6 +212,15 @@ class MixedModelResult:
         from ._shrinkage import shrinkage_table
 
         return shrinkage_table(self)
+
+    def marginal_coefs(self) -> pd.DataFrame:
+        """Population-averaged (marginal) coefficients, after Hedeker et al. and GLMMadaptive:
+        the marginal mean μᵢ = E_b[g⁻¹(xᵢβ + zᵢb)], b ~ N(0, D), of every fitted row, then the
+        least-squares regression of g(μ) (less any offset) on X. Standard errors by the delta
+        method. For an identity link they are the fixed effects themselves."""
+        from ._marginal import marginal_coefs
+
+        return marginal_coefs(self)
 
     def ranef_cov(self) -> pd.DataFrame:
         """Sample covariance of the BLUPs (q×q, ddof = 1, as R's ``var(ranef(fit))``); it is

@@ -67,3 +67,53 @@ def test_single_term_table(seedlike):
     assert list(t.columns) == ["varcorr_var", "blup_var", "mean_cond_var", "shrinkage"]
     assert t.index.tolist() == ["(Intercept)"] and t.index.name == "term"
     assert 0 < t.loc["(Intercept)", "shrinkage"] < 1
+
+
+@pytest.fixture(scope="module")
+def ticks():
+    return jaxmm.fit("TICKS ~ C(YEAR) + cHEIGHT + (1 | LOCATION)", jaxmm.load_example("grouseticks"), "poisson")
+
+
+def test_poisson_marginal_coefficients_are_exact(ticks):
+    # log link, random intercept: E[exp(η + b)] = exp(η + σ²/2), so the marginal intercept is
+    # β0 + σ²/2 and every other coefficient is unchanged
+    m = ticks.marginal_coefs()
+    assert list(m.columns) == ["estimate", "std_error", "z", "p"] and list(m.index) == list(ticks.fixef.index)
+    shift = np.zeros(len(m))
+    shift[0] = ticks.D[0, 0] / 2
+    np.testing.assert_allclose(m["estimate"].to_numpy(), ticks.beta + shift, atol=1e-12)
+    pop = ticks.predict(re="population", type="link").to_numpy()
+    np.testing.assert_allclose(pop, ticks.predict(re="zero", type="link").to_numpy() + ticks.D[0, 0] / 2, atol=1e-12)
+    np.testing.assert_allclose(ticks.predict(re="population").to_numpy(), np.exp(pop), rtol=1e-12)
+
+
+def test_marginal_standard_errors_match_the_bootstrap(ticks):
+    # delta method against the spread of β0 + σ²/2 over 300 parametric-bootstrap refits
+    # (Monte Carlo error of an SD from 300 draws: about 4 %)
+    boot = ticks.bootstrap(300, seed=4)
+    marginal_intercept = boot["(Intercept)"] + boot["sd_(Intercept)"] ** 2 / 2
+    se = ticks.marginal_coefs()["std_error"]
+    assert se.iloc[0] == pytest.approx(marginal_intercept.std(), rel=0.2)
+    assert se.iloc[3] == pytest.approx(boot["cHEIGHT"].std(), rel=0.2)
+
+
+def test_logit_marginal_means_and_attenuation():
+    # the quadrature mean against a Monte Carlo average of the conditional probabilities
+    res = jaxmm.fit("incidence ~ C(period) + (1 | herd)", jaxmm.load_example("cbpp"), "binomial", trials="size")
+    pop = res.predict(re="population").to_numpy()
+    eta = res.predict(re="zero", type="link").to_numpy()
+    draws = np.random.default_rng(0).normal(0.0, np.sqrt(res.D[0, 0]), 400_000)
+    for i in (0, 5, 30):
+        p = 1 / (1 + np.exp(-(eta[i] + draws)))
+        assert pop[i] == pytest.approx(p.mean(), abs=4 * p.std() / np.sqrt(draws.size))
+    # population-averaged effects are attenuated towards 0 on the logit scale
+    m = res.marginal_coefs()
+    assert np.all(np.abs(m["estimate"].iloc[1:]) < np.abs(res.beta[1:]))
+    assert np.all(m["std_error"] > 0)
+
+
+def test_identity_link_marginal_equals_conditional(sleep):
+    m = sleep.marginal_coefs()
+    np.testing.assert_allclose(m["estimate"], sleep.beta)
+    np.testing.assert_allclose(m["std_error"], np.sqrt(np.diag(sleep.vcov_array)))
+    np.testing.assert_allclose(sleep.predict(re="population"), sleep.predict(re="zero"), rtol=1e-12)
