@@ -12,7 +12,7 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
-from jax.scipy.special import gammaln
+from jax.scipy.special import gammaln, log_ndtr, ndtr, ndtri
 
 from .errors import ArgumentError
 
@@ -115,9 +115,21 @@ class Binomial(Family):
     link: str = "logit"
     name: str = dataclasses.field(default="binomial", init=False)
 
+    def _log_mu_and_log_1m_mu(self, eta):
+        """(log μ, log(1 − μ)) in forms that stay finite far into both tails."""
+        if self.link == "probit":  # μ = Φ(η)
+            return log_ndtr(eta), log_ndtr(-eta)
+        # cloglog: μ = 1 − exp(−e^η)
+        e = jnp.exp(eta)
+        return jnp.log(-jnp.expm1(-e)), -e
+
     def kernel(self, y, eta, trials, dispersion):
-        # y η − n log(1 + e^η) is the stable logit form of y log μ + (n − y) log(1 − μ).
-        return y * eta - trials * jax.nn.softplus(eta)
+        if self.link == "logit":
+            # y η − n log(1 + e^η) is the stable logit form of y log μ + (n − y) log(1 − μ).
+            return y * eta - trials * jax.nn.softplus(eta)
+        log_mu, log_1m_mu = self._log_mu_and_log_1m_mu(eta)
+        # 0·log μ is 0 even where log μ underflows to −inf (y = 0 far in the lower tail)
+        return jnp.where(y > 0, y * log_mu, 0.0) + jnp.where(trials - y > 0, (trials - y) * log_1m_mu, 0.0)
 
     def kernel_and_derivatives(self, y, eta, trials, dispersion):
         if self.link != "logit":
@@ -136,14 +148,21 @@ class Binomial(Family):
         return jax.random.binomial(key, trials, self.inverse_link(eta)).astype(eta.dtype)
 
     def inverse_link(self, eta):
+        if self.link == "probit":
+            return ndtr(eta)
+        if self.link == "cloglog":
+            return -jnp.expm1(-jnp.exp(eta))
         return jax.nn.sigmoid(eta)
 
     def link_function(self, mu):
+        if self.link == "probit":
+            return ndtri(mu)
+        if self.link == "cloglog":
+            return jnp.log(-jnp.log1p(-mu))
         return jnp.log(mu) - jnp.log1p(-mu)
 
     def initial_eta(self, y, trials):
-        mu = (y + 0.5) / (trials + 1.0)
-        return jnp.log(mu) - jnp.log1p(-mu)
+        return self.link_function((y + 0.5) / (trials + 1.0))
 
     def check_response(self, y, trials):
         import numpy as np
@@ -246,7 +265,7 @@ class Gamma(Family):
 # name -> (class, allowed links, default link). A new family is one row here.
 FAMILIES: dict[str, tuple[type[Family], tuple[str, ...], str]] = {
     "gaussian": (Gaussian, ("identity",), "identity"),
-    "binomial": (Binomial, ("logit",), "logit"),
+    "binomial": (Binomial, ("logit", "probit", "cloglog"), "logit"),
     "poisson": (Poisson, ("log",), "log"),
     "gamma": (Gamma, ("log",), "log"),
 }

@@ -19,30 +19,41 @@ CASES = {
 }
 
 
-def _scipy_logpdf(name, y, eta, n, disp):
+LINKS = [(name, link) for name, (_, links, _) in sorted(FAMILIES.items()) for link in links]
+INVERSE_LINK = {"logit": lambda e: 1 / (1 + np.exp(-e)), "probit": stats.norm.cdf,
+                "cloglog": lambda e: -np.expm1(-np.exp(e))}
+
+
+def _scipy_logpdf(name, y, eta, n, disp, link=None):
     y, eta, n = map(np.asarray, (y, eta, n))
     if name == "gaussian":
         return stats.norm.logpdf(y, loc=eta, scale=disp)
     if name == "binomial":
-        return stats.binom.logpmf(y, n, 1 / (1 + np.exp(-eta)))
+        return stats.binom.logpmf(y, n, INVERSE_LINK[link or "logit"](eta))
     if name == "gamma":
         shape = 1.0 / disp**2
         return stats.gamma.logpdf(y, a=shape, scale=np.exp(eta) / shape)
     return stats.poisson.logpmf(y, np.exp(eta))
 
 
-@pytest.mark.parametrize("name", sorted(FAMILIES))
-def test_logpdf_matches_scipy(name):
-    fam = get_family(name)
+@pytest.mark.parametrize("name, link", LINKS)
+def test_logpdf_matches_scipy(name, link):
+    fam = get_family(name, link)
     y, n, disp = CASES[name]
-    keep = np.abs(np.asarray(ETA)) < 30  # scipy loses the tails to rounding
+    # scipy loses the tails to rounding (probit and cloglog sooner: Φ(η), 1 − e^(−e^η) → 1)
+    # (for cloglog 1 − μ = exp(−e^η) rounds to 0 in scipy's μ-parameterisation from η ≈ 3.6)
+    keep = np.abs(np.asarray(ETA)) < {"probit": 6, "cloglog": 3}.get(link, 30)
     ours = np.asarray(fam.logpdf(y, ETA, n, jnp.asarray(disp)))[keep]
-    np.testing.assert_allclose(ours, _scipy_logpdf(name, y, ETA, n, disp)[keep], rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(ours, _scipy_logpdf(name, y, ETA, n, disp, link)[keep], rtol=1e-9, atol=1e-9)
+    assert np.all(np.isfinite(np.asarray(fam.logpdf(y, ETA, n, jnp.asarray(disp)))))  # and the tails stay finite
+    mu = np.asarray(fam.inverse_link(ETA))[keep]
+    np.testing.assert_allclose(np.asarray(fam.link_function(jnp.asarray(mu))), np.asarray(ETA)[keep], rtol=1e-8,
+                               atol=1e-8)
 
 
-@pytest.mark.parametrize("name", sorted(FAMILIES))
-def test_derivatives_match_autodiff(name):
-    fam = get_family(name)
+@pytest.mark.parametrize("name, link", LINKS)
+def test_derivatives_match_autodiff(name, link):
+    fam = get_family(name, link)
     y, n, disp = CASES[name]
     kernel, s, w = fam.kernel_and_derivatives(y, ETA, n, jnp.asarray(disp))
     generic = Family.kernel_and_derivatives(fam, y, ETA, n, jnp.asarray(disp))
