@@ -20,7 +20,7 @@ def _parser() -> argparse.ArgumentParser:
     fit = sub.add_parser("fit", help="fit a model to a CSV or Parquet file and print the summary")
     fit.add_argument("data", help="CSV file, or Parquet (.parquet/.pq; needs pyarrow)")
     fit.add_argument("formula", help="e.g. 'y ~ x + (x | subject)'")
-    fit.add_argument("--family", default="gaussian", help="gaussian (default), binomial, poisson or gamma")
+    fit.add_argument("--family", default="gaussian", help="gaussian (default), binomial, poisson, negative_binomial or gamma")
     fit.add_argument("--method", default=None, help="REML (gaussian default) or ML; laplace otherwise")
     fit.add_argument("--link", default=None, help="link function (the canonical one by default)")
     fit.add_argument("--trials", default=None, metavar="COL", help="column of binomial trial counts")

@@ -32,6 +32,8 @@ class Family:
     name: str = dataclasses.field(default="", init=False)
     # Number of free dispersion parameters (0 or 1), estimated on the log scale.
     n_dispersion: int = dataclasses.field(default=0, init=False)
+    # What the dispersion is reported as: "sigma" (gaussian SD, gamma CV) or "theta" (NB2).
+    dispersion_name: str = dataclasses.field(default="sigma", init=False)
 
     def kernel(self, y, eta, trials, dispersion):
         """The part of the log density that depends on η."""
@@ -262,12 +264,56 @@ class Gamma(Family):
         return None
 
 
+@dataclasses.dataclass(frozen=True)
+class NegativeBinomial(Family):
+    """NB2: mean μ = g⁻¹(η), variance μ + μ²/θ, with θ (glmmTMB's ``nbinom2`` dispersion,
+    lme4's ``glmer.nb`` theta) estimated jointly.
+
+    log p(y) = log Γ(y + θ) − log Γ(θ) − log y! + θ log θ + y log μ − (y + θ) log(θ + μ).
+    """
+
+    link: str = "log"
+    name: str = dataclasses.field(default="negative_binomial", init=False)
+    n_dispersion: int = dataclasses.field(default=1, init=False)
+    dispersion_name: str = dataclasses.field(default="theta", init=False)
+
+    def kernel(self, y, eta, trials, dispersion):
+        # log(θ + e^η) without overflow for large η
+        return y * eta - (y + dispersion) * jnp.logaddexp(jnp.log(dispersion), eta)
+
+    def normalizer(self, y, trials, dispersion):
+        return gammaln(y + dispersion) - gammaln(dispersion) - gammaln(y + 1.0) + dispersion * jnp.log(dispersion)
+
+    def inverse_link(self, eta):
+        return jnp.exp(eta)
+
+    def link_function(self, mu):
+        return jnp.log(mu)
+
+    def sample(self, key, eta, trials, dispersion, weights):
+        # the gamma–Poisson mixture: λ ~ Gamma(θ, μ/θ), y ~ Poisson(λ)
+        k1, k2 = jax.random.split(key)
+        lam = jax.random.gamma(k1, dispersion, eta.shape, eta.dtype) * jnp.exp(eta) / dispersion
+        return jax.random.poisson(k2, lam, eta.shape).astype(eta.dtype)
+
+    def initial_eta(self, y, trials):
+        return jnp.log(y + 0.5)
+
+    def check_response(self, y, trials):
+        import numpy as np
+
+        if np.any(y < 0) or np.any(y != np.round(y)):
+            return "negative_binomial response must hold non-negative whole numbers"
+        return None
+
+
 # name -> (class, allowed links, default link). A new family is one row here.
 FAMILIES: dict[str, tuple[type[Family], tuple[str, ...], str]] = {
     "gaussian": (Gaussian, ("identity",), "identity"),
     "binomial": (Binomial, ("logit", "probit", "cloglog"), "logit"),
     "poisson": (Poisson, ("log",), "log"),
     "gamma": (Gamma, ("log",), "log"),
+    "negative_binomial": (NegativeBinomial, ("log",), "log"),
 }
 
 

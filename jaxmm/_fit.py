@@ -42,8 +42,9 @@ def fit(formula: str, data, family="gaussian", *, method: str | None = None, tri
     ----------
     formula : formulaic fixed part plus one lme4 random term, e.g. ``y ~ x + C(period) + (x | subject)``.
     data : a pandas DataFrame (or anything ``pandas.DataFrame`` accepts).
-    family : ``"gaussian"`` (exact LMM), ``"binomial"``, ``"poisson"`` or ``"gamma"`` (Laplace).
-        For gamma, ``sigma`` is the coefficient of variation 1/√shape.
+    family : ``"gaussian"`` (exact LMM), ``"binomial"`` (links logit, probit, cloglog),
+        ``"poisson"``, ``"negative_binomial"`` (NB2, ``theta`` estimated) or ``"gamma"``
+        (Laplace). For gamma, ``sigma`` is the coefficient of variation 1/√shape.
     method : ``"REML"`` (gaussian default) or ``"ML"``; ``"laplace"`` for other families.
     trials : column with binomial trial counts; without it a binomial response is 0/1.
     link : the link function; the canonical one by default.
@@ -154,7 +155,7 @@ def _fit_by(spec, data, fam, method, by, formula, fit_options, dtype, bucket) ->
         fixef_names=infos[0].fixef_names, re_names=infos[0].re_names, arrays=out,
         converged_array=converged, messages=tuple(m for _, m in outcomes), singular_array=singular,
         n_obs_array=np.array([info.layout.row_slot.size for info in infos]), n_dropped=n_dropped,
-        has_dispersion=bool(fam.n_dispersion),
+        has_dispersion=bool(fam.n_dispersion) and fam.dispersion_name == "sigma",
         single=lambda r: _result(replicate(r), infos[r], fam, formula, method, blocks, fit_options,
                                  jax.tree_util.tree_map(lambda a: a[r], designs)),
     )
@@ -200,7 +201,8 @@ def _result(out, info, fam, formula, method, blocks, fit_options, design, n_devi
         beta=out["beta"],
         vcov_array=out["vcov"],
         D=out["chol"] @ out["chol"].T,
-        sigma=float(out["dispersion"]) if fam.n_dispersion else None,
+        sigma=float(out["dispersion"]) if fam.n_dispersion and fam.dispersion_name == "sigma" else None,
+        theta=float(out["dispersion"]) if fam.dispersion_name == "theta" else None,
         ranef_array=out["ranef"][layout.group_slot],
         cond_var=out["cond_var"][layout.group_slot],
         loglik=float(out["loglik"]),
@@ -237,7 +239,7 @@ def _separation(fam, info, out) -> str | None:
     x > 0, β·sd(x) ≈ 900 with SE·sd(x) ≈ 7e5). Both scaled by the column's SD must exceed
     the thresholds, so a strong but finite effect (large β, small SE) is not flagged.
     """
-    if fam.name not in ("binomial", "poisson"):
+    if fam.name not in ("binomial", "poisson", "negative_binomial"):
         return None
     se = np.sqrt(np.abs(np.diag(out["vcov"])))
     scale = np.asarray(info.x_scale)

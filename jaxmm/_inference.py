@@ -40,7 +40,8 @@ def wald_intervals(res, level: float) -> pd.DataFrame:
     names = list(res.fixef_names)
     lower, upper = list(res.beta - z * se), list(res.beta + z * se)
     # As lme4's confint(method = "Wald"): no Wald intervals for the variance parameters.
-    extra = variance_parameters(res.D, res.re_names)[0] + (["sigma"] if res.sigma is not None else [])
+    extra = variance_parameters(res.D, res.re_names)[0] + (["sigma"] if res.sigma is not None else []) + (
+        ["theta"] if res.theta is not None else [])
     names += extra
     lower += [np.nan] * len(extra)
     upper += [np.nan] * len(extra)

@@ -201,11 +201,12 @@ def profile_intervals(res, level: float) -> pd.DataFrame:
     v = np.where(unsolved, np.nan, v)
 
     re_names = list(res.re_names)
+    dispersion = family.dispersion_name
     label = {FIXED: lambda k: res.fixef_names[k], SD: lambda k: f"sd_{re_names[k]}",
-             COR: lambda k: f"cor_{re_names[k // d]}_{re_names[k % d]}", DISPERSION: lambda k: "sigma"}
+             COR: lambda k: f"cor_{re_names[k // d]}_{re_names[k % d]}", DISPERSION: lambda k: dispersion}
     names = [label[kind](index) for kind, index, *_ in targets]
     lower, upper = v[0::2], v[1::2]
     frame = pd.DataFrame({"lower": lower, "upper": upper}, index=names)
     # rows in confint's order: fixed effects, SDs and correlations, sigma
-    order = list(res.fixef_names) + variance_parameters(res.D, res.re_names)[0] + (["sigma"] if nd else [])
+    order = list(res.fixef_names) + variance_parameters(res.D, res.re_names)[0] + ([dispersion] if nd else [])
     return frame.reindex(order)

@@ -43,6 +43,7 @@ class MixedModelResult:
     grad_norm: float
     params: Params
     n_dispersion: int = 0
+    theta: float | None = None  # the negative binomial's dispersion θ (variance μ + μ²/θ)
     re_blocks: tuple | None = None  # block sizes of L when D is block diagonal ((x || g)); None: one block
     n_dropped: int = 0              # rows dropped for missing values (missing="drop")
     fit_options: dict | None = None  # trials/offset/weights/missing as given, to rebuild the design

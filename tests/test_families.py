@@ -16,6 +16,8 @@ CASES = {
     "binomial": (jnp.floor(TRIALS * 0.4), TRIALS, 1.0),
     "poisson": (jnp.asarray(rng.poisson(3, ETA.size).astype(float)), jnp.ones(ETA.size), 1.0),
     "gamma": (jnp.asarray(rng.gamma(2.0, 1.5, ETA.size)), jnp.ones(ETA.size), 0.7),  # σ = 1/√shape
+    "negative_binomial": (jnp.asarray(rng.negative_binomial(2.0, 0.3, ETA.size).astype(float)),
+                          jnp.ones(ETA.size), 2.5),  # θ
 }
 
 
@@ -30,6 +32,8 @@ def _scipy_logpdf(name, y, eta, n, disp, link=None):
         return stats.norm.logpdf(y, loc=eta, scale=disp)
     if name == "binomial":
         return stats.binom.logpmf(y, n, INVERSE_LINK[link or "logit"](eta))
+    if name == "negative_binomial":
+        return stats.nbinom.logpmf(y, disp, disp / (disp + np.exp(eta)))
     if name == "gamma":
         shape = 1.0 / disp**2
         return stats.gamma.logpdf(y, a=shape, scale=np.exp(eta) / shape)

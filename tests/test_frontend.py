@@ -50,7 +50,7 @@ def test_input_errors_name_the_problem(cbpp):
         jaxmm.fit(f, cbpp, family="binomial", trials="n_trials")
     with pytest.raises(DataError, match="exceeds the number of trials"):
         jaxmm.fit(f, cbpp, family="binomial")  # counts without trials= are not 0/1
-    with pytest.raises(ArgumentError, match=r"choose one of \['binomial', 'gamma', 'gaussian', 'poisson'\]"):
+    with pytest.raises(ArgumentError, match=r"choose one of \['binomial', 'gamma', 'gaussian', 'negative_binomial', 'poisson'\]"):
         jaxmm.fit(f, cbpp, family="binomal")
     with pytest.raises(ArgumentError, match="unknown link 'probit'"):
         jaxmm.fit(f, cbpp, family="poisson", link="probit")
