@@ -1,4 +1,5 @@
 """Shared fixtures. Fits are compiled once per session and shared between test modules."""
+import gc
 import json
 import warnings
 from pathlib import Path
@@ -50,3 +51,18 @@ def reference_fit():
         return _FITS[name]
 
     return get
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _release_compiled_programs():
+    """Drop JAX's compiled programs after each test module.
+
+    Every XLA:CPU executable keeps memory mappings for its code; the suite compiles
+    hundreds of programs (many shapes, batched and profile fits), and one process passed
+    Linux's 65530 mappings (vm.max_map_count) about three quarters of the way through, at
+    which point LLVM's code allocation fails inside a compile (a segfault). Compiled fits
+    are shared within a module, where the no-recompile tests look.
+    """
+    yield
+    jax.clear_caches()
+    gc.collect()
