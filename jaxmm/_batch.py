@@ -33,7 +33,7 @@ class BatchResult:
     singular_array: np.ndarray      # (R,) bool
     n_obs_array: np.ndarray         # (R,) rows per replicate
     n_dropped: int                  # rows dropped for missing values before splitting
-    has_dispersion: bool            # the family has a dispersion (sigma)
+    dispersion_name: str | None     # "sigma", "theta" (negative binomial) or None (no dispersion)
     single: Callable[[int], MixedModelResult] = dataclasses.field(repr=False)
     n_devices: int = 1
     _cache: dict = dataclasses.field(default_factory=dict, repr=False)
@@ -78,8 +78,14 @@ class BatchResult:
     @property
     def sigma(self) -> pd.Series:
         """Residual SD (gaussian) or the family's dispersion; NaN for families without one."""
-        values = self.arrays["dispersion"] if self.has_dispersion else np.full(len(self), np.nan)
+        values = self.arrays["dispersion"] if self.dispersion_name == "sigma" else np.full(len(self), np.nan)
         return self._series(values, "sigma")
+
+    @property
+    def theta(self) -> pd.Series:
+        """The negative binomial's θ per replicate; NaN for other families."""
+        values = self.arrays["dispersion"] if self.dispersion_name == "theta" else np.full(len(self), np.nan)
+        return self._series(values, "theta")
 
     @property
     def loglik(self) -> pd.Series:
@@ -110,8 +116,8 @@ class BatchResult:
         labels, values = variance_parameters(self.D, self.re_names)
         for k, label in enumerate(labels):
             frame[label] = values[:, k]
-        if self.has_dispersion:
-            frame["sigma"] = self.sigma
+        if self.dispersion_name:
+            frame[self.dispersion_name] = getattr(self, self.dispersion_name)
         frame["loglik"] = self.loglik
         frame["converged"] = self.converged
         return frame

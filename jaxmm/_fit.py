@@ -155,7 +155,7 @@ def _fit_by(spec, data, fam, method, by, formula, fit_options, dtype, bucket) ->
         fixef_names=infos[0].fixef_names, re_names=infos[0].re_names, arrays=out,
         converged_array=converged, messages=tuple(m for _, m in outcomes), singular_array=singular,
         n_obs_array=np.array([info.layout.row_slot.size for info in infos]), n_dropped=n_dropped,
-        has_dispersion=bool(fam.n_dispersion) and fam.dispersion_name == "sigma",
+        dispersion_name=fam.dispersion_name if fam.n_dispersion else None,
         single=lambda r: _result(replicate(r), infos[r], fam, formula, method, blocks, fit_options,
                                  jax.tree_util.tree_map(lambda a: a[r], designs)),
     )
