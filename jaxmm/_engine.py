@@ -10,13 +10,15 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ._design import Design
+from ._driver import ESCAPE_FLOOR, optimise_and_check, restart_chol
 from ._inner import InnerOptions
 from ._laplace import laplace_loglik, modes_and_cond_var
 from ._lmm import lmm_solution, lmm_stats, profiled_loglik
-from ._optimize import OptOptions, Status, minimize
-from ._params import Params, chol_from_vec, free_entries, n_chol, pack, re_dim, unpack, vec_from_chol
+from ._optimize import OptOptions
+from ._params import Params, free_entries, n_chol, pack, re_dim, vec_from_chol
 
 
 def _weighted_gram(X, weights, dtype):
@@ -48,16 +50,6 @@ def initial_relative_chol(design: Design, structure=None) -> jnp.ndarray:
     return vec_from_chol(jnp.eye(q, dtype=design.X.dtype), structure)
 
 
-def _natural_objective(phi, u, design, family, inner, p, q):
-    """−ℓ over (β, free entries of L with a raw diagonal, log dispersion): smooth on the
-    boundary L_kk = 0. ``q`` as in ``_params.free_entries``."""
-    rows, cols = free_entries(q)
-    d = re_dim(q)
-    chol = jnp.zeros((d, d), phi.dtype).at[rows, cols].set(phi[p:p + n_chol(q)])
-    disp = jnp.exp(phi[p + n_chol(q)]) if family.n_dispersion else jnp.ones((), phi.dtype)
-    return -laplace_loglik(Params(phi[:p], chol, disp), design, u, family, inner)[0]
-
-
 def _orthonormalising_map(X, weights, dtype):
     """A with √w·X·A having orthogonal columns of RMS 1, so the optimiser sees β on one scale.
 
@@ -73,58 +65,6 @@ def _orthonormalising_map(X, weights, dtype):
     # A singular Gram (aliased columns are dropped upstream, so only in hand-made designs)
     # falls back to no preconditioning rather than NaN.
     return jnp.where(jnp.all(jnp.isfinite(A)), A, eye)
-
-
-def _final_check(status, grad, hess, value, work_dtype=None):
-    """Converged when the Hessian is positive definite and the Newton decrement says the
-    remaining gain in log-likelihood is negligible, whatever rule stopped the loop.
-
-    Negligible is 1e-8 + 1e-13·|ℓ| in float64. With float32 rows the log-likelihood itself
-    is only known to about eps32·|ℓ| (its rounding), so a gain below that cannot be
-    resolved and the allowance becomes eps32·|ℓ| (0.06 for a million Bernoulli rows).
-    """
-    eps = float(jnp.finfo(work_dtype or value.dtype).eps)
-    rel = max(1e-13, eps)
-    chol = jnp.linalg.cholesky(hess)
-    pd = jnp.all(jnp.isfinite(chol))
-    step = jax.scipy.linalg.cho_solve((chol, True), grad)
-    decrement = 0.5 * grad @ step
-    ok = pd & (decrement <= 1e-8 + rel * jnp.abs(value)) & (status != Status.NONFINITE)
-    status = jnp.where(ok, Status.CONVERGED,
-                       jnp.where(pd | (status == Status.NONFINITE), jnp.where(status == Status.CONVERGED, Status.STALLED, status),
-                                 Status.NOT_PD))
-    return status, decrement
-
-
-def _grad_and_hessian(f, x):
-    """Gradient and exact Hessian, the latter as forward-over-reverse products one column
-    at a time; the gradient is the primal output of those products.
-
-    lax.map rather than jax.hessian: vmapping second-order tangents through the
-    conditional-mode solver stalls XLA:CPU from about 200k rows (seen with jax 0.10.2),
-    while the sequential map is also lighter on memory.
-    """
-    grad = jax.grad(f)
-    grads, cols = jax.lax.map(lambda e: jax.jvp(grad, (x,), (e,)), jnp.eye(x.shape[0], dtype=x.dtype))
-    return grads[0], 0.5 * (cols + cols.T)
-
-
-def _grad_and_difference_hessian(f, x):
-    """Gradient and a central-difference Hessian of the gradient, for objectives with no
-    inner problem (the profiled LMM), where it only judges convergence.
-
-    All gradients come from one call site inside ``lax.map``: XLA then compiles the
-    gradient once, where forward-over-reverse compiles a second-order program (measured
-    for the q = 2 LMM: 0.5 s against 1.25 s of compile). Steps of 1e-4·(1 + |x|) leave a
-    truncation error of about 1e-8 relative, ample for a positive-definiteness and
-    Newton-decrement test.
-    """
-    k = x.shape[0]
-    h = 1e-4 * (1.0 + jnp.abs(x))
-    steps = jnp.concatenate([jnp.zeros((1, k), x.dtype), jnp.diag(h), -jnp.diag(h)])
-    grads = jax.lax.map(lambda e: jax.grad(f)(x + e), steps)
-    hess = (grads[1:1 + k] - grads[1 + k:]) / (2.0 * h[:, None])
-    return grads[0], 0.5 * (hess + hess.T)
 
 
 def _natural_phi(params: Params, n_dispersion: int, structure=None):
@@ -184,103 +124,11 @@ def _over_blocks(fn, consts, blocks, mesh=None):
         consts, blocks)
 
 
-# A Cholesky diagonal below this (on the linear-predictor scale, or relative to σ in the
-# LMM) is a candidate for exactly zero once the optimiser stops; the log-likelihood decides.
-_BOUNDARY_CANDIDATE = 1e-2
-
-
-def _project_to_boundary(chol):
-    small = jnp.abs(jnp.diagonal(chol)) < _BOUNDARY_CANDIDATE
-    return chol * (1.0 - jnp.diag(small.astype(chol.dtype))), jnp.any(small)
-
-
-def _no_worse(f_new, f_old):
-    return f_new <= f_old + 1e-12 * (1.0 + jnp.abs(f_old))
-
-
-# Saddle escape: the step along the most negative curvature (largest entry of the
-# direction, on the raw Cholesky / β scale), and the floor of a restarted log-diagonal.
-_ESCAPE_STEP, _ESCAPE_FLOOR, _MAX_ESCAPES = 0.1, 1e-3, 2
-
-
-def _finish_on_boundary(params, warm, value, blocks, family, inner, log_norm, mesh=None):
-    """Set small Cholesky diagonals to exactly 0 when the log-likelihood is no worse there.
-
-    On the boundary the objective is flat in the log-diagonal (O(L_kk²)), so L-BFGS only
-    creeps towards −∞ and stops a little short, sometimes where the Hessian is numerically
-    singular (a false "not converged"). The modes are re-solved at the projected point,
-    starting from the optimiser's, and an interior optimum, which loses by the projection,
-    is kept.
-    """
-    chol, any_small = _project_to_boundary(params.chol)
-    projected = params._replace(chol=chol)
-
-    def evaluate(_):
-        def one(prm, args):
-            u_b, d_b = args
-            return laplace_loglik(prm, d_b, u_b, family, inner, None if family.n_dispersion else 0.0)
-
-        ll, u = _over_blocks(one, projected, (warm, blocks), mesh)
-        return -(jnp.sum(ll) + log_norm), u
-
-    f_proj, u_proj = jax.lax.cond(any_small, evaluate, lambda _: (jnp.asarray(jnp.inf, value.dtype), warm), None)
-    use = any_small & _no_worse(f_proj, value)
-    pick = lambda a, b: jax.tree_util.tree_map(lambda x, y: jnp.where(use, x, y), a, b)
-    return pick(projected, params), pick(u_proj, warm), jnp.where(use, f_proj, value)
-
-
-def _restart_step(grad, hess):
-    """Where to restart a fit that stopped short, in natural coordinates.
-
-    At a saddle (negative curvature) a step of _ESCAPE_STEP along the most negative
-    curvature, signed downhill; otherwise (stalled where the Hessian is positive definite,
-    e.g. after a projection onto the boundary left a gradient) the Newton step.
-    """
-    lam, vecs = jnp.linalg.eigh(hess)
-    v = vecs[:, 0] / jnp.max(jnp.abs(vecs[:, 0]))
-    v = jnp.where(grad @ v > 0, -v, v)
-    newton = -vecs @ ((vecs.T @ grad) / jnp.where(lam > 0, lam, 1.0))
-    newton = jnp.where(jnp.all(jnp.isfinite(newton)), newton, _ESCAPE_STEP * v)
-    return jnp.where(lam[0] < 0, _ESCAPE_STEP * v, newton)
-
-
-def _restart_chol(chol, floor):
-    """L with every column's sign set so its diagonal is positive, and the diagonal at least
-    ``floor``: a valid start for the log-diagonal packing (D = L Lᵀ ignores column signs)."""
-    sign = jnp.where(jnp.diagonal(chol) < 0, -1.0, 1.0).astype(chol.dtype)
-    chol = chol * sign[None, :]
-    return chol + jnp.diag(jnp.maximum(jnp.diagonal(chol), floor) - jnp.diagonal(chol))
-
-
-def _best_of_attempts(attempt, escape, theta0, warm0, blank):
-    """Run ``attempt`` from the start values and, while the best result so far stopped short
-    (NOT_PD: a saddle, e.g. all variances shrunk to 0 together; or STALLED), again from
-    ``escape(best)``, at most _MAX_ESCAPES times, keeping the best. One attempt is compiled once
-    (it is the body of one loop); ``blank`` has the attempt's output shapes."""
-    def body(carry):
-        k, theta_s, warm_s, best, n_iter = carry
-        out = attempt(theta_s, warm_s)
-        better = (k == 0) | (out["loglik"] > best["loglik"])
-        best = jax.tree_util.tree_map(lambda a, b: jnp.where(better, a, b), out, best)
-        theta_n, warm_n = escape(best)
-        return k + 1, theta_n, warm_n, best, n_iter + out["n_iter"]
-
-    def more(carry):
-        k, _, _, best, _ = carry
-        short = (best["status"] == Status.NOT_PD) | (best["status"] == Status.STALLED)
-        return (k == 0) | ((k <= _MAX_ESCAPES) & short)
-
-    carry = (0, theta0, warm0, blank, jnp.zeros((), jnp.int32))
-    _, _, _, best, n_iter = jax.lax.while_loop(more, body, carry)
-    best["n_iter"] = n_iter
-    return best
-
-
 def _fit_glmm(theta0, design: Design, family, inner=InnerOptions(), opt=OptOptions(), chunks: int = 1,
               blocks=None, mesh=None):
     """Laplace fit. With ``chunks`` > 1 every pass over the rows runs block by block
     (``lax.map``), each block differentiated on its own and the derivatives summed, so the
-    reverse-mode and Hessian temporaries are those of one block.
+    reverse-mode temporaries are those of one block.
 
     ``theta0=None`` starts from :func:`initial_theta`, computed inside the compiled program
     (run eagerly, its dozen small operations would each be compiled on their own).
@@ -294,11 +142,14 @@ def _fit_glmm(theta0, design: Design, family, inner=InnerOptions(), opt=OptOptio
         theta0 = initial_theta(design, family, structure).astype(jnp.result_type(float))
     p = design.X.shape[1]
     nd = family.n_dispersion
+    nc = n_chol(structure)
     # θ, the optimiser and sums over groups run in `acc` (float64 unless x64 is off); rows
     # and groups in the design's dtype, which may be float32 for speed.
     acc, work = theta0.dtype, design.X.dtype
     A = _orthonormalising_map(design.X, design.weights, acc)
     blocks = _blocks(design, chunks)
+    rows, cols = free_entries(structure)
+    d = re_dim(structure)
 
     # Without a dispersion the normalising constants (log-gamma terms) depend on the data
     # alone: sum them once rather than in every objective evaluation.
@@ -306,80 +157,54 @@ def _fit_glmm(theta0, design: Design, family, inner=InnerOptions(), opt=OptOptio
         design.y.astype(acc), design.trials.astype(acc), jnp.ones((), acc)))
     block_norm = None if nd else 0.0
 
-    def block_objective(theta, A, u_b, d_b):
-        params = unpack(theta, p, structure, nd)
-        params = params._replace(beta=A @ params.beta)
-        ll, u_new = laplace_loglik(params, d_b, u_b, family, inner, block_norm)
+    def params_of(phi, A):
+        # φ: β in the orthonormalised coordinates, the raw entries of L, log dispersion.
+        chol = jnp.zeros((d, d), phi.dtype).at[rows, cols].set(phi[p:p + nc])
+        disp = jnp.exp(phi[p + nc]) if nd else jnp.ones((), phi.dtype)
+        return Params(A @ phi[:p], chol, disp)
+
+    def block_objective(phi, A, u_b, d_b):
+        ll, u_new = laplace_loglik(params_of(phi, A), d_b, u_b, family, inner, block_norm)
         return -ll, u_new
 
-    def value_and_grad(theta, u, blks):
+    def evaluate(phi, u, blks):
         def one(consts, args):
             (v, u_new), g = jax.value_and_grad(block_objective, has_aux=True)(*consts, *args)
             return v, u_new, g
 
-        v, u_new, g = _over_blocks(one, (theta, A), (u, blks), mesh)
+        v, u_new, g = _over_blocks(one, (phi, A), (u, blks), mesh)
         return (jnp.sum(v) - log_norm, u_new), jnp.sum(g, axis=0)
 
-    # res.warm holds the modes at res.x, solved to the inner tolerance: everything after the
-    # optimiser evaluates there (max_iter=0) instead of compiling and running the solver again.
-    at_mode = inner._replace(max_iter=0)
-
-    def attempt(theta_start, u_start):
-        res = minimize(None, theta_start, u_start, blocks, opt, value_and_grad=value_and_grad)
-        params = unpack(res.x, p, structure, nd)
-        params = params._replace(beta=A @ params.beta)
-        params, warm, value = _finish_on_boundary(params, res.warm, res.value, blocks, family, inner, log_norm,
-                                                  mesh)
-
-        def per_block(params, args):
-            u_b, d_b = args
-            ranef, cond_var, u = modes_and_cond_var(params, d_b, u_b, family, at_mode)
-            # vcov: the β block of the inverse Hessian of −ℓ over all parameters. The block is
-            # invariant to how θ is parameterised at an optimum; the raw Cholesky scale keeps
-            # the Hessian non-singular when a variance sits at zero, where the log scale would not.
-            natural = lambda v: _natural_objective(v, u, d_b, family, at_mode, p, structure)
-            grad, hess = _grad_and_hessian(natural, _natural_phi(params, nd, structure))
-            return ranef, cond_var, grad, hess
-
-        ranef, cond_var, grad, hess = _over_blocks(per_block, params, (warm, blocks), mesh)
-        grad, hess = jnp.sum(grad, axis=0), jnp.sum(hess, axis=0)
-        status, decrement = _final_check(res.status, grad, hess, value, work)
-        return dict(
-            theta=res.x, loglik=-value, grad=grad, n_iter=res.n_iter, status=status, decrement=decrement,
-            hess=hess, beta=params.beta, chol=params.chol, dispersion=params.dispersion,
-            ranef=ranef, cond_var=cond_var, warm=warm,
-        )
-
-    def escape(out):
-        # From D = I the variances can all shrink towards 0 together, where every direction
-        # of L has zero gradient (f is even in each column of L) and the optimiser stops at
-        # a saddle: L ≈ 0 with negative curvature towards a rank-deficient D that fits better
-        # (seen on Bernoulli data with a (x | g) term that lme4 fits as singular).
-        params = Params(out["beta"], out["chol"], out["dispersion"])
-        phi = _natural_phi(params, nd, structure) + _restart_step(out["grad"], out["hess"])
-        rows, cols = free_entries(structure)
-        d = re_dim(structure)
-        chol = jnp.zeros((d, d), acc).at[rows, cols].set(phi[p:p + n_chol(structure)])
-        disp = jnp.exp(phi[-1]) if nd else jnp.ones((), acc)
-        theta = pack(Params(jnp.linalg.solve(A, phi[:p]), _restart_chol(chol, _ESCAPE_FLOOR), disp), nd, structure)
-        return theta, out["warm"]
+    def restart_theta(phi):
+        chol = restart_chol(jnp.zeros((d, d), acc).at[rows, cols].set(phi[p:p + nc]), ESCAPE_FLOOR)
+        return jnp.concatenate([phi[:p], vec_from_chol(chol, structure), phi[p + nc:]])
 
     theta0 = theta0.at[:p].set(jnp.linalg.solve(A, theta0[:p]))
     u0 = jnp.zeros(blocks.counts.shape + (q,), work)
-    # The placeholder "best" has the attempt's shapes, built by hand: an eval_shape would
-    # trace the whole attempt a second time, 0.25 s of every cold fit.
-    k, m, d = p + n_chol(structure) + nd, blocks.counts.shape, re_dim(structure)
-    zero = lambda *shape: jnp.zeros(shape, acc)
-    blank = dict(theta=jnp.zeros_like(theta0), loglik=jnp.asarray(-jnp.inf, acc), grad=zero(k),
-                 n_iter=jnp.zeros((), jnp.int32), status=jnp.zeros((), jnp.int32), decrement=zero(),
-                 hess=zero(k, k), beta=zero(p), chol=zero(d, d), dispersion=zero(), ranef=zero(*m, q),
-                 cond_var=zero(*m, q, q), warm=jnp.zeros_like(u0))
-    out = _best_of_attempts(attempt, escape, theta0, u0, blank)
-    cov = jnp.linalg.inv(out["hess"])
-    out.pop("warm")
-    out.update(vcov=cov[:p, :p], ranef=out["ranef"].reshape((-1, q)),
-               cond_var=out["cond_var"].reshape((-1, q, q)))
-    return out
+    diag_mask = np.zeros(theta0.shape[0], bool)
+    diag_mask[p:p + nc] = rows == cols
+    best = optimise_and_check(evaluate, theta0, u0, blocks, diag_mask, restart_theta, opt, work)
+
+    # Back from the orthonormalised β: with φ = M φ_s, M = diag(A, I), the gradient is
+    # M⁻ᵀ g_s and the covariance of the natural parameters M H_s⁻¹ Mᵀ.
+    params = params_of(best["phi"], A)
+    k = theta0.shape[0]
+    M = jnp.eye(k, dtype=acc).at[:p, :p].set(A)
+    M_inv = jnp.eye(k, dtype=acc).at[:p, :p].set(jnp.linalg.solve(A, jnp.eye(p, dtype=acc)))
+    grad = M_inv.T @ best["grad"]
+    hess = M_inv.T @ best["hess"] @ M_inv
+    cov = M @ jnp.linalg.inv(best["hess"]) @ M.T
+
+    # best["warm"] holds the modes at φ, solved to the inner tolerance: evaluate there
+    # (max_iter=0) instead of compiling and running the solver again.
+    at_mode = inner._replace(max_iter=0)
+    ranef, cond_var, _ = _over_blocks(lambda prm, args: modes_and_cond_var(prm, args[1], args[0], family, at_mode),
+                                      params, (best["warm"], blocks), mesh)
+    return dict(
+        theta=best["theta"], loglik=-best["value"], grad=grad, n_iter=best["n_iter"], status=best["status"],
+        decrement=best["decrement"], hess=hess, beta=params.beta, chol=params.chol, dispersion=params.dispersion,
+        vcov=cov[:p, :p], ranef=ranef.reshape((-1, q)), cond_var=cond_var.reshape((-1, q, q)),
+    )
 
 
 def _sharded_lmm_stats(design: Design, chunks: int, mesh, dtype):
@@ -404,50 +229,19 @@ def _fit_lmm(theta0, design: Design, reml: bool, opt=OptOptions(), blocks=None, 
         stats = lmm_stats(design, theta0.dtype)
     else:
         stats = _sharded_lmm_stats(design, chunks, mesh, theta0.dtype)
-
-    def objective(theta, warm, s):
-        return -profiled_loglik(chol_from_vec(theta, structure), s, reml), warm
-
     rows, cols = free_entries(structure)
+    lam_of = lambda phi: jnp.zeros((q, q), phi.dtype).at[rows, cols].set(phi)
 
-    def natural(v):
-        return -profiled_loglik(jnp.zeros((q, q), v.dtype).at[rows, cols].set(v), stats, reml)
+    def evaluate(phi, warm, s):
+        value, grad = jax.value_and_grad(lambda v: -profiled_loglik(lam_of(v), s, reml))(phi)
+        return (value, warm), grad
 
-    def attempt(theta_start, warm):
-        res = minimize(objective, theta_start, warm, stats, opt)
-        lam = chol_from_vec(res.x, structure)
-        # On the boundary the log-diagonal only creeps towards −∞ (the objective is flat
-        # there, O(L_kk²)), and L-BFGS stalls a little short (e.g. at L = 3e-4 with 3e-8 of
-        # log-likelihood left). A small relative diagonal is set to exactly 0 when that is
-        # no worse, and the fit is judged there; an interior optimum loses by it and is kept.
-        projected, any_small = _project_to_boundary(lam)
-        f_proj = -profiled_loglik(projected, stats, reml)
-        use = any_small & _no_worse(f_proj, res.value)
-        lam = jnp.where(use, projected, lam)
-        value = jnp.where(use, f_proj, res.value)
-        grad, hess = _grad_and_difference_hessian(natural, lam[rows, cols])
-        status, decrement = _final_check(res.status, grad, hess, value)
-        return dict(theta=res.x, lam=lam, loglik=-value, grad=grad, hess=hess, n_iter=res.n_iter, status=status,
-                    decrement=decrement)
-
-    def escape(out):
-        # As in the Laplace fit: a correlation driven to ±1 (a diagonal of Λ to 0) can stop
-        # where the curvature along Λ is negative, or a projection onto the boundary can
-        # leave a gradient (seen in sleepstudy bootstrap refits); restart from beyond it.
-        phi = out["lam"][rows, cols] + _restart_step(out["grad"], out["hess"])
-        lam = jnp.zeros((q, q), phi.dtype).at[rows, cols].set(phi)
-        return vec_from_chol(_restart_chol(lam, _ESCAPE_FLOOR), structure), jnp.zeros(())
-
-    k = n_chol(structure)
-    acc = theta0.dtype
-    blank = dict(theta=jnp.zeros_like(theta0), lam=jnp.zeros((q, q), acc), loglik=jnp.asarray(-jnp.inf, acc),
-                 grad=jnp.zeros(k, acc), hess=jnp.zeros((k, k), acc), n_iter=jnp.zeros((), jnp.int32),
-                 status=jnp.zeros((), jnp.int32), decrement=jnp.zeros((), acc))
-    out = _best_of_attempts(attempt, escape, theta0, jnp.zeros(()), blank)
-    sol = lmm_solution(out["lam"], stats, reml)
+    restart_theta = lambda phi: vec_from_chol(restart_chol(lam_of(phi), ESCAPE_FLOOR), structure)
+    best = optimise_and_check(evaluate, theta0, jnp.zeros(()), stats, rows == cols, restart_theta, opt)
+    sol = lmm_solution(lam_of(best["phi"]), stats, reml)
     return dict(
-        theta=out["theta"], loglik=out["loglik"], grad=out["grad"], n_iter=out["n_iter"], status=out["status"],
-        decrement=out["decrement"], beta=sol.beta, chol=sol.chol, dispersion=sol.sigma,
+        theta=best["theta"], loglik=-best["value"], grad=best["grad"], n_iter=best["n_iter"], status=best["status"],
+        decrement=best["decrement"], beta=sol.beta, chol=sol.chol, dispersion=sol.sigma,
         vcov=sol.vcov, ranef=sol.ranef, cond_var=sol.cond_var,
     )
 

@@ -82,94 +82,127 @@ def _cubic_step(a, fa, sa, b, fb, sb):
     return jnp.clip(t, lo + 0.1 * (hi - lo), hi - 0.1 * (hi - lo))
 
 
+class LbfgsState(NamedTuple):
+    """Where one L-BFGS run stands between two evaluations of the objective."""
+    x: jnp.ndarray        # the accepted point
+    f: jnp.ndarray
+    g: jnp.ndarray
+    warm_x: object        # the warm state returned by the evaluation at x
+    lstate: object        # optax's L-BFGS memory
+    search: _Search       # the line search along the current direction
+    it: jnp.ndarray       # accepted steps; −1 before x0 is evaluated
+    stall: jnp.ndarray    # accepted steps in a row without progress
+    status: jnp.ndarray   # −1 while running, else a Status
+
+
+def _direction(options: OptOptions):
+    return optax.scale_by_lbfgs(memory_size=options.memory)
+
+
+def lbfgs_start(x0, warm0, options: OptOptions = OptOptions()) -> LbfgsState:
+    """The state whose first trial point is x0 itself: a zero direction whose step is
+    accepted unseen."""
+    x0 = jnp.asarray(x0)
+    dtype = x0.dtype
+    inf, zero = jnp.asarray(jnp.inf, dtype), jnp.zeros((), dtype)
+    search0 = _Search(jnp.zeros_like(x0), zero, zero, zero, inf, zero, inf, inf, inf, jnp.zeros((), jnp.int32))
+    return LbfgsState(x0, inf, jnp.zeros_like(x0), warm0, _direction(options).init(x0), search0,
+                      jnp.asarray(-1, jnp.int32), jnp.zeros((), jnp.int32), jnp.asarray(-1, jnp.int32))
+
+
+def lbfgs_trial(state: LbfgsState):
+    """The point at which the objective is to be evaluated next."""
+    return state.x + state.search.alpha * state.search.d
+
+
+def lbfgs_update(state: LbfgsState, f_t, g_t, warm_t, options: OptOptions = OptOptions()) -> LbfgsState:
+    """The state after evaluating the objective at :func:`lbfgs_trial` (value ``f_t``,
+    gradient ``g_t``, warm state ``warm_t``): the step is accepted or the bracket moves.
+
+    optax's L-BFGS supplies the search direction; the strong-Wolfe line search (bracketing
+    and cubic interpolation, after Nocedal & Wright, Algorithms 3.5–3.6) is a state
+    machine, so that every evaluation is one step of the caller's loop. There is then a
+    single copy of the objective, its inner solver and its adjoint in the compiled program
+    (optax's zoom line search would add a second), and every evaluation returns the
+    conditional modes at the point it visited, so each one warm-starts the next. The full
+    quasi-Newton step is tried first and is accepted almost always, so an iteration
+    usually costs one evaluation.
+    """
+    direction = _direction(options)
+    x, f, g, warm_x, lstate, s, it, stall, _ = state
+    dtype = x.dtype
+    first = it < 0
+    slope_t = g_t @ s.d
+    finite = jnp.isfinite(f_t) & jnp.all(jnp.isfinite(g_t))
+    decrease = finite & (f_t <= f + _C1 * s.alpha * s.slope0) & (f_t <= s.f_lo)
+    curvature = jnp.abs(slope_t) <= _C2 * jnp.abs(s.slope0)
+    accept = first | (decrease & curvature)
+
+    # --- the step is accepted: test convergence, then the next L-BFGS direction
+    x_new = x + s.alpha * s.d
+    no_progress = (f - f_t) <= options.ftol * (1.0 + jnp.abs(f_t))
+    stall_new = jnp.where(first, 0, jnp.where(no_progress, stall + 1, 0))
+    d_raw, lstate_new = direction.update(g_t, lstate, x_new)
+    d_new = -d_raw
+    slope_new = g_t @ d_new
+    s_next = _Search(d_new, slope_new, jnp.ones((), dtype), jnp.zeros((), dtype), f_t, slope_new,
+                     jnp.asarray(jnp.inf, dtype), jnp.asarray(jnp.inf, dtype), jnp.asarray(jnp.inf, dtype),
+                     jnp.zeros((), jnp.int32))
+    small_grad = jnp.max(jnp.abs(g_t)) <= options.gtol * (1.0 + jnp.abs(f_t))
+    status_acc = jnp.where(
+        ~finite, Status.NONFINITE,
+        jnp.where(small_grad, Status.CONVERGED,
+                  jnp.where(stall_new >= options.stall_iters, Status.STALLED,
+                            jnp.where(it + 1 >= options.max_iter, Status.MAX_ITER, -1))))
+    # A direction that does not descend (rounding, at the optimum) ends the run.
+    status_acc = jnp.where((status_acc < 0) & ~(slope_new < 0), Status.STALLED, status_acc)
+
+    # --- the step is rejected: shrink or extend the bracket, choose the next step
+    too_long = ~decrease  # includes non-finite values
+    overshoot = decrease & (slope_t > 0)
+    # Nocedal & Wright's zoom: a step with sufficient decrease becomes the new lo; the
+    # old lo becomes hi when the slope says the minimum lies behind.
+    hi = jnp.where(too_long, s.alpha, jnp.where(overshoot, s.lo, s.hi))
+    f_hi = jnp.where(too_long, f_t, jnp.where(overshoot, s.f_lo, s.f_hi))
+    s_hi = jnp.where(too_long, slope_t, jnp.where(overshoot, s.s_lo, s.s_hi))
+    lo = jnp.where(too_long, s.lo, s.alpha)
+    f_lo = jnp.where(too_long, s.f_lo, f_t)
+    s_lo = jnp.where(too_long, s.s_lo, slope_t)
+    alpha = jnp.where(jnp.isfinite(hi), _cubic_step(lo, f_lo, s_lo, hi, f_hi, s_hi), 2.0 * lo)
+    s_rej = _Search(s.d, s.slope0, alpha, lo, f_lo, s_lo, hi, f_hi, s_hi, s.trials + 1)
+    status_rej = jnp.where(s.trials + 1 >= _MAX_TRIALS, Status.STALLED, -1)
+
+    if options.verbose:
+        from . import _progress
+
+        jax.lax.cond(accept, lambda a: jax.debug.callback(_progress.report, *a), lambda a: None,
+                     (it + 1, f_t, jnp.max(jnp.abs(g_t))))
+
+    pick = lambda a, b: jax.tree.map(lambda u, v: jnp.where(accept, u, v), a, b)
+    return LbfgsState(pick(x_new, x), pick(f_t, f), pick(g_t, g), pick(warm_t, warm_x), pick(lstate_new, lstate),
+                      pick(s_next, s_rej), jnp.where(accept, it + 1, it).astype(jnp.int32),
+                      pick(stall_new, stall).astype(jnp.int32),
+                      pick(status_acc, status_rej).astype(jnp.int32))
+
+
 def minimize(fun, x0, warm0, args, options: OptOptions = OptOptions(), *, value_and_grad=None) -> OptResult:
-    """Minimise ``fun(x, warm, args) -> (value, new_warm)`` over the vector x.
+    """Minimise ``fun(x, warm, args) -> (value, new_warm)`` over the vector x with L-BFGS
+    (:func:`lbfgs_update`), one evaluation per pass of one ``lax.while_loop``.
 
     ``value_and_grad(x, warm, args) -> ((value, new_warm), gradient)`` may be given instead
     of ``fun`` (pass ``fun=None``) when the caller computes the gradient its own way, e.g.
     block by block to bound memory.
-
-    optax's L-BFGS supplies the search direction; the strong-Wolfe line search (bracketing
-    and cubic interpolation, after Nocedal & Wright, Algorithms 3.5–3.6) is written as a
-    state machine so that every pass of the while loop makes exactly one
-    value-and-gradient call. There is then a single copy of the objective, its inner
-    solver and its adjoint in the compiled program (optax's zoom line search would add a
-    second), and every evaluation returns the conditional modes at the point it visited,
-    so each one warm-starts the next. The full quasi-Newton step is tried first and is
-    accepted almost always, so an iteration usually costs one evaluation.
     """
-    direction = optax.scale_by_lbfgs(memory_size=options.memory)
     if value_and_grad is None:
         value_and_grad = jax.value_and_grad(fun, has_aux=True)
-    x0 = jnp.asarray(x0)
-    dtype = x0.dtype
-    inf = jnp.asarray(jnp.inf, dtype)
-    zero = jnp.zeros((), dtype)
-
-    def small_grad(f, g):
-        return jnp.max(jnp.abs(g)) <= options.gtol * (1.0 + jnp.abs(f))
-
-    def new_search(d, g, f):
-        slope0 = g @ d
-        return _Search(d, slope0, jnp.ones((), dtype), zero, f, slope0, inf, inf, inf, 0)
-
-    # The first pass evaluates x0 itself: a zero direction whose step is accepted unseen.
-    search0 = _Search(jnp.zeros_like(x0), zero, zero, zero, inf, zero, inf, inf, inf, 0)
-    # carry: x, f, g, warm at x (accepted point), L-BFGS state, search, accepted steps (−1
-    # before x0 is evaluated), stalled steps, status (−1 while running), latest finite warm
-    init = (x0, inf, jnp.zeros_like(x0), warm0, direction.init(x0), search0, -1, 0, -1, warm0)
 
     def body(c):
-        x, f, g, warm_x, lstate, s, it, stall, _, warm = c
-        first = it < 0
-        (f_t, warm_t), g_t = value_and_grad(x + s.alpha * s.d, warm, args)
-        slope_t = g_t @ s.d
+        state, warm = c
+        (f_t, warm_t), g_t = value_and_grad(lbfgs_trial(state), warm, args)
         finite = jnp.isfinite(f_t) & jnp.all(jnp.isfinite(g_t))
-        decrease = finite & (f_t <= f + _C1 * s.alpha * s.slope0) & (f_t <= s.f_lo)
-        curvature = jnp.abs(slope_t) <= _C2 * jnp.abs(s.slope0)
-        accept = first | (decrease & curvature)
+        # the modes of every finite evaluation warm-start the next one
+        warm = jax.tree.map(lambda u, v: jnp.where(finite, u, v), warm_t, warm)
+        return lbfgs_update(state, f_t, g_t, warm_t, options), warm
 
-        # --- the step is accepted: test convergence, then the next L-BFGS direction
-        x_new = x + s.alpha * s.d
-        no_progress = (f - f_t) <= options.ftol * (1.0 + jnp.abs(f_t))
-        stall_new = jnp.where(first, 0, jnp.where(no_progress, stall + 1, 0))
-        d_raw, lstate_new = direction.update(g_t, lstate, x_new)
-        s_next = new_search(-d_raw, g_t, f_t)
-        status_acc = jnp.where(
-            ~finite, Status.NONFINITE,
-            jnp.where(small_grad(f_t, g_t), Status.CONVERGED,
-                      jnp.where(stall_new >= options.stall_iters, Status.STALLED,
-                                jnp.where(it + 1 >= options.max_iter, Status.MAX_ITER, -1))))
-        # A direction that does not descend (rounding, at the optimum) ends the run.
-        status_acc = jnp.where((status_acc < 0) & ~(s_next.slope0 < 0), Status.STALLED, status_acc)
-
-        # --- the step is rejected: shrink or extend the bracket, choose the next step
-        too_long = ~decrease  # includes non-finite values
-        overshoot = decrease & (slope_t > 0)
-        # Nocedal & Wright's zoom: a step with sufficient decrease becomes the new lo; the
-        # old lo becomes hi when the slope says the minimum lies behind.
-        hi = jnp.where(too_long, s.alpha, jnp.where(overshoot, s.lo, s.hi))
-        f_hi = jnp.where(too_long, f_t, jnp.where(overshoot, s.f_lo, s.f_hi))
-        s_hi = jnp.where(too_long, slope_t, jnp.where(overshoot, s.s_lo, s.s_hi))
-        lo = jnp.where(too_long, s.lo, s.alpha)
-        f_lo = jnp.where(too_long, s.f_lo, f_t)
-        s_lo = jnp.where(too_long, s.s_lo, slope_t)
-        alpha = jnp.where(jnp.isfinite(hi), _cubic_step(lo, f_lo, s_lo, hi, f_hi, s_hi), 2.0 * lo)
-        s_rej = _Search(s.d, s.slope0, alpha, lo, f_lo, s_lo, hi, f_hi, s_hi, s.trials + 1)
-        status_rej = jnp.where(s.trials + 1 >= _MAX_TRIALS, Status.STALLED, -1)
-
-        if options.verbose:
-            from . import _progress
-
-            jax.lax.cond(accept, lambda a: jax.debug.callback(_progress.report, *a), lambda a: None,
-                         (it + 1, f_t, jnp.max(jnp.abs(g_t))))
-
-        pick = lambda a, b: jax.tree.map(lambda u, v: jnp.where(accept, u, v), a, b)
-        return (pick(x_new, x), pick(f_t, f), pick(g_t, g), pick(warm_t, warm_x),
-                pick(lstate_new, lstate), pick(s_next, s_rej),
-                jnp.where(accept, it + 1, it), pick(stall_new, stall), pick(status_acc, status_rej),
-                # the modes of every finite evaluation warm-start the next one
-                jax.tree.map(lambda u, v: jnp.where(finite, u, v), warm_t, warm))
-
-    x, f, g, warm_x, _, _, it, _, status, _ = jax.lax.while_loop(lambda c: c[8] < 0, body, init)
-    return OptResult(x, f, g, warm_x, it, status)
+    state, _ = jax.lax.while_loop(lambda c: c[0].status < 0, body, (lbfgs_start(x0, warm0, options), warm0))
+    return OptResult(state.x, state.f, state.g, state.warm_x, state.it, state.status)
