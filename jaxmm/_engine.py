@@ -15,9 +15,10 @@ import numpy as np
 from ._design import Design
 from ._driver import ESCAPE_FLOOR, optimise_and_check, restart_chol
 from ._inner import InnerOptions
-from ._laplace import laplace_loglik, modes_and_cond_var
+from ._laplace import modes_and_cond_var
 from ._lmm import lmm_solution, lmm_stats, profiled_loglik
 from ._optimize import OptOptions
+from ._quadrature import marginal_loglik
 from ._params import Params, free_entries, n_chol, pack, re_dim, vec_from_chol
 
 
@@ -125,7 +126,7 @@ def _over_blocks(fn, consts, blocks, mesh=None):
 
 
 def _fit_glmm(theta0, design: Design, family, inner=InnerOptions(), opt=OptOptions(), chunks: int = 1,
-              blocks=None, mesh=None):
+              blocks=None, mesh=None, nagq: int = 1):
     """Laplace fit. With ``chunks`` > 1 every pass over the rows runs block by block
     (``lax.map``), each block differentiated on its own and the derivatives summed, so the
     reverse-mode temporaries are those of one block.
@@ -134,7 +135,9 @@ def _fit_glmm(theta0, design: Design, family, inner=InnerOptions(), opt=OptOptio
     (run eagerly, its dozen small operations would each be compiled on their own).
     ``blocks`` (a tuple of sizes) makes L block diagonal, e.g. ``(1, 1)`` for ``(x || g)``;
     None is one correlated block. ``mesh`` (a one-axis ``jax.sharding.Mesh``) splits the
-    blocks over its devices; ``chunks`` must then be a multiple of its size.
+    blocks over its devices; ``chunks`` must then be a multiple of its size. ``nagq`` > 1
+    integrates the random effects by adaptive Gauss–Hermite quadrature with that many
+    nodes per dimension (``_quadrature``) instead of Laplace.
     """
     q = design.Z.shape[1]
     structure = q if blocks is None else tuple(blocks)
@@ -164,7 +167,7 @@ def _fit_glmm(theta0, design: Design, family, inner=InnerOptions(), opt=OptOptio
         return Params(A @ phi[:p], chol, disp)
 
     def block_objective(phi, A, u_b, d_b):
-        ll, u_new = laplace_loglik(params_of(phi, A), d_b, u_b, family, inner, block_norm)
+        ll, u_new = marginal_loglik(params_of(phi, A), d_b, u_b, family, inner, nagq, block_norm)
         return -ll, u_new
 
     def evaluate(phi, u, blks):
@@ -246,7 +249,7 @@ def _fit_lmm(theta0, design: Design, reml: bool, opt=OptOptions(), blocks=None, 
     )
 
 
-fit_glmm = jax.jit(_fit_glmm, static_argnames=("family", "inner", "opt", "chunks", "blocks", "mesh"),
+fit_glmm = jax.jit(_fit_glmm, static_argnames=("family", "inner", "opt", "chunks", "blocks", "mesh", "nagq"),
                    compiler_options=_COMPILER_OPTIONS)
 fit_lmm = jax.jit(_fit_lmm, static_argnames=("reml", "opt", "blocks", "chunks", "mesh"),
                   compiler_options=_COMPILER_OPTIONS)
@@ -256,9 +259,10 @@ fit_lmm = jax.jit(_fit_lmm, static_argnames=("reml", "opt", "blocks", "chunks", 
 # design. Replicates are padded to a common shape with weight-0 rows and empty group
 # slots, which change no estimate; each replicate keeps its own optimiser state and
 # status, and the loops run until the last replicate stops.
-@functools.partial(jax.jit, static_argnames=("family", "inner", "opt", "blocks"), compiler_options=_COMPILER_OPTIONS)
-def fit_glmm_batch(designs: Design, family, inner=InnerOptions(), opt=OptOptions(), blocks=None):
-    return jax.vmap(lambda d: _fit_glmm(None, d, family, inner, opt, 1, blocks))(designs)
+@functools.partial(jax.jit, static_argnames=("family", "inner", "opt", "blocks", "nagq"),
+                   compiler_options=_COMPILER_OPTIONS)
+def fit_glmm_batch(designs: Design, family, inner=InnerOptions(), opt=OptOptions(), blocks=None, nagq: int = 1):
+    return jax.vmap(lambda d: _fit_glmm(None, d, family, inner, opt, 1, blocks, nagq=nagq))(designs)
 
 
 @functools.partial(jax.jit, static_argnames=("reml", "opt", "blocks"), compiler_options=_COMPILER_OPTIONS)

@@ -14,6 +14,7 @@ from ._formula import parse_formula
 from . import _progress
 from ._optimize import OptOptions, Status
 from ._params import Params
+from ._quadrature import MAX_QUADRATURE_DIM
 from ._results import MixedModelResult
 from ._sharding import make_mesh, place, resolve_devices, to_host
 from .errors import ArgumentError, ConvergenceWarning, DataError, SingularFitWarning
@@ -33,9 +34,32 @@ def _resolve_method(family, method):
     raise ArgumentError(f"unknown method {method!r} for family {family.name!r}; choose one of {list(allowed)}")
 
 
+def _check_nagq(nagq, family, spec) -> int:
+    if isinstance(nagq, bool) or not isinstance(nagq, (int, np.integer)):
+        raise ArgumentError(f"nAGQ must be a whole number of quadrature nodes (1 = Laplace), got {nagq!r}")
+    nagq = int(nagq)
+    if nagq < 1:
+        raise ArgumentError(f"nAGQ must be at least 1 (1 = Laplace), got {nagq}; lme4's nAGQ=0 shortcut "
+                            "(fixed effects inside the inner solver) is not offered")
+    return nagq
+
+
+def _check_quadrature_dim(method, q, re_names):
+    if method == "AGHQ" and q > MAX_QUADRATURE_DIM:
+        raise ArgumentError(
+            f"nAGQ > 1 (adaptive Gauss-Hermite quadrature) is available for at most {MAX_QUADRATURE_DIM} random "
+            f"effects per group: the product rule needs nAGQ^q nodes. This model has q = {q} ({', '.join(re_names)}); "
+            "use nAGQ=1 (Laplace) or fewer random effects")
+
+
+def _nagq(method, fit_options) -> int:
+    """Quadrature nodes per random effect for the Laplace engine: 1 unless the fit is AGHQ."""
+    return int(fit_options.get("nAGQ", 1)) if method == "AGHQ" else 1
+
+
 def fit(formula: str, data, family="gaussian", *, method: str | None = None, trials: str | None = None,
         link: str | None = None, offset=None, weights=None, missing: str = "raise", bucket: bool = True,
-        dtype: str = "float64", verbose: bool = False, by: str | None = None, devices=None):
+        dtype: str = "float64", verbose: bool = False, by: str | None = None, devices=None, nAGQ: int = 1):
     """Fit a (generalised) linear mixed model with one grouping factor.
 
     Parameters
@@ -67,6 +91,12 @@ def fit(formula: str, data, family="gaussian", *, method: str | None = None, tri
         groups are split over them (``jax.sharding``), each device solving its own groups'
         modes; the estimates equal a one-device fit's. ``res.n_devices`` records it.
         Works across processes under ``jax.distributed.initialize()``.
+    nAGQ : nodes per random effect of adaptive Gauss–Hermite quadrature (lme4's argument).
+        1 (default) is the Laplace approximation; k > 1 integrates each subject's random
+        effects with a product rule of k^q nodes centred at the mode and scaled by the
+        conditional covariance, for q ≤ 3 (lme4 allows only q = 1). The reported
+        log-likelihood is the integral itself; lme4's ``logLik`` for nAGQ > 1 is that minus
+        the saturated model's log-likelihood. Gaussian fits are exact for every k.
     dtype : ``"float64"`` (default) or ``"float32"``: the precision of the stored rows and
         of the row- and group-level arithmetic. float32 halves memory traffic (the GPU
         option); parameters, the optimiser and sums over groups stay in float64, and the
@@ -80,6 +110,9 @@ def fit(formula: str, data, family="gaussian", *, method: str | None = None, tri
     fam = get_family(family, link)
     method = _resolve_method(fam, method)
     spec = parse_formula(formula)
+    nAGQ = _check_nagq(nAGQ, fam, spec)
+    if nAGQ > 1 and fam.name != "gaussian":
+        method = "AGHQ"
     if trials is not None and fam.name != "binomial":
         raise ArgumentError(f"trials= applies only to the binomial family, not {fam.name!r}")
     if weights is not None and fam.name != "gaussian":
@@ -87,7 +120,7 @@ def fit(formula: str, data, family="gaussian", *, method: str | None = None, tri
                             "for binomial counts use trials=")
     if not isinstance(bucket, bool):
         raise ArgumentError(f"bucket must be True or False, got {bucket!r}")
-    fit_options = dict(trials=trials, offset=offset, weights=weights, missing=missing)
+    fit_options = dict(trials=trials, offset=offset, weights=weights, missing=missing, nAGQ=nAGQ)
     if by is not None:
         if not isinstance(by, str):
             raise ArgumentError(f"by must be a column name, got {type(by).__name__}")
@@ -104,6 +137,7 @@ def fit(formula: str, data, family="gaussian", *, method: str | None = None, tri
                                        min_chunks=1 if mesh is None else mesh.size, host=mesh is not None)
     if mesh is not None:
         design = place(design, mesh)
+    _check_quadrature_dim(method, design.Z.shape[1], info.re_names)
     layout = info.layout
     n_obs, n_groups = layout.row_slot.size, layout.group_slot.size
     if n_groups < 2:
@@ -118,7 +152,8 @@ def fit(formula: str, data, family="gaussian", *, method: str | None = None, tri
         if fam.name == "gaussian":
             out = fit_lmm(None, design, method == "REML", opt=opt, blocks=blocks, chunks=layout.chunks, mesh=mesh)
         else:
-            out = fit_glmm(None, design, fam, opt=opt, chunks=layout.chunks, blocks=blocks, mesh=mesh)
+            out = fit_glmm(None, design, fam, opt=opt, chunks=layout.chunks, blocks=blocks, mesh=mesh,
+                           nagq=_nagq(method, fit_options))
         out = {k: to_host(v) for k, v in out.items()}
     finally:
         _progress.stop()
@@ -139,11 +174,12 @@ def _fit_by(spec, data, fam, method, by, formula, fit_options, dtype, bucket) ->
     designs, infos, keys, n_dropped = designs_by(spec, data, by, trials=fit_options["trials"], offset=fit_options["offset"],
                                       weights=fit_options["weights"], dtype=dtype, bucket=bucket,
                                       missing=fit_options["missing"], check_response=fam.check_response)
+    _check_quadrature_dim(method, designs.Z.shape[-1], infos[0].re_names)
     blocks = None if spec.correlated else (1,) * designs.Z.shape[-1]
     if fam.name == "gaussian":
         out = fit_lmm_batch(designs, method == "REML", blocks=blocks)
     else:
-        out = fit_glmm_batch(designs, fam, blocks=blocks)
+        out = fit_glmm_batch(designs, fam, blocks=blocks, nagq=_nagq(method, fit_options))
     out = {k: np.asarray(v) for k, v in out.items()}
     replicate = lambda r: {k: v[r] for k, v in out.items()}
     outcomes = [_outcome(fam, info, replicate(r)) for r, info in enumerate(infos)]

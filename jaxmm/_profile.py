@@ -25,6 +25,7 @@ from ._families import get_family
 from ._inner import InnerOptions
 from ._laplace import laplace_loglik
 from ._optimize import OptOptions, minimize
+from ._quadrature import marginal_loglik
 from ._params import Params, free_entries, n_chol, re_dim
 from .errors import ArgumentError
 
@@ -108,8 +109,8 @@ def _grad_and_hessian(f, x):
     return grads[0], 0.5 * (cols + cols.T)
 
 
-@functools.partial(jax.jit, static_argnames=("family", "structure", "nd"), compiler_options=_COMPILER_OPTIONS)
-def profile_logliks(design, u_hat, phi_hat, scale, kinds, indices, values, family, structure, nd):
+@functools.partial(jax.jit, static_argnames=("family", "structure", "nd", "nagq"), compiler_options=_COMPILER_OPTIONS)
+def profile_logliks(design, u_hat, phi_hat, scale, kinds, indices, values, family, structure, nd, nagq=1):
     """ℓ_p at each (kind, index, value): one constrained fit per entry, vmapped."""
     p = design.X.shape[1]
     opt = OptOptions(gtol=1e-10)
@@ -117,7 +118,7 @@ def profile_logliks(design, u_hat, phi_hat, scale, kinds, indices, values, famil
     def objective(psi, u, args):
         kind, index, value = args
         params = _constrained(psi, kind, index, value, phi_hat, scale, p, structure, nd)
-        ll, u_new = laplace_loglik(params, design, u, family, InnerOptions())
+        ll, u_new = marginal_loglik(params, design, u, family, InnerOptions(), nagq)
         return -ll, u_new
 
     def one(kind, index, value):
@@ -149,9 +150,12 @@ def profile_intervals(res, level: float) -> pd.DataFrame:
     from ._laplace import modes_and_cond_var
 
     _, _, u_hat = modes_and_cond_var(params, design, u_hat, family, InnerOptions())
-    natural = lambda v: _natural_objective(v, u_hat, design, family, InnerOptions(max_iter=0), p, structure)
-    _, hess = _grad_and_hessian(natural, phi_hat)
-    cov = np.linalg.pinv(np.asarray(hess))
+    if res.cov_natural is not None:  # kept by Laplace and AGHQ fits
+        cov = np.asarray(res.cov_natural)
+    else:  # gaussian fits: Laplace is exact there
+        natural = lambda v: _natural_objective(v, u_hat, design, family, InnerOptions(max_iter=0), p, structure)
+        _, hess = _grad_and_hessian(natural, phi_hat)
+        cov = np.linalg.pinv(np.asarray(hess))
     scale = jnp.asarray(np.sqrt(np.maximum(np.diag(cov), 1e-12)))
     loglik_hat = res.loglik
 
@@ -196,7 +200,7 @@ def profile_intervals(res, level: float) -> pd.DataFrame:
 
     def zeta(values):
         ll = np.asarray(profile_logliks(design, u_hat, phi_hat, scale, jnp.asarray(kinds), jnp.asarray(indices),
-                                        jnp.asarray(values), family, structure, nd))
+                                        jnp.asarray(values), family, structure, nd, res.nagq))
         drop = np.maximum(2.0 * (loglik_hat - ll), 0.0)
         return np.sign(values - est) * np.sqrt(drop)
 

@@ -21,6 +21,9 @@ def _pvalue(p: float) -> str:
 def _model_title(res) -> str:
     if res.family == "gaussian":
         return f"Linear mixed model fit by {'REML' if res.method == 'REML' else 'maximum likelihood'}"
+    if res.method == "AGHQ":
+        nagq = (res.fit_options or {}).get("nAGQ")
+        return f"Generalized linear mixed model fit by maximum likelihood (Adaptive Gauss-Hermite Quadrature, nAGQ = {nagq})"
     return "Generalized linear mixed model fit by maximum likelihood (Laplace approximation)"
 
 

@@ -83,6 +83,11 @@ class MixedModelResult:
         return pd.DataFrame(self.ranef_array, index=index, columns=list(self.re_names))
 
     @property
+    def nagq(self) -> int:
+        """Quadrature nodes per random effect: 1 for Laplace (and the exact gaussian fits)."""
+        return int((self.fit_options or {}).get("nAGQ", 1)) if self.method == "AGHQ" else 1
+
+    @property
     def npar(self) -> int:
         structure = self.D.shape[0] if self.re_blocks is None else self.re_blocks
         return len(self.fixef) + n_chol(structure) + self.n_dispersion

@@ -40,14 +40,16 @@ def simulate_responses(key, design: Design, beta, chol, dispersion, family, n: i
     return jax.vmap(one)(jax.random.split(key, n))
 
 
-@functools.partial(jax.jit, static_argnames=("family", "reml", "chunks", "blocks"),
+@functools.partial(jax.jit, static_argnames=("family", "reml", "chunks", "blocks", "nagq"),
                    compiler_options=_COMPILER_OPTIONS)
-def refit_responses(design: Design, Y, family, reml: bool, chunks: int, blocks):
-    """The model refitted to every row of Y (each a response vector for ``design``)."""
+def refit_responses(design: Design, Y, family, reml: bool, chunks: int, blocks, nagq: int = 1):
+    """The model refitted to every row of Y (each a response vector for ``design``), with
+    ``nagq`` quadrature nodes per random effect (1 = Laplace)."""
     if family.name == "gaussian":
         fit = lambda y: _fit_lmm(None, design._replace(y=y), reml, OptOptions(), blocks)
     else:
-        fit = lambda y: _fit_glmm(None, design._replace(y=y), family, InnerOptions(), OptOptions(), chunks, blocks)
+        fit = lambda y: _fit_glmm(None, design._replace(y=y), family, InnerOptions(), OptOptions(), chunks, blocks,
+                                         nagq=nagq)
     return jax.vmap(fit)(Y)
 
 
@@ -88,7 +90,8 @@ def bootstrap(res, n: int = 500, seed: int = 0) -> pd.DataFrame:
         chunk = Y[start:start + batch]
         if chunk.shape[0] < batch:  # one compiled shape: pad the last chunk with its first replicate
             chunk = jnp.concatenate([chunk, jnp.repeat(chunk[:1], batch - chunk.shape[0], axis=0)])
-        out = refit_responses(res.design, chunk, family, res.method == "REML", res.layout.chunks, res.re_blocks)
+        out = refit_responses(res.design, chunk, family, res.method == "REML", res.layout.chunks, res.re_blocks,
+                              res.nagq)
         outs.append({k: to_host(out[k]) for k in ("beta", "chol", "dispersion", "status", "loglik")})
     out = {k: np.concatenate([o[k] for o in outs])[:n] for k in outs[0]}
     D = out["chol"] @ np.swapaxes(out["chol"], -1, -2)

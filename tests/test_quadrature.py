@@ -1,0 +1,190 @@
+"""Adaptive Gauss-Hermite quadrature (nAGQ > 1): the rule against brute-force integration,
+the fit against lme4's nAGQ = 25, and the checks that need no reference (k = 1 is Laplace,
+gaussian is exact for every k, 7 and 11 nodes agree for q = 2). lme4's numbers come from
+tests/r/nagq_refs.R."""
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.stats import binom, norm
+
+import jaxmm
+from jaxmm._engine import fit_glmm
+from jaxmm._families import get_family
+from jaxmm._laplace import laplace_loglik
+from jaxmm._quadrature import aghq_loglik, gauss_hermite_rule
+from jaxmm._simulate import refit_responses
+from jaxmm.errors import ArgumentError
+
+DATA = Path(__file__).parent / "data"
+CBPP = "incidence ~ C(period) + (1 | herd)"
+SEEDLIKE = "y ~ x + (x | subject)"
+
+# m25 <- glmer(cbind(incidence, size - incidence) ~ period + (1 | herd), cbpp, binomial, nAGQ = 25)
+# logLik(m25) is measured from the saturated model (-41.9783537689, the sum of
+# dbinom(incidence, size, incidence / size, log = TRUE)); the integral is their sum.
+LME4_NAGQ25 = dict(loglik=-50.0050152701, saturated=-41.9783537689,
+                   fixef=(-1.399223727829, -0.991408883813, -1.127809594158, -1.579480950705),
+                   se=(0.2335113780, 0.3067682008, 0.3267671626, 0.4275957098), D=0.419282039703)
+
+
+def _params(res):
+    return type(res.params)(*map(jnp.asarray, res.params))
+
+
+@pytest.fixture(scope="module")
+def cbpp():
+    data = pd.read_csv(DATA / "cbpp_binomial.csv")
+    laplace = jaxmm.fit(CBPP, data, "binomial", trials="size")
+    aghq = jaxmm.fit(CBPP, data, "binomial", trials="size", nAGQ=25)
+    return data, laplace, aghq
+
+
+@pytest.fixture(scope="module")
+def seedlike():
+    data = pd.read_csv(DATA / "seedlike_bernoulli_q2.csv")
+    return data, {k: jaxmm.fit(SEEDLIKE, data, "binomial", nAGQ=k) for k in (1, 7, 11)}
+
+
+def test_rule_weights_and_nodes():
+    for k, q in [(1, 1), (5, 1), (4, 2), (3, 3)]:
+        z, logw = gauss_hermite_rule(k, q)
+        assert z.shape == (k ** q, q)
+        # Σ wₘ e^{−‖zₘ‖²} π^{−q/2} = ∫ N(z; 0, I/2) dz = 1 with the adjusted weights
+        np.testing.assert_allclose(np.sum(np.exp(logw - np.sum(z * z, axis=1))), 1.0, rtol=1e-13)
+
+
+def test_one_node_is_laplace(cbpp, seedlike):
+    for res in (cbpp[1], seedlike[1][1]):
+        fam = get_family(res.family, res.link)
+        u0 = jnp.zeros((res.design.n_groups, res.D.shape[0]))
+        laplace = float(laplace_loglik(_params(res), res.design, u0, fam)[0])
+        assert float(aghq_loglik(_params(res), res.design, u0, fam, 1)[0]) == pytest.approx(laplace, abs=1e-10)
+        assert laplace == pytest.approx(res.loglik, abs=1e-8)
+
+
+def test_quadrature_equals_brute_force_integration(cbpp):
+    """25 nodes against a 20001-point trapezoid rule per herd (q = 1) at the Laplace estimate."""
+    _, res, _ = cbpp
+    design, prm = res.design, _params(res)
+    u0 = jnp.zeros((design.n_groups, 1))
+    sd = float(np.sqrt(res.D[0, 0]))
+    eta = np.asarray(design.X @ prm.beta)
+    y, n = np.asarray(design.y), np.asarray(design.trials)
+    group, weights = np.asarray(design.group), np.asarray(design.weights)
+    b = np.linspace(-10 * sd, 10 * sd, 20001)
+    total = 0.0
+    for i in range(int(design.n_groups)):
+        rows = np.flatnonzero((group == i) & (weights > 0))
+        if rows.size:
+            ll = sum(binom.logpmf(y[r], n[r], 1.0 / (1.0 + np.exp(-(eta[r] + b)))) for r in rows)
+            total += np.log(np.trapezoid(np.exp(ll) * norm.pdf(b, 0.0, sd), b))
+    fam = get_family("binomial", None)
+    value = float(aghq_loglik(prm, design, u0, fam, 25)[0])
+    assert value == pytest.approx(total, abs=1e-9)
+    assert abs(value - res.loglik) > 0.01  # and Laplace is measurably off on these data
+
+
+def test_cbpp_nagq25_matches_lme4(cbpp):
+    _, laplace, res = cbpp
+    ref = LME4_NAGQ25
+    integral = ref["loglik"] + ref["saturated"]
+    assert res.converged and res.method == "AGHQ" and res.nagq == 25
+    assert res.loglik >= integral - 1e-6
+    assert res.loglik == pytest.approx(integral, abs=1e-3)
+    se = np.sqrt(np.diag(res.vcov_array))
+    np.testing.assert_array_less(np.abs(res.fixef.to_numpy() - ref["fixef"]), 0.02 * se)
+    np.testing.assert_allclose(se, ref["se"], rtol=1e-3)
+    assert res.D[0, 0] == pytest.approx(ref["D"], rel=1e-3)
+    assert "Adaptive Gauss-Hermite Quadrature, nAGQ = 25" in res.summary()
+    assert res.loglik != pytest.approx(laplace.loglik, abs=0.01)
+
+
+def test_q2_seven_and_eleven_nodes_agree_and_differ_from_laplace(seedlike):
+    _, fits = seedlike
+    assert all(r.converged for r in fits.values())
+    assert fits[7].loglik == pytest.approx(fits[11].loglik, abs=1e-3)
+    assert abs(fits[7].loglik - fits[1].loglik) > 0.1
+    np.testing.assert_allclose(fits[7].fixef.to_numpy(), fits[11].fixef.to_numpy(), atol=1e-3)
+
+
+def test_gradient_equals_finite_differences(seedlike):
+    """Exact gradients for q = 2: the nodes move with the modes and their curvature."""
+    _, fits = seedlike
+    res = fits[7]
+    fam = get_family("binomial", None)
+    u0 = jnp.zeros((res.design.n_groups, 2))
+    p = len(res.beta)
+
+    def f(v):
+        chol = jnp.zeros((2, 2), v.dtype).at[np.tril_indices(2)].set(v[p:])
+        return aghq_loglik(type(res.params)(v[:p], chol, jnp.ones(())), res.design, u0, fam, 5)[0]
+
+    x = np.concatenate([res.beta, np.asarray(res.params.chol)[np.tril_indices(2)]])
+    x = x + 0.05 * np.cos(np.arange(x.size))  # away from the optimum, where the gradient is not ~0
+    f = jax.jit(f)
+    g = np.asarray(jax.grad(f)(jnp.asarray(x)))
+    h = 1e-5
+    fd = np.array([(float(f(jnp.asarray(x + h * e))) - float(f(jnp.asarray(x - h * e)))) / (2 * h)
+                   for e in np.eye(x.size)])
+    np.testing.assert_allclose(g, fd, rtol=1e-5, atol=1e-4)
+    assert np.max(np.abs(g)) > 1.0
+
+
+def test_gaussian_is_exact_for_every_k():
+    data = pd.read_csv(DATA / "sleepstudy_ml.csv")
+    exact = jaxmm.fit("Reaction ~ Days + (Days | Subject)", data, method="ML")
+    fam = get_family("gaussian", None)
+    u0 = jnp.zeros((exact.design.n_groups, 2))
+    for k in (1, 2, 5, 9):
+        value = float(aghq_loglik(_params(exact), exact.design, u0, fam, k)[0])
+        assert value == pytest.approx(exact.loglik, abs=1e-8)
+    # the whole quadrature fit (the Laplace engine with a gaussian family) lands on the exact ML fit
+    out = fit_glmm(None, exact.design, fam, nagq=5)
+    assert float(out["loglik"]) == pytest.approx(exact.loglik, abs=1e-8)
+    np.testing.assert_allclose(np.asarray(out["beta"]), exact.beta, rtol=1e-6)
+    np.testing.assert_allclose(float(out["dispersion"]), exact.sigma, rtol=1e-6)
+    # and fit() accepts nAGQ for gaussian models, which are exact already
+    again = jaxmm.fit("Reaction ~ Days + (Days | Subject)", data, method="ML", nAGQ=5)
+    assert again.loglik == pytest.approx(exact.loglik, abs=1e-10)
+
+
+def test_refits_use_the_same_quadrature(cbpp):
+    """Bootstrap refits (one vmapped program) of the observed response give the AGHQ fit back."""
+    _, _, res = cbpp
+    fam = get_family("binomial", None)
+    out = refit_responses(res.design, res.design.y[None], fam, False, 1, None, res.nagq)
+    assert float(out["loglik"][0]) == pytest.approx(res.loglik, abs=1e-7)
+    np.testing.assert_allclose(np.asarray(out["beta"][0]), res.beta, rtol=1e-5)
+
+
+def test_by_matches_separate_fits(cbpp):
+    data, _, res = cbpp
+    other = data.assign(incidence=np.minimum(data["incidence"] + (data.index % 3 == 0), data["size"]))
+    stacked = pd.concat([data.assign(rep="a"), other.assign(rep="b")], ignore_index=True)
+    batch = jaxmm.fit(CBPP, stacked, "binomial", trials="size", nAGQ=25, by="rep")
+    single_b = jaxmm.fit(CBPP, other, "binomial", trials="size", nAGQ=25)
+    np.testing.assert_allclose(batch.fixef.loc["a"].to_numpy(), res.beta, rtol=1e-6)
+    np.testing.assert_allclose(batch.fixef.loc["b"].to_numpy(), single_b.beta, rtol=1e-6)
+    assert batch.loglik["b"] == pytest.approx(single_b.loglik, abs=1e-8)
+    assert batch["a"].method == "AGHQ"
+
+
+@pytest.mark.parametrize("bad", [0, -3, 2.5, True, "25"])
+def test_bad_nagq_is_refused(cbpp, bad):
+    data = cbpp[0]
+    with pytest.raises(ArgumentError, match="nAGQ"):
+        jaxmm.fit(CBPP, data, "binomial", trials="size", nAGQ=bad)
+
+
+def test_more_than_three_random_effects_are_refused():
+    rng = np.random.default_rng(1)
+    n = 400
+    data = pd.DataFrame({"g": np.repeat(np.arange(40), 10), "a": rng.normal(size=n), "b": rng.normal(size=n),
+                         "c": rng.normal(size=n)})
+    data["y"] = rng.integers(0, 2, size=n)
+    with pytest.raises(ArgumentError, match=r"nAGQ.*at most 3.*q = 4"):
+        jaxmm.fit("y ~ a + (a + b + c | g)", data, "binomial", nAGQ=3)
