@@ -28,6 +28,8 @@ def _parser() -> argparse.ArgumentParser:
     fit.add_argument("--weights", default=None, metavar="COL", help="column of prior weights (gaussian)")
     fit.add_argument("--missing", default="raise", choices=["raise", "drop"],
                      help="rows with missing values: raise an error (default) or drop them")
+    fit.add_argument("--nAGQ", "--nagq", dest="nagq", type=int, default=1, metavar="K",
+                     help="adaptive Gauss-Hermite nodes per random effect (1 = Laplace, the default; q <= 3)")
     fit.add_argument("--dtype", default="float64", choices=["float64", "float32"])
     fit.add_argument("--json", default=None, metavar="PATH", help="also write the result as JSON")
     fit.add_argument("--plot", default=None, metavar="PATH", help="also write a caterpillar plot (PNG)")
@@ -68,7 +70,8 @@ def main(argv=None) -> int:
 
         data = _read_table(args.data)
         res = fit(args.formula, data, family=args.family, method=args.method, link=args.link, trials=args.trials,
-                  offset=args.offset, weights=args.weights, missing=args.missing, dtype=args.dtype, verbose=True)
+                  offset=args.offset, weights=args.weights, missing=args.missing, dtype=args.dtype, verbose=True,
+                  nAGQ=args.nagq)
         print(res.summary())
         if args.json:
             import json

@@ -115,7 +115,7 @@ def result_dict(res) -> dict:
     ct = res.coef_table()
     labels = [str(g) for g in res.group_labels]
     return {
-        "formula": res.formula, "family": res.family, "link": res.link, "method": res.method,
+        "formula": res.formula, "family": res.family, "link": res.link, "method": res.method, "nAGQ": res.nagq,
         "fixef": {k: float(v) for k, v in res.fixef.items()},
         "se": {k: float(v) for k, v in ct["std_error"].items()},
         "z": {k: float(v) for k, v in ct["z"].items()},

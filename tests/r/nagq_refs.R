@@ -17,3 +17,12 @@ print(as.data.frame(VarCorr(m25))$vcov, digits = 12)
 #  (Intercept)      period2      period3      period4
 # 0.2335113780 0.3067682008 0.3267671626 0.4275957098
 # [1] 0.419282039703
+# Profile intervals of the nAGQ = 25 fit (test_profile_intervals_use_the_quadrature)
+print(confint(m25, method = "profile", oldNames = FALSE), digits = 10)
+# Output:
+#                             2.5 %        97.5 %
+# sd_(Intercept)|herd  0.3488017427  1.1112974661
+# (Intercept)         -1.9046840551 -0.9462133523
+# period2             -1.6160836604 -0.4066108208
+# period3             -1.8004081737 -0.5104498570
+# period4             -2.5001919179 -0.7995920246
