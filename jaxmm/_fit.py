@@ -19,7 +19,7 @@ from ._results import MixedModelResult
 from ._sharding import make_mesh, place, resolve_devices, to_host
 from .errors import ArgumentError, ConvergenceWarning, DataError, SingularFitWarning
 
-_METHODS = {"gaussian": ("REML", "ML"), "other": ("laplace",)}
+_METHODS = {"gaussian": ("REML", "ML"), "other": ("laplace", "AGHQ")}
 
 
 def _resolve_method(family, method):
@@ -69,7 +69,8 @@ def fit(formula: str, data, family="gaussian", *, method: str | None = None, tri
     family : ``"gaussian"`` (exact LMM), ``"binomial"`` (links logit, probit, cloglog),
         ``"poisson"``, ``"negative_binomial"`` (NB2, ``theta`` estimated) or ``"gamma"``
         (Laplace). For gamma, ``sigma`` is the coefficient of variation 1/√shape.
-    method : ``"REML"`` (gaussian default) or ``"ML"``; ``"laplace"`` for other families.
+    method : ``"REML"`` (gaussian default) or ``"ML"``; ``"laplace"`` for other families, or
+        ``"AGHQ"`` with ``nAGQ`` > 1 (which selects it by itself, as in lme4).
     trials : column with binomial trial counts; without it a binomial response is 0/1.
     link : the link function; the canonical one by default.
     offset : a column name or array added to the linear predictor; ``offset(expr)`` terms in
@@ -111,7 +112,11 @@ def fit(formula: str, data, family="gaussian", *, method: str | None = None, tri
     method = _resolve_method(fam, method)
     spec = parse_formula(formula)
     nAGQ = _check_nagq(nAGQ, fam, spec)
+    if method == "AGHQ" and nAGQ == 1:
+        raise ArgumentError("method='AGHQ' needs the number of quadrature nodes: pass nAGQ=k with k > 1 "
+                            "(nAGQ=1 is the Laplace approximation)")
     if nAGQ > 1 and fam.name != "gaussian":
+        # as in lme4, nAGQ alone selects the quadrature; method='laplace' is the default name
         method = "AGHQ"
     if trials is not None and fam.name != "binomial":
         raise ArgumentError(f"trials= applies only to the binomial family, not {fam.name!r}")

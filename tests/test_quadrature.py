@@ -223,3 +223,11 @@ def test_profile_intervals_use_the_quadrature(cbpp):
         width = hi - lo
         assert abs(ci.loc[name, "lower"] - lo) < 1e-3 * width, name
         assert abs(ci.loc[name, "upper"] - hi) < 1e-3 * width, name
+
+
+def test_method_names(cbpp):
+    data, _, res = cbpp
+    named = jaxmm.fit(CBPP, data, "binomial", trials="size", method="aghq", nAGQ=25)
+    assert named.method == "AGHQ" and named.loglik == pytest.approx(res.loglik, abs=1e-10)
+    with pytest.raises(ArgumentError, match="nAGQ=k"):
+        jaxmm.fit(CBPP, data, "binomial", trials="size", method="AGHQ")
