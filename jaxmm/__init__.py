@@ -16,12 +16,15 @@ from ._inference import anova
 from ._results import MixedModelResult
 from ._batch import BatchResult
 from ._params import Params
+from ._design import Design
+from ._arrays import conditional_modes, design, marginal_loglik, row_order
 from ._examples import example_model, fit_example, load_example
 from ._cache import enable_compilation_cache
 
 if _os.environ.get("JAXMM_CACHE_DIR"):
     enable_compilation_cache()
 
-__all__ = ["fit", "anova", "MixedModelResult", "BatchResult", "Params", "errors", "load_example", "example_model", "fit_example",
+__all__ = ["fit", "anova", "MixedModelResult", "BatchResult", "Params", "Design", "design", "row_order",
+           "marginal_loglik", "conditional_modes", "errors", "load_example", "example_model", "fit_example",
            "enable_compilation_cache"]
 __version__ = "0.1.0"

@@ -127,6 +127,29 @@ def lmm_loglik(params: Params, stats: LMMStats):
     return -0.5 * (stats.n * (_LOG_2PI + 2.0 * jnp.log(sigma)) + red.logdet_R + rss / sigma**2) + stats.half_log_w
 
 
+def lmm_reml_loglik(params: Params, stats: LMMStats):
+    """Exact REML log-likelihood at given (L, σ); β does not enter (it is profiled by GLS).
+
+    With V = σ²R: ℓ_R = −½ [(n−p) log 2πσ² + log|R| + log|XᵀR⁻¹X| + pwrss/σ²], which at
+    σ̂² = pwrss/(n−p) is :func:`profiled_loglik` with ``reml=True``.
+    """
+    sigma = params.dispersion
+    red = _reduce(params.chol / sigma, stats)
+    _, pwrss, logdet_X = _gls(red)
+    dof = stats.n - params.beta.shape[0]
+    return -0.5 * (dof * (_LOG_2PI + 2.0 * jnp.log(sigma)) + red.logdet_R + logdet_X + pwrss / sigma**2) \
+        + stats.half_log_w
+
+
+def lmm_modes(params: Params, stats: LMMStats):
+    """BLUPs b̂ (m, q) and conditional covariances (m, q, q) at given (β, L, σ)."""
+    sigma = params.dispersion
+    lam = params.chol / sigma
+    red = _reduce(lam, stats)
+    u = sm.solve_lower_transpose(red.chol_M, red.r - red.Q @ params.beta)
+    return u @ lam.T, sigma**2 * lam @ sm.cho_inverse(red.chol_M) @ lam.T
+
+
 class LMMSolution(NamedTuple):
     beta: jnp.ndarray
     sigma: jnp.ndarray

@@ -1,0 +1,136 @@
+"""The array-level API: no formulas, no pandas, pure JAX functions of (params, design).
+
+``fit()`` is a formula front end over these pieces: it builds its ``Design`` with the
+same ``_design.make_design`` and maximises the same ``_quadrature.marginal_loglik``. Here
+they are exposed for code that embeds the mixed-model likelihood in its own ``jit``,
+``grad`` and ``vmap``, e.g. a neural network that supplies the fixed part of the linear
+predictor through ``design.offset`` while the random effects are integrated out.
+"""
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+
+from ._design import CHUNK_ROWS, Design, make_design
+from ._families import get_family
+from ._inner import InnerOptions
+from ._laplace import modes_and_cond_var
+from ._lmm import lmm_loglik, lmm_modes, lmm_reml_loglik, lmm_stats
+from ._params import Params
+from ._quadrature import MAX_QUADRATURE_DIM, marginal_loglik as _marginal_loglik
+from .errors import ArgumentError
+
+__all__ = ["design", "row_order", "marginal_loglik", "conditional_modes"]
+
+
+def design(X, Z, y, groups, *, trials=None, offset=None, weights=None, dtype: str = "float64") -> Design:
+    """A :class:`Design` pytree from arrays (numpy or anything ``np.asarray`` takes).
+
+    X: (n, p) fixed-effects columns; Z: (n, q) random-effects columns; y: (n,) response
+    (successes for a binomial with ``trials``); groups: (n,) integer codes or labels of the
+    grouping factor. ``trials``, ``offset`` (a known part of the linear predictor) and
+    prior ``weights`` are optional (n,) arrays.
+
+    The rows are stored sorted by group (a stable sort, so rows keep their order within a
+    group): design row k is input row ``row_order(groups)[k]``. Replace the offset with
+    ``design._replace(offset=eta[row_order(groups)])``, which is differentiable in ``eta``.
+    Group slots follow the sorted unique labels (``np.unique(groups)``). Nothing is padded.
+    """
+    if dtype not in ("float64", "float32"):
+        raise ArgumentError(f"dtype must be 'float64' or 'float32', got {dtype!r}")
+    n = np.shape(y)[0] if np.ndim(y) else 0
+    out, _, _ = make_design(X, Z, y, groups, trials=trials, offset=offset, weights=weights,
+                            dtype=jnp.dtype(dtype), chunk_rows=max(n, CHUNK_ROWS))
+    return out
+
+
+def row_order(groups) -> np.ndarray:
+    """Input row of each design row of :func:`design` (the stable sort by group)."""
+    _, codes = np.unique(np.asarray(groups), return_inverse=True)
+    return np.argsort(codes.ravel(), kind="stable")
+
+
+def _family_and_nodes(family, link, method, nAGQ):
+    fam = get_family(family, link)
+    allowed = ("ML", "REML", "laplace", "AGHQ") if fam.name == "gaussian" else ("laplace", "AGHQ")
+    if method not in allowed:
+        raise ArgumentError(f"method must be one of {list(allowed)} for family {fam.name!r}, got {method!r}")
+    if isinstance(nAGQ, bool) or not isinstance(nAGQ, (int, np.integer)) or nAGQ < 1:
+        raise ArgumentError(f"nAGQ must be a whole number ≥ 1 (1 = Laplace), got {nAGQ!r}")
+    if method == "AGHQ" and nAGQ == 1:
+        raise ArgumentError("method='AGHQ' needs nAGQ=k with k > 1 (nAGQ=1 is the Laplace approximation)")
+    if method == "laplace" and nAGQ > 1:
+        method = "AGHQ"
+    return fam, int(nAGQ) if method == "AGHQ" else 1
+
+
+def _as_params(params, fam) -> Params:
+    beta, chol, dispersion = params
+    beta = jnp.asarray(beta)
+    dtype = beta.dtype if jnp.issubdtype(beta.dtype, jnp.floating) else jnp.result_type(float)
+    # Only the lower triangle of L enters: entries above the diagonal get zero gradient.
+    chol = jnp.tril(jnp.asarray(chol, dtype))
+    if fam.n_dispersion:
+        dispersion = jnp.asarray(dispersion, dtype)
+    else:
+        dispersion = jnp.ones((), dtype)
+    return Params(beta.astype(dtype), chol, dispersion)
+
+
+def _check_shapes(params: Params, design: Design):
+    p, q = design.X.shape[-1], design.Z.shape[-1]
+    if params.beta.shape != (p,):
+        raise ArgumentError(f"params.beta has shape {params.beta.shape}; the design has p = {p} fixed-effect columns")
+    if params.chol.shape != (q, q):
+        raise ArgumentError(f"params.chol has shape {params.chol.shape}; the design has q = {q} random effects, "
+                            f"so L must be ({q}, {q})")
+
+
+def marginal_loglik(params, design: Design, *, family="gaussian", link=None, method: str = "laplace",
+                    nAGQ: int = 1, u0=None):
+    """The marginal log-likelihood log p(y) at ``params``, a pure JAX function.
+
+    ``params``: a :class:`Params` (or any (β, L, dispersion) triple): β (p,), the lower
+    Cholesky factor L (q, q) of D = L Lᵀ (its diagonal may be 0 or negative: D ignores
+    column signs), and the dispersion (σ for gaussian, θ for negative binomial, the CV for
+    gamma; ignored by families without one). ``method``: ``"laplace"`` (with ``nAGQ`` > 1,
+    adaptive Gauss–Hermite quadrature, q ≤ 3); gaussian models are exact: ``"ML"`` (the
+    same as ``"laplace"``) or ``"REML"`` (the restricted likelihood, in which β does not
+    enter). ``u0``: optional (m, q) spherical modes to start the inner
+    Newton solver from (zeros by default).
+
+    Jittable, vmappable (over params or designs), and differentiable in ``params`` and in
+    every float field of ``design`` (e.g. ``design.offset``), exactly: the conditional
+    modes enter through the implicit function theorem. It equals ``res.loglik`` at
+    ``res.params`` and ``res.design`` of a fit.
+    """
+    fam, nagq = _family_and_nodes(family, link, method, nAGQ)
+    params = _as_params(params, fam)
+    _check_shapes(params, design)
+    if fam.name == "gaussian":
+        # Exact, from the per-group statistics (quadrature of a gaussian integrand is exact
+        # anyway); also right for prior weights, which scale the row variance.
+        stats = lmm_stats(design, params.beta.dtype)
+        return lmm_reml_loglik(params, stats) if method == "REML" else lmm_loglik(params, stats)
+    q = design.Z.shape[-1]
+    if nagq > 1 and q > MAX_QUADRATURE_DIM:
+        raise ArgumentError(f"nAGQ > 1 is available for at most {MAX_QUADRATURE_DIM} random effects; q = {q}")
+    if u0 is None:
+        u0 = jnp.zeros(design.counts.shape + (q,), design.X.dtype)
+    return _marginal_loglik(params, design, u0, fam, InnerOptions(), nagq)[0]
+
+
+def conditional_modes(params, design: Design, *, family="gaussian", link=None, u0=None):
+    """BLUPs b̂ (m, q), the conditional modes of the random effects, and their conditional
+    covariances (m, q, q) (the inverse curvature at the mode, L H⁻¹ Lᵀ), one row per group
+    slot of ``design``. Pure and differentiable like :func:`marginal_loglik`."""
+    fam = get_family(family, link)
+    params = _as_params(params, fam)
+    _check_shapes(params, design)
+    q = design.Z.shape[-1]
+    if u0 is None:
+        u0 = jnp.zeros(design.counts.shape + (q,), design.X.dtype)
+    if fam.name == "gaussian":
+        return lmm_modes(params, lmm_stats(design, params.beta.dtype))
+    b, cond_var, _ = modes_and_cond_var(params, design, u0, fam, InnerOptions())
+    return b, cond_var
