@@ -72,11 +72,16 @@ def _evaluate(u, eta_fixed, ZL, dispersion, design: Design, family):
 
 
 def _solve(eta_fixed, ZL, dispersion, design, u0, family, options: InnerOptions):
-    """Newton iterations from u0. Returns (u, h, g, H) at the last accepted point.
+    """Damped Newton from u0, every group on its own. Returns (u, h, g, H) at the last
+    accepted point.
 
-    The stopping test looks at the next Newton step before the data are touched again,
-    so a solve that starts at the mode costs one pass over the rows, and the caller gets
-    h and H at û without a further pass.
+    One loop with a single evaluation of (h, ∇h, H) per pass, at u + t·Δ for each group's
+    step scale t: a group whose trial point does not increase h halves its t for the next
+    pass, one that does accepts it and takes its next Newton step. With a single call
+    site, XLA compiles the row pass once (a separate step-halving loop and the first
+    evaluation were two more copies). The stopping test looks at the next Newton step
+    before the data are touched again, so a solve that starts at the mode costs one pass
+    over the rows, and the caller gets h and H at û without a further pass.
     """
     args = (eta_fixed, ZL, dispersion, design, family)
     # In float32 a Newton step cannot shrink below ~1e-4 relative, nor h be compared
@@ -84,43 +89,41 @@ def _solve(eta_fixed, ZL, dispersion, design, u0, family, options: InnerOptions)
     eps = float(jnp.finfo(eta_fixed.dtype).eps)
     tol = max(options.tol, 1e3 * eps)
     rel_slack = max(1e-12, 10 * eps)
+    if options.max_iter == 0:
+        h0, g0, H0 = _evaluate(u0, *args)
+        return u0, h0, g0, H0
 
-    def step_of(g, H):
-        return sm.cho_solve(sm.cholesky(H), g)
+    q = u0.shape[1]
+    dtype = u0.dtype
 
-    def newton_step(state):
-        u, h0, g0, H0, delta, it = state
-        # The trial point is evaluated in full: when it is accepted, as it nearly always
-        # is, its gradient and Hessian give the next Newton step without another pass.
-        trial = u + delta
+    def body(state):
+        u, h, g, H, delta, t, halvings, it = state
+        first = it == 0
+        trial = u + t[:, None] * delta
         h1, g1, H1 = _evaluate(trial, *args)
         # Accept a step only where h does not decrease; rounding makes h flat to ~1e-12
         # relative near the mode, hence the small allowance.
-        slack = rel_slack * (1.0 + jnp.abs(h0))
-        ok = h1 >= h0 - slack
+        ok = first | (h1 >= h - rel_slack * (1.0 + jnp.abs(h)))
+        # A group that found no increase in max_halvings halvings stays where it is.
+        stuck = ~ok & (halvings + 1 >= options.max_halvings)
+        keep = lambda new, old: jnp.where(ok.reshape(ok.shape + (1,) * (new.ndim - 1)), new, old)
+        u, h, g, H = keep(trial, u), keep(h1, h), keep(g1, g), keep(H1, H)
+        delta = keep(sm.cho_solve(sm.cholesky(H1), g1), jnp.where(stuck[:, None], 0.0, delta))
+        t = jnp.where(ok | stuck, 1.0, 0.5 * t)
+        halvings = jnp.where(ok | stuck, 0, halvings + 1)
+        return u, h, g, H, delta, t, halvings, it + 1
 
-        def halve(_):
-            def body(c):
-                t, acc, k = c
-                t = jnp.where(acc, t, 0.5 * t)
-                h_try = group_logdens(u + t[:, None] * delta, *args)
-                return t, acc | (h_try >= h0 - slack), k + 1
+    def more(state):
+        _, _, _, _, delta, t, _, it = state
+        active = (t < 1.0) | (jnp.max(jnp.abs(delta), axis=1) >= tol)
+        return (it == 0) | (jnp.any(active) & (it < options.max_iter + options.max_halvings))
 
-            t, acc, _ = jax.lax.while_loop(
-                lambda c: (~jnp.all(c[1])) & (c[2] < options.max_halvings),
-                body, (jnp.ones_like(h0), ok, 0))
-            u_new = u + jnp.where(acc, t, 0.0)[:, None] * delta
-            return (u_new, *_evaluate(u_new, *args))
-
-        u1, h1, g1, H1 = jax.lax.cond(jnp.all(ok), lambda _: (trial, h1, g1, H1), halve, None)
-        return u1, h1, g1, H1, step_of(g1, H1), it + 1
-
-    h0, g0, H0 = _evaluate(u0, *args)
-    if options.max_iter == 0:
-        return u0, h0, g0, H0
-    state = (u0, h0, g0, H0, step_of(g0, H0), 0)
-    u, h, g, H, _, _ = jax.lax.while_loop(
-        lambda s: (jnp.max(jnp.abs(s[4])) >= tol) & (s[5] < options.max_iter), newton_step, state)
+    # Every per-group state array is derived from u0, so that under shard_map it varies
+    # over the devices as u0 does (a fresh constant would be replicated).
+    zero_m = jnp.zeros_like(u0[:, 0])
+    state = (u0, zero_m - jnp.inf, jnp.zeros_like(u0), jnp.zeros_like(u0)[:, :, None] + jnp.eye(q, dtype=dtype)[None],
+             jnp.zeros_like(u0), zero_m, zero_m.astype(jnp.int32), 0)
+    u, h, g, H, _, _, _, _ = jax.lax.while_loop(more, body, state)
     return u, h, g, H
 
 
@@ -141,11 +144,12 @@ def _mode_and_curvature_jvp(family, options, primals, tangents):
         return _evaluate(uu, e, zl, disp, d, family)
 
     # IFT: ∇_u h(û; a) = 0 for all a, so dû = H⁻¹ ∂_a(∇_u h)·da.
-    _, (_, g_dot, _) = jax.jvp(lambda *a: at(u, *a), primals[:4], tangents[:4])
-    u_dot = sm.cho_solve(sm.cholesky(H), g_dot)
-    # h and H move with a directly and through û.
-    _, (h_dot, _, H_dot) = jax.jvp(at, (u, *primals[:4]), (u_dot, *tangents[:4]))
-    return (u, h, H), (u_dot, h_dot, H_dot)
+    _, (h_a, g_a, H_a) = jax.jvp(lambda *a: at(u, *a), primals[:4], tangents[:4])
+    u_dot = sm.cho_solve(sm.cholesky(H), g_a)
+    # h and H move with a directly (above) and through û: a second JVP in u alone, so the
+    # tangents in a are not propagated twice.
+    _, (h_u, _, H_u) = jax.jvp(lambda uu: at(uu, *primals[:4]), (u,), (u_dot,))
+    return (u, h, H), (u_dot, h_a + h_u, H_a + H_u)
 
 
 def conditional_modes(eta_fixed, ZL, dispersion, design, u0, family, options=InnerOptions()):
