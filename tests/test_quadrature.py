@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 import pytest
+from scipy.integrate import trapezoid
 from scipy.stats import binom, norm
 
 import jaxmm
@@ -81,7 +82,7 @@ def test_quadrature_equals_brute_force_integration(cbpp):
         rows = np.flatnonzero((group == i) & (weights > 0))
         if rows.size:
             ll = sum(binom.logpmf(y[r], n[r], 1.0 / (1.0 + np.exp(-(eta[r] + b)))) for r in rows)
-            total += np.log(np.trapezoid(np.exp(ll) * norm.pdf(b, 0.0, sd), b))
+            total += np.log(trapezoid(np.exp(ll) * norm.pdf(b, 0.0, sd), b))
     fam = get_family("binomial", None)
     value = float(aghq_loglik(prm, design, u0, fam, 25)[0])
     assert value == pytest.approx(total, abs=1e-9)
