@@ -17,7 +17,7 @@ from ._inner import InnerOptions
 from ._laplace import modes_and_cond_var
 from ._lmm import lmm_loglik, lmm_modes, lmm_reml_loglik, lmm_stats
 from ._params import Params
-from ._quadrature import MAX_QUADRATURE_DIM, marginal_loglik as _marginal_loglik
+from ._quadrature import check_dimension, check_nodes, marginal_loglik as _marginal_loglik
 from .errors import ArgumentError
 
 __all__ = ["design", "row_order", "marginal_loglik", "conditional_modes"]
@@ -55,13 +55,12 @@ def _family_and_nodes(family, link, method, nAGQ):
     allowed = ("ML", "REML", "laplace", "AGHQ") if fam.name == "gaussian" else ("laplace", "AGHQ")
     if method not in allowed:
         raise ArgumentError(f"method must be one of {list(allowed)} for family {fam.name!r}, got {method!r}")
-    if isinstance(nAGQ, bool) or not isinstance(nAGQ, (int, np.integer)) or nAGQ < 1:
-        raise ArgumentError(f"nAGQ must be a whole number ≥ 1 (1 = Laplace), got {nAGQ!r}")
+    nAGQ = check_nodes(nAGQ)
     if method == "AGHQ" and nAGQ == 1:
         raise ArgumentError("method='AGHQ' needs nAGQ=k with k > 1 (nAGQ=1 is the Laplace approximation)")
     if method == "laplace" and nAGQ > 1:
         method = "AGHQ"
-    return fam, int(nAGQ) if method == "AGHQ" else 1
+    return fam, nAGQ if method == "AGHQ" else 1
 
 
 def _as_params(params, fam) -> Params:
@@ -113,8 +112,8 @@ def marginal_loglik(params, design: Design, *, family="gaussian", link=None, met
         stats = lmm_stats(design, params.beta.dtype)
         return lmm_reml_loglik(params, stats) if method == "REML" else lmm_loglik(params, stats)
     q = design.Z.shape[-1]
-    if nagq > 1 and q > MAX_QUADRATURE_DIM:
-        raise ArgumentError(f"nAGQ > 1 is available for at most {MAX_QUADRATURE_DIM} random effects; q = {q}")
+    if nagq > 1:
+        check_dimension(q)
     if u0 is None:
         u0 = jnp.zeros(design.counts.shape + (q,), design.X.dtype)
     return _marginal_loglik(params, design, u0, fam, InnerOptions(), nagq)[0]

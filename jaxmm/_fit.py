@@ -14,7 +14,7 @@ from ._formula import parse_formula
 from . import _progress
 from ._optimize import OptOptions, Status
 from ._params import Params
-from ._quadrature import MAX_QUADRATURE_DIM
+from ._quadrature import check_dimension, check_nodes
 from ._results import MixedModelResult
 from ._sharding import make_mesh, place, resolve_devices, to_host
 from .errors import ArgumentError, ConvergenceWarning, DataError, SingularFitWarning
@@ -32,24 +32,6 @@ def _resolve_method(family, method):
         if method.lower() == m.lower():
             return m
     raise ArgumentError(f"unknown method {method!r} for family {family.name!r}; choose one of {list(allowed)}")
-
-
-def _check_nagq(nagq, family, spec) -> int:
-    if isinstance(nagq, bool) or not isinstance(nagq, (int, np.integer)):
-        raise ArgumentError(f"nAGQ must be a whole number of quadrature nodes (1 = Laplace), got {nagq!r}")
-    nagq = int(nagq)
-    if nagq < 1:
-        raise ArgumentError(f"nAGQ must be at least 1 (1 = Laplace), got {nagq}; lme4's nAGQ=0 shortcut "
-                            "(fixed effects inside the inner solver) is not offered")
-    return nagq
-
-
-def _check_quadrature_dim(method, q, re_names):
-    if method == "AGHQ" and q > MAX_QUADRATURE_DIM:
-        raise ArgumentError(
-            f"nAGQ > 1 (adaptive Gauss-Hermite quadrature) is available for at most {MAX_QUADRATURE_DIM} random "
-            f"effects per group: the product rule needs nAGQ^q nodes. This model has q = {q} ({', '.join(re_names)}); "
-            "use nAGQ=1 (Laplace) or fewer random effects")
 
 
 def _nagq(method, fit_options) -> int:
@@ -111,7 +93,7 @@ def fit(formula: str, data, family="gaussian", *, method: str | None = None, tri
     fam = get_family(family, link)
     method = _resolve_method(fam, method)
     spec = parse_formula(formula)
-    nAGQ = _check_nagq(nAGQ, fam, spec)
+    nAGQ = check_nodes(nAGQ)
     if method == "AGHQ" and nAGQ == 1:
         raise ArgumentError("method='AGHQ' needs the number of quadrature nodes: pass nAGQ=k with k > 1 "
                             "(nAGQ=1 is the Laplace approximation)")
@@ -142,7 +124,8 @@ def fit(formula: str, data, family="gaussian", *, method: str | None = None, tri
                                        min_chunks=1 if mesh is None else mesh.size, host=mesh is not None)
     if mesh is not None:
         design = place(design, mesh)
-    _check_quadrature_dim(method, design.Z.shape[1], info.re_names)
+    if method == "AGHQ":
+        check_dimension(design.Z.shape[1], info.re_names)
     layout = info.layout
     n_obs, n_groups = layout.row_slot.size, layout.group_slot.size
     if n_groups < 2:
@@ -179,7 +162,8 @@ def _fit_by(spec, data, fam, method, by, formula, fit_options, dtype, bucket) ->
     designs, infos, keys, n_dropped = designs_by(spec, data, by, trials=fit_options["trials"], offset=fit_options["offset"],
                                       weights=fit_options["weights"], dtype=dtype, bucket=bucket,
                                       missing=fit_options["missing"], check_response=fam.check_response)
-    _check_quadrature_dim(method, designs.Z.shape[-1], infos[0].re_names)
+    if method == "AGHQ":
+        check_dimension(designs.Z.shape[-1], infos[0].re_names)
     blocks = None if spec.correlated else (1,) * designs.Z.shape[-1]
     if fam.name == "gaussian":
         out = fit_lmm_batch(designs, method == "REML", blocks=blocks)

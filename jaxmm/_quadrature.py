@@ -29,12 +29,33 @@ from ._design import Design
 from ._inner import InnerOptions, group_logdens, mode_and_curvature
 from ._laplace import laplace_loglik
 from ._params import Params
+from .errors import ArgumentError
 
 # k^q function evaluations per subject: beyond three random effects the product rule
 # costs more than it buys (lme4 offers AGHQ for one scalar random effect only).
 MAX_QUADRATURE_DIM = 3
 # Rows × nodes evaluated at once: bounds the temporaries of the node loop.
 _NODE_BATCH_ELEMENTS = 1 << 22
+
+
+def check_nodes(nagq) -> int:
+    """``nAGQ`` as an int ≥ 1, or a named error."""
+    if isinstance(nagq, bool) or not isinstance(nagq, (int, np.integer)):
+        raise ArgumentError(f"nAGQ must be a whole number of quadrature nodes (1 = Laplace), got {nagq!r}")
+    if nagq < 1:
+        raise ArgumentError(f"nAGQ must be at least 1 (1 = Laplace), got {nagq}; lme4's nAGQ=0 shortcut "
+                            "(fixed effects inside the inner solver) is not offered")
+    return int(nagq)
+
+
+def check_dimension(q: int, re_names=None):
+    """Refuse quadrature over more than MAX_QUADRATURE_DIM random effects."""
+    if q > MAX_QUADRATURE_DIM:
+        names = f" ({', '.join(re_names)})" if re_names else ""
+        raise ArgumentError(
+            f"nAGQ > 1 (adaptive Gauss-Hermite quadrature) is available for at most {MAX_QUADRATURE_DIM} random "
+            f"effects per group: the product rule needs nAGQ^q nodes. This model has q = {q}{names}; "
+            "use nAGQ=1 (Laplace) or fewer random effects")
 
 
 @functools.lru_cache(maxsize=None)

@@ -9,8 +9,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import jaxmm
-
 _PATH = Path(__file__).parent.parent / "examples" / "neural_fixed_part.py"
 _spec = importlib.util.spec_from_file_location("neural_fixed_part", _PATH)
 ex = importlib.util.module_from_spec(_spec)
