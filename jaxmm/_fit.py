@@ -14,7 +14,7 @@ from ._formula import parse_formula
 from . import _progress
 from ._optimize import OptOptions, Status
 from ._params import Params
-from ._quadrature import check_dimension, check_nodes
+from ._quadrature import check_dimension, check_nodes, nodes_of
 from ._results import MixedModelResult
 from ._sharding import make_mesh, place, resolve_devices, to_host
 from .errors import ArgumentError, ConvergenceWarning, DataError, SingularFitWarning
@@ -32,11 +32,6 @@ def _resolve_method(family, method):
         if method.lower() == m.lower():
             return m
     raise ArgumentError(f"unknown method {method!r} for family {family.name!r}; choose one of {list(allowed)}")
-
-
-def _nagq(method, fit_options) -> int:
-    """Quadrature nodes per random effect for the Laplace engine: 1 unless the fit is AGHQ."""
-    return int(fit_options.get("nAGQ", 1)) if method == "AGHQ" else 1
 
 
 def fit(formula: str, data, family="gaussian", *, method: str | None = None, trials: str | None = None,
@@ -141,7 +136,7 @@ def fit(formula: str, data, family="gaussian", *, method: str | None = None, tri
             out = fit_lmm(None, design, method == "REML", opt=opt, blocks=blocks, chunks=layout.chunks, mesh=mesh)
         else:
             out = fit_glmm(None, design, fam, opt=opt, chunks=layout.chunks, blocks=blocks, mesh=mesh,
-                           nagq=_nagq(method, fit_options))
+                           nagq=nodes_of(method, fit_options))
         out = {k: to_host(v) for k, v in out.items()}
     finally:
         _progress.stop()
@@ -168,7 +163,7 @@ def _fit_by(spec, data, fam, method, by, formula, fit_options, dtype, bucket) ->
     if fam.name == "gaussian":
         out = fit_lmm_batch(designs, method == "REML", blocks=blocks)
     else:
-        out = fit_glmm_batch(designs, fam, blocks=blocks, nagq=_nagq(method, fit_options))
+        out = fit_glmm_batch(designs, fam, blocks=blocks, nagq=nodes_of(method, fit_options))
     out = {k: np.asarray(v) for k, v in out.items()}
     replicate = lambda r: {k: v[r] for k, v in out.items()}
     outcomes = [_outcome(fam, info, replicate(r)) for r, info in enumerate(infos)]

@@ -48,6 +48,12 @@ def check_nodes(nagq) -> int:
     return int(nagq)
 
 
+def nodes_of(method: str, fit_options) -> int:
+    """Quadrature nodes per random effect of a fit: 1 (Laplace, or an exact gaussian fit)
+    unless its method is AGHQ."""
+    return int((fit_options or {}).get("nAGQ", 1)) if method == "AGHQ" else 1
+
+
 def check_dimension(q: int, re_names=None):
     """Refuse quadrature over more than MAX_QUADRATURE_DIM random effects."""
     if q > MAX_QUADRATURE_DIM:

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from ._params import Params, n_chol
+from ._quadrature import nodes_of
 from .errors import ArgumentError
 
 
@@ -85,7 +86,7 @@ class MixedModelResult:
     @property
     def nagq(self) -> int:
         """Quadrature nodes per random effect: 1 for Laplace (and the exact gaussian fits)."""
-        return int((self.fit_options or {}).get("nAGQ", 1)) if self.method == "AGHQ" else 1
+        return nodes_of(self.method, self.fit_options)
 
     @property
     def npar(self) -> int:
