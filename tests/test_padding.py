@@ -104,6 +104,7 @@ def test_blocked_fit_equals_one_block(reference_fit, monkeypatch, name):
 
     ref, data, one_block = reference_fit(name)
     monkeypatch.setattr(design_module, "CHUNK_ROWS", 128)
+    monkeypatch.setattr(design_module, "GPU_CHUNK_ROWS", 128)
     size = fit_glmm._cache_size()
     blocked = jaxmm.fit(ref["formula"], data, **fit_kwargs(ref))
     assert fit_glmm._cache_size() == size + 1  # a new (blocked) program really ran
@@ -133,3 +134,13 @@ def test_layout_keeps_groups_whole_and_sorted():
     by_row[lay.row_slot] = slot_of_row
     real = by_row[by_row >= 0]
     assert np.all(np.diff(real) >= 0)
+
+
+def test_default_block_size_follows_the_backend(monkeypatch):
+    """CPU blocks stay small (cache-sized temporaries); accelerators get far larger ones."""
+    import jaxmm._design as design_module
+
+    monkeypatch.setattr(design_module.jax, "default_backend", lambda: "cpu")
+    assert design_module.default_chunk_rows() == design_module.CHUNK_ROWS
+    monkeypatch.setattr(design_module.jax, "default_backend", lambda: "gpu")
+    assert design_module.default_chunk_rows() == design_module.GPU_CHUNK_ROWS > design_module.CHUNK_ROWS
