@@ -66,11 +66,13 @@ def main(argv=None) -> int:
                 return 0
             print(fit_example(args.name).summary())
             return 0
+        from . import _progress
         from ._fit import fit
 
         data = _read_table(args.data)
         res = fit(args.formula, data, family=args.family, method=args.method, link=args.link, trials=args.trials,
-                  offset=args.offset, weights=args.weights, missing=args.missing, dtype=args.dtype, verbose=True,
+                  offset=args.offset, weights=args.weights, missing=args.missing, dtype=args.dtype,
+                  verbose=_progress.available(),
                   nAGQ=args.nagq)
         print(res.summary())
         if args.json:

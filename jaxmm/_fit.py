@@ -17,7 +17,7 @@ from ._params import Params
 from ._quadrature import check_dimension, check_nodes, nodes_of
 from ._results import MixedModelResult
 from ._sharding import make_mesh, place, resolve_devices, to_host
-from .errors import ArgumentError, ConvergenceWarning, DataError, SingularFitWarning
+from .errors import ArgumentError, ConvergenceWarning, DataError, JaxmmWarning, SingularFitWarning
 
 _METHODS = {"gaussian": ("REML", "ML"), "other": ("laplace", "AGHQ")}
 
@@ -128,6 +128,11 @@ def fit(formula: str, data, family="gaussian", *, method: str | None = None, tri
 
     # (x || g): independent random effects, D diagonal (lme4's double bar)
     blocks = None if spec.correlated else (1,) * design.Z.shape[1]
+    if verbose and not _progress.available():
+        warnings.warn("verbose=True prints progress through a JAX host callback, which needs JAX's CPU "
+                      "platform; JAX_PLATFORMS does not list 'cpu' (use e.g. JAX_PLATFORMS=cuda,cpu). "
+                      "Fitting without progress lines.", JaxmmWarning, stacklevel=2)
+        verbose = False
     opt = OptOptions(verbose=bool(verbose))
     if verbose:
         _progress.start()

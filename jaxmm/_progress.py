@@ -2,7 +2,8 @@
 
 The optimiser calls :func:`report` from inside the compiled loop (a JAX debug callback) after
 every accepted iteration; lines appear only once a fit has run for ``DELAY`` seconds, so
-quick fits stay silent.
+quick fits stay silent. A JAX host callback lands on a CPU device, so the lines need JAX's
+CPU platform: with ``JAX_PLATFORMS=cuda`` alone there is none (:func:`available`).
 """
 from __future__ import annotations
 
@@ -11,6 +12,16 @@ import time
 
 DELAY = 2.0
 _state = {"start": None, "shown": False}
+
+
+def available() -> bool:
+    """Whether a host callback can run: JAX has a CPU device to receive its arguments."""
+    import jax
+
+    try:
+        return bool(jax.devices("cpu"))
+    except RuntimeError:  # the cpu platform is not among JAX_PLATFORMS
+        return False
 
 
 def start() -> None:

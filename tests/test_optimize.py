@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxmm._optimize import OptOptions, Status, minimize
+from jaxmm._optimize import OptOptions, Status, lbfgs_start, lbfgs_trial, lbfgs_update, minimize
 
 
 def _no_warm(f):
@@ -36,19 +36,28 @@ def test_quadratic_minimum():
 def test_backtracks_out_of_a_nonfinite_region():
     # f is NaN outside (0, 1). From 0.999 the gradient is about 1000 and the first step
     # (length 1) lands at about −0.001, so NaN trials must be rejected and bisected.
-    visited = []
-
     def fun(x, warm, a):
         inside = (x > 0) & (x < 1)
         safe = jnp.where(inside, x, 0.5)
-        v = jnp.sum(jnp.where(inside, -jnp.log(safe) - jnp.log(1.0 - safe), jnp.nan))
-        jax.debug.callback(lambda t: visited.append(float(t[0])), x)
-        return v, warm
+        return jnp.sum(jnp.where(inside, -jnp.log(safe) - jnp.log(1.0 - safe), jnp.nan)), warm
 
-    res = minimize(fun, jnp.array([0.999]), jnp.zeros(()), None)
+    x0, warm0 = jnp.array([0.999]), jnp.zeros(())
+    res = minimize(fun, x0, warm0, None)
     assert int(res.status) == Status.CONVERGED
     np.testing.assert_allclose(np.asarray(res.x), [0.5], rtol=1e-7)
-    assert any(not 0 < t < 1 for t in visited)  # the NaN region was visited, and left
+    # The same steps driven from Python record every trial point (a host callback would
+    # need JAX's CPU platform, absent under JAX_PLATFORMS=cuda): the NaN region was visited.
+    value_and_grad = jax.jit(jax.value_and_grad(fun, has_aux=True))
+    state, visited = lbfgs_start(x0, warm0), []
+    for _ in range(200):
+        if int(state.status) >= 0:
+            break
+        x = lbfgs_trial(state)
+        visited.append(float(x[0]))
+        (f, warm), g = value_and_grad(x, state.warm_x, None)
+        state = lbfgs_update(state, f, g, warm)
+    assert int(state.status) == Status.CONVERGED and float(state.x[0]) == float(res.x[0])
+    assert any(not 0 < t < 1 for t in visited)
 
 
 def test_nonfinite_start_is_reported():

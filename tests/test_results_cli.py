@@ -7,6 +7,7 @@ import pytest
 
 import jaxmm
 from jaxmm._cli import main
+from jaxmm.errors import JaxmmWarning
 
 
 def test_varcorr_table(reference_fit):
@@ -105,6 +106,11 @@ def test_verbose_progress_after_the_delay(capsys, monkeypatch, reference_fit):
 
     ref, data, _ = reference_fit("cbpp_binomial")
     monkeypatch.setattr(progress, "DELAY", 0.0)  # report from the first iteration
+    if not progress.available():  # JAX_PLATFORMS without cpu: the fit says so and runs silently
+        with pytest.warns(JaxmmWarning, match="JAX_PLATFORMS"):
+            jaxmm.fit(ref["formula"], data, family="binomial", trials="size", verbose=True)
+        assert capsys.readouterr().err == ""
+        return
     res = jaxmm.fit(ref["formula"], data, family="binomial", trials="size", verbose=True)
     err = capsys.readouterr().err
     lines = [l for l in err.splitlines() if l.startswith("jaxmm: ") and "iteration" not in l]
@@ -112,3 +118,17 @@ def test_verbose_progress_after_the_delay(capsys, monkeypatch, reference_fit):
     monkeypatch.setattr(progress, "DELAY", 1e9)  # a quick fit stays silent
     jaxmm.fit(ref["formula"], data, family="binomial", trials="size", verbose=True)
     assert capsys.readouterr().err == ""
+
+
+def test_verbose_without_a_cpu_platform_warns_and_fits(capsys, monkeypatch, reference_fit):
+    """Under JAX_PLATFORMS=cuda a host callback has no CPU device to land on: verbose=True
+    must not break the fit (seen on an H200), and the CLI then runs without progress."""
+    import jaxmm._progress as progress
+
+    ref, data, quiet = reference_fit("cbpp_binomial")
+    monkeypatch.setattr(progress, "available", lambda: False)
+    monkeypatch.setattr(progress, "DELAY", 0.0)
+    with pytest.warns(JaxmmWarning, match="JAX_PLATFORMS does not list 'cpu'"):
+        res = jaxmm.fit(ref["formula"], data, family="binomial", trials="size", verbose=True)
+    assert capsys.readouterr().err == ""
+    assert res.loglik == quiet.loglik
