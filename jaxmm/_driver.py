@@ -43,11 +43,22 @@ BOUNDARY_CANDIDATE = 1e-2
 # number of restarts.
 ESCAPE_STEP, ESCAPE_FLOOR, MAX_ESCAPES = 0.1, 1e-3, 2
 
+# The optimiser stops when its quasi-Newton decrement is this share of the final check's
+# allowance. Measured: 0.1 saves 14 of those 58 iterations but moved a rescaled random
+# slope's variance by 1e-5 relative (sleepstudy, Days/7); 0.01 moves it by 5e-7.
+DECREMENT_SHARE = 0.01
+
 OPT, BOUNDARY, CENTER, FD, DONE = range(5)
 
 
 def no_worse(f_new, f_old):
     return f_new <= f_old + 1e-12 * (1.0 + jnp.abs(f_old))
+
+
+def decrement_tolerance(work_dtype):
+    """(absolute, relative) allowance on the Newton decrement for a converged fit: see
+    :func:`final_check`."""
+    return 1e-8, max(1e-13, float(jnp.finfo(work_dtype).eps))
 
 
 def final_check(status, grad, hess, value, work_dtype=None):
@@ -58,13 +69,12 @@ def final_check(status, grad, hess, value, work_dtype=None):
     is only known to about eps32·|ℓ| (its rounding), so a gain below that cannot be
     resolved and the allowance becomes eps32·|ℓ| (0.06 for a million Bernoulli rows).
     """
-    eps = float(jnp.finfo(work_dtype or value.dtype).eps)
-    rel = max(1e-13, eps)
+    abs_tol, rel_tol = decrement_tolerance(work_dtype or value.dtype)
     chol = jnp.linalg.cholesky(hess)
     pd = jnp.all(jnp.isfinite(chol))
     step = jax.scipy.linalg.cho_solve((chol, True), grad)
     decrement = 0.5 * grad @ step
-    ok = pd & (decrement <= 1e-8 + rel * jnp.abs(value)) & (status != Status.NONFINITE)
+    ok = pd & (decrement <= abs_tol + rel_tol * jnp.abs(value)) & (status != Status.NONFINITE)
     status = jnp.where(ok, Status.CONVERGED,
                        jnp.where(pd | (status == Status.NONFINITE),
                                  jnp.where(status == Status.CONVERGED, Status.STALLED, status),
@@ -114,6 +124,11 @@ def optimise_and_check(evaluate, theta0, warm0, args, diag_mask, restart_theta, 
     (accepted optimiser steps over all attempts).
     """
     mask = jnp.asarray(np.asarray(diag_mask, bool))
+    # L-BFGS stops once its own decrement is a hundredth of what the final check allows:
+    # the last iterations of a fit otherwise polish digits the verdict does not need (on
+    # a boundary fit at 13.7k rows, 9 of 58 iterations).
+    abs_tol, rel_tol = decrement_tolerance(work_dtype or theta0.dtype)
+    options = options._replace(dtol_abs=DECREMENT_SHARE * abs_tol, dtol_rel=DECREMENT_SHARE * rel_tol)
     k = theta0.shape[0]
     dtype = theta0.dtype
     work_dtype = work_dtype or dtype

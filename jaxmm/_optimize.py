@@ -38,6 +38,10 @@ class OptOptions(NamedTuple):
     gtol: float = 1e-9       # max|∇f| ≤ gtol·(1 + |f|)
     ftol: float = 1e-15      # relative decrease regarded as no progress
     stall_iters: int = 5
+    # Also converged when the quasi-Newton decrement ½|∇f·d| (the decrease the next full
+    # step predicts) is at most dtol_abs + dtol_rel·|f|; both 0 = off.
+    dtol_abs: float = 0.0
+    dtol_rel: float = 0.0
     memory: int = 10
     verbose: bool = False    # report accepted iterations through _progress (host callback)
 
@@ -149,9 +153,12 @@ def lbfgs_update(state: LbfgsState, f_t, g_t, warm_t, options: OptOptions = OptO
                      jnp.asarray(jnp.inf, dtype), jnp.asarray(jnp.inf, dtype), jnp.asarray(jnp.inf, dtype),
                      jnp.zeros((), jnp.int32))
     small_grad = jnp.max(jnp.abs(g_t)) <= options.gtol * (1.0 + jnp.abs(f_t))
+    small_decrement = False
+    if options.dtol_abs > 0 or options.dtol_rel > 0:
+        small_decrement = (slope_new < 0) & (-0.5 * slope_new <= options.dtol_abs + options.dtol_rel * jnp.abs(f_t))
     status_acc = jnp.where(
         ~finite, Status.NONFINITE,
-        jnp.where(small_grad, Status.CONVERGED,
+        jnp.where(small_grad | small_decrement, Status.CONVERGED,
                   jnp.where(stall_new >= options.stall_iters, Status.STALLED,
                             jnp.where(it + 1 >= options.max_iter, Status.MAX_ITER, -1))))
     # A direction that does not descend (rounding, at the optimum) ends the run.

@@ -113,7 +113,10 @@ def test_blocked_fit_equals_one_block(reference_fit, monkeypatch, name):
     np.testing.assert_allclose(blocked.fixef, one_block.fixef, rtol=1e-6, atol=1e-8)
     np.testing.assert_allclose(blocked.D, one_block.D, rtol=1e-5, atol=1e-9)
     np.testing.assert_allclose(blocked.vcov, one_block.vcov, rtol=1e-5)
-    np.testing.assert_allclose(blocked.ranef, one_block.ranef, rtol=1e-5, atol=1e-8)
+    # The two fits sum in different orders, so their optimisers stop at slightly different
+    # points inside the convergence allowance: a BLUP near 0 agrees to 1e-6 of the BLUPs' scale.
+    scale = float(np.max(np.abs(one_block.ranef.to_numpy())))
+    np.testing.assert_allclose(blocked.ranef, one_block.ranef, rtol=1e-5, atol=1e-6 * scale)
 
 
 def test_layout_keeps_groups_whole_and_sorted():
