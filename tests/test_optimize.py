@@ -83,3 +83,15 @@ def test_warm_state_comes_from_the_accepted_point():
     assert int(res.status) == Status.CONVERGED
     np.testing.assert_array_equal(np.asarray(res.warm[0]), np.asarray(res.x))
     assert int(res.warm[1]) >= int(res.n_iter) + 1
+
+
+def test_decrement_stop_ends_early_within_its_allowance():
+    """With dtol set, L-BFGS stops once the decrease its next step predicts is below the
+    allowance: fewer iterations, and the true gap to the minimum is of that order."""
+    rosen = lambda x, a: (1 - x[0]) ** 2 + 100.0 * (x[1] - x[0] ** 2) ** 2
+    x0, w0 = jnp.array([-1.2, 1.0]), jnp.zeros(())
+    full = minimize(_no_warm(rosen), x0, w0, None, OptOptions(gtol=1e-12))
+    early = minimize(_no_warm(rosen), x0, w0, None, OptOptions(gtol=1e-12, dtol_abs=1e-8))
+    assert int(full.status) == int(early.status) == Status.CONVERGED
+    assert int(early.n_iter) < int(full.n_iter)
+    assert 0.0 <= float(early.value) - float(full.value) < 1e-6
