@@ -136,7 +136,10 @@ def plan_layout(codes: np.ndarray, m: int, *, bucket: bool = False, chunk_rows: 
     chunk_rows = default_chunk_rows() if chunk_rows is None else chunk_rows
     n = codes.size
     counts = np.bincount(codes, minlength=m)
-    order = np.argsort(codes, kind="stable")  # keeps the within-group row order
+    # keeps the within-group row order; data already sorted by group (the usual layout of a
+    # long table) skip the sort, which is a quarter of the host work at 10M rows
+    presorted = n < 2 or bool(np.all(codes[1:] >= codes[:-1]))
+    order = np.arange(n) if presorted else np.argsort(codes, kind="stable")
     start = np.concatenate([[0], np.cumsum(counts)[:-1]])  # first sorted row of each group
     if n <= chunk_rows and min_chunks == 1:
         chunk = np.zeros(m, np.int64)
@@ -209,11 +212,21 @@ def make_design(X, Z, y, groups, *, trials=None, offset=None, weights=None, dtyp
             raise DataError(f"weights has {rows.size} negative value(s) (first rows: {rows[:5].tolist()})")
     layout = plan_layout(codes, len(labels), bucket=bucket, chunk_rows=chunk_rows, size=size, min_chunks=min_chunks)
     to_array = (lambda a, kind: a) if host else jnp.asarray
+    # Sorted rows in one block land on the first n rows: slices then replace a scatter
+    # and a full pre-fill (about 0.6 s of host time at 10M rows).
+    leading = layout.chunks == 1 and bool(np.all(layout.row_slot == np.arange(n)))
 
     def place(values, fill, kind=dtype):
         # One host array at a time, so the peak is one copy of the largest column block.
-        out = np.full((layout.n_rows,) + np.shape(values)[1:], fill, np.dtype(kind))
-        out[layout.row_slot] = values
+        shape = (layout.n_rows,) + np.shape(values)[1:]
+        if np.ndim(values) == 0 and values == fill:
+            return to_array(np.full(shape, fill, np.dtype(kind)), kind)
+        if leading:
+            out = np.empty(shape, np.dtype(kind))
+            out[:n], out[n:] = values, fill
+        else:
+            out = np.full(shape, fill, np.dtype(kind))
+            out[layout.row_slot] = values
         return to_array(out, kind)
 
     padding_group = np.repeat(np.arange(layout.chunks) * (layout.n_groups // layout.chunks)

@@ -147,3 +147,22 @@ def test_default_block_size_follows_the_backend(monkeypatch):
     assert design_module.default_chunk_rows() == design_module.CHUNK_ROWS
     monkeypatch.setattr(design_module.jax, "default_backend", lambda: "gpu")
     assert design_module.default_chunk_rows() == design_module.GPU_CHUNK_ROWS > design_module.CHUNK_ROWS
+
+
+def test_sorted_and_shuffled_rows_give_the_same_design():
+    """Rows already sorted by group take the slice path of make_design, others the scatter
+    path; both must give the same padded arrays."""
+    from jaxmm._design import make_design
+
+    rng = np.random.default_rng(5)
+    g = np.repeat(np.arange(40), rng.integers(1, 9, 40))
+    X = np.column_stack([np.ones(g.size), rng.normal(size=g.size)])
+    y = rng.normal(size=g.size)
+    w = rng.uniform(0.5, 2.0, g.size)
+    sorted_design, labels, lay = make_design(X, X[:, :1], y, g, weights=w, bucket=True)
+    # groups in a random order, each group's rows in their original order
+    perm = np.argsort(rng.permutation(40)[g], kind="stable")
+    shuffled, labels2, _ = make_design(X[perm], X[perm, :1], y[perm], g[perm], weights=w[perm], bucket=True)
+    assert labels == labels2 and lay.n_rows > g.size  # padded
+    for a, b in zip(sorted_design, shuffled):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
