@@ -78,10 +78,11 @@ def _natural_phi(params: Params, n_dispersion: int, structure=None):
 # solves): measured on a 2-core CPU, without them a Laplace fit compiles 15-20 % faster
 # (3.6 -> 3.0 s) and also runs about 10 % faster at 100k and 1M rows. The option is
 # ignored by the GPU backend's device code.
+#
 # GPU fits are not bit-reproducible by default: XLA's scatter-add (the per-group sums)
 # adds with atomics in arrival order, so refits differ in the last digits (seen on an
-# H200). xla_gpu_deterministic_ops fixes the order, but it made
-# the fits 2.1-2.2x slower at 1M and 10M rows there, so it is left to the user
+# H200). xla_gpu_deterministic_ops fixes the order, but it made the fits 2.1-2.2x slower
+# at 1M and 10M rows there, so it is left to the user
 # (XLA_FLAGS=--xla_gpu_deterministic_ops=true); see README "GPU".
 _COMPILER_OPTIONS = {"xla_llvm_disable_expensive_passes": True}
 
