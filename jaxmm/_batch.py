@@ -107,6 +107,10 @@ class BatchResult:
     def n_iter(self) -> pd.Series:
         return self._series(self.arrays["n_iter"], "n_iter")
 
+    @property
+    def n_eval(self) -> pd.Series:
+        return self._series(self.arrays["n_eval"], "n_eval")
+
     def to_frame(self) -> pd.DataFrame:
         """One row per replicate: fixed effects, random-effect SDs (``sd_<name>``) and
         correlations (``cor_<a>_<b>``), sigma, loglik and converged."""

@@ -120,8 +120,9 @@ def optimise_and_check(evaluate, theta0, warm0, args, diag_mask, restart_theta, 
     natural coordinates into a valid θ (e.g. with :func:`restart_chol`). Returns a dict
     for the best attempt: ``theta`` (where the optimiser stopped), ``phi`` (the point
     judged, possibly on the boundary), ``value``, ``grad`` and ``hess`` (natural
-    coordinates), ``warm`` (at ``phi``), ``status``, ``decrement`` and ``n_iter``
-    (accepted optimiser steps over all attempts).
+    coordinates), ``warm`` (at ``phi``), ``status``, ``decrement``, ``n_iter``
+    (accepted optimiser steps over all attempts) and ``n_eval`` (evaluations of the
+    objective, every phase included: what a fit's run time is made of).
     """
     mask = jnp.asarray(np.asarray(diag_mask, bool))
     # L-BFGS stops once its own decrement is a hundredth of what the final check allows:
@@ -150,7 +151,8 @@ def optimise_and_check(evaluate, theta0, warm0, args, diag_mask, restart_theta, 
     center0 = dict(phi=theta0, value=zero, grad=jnp.zeros(k, dtype), warm=warm0)
     carry0 = dict(phase=jnp.asarray(OPT, jnp.int32), lb=lbfgs_start(theta0, warm0, options), warm=warm0,
                   center=center0, fd=jnp.zeros((2 * k, k), dtype), j=jnp.zeros((), jnp.int32),
-                  attempt=jnp.zeros((), jnp.int32), best=best0, n_iter=jnp.zeros((), jnp.int32))
+                  attempt=jnp.zeros((), jnp.int32), best=best0, n_iter=jnp.zeros((), jnp.int32),
+                  n_eval=jnp.zeros((), jnp.int32))
 
     def body(c):
         phase, lb, center, j = c["phase"], c["lb"], c["center"], c["j"]
@@ -203,7 +205,8 @@ def optimise_and_check(evaluate, theta0, warm0, args, diag_mask, restart_theta, 
         j_new = jnp.where(at_fd & ~fd_done, j + 1, 0).astype(jnp.int32)
         return dict(phase=phase_new, lb=lb_new, warm=warm, center=center, fd=fd, j=j_new,
                     attempt=c["attempt"] + restart.astype(jnp.int32), best=best,
-                    n_iter=c["n_iter"] + jnp.where(opt_done, lb_new.it, 0).astype(jnp.int32))
+                    n_iter=c["n_iter"] + jnp.where(opt_done, lb_new.it, 0).astype(jnp.int32),
+                    n_eval=c["n_eval"] + 1)
 
     out = jax.lax.while_loop(lambda c: c["phase"] != DONE, body, carry0)
-    return dict(out["best"], n_iter=out["n_iter"])
+    return dict(out["best"], n_iter=out["n_iter"], n_eval=out["n_eval"])

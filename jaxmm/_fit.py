@@ -236,6 +236,7 @@ def _result(out, info, fam, formula, method, blocks, fit_options, design, n_devi
         converged=converged,
         message=message,
         n_iter=int(out["n_iter"]),
+        n_eval=int(out["n_eval"]),
         grad_norm=float(np.max(np.abs(out["grad"]))),
         params=Params(out["beta"], out["chol"], out["dispersion"]),
         n_dispersion=fam.n_dispersion,

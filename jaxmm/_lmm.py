@@ -173,7 +173,8 @@ def lmm_solution(lam, stats: LMMStats, reml: bool) -> LMMSolution:
     return LMMSolution(
         beta=beta,
         sigma=sigma,
-        vcov=sigma2 * jnp.linalg.inv(red.XtRX),
+        # XᵀR⁻¹X is positive definite: its Cholesky inverse, not LU's pivoting loops
+        vcov=sigma2 * cho_solve((jnp.linalg.cholesky(red.XtRX), True), jnp.eye(beta.shape[0], dtype=beta.dtype)),
         D=sigma2 * lam @ lam.T,
         chol=sigma * lam,
         ranef=u @ lam.T,

@@ -81,7 +81,8 @@ def summary_text(res) -> str:
     header = ["", "Estimate", "Std. Error", stat] + ([] if res.family == "gaussian" else ["Pr(>|z|)"])
     out += _table(rows, header)
     out.append("")
-    out.append(f"Optimizer: {res.message} ({res.n_iter} iterations, max|grad| {res.grad_norm:.2g})")
+    out.append(f"Optimizer: {res.message} ({res.n_iter} iterations, {res.n_eval} evaluations, "
+               f"max|grad| {res.grad_norm:.2g})")
     if not res.converged:
         out.append("WARNING: the fit did not converge; estimates may not be at the optimum.")
     return "\n".join(out)
@@ -134,7 +135,7 @@ def result_dict(res) -> dict:
         "n_obs": int(res.n_obs), "n_groups": int(res.n_groups), "n_dropped": int(res.n_dropped),
         "singular": bool(res.singular),
         "convergence": {"converged": bool(res.converged), "message": res.message,
-                        "n_iter": int(res.n_iter), "max_abs_grad": float(res.grad_norm)},
+                        "n_iter": int(res.n_iter), "n_eval": int(res.n_eval), "max_abs_grad": float(res.grad_norm)},
     }
 
 

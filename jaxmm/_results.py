@@ -49,6 +49,7 @@ class MixedModelResult:
     n_dropped: int = 0              # rows dropped for missing values (missing="drop")
     fit_options: dict | None = None  # trials/offset/weights/missing as given, to rebuild the design
     n_devices: int = 1               # devices the groups were sharded over (fit(devices=...))
+    n_eval: int = 0                  # objective evaluations, every phase of the fit (lme4's feval)
     # The fitted design (device arrays, rows sorted by group and padded) and where each input
     # row and group sits in it: what predict, simulate, refits and the bootstrap reuse,
     # as lme4 keeps its model frame. It is the design the fit already held, not a copy.

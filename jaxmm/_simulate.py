@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from ._design import Design
-from ._engine import _COMPILER_OPTIONS, _fit_glmm, _fit_lmm
+from ._engine import _COMPILER_OPTIONS, _ELEMENTAL_COMPILER_OPTIONS, _fit_glmm, _fit_lmm
 from ._families import get_family
 from ._inner import InnerOptions
 from ._optimize import OptOptions, Status
@@ -22,7 +22,7 @@ from .errors import ArgumentError, ConvergenceWarning
 _BATCH_VALUES = 1 << 22
 
 
-@functools.partial(jax.jit, static_argnames=("family", "n"))
+@functools.partial(jax.jit, static_argnames=("family", "n"), compiler_options=_ELEMENTAL_COMPILER_OPTIONS)
 def simulate_responses(key, design: Design, beta, chol, dispersion, family, n: int):
     """(n, rows) responses: b ~ N(0, D) drawn afresh for every group (lme4's simulate with
     use.u = FALSE), then y | b from the family. Padding rows get 1, inside every support."""
@@ -40,17 +40,24 @@ def simulate_responses(key, design: Design, beta, chol, dispersion, family, n: i
     return jax.vmap(one)(jax.random.split(key, n))
 
 
-@functools.partial(jax.jit, static_argnames=("family", "reml", "chunks", "blocks", "nagq"),
-                   compiler_options=_COMPILER_OPTIONS)
+@functools.partial(jax.jit, static_argnames=("family", "chunks", "blocks", "nagq"), compiler_options=_COMPILER_OPTIONS)
+def _refit_laplace(design: Design, Y, family, chunks: int, blocks, nagq: int = 1):
+    fit = lambda y: _fit_glmm(None, design._replace(y=y), family, InnerOptions(), OptOptions(), chunks, blocks,
+                              nagq=nagq)
+    return jax.vmap(fit)(Y)
+
+
+@functools.partial(jax.jit, static_argnames=("reml", "blocks"), compiler_options=_ELEMENTAL_COMPILER_OPTIONS)
+def _refit_lmm(design: Design, Y, reml: bool, blocks):
+    return jax.vmap(lambda y: _fit_lmm(None, design._replace(y=y), reml, OptOptions(), blocks))(Y)
+
+
 def refit_responses(design: Design, Y, family, reml: bool, chunks: int, blocks, nagq: int = 1):
     """The model refitted to every row of Y (each a response vector for ``design``), with
-    ``nagq`` quadrature nodes per random effect (1 = Laplace)."""
+    ``nagq`` quadrature nodes per random effect (1 = Laplace); one compiled, vmapped call."""
     if family.name == "gaussian":
-        fit = lambda y: _fit_lmm(None, design._replace(y=y), reml, OptOptions(), blocks)
-    else:
-        fit = lambda y: _fit_glmm(None, design._replace(y=y), family, InnerOptions(), OptOptions(), chunks, blocks,
-                                         nagq=nagq)
-    return jax.vmap(fit)(Y)
+        return _refit_lmm(design, Y, reml, blocks)
+    return _refit_laplace(design, Y, family, chunks, blocks, nagq)
 
 
 def _check_n_seed(n, seed):
