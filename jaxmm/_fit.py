@@ -11,6 +11,7 @@ from ._design import design_from_formula, designs_by
 from ._engine import fit_glmm, fit_glmm_batch, fit_lmm, fit_lmm_batch
 from ._families import get_family
 from ._formula import parse_formula
+from ._gc import with_frozen_heap
 from . import _progress
 from ._optimize import OptOptions, Status
 from ._params import Params
@@ -34,6 +35,7 @@ def _resolve_method(family, method):
     raise ArgumentError(f"unknown method {method!r} for family {family.name!r}; choose one of {list(allowed)}")
 
 
+@with_frozen_heap
 def fit(formula: str, data, family="gaussian", *, method: str | None = None, trials: str | None = None,
         link: str | None = None, offset=None, weights=None, missing: str = "raise", bucket: bool = True,
         dtype: str = "float64", verbose: bool = False, by: str | None = None, devices=None, nAGQ: int = 1):

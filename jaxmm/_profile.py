@@ -22,6 +22,7 @@ import pandas as pd
 
 from ._engine import _COMPILER_OPTIONS, _natural_phi
 from ._families import get_family
+from ._gc import with_frozen_heap
 from ._inner import InnerOptions
 from ._laplace import laplace_loglik
 from ._optimize import OptOptions, minimize
@@ -128,6 +129,7 @@ def profile_logliks(design, u_hat, phi_hat, scale, kinds, indices, values, famil
     return jax.vmap(one)(kinds, indices, values)
 
 
+@with_frozen_heap
 def profile_intervals(res, level: float) -> pd.DataFrame:
     from ._inference import normal_quantile, variance_parameters
 

@@ -13,6 +13,7 @@ import pandas as pd
 from ._design import Design
 from ._engine import _COMPILER_OPTIONS, _ELEMENTAL_COMPILER_OPTIONS, _fit_glmm, _fit_lmm
 from ._families import get_family
+from ._gc import with_frozen_heap
 from ._inner import InnerOptions
 from ._optimize import OptOptions, Status
 from ._sharding import to_host
@@ -74,6 +75,7 @@ def _draw(res, n: int, seed: int):
                               jnp.asarray(res.params.chol), jnp.asarray(res.params.dispersion), family, n)
 
 
+@with_frozen_heap
 def simulate(res, n: int = 1, seed: int = 0) -> pd.DataFrame:
     """``n`` simulated response vectors for the fitted rows (columns ``sim_1`` … ``sim_n``)."""
     n, seed = _check_n_seed(n, seed)
@@ -81,6 +83,7 @@ def simulate(res, n: int = 1, seed: int = 0) -> pd.DataFrame:
     return pd.DataFrame(Y.T, index=res.row_index, columns=[f"sim_{k + 1}" for k in range(n)])
 
 
+@with_frozen_heap
 def bootstrap(res, n: int = 500, seed: int = 0) -> pd.DataFrame:
     """Parametric bootstrap: ``n`` simulated datasets, each refitted. One row per replicate:
     the fixed effects, then ``sd_<name>`` and ``cor_<a>_<b>``, then ``sigma`` where the

@@ -1,5 +1,6 @@
 """Formula parsing, input errors, the result object and the command line."""
 import dataclasses
+import gc
 
 import numpy as np
 import pandas as pd
@@ -133,3 +134,26 @@ def test_cli_errors_are_one_line(capsys, tmp_path):
     assert main(["fit", str(path), "y ~ x + (1 | g)"]) == 2
     err = capsys.readouterr().err
     assert "x" in err and err.count("\n") == 1
+
+
+def test_fits_leave_the_garbage_collector_as_they_found_it(cbpp):
+    from jaxmm._gc import frozen_heap
+
+    assert gc.isenabled() and gc.get_freeze_count() == 0
+    with frozen_heap():
+        assert gc.get_freeze_count() > 0  # the heap is frozen while a fit is traced
+    assert gc.get_freeze_count() == 0
+    with pytest.raises(RuntimeError), frozen_heap():
+        raise RuntimeError("a failing fit")
+    assert gc.get_freeze_count() == 0
+    jaxmm.fit("incidence ~ C(period) + (1 | herd)", cbpp, family="binomial", trials="size")
+    assert gc.isenabled() and gc.get_freeze_count() == 0
+    # A process that froze objects itself keeps them frozen, and the fit freezes nothing more.
+    gc.freeze()
+    try:
+        frozen = gc.get_freeze_count()
+        with frozen_heap():
+            assert gc.get_freeze_count() == frozen
+        assert gc.get_freeze_count() == frozen
+    finally:
+        gc.unfreeze()
