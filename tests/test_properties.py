@@ -110,3 +110,17 @@ def test_same_input_gives_bit_identical_output(tmp_path, reference_fit):
     fresh = json.loads(out.read_text())
     mine = json.loads(json.dumps(first.to_dict()))
     assert fresh["fixef"] == mine["fixef"] and fresh["loglik"] == mine["loglik"] and fresh["D"] == mine["D"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(-3, 3), max_size=40), st.booleans(), st.booleans())
+def test_unique_inverse_equals_numpy(values, sort, as_float):
+    from jaxmm._design import unique_inverse
+
+    a = np.array(sorted(values) if sort else values, dtype=float if as_float else np.int64)
+    uniques, inverse = unique_inverse(a)
+    expected_uniques, expected_inverse = np.unique(a, return_inverse=True)
+    np.testing.assert_array_equal(uniques, expected_uniques)
+    np.testing.assert_array_equal(inverse, expected_inverse.ravel())
+    if a.size:
+        np.testing.assert_array_equal(uniques[inverse], a)
