@@ -119,3 +119,25 @@ def test_lmm_restarts_where_it_stops_short():
                 refit = jaxmm.fit("Reaction ~ Days + (Days | Subject)", data.assign(Reaction=sims.iloc[:, r]),
                                   method="ML")
             assert refit.converged, (seed, r, refit.message)
+
+
+# lme4 1.1.31 on tests/data/boot_replicate_lmm.csv: sleepstudy with the response of
+# replicate 94 of res.bootstrap(500, seed=4) (the ML fit of sleepstudy), written out:
+#   m <- lmer(Reaction ~ Days + (Days | Subject), read.csv(f), REML = FALSE)
+#   print(logLik(m), digits = 12)   # -858.79752328
+#   fixef(m)                         # 258.677458958  9.716599995
+#   VarCorr(m)  # Subject: (Intercept) 76.3806917, Days 4.3423961, corr 0.529131; Residual 686.8717222
+BOOT_REPLICATE_LOGLIK = -858.79752328
+
+
+def test_restart_reopens_every_zeroed_diagonal():
+    # The first attempt stops at a saddle with L11 = 0; with restarted diagonals floored at
+    # 1e-3 the fit went on to two more boundary saddles and stopped NOT_PD at -858.8366.
+    data = pd.read_csv(DATA / "boot_replicate_lmm.csv")
+    res = jaxmm.fit("Reaction ~ Days + (Days | Subject)", data, method="ML")
+    assert res.converged, res.message
+    assert res.loglik >= BOOT_REPLICATE_LOGLIK - 1e-7
+    np.testing.assert_allclose(res.fixef.to_numpy(), [258.677458958, 9.716599995], rtol=1e-7)
+    cov = 0.529131 * np.sqrt(76.3806917 * 4.3423961)
+    np.testing.assert_allclose(res.D, [[76.3806917, cov], [cov, 4.3423961]], rtol=1e-4)
+    assert res.sigma ** 2 == pytest.approx(686.8717222, rel=1e-5)
