@@ -96,11 +96,12 @@ def _reduce(lam, stats: LMMStats) -> _Reduced:
 
 
 def _gls(red: _Reduced):
+    """β̂, the penalised residual sum of squares, log|XᵀR⁻¹X| and the Cholesky factor of XᵀR⁻¹X."""
     chol_X = jnp.linalg.cholesky(red.XtRX)
     beta = cho_solve((chol_X, True), red.XtRy)
     pwrss = red.ytRy - beta @ red.XtRy
     logdet_X = 2.0 * jnp.sum(jnp.log(jnp.diagonal(chol_X)))
-    return beta, pwrss, logdet_X
+    return beta, pwrss, logdet_X, chol_X
 
 
 def _dof(stats: LMMStats, p: int, reml: bool):
@@ -110,7 +111,7 @@ def _dof(stats: LMMStats, p: int, reml: bool):
 def profiled_loglik(lam, stats: LMMStats, reml: bool):
     """Log-likelihood (REML or ML) maximised over β and σ for the relative factor Λ."""
     red = _reduce(lam, stats)
-    beta, pwrss, logdet_X = _gls(red)
+    beta, pwrss, logdet_X, _ = _gls(red)
     dof = _dof(stats, beta.shape[0], reml)
     value = red.logdet_R + dof * (1.0 + _LOG_2PI + jnp.log(pwrss / dof))
     if reml:
@@ -135,7 +136,7 @@ def lmm_reml_loglik(params: Params, stats: LMMStats):
     """
     sigma = params.dispersion
     red = _reduce(params.chol / sigma, stats)
-    _, pwrss, logdet_X = _gls(red)
+    _, pwrss, logdet_X, _ = _gls(red)
     dof = stats.n - params.beta.shape[0]
     return -0.5 * (dof * (_LOG_2PI + 2.0 * jnp.log(sigma)) + red.logdet_R + logdet_X + pwrss / sigma**2) \
         + stats.half_log_w
@@ -163,7 +164,7 @@ class LMMSolution(NamedTuple):
 def lmm_solution(lam, stats: LMMStats, reml: bool) -> LMMSolution:
     """Everything that follows from Λ̂: β̂, σ̂, vcov (conditional on Λ), BLUPs and condVar."""
     red = _reduce(lam, stats)
-    beta, pwrss, _ = _gls(red)
+    beta, pwrss, _, chol_X = _gls(red)
     sigma2 = pwrss / _dof(stats, beta.shape[0], reml)
     # û_i = M_i⁻¹ Λᵀ Z_iᵀ (y_i − X_i β̂) = C_i⁻ᵀ (r_i − Q_i β̂)
     rhs = red.r - red.Q @ beta
@@ -173,8 +174,8 @@ def lmm_solution(lam, stats: LMMStats, reml: bool) -> LMMSolution:
     return LMMSolution(
         beta=beta,
         sigma=sigma,
-        # XᵀR⁻¹X is positive definite: its Cholesky inverse, not LU's pivoting loops
-        vcov=sigma2 * cho_solve((jnp.linalg.cholesky(red.XtRX), True), jnp.eye(beta.shape[0], dtype=beta.dtype)),
+        # the Cholesky inverse of XᵀR⁻¹X, not LU's pivoting loops
+        vcov=sigma2 * cho_solve((chol_X, True), jnp.eye(beta.shape[0], dtype=beta.dtype)),
         D=sigma2 * lam @ lam.T,
         chol=sigma * lam,
         ranef=u @ lam.T,
