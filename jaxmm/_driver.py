@@ -160,7 +160,7 @@ def optimise_and_check(evaluate, theta0, warm0, args, diag_mask, restart_theta, 
     carry0 = dict(phase=jnp.asarray(OPT, jnp.int32), lb=lbfgs_start(theta0, warm0, options), warm=warm0,
                   center=center0, fd=jnp.zeros((2 * k, k), dtype), j=jnp.zeros((), jnp.int32),
                   attempt=jnp.zeros((), jnp.int32), best=best0, n_iter=jnp.zeros((), jnp.int32),
-                  n_eval=jnp.zeros((), jnp.int32), early=jnp.zeros((), bool), early_ok=jnp.ones((), bool))
+                  n_eval=jnp.zeros((), jnp.int32))
 
     def body(c):
         phase, lb, center, j = c["phase"], c["lb"], c["center"], c["j"]
@@ -179,24 +179,11 @@ def optimise_and_check(evaluate, theta0, warm0, args, diag_mask, restart_theta, 
 
         # OPT: one L-BFGS step in θ (chain rule through φ = exp on the diagonal).
         lb_new = sel(at_opt, lbfgs_update(lb, f_t, g_t * dphi_dtheta(theta_trial), warm_t, options), lb)
-        # A diagonal that the optimiser drives towards zero does so slowly in log coordinates
-        # (each step halves the remaining gain), so the boundary is tried as soon as one
-        # falls below BOUNDARY_CANDIDATE: judged converged there, the fit ends early; if not,
-        # the optimiser resumes where it was, and does not try early again.
-        small = mask & (to_phi(lb_new.x) < BOUNDARY_CANDIDATE)
-        # ... once the other coordinates have converged by the optimiser's own stopping rule:
-        # the decrement that the next step predicts from them is below its tolerance.
-        rest = 0.5 * jnp.abs(jnp.sum(jnp.where(small, 0.0, lb_new.g * lb_new.search.d)))
-        settled = rest <= options.dtol_abs + options.dtol_rel * jnp.abs(lb_new.f)
-        early_stop = (at_opt & (lb_new.status < 0) & (lb_new.it > lb.it) & (lb_new.it >= 1)
-                      & c["early_ok"] & jnp.any(small) & settled)
-        opt_done = at_opt & ((lb_new.status >= 0) | early_stop)
-        early = jnp.where(at_opt, early_stop, c["early"])
+        opt_done = at_opt & (lb_new.status >= 0)
         warm = sel(at_opt & finite, warm_t, c["warm"])
 
         # BOUNDARY / CENTER: the evaluation becomes the point to judge.
         take_proj = at_boundary & (~any_small | no_worse(f_t, lb.f))
-        resume_at_boundary = at_boundary & early & ~take_proj
         new_center = take_proj | at_center
         center = sel(new_center, dict(phi=point, value=f_t, grad=g_t, warm=warm_t), center)
 
@@ -206,32 +193,28 @@ def optimise_and_check(evaluate, theta0, warm0, args, diag_mask, restart_theta, 
         h = difference_steps(center["phi"], work_dtype)
         hess = (fd[:k] - fd[k:]) / (2.0 * h[:, None])
         hess = 0.5 * (hess + hess.T)
-        status, decrement = final_check(jnp.where(early, Status.CONVERGED, lb.status), center["grad"], hess,
-                                        center["value"], work_dtype)
-        resume_at_fd = fd_done & early & (status != Status.CONVERGED)
-        finished = fd_done & ~resume_at_fd
+        status, decrement = final_check(lb.status, center["grad"], hess, center["value"], work_dtype)
         attempt_out = dict(theta=lb.x, phi=center["phi"], value=center["value"], grad=center["grad"], hess=hess,
                            warm=center["warm"], status=status, decrement=decrement)
         best_old = c["best"]
         better = (c["attempt"] == 0) | (center["value"] < best_old["value"])
-        best = sel(finished & better, attempt_out, best_old)
+        best = sel(fd_done & better, attempt_out, best_old)
         short = (best["status"] == Status.NOT_PD) | (best["status"] == Status.STALLED)
-        restart = finished & short & (c["attempt"] < MAX_ESCAPES)
+        restart = fd_done & short & (c["attempt"] < MAX_ESCAPES)
         theta_new = restart_theta(best["phi"] + restart_step(best["grad"], best["hess"]))
         lb_new = sel(restart, lbfgs_start(theta_new, best["warm"], options), lb_new)
         warm = sel(restart, best["warm"], warm)
 
-        resume = resume_at_boundary | resume_at_fd
         phase_new = jnp.where(
             at_opt, jnp.where(opt_done, BOUNDARY, OPT),
-            jnp.where(at_boundary, jnp.where(take_proj, FD, jnp.where(resume, OPT, CENTER)),
+            jnp.where(at_boundary, jnp.where(take_proj, FD, CENTER),
                       jnp.where(at_center, FD,
-                                jnp.where(fd_done, jnp.where(restart | resume, OPT, DONE), FD)))).astype(jnp.int32)
+                                jnp.where(fd_done, jnp.where(restart, OPT, DONE), FD)))).astype(jnp.int32)
         j_new = jnp.where(at_fd & ~fd_done, j + 1, 0).astype(jnp.int32)
         return dict(phase=phase_new, lb=lb_new, warm=warm, center=center, fd=fd, j=j_new,
                     attempt=c["attempt"] + restart.astype(jnp.int32), best=best,
-                    n_iter=c["n_iter"] + jnp.where(finished, lb.it, 0).astype(jnp.int32),
-                    n_eval=c["n_eval"] + 1, early=early & ~resume, early_ok=c["early_ok"] & ~resume)
+                    n_iter=c["n_iter"] + jnp.where(opt_done, lb_new.it, 0).astype(jnp.int32),
+                    n_eval=c["n_eval"] + 1)
 
     out = jax.lax.while_loop(lambda c: c["phase"] != DONE, body, carry0)
     return dict(out["best"], n_iter=out["n_iter"], n_eval=out["n_eval"])

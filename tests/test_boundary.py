@@ -148,7 +148,7 @@ def test_restart_reopens_every_zeroed_diagonal():
 #   m <- lmer(y ~ 1 + (1 | subject), read.csv(f), REML = TRUE)
 #   print(logLik(m), digits = 12)  # -5264.25993932; isSingular(m) TRUE
 #   fixef(m) 0.963988372622; VarCorr: subject 0, Residual 11.3046479844
-def test_a_variance_going_to_zero_is_judged_at_the_boundary_early():
+def test_a_random_intercept_variance_going_to_zero():
     data = pd.read_csv(DATA / "singular_intercept_lmm.csv")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", jaxmm.errors.SingularFitWarning)
@@ -158,6 +158,3 @@ def test_a_variance_going_to_zero_is_judged_at_the_boundary_early():
     assert res.D[0, 0] == 0.0
     assert res.fixef.iloc[0] == pytest.approx(0.963988372622, rel=1e-9)
     assert res.sigma ** 2 == pytest.approx(11.3046479844, rel=1e-8)
-    # In log θ each L-BFGS step only halves the gain left as θ -> 0; the boundary is tried
-    # once θ < 1e-2 and the other coordinates have settled: 17 iterations, 25 without that.
-    assert res.n_iter <= 20
