@@ -114,11 +114,12 @@ def _blocks(design: Design, chunks: int) -> Design:
     likelihood is a sum of independent block terms.
     """
     rows, slots = design.y.shape[0] // chunks, design.n_groups // chunks
-    split = lambda a: a.reshape((chunks, rows) + a.shape[1:])
+    split = lambda a: a.reshape((chunks, -1) + a.shape[1:])
     offsets = (jnp.arange(chunks, dtype=design.group.dtype) * slots)[:, None]
+    tiles = None if design.tile_group is None else split(design.tile_group) - offsets
     return Design(X=split(design.X), Z=split(design.Z), y=split(design.y), trials=split(design.trials),
                   offset=split(design.offset), weights=split(design.weights),
-                  group=split(design.group) - offsets, counts=design.counts.reshape(chunks, slots))
+                  group=split(design.group) - offsets, counts=design.counts.reshape(chunks, slots), tile_group=tiles)
 
 
 # The mesh axis that a sharded fit splits its blocks (and so its groups) over.

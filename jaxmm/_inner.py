@@ -39,30 +39,75 @@ def _segsum(values, design: Design):
     return jax.ops.segment_sum(values, design.group, num_segments=design.n_groups, indices_are_sorted=True)
 
 
-def linear_predictor(u, eta_fixed, ZL, design: Design):
-    return eta_fixed + jnp.sum(ZL * u[design.group], axis=1)
+@jax.custom_jvp
+def _tile_sums(terms):
+    """Sums over the last axis of every (T, k) array of ``terms``, as one variadic reduce.
+
+    One reduce with every sum as an output is one loop over the rows: XLA fuses the
+    family kernel into it once. Separate sums (or a stacked array) each read the kernel's
+    outputs, so XLA materialised them first; that was most of a pass's time.
+    """
+    zeros = tuple(jnp.zeros((), t.dtype) for t in terms)
+    return jax.lax.reduce(tuple(terms), zeros, lambda a, b: tuple(x + y for x, y in zip(a, b)), (terms[0].ndim - 1,))
+
+
+@_tile_sums.defjvp
+def _tile_sums_jvp(primals, tangents):
+    # Linear, so the tangents are sums too; written with jnp.sum, which JAX can transpose
+    # (a variadic reduce with a user computation has no transpose rule).
+    (terms,), (dterms,) = primals, tangents
+    return _tile_sums(terms), tuple(jnp.sum(t, axis=-1) for t in dterms)
+
+
+def _row_sums(terms, design: Design):
+    """Per-group sums (m, len(terms)) of per-row terms given as (T, k) tiles (tiled
+    design) or (N,) rows."""
+    if design.tile_group is None:
+        # Stacked into one segment sum: with separate sums XLA recomputes the shared
+        # elementwise work (exp, log1p) for each.
+        return _segsum(jnp.stack(terms, axis=1), design)
+    tiles = jnp.stack(_tile_sums(tuple(terms)), axis=1)
+    return jax.ops.segment_sum(tiles, design.tile_group, num_segments=design.n_groups, indices_are_sorted=True)
+
+
+def _rows(design: Design):
+    """The shape per-row arrays take in a pass: (T, k) tiles or (N,)."""
+    if design.tile_group is None:
+        return lambda a: a
+    n_tiles = design.tile_group.shape[0]
+    return lambda a: a.reshape((n_tiles, -1) + a.shape[1:])
+
+
+def _eta(u, eta_fixed, ZL, design: Design):
+    """η in the pass's row shape, and the columns of ZL in it."""
+    shape = _rows(design)
+    zl = [shape(ZL[:, a]) for a in range(ZL.shape[1])]
+    if design.tile_group is None:
+        ug = u[design.group]
+        return eta_fixed + sum(zl[a] * ug[:, a] for a in range(len(zl))), zl
+    ut = u[design.tile_group]  # one gather per tile, not per row
+    return shape(eta_fixed) + sum(zl[a] * ut[:, a:a + 1] for a in range(len(zl))), zl
 
 
 def group_logdens(u, eta_fixed, ZL, dispersion, design: Design, family):
     """h_i(u_i) for every group, without the normalising constants: (m,)."""
-    eta = linear_predictor(u, eta_fixed, ZL, design)
-    ll = family.kernel(design.y, eta, design.trials, dispersion) * design.weights
-    return _segsum(ll, design) - 0.5 * jnp.sum(u * u, axis=1)
+    shape = _rows(design)
+    eta, _ = _eta(u, eta_fixed, ZL, design)
+    ll = family.kernel(shape(design.y), eta, shape(design.trials), dispersion) * shape(design.weights)
+    return _row_sums([ll], design)[:, 0] - 0.5 * jnp.sum(u * u, axis=1)
 
 
 def _evaluate(u, eta_fixed, ZL, dispersion, design: Design, family):
-    """h_i, ∇h_i and H_i at u from a single pass over the rows.
-
-    All per-row terms go through one segment sum of a stacked (N, k) array: with
-    separate sums XLA recomputes the shared elementwise work (exp, log1p) for each.
-    """
+    """h_i, ∇h_i and H_i at u from a single pass over the rows."""
     q = ZL.shape[1]
-    eta = linear_predictor(u, eta_fixed, ZL, design)
-    ll, s, w = family.kernel_and_derivatives(design.y, eta, design.trials, dispersion)
-    ll, s, w = ll * design.weights, s * design.weights, w * design.weights
+    shape = _rows(design)
+    eta, zl = _eta(u, eta_fixed, ZL, design)
+    ll, s, w = family.kernel_and_derivatives(shape(design.y), eta, shape(design.trials), dispersion)
+    weights = shape(design.weights)
+    ll, s, w = ll * weights, s * weights, w * weights
     pairs = [(a, b) for a in range(q) for b in range(a + 1)]
-    terms = [ll] + [s * ZL[:, a] for a in range(q)] + [w * ZL[:, a] * ZL[:, b] for a, b in pairs]
-    sums = _segsum(jnp.stack(terms, axis=1), design)
+    terms = [ll] + [s * zl[a] for a in range(q)] + [w * zl[a] * zl[b] for a, b in pairs]
+    sums = _row_sums(terms, design)
     h = sums[:, 0] - 0.5 * jnp.sum(u * u, axis=1)
     g = sums[:, 1:1 + q] - u
     entries = {pair: sums[:, 1 + q + k] for k, pair in enumerate(pairs)}

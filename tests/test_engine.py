@@ -112,9 +112,37 @@ def test_batched_modes_equal_a_loop_over_groups(reference_fit):
         one = design._replace(
             X=design.X[rows], Z=design.Z[rows], y=design.y[rows], trials=design.trials[rows],
             offset=design.offset[rows], weights=design.weights[rows], group=jnp.zeros(rows.size, jnp.int32),
-            counts=jnp.asarray([float(rows.size)]))
+            counts=jnp.asarray([float(rows.size)]), tile_group=None)
         u_i = conditional_modes(eta_fixed[rows], ZL[rows], jnp.ones(()), one, jnp.zeros((1, 2)), fam)
         np.testing.assert_allclose(np.asarray(u_i)[0], u_all[i], rtol=1e-9, atol=1e-10)
+
+
+@pytest.mark.parametrize("name", ["contraception_q2", "grouseticks_poisson"])
+def test_tiled_passes_equal_row_passes(reference_fit, name):
+    """Sums over (T, 4) tiles then over tiles = segment sums of single rows: the pass
+    values, the Laplace log-likelihood and its gradient (which goes through the tiles'
+    custom JVP and its transpose)."""
+    from jaxmm._inner import _evaluate, group_logdens
+
+    ref, data, res = reference_fit(name)
+    tiled = _design_of(ref, data, res)
+    assert tiled.tile_group is not None and tiled.y.shape[0] == 4 * tiled.tile_group.shape[0]
+    rows = tiled._replace(tile_group=None)
+    fam = get_family(ref["family"])
+    p, q = tiled.X.shape[1], tiled.Z.shape[1]
+    u = jnp.asarray(0.3 * np.random.default_rng(1).standard_normal((tiled.n_groups, q)))
+    eta_fixed, ZL = tiled.X @ jnp.asarray(res.params.beta), tiled.Z @ jnp.asarray(res.params.chol)
+    one = jnp.ones(())
+    for a, b in zip(_evaluate(u, eta_fixed, ZL, one, tiled, fam), _evaluate(u, eta_fixed, ZL, one, rows, fam)):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(group_logdens(u, eta_fixed, ZL, one, tiled, fam),
+                               group_logdens(u, eta_fixed, ZL, one, rows, fam), rtol=1e-12)
+    theta = jnp.asarray(pack(res.params, fam.n_dispersion)) + 0.05
+    u0 = jnp.zeros((tiled.n_groups, q))
+    value_grad = lambda d: jax.value_and_grad(lambda t: laplace_loglik(unpack(t, p, q, 0), d, u0, fam)[0])(theta)
+    (v_t, g_t), (v_r, g_r) = value_grad(tiled), value_grad(rows)
+    np.testing.assert_allclose(v_t, v_r, rtol=1e-12)
+    np.testing.assert_allclose(g_t, g_r, rtol=1e-8, atol=1e-8)
 
 
 def test_vmapped_objective_equals_loop(reference_fit):

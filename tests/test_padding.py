@@ -139,6 +139,39 @@ def test_layout_keeps_groups_whole_and_sorted():
     assert np.all(np.diff(real) >= 0)
 
 
+@pytest.mark.parametrize("chunk_rows", [1000, 1 << 20])
+def test_tiles_hold_rows_of_one_group(chunk_rows):
+    """Every group starts on a tile boundary, each tile's rows share its group, and the
+    rows padding a tile are inert (weight 0)."""
+    rng = np.random.default_rng(3)
+    sizes = rng.integers(1, 30, 120)
+    g = rng.permutation(np.repeat(np.arange(120), sizes))
+    X = np.column_stack([np.ones(g.size), rng.normal(size=g.size)])
+    design, labels, lay = make_design(X, X[:, :1], rng.normal(size=g.size), g, bucket=True, chunk_rows=chunk_rows)
+    assert (lay.chunks > 1) == (chunk_rows == 1000)
+    tile_group, group = np.asarray(design.tile_group), np.asarray(design.group)
+    weights, counts = np.asarray(design.weights), np.asarray(design.counts)
+    assert group.size == 4 * tile_group.size
+    np.testing.assert_array_equal(group, np.repeat(tile_group, 4))
+    first_row = np.full(lay.n_groups, group.size)
+    np.minimum.at(first_row, lay.group_slot[g], lay.row_slot)
+    assert np.all(first_row[lay.group_slot] % 4 == 0)
+    np.testing.assert_array_equal(group[lay.row_slot], lay.group_slot[g])
+    assert np.all(np.diff(tile_group) >= 0)  # sorted, as the segment sums over tiles assume
+    padding = np.ones(group.size, bool)
+    padding[lay.row_slot] = False
+    assert np.all(weights[padding] == 0) and np.all(weights[~padding] == 1)
+    np.testing.assert_array_equal(np.bincount(group, weights=weights, minlength=lay.n_groups), counts)
+    # the layout packs each block's groups without gaps between them
+    block_rows = lay.n_rows // lay.chunks
+    last_row = np.zeros(lay.n_groups, np.int64)
+    np.maximum.at(last_row, lay.group_slot[g], lay.row_slot)
+    nxt = np.sort(first_row[lay.group_slot])
+    ends = np.sort(-(-(last_row[lay.group_slot] + 1) // 4) * 4)
+    same_block = nxt[1:] // block_rows == ends[:-1] // block_rows
+    np.testing.assert_array_equal(nxt[1:][same_block], ends[:-1][same_block])
+
+
 def test_default_block_size_follows_the_backend(monkeypatch):
     """CPU blocks stay small (cache-sized temporaries); accelerators get far larger ones."""
     import jaxmm._design as design_module
