@@ -14,6 +14,7 @@ import numpy as np
 
 from ._design import Design
 from ._driver import ESCAPE_FLOOR, optimise_and_check, restart_chol
+from ._gradient import laplace_loglik_for_fit
 from ._inner import InnerOptions
 from ._laplace import modes_and_cond_var
 from ._lmm import lmm_solution, lmm_stats, profiled_loglik
@@ -194,7 +195,10 @@ def _fit_glmm(theta0, design: Design, family, inner=InnerOptions(), opt=OptOptio
         return Params(A @ phi[:p], chol, disp)
 
     def block_objective(phi, A, u_b, d_b):
-        ll, u_new = marginal_loglik(params_of(phi, A), d_b, u_b, family, inner, nagq, block_norm)
+        if nagq == 1:  # Laplace, with its gradient written out (_gradient)
+            ll, u_new = laplace_loglik_for_fit(params_of(phi, A), d_b, u_b, family, inner, block_norm)
+        else:
+            ll, u_new = marginal_loglik(params_of(phi, A), d_b, u_b, family, inner, nagq, block_norm)
         return -ll, u_new
 
     def evaluate(phi, u, blks):
