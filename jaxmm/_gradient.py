@@ -31,7 +31,7 @@ import numpy as np
 
 from . import _smallmat as sm
 from ._design import Design
-from ._inner import InnerOptions, _eta, _row_sums, _rows, _solve
+from ._inner import InnerOptions, _row_sums, _rows, _solve
 from ._params import Params
 
 
@@ -69,28 +69,32 @@ def _forward(beta, chol, dispersion, design: Design, u0, family, options: InnerO
     Hinv = sm.cho_inverse(cholH)
 
     shape = _rows(design)
-    at_row = (lambda a: a[design.group]) if design.tile_group is None else (lambda a: a[design.tile_group][:, None])
     with_disp = family.n_dispersion > 0
 
-    def row_terms(u, eta_fixed, ZL, design):
-        eta, zl = _eta(u, eta_fixed, ZL, design)
+    def row_terms(per_group, eta_fixed, ZL, design):
+        # Per-group values (û, Hᵢ⁻¹, then vᵢ in the second pass) gathered in one gather per
+        # tile (per row without tiles): a gather per column would be a kernel each.
+        at = per_group[design.group] if design.tile_group is None else per_group[design.tile_group][:, None, :]
+        col = lambda j: at[..., j]
+        zl = [shape(ZL[:, a]) for a in range(q)]
+        eta = shape(eta_fixed) + sum(zl[a] * col(a) for a in range(q))
         weights = shape(design.weights)
         s, w, dw, by_disp = _kernel_derivatives(family, shape(design.y), eta, shape(design.trials), disp, with_disp)
         s, w, dw = s * weights, w * weights, dw * weights
-        # ζⱼᵀ Hᵢ⁻¹ ζⱼ with Hᵢ⁻¹ gathered once per tile (per row without tiles)
-        lev = sum(zl[a] * at_row(Hinv[:, a, b]) * zl[b] for a in range(q) for b in range(q))
+        lev = sum(zl[a] * col(q + q * a + b) * zl[b] for a in range(q) for b in range(q))  # ζⱼᵀ Hᵢ⁻¹ ζⱼ
         by_disp = None if by_disp is None else tuple(t * weights for t in by_disp)
-        return zl, s, w, 0.5 * dw * lev, lev, by_disp
+        return zl, s, w, 0.5 * dw * lev, lev, by_disp, col
 
-    zl, _, _, half_dw_lev, _, _ = row_terms(u, eta_fixed, ZL, design)
+    u_Hinv = jnp.concatenate([u, Hinv.reshape(-1, q * q)], axis=1)
+    zl, _, _, half_dw_lev, _, _, _ = row_terms(u_Hinv, eta_fixed, ZL, design)
     c = _row_sums([half_dw_lev * zl[a] for a in range(q)], design)              # (m, q)
     v = jnp.einsum("mab,mb->ma", Hinv, c)
     # The second pass recomputes the row terms rather than reading them back: behind the
     # barrier XLA cannot merge the two computations, so each pass is one fused loop over
     # the rows (shared, they were five materialised arrays of N values).
-    zl, s, w, half_dw_lev, lev, by_disp = row_terms(*jax.lax.optimization_barrier((u, eta_fixed, ZL, design)))
-    v_rows = at_row(v) if design.tile_group is None else v[design.tile_group][:, None, :]
-    zeta_v = sum(zl[a] * v_rows[..., a] for a in range(q))
+    zl, s, w, half_dw_lev, lev, by_disp, col = row_terms(
+        *jax.lax.optimization_barrier((jnp.concatenate([u_Hinv, v], axis=1), eta_fixed, ZL, design)))
+    zeta_v = sum(zl[a] * col(q + q * q + a) for a in range(q))
     r = s - half_dw_lev + w * zeta_v
 
     z = [shape(design.Z[:, a]) for a in range(q)]
