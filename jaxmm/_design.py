@@ -544,27 +544,28 @@ def _info(spec, rows: _Rows, labels, layout, X, row_index=None) -> DesignInfo:
 
 def design_from_formula(spec: FormulaSpec, data, *, trials=None, offset=None, weights=None, dtype="float64",
                         bucket=False, missing="raise", check_response=None, min_chunks: int = 1,
-                        host: bool = False):
+                        host: bool = False, tile: int = TILE_ROWS):
     """Evaluate a parsed formula on a table. Returns (Design, DesignInfo).
 
     ``missing="raise"`` names every used column with missing values; ``"drop"`` drops
     those rows (their number is ``DesignInfo.n_dropped``). ``check_response(y, trials)``
     returns a problem description or None (a family's support check), run on the host
-    arrays before the design is built. ``min_chunks`` as in :func:`plan_layout`;
+    arrays before the design is built. ``min_chunks`` and ``tile`` as in :func:`plan_layout`;
     ``host=True`` leaves the arrays in numpy (for the caller to place, e.g. sharded).
     """
     rows = _rows_from_formula(spec, data, trials=trials, offset=offset, weights=weights, missing=missing,
                               check_response=check_response)
     design, labels, layout = make_design(
         rows.X, rows.Z, rows.y, rows.groups, trials=rows.trials, offset=rows.offset, weights=rows.weights,
-        dtype=dtype, bucket=bucket, min_chunks=min_chunks, host=host,
+        dtype=dtype, bucket=bucket, min_chunks=min_chunks, host=host, tile=tile,
     )
     return design, _info(spec, rows, labels, layout, rows.X)
 
 
 def designs_by(spec: FormulaSpec, data, by: str, *, trials=None, offset=None, weights=None, dtype="float64",
-               bucket=False, missing="raise", check_response=None):
+               bucket=False, missing="raise", check_response=None, tile: int = TILE_ROWS):
     """One design per value of the column ``by``, padded to a common shape and stacked.
+    ``tile`` as in :func:`plan_layout`.
 
     Returns (Design with a leading replicate axis, [DesignInfo per replicate], by values,
     number of rows dropped for missing values).
@@ -601,7 +602,7 @@ def designs_by(spec: FormulaSpec, data, by: str, *, trials=None, offset=None, we
     first_pair = np.concatenate([[0], np.cumsum(n_groups)[:-1]])
     # Each (replicate, group) pair starts on a tile boundary of its replicate's rows.
     pair_rows = np.bincount(pair, minlength=len(pairs))
-    pair_span = -(-pair_rows // TILE_ROWS) * TILE_ROWS
+    pair_span = -(-pair_rows // tile) * tile
     pair_at = np.cumsum(pair_span) - pair_span
     pair_at -= pair_at[first_pair[pair_rep]]  # from the start of its replicate
     rep_rows = np.bincount(pair_rep, weights=pair_span, minlength=n_rep).astype(np.int64)
@@ -623,7 +624,9 @@ def designs_by(spec: FormulaSpec, data, by: str, *, trials=None, offset=None, we
 
     group = np.full((n_rep, size[0]), size[1] - 1, np.int32)  # padding rows: the last (empty) slot
     group[codes, slot] = pair - first_pair[codes]
-    tile_group, group = tile_groups(group, TILE_ROWS)
+    tile_group = None
+    if tile > 1:
+        tile_group, group = tile_groups(group, tile)
     counts = np.zeros((n_rep, size[1]))
     counts[pair_rep, np.arange(len(pairs)) - first_pair[pair_rep]] = np.bincount(pair, minlength=len(pairs))
     stacked = Design(
@@ -632,7 +635,8 @@ def designs_by(spec: FormulaSpec, data, by: str, *, trials=None, offset=None, we
         trials=place(1.0 if rows.trials is None else rows.trials, 1.0),
         offset=place(0.0 if rows.offset is None else rows.offset, 0.0),
         weights=place(1.0 if rows.weights is None else rows.weights, 0.0),
-        group=jnp.asarray(group), counts=jnp.asarray(counts, dtype), tile_group=jnp.asarray(tile_group),
+        group=jnp.asarray(group), counts=jnp.asarray(counts, dtype),
+        tile_group=None if tile_group is None else jnp.asarray(tile_group),
     )
     members = np.split(stable_order(codes), np.cumsum(n_rows)[:-1])
     infos = []
