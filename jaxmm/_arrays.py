@@ -11,7 +11,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
-from ._design import CHUNK_ROWS, Design, make_design
+from ._design import Design, make_design
 from ._families import get_family
 from ._inner import InnerOptions
 from ._laplace import modes_and_cond_var
@@ -40,7 +40,7 @@ def design(X, Z, y, groups, *, trials=None, offset=None, weights=None, dtype: st
         raise ArgumentError(f"dtype must be 'float64' or 'float32', got {dtype!r}")
     n = np.shape(y)[0] if np.ndim(y) else 0
     out, _, _ = make_design(X, Z, y, groups, trials=trials, offset=offset, weights=weights,
-                            dtype=jnp.dtype(dtype), chunk_rows=max(n, CHUNK_ROWS), tile=1)
+                            dtype=jnp.dtype(dtype), chunk_rows=max(n, 1), tile=1)
     return out
 
 

@@ -7,7 +7,7 @@ import jax
 import numpy as np
 
 from ._batch import BatchResult
-from ._design import TILE_ROWS, design_from_formula, designs_by
+from ._design import TILE_ROWS, default_chunk_rows, design_from_formula, designs_by
 from ._engine import fit_glmm, fit_glmm_batch, fit_lmm, fit_lmm_batch
 from ._families import get_family
 from ._formula import parse_formula
@@ -119,7 +119,7 @@ def fit(formula: str, data, family="gaussian", *, method: str | None = None, tri
     design, info = design_from_formula(spec, data, trials=trials, offset=offset, weights=weights, dtype=dtype,
                                        bucket=bucket, missing=missing, check_response=fam.check_response,
                                        min_chunks=1 if mesh is None else mesh.size, host=mesh is not None,
-                                       tile=_tile_rows(fam))
+                                       tile=_tile_rows(fam), chunk_rows=default_chunk_rows(autodiff=method == "AGHQ"))
     if mesh is not None:
         design = place(design, mesh)
     if method == "AGHQ":

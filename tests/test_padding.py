@@ -178,6 +178,7 @@ def test_default_block_size_follows_the_backend(monkeypatch):
 
     monkeypatch.setattr(design_module.jax, "default_backend", lambda: "cpu")
     assert design_module.default_chunk_rows() == design_module.CHUNK_ROWS
+    assert design_module.default_chunk_rows(autodiff=True) == design_module.AUTODIFF_CHUNK_ROWS < design_module.CHUNK_ROWS
     monkeypatch.setattr(design_module.jax, "default_backend", lambda: "gpu")
     assert design_module.default_chunk_rows() == design_module.GPU_CHUNK_ROWS > design_module.CHUNK_ROWS
 
