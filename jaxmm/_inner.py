@@ -6,8 +6,9 @@ The inner problem is written in lme4's spherical form b = L u, u ~ N(0, I):
 
 so its negative Hessian H_i = (ZL)_iᵀ W_i (ZL)_i + I is at least I. The Newton system
 is therefore always solvable, even on the boundary where L is singular, and D⁻¹ is
-never formed. Group sums are segment sums over rows sorted by group; the q×q solves
-are batched over groups.
+never formed. Group sums are sums within tiles of rows (one fused reduce, see
+``_row_sums``), then segment sums over the tiles, sorted by group; the q×q solves are
+batched over groups.
 
 ``mode_and_curvature`` carries a custom JVP from the implicit function theorem:
 at the mode ∇_u h(û; a) = 0, so dû = H⁻¹ ∂_a(∇_u h)·da for every input a. The rule
