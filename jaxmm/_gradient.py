@@ -31,7 +31,7 @@ import numpy as np
 
 from . import _smallmat as sm
 from ._design import Design
-from ._inner import InnerOptions, _row_sums, _rows, _solve
+from ._inner import InnerOptions, _at_rows, _row_sums, _rows, _solve, lower_pairs, symmetric_from_pairs
 from ._params import Params
 
 
@@ -74,7 +74,7 @@ def _forward(beta, chol, dispersion, design: Design, u0, family, options: InnerO
     def row_terms(per_group, eta_fixed, ZL, design):
         # Per-group values (û, Hᵢ⁻¹, then vᵢ in the second pass) gathered in one gather per
         # tile (per row without tiles): a gather per column would be a kernel each.
-        at = per_group[design.group] if design.tile_group is None else per_group[design.tile_group][:, None, :]
+        at = _at_rows(per_group, design)
         col = lambda j: at[..., j]
         zl = [shape(ZL[:, a]) for a in range(q)]
         eta = shape(eta_fixed) + sum(zl[a] * col(a) for a in range(q))
@@ -99,17 +99,15 @@ def _forward(beta, chol, dispersion, design: Design, u0, family, options: InnerO
 
     z = [shape(design.Z[:, a]) for a in range(q)]
     x = [shape(design.X[:, k]) for k in range(p)]
-    pairs = [(a, b) for a in range(q) for b in range(a + 1)]
     terms = ([r * x[k] for k in range(p)] + [r * z[a] for a in range(q)] + [s * z[a] for a in range(q)]
-             + [w * z[a] * z[b] for a, b in pairs])
+             + [w * z[a] * z[b] for a, b in lower_pairs(q)])
     if with_disp:
         k_d, s_d, w_d = by_disp
         terms.append(k_d - 0.5 * w_d * lev - s_d * zeta_v)
     sums = _row_sums(terms, design).astype(acc)
     g_beta = jnp.sum(sums[:, :p], axis=0)
     R, S = sums[:, p:p + q], sums[:, p + q:p + 2 * q]
-    entries = {pair: sums[:, p + 2 * q + k] for k, pair in enumerate(pairs)}
-    P = jnp.stack([jnp.stack([entries[(max(a, b), min(a, b))] for b in range(q)], axis=-1) for a in range(q)], axis=-2)
+    P = symmetric_from_pairs(sums[:, p + 2 * q:p + 2 * q + q * (q + 1) // 2], q)
     u_acc, v_acc, Hinv_acc = u.astype(acc), v.astype(acc), Hinv.astype(acc)
     g_chol = (jnp.einsum("ma,mb->ab", R, u_acc) - jnp.einsum("ma,mb->ab", S, v_acc)
               - jnp.einsum("mac,cd,mdb->ab", P, chol, Hinv_acc))

@@ -79,15 +79,33 @@ def _rows(design: Design):
     return lambda a: a.reshape((n_tiles, -1) + a.shape[1:])
 
 
+def _at_rows(per_group, design: Design):
+    """Per-group values (m, k) broadcast to the pass's row shape: (T, 1, k), one gather
+    per tile, or (N, k) per row; column j is ``out[..., j]``."""
+    if design.tile_group is None:
+        return per_group[design.group]
+    return per_group[design.tile_group][:, None, :]
+
+
 def _eta(u, eta_fixed, ZL, design: Design):
     """η in the pass's row shape, and the columns of ZL in it."""
     shape = _rows(design)
     zl = [shape(ZL[:, a]) for a in range(ZL.shape[1])]
-    if design.tile_group is None:
-        ug = u[design.group]
-        return eta_fixed + sum(zl[a] * ug[:, a] for a in range(len(zl))), zl
-    ut = u[design.tile_group]  # one gather per tile, not per row
-    return shape(eta_fixed) + sum(zl[a] * ut[:, a:a + 1] for a in range(len(zl))), zl
+    u_rows = _at_rows(u, design)
+    return shape(eta_fixed) + sum(zl[a] * u_rows[..., a] for a in range(len(zl))), zl
+
+
+def lower_pairs(q: int):
+    """(a, b), b ≤ a: the order in which passes return the q(q+1)/2 entries of a
+    symmetric per-group matrix."""
+    return [(a, b) for a in range(q) for b in range(a + 1)]
+
+
+def symmetric_from_pairs(columns, q: int):
+    """(m, q, q) symmetric matrices from (m, q(q+1)/2) entries in :func:`lower_pairs` order."""
+    entries = {pair: columns[:, k] for k, pair in enumerate(lower_pairs(q))}
+    return jnp.stack([jnp.stack([entries[(max(a, b), min(a, b))] for b in range(q)], axis=-1)
+                      for a in range(q)], axis=-2)
 
 
 def group_logdens(u, eta_fixed, ZL, dispersion, design: Design, family):
@@ -106,14 +124,11 @@ def _evaluate(u, eta_fixed, ZL, dispersion, design: Design, family):
     ll, s, w = family.kernel_and_derivatives(shape(design.y), eta, shape(design.trials), dispersion)
     weights = shape(design.weights)
     ll, s, w = ll * weights, s * weights, w * weights
-    pairs = [(a, b) for a in range(q) for b in range(a + 1)]
-    terms = [ll] + [s * zl[a] for a in range(q)] + [w * zl[a] * zl[b] for a, b in pairs]
+    terms = [ll] + [s * zl[a] for a in range(q)] + [w * zl[a] * zl[b] for a, b in lower_pairs(q)]
     sums = _row_sums(terms, design)
     h = sums[:, 0] - 0.5 * jnp.sum(u * u, axis=1)
     g = sums[:, 1:1 + q] - u
-    entries = {pair: sums[:, 1 + q + k] for k, pair in enumerate(pairs)}
-    H = jnp.stack([jnp.stack([entries[(max(a, b), min(a, b))] for b in range(q)], axis=-1)
-                   for a in range(q)], axis=-2)
+    H = symmetric_from_pairs(sums[:, 1 + q:], q)
     return h, g, H + jnp.eye(q, dtype=ZL.dtype)[None]
 
 
