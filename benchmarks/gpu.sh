@@ -3,15 +3,33 @@
 # optax, formulaic and pandas (jaxmm itself comes from this checkout through PYTHONPATH).
 #   bash benchmarks/gpu.sh bench OUTDIR   # the Bernoulli q = 2 ladder, float64 and float32, then rows per block at 10M
 #   bash benchmarks/gpu.sh tests OUTDIR   # the test suite with JAX_PLATFORMS=cuda
+#   bash benchmarks/gpu.sh all OUTDIR     # one lease: the ladder, the stages of a 10M fit, then the tests
 # Every step runs even when one before it fails; the logs go to OUTDIR.
 set -u
+started=$(date +%s)
 what=${1:?bench or tests}
 out=${2:?output folder}
 mkdir -p "$out"
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 JAX_PLATFORMS=cuda
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
 python3 -c "import jax, jaxlib, optax; print('jax', jax.__version__, 'jaxlib', jaxlib.__version__, 'optax', optax.__version__, jax.devices())"
+tests() {
+    # Several pytest workers share the GPU, so none may take most of its memory up front.
+    # polars is not installed there; its one test is left out.
+    # BUDGET_S: seconds for the whole script; the tests get what the steps before them left.
+    XLA_PYTHON_CLIENT_PREALLOCATE=false timeout $(( ${BUDGET_S:-3600} - ($(date +%s) - started) )) \
+        python3 -m pytest -q -n 12 -p no:cacheprovider --deselect tests/test_formula_features.py::test_polars_and_pyarrow_tables \
+        2>&1 | tee "$out/tests.log" | tail -60
+}
 case $what in
+all)
+    python3 benchmarks/run.py --engines jaxmm,jaxmm-f32 --repeats 2 --timeout 200 --tmpdir /tmp/benchdata \
+        --problems binomial-q2-13k-balanced,binomial-q2-100k-balanced,binomial-q2-1M-balanced,binomial-q2-10M-balanced \
+        --out "$out/results_gpu.md" 2>&1 | tee "$out/bench.log" | tail -30
+    timeout 120 python3 benchmarks/stages.py --problems binomial-q2-1M-balanced,binomial-q2-10M-balanced --repeats 2 \
+        2>&1 | tee "$out/stages.log"
+    tests
+    ;;
 bench)
     python3 -c "from jaxmm._cli import main; main(['example', 'sleepstudy'])" 2>&1 | tee "$out/smoke.log" | head -20
     python3 benchmarks/run.py --engines jaxmm,jaxmm-f32 --repeats 3 --timeout 240 --tmpdir /tmp/benchdata \
@@ -20,10 +38,6 @@ bench)
     python3 benchmarks/blocks.py --problem binomial-q2-10M-balanced --rows 19,21,24 --repeats 2 2>&1 | tee "$out/blocks.log"
     ;;
 tests)
-    # Several pytest workers share the GPU, so none may take most of its memory up front.
-    export XLA_PYTHON_CLIENT_PREALLOCATE=false
-    # polars is not installed there; its one test is left out.
-    python3 -m pytest -q -n 12 -p no:cacheprovider --deselect tests/test_formula_features.py::test_polars_and_pyarrow_tables \
-        2>&1 | tee "$out/tests.log" | tail -60
+    tests
     ;;
 esac

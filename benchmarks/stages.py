@@ -1,0 +1,85 @@
+"""Where one fit's time goes: design building, the compiled fit, the result, on this backend.
+
+``jaxmm.fit`` runs three stages one after another: the design (formula, group codes, sort,
+tiles; numpy on the host), the compiled fit (the device), and the result (labelled pandas
+objects, the host). This script wraps each stage with a timer, fits one problem cold
+(tracing and compilation included, caches cleared) and then warm, and prints a Markdown table.
+
+    python benchmarks/stages.py --problems binomial-q2-1M-balanced,binomial-q2-10M-balanced
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import problems as P  # noqa: E402
+
+
+def _timed(module, name, spent, block=False):
+    inner = getattr(module, name)
+
+    def wrapper(*args, **kwargs):
+        t = time.perf_counter()
+        out = inner(*args, **kwargs)
+        if block:
+            import jax
+
+            jax.block_until_ready(out)
+        spent[name] = spent.get(name, 0.0) + time.perf_counter() - t
+        return out
+
+    setattr(module, name, wrapper)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--problems", default="binomial-q2-1M-balanced")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--dtype", default="float64")
+    args = ap.parse_args(argv)
+
+    import jax
+
+    jax.config.update("jax_enable_compilation_cache", False)
+    import jaxmm
+    from jaxmm import _fit
+
+    spent: dict[str, float] = {}
+    _timed(_fit, "design_from_formula", spent)
+    _timed(_fit, "fit_glmm", spent, block=True)
+    _timed(_fit, "fit_lmm", spent, block=True)
+    _timed(_fit, "_result", spent)
+
+    print(f"backend {jax.default_backend()} ({jax.devices()[0].device_kind}); jax {jax.__version__}; "
+          f"dtype {args.dtype}\n")
+    print("| problem | run | total s | design s | compiled fit s | result s | other s | iterations |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    for pid in args.problems.split(","):
+        prob = P.get(pid)
+        df, formula, kw = P.generate(prob)
+        jax.clear_caches()
+        rows = []
+        for run in ["cold"] + [f"warm {i + 1}" for i in range(args.repeats)]:
+            spent.clear()
+            t = time.perf_counter()
+            res = jaxmm.fit(formula, df, **kw, dtype=args.dtype)
+            total = time.perf_counter() - t
+            fit_s = spent.get("fit_glmm", 0.0) + spent.get("fit_lmm", 0.0)
+            design_s, result_s = spent.get("design_from_formula", 0.0), spent.get("_result", 0.0)
+            rows.append((run, total, design_s, fit_s, result_s, total - design_s - fit_s - result_s))
+            print(f"| {pid} | {run} | {total:.3f} | {design_s:.3f} | {fit_s:.3f} | {result_s:.3f} | "
+                  f"{rows[-1][-1]:.3f} | {res.n_iter} |", flush=True)
+            del res
+        if args.repeats:
+            med = [statistics.median(r[i] for r in rows[1:]) for i in range(1, 6)]
+            print(f"| {pid} | warm median | " + " | ".join(f"{v:.3f}" for v in med) + " | |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
