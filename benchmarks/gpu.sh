@@ -9,7 +9,7 @@ set -u
 started=$(date +%s)
 what=${1:?bench or tests}
 out=${2:?output folder}
-mkdir -p "$out"
+mkdir -p "$out" /tmp/benchdata
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 JAX_PLATFORMS=cuda
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
 python3 -c "import jax, jaxlib, optax; print('jax', jax.__version__, 'jaxlib', jaxlib.__version__, 'optax', optax.__version__, jax.devices())"

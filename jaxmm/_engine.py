@@ -104,8 +104,36 @@ _COMPILER_OPTIONS = {"xla_llvm_disable_expensive_passes": True}
 # works on per-group statistics, and there they run as fast: measured, a q = 2 LMM at 100k
 # rows compiled in 0.98 s against 1.97 s with equal warm fits at 100k and 1M rows; the
 # 1000-replicate by= fit took 2.3 s cold against 3.3 s; drawing responses (the simulator)
-# was no slower either. The option is a CPU one; other backends ignore it.
+# was no slower either. The option is a CPU one, and XLA:GPU refuses it ("No such compile
+# option"), so these programs take their options from the backend they run on.
 _ELEMENTAL_COMPILER_OPTIONS = {**_COMPILER_OPTIONS, "xla_cpu_use_fusion_emitters": False}
+
+
+class elemental_jit:
+    """``jax.jit`` with XLA:CPU's elemental emitters on the CPU and the common options on
+    other backends; the backend is read at call time (``jax.default_backend()``), so
+    importing jaxmm starts no backend and JAX_PLATFORMS set after the import still counts."""
+
+    def __init__(self, fun=None, *, static_argnames=()):
+        self._fun, self._static = fun, static_argnames
+        self._jitted = {}
+        if fun is not None:
+            functools.update_wrapper(self, fun)
+
+    def __call__(self, *args, **kwargs):
+        if self._fun is None:  # used as @elemental_jit(static_argnames=...)
+            return elemental_jit(args[0], static_argnames=self._static)
+        return self._for_backend()(*args, **kwargs)
+
+    def _for_backend(self):
+        backend = jax.default_backend()
+        if backend not in self._jitted:
+            options = _ELEMENTAL_COMPILER_OPTIONS if backend == "cpu" else _COMPILER_OPTIONS
+            self._jitted[backend] = jax.jit(self._fun, static_argnames=self._static, compiler_options=options)
+        return self._jitted[backend]
+
+    def _cache_size(self):
+        return self._for_backend()._cache_size()
 
 
 def _blocks(design: Design, chunks: int) -> Design:
@@ -284,8 +312,7 @@ def _fit_lmm(theta0, design: Design, reml: bool, opt=OptOptions(), blocks=None, 
 
 fit_glmm = jax.jit(_fit_glmm, static_argnames=("family", "inner", "opt", "chunks", "blocks", "mesh", "nagq"),
                    compiler_options=_COMPILER_OPTIONS)
-fit_lmm = jax.jit(_fit_lmm, static_argnames=("reml", "opt", "blocks", "chunks", "mesh"),
-                  compiler_options=_ELEMENTAL_COMPILER_OPTIONS)
+fit_lmm = elemental_jit(_fit_lmm, static_argnames=("reml", "opt", "blocks", "chunks", "mesh"))
 
 
 # Many fits in one program: the single fits vmapped over a leading replicate axis of the
@@ -298,7 +325,7 @@ def fit_glmm_batch(designs: Design, family, inner=InnerOptions(), opt=OptOptions
     return jax.vmap(lambda d: _fit_glmm(None, d, family, inner, opt, 1, blocks, nagq=nagq))(designs)
 
 
-@functools.partial(jax.jit, static_argnames=("reml", "opt", "blocks"), compiler_options=_ELEMENTAL_COMPILER_OPTIONS)
+@elemental_jit(static_argnames=("reml", "opt", "blocks"))
 def fit_lmm_batch(designs: Design, reml: bool, opt=OptOptions(), blocks=None):
     return jax.vmap(lambda d: _fit_lmm(None, d, reml, opt, blocks))(designs)
 

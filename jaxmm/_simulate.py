@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from ._design import Design
-from ._engine import _COMPILER_OPTIONS, _ELEMENTAL_COMPILER_OPTIONS, _fit_glmm, _fit_lmm
+from ._engine import _COMPILER_OPTIONS, _fit_glmm, _fit_lmm, elemental_jit
 from ._families import get_family
 from ._gc import with_frozen_heap
 from ._inner import InnerOptions
@@ -23,7 +23,7 @@ from .errors import ArgumentError, ConvergenceWarning
 _BATCH_VALUES = 1 << 22
 
 
-@functools.partial(jax.jit, static_argnames=("family", "n"), compiler_options=_ELEMENTAL_COMPILER_OPTIONS)
+@elemental_jit(static_argnames=("family", "n"))
 def simulate_responses(key, design: Design, beta, chol, dispersion, family, n: int):
     """(n, rows) responses: b ~ N(0, D) drawn afresh for every group (lme4's simulate with
     use.u = FALSE), then y | b from the family. Padding rows get 1, inside every support."""
@@ -48,7 +48,7 @@ def _refit_laplace(design: Design, Y, family, chunks: int, blocks, nagq: int = 1
     return jax.vmap(fit)(Y)
 
 
-@functools.partial(jax.jit, static_argnames=("reml", "blocks"), compiler_options=_ELEMENTAL_COMPILER_OPTIONS)
+@elemental_jit(static_argnames=("reml", "blocks"))
 def _refit_lmm(design: Design, Y, reml: bool, blocks):
     return jax.vmap(lambda y: _fit_lmm(None, design._replace(y=y), reml, OptOptions(), blocks))(Y)
 
