@@ -16,6 +16,7 @@ from ._design import Design
 from ._driver import ESCAPE_FLOOR, optimise_and_check, restart_chol
 from ._gradient import laplace_loglik_for_fit
 from ._inner import InnerOptions
+from ._jit import compiled
 from ._laplace import modes_and_cond_var
 from ._lmm import lmm_solution, lmm_stats, profiled_loglik
 from ._optimize import OptOptions
@@ -84,56 +85,6 @@ def _natural_phi(params: Params, n_dispersion: int, structure=None):
     rows, cols = free_entries(params.chol.shape[0] if structure is None else structure)
     return jnp.concatenate([params.beta, params.chol[rows, cols]]
                            + ([jnp.log(params.dispersion)[None]] if n_dispersion else []))
-
-
-# LLVM's expensive passes buy nothing for these programs (segment sums and small unrolled
-# solves): measured on a 2-core CPU, without them a Laplace fit compiles 15-20 % faster
-# (3.6 -> 3.0 s) and also runs about 10 % faster at 100k and 1M rows. The option is
-# ignored by the GPU backend's device code.
-#
-# GPU fits are not bit-reproducible by default: XLA's scatter-add (the per-group sums)
-# adds with atomics in arrival order, so refits differ in the last digits (seen on an
-# H200). xla_gpu_deterministic_ops fixes the order, but it made the fits 2.1-2.2x slower
-# at 1M and 10M rows there, so it is left to the user
-# (XLA_FLAGS=--xla_gpu_deterministic_ops=true); see README "GPU".
-_COMPILER_OPTIONS = {"xla_llvm_disable_expensive_passes": True}
-
-# XLA:CPU's elemental emitters compile in about half the time of its default fusion
-# emitters. They run the Laplace row passes 45-60 % slower (the family kernels: 100k rows,
-# 2-core CPU), so Laplace fits keep the default. The exact LMM reads the rows once and then
-# works on per-group statistics, and there they run as fast: measured, a q = 2 LMM at 100k
-# rows compiled in 0.98 s against 1.97 s with equal warm fits at 100k and 1M rows; the
-# 1000-replicate by= fit took 2.3 s cold against 3.3 s; drawing responses (the simulator)
-# was no slower either. The option is a CPU one, and XLA:GPU refuses it ("No such compile
-# option"), so these programs take their options from the backend they run on.
-_ELEMENTAL_COMPILER_OPTIONS = {**_COMPILER_OPTIONS, "xla_cpu_use_fusion_emitters": False}
-
-
-class elemental_jit:
-    """``jax.jit`` with XLA:CPU's elemental emitters on the CPU and the common options on
-    other backends; the backend is read at call time (``jax.default_backend()``), so
-    importing jaxmm starts no backend and JAX_PLATFORMS set after the import still counts."""
-
-    def __init__(self, fun=None, *, static_argnames=()):
-        self._fun, self._static = fun, static_argnames
-        self._jitted = {}
-        if fun is not None:
-            functools.update_wrapper(self, fun)
-
-    def __call__(self, *args, **kwargs):
-        if self._fun is None:  # used as @elemental_jit(static_argnames=...)
-            return elemental_jit(args[0], static_argnames=self._static)
-        return self._for_backend()(*args, **kwargs)
-
-    def _for_backend(self):
-        backend = jax.default_backend()
-        if backend not in self._jitted:
-            options = _ELEMENTAL_COMPILER_OPTIONS if backend == "cpu" else _COMPILER_OPTIONS
-            self._jitted[backend] = jax.jit(self._fun, static_argnames=self._static, compiler_options=options)
-        return self._jitted[backend]
-
-    def _cache_size(self):
-        return self._for_backend()._cache_size()
 
 
 def _blocks(design: Design, chunks: int) -> Design:
@@ -310,22 +261,20 @@ def _fit_lmm(theta0, design: Design, reml: bool, opt=OptOptions(), blocks=None, 
     )
 
 
-fit_glmm = jax.jit(_fit_glmm, static_argnames=("family", "inner", "opt", "chunks", "blocks", "mesh", "nagq"),
-                   compiler_options=_COMPILER_OPTIONS)
-fit_lmm = elemental_jit(_fit_lmm, static_argnames=("reml", "opt", "blocks", "chunks", "mesh"))
+fit_glmm = compiled(_fit_glmm, static_argnames=("family", "inner", "opt", "chunks", "blocks", "mesh", "nagq"))
+fit_lmm = compiled(_fit_lmm, static_argnames=("reml", "opt", "blocks", "chunks", "mesh"), elemental=True)
 
 
 # Many fits in one program: the single fits vmapped over a leading replicate axis of the
 # design. Replicates are padded to a common shape with weight-0 rows and empty group
 # slots, which change no estimate; each replicate keeps its own optimiser state and
 # status, and the loops run until the last replicate stops.
-@functools.partial(jax.jit, static_argnames=("family", "inner", "opt", "blocks", "nagq"),
-                   compiler_options=_COMPILER_OPTIONS)
+@compiled(static_argnames=("family", "inner", "opt", "blocks", "nagq"))
 def fit_glmm_batch(designs: Design, family, inner=InnerOptions(), opt=OptOptions(), blocks=None, nagq: int = 1):
     return jax.vmap(lambda d: _fit_glmm(None, d, family, inner, opt, 1, blocks, nagq=nagq))(designs)
 
 
-@elemental_jit(static_argnames=("reml", "opt", "blocks"))
+@compiled(static_argnames=("reml", "opt", "blocks"), elemental=True)
 def fit_lmm_batch(designs: Design, reml: bool, opt=OptOptions(), blocks=None):
     return jax.vmap(lambda d: _fit_lmm(None, d, reml, opt, blocks))(designs)
 

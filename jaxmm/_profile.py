@@ -20,7 +20,8 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from ._engine import _COMPILER_OPTIONS, _natural_phi
+from ._engine import _natural_phi
+from ._jit import compiled
 from ._families import get_family
 from ._gc import with_frozen_heap
 from ._inner import InnerOptions
@@ -110,7 +111,7 @@ def _grad_and_hessian(f, x):
     return grads[0], 0.5 * (cols + cols.T)
 
 
-@functools.partial(jax.jit, static_argnames=("family", "structure", "nd", "nagq"), compiler_options=_COMPILER_OPTIONS)
+@compiled(static_argnames=("family", "structure", "nd", "nagq"))
 def profile_logliks(design, u_hat, phi_hat, scale, kinds, indices, values, family, structure, nd, nagq=1):
     """ℓ_p at each (kind, index, value): one constrained fit per entry, vmapped."""
     p = design.X.shape[1]

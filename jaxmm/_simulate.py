@@ -11,7 +11,8 @@ import numpy as np
 import pandas as pd
 
 from ._design import Design
-from ._engine import _COMPILER_OPTIONS, _fit_glmm, _fit_lmm, elemental_jit
+from ._engine import _fit_glmm, _fit_lmm
+from ._jit import compiled
 from ._families import get_family
 from ._gc import with_frozen_heap
 from ._inner import InnerOptions
@@ -23,7 +24,7 @@ from .errors import ArgumentError, ConvergenceWarning
 _BATCH_VALUES = 1 << 22
 
 
-@elemental_jit(static_argnames=("family", "n"))
+@compiled(static_argnames=("family", "n"), elemental=True)
 def simulate_responses(key, design: Design, beta, chol, dispersion, family, n: int):
     """(n, rows) responses: b ~ N(0, D) drawn afresh for every group (lme4's simulate with
     use.u = FALSE), then y | b from the family. Padding rows get 1, inside every support."""
@@ -41,14 +42,14 @@ def simulate_responses(key, design: Design, beta, chol, dispersion, family, n: i
     return jax.vmap(one)(jax.random.split(key, n))
 
 
-@functools.partial(jax.jit, static_argnames=("family", "chunks", "blocks", "nagq"), compiler_options=_COMPILER_OPTIONS)
+@compiled(static_argnames=("family", "chunks", "blocks", "nagq"))
 def _refit_laplace(design: Design, Y, family, chunks: int, blocks, nagq: int = 1):
     fit = lambda y: _fit_glmm(None, design._replace(y=y), family, InnerOptions(), OptOptions(), chunks, blocks,
                               nagq=nagq)
     return jax.vmap(fit)(Y)
 
 
-@elemental_jit(static_argnames=("reml", "blocks"))
+@compiled(static_argnames=("reml", "blocks"), elemental=True)
 def _refit_lmm(design: Design, Y, reml: bool, blocks):
     return jax.vmap(lambda y: _fit_lmm(None, design._replace(y=y), reml, OptOptions(), blocks))(Y)
 

@@ -1,0 +1,98 @@
+"""``jax.jit`` with the XLA compiler options that jaxmm's programs are compiled with.
+
+XLA's options differ between backends and between jaxlib releases: an option that one of
+them does not know is an error ("No such compile option"), not a no-op. Seen: XLA:GPU
+(jaxlib 0.11.2, H100) and XLA:CPU of the same release both refuse
+``xla_cpu_use_fusion_emitters``, which jaxlib 0.10.2's XLA:CPU takes. So a program is
+compiled with all its options first; where the compiler refuses one, each option is tried
+once on a one-line program and the program is compiled again with those the backend takes
+(probing up front would add about 70 ms to every first fit). The backend is read at call
+time, so importing jaxmm starts no backend and a JAX_PLATFORMS set after the import still
+counts.
+"""
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+
+# LLVM's expensive passes buy nothing for these programs (segment sums and small unrolled
+# solves): measured on a 2-core CPU, without them a Laplace fit compiles 15-20 % faster
+# (3.6 -> 3.0 s) and also runs about 10 % faster at 100k and 1M rows.
+#
+# GPU fits are not bit-reproducible by default: XLA's scatter-add (the per-group sums)
+# adds with atomics in arrival order, so refits differ in the last digits (seen on an
+# H200). xla_gpu_deterministic_ops fixes the order, but it made the fits 2.1-2.2x slower
+# at 1M and 10M rows there, so it is left to the user
+# (XLA_FLAGS=--xla_gpu_deterministic_ops=true); see README "GPU".
+COMPILER_OPTIONS = {"xla_llvm_disable_expensive_passes": True}
+
+# XLA:CPU's elemental emitters compile in about half the time of its default fusion
+# emitters. They run the Laplace row passes 45-60 % slower (the family kernels: 100k rows,
+# 2-core CPU), so Laplace fits keep the default. The exact LMM reads the rows once and then
+# works on per-group statistics, and there they run as fast: measured, a q = 2 LMM at 100k
+# rows compiled in 0.98 s against 1.97 s with equal warm fits at 100k and 1M rows; the
+# 1000-replicate by= fit took 2.3 s cold against 3.3 s; drawing responses (the simulator)
+# was no slower either.
+ELEMENTAL_COMPILER_OPTIONS = {**COMPILER_OPTIONS, "xla_cpu_use_fusion_emitters": False}
+
+
+@functools.cache
+def accepts(backend: str, name: str, value) -> bool:
+    """Whether ``backend``'s compiler takes the option ``name=value``."""
+    try:
+        x = jax.device_put(jnp.zeros((), jnp.float32), jax.local_devices(backend=backend)[0])
+        lowered = jax.jit(lambda v: v + 1).lower(x)
+        lowered.compile(compiler_options={name: value})
+    except Exception:  # noqa: BLE001 - the error type is jaxlib's and has changed name across releases
+        return False
+    return True
+
+
+def accepted_options(backend: str, options: dict) -> dict:
+    return {k: v for k, v in options.items() if accepts(backend, k, v)}
+
+
+class compiled:
+    """``jax.jit(fun, static_argnames=...)`` compiled with :data:`COMPILER_OPTIONS`, or with
+    :data:`ELEMENTAL_COMPILER_OPTIONS` where ``elemental``, less what the backend refuses.
+
+    Also a decorator: ``@compiled(static_argnames=(...), elemental=True)``.
+    """
+
+    def __init__(self, fun=None, *, static_argnames=(), elemental: bool = False):
+        self._fun, self._static, self._elemental = fun, tuple(static_argnames), elemental
+        self._jitted, self._filtered = {}, set()
+        if fun is not None:
+            functools.update_wrapper(self, fun)
+
+    def __call__(self, *args, **kwargs):
+        if self._fun is None:
+            return compiled(args[0], static_argnames=self._static, elemental=self._elemental)
+        try:
+            return self._for_backend()(*args, **kwargs)
+        except Exception as err:  # noqa: BLE001 - jaxlib's error type has changed name across releases
+            backend = jax.default_backend()
+            if "compile option" not in str(err) or backend in self._filtered:
+                raise
+            self._filtered.add(backend)
+            self._jitted[backend] = self._jit(accepted_options(backend, self._options))
+            return self._jitted[backend](*args, **kwargs)
+
+    def _jit(self, options):
+        return jax.jit(self._fun, static_argnames=self._static, compiler_options=options)
+
+    @property
+    def _options(self):
+        return ELEMENTAL_COMPILER_OPTIONS if self._elemental else COMPILER_OPTIONS
+
+    def _for_backend(self):
+        backend = jax.default_backend()
+        if backend not in self._jitted:
+            self._jitted[backend] = self._jit(self._options)
+        return self._jitted[backend]
+
+    def _cache_size(self) -> int:
+        """Compiled programs held for the current backend (the no-retrace tests read it)."""
+        return self._for_backend()._cache_size()
