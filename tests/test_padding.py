@@ -173,7 +173,8 @@ def test_tiles_hold_rows_of_one_group(chunk_rows):
 
 
 def test_default_block_size_follows_the_backend(monkeypatch):
-    """CPU blocks stay small (cache-sized temporaries); accelerators get far larger ones."""
+    """CPU blocks of 4M rows (2**19 for fits differentiated through the rows); accelerators
+    get far larger ones."""
     import jaxmm._design as design_module
 
     monkeypatch.setattr(design_module.jax, "default_backend", lambda: "cpu")
@@ -200,3 +201,32 @@ def test_sorted_and_shuffled_rows_give_the_same_design():
     assert labels == labels2 and lay.n_rows > g.size  # padded
     for a, b in zip(sorted_design, shuffled):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+@pytest.mark.parametrize("tile", [1, 4])
+@pytest.mark.parametrize("chunk_rows", [200, 1 << 20])
+@pytest.mark.parametrize("shuffled", [False, True])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("given", [False, True])
+def test_device_layout_equals_host_layout(tile, chunk_rows, shuffled, dtype, given):
+    """Accelerators pad large designs on the device (make_design's device_layout); every
+    array must equal the host-padded one: blocks or one block, tiles or rows, sorted or
+    shuffled groups, float64 or float32, trials/offset/weights given or defaulted."""
+    rng = np.random.default_rng(11)
+    g = np.repeat(np.arange(60), rng.integers(1, 12, 60))
+    if shuffled:
+        g = g[np.argsort(rng.permutation(60)[g], kind="stable")]
+    n = g.size
+    X = np.column_stack([np.ones(n), rng.normal(size=n), rng.normal(size=n)])
+    kw = dict(trials=rng.integers(1, 5, n), offset=rng.normal(size=n), weights=rng.uniform(0.5, 2, n)) if given else {}
+    y = rng.integers(0, 2, n).astype(float)
+    common = dict(bucket=True, chunk_rows=chunk_rows, tile=tile, dtype=dtype, **kw)
+    host, labels, lay = make_design(X, X[:, :2], y, g, device_layout=False, **common)
+    device, labels2, lay2 = make_design(X, X[:, :2], y, g, device_layout=True, **common)
+    assert labels == labels2 and lay.n_rows > n and (lay.chunks > 1) == (chunk_rows == 200)
+    assert (host.tile_group is None) == (device.tile_group is None) == (tile == 1)
+    for name, a, b in zip(host._fields, host, device):
+        if a is None:
+            continue
+        assert a.dtype == b.dtype and a.shape == b.shape, name
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=name)
