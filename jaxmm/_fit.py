@@ -181,7 +181,9 @@ def _fit_by(spec, data, fam, method, by, formula, fit_options, dtype, bucket) ->
         out = fit_glmm_batch(designs, fam, blocks=blocks, nagq=nodes_of(method, fit_options))
     out = {k: np.asarray(v) for k, v in out.items()}
     replicate = lambda r: {k: v[r] for k, v in out.items()}
-    outcomes = [_outcome(fam, info, replicate(r)) for r, info in enumerate(infos)]
+    # A gaussian outcome never reads the replicate's info (no separation check), so the
+    # lazily built infos stay unbuilt.
+    outcomes = [_outcome(fam, infos[r] if fam.name != "gaussian" else None, replicate(r)) for r in range(len(keys))]
     converged = np.array([c for c, _ in outcomes])
     scale = out["dispersion"] if fam.name == "gaussian" else np.ones(len(keys))
     singular = np.any(np.abs(np.diagonal(out["chol"], axis1=1, axis2=2)) / scale[:, None] < 1e-4, axis=1)
@@ -189,7 +191,7 @@ def _fit_by(spec, data, fam, method, by, formula, fit_options, dtype, bucket) ->
         by=by, keys=tuple(keys), formula=formula, family=fam.name, method=method,
         fixef_names=infos[0].fixef_names, re_names=infos[0].re_names, arrays=out,
         converged_array=converged, messages=tuple(m for _, m in outcomes), singular_array=singular,
-        n_obs_array=np.array([info.layout.row_slot.size for info in infos]), n_dropped=n_dropped,
+        n_obs_array=np.asarray(infos.n_rows), n_dropped=n_dropped,
         dispersion_name=fam.dispersion_name if fam.n_dispersion else None,
         single=lambda r: _result(replicate(r), infos[r], fam, formula, method, blocks, fit_options,
                                  jax.tree_util.tree_map(lambda a: a[r], designs)),

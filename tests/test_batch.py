@@ -123,3 +123,27 @@ def test_by_input_errors(data):
         jaxmm.fit("y ~ x + (1 | g)", missing, by="rep")
     dropped = jaxmm.fit("y ~ x + (1 | g)", missing, by="rep", missing="drop")
     assert dropped.n_dropped == 1 and dropped.n_obs_array.sum() == len(data) - 1
+
+
+def test_replicate_infos_are_built_on_demand_and_match(data):
+    """designs_by builds each replicate's labels only when read; what it builds is what a
+    single design of that replicate holds, in any order of access."""
+    from jaxmm._design import design_from_formula, designs_by
+    from jaxmm._formula import parse_formula
+
+    spec = parse_formula("y ~ x + (1 | g)")
+    _, infos, keys, _ = designs_by(spec, data, "rep", tile=1)
+    assert len(infos) == len(keys) == 5 and not infos._cache
+    np.testing.assert_array_equal(infos.n_rows, data.groupby("rep").size().loc[keys].to_numpy())
+    last, first = infos[-1], infos[0]
+    assert set(infos._cache) == {0, 4} and infos[4] is last
+    assert [i.group_labels for i in infos[1:3]] == [infos[1].group_labels, infos[2].group_labels]
+    for r in (0, 4):
+        _, single = design_from_formula(spec, data[data["rep"] == keys[r]], tile=1)
+        got = infos[r]
+        assert got.group_labels == single.group_labels and got.fixef_names == single.fixef_names
+        np.testing.assert_allclose(got.x_scale, single.x_scale)
+        assert got.row_index.equals(single.row_index)
+        assert got.layout.row_slot.size == infos.n_rows[r] == single.layout.row_slot.size
+    with pytest.raises(IndexError):
+        infos[5]
