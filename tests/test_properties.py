@@ -124,3 +124,23 @@ def test_unique_inverse_equals_numpy(values, sort, as_float):
     np.testing.assert_array_equal(inverse, expected_inverse.ravel())
     if a.size:
         np.testing.assert_array_equal(uniques[inverse], a)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.sampled_from(["a", "b", "c10", "c9", "Z", "é"]), max_size=40), st.booleans())
+def test_unique_inverse_of_labels_equals_numpy(values, as_object):
+    """Unsorted labels go through a hash and a sort of the distinct values only."""
+    from jaxmm._design import unique_inverse
+
+    a = np.array(values, dtype=object if as_object else str)
+    uniques, inverse = unique_inverse(a)
+    expected_uniques, expected_inverse = np.unique(a, return_inverse=True)
+    np.testing.assert_array_equal(uniques, expected_uniques)
+    np.testing.assert_array_equal(inverse, expected_inverse.ravel())
+
+
+def test_unique_inverse_refuses_labels_that_cannot_be_ordered():
+    from jaxmm._design import unique_inverse
+
+    with pytest.raises(TypeError):
+        unique_inverse(np.array([2, "a", 1], dtype=object))
