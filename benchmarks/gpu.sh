@@ -4,6 +4,7 @@
 #   bash benchmarks/gpu.sh bench OUTDIR   # the Bernoulli q = 2 ladder, float64 and float32, then rows per block at 10M
 #   bash benchmarks/gpu.sh tests OUTDIR   # the test suite with JAX_PLATFORMS=cuda
 #   bash benchmarks/gpu.sh all OUTDIR     # one lease: the ladder, the stages of a 10M fit, then the tests
+#   bash benchmarks/gpu.sh flags OUTDIR   # compile time under XLA:GPU's compilation flags (stages of 1M and 10M fits)
 # Every step runs even when one before it fails; the logs go to OUTDIR.
 set -u
 started=$(date +%s)
@@ -21,7 +22,20 @@ tests() {
         python3 -m pytest -q -n 12 -p no:cacheprovider --deselect tests/test_formula_features.py::test_polars_and_pyarrow_tables \
         2>&1 | tee "$out/tests.log" | tail -60
 }
+flags() {
+    # A cold 10M fit on the H100 spent about 3 s compiling, the GPU's own work was 0.5 s.
+    # Each variant runs in its own process (an unknown flag aborts only that one).
+    for f in "" "--xla_gpu_force_compilation_parallelism=16" "--xla_gpu_enable_llvm_module_compilation_parallelism=true" \
+             "--xla_gpu_autotune_level=0" "--xla_gpu_enable_libnvptxcompiler=true"; do
+        echo "== XLA_FLAGS=$f"
+        XLA_FLAGS="$f" timeout 120 python3 benchmarks/stages.py --problems binomial-q2-1M-balanced,binomial-q2-10M-balanced \
+            --repeats 1 2>&1 | grep -v "^|---\|^$"
+    done 2>&1 | tee "$out/flags.log"
+}
 case $what in
+flags)
+    flags
+    ;;
 all)
     python3 benchmarks/run.py --engines jaxmm,jaxmm-f32 --repeats 2 --timeout 200 --tmpdir /tmp/benchdata \
         --problems binomial-q2-13k-balanced,binomial-q2-100k-balanced,binomial-q2-1M-balanced,binomial-q2-10M-balanced \
