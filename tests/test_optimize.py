@@ -95,3 +95,47 @@ def test_decrement_stop_ends_early_within_its_allowance():
     assert int(full.status) == int(early.status) == Status.CONVERGED
     assert int(early.n_iter) < int(full.n_iter)
     assert 0.0 <= float(early.value) - float(full.value) < 1e-6
+
+
+def _driver_fit(f, theta0, monkeypatch=None, early=True):
+    """optimise_and_check on a toy objective of natural coordinates φ (every one a
+    Cholesky diagonal); early=False switches the early boundary stop off."""
+    import jax
+    from jaxmm import _driver
+
+    if not early:
+        monkeypatch.setattr(_driver, "_LOG_CANDIDATE", -np.inf)
+
+    def evaluate(phi, warm, args):
+        value, grad = jax.value_and_grad(f)(phi)
+        return (value, warm), grad
+
+    theta0 = jnp.asarray(theta0, jnp.float64)
+    mask = np.ones(theta0.shape[0], bool)
+    restart = lambda phi: jnp.log(jnp.maximum(jnp.abs(phi), _driver.ESCAPE_FLOOR))
+    return jax.jit(lambda t: _driver.optimise_and_check(evaluate, t, jnp.zeros(()), jnp.zeros(3), mask, restart))(theta0)
+
+
+def test_a_diagonal_pushed_to_zero_is_stopped_early_and_finished_there(monkeypatch):
+    """f even in a diagonal with its minimum at 0 (a variance with no support in the data,
+    as in a singular random-intercept REML fit, where β and σ are profiled out): the
+    optimiser stops once the diagonal is negligible instead of creeping down in log
+    coordinates, and the boundary phase finishes it at exactly 0."""
+    f = lambda phi: 3.0 * phi[0] ** 2 + 5.0 * phi[0] ** 4
+    early = _driver_fit(f, [0.0])
+    assert int(early["status"]) == Status.CONVERGED and float(early["phi"][0]) == 0.0
+    creeping = _driver_fit(f, [0.0], monkeypatch, early=False)
+    assert int(creeping["status"]) == Status.CONVERGED and float(creeping["phi"][0]) == 0.0
+    assert int(early["n_eval"]) < int(creeping["n_eval"]) - 5
+    assert float(early["value"]) == float(creeping["value"]) == 0.0
+
+
+def test_an_interior_optimum_below_the_boundary_candidate_is_kept():
+    """An even f whose minimum is at φ = ±0.005, where φ = 0 is a local maximum: an early
+    stop between 0.005·√2 and 0.01 sees the boundary as no worse, but there the Hessian
+    is not positive definite. The fit must still end at the interior optimum, converged."""
+    c = 0.005
+    f = lambda phi: 1e8 * (phi[0] ** 2 - c ** 2) ** 2
+    res = _driver_fit(f, [0.0])
+    assert int(res["status"]) == Status.CONVERGED
+    assert abs(float(res["phi"][0])) == pytest.approx(c, rel=1e-6)
