@@ -144,3 +144,41 @@ def test_unique_inverse_refuses_labels_that_cannot_be_ordered():
 
     with pytest.raises(TypeError):
         unique_inverse(np.array([2, "a", 1], dtype=object))
+
+
+def _aliased_by_qr(X, rtol=1e-7):
+    norms = np.linalg.norm(X, axis=0)
+    r = np.abs(np.diag(np.linalg.qr(X, mode="r")))
+    return [j for j in range(X.shape[1]) if r[j] <= rtol * max(norms[j], 1e-300)]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 10_000), st.lists(st.sampled_from(["new", "copy", "combo", "zero", "near", "scaled"]),
+                                        min_size=1, max_size=6))
+def test_aliased_columns_from_the_gram_matrix_equal_the_qr(seed, kinds):
+    """aliased_columns decides from XᵀX (a QR where that is ambiguous); it must drop what
+    a Householder QR of X drops: copies, linear combinations, zero columns, columns a
+    hair's breadth from the span, at any column scale."""
+    from jaxmm._design import aliased_columns, column_scales
+
+    rng = np.random.default_rng(seed)
+    n = 300
+    cols = [np.ones(n)]
+    for kind in kinds:
+        if kind == "new":
+            cols.append(rng.normal(size=n) * 10.0 ** rng.integers(-4, 5))
+        elif kind == "copy":
+            cols.append(cols[rng.integers(len(cols))] * rng.normal())
+        elif kind == "combo":
+            w = rng.normal(size=len(cols))
+            cols.append(sum(c * wi for c, wi in zip(cols, w)))
+        elif kind == "zero":
+            cols.append(np.zeros(n))
+        elif kind == "near":
+            cols.append(cols[-1] + 10.0 ** rng.integers(-10, -4) * rng.normal(size=n) * np.linalg.norm(cols[-1]))
+        else:
+            cols.append(cols[rng.integers(len(cols))] * 1e6 + rng.normal(size=n))
+    X = np.column_stack(cols)
+    assert aliased_columns(X) == _aliased_by_qr(X)
+    expected = tuple(float(s) if s > 0 else 1.0 for s in X.std(axis=0))
+    np.testing.assert_allclose(column_scales(X, rows=64), expected, rtol=1e-9)
