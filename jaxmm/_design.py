@@ -234,14 +234,17 @@ def plan_layout(codes: np.ndarray, m: int, *, bucket: bool = False, chunk_rows: 
     local_group = np.arange(m) - first_group[chunk]
     group_slot = chunk * groups_per + local_group
     group_row = chunk * rows_per + at - at[first_group[chunk]]  # design row of each group's first row
+    # int32 where the layout allows (the device takes int32 indices): half the fresh host
+    # memory of int64, whose page faults are much of a large design's host time
+    index = np.int32 if n_chunks * rows_per < 2 ** 31 else np.int64
     if sorted_codes:
         # rows already in group order: each group's rows shift by one amount (two N-sized
-        # arrays instead of five; at 10M rows each is 80 MB of fresh host memory)
-        row_slot = np.repeat(group_row - start, counts)
-        row_slot += np.arange(n)
+        # arrays instead of five)
+        row_slot = np.repeat((group_row - start).astype(index), counts)
+        row_slot += np.arange(n, dtype=index)
     else:
         sorted_group = codes[order]
-        row_slot = np.empty(n, np.int64)
+        row_slot = np.empty(n, index)
         row_slot[order] = group_row[sorted_group] + np.arange(n) - start[sorted_group]
     return Layout(row_slot, group_slot, n_chunks * rows_per, n_chunks * groups_per, n_chunks)
 
@@ -348,7 +351,7 @@ def make_design(X, Z, y, groups, *, trials=None, offset=None, weights=None, dtyp
         columns = {k: (v if k in ("X", "Z", "y", "weights") else _as_float(k, v))
                    for k, v in given.items() if v is not None}
         cols, group, tile_group = _lay_out(
-            columns, layout.row_slot.astype(np.int32), layout.group_slot.astype(np.int32)[codes],
+            columns, layout.row_slot.astype(np.int32, copy=False), layout.group_slot.astype(np.int32)[codes],
             n_rows=layout.n_rows, rows_per_chunk=layout.n_rows // layout.chunks,
             groups_per_chunk=layout.n_groups // layout.chunks, tile=tile, dtype=np.dtype(dtype).name,
             constants=constants, sorted_rows=_is_sorted(layout.row_slot))
