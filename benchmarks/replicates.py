@@ -54,8 +54,11 @@ def time_jaxmm(data: pd.DataFrame, repeats: int):
     # the R script loads lme4 before its system.time.
     import formulaic  # noqa: F401
     import formulaic.materializers  # noqa: F401
+    import jax.numpy as jnp
 
     import jaxmm
+
+    jnp.zeros(1).block_until_ready()  # start JAX's backend outside the timer, as engines.py does
 
     def once():
         with warnings.catch_warnings():
