@@ -269,6 +269,15 @@ CPU_DEVICE_LAYOUT_ROWS = 1 << 22
 # Padded rows have weight 0, but their y must still be in every family's support (1 is:
 # a gamma log y or a binomial y <= trials): 0 * log(0) would be NaN.
 _FILLS = {"X": 0.0, "Z": 0.0, "y": 1.0, "trials": 1.0, "offset": 0.0, "weights": 0.0}
+# The value of each optional row column when it is not given.
+_DEFAULTS = {"trials": 1.0, "offset": 0.0, "weights": 1.0}
+
+
+def _row_columns(X, Z, y, trials, offset, weights) -> dict:
+    """The design's float row columns by name; an optional one not given is its default value
+    (a scalar), so the layouts need not build an array of ones or zeros on the host."""
+    given = dict(X=X, Z=Z, y=y, trials=trials, offset=offset, weights=weights)
+    return {name: _DEFAULTS[name] if values is None else values for name, values in given.items()}
 
 
 @functools.partial(jax.jit, static_argnames=("n_rows", "rows_per_chunk", "groups_per_chunk", "tile", "dtype",
@@ -345,11 +354,11 @@ def make_design(X, Z, y, groups, *, trials=None, offset=None, weights=None, dtyp
     if device_layout is None:
         device_layout = not host and n >= (CPU_DEVICE_LAYOUT_ROWS if jax.default_backend() == "cpu"
                                            else DEVICE_LAYOUT_ROWS)
+    given = _row_columns(X, Z, y, None if trials is None else _as_float("trials", trials),
+                         None if offset is None else _as_float("offset", offset), weights)
     if device_layout:
-        given = dict(X=X, Z=Z, y=y, trials=trials, offset=offset, weights=weights)
-        constants = tuple((k, v) for k, v in (("trials", 1.0), ("offset", 0.0), ("weights", 1.0)) if given[k] is None)
-        columns = {k: (v if k in ("X", "Z", "y", "weights") else _as_float(k, v))
-                   for k, v in given.items() if v is not None}
+        constants = tuple((k, v) for k, v in given.items() if np.ndim(v) == 0)
+        columns = {k: v for k, v in given.items() if np.ndim(v) > 0}
         cols, group, tile_group = _lay_out(
             columns, layout.row_slot.astype(np.int32, copy=False), layout.group_slot.astype(np.int32)[codes],
             n_rows=layout.n_rows, rows_per_chunk=layout.n_rows // layout.chunks,
@@ -383,14 +392,7 @@ def make_design(X, Z, y, groups, *, trials=None, offset=None, weights=None, dtyp
     if tile > 1:
         tile_group, group = tile_groups(group, tile)
     design = Design(
-        X=place(X, 0.0),
-        Z=place(Z, 0.0),
-        # Padded rows have weight 0, but their y must still be in every family's support
-        # (1 is: a gamma log y or a binomial y <= trials): 0 * log(0) would be NaN.
-        y=place(y, 1.0),
-        trials=place(1.0 if trials is None else _as_float("trials", trials), 1.0),
-        offset=place(0.0 if offset is None else _as_float("offset", offset), 0.0),
-        weights=place(1.0 if weights is None else weights, 0.0),
+        **{name: place(values, _FILLS[name]) for name, values in given.items()},
         group=to_array(group, jnp.int32),
         counts=to_array(counts.astype(np.dtype(dtype)), dtype),
         tile_group=None if tile_group is None else to_array(tile_group, jnp.int32),
@@ -753,12 +755,9 @@ def designs_by(spec: FormulaSpec, data, by: str, *, trials=None, offset=None, we
         tile_group, group = tile_groups(group, tile)
     counts = np.zeros((n_rep, size[1]))
     counts[pair_rep, np.arange(len(pairs)) - first_pair[pair_rep]] = np.bincount(pair, minlength=len(pairs))
+    given = _row_columns(rows.X, rows.Z, rows.y, rows.trials, rows.offset, rows.weights)
     stacked = Design(
-        X=place(rows.X, 0.0), Z=place(rows.Z, 0.0),
-        y=place(rows.y, 1.0),  # in every family's support, as in make_design
-        trials=place(1.0 if rows.trials is None else rows.trials, 1.0),
-        offset=place(0.0 if rows.offset is None else rows.offset, 0.0),
-        weights=place(1.0 if rows.weights is None else rows.weights, 0.0),
+        **{name: place(values, _FILLS[name]) for name, values in given.items()},
         group=jnp.asarray(group), counts=jnp.asarray(counts, dtype),
         tile_group=None if tile_group is None else jnp.asarray(tile_group),
     )
