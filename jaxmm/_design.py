@@ -718,6 +718,9 @@ def designs_by(spec: FormulaSpec, data, by: str, *, trials=None, offset=None, we
     except TypeError:
         raise DataError(f"grouping column {spec.group!r} mixes values that cannot be sorted") from None
     pair_of_row = codes.astype(np.int64) * len(labels) + gcode.ravel()
+    # Rows already in replicate-then-group order (as simulation studies write them) need no
+    # sort, and their positions follow from the row number.
+    in_order = _is_sorted(pair_of_row)
     pairs, pair = unique_inverse(pair_of_row)
     pair_rep, pair_label = pairs // len(labels), pairs % len(labels)
     n_groups = np.bincount(pair_rep, minlength=n_rep)
@@ -733,39 +736,63 @@ def designs_by(spec: FormulaSpec, data, by: str, *, trials=None, offset=None, we
     pair_at -= pair_at[first_pair[pair_rep]]  # from the start of its replicate
     rep_rows = np.bincount(pair_rep, weights=pair_span, minlength=n_rep).astype(np.int64)
     pair_first_row = np.concatenate([[0], np.cumsum(pair_rows)[:-1]])
-    order = stable_order(pair)  # by replicate, then group, then input order
-    slot = np.empty(codes.size, np.int64)
-    slot[order] = pair_at[pair[order]] + np.arange(codes.size) - pair_first_row[pair[order]]
     size = (int(rep_rows.max()), int(n_groups.max()))
     if bucket:
         size = (bucket_size(size[0]), bucket_size(size[1]))
     if rows.weights is not None and (rows.weights < 0).any():
         bad = np.flatnonzero(rows.weights < 0)
         raise DataError(f"weights has {bad.size} negative value(s) (first rows: {bad[:5].tolist()})")
+    # Regular: rows in order, no tile padding and replicates of equal size n (as simulation
+    # studies write them). Each replicate's rows are then the next n rows, so the padded
+    # arrays are the columns reshaped, with padding after them; no scatter.
+    n_regular = int(rep_rows[0]) if (in_order and np.all(pair_span == pair_rows)
+                                     and np.all(rep_rows == rep_rows[0])) else None
+    # A group's position within its replicate; where every replicate has every group, its label's.
+    row_group = gcode.ravel() if np.all(n_groups == len(labels)) else pair - first_pair[codes]
+    if n_regular is not None:
+        slot = None  # row i of replicate r is at i - r·n; see info()
+    else:
+        order = np.arange(codes.size) if in_order else stable_order(pair)  # by replicate, then group, then input order
+        slot = np.empty(codes.size, np.int64)
+        slot[order] = pair_at[pair[order]] + np.arange(codes.size) - pair_first_row[pair[order]]
 
     def place(values_, fill, kind=dtype):
-        out = np.full((n_rep, size[0]) + np.shape(values_)[1:], fill, np.dtype(kind))
-        out[codes, slot] = values_
-        return jnp.asarray(out, kind)
+        shape = (n_rep, size[0]) + np.shape(values_)[1:]
+        out = np.full(shape, fill, np.dtype(kind))
+        if n_regular is not None:
+            out[:, :n_regular] = values_ if np.ndim(values_) == 0 else np.reshape(values_, (n_rep, n_regular) + shape[2:])
+        else:
+            out[codes, slot] = values_
+        return out
 
-    group = np.full((n_rep, size[0]), size[1] - 1, np.int32)  # padding rows: the last (empty) slot
-    group[codes, slot] = pair - first_pair[codes]
+    constants = {}
+
+    def on_device(values_, fill):
+        if np.ndim(values_) == 0 and (values_ == fill or n_regular == size[0]):  # the same in every row
+            if values_ not in constants:  # one array per value: immutable, so columns can share it
+                constants[values_] = jnp.asarray(np.full((n_rep, size[0]), values_, np.dtype(dtype)))
+            return constants[values_]
+        return jnp.asarray(place(values_, fill))
+
+    group = place(row_group, size[1] - 1, np.int32)  # padding rows: the last (empty) slot
     tile_group = None
     if tile > 1:
         tile_group, group = tile_groups(group, tile)
     counts = np.zeros((n_rep, size[1]))
-    counts[pair_rep, np.arange(len(pairs)) - first_pair[pair_rep]] = np.bincount(pair, minlength=len(pairs))
+    counts[pair_rep, np.arange(len(pairs)) - first_pair[pair_rep]] = pair_rows
     given = _row_columns(rows.X, rows.Z, rows.y, rows.trials, rows.offset, rows.weights)
     stacked = Design(
-        **{name: place(values, _FILLS[name]) for name, values in given.items()},
+        **{name: on_device(values, _FILLS[name]) for name, values in given.items()},
         group=jnp.asarray(group), counts=jnp.asarray(counts, dtype),
         tile_group=None if tile_group is None else jnp.asarray(tile_group),
     )
-    members = np.split(stable_order(codes), np.cumsum(n_rows)[:-1])
+    # Each replicate's rows, for its DesignInfo (built lazily): positions in ``by_rep``.
+    by_rep = stable_order(codes)
+    rep_start = np.concatenate([[0], np.cumsum(n_rows)])
 
     def info(r):
-        idx, m = members[r], int(n_groups[r])
-        layout = Layout(slot[idx], np.arange(m), size[0], size[1], 1)
+        idx, m = by_rep[rep_start[r]:rep_start[r + 1]], int(n_groups[r])
+        layout = Layout(np.arange(idx.size) if slot is None else slot[idx], np.arange(m), size[0], size[1], 1)
         group_labels = tuple(labels[pair_label[first_pair[r]:first_pair[r] + m]].tolist())
         return _info(spec, rows._replace(n_dropped=0), group_labels, layout, rows.X[idx],
                      row_index=rows.data.index[idx])

@@ -147,3 +147,43 @@ def test_replicate_infos_are_built_on_demand_and_match(data):
         assert got.layout.row_slot.size == infos.n_rows[r] == single.layout.row_slot.size
     with pytest.raises(IndexError):
         infos[5]
+
+
+@pytest.mark.parametrize("bucket", [False, True])
+@pytest.mark.parametrize("tile", [1, 4])
+@pytest.mark.parametrize("shared_labels", [True, False])
+def test_ordered_replicates_lay_out_as_shuffled_ones(bucket, tile, shared_labels):
+    """Rows already in replicate-then-group order, replicates of equal size, take the
+    reshape path of designs_by; the same rows with the replicate blocks and groups in
+    another order take the general scatter. Both must give the same stacked design and
+    the same row positions (rows keep their order within a group)."""
+    from jaxmm._design import designs_by
+    from jaxmm._formula import parse_formula
+
+    rng = np.random.default_rng(3)
+    parts = []
+    for r in range(4):
+        labels = np.arange(5) if shared_labels else np.arange(5) + r  # then not every replicate has every label
+        g = np.repeat(labels, 3)
+        parts.append(pd.DataFrame(dict(rep=r, g=g, x=rng.normal(size=g.size), y=rng.normal(size=g.size),
+                                       w=rng.uniform(0.5, 2, g.size), off=rng.normal(size=g.size))))
+    ordered = pd.concat(parts, ignore_index=True)
+    # Replicates in reverse, groups within each in reverse; rows of a group keep their order.
+    shuffled = pd.concat([p.iloc[np.argsort(-p["g"].to_numpy(), kind="stable")]
+                          for _, p in list(ordered.groupby("rep"))[::-1]])
+    spec = parse_formula("y ~ x + (x | g)")
+    kw = dict(weights="w", offset="off", tile=tile, bucket=bucket)
+    a, infos_a, keys_a, _ = designs_by(spec, ordered, "rep", **kw)
+    b, infos_b, keys_b, _ = designs_by(spec, shuffled, "rep", **kw)
+    assert keys_a == keys_b
+    for name in a._fields:
+        if getattr(a, name) is None:
+            assert getattr(b, name) is None
+            continue
+        np.testing.assert_array_equal(np.asarray(getattr(a, name)), np.asarray(getattr(b, name)), err_msg=name)
+    for r in range(4):
+        ia, ib = infos_a[r], infos_b[r]
+        assert ia.group_labels == ib.group_labels
+        pos_a = pd.Series(ia.layout.row_slot, index=ia.row_index).sort_index()
+        pos_b = pd.Series(ib.layout.row_slot, index=ib.row_index).sort_index()
+        assert pos_a.equals(pos_b)
