@@ -44,21 +44,32 @@ def simulate_responses(key, design: Design, beta, chol, dispersion, family, n: i
     return jnp.where(design.weights > 0, y, 1.0).astype(design.y.dtype)
 
 
+# What a refit returns. The rest of a fit's output (the covariance of β̂, the BLUPs and their
+# conditional variances) is left out of the program, so XLA drops its computation: the
+# vmapped sleepstudy LMM refit compiled in 1.10 s against 1.21 s with everything (2-core CPU).
+REFIT_OUTPUTS = ("beta", "chol", "dispersion", "status", "loglik", "n_iter", "n_eval")
+
+
+def _refit_outputs(out: dict) -> dict:
+    return {k: out[k] for k in REFIT_OUTPUTS}
+
+
 @compiled(static_argnames=("family", "chunks", "blocks", "nagq"))
 def _refit_laplace(design: Design, Y, family, chunks: int, blocks, nagq: int = 1):
-    fit = lambda y: _fit_glmm(None, design._replace(y=y), family, InnerOptions(), OptOptions(), chunks, blocks,
-                              nagq=nagq)
+    fit = lambda y: _refit_outputs(_fit_glmm(None, design._replace(y=y), family, InnerOptions(), OptOptions(),
+                                             chunks, blocks, nagq=nagq))
     return jax.vmap(fit)(Y)
 
 
 @compiled(static_argnames=("reml", "blocks"), elemental=True)
 def _refit_lmm(design: Design, Y, reml: bool, blocks):
-    return jax.vmap(lambda y: _fit_lmm(None, design._replace(y=y), reml, OptOptions(), blocks))(Y)
+    return jax.vmap(lambda y: _refit_outputs(_fit_lmm(None, design._replace(y=y), reml, OptOptions(), blocks)))(Y)
 
 
 def refit_responses(design: Design, Y, family, reml: bool, chunks: int, blocks, nagq: int = 1):
     """The model refitted to every row of Y (each a response vector for ``design``), with
-    ``nagq`` quadrature nodes per random effect (1 = Laplace); one compiled, vmapped call."""
+    ``nagq`` quadrature nodes per random effect (1 = Laplace); one compiled, vmapped call.
+    A dict of the :data:`REFIT_OUTPUTS`, each with a leading replicate axis."""
     if family.name == "gaussian":
         return _refit_lmm(design, Y, reml, blocks)
     return _refit_laplace(design, Y, family, chunks, blocks, nagq)
