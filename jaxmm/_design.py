@@ -280,6 +280,17 @@ def _row_columns(X, Z, y, trials, offset, weights) -> dict:
     return {name: _DEFAULTS[name] if values is None else values for name, values in given.items()}
 
 
+def to_device(values, dtype=None):
+    """A host array on the default device, as ``dtype`` (canonicalised: float32 for float64
+    when x64 is off). ``jax.device_put`` rather than ``jnp.asarray``: in jax 0.10 the latter
+    compiles a small program for every new shape it copies (10-25 ms each on a 2-core CPU,
+    three or four of them in a cold fit), where device_put only copies."""
+    values = np.asarray(values)
+    if dtype is not None:
+        values = values.astype(jax.dtypes.canonicalize_dtype(dtype), copy=False)
+    return jax.device_put(values)
+
+
 @functools.partial(jax.jit, static_argnames=("n_rows", "rows_per_chunk", "groups_per_chunk", "tile", "dtype",
                                              "constants", "sorted_rows"))
 def _lay_out(columns, row_slot, row_group, *, n_rows, rows_per_chunk, groups_per_chunk, tile, dtype, constants,
@@ -364,9 +375,9 @@ def make_design(X, Z, y, groups, *, trials=None, offset=None, weights=None, dtyp
             n_rows=layout.n_rows, rows_per_chunk=layout.n_rows // layout.chunks,
             groups_per_chunk=layout.n_groups // layout.chunks, tile=tile, dtype=np.dtype(dtype).name,
             constants=constants, sorted_rows=_is_sorted(layout.row_slot))
-        design = Design(**cols, group=group, counts=jnp.asarray(counts, dtype), tile_group=tile_group)
+        design = Design(**cols, group=group, counts=to_device(counts, dtype), tile_group=tile_group)
         return design, tuple(labels.tolist()), layout
-    to_array = (lambda a, kind: a) if host else jnp.asarray
+    to_array = (lambda a, kind: a) if host else to_device
     # Sorted rows in one block land on the first n rows: slices then replace a scatter
     # and a full pre-fill (about 0.6 s of host time at 10M rows).
     leading = layout.chunks == 1 and bool(np.all(layout.row_slot == np.arange(n)))
@@ -770,9 +781,9 @@ def designs_by(spec: FormulaSpec, data, by: str, *, trials=None, offset=None, we
     def on_device(values_, fill):
         if np.ndim(values_) == 0 and (values_ == fill or n_regular == size[0]):  # the same in every row
             if values_ not in constants:  # one array per value: immutable, so columns can share it
-                constants[values_] = jnp.asarray(np.full((n_rep, size[0]), values_, np.dtype(dtype)))
+                constants[values_] = to_device(np.full((n_rep, size[0]), values_, np.dtype(dtype)))
             return constants[values_]
-        return jnp.asarray(place(values_, fill))
+        return to_device(place(values_, fill))
 
     group = place(row_group, size[1] - 1, np.int32)  # padding rows: the last (empty) slot
     tile_group = None
@@ -783,8 +794,8 @@ def designs_by(spec: FormulaSpec, data, by: str, *, trials=None, offset=None, we
     given = _row_columns(rows.X, rows.Z, rows.y, rows.trials, rows.offset, rows.weights)
     stacked = Design(
         **{name: on_device(values, _FILLS[name]) for name, values in given.items()},
-        group=jnp.asarray(group), counts=jnp.asarray(counts, dtype),
-        tile_group=None if tile_group is None else jnp.asarray(tile_group),
+        group=to_device(group), counts=to_device(counts, dtype),
+        tile_group=None if tile_group is None else to_device(tile_group),
     )
     # Each replicate's rows, for its DesignInfo (built lazily): positions in ``by_rep``.
     by_rep = stable_order(codes)
