@@ -1,12 +1,14 @@
 """A 500-replicate parametric bootstrap of sleepstudy (ML): jaxmm ``res.bootstrap`` (every
 replicate refitted in one vmapped, compiled call) against lme4's ``bootMer``, same run.
 
-    python benchmarks/bootstrap.py [--n 500] [--repeats 3] [--cold-runs 3] [--r-runs 3]
+    python benchmarks/bootstrap.py [--n 500] [--repeats 3] [--cold-runs 3] [--r-runs 3] [--cache-runs 3]
                                    [--out benchmarks/results_bootstrap.md]
 
 jaxmm *cold* is the first bootstrap in a fresh process (compilation included), the median
 over ``--cold-runs`` processes; *warm* the median of the repeats in this process. bootMer is
-timed inside R with ``system.time``, the median of ``--r-runs`` runs. The bootstrap SDs
+timed inside R with ``system.time``, the median of ``--r-runs`` runs. *cached* times fresh
+processes whose persistent compilation cache (``jaxmm.enable_compilation_cache``) an
+earlier process filled (a script's second run); cold runs never use a cache. The bootstrap SDs
 of the estimates are compared: two independent bootstraps of n replicates estimate the
 same SD, each with a Monte Carlo standard error of about SD/sqrt(2(n-1)).
 """
@@ -38,9 +40,13 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--cold-runs", type=int, default=3, help="fresh processes timing the cold bootstrap")
     ap.add_argument("--r-runs", type=int, default=3, help="runs of bootMer")
+    ap.add_argument("--cache-runs", type=int, default=3,
+                    help="fresh processes timed with the persistent compilation cache filled (0: skip)")
     ap.add_argument("--out", default=str(HERE / "results_bootstrap.md"))
     ap.add_argument("--child-cold", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if not args.child_cold:
+        os.environ.pop("JAXMM_CACHE_DIR", None)  # cold means compiled in this run
 
     import jax
     import jaxmm
@@ -52,11 +58,12 @@ def main(argv=None):
     if args.child_cold:
         print(json.dumps({"cold": cold_first}))
         return
-    from replicates import cold_in_fresh_process
+    from replicates import cached_in_fresh_processes, cold_in_fresh_process
 
     cold_all = [cold_first] + [cold_in_fresh_process(["--n", str(args.n)], script=__file__)
                                for _ in range(args.cold_runs - 1)]
     cold = statistics.median(cold_all)
+    cached_all = cached_in_fresh_processes(["--n", str(args.n)], args.cache_runs, script=__file__)
     warm_all = []
     for k in range(args.repeats):
         t = time.perf_counter()
@@ -94,7 +101,7 @@ def main(argv=None):
         f"- **Machine:** {platform.machine()}, {os.cpu_count()} logical CPUs; JAX backend {jax.default_backend()}; "
         f"jax {jax.__version__}, jaxmm {jaxmm.__version__}",
         f"- **Command:** `python benchmarks/bootstrap.py --n {args.n} --repeats {args.repeats} "
-        f"--cold-runs {args.cold_runs} --r-runs {args.r_runs}`",
+        f"--cold-runs {args.cold_runs} --r-runs {args.r_runs} --cache-runs {args.cache_runs}`",
         f"- **Model:** sleepstudy, `Reaction ~ Days + (Days | Subject)`, ML; {args.n} replicates",
         "",
         "| engine | seconds | bootMer / jaxmm |",
@@ -103,6 +110,11 @@ def main(argv=None):
     ratio = lambda t: f"{lme4[0]['seconds'] / t:.1f}x" if lme4 else "—"
     lines.append(f"| jaxmm, cold (compile included; median of {len(cold_all)} fresh processes: "
                  f"{', '.join(f'{t:.2f}' for t in cold_all)}) | {cold:.2f} | {ratio(cold)} |")
+    if cached_all:
+        lines.append(f"| jaxmm, fresh process with the persistent compilation cache filled "
+                     f"(`jaxmm.enable_compilation_cache()`; tracing included, the compiled programs read from disk; "
+                     f"median of {len(cached_all)}: {', '.join(f'{t:.2f}' for t in cached_all)}) | "
+                     f"{statistics.median(cached_all):.2f} | {ratio(statistics.median(cached_all))} |")
     lines.append(f"| jaxmm, warm (median of {args.repeats}: {', '.join(f'{t:.2f}' for t in warm_all)}) | "
                  f"{warm:.3f} | {ratio(warm)} |")
     converged = boot.attrs["converged"]

@@ -2,7 +2,7 @@
 loop of ``lme4::lmer`` over the same replicates, in the same run.
 
     python benchmarks/replicates.py [--replicates 1000] [--repeats 3] [--cold-runs 3] [--r-runs 3]
-                                    [--out benchmarks/results_replicates.md]
+                                    [--cache-runs 3] [--out benchmarks/results_replicates.md]
 
 The study (issue 6): 1000 subjects x 2 measurements per replicate, y = 1 + b + e with
 Var(b) = 1 and Var(e) = 10, REML. jaxmm fits all replicates with one
@@ -11,7 +11,10 @@ XLA compilation included; library imports excluded, as the R side loads lme4 bef
 timer), the median over ``--cold-runs`` processes; *warm* the median of the repeated calls
 in this process. lme4 is timed inside R (``system.time`` around the loop; reading the CSV
 excluded), the median of ``--r-runs`` runs. On a noisy 2-core machine one cold sample
-varied by 30 % between runs of this script. The estimates of the two
+varied by 30 % between runs of this script. A third jaxmm row, *cached*, times fresh
+processes whose persistent compilation cache (``jaxmm.enable_compilation_cache``) an
+earlier process filled: a script's second run. Cold runs never use a cache, even when
+``JAXMM_CACHE_DIR`` is set. The estimates of the two
 engines are compared replicate by replicate, so the speed is never bought with a worse fit.
 """
 from __future__ import annotations
@@ -72,11 +75,26 @@ def time_jaxmm(data: pd.DataFrame, repeats: int):
     return cold, statistics.median(warm) if warm else None, warm, res
 
 
-def cold_in_fresh_process(argv: list[str], script: str = __file__) -> float:
-    """The cold time of a benchmark script's ``--child-cold`` mode, run in a new interpreter."""
+def cold_in_fresh_process(argv: list[str], script: str = __file__, cache_dir: str | None = None) -> float:
+    """The cold time of a benchmark script's ``--child-cold`` mode, run in a new interpreter:
+    without a persistent compilation cache, or with ``cache_dir`` as jaxmm's cache
+    (``JAXMM_CACHE_DIR``, which ``import jaxmm`` turns on)."""
+    env = {k: v for k, v in os.environ.items() if k != "JAXMM_CACHE_DIR"}
+    if cache_dir is not None:
+        env["JAXMM_CACHE_DIR"] = cache_dir
     proc = subprocess.run([sys.executable, str(Path(script).resolve()), "--child-cold", *argv],
-                          capture_output=True, text=True, check=True)
+                          capture_output=True, text=True, check=True, env=env)
     return float(json.loads(proc.stdout.strip().splitlines()[-1])["cold"])
+
+
+def cached_in_fresh_processes(argv: list[str], runs: int, script: str = __file__) -> list[float]:
+    """``runs`` cold times of fresh processes sharing a persistent compilation cache that one
+    earlier process (not timed) filled: what a script pays from its second run on."""
+    if runs < 1:
+        return []
+    with tempfile.TemporaryDirectory() as cache:
+        cold_in_fresh_process(argv, script, cache)
+        return [cold_in_fresh_process(argv, script, cache) for _ in range(runs)]
 
 
 def time_lme4(csv: Path, workdir: Path, runs: int = 1):
@@ -105,9 +123,13 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--cold-runs", type=int, default=3, help="fresh processes timing the cold call")
     ap.add_argument("--r-runs", type=int, default=3, help="runs of the lmer loop")
+    ap.add_argument("--cache-runs", type=int, default=3,
+                    help="fresh processes timed with the persistent compilation cache filled (0: skip)")
     ap.add_argument("--out", default=str(HERE / "results_replicates.md"))
     ap.add_argument("--child-cold", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if not args.child_cold:
+        os.environ.pop("JAXMM_CACHE_DIR", None)  # cold means compiled in this run
 
     data = simulate(args.replicates)
     if args.child_cold:
@@ -120,6 +142,7 @@ def main(argv=None):
         cold_all = [cold_first] + [cold_in_fresh_process(["--replicates", str(args.replicates)])
                                    for _ in range(args.cold_runs - 1)]
         cold = statistics.median(cold_all)
+        cached_all = cached_in_fresh_processes(["--replicates", str(args.replicates)], args.cache_runs)
         lme4, note = time_lme4(csv, Path(tmp), args.r_runs)
 
     import jax
@@ -133,7 +156,7 @@ def main(argv=None):
         f"- **Machine:** {platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs; "
         f"JAX backend {jax.default_backend()}; jax {jax.__version__}, jaxmm {jaxmm.__version__}",
         f"- **Command:** `python benchmarks/replicates.py --replicates {args.replicates} --repeats {args.repeats} "
-        f"--cold-runs {args.cold_runs} --r-runs {args.r_runs}`",
+        f"--cold-runs {args.cold_runs} --r-runs {args.r_runs} --cache-runs {args.cache_runs}`",
         f"- **Study:** {args.replicates} replicates x 1000 subjects x 2 measurements, Var(b) = 1, Var(e) = 10, "
         "REML; `y ~ 1 + (1 | subject)`",
         "",
@@ -144,6 +167,12 @@ def main(argv=None):
     lines.append(f"| jaxmm `by=`, cold (compile included; median of {len(cold_all)} fresh processes: "
                  f"{', '.join(f'{t:.2f}' for t in cold_all)}) | {cold:.2f} | {1e3 * cold / args.replicates:.2f} "
                  f"| {ratio(cold)} |")
+    if cached_all:
+        cached = statistics.median(cached_all)
+        lines.append(f"| jaxmm `by=`, fresh process with the persistent compilation cache filled "
+                     f"(`jaxmm.enable_compilation_cache()`; tracing included, the compiled program read from disk; "
+                     f"median of {len(cached_all)}: {', '.join(f'{t:.2f}' for t in cached_all)}) | {cached:.2f} "
+                     f"| {1e3 * cached / args.replicates:.2f} | {ratio(cached)} |")
     lines.append(f"| jaxmm `by=`, warm (median of {args.repeats}: {', '.join(f'{t:.2f}' for t in warm_all)}) "
                  f"| {warm:.2f} | {1e3 * warm / args.replicates:.2f} | {ratio(warm)} |")
     if lme4:
