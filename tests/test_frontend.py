@@ -136,6 +136,28 @@ def test_cli_errors_are_one_line(capsys, tmp_path):
     assert "x" in err and err.count("\n") == 1
 
 
+def test_designs_leave_numpys_huge_page_hint_as_they_found_it(cbpp):
+    """Design building switches numpy's huge-page hint off (jaxmm._pages) and restores the
+    caller's setting, whichever it was, also when building fails."""
+    from jaxmm._pages import _SET_HUGEPAGE, small_pages
+
+    assert _SET_HUGEPAGE is not None  # numpy >= 1.26 has it
+    original = _SET_HUGEPAGE(True)
+    try:
+        for setting in (True, False):
+            _SET_HUGEPAGE(setting)
+            with small_pages():
+                assert _SET_HUGEPAGE(False) is False  # off inside
+            assert _SET_HUGEPAGE(setting) is setting  # restored
+            jaxmm.fit("incidence ~ C(period) + (1 | herd)", cbpp, family="binomial", trials="size")
+            assert _SET_HUGEPAGE(setting) is setting
+            with pytest.raises(jaxmm.errors.DataError):
+                jaxmm.fit("incidence ~ C(period) + (1 | herd)", cbpp.iloc[:0], family="binomial", trials="size")
+            assert _SET_HUGEPAGE(setting) is setting
+    finally:
+        _SET_HUGEPAGE(original)
+
+
 def test_fits_leave_the_garbage_collector_as_they_found_it(cbpp):
     from jaxmm._gc import frozen_heap
 
