@@ -37,7 +37,7 @@ flags)
     flags
     ;;
 all)
-    python3 benchmarks/run.py --engines jaxmm,jaxmm-f32 --repeats 2 --timeout 200 --tmpdir /tmp/benchdata \
+    python3 benchmarks/run.py --engines jaxmm,jaxmm-f32 --repeats 2 --cold-runs 1 --timeout 200 --tmpdir /tmp/benchdata \
         --problems binomial-q2-13k-balanced,binomial-q2-100k-balanced,binomial-q2-1M-balanced,binomial-q2-10M-balanced \
         --out "$out/results_gpu.md" 2>&1 | tee "$out/bench.log" | tail -30
     timeout 120 python3 benchmarks/stages.py --problems binomial-q2-1M-balanced,binomial-q2-10M-balanced --repeats 2 \
@@ -46,7 +46,7 @@ all)
     ;;
 bench)
     python3 -c "from jaxmm._cli import main; main(['example', 'sleepstudy'])" 2>&1 | tee "$out/smoke.log" | head -20
-    python3 benchmarks/run.py --engines jaxmm,jaxmm-f32 --repeats 3 --timeout 240 --tmpdir /tmp/benchdata \
+    python3 benchmarks/run.py --engines jaxmm,jaxmm-f32 --repeats 3 --cold-runs 2 --timeout 240 --tmpdir /tmp/benchdata \
         --problems binomial-q2-13k-balanced,binomial-q2-100k-balanced,binomial-q2-1M-balanced,binomial-q2-10M-balanced \
         --out "$out/results_gpu.md" 2>&1 | tee "$out/bench.log"
     python3 benchmarks/blocks.py --problem binomial-q2-10M-balanced --rows 19,21,24 --repeats 2 2>&1 | tee "$out/blocks.log"

@@ -211,11 +211,13 @@ def render_markdown(meta: dict, records: list) -> str:
         lines.append("- **Environment:** " + ", ".join(f"`{k}={val}`" for k, val in m["env"].items()))
     s = meta["settings"]
     lines += [
-        f"- **Settings:** jaxmm warm repeats = {s['repeats']}, per-engine timeout = {s['timeout']:g} s",
+        f"- **Settings:** jaxmm warm repeats = {s['repeats']}, jaxmm cold runs = {s.get('cold_runs', 1)}, "
+        f"per-engine timeout = {s['timeout']:g} s",
         f"- **Command:** `{s['command']}`",
         "",
         "Times are seconds of one fit (data loading excluded). jaxmm: *cold* = first fit in a fresh "
-        "process (tracing + XLA compilation included), *warm* = median of the repeated fits, "
+        "process (tracing + XLA compilation included), the median over the cold runs (each in its own "
+        "process; the samples are in the notes), *warm* = median of the repeated fits, "
         "*compile* = cold − warm. R and statsmodels engines have no compile step: their single fit "
         "time is in the *cold* column. *Peak RSS* is the whole child process (interpreter, data, "
         "fit). *Δloglik* = loglik − best loglik of any float64 engine on that problem (jaxmm-f32 is compared, not ranked: its loglik carries float32 rounding). *jaxmm cold/warm vs "
@@ -262,6 +264,9 @@ def render_markdown(meta: dict, records: list) -> str:
                      f"| {rss} | {ll} | {dll} | {_converged_cell(r)} | {sp_c} | {sp_w} |")
         if r.get("note"):
             notes.append((pid, r["engine"], f"{r['status']}: {r['note']}"))
+        if len(r.get("cold_runs_s") or []) > 1:
+            notes.append((pid, r["engine"], f"cold fits in {len(r['cold_runs_s'])} fresh processes: "
+                                            + ", ".join(f"{t:.2f}" for t in r["cold_runs_s"]) + " s"))
         if r["engine"] == "jaxmm-f32" and j is not None and r.get("fixef") and j.get("fixef"):
             # float32 accuracy, measured against the float64 fit of the same problem in this run
             diff = max(abs(r["fixef"][k] - j["fixef"][k]) / max(abs(j["fixef"][k]), 1e-12) for k in j["fixef"])
@@ -389,6 +394,8 @@ def _parser():
                     "(overrides --sizes/--families/--q/--layout)")
     ap.add_argument("--engines", default=",".join(E.ENGINES), help=f"comma list from {list(E.ENGINES)}")
     ap.add_argument("--repeats", type=int, default=E.DEFAULT_REPEATS, help="jaxmm warm repeats (median)")
+    ap.add_argument("--cold-runs", type=int, default=3,
+                    help="fresh processes timing each jaxmm cold fit (median; the first also times the warm fits)")
     ap.add_argument("--timeout", type=float, default=E.DEFAULT_TIMEOUT, help="seconds per engine per problem")
     ap.add_argument("--out", default=str(HERE / "results.md"), help="Markdown report; results.json and "
                     "time_vs_rows.png go in the same folder")
@@ -454,8 +461,8 @@ def main(argv=None) -> int:
     except ValueError as exc:
         print(exc, file=sys.stderr)
         return 2
-    if args.repeats < 1:
-        print("--repeats must be at least 1", file=sys.stderr)
+    if args.repeats < 1 or args.cold_runs < 1:
+        print("--repeats and --cold-runs must be at least 1", file=sys.stderr)
         return 2
 
     command = "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(__file__)] + sys.argv[1:])
@@ -463,7 +470,8 @@ def main(argv=None) -> int:
         command = "python benchmarks/run.py " + " ".join(shlex.quote(a) for a in argv)
     meta = dict(
         machine=machine_info(engines),
-        settings=dict(repeats=args.repeats, timeout=args.timeout, engines=engines, command=command,
+        settings=dict(repeats=args.repeats, cold_runs=args.cold_runs, timeout=args.timeout, engines=engines,
+                      command=command,
                       problems=[p.id for p in problems], data_format="parquet" if E.have_parquet() else "csv"),
         files=dict(json=out_json.name, png=out_png.name, md=out_md.name),
     )
@@ -498,7 +506,8 @@ def main(argv=None) -> int:
                     rec.update(status="skipped", note=skip)
                 else:
                     print(f"{tag} running ...", flush=True)
-                    rec = E.run_engine(eng, prob, data, timeout=args.timeout, repeats=args.repeats, workdir=tmp)
+                    rec = E.run_engine(eng, prob, data, timeout=args.timeout, repeats=args.repeats, workdir=tmp,
+                                       cold_runs=args.cold_runs)
                     if rec["status"] == "timeout":
                         timed_out[key] = prob.size
                 records.append(rec)
