@@ -79,7 +79,8 @@ def predict(res, newdata=None, *, type="response", re="conditional", offset=None
             from ._marginal import population_means
             from ._sharding import to_host
 
-            mu = to_host(population_means(res.design, jnp.asarray(res.beta), jnp.asarray(res.params.chol),
+            # numpy values straight into the jitted call (jnp.asarray would compile a copy program)
+            mu = to_host(population_means(res.design, np.asarray(res.beta), np.asarray(res.params.chol),
                                           family))[res.layout.row_slot]
         else:
             fixed, full = res.linear_predictors()
