@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from ._formula import FormulaSpec
-from ._pages import with_small_pages
+from ._pages import small_pages
 from ._safety import check_formula
 from .errors import ArgumentError, DataError, FormulaError, JaxmmWarning
 
@@ -322,7 +322,7 @@ def _lay_out(columns, row_slot, row_group, *, n_rows, rows_per_chunk, groups_per
     return out, group, tile_group
 
 
-@with_small_pages
+@small_pages()
 def make_design(X, Z, y, groups, *, trials=None, offset=None, weights=None, dtype=jnp.float64,
                 bucket: bool = False, chunk_rows: int | None = None, size=None, min_chunks: int = 1,
                 host: bool = False, tile: int = TILE_ROWS,
@@ -680,7 +680,7 @@ def _info(spec, rows: _Rows, labels, layout, X, row_index=None) -> DesignInfo:
     )
 
 
-@with_small_pages
+@small_pages()
 def design_from_formula(spec: FormulaSpec, data, *, trials=None, offset=None, weights=None, dtype="float64",
                         bucket=False, missing="raise", check_response=None, min_chunks: int = 1,
                         host: bool = False, tile: int = TILE_ROWS, chunk_rows: int | None = None):
@@ -702,7 +702,7 @@ def design_from_formula(spec: FormulaSpec, data, *, trials=None, offset=None, we
     return design, _info(spec, rows, labels, layout, rows.X)
 
 
-@with_small_pages
+@small_pages()
 def designs_by(spec: FormulaSpec, data, by: str, *, trials=None, offset=None, weights=None, dtype="float64",
                bucket=False, missing="raise", check_response=None, tile: int = TILE_ROWS):
     """One design per value of the column ``by``, padded to a common shape and stacked.

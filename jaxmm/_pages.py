@@ -12,7 +12,6 @@ own arrays keep numpy's default.
 from __future__ import annotations
 
 import contextlib
-import functools
 
 import numpy as np
 
@@ -31,6 +30,7 @@ _SET_HUGEPAGE = _setter()
 
 @contextlib.contextmanager
 def small_pages():
+    """The hint off inside; also a decorator (``@small_pages()``), as every contextmanager is."""
     if _SET_HUGEPAGE is None:
         yield
         return
@@ -39,12 +39,3 @@ def small_pages():
         yield
     finally:
         _SET_HUGEPAGE(previous)
-
-
-def with_small_pages(fn):
-    """``fn`` run inside :func:`small_pages`."""
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        with small_pages():
-            return fn(*args, **kwargs)
-    return wrapper
