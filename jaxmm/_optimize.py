@@ -166,9 +166,14 @@ def lbfgs_update(state: LbfgsState, f_t, g_t, warm_t, options: OptOptions = OptO
 
     # --- the step is rejected: shrink or extend the bracket, choose the next step
     too_long = ~decrease  # includes non-finite values
-    overshoot = decrease & (slope_t > 0)
     # Nocedal & Wright's zoom: a step with sufficient decrease becomes the new lo; the
-    # old lo becomes hi when the slope says the minimum lies behind.
+    # old lo becomes hi when the slope says the minimum lies behind, φ'(α)(hi − lo) ≥ 0.
+    # The bracket can run backwards (hi < lo once a step has overshot), so the test is on
+    # the slope towards hi, not on its sign: with "slope > 0" a trial inside a backwards
+    # bracket that still descended towards lo kept the far end, every later trial fell on
+    # the wrong side, and the search used up its 30 trials at one point (a sleepstudy
+    # bootstrap refit took 88 evaluations instead of 21).
+    overshoot = decrease & (slope_t * jnp.sign(s.hi - s.lo) > 0)
     hi = jnp.where(too_long, s.alpha, jnp.where(overshoot, s.lo, s.hi))
     f_hi = jnp.where(too_long, f_t, jnp.where(overshoot, s.f_lo, s.f_hi))
     s_hi = jnp.where(too_long, slope_t, jnp.where(overshoot, s.s_lo, s.s_hi))

@@ -24,6 +24,32 @@ def test_rosenbrock_needs_the_line_search():
     assert int(res.warm) > int(res.n_iter) + 1  # some trial steps were rejected
 
 
+def test_zoom_keeps_the_minimum_inside_a_reversed_bracket():
+    """After an overshoot the bracket runs backwards: lo = 1 (sufficient decrease, slope > 0)
+    and hi = 0. A trial at 0.5 with more decrease, still descending towards lo, leaves the
+    minimum between 0.5 and 1: the old lo must become hi (Nocedal & Wright, Algorithm 3.6:
+    hi <- lo when phi'(a)(hi - lo) >= 0). Keeping hi = 0 instead left every later trial in
+    (0, 0.5), all worse, and the search shrank onto 0.5 for its 30 trials (seen in a
+    sleepstudy bootstrap refit: 22 evaluations at one point, then a restart)."""
+    from jaxmm._optimize import _Search
+
+    state = lbfgs_start(jnp.zeros(1), jnp.zeros(()))
+    one = lambda v: jnp.asarray(v, jnp.float64)
+    search = _Search(d=jnp.ones(1), slope0=one(-1.0), alpha=one(0.5), lo=one(1.0), f_lo=one(-0.4), s_lo=one(0.5),
+                     hi=one(0.0), f_hi=one(0.0), s_hi=one(-1.0), trials=jnp.asarray(2, jnp.int32))
+    state = state._replace(f=one(0.0), g=jnp.array([-1.0]), search=search, it=jnp.asarray(1, jnp.int32))
+    # at 0.5: f = -0.45 (below f_lo), slope -0.95: no curvature condition, minimum ahead
+    new = lbfgs_update(state, one(-0.45), jnp.array([-0.95]), jnp.zeros(()))
+    assert int(new.it) == 1 and int(new.status) == -1  # not accepted, still searching
+    assert float(new.search.lo) == 0.5 and float(new.search.f_lo) == -0.45
+    assert float(new.search.hi) == 1.0 and float(new.search.f_hi) == -0.4
+    assert 0.5 < float(new.search.alpha) < 1.0
+    # a trial that ascends towards lo (minimum behind it) keeps the far end
+    behind = lbfgs_update(state, one(-0.45), jnp.array([0.95]), jnp.zeros(()))
+    assert float(behind.search.lo) == 0.5 and float(behind.search.hi) == 0.0
+    assert 0.0 < float(behind.search.alpha) < 0.5
+
+
 def test_quadratic_minimum():
     A = jnp.array([[3.0, 1.0, 0.0], [1.0, 2.0, 0.5], [0.0, 0.5, 1.0]])
     b = jnp.array([1.0, -2.0, 0.5])
