@@ -21,7 +21,7 @@ from ._laplace import modes_and_cond_var
 from ._lmm import lmm_solution, lmm_stats, profiled_loglik
 from ._optimize import OptOptions
 from ._quadrature import marginal_loglik
-from ._params import Params, free_entries, n_chol, pack, re_dim, vec_from_chol
+from ._params import Params, free_entries, n_chol, pack, re_dim, scalar_blocks, vec_from_chol
 
 
 def _weighted_gram(X, weights, dtype):
@@ -196,7 +196,9 @@ def _fit_glmm(theta0, design: Design, family, inner=InnerOptions(), opt=OptOptio
     u0 = jnp.zeros(blocks.counts.shape + (q,), work)
     diag_mask = np.zeros(theta0.shape[0], bool)
     diag_mask[p:p + nc] = rows == cols
-    best = optimise_and_check(evaluate, theta0, u0, blocks, diag_mask, restart_theta, opt, work)
+    face_mask = np.zeros(theta0.shape[0], bool)
+    face_mask[p:p + nc] = scalar_blocks(structure)
+    best = optimise_and_check(evaluate, theta0, u0, blocks, diag_mask, restart_theta, opt, work, face_mask=face_mask)
 
     # Back from the orthonormalised β: with φ = M φ_s, M = diag(A, I), the gradient is
     # M⁻ᵀ g_s and the covariance of the natural parameters M H_s⁻¹ Mᵀ.
@@ -251,7 +253,8 @@ def _fit_lmm(theta0, design: Design, reml: bool, opt=OptOptions(), blocks=None, 
         return (value, warm), grad
 
     restart_theta = lambda phi: vec_from_chol(restart_chol(lam_of(phi), ESCAPE_FLOOR), structure)
-    best = optimise_and_check(evaluate, theta0, jnp.zeros(()), stats, rows == cols, restart_theta, opt)
+    best = optimise_and_check(evaluate, theta0, jnp.zeros(()), stats, rows == cols, restart_theta, opt,
+                              face_mask=scalar_blocks(structure))
     sol = lmm_solution(lam_of(best["phi"]), stats, reml)
     return dict(
         theta=best["theta"], loglik=-best["value"], grad=best["grad"], n_iter=best["n_iter"], n_eval=best["n_eval"],

@@ -42,6 +42,15 @@ def free_entries(q):
     return np.concatenate(rows), np.concatenate(cols)
 
 
+def scalar_blocks(q) -> np.ndarray:
+    """Over the free entries of L (``free_entries`` order): the entries that are a block of
+    their own, L_jj with D_jj = L_jj² (a random intercept alone, or every term of
+    ``(x || g)``). The likelihood is even in such an entry, so stationary at 0 where a
+    boundary fit puts it, and it shares no correlation with another effect."""
+    rows, cols = free_entries(q)
+    return (rows == cols) & (np.bincount(cols)[cols] == 1) & (np.bincount(rows)[rows] == 1)
+
+
 def re_dim(q) -> int:
     return int(q) if isinstance(q, (int, np.integer)) else int(sum(q))
 

@@ -123,9 +123,10 @@ def test_decrement_stop_ends_early_within_its_allowance():
     assert 0.0 <= float(early.value) - float(full.value) < 1e-6
 
 
-def _driver_fit(f, theta0, monkeypatch=None, early=True):
-    """optimise_and_check on a toy objective of natural coordinates φ (every one a
-    Cholesky diagonal); early=False switches the early boundary stop off."""
+def _driver_fit(f, theta0, monkeypatch=None, early=True, diag=None, face=None):
+    """optimise_and_check on a toy objective of natural coordinates φ (by default every one
+    a Cholesky diagonal); early=False switches the early boundary stop off; ``face`` marks
+    the diagonals that may be held at 0 (scalar blocks)."""
     import jax
     from jaxmm import _driver
 
@@ -137,9 +138,10 @@ def _driver_fit(f, theta0, monkeypatch=None, early=True):
         return (value, warm), grad
 
     theta0 = jnp.asarray(theta0, jnp.float64)
-    mask = np.ones(theta0.shape[0], bool)
-    restart = lambda phi: jnp.log(jnp.maximum(jnp.abs(phi), _driver.ESCAPE_FLOOR))
-    return jax.jit(lambda t: _driver.optimise_and_check(evaluate, t, jnp.zeros(()), jnp.zeros(3), mask, restart))(theta0)
+    mask = np.ones(theta0.shape[0], bool) if diag is None else np.asarray(diag, bool)
+    restart = lambda phi: jnp.where(mask, jnp.log(jnp.maximum(jnp.abs(phi), _driver.ESCAPE_FLOOR)), phi)
+    return jax.jit(lambda t: _driver.optimise_and_check(evaluate, t, jnp.zeros(()), jnp.zeros(3), mask, restart,
+                                                        face_mask=face))(theta0)
 
 
 def test_a_diagonal_pushed_to_zero_is_stopped_early_and_finished_there(monkeypatch):
@@ -163,5 +165,32 @@ def test_an_interior_optimum_below_the_boundary_candidate_is_kept():
     c = 0.005
     f = lambda phi: 1e8 * (phi[0] ** 2 - c ** 2) ** 2
     res = _driver_fit(f, [0.0])
+    assert int(res["status"]) == Status.CONVERGED
+    assert abs(float(res["phi"][0])) == pytest.approx(c, rel=1e-6)
+
+
+def test_a_scalar_block_at_zero_is_held_there_while_the_rest_converge():
+    """φ0 is a variance alone in its block (f even in it, minimum at 0), φ1 a coefficient it
+    is coupled to. Without holding it, φ0 creeps down in log coordinates until φ1 is
+    converged to the optimiser's tolerance; held at 0 once it is below the candidate and
+    still pushed down, the optimiser finishes φ1 on that face. Same minimum, fewer
+    evaluations, φ0 exactly 0."""
+    f = lambda phi: 3.0 * phi[0] ** 2 + 5.0 * phi[0] ** 4 + (phi[1] - 1.0) ** 2 + 4.0 * phi[0] ** 2 * phi[1] ** 2
+    kw = dict(diag=[True, False])
+    held = _driver_fit(f, [0.0, 0.0], face=[True, False], **kw)
+    creeping = _driver_fit(f, [0.0, 0.0], **kw)
+    for res in (held, creeping):
+        assert int(res["status"]) == Status.CONVERGED and float(res["phi"][0]) == 0.0
+        assert float(res["phi"][1]) == pytest.approx(1.0, abs=1e-4)  # the verdict allows a decrement of 1e-8
+    assert int(held["n_eval"]) < int(creeping["n_eval"])
+
+
+def test_a_held_scalar_block_whose_optimum_is_interior_is_released():
+    """The even f of the interior-optimum test, with φ held at 0 once below the candidate:
+    0 is a local maximum, so the verdict there is a saddle and the fit must leave the
+    face and end at ±0.005, converged."""
+    c = 0.005
+    f = lambda phi: 1e8 * (phi[0] ** 2 - c ** 2) ** 2
+    res = _driver_fit(f, [0.0], face=[True])
     assert int(res["status"]) == Status.CONVERGED
     assert abs(float(res["phi"][0])) == pytest.approx(c, rel=1e-6)
