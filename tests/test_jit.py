@@ -35,3 +35,45 @@ def test_other_errors_are_not_swallowed():
         assert "dot_general" in str(err) or "contracting" in str(err) or "shape" in str(err).lower()
     else:
         raise AssertionError("a shape error must propagate")
+
+
+_ONLY_THEIR_PROGRAMS = r"""
+import json, logging, warnings
+import jax, pandas as pd
+import jaxmm
+warnings.simplefilter("ignore")
+names = []
+class Record(logging.Handler):
+    def emit(self, record):
+        message = record.getMessage()
+        if message.startswith("Compiling jit("):
+            names.append(message[len("Compiling jit("):].split(")")[0])
+logging.getLogger("jax").addHandler(Record())
+logging.getLogger("jax").setLevel(logging.DEBUG)
+sleep = jaxmm.load_example("sleepstudy")
+with jax.log_compiles(True):
+    single = jaxmm.fit("Reaction ~ Days + (Days | Subject)", sleep, method="ML")
+    steps = {"fit": list(names)}
+    single.bootstrap(20, seed=1)
+    steps["bootstrap"] = names[len(steps["fit"]):]
+    stacked = pd.concat([sleep.assign(rep=k) for k in range(3)])
+    jaxmm.fit("Reaction ~ Days + (1 | Subject)", stacked, by="rep")
+    steps["by"] = names[len(steps["fit"]) + len(steps["bootstrap"]):]
+print(json.dumps(steps))
+"""
+
+
+def test_fits_compile_their_own_programs_and_nothing_else():
+    """In a fresh process a fit, a bootstrap and a by= fit compile exactly their programs.
+    Host values handed to jax outside them (jnp.asarray of a design column, a
+    jax.random.key, a constant) each compiled a small program of their own, 10-25 ms in a
+    fresh process: jnp.asarray once per new shape in jax 0.10."""
+    import json
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", _ONLY_THEIR_PROGRAMS], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    steps = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert steps == {"fit": ["_fit_lmm"], "bootstrap": ["simulate_responses", "_refit_lmm"],
+                     "by": ["fit_lmm_batch"]}, steps
