@@ -38,12 +38,19 @@ COMPILER_OPTIONS = {"xla_llvm_disable_expensive_passes": True}
 ELEMENTAL_COMPILER_OPTIONS = {**COMPILER_OPTIONS, "xla_cpu_use_fusion_emitters": False}
 
 
+def option_probe(v):
+    """The one-line program an option is tried on (named, so compile logs can tell it apart)."""
+    return v + 1
+
+
 @functools.cache
 def accepts(backend: str, name: str, value) -> bool:
     """Whether ``backend``'s compiler takes the option ``name=value``."""
     try:
-        x = jax.device_put(jnp.zeros((), jnp.float32), jax.local_devices(backend=backend)[0])
-        lowered = jax.jit(lambda v: v + 1).lower(x)
+        device = jax.local_devices(backend=backend)[0]
+        # An abstract argument: a concrete one would be made by a program of its own.
+        x = jax.ShapeDtypeStruct((), jnp.float32, sharding=jax.sharding.SingleDeviceSharding(device))
+        lowered = jax.jit(option_probe).lower(x)
         lowered.compile(compiler_options={name: value})
     except Exception:  # noqa: BLE001 - the error type is jaxlib's and has changed name across releases
         return False
