@@ -83,6 +83,8 @@ def _check_n_seed(n, seed):
         raise ArgumentError(f"n must be a positive whole number, got {n!r}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise ArgumentError(f"seed must be a whole number, got {seed!r}")
+    if not -2 ** 63 <= int(seed) < 2 ** 63:  # the key is made from a 64-bit integer
+        raise ArgumentError(f"seed must fit in 64 bits (-2**63 <= seed < 2**63), got {seed!r}")
     return int(n), int(seed)
 
 

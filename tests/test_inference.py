@@ -202,6 +202,8 @@ def test_bootstrap_spread_matches_the_standard_errors(sleep):
         m.confint("boot", nsim=10)
     with pytest.raises(ArgumentError, match="n must be a positive whole number"):
         m.bootstrap(0)
+    with pytest.raises(ArgumentError, match="seed must fit in 64 bits"):
+        m.simulate(1, seed=2 ** 64)
 
 
 # confint(m, method = "profile", oldNames = FALSE)   (sleepstudy, REML = FALSE)
