@@ -17,6 +17,40 @@ from jax.scipy.special import gammaln, log_ndtr, ndtr, ndtri
 from .errors import ArgumentError
 
 _LOG_2PI = 1.8378770664093453
+_LOG_2 = 0.6931471805599453
+_SQRT2_M1 = 0.41421356237309503
+
+
+def log1p_unit(e):
+    """log(1 + e) for 0 ≤ e ≤ 1, as a polynomial that XLA vectorises.
+
+    XLA:CPU evaluates float64 ``log`` and ``log1p`` one element at a time: in a Bernoulli
+    pass over a million rows the log1p of the softplus took 2.3 of 4.6 ms. Here 1 + e is
+    reduced to [1, √2] (or [√2, 2], written 2·[1/√2, 1]) and log r = 2 atanh(s), with
+    s = (r − 1)/(r + 1) formed from e without cancellation, |s| ≤ 0.172, summed to s²¹.
+    The truncation is below 2e-17 relative; measured against ``np.log1p`` on [0, 1] the
+    error is at most 1.7e-16 absolute and 4.8e-16 relative (two ulps).
+    """
+    hi = e > _SQRT2_M1
+    # t = 2s, divided through by 2 (exact), so that a tiny e gives t = e, not e/2 rounded
+    t = jnp.where(hi, e - 1.0, e) / jnp.where(hi, 0.5 * e + 1.5, 0.5 * e + 1.0)
+    s2 = 0.25 * t * t
+    acc = jnp.full_like(t, 1.0 / 21.0)
+    for k in range(9, -1, -1):
+        acc = acc * s2 + 1.0 / (2 * k + 1)
+    return jnp.where(hi, _LOG_2, 0.0) + t * acc
+
+
+@jax.custom_jvp
+def softplus(x):
+    """log(1 + eˣ), stable in both tails, with :func:`log1p_unit` (see there why)."""
+    return jnp.maximum(x, 0.0) + log1p_unit(jnp.exp(-jnp.abs(x)))
+
+
+@softplus.defjvp
+def _softplus_jvp(primals, tangents):
+    (x,), (dx,) = primals, tangents
+    return softplus(x), jax.nn.sigmoid(x) * dx
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,7 +162,7 @@ class Binomial(Family):
     def kernel(self, y, eta, trials, dispersion):
         if self.link == "logit":
             # y η − n log(1 + e^η) is the stable logit form of y log μ + (n − y) log(1 − μ).
-            return y * eta - trials * jax.nn.softplus(eta)
+            return y * eta - trials * softplus(eta)
         log_mu, log_1m_mu = self._log_mu_and_log_1m_mu(eta)
         # 0·log μ is 0 even where log μ underflows to −inf (y = 0 far in the lower tail)
         return jnp.where(y > 0, y * log_mu, 0.0) + jnp.where(trials - y > 0, (trials - y) * log_1m_mu, 0.0)
@@ -138,10 +172,9 @@ class Binomial(Family):
             return super().kernel_and_derivatives(y, eta, trials, dispersion)
         # Canonical link: one exp per row serves the kernel and both derivatives.
         e = jnp.exp(-jnp.abs(eta))
-        log1pe = jnp.log1p(e)
-        softplus = jnp.maximum(eta, 0.0) + log1pe
+        sp = jnp.maximum(eta, 0.0) + log1p_unit(e)
         mu = jnp.where(eta >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
-        return y * eta - trials * softplus, y - trials * mu, trials * mu * (1.0 - mu)
+        return y * eta - trials * sp, y - trials * mu, trials * mu * (1.0 - mu)
 
     def normalizer(self, y, trials, dispersion):
         return gammaln(trials + 1.0) - gammaln(y + 1.0) - gammaln(trials - y + 1.0)

@@ -64,3 +64,41 @@ def test_derivatives_match_autodiff(name, link):
     for ours, ref in zip((kernel, s, w), generic):
         np.testing.assert_allclose(np.asarray(ours), np.asarray(ref), rtol=1e-12, atol=1e-300)
     assert np.all(np.isfinite(np.asarray(w))) and np.all(np.asarray(w) >= 0)
+
+
+def test_log1p_unit_is_accurate_to_two_ulps():
+    # The vectorised log1p of the logit softplus (XLA:CPU's own is scalar): every point
+    # of a dense grid on [0, 1], the region around the √2 − 1 switch, and values down to
+    # subnormals, against numpy's log1p.
+    from jaxmm._families import log1p_unit
+
+    switch = np.sqrt(2.0) - 1.0
+    e = np.concatenate([np.linspace(0.0, 1.0, 1_000_001), np.geomspace(5e-324, 1.0, 20_001),
+                        switch + np.linspace(-1e-12, 1e-12, 2001)])
+    got, want = np.asarray(log1p_unit(jnp.asarray(e))), np.log1p(e)
+    assert np.max(np.abs(got - want)) <= 2.3e-16
+    # XLA flushes subnormals to zero (its own log1p too), so relative accuracy is checked
+    # on normal numbers
+    normal = e >= np.finfo(np.float64).tiny
+    assert np.max(np.abs(got - want)[normal] / want[normal]) <= 5e-16
+    assert got[0] == 0.0
+    got32 = np.asarray(log1p_unit(jnp.asarray(e, jnp.float32)))
+    assert got32.dtype == np.float32
+    assert np.max(np.abs(got32 - want)) <= 2e-7
+
+
+def test_softplus_values_and_derivative():
+    from jaxmm._families import softplus
+
+    x = np.concatenate([np.linspace(-50.0, 50.0, 100_001), [-800.0, -40.0, 0.0, 40.0, 800.0]])
+    got = np.asarray(softplus(jnp.asarray(x)))
+    np.testing.assert_allclose(got, np.logaddexp(0.0, x), rtol=5e-16, atol=3e-16)
+    assert np.asarray(softplus(jnp.asarray([-np.inf, np.inf]))).tolist() == [0.0, np.inf]
+    assert np.isnan(float(softplus(jnp.asarray(np.nan))))
+    # first and second derivatives: the logistic function and its derivative
+    pts = jnp.asarray([-30.0, -2.0, -0.3, 0.0, 0.7, 3.0, 30.0])
+    d1 = jax.vmap(jax.grad(softplus))(pts)
+    d2 = jax.vmap(jax.grad(jax.grad(softplus)))(pts)
+    sig = 1.0 / (1.0 + np.exp(-np.asarray(pts)))
+    np.testing.assert_allclose(np.asarray(d1), sig, rtol=1e-15)
+    np.testing.assert_allclose(np.asarray(d2), sig * (1 - sig), rtol=1e-14)
