@@ -29,8 +29,10 @@ import jax.numpy as jnp
 COMPILER_OPTIONS = {"xla_llvm_disable_expensive_passes": True}
 
 # XLA:CPU's elemental emitters compile in about half the time of its default fusion
-# emitters. They run the Laplace row passes 45-60 % slower (the family kernels: 100k rows,
-# 2-core CPU), so Laplace fits keep the default. The exact LMM reads the rows once and then
+# emitters. They ran the Laplace row passes 45-60 % slower (the family kernels: 100k rows,
+# 2-core CPU); since the logit kernel's log1p is a polynomial (_families.log1p_unit) a
+# whole Laplace fit runs about 12 % slower, so Laplace fits below a size take them
+# (_engine.ELEMENTAL_MAX_ROWS, with the measurements). The exact LMM reads the rows once and then
 # works on per-group statistics, and there they run as fast: measured, a q = 2 LMM at 100k
 # rows compiled in 0.98 s against 1.97 s with equal warm fits at 100k and 1M rows; the
 # 1000-replicate by= fit took 2.3 s cold against 3.3 s; drawing responses (the simulator)
@@ -65,10 +67,13 @@ class compiled:
     """``jax.jit(fun, static_argnames=...)`` compiled with :data:`COMPILER_OPTIONS`, or with
     :data:`ELEMENTAL_COMPILER_OPTIONS` where ``elemental``, less what the backend refuses.
 
+    ``elemental`` may also be a function of the call's arguments (returning a bool): a
+    program whose choice depends on the data's size then has one jit for each choice.
+
     Also a decorator: ``@compiled(static_argnames=(...), elemental=True)``.
     """
 
-    def __init__(self, fun=None, *, static_argnames=(), elemental: bool = False):
+    def __init__(self, fun=None, *, static_argnames=(), elemental=False):
         self._fun, self._static, self._elemental = fun, tuple(static_argnames), elemental
         self._jitted, self._filtered = {}, set()
         if fun is not None:
@@ -77,29 +82,30 @@ class compiled:
     def __call__(self, *args, **kwargs):
         if self._fun is None:
             return compiled(args[0], static_argnames=self._static, elemental=self._elemental)
+        elemental = bool(self._elemental(*args, **kwargs)) if callable(self._elemental) else self._elemental
+        key = (jax.default_backend(), elemental)
         try:
-            return self._for_backend()(*args, **kwargs)
+            return self._for(key)(*args, **kwargs)
         except Exception as err:  # noqa: BLE001 - jaxlib's error type has changed name across releases
-            backend = jax.default_backend()
-            if "compile option" not in str(err) or backend in self._filtered:
+            if "compile option" not in str(err) or key in self._filtered:
                 raise
-            self._filtered.add(backend)
-            self._jitted[backend] = self._jit(accepted_options(backend, self._options))
-            return self._jitted[backend](*args, **kwargs)
+            self._filtered.add(key)
+            self._jitted[key] = self._jit(accepted_options(key[0], self._options(elemental)))
+            return self._jitted[key](*args, **kwargs)
 
     def _jit(self, options):
         return jax.jit(self._fun, static_argnames=self._static, compiler_options=options)
 
-    @property
-    def _options(self):
-        return ELEMENTAL_COMPILER_OPTIONS if self._elemental else COMPILER_OPTIONS
+    @staticmethod
+    def _options(elemental: bool):
+        return ELEMENTAL_COMPILER_OPTIONS if elemental else COMPILER_OPTIONS
 
-    def _for_backend(self):
-        backend = jax.default_backend()
-        if backend not in self._jitted:
-            self._jitted[backend] = self._jit(self._options)
-        return self._jitted[backend]
+    def _for(self, key):
+        if key not in self._jitted:
+            self._jitted[key] = self._jit(self._options(key[1]))
+        return self._jitted[key]
 
     def _cache_size(self) -> int:
         """Compiled programs held for the current backend (the no-retrace tests read it)."""
-        return self._for_backend()._cache_size()
+        backend = jax.default_backend()
+        return sum(jitted._cache_size() for (b, _), jitted in self._jitted.items() if b == backend)

@@ -78,3 +78,22 @@ def test_fits_compile_their_own_programs_and_nothing_else():
     steps = json.loads(proc.stdout.strip().splitlines()[-1])
     assert steps == {"fit": ["_fit_lmm"], "bootstrap": ["simulate_responses", "_refit_lmm"],
                      "by": ["fit_lmm_batch"]}, steps
+
+
+def test_elemental_may_depend_on_the_arguments():
+    # A function of the call's arguments picks the emitters: one jit for each choice, and
+    # the cache size counts both.
+    seen = []
+
+    def small(x):
+        seen.append(x.shape[0])
+        return x.shape[0] < 4
+
+    f = _jit.compiled(lambda x: x * 2.0, elemental=small)
+    np.testing.assert_array_equal(f(jnp.ones(2)), [2.0, 2.0])
+    np.testing.assert_array_equal(f(jnp.ones(5)), [2.0] * 5)
+    backend = jax.default_backend()
+    assert sorted(f._jitted) == [(backend, False), (backend, True)]
+    assert f._cache_size() == 2
+    f(jnp.zeros(2))
+    assert f._cache_size() == 2 and seen == [2, 5, 2]
