@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from ._engine import _natural_phi
+from ._engine import _natural_phi, elemental_rows
 from ._jit import compiled
 from ._families import get_family
 from ._gc import with_frozen_heap
@@ -111,7 +111,11 @@ def _grad_and_hessian(f, x):
     return grads[0], 0.5 * (cols + cols.T)
 
 
-@compiled(static_argnames=("family", "structure", "nd", "nagq"))
+def _elemental_profile(design, u_hat, phi_hat, scale, kinds, indices, values, family, structure, nd, nagq=1):
+    return elemental_rows(values.shape[0] * design.X.shape[0], nagq)
+
+
+@compiled(static_argnames=("family", "structure", "nd", "nagq"), elemental=_elemental_profile)
 def profile_logliks(design, u_hat, phi_hat, scale, kinds, indices, values, family, structure, nd, nagq=1):
     """ℓ_p at each (kind, index, value): one constrained fit per entry, vmapped."""
     p = design.X.shape[1]

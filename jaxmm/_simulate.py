@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from ._design import Design
-from ._engine import _fit_glmm, _fit_lmm
+from ._engine import _fit_glmm, _fit_lmm, elemental_rows
 from ._jit import compiled
 from ._families import get_family
 from ._gc import with_frozen_heap
@@ -57,7 +57,11 @@ def _refit_outputs(out: dict) -> dict:
     return {k: out[k] for k in REFIT_OUTPUTS}
 
 
-@compiled(static_argnames=("family", "chunks", "blocks", "nagq"))
+def _elemental_refit(design: Design, Y, family, chunks: int, blocks, nagq: int = 1) -> bool:
+    return elemental_rows(Y.shape[0] * Y.shape[1], nagq)
+
+
+@compiled(static_argnames=("family", "chunks", "blocks", "nagq"), elemental=_elemental_refit)
 def _refit_laplace(design: Design, Y, family, chunks: int, blocks, nagq: int = 1):
     fit = lambda y: _refit_outputs(_fit_glmm(None, design._replace(y=y), family, InnerOptions(), OptOptions(),
                                              chunks, blocks, nagq=nagq))
