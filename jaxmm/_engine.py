@@ -304,6 +304,15 @@ fit_glmm = compiled(_fit_glmm, static_argnames=("family", "inner", "opt", "chunk
 fit_lmm = compiled(_fit_lmm, static_argnames=("reml", "opt", "blocks", "chunks", "mesh"), elemental=True)
 
 
+
+def fit_one(design: Design, family, reml: bool, chunks: int, blocks, nagq: int = 1, opt=OptOptions(), mesh=None):
+    """One model fitted by its family's compiled program, called as ``jaxmm.fit`` calls it:
+    another design of the same shape (a bootstrap replicate on the CPU) then runs the
+    program the fit compiled."""
+    if family.name == "gaussian":
+        return fit_lmm(None, design, reml, opt=opt, blocks=blocks, chunks=chunks, mesh=mesh)
+    return fit_glmm(None, design, family, opt=opt, chunks=chunks, blocks=blocks, mesh=mesh, nagq=nagq)
+
 # Many fits in one program: the single fits vmapped over a leading replicate axis of the
 # design. Replicates are padded to a common shape with weight-0 rows and empty group
 # slots, which change no estimate; each replicate keeps its own optimiser state and

@@ -8,7 +8,7 @@ import numpy as np
 
 from ._batch import BatchResult
 from ._design import TILE_ROWS, default_chunk_rows, design_from_formula, designs_by
-from ._engine import fit_glmm, fit_glmm_batch, fit_lmm, fit_lmm_batch
+from ._engine import fit_glmm_batch, fit_lmm_batch, fit_one
 from ._families import get_family
 from ._formula import parse_formula
 from ._gc import with_frozen_heap
@@ -140,11 +140,8 @@ def fit(formula: str, data, family="gaussian", *, method: str | None = None, tri
     if verbose:
         _progress.start()
     try:
-        if fam.name == "gaussian":
-            out = fit_lmm(None, design, method == "REML", opt=opt, blocks=blocks, chunks=layout.chunks, mesh=mesh)
-        else:
-            out = fit_glmm(None, design, fam, opt=opt, chunks=layout.chunks, blocks=blocks, mesh=mesh,
-                           nagq=nodes_of(method, fit_options))
+        out = fit_one(design, fam, method == "REML", layout.chunks, blocks, nodes_of(method, fit_options), opt=opt,
+                      mesh=mesh)
         out = {k: to_host(v) for k, v in out.items()}
     finally:
         _progress.stop()

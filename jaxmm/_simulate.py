@@ -1,5 +1,15 @@
-"""Simulation from a fitted model and the parametric bootstrap (all replicates refitted in
-one vmapped, compiled call)."""
+"""Simulation from a fitted model and the parametric bootstrap.
+
+The bootstrap refits every replicate. On an accelerator they are refitted in one vmapped,
+compiled call (in batches of about 2²² values). On the CPU a vmapped program buys no
+throughput: its loops run until the slowest replicate stops, and it is a program of its
+own to compile. There the replicates go one after another through the program that
+compiled the fit (``_engine.fit_one``, with the fit's own arguments), so a bootstrap after
+a fit compiles only the simulator. Measured on a 2-core CPU, 500 refits after the fit:
+sleepstudy (ML) 0.19 s against 1.1 s compiling the vmapped refit and 0.18 s running it;
+contraception (Bernoulli, q = 2, 1934 rows) 2.8 s against 7.4 s cold and 5.5 s warm; cbpp
+0.20 s against 1.7 s cold and 0.15 s warm.
+"""
 from __future__ import annotations
 
 import functools
@@ -11,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from ._design import Design
-from ._engine import _fit_glmm, _fit_lmm, elemental_rows
+from ._engine import _fit_glmm, _fit_lmm, elemental_rows, fit_one
 from ._jit import compiled
 from ._families import get_family
 from ._gc import with_frozen_heap
@@ -108,6 +118,31 @@ def simulate(res, n: int = 1, seed: int = 0) -> pd.DataFrame:
     return pd.DataFrame(Y.T, index=res.row_index, columns=[f"sim_{k + 1}" for k in range(n)])
 
 
+_BOOT_OUTPUTS = ("beta", "chol", "dispersion", "status", "loglik")
+
+
+def _refits(res, Y, family, one_by_one: bool) -> dict:
+    """The model refitted to every row of Y: host arrays of :data:`_BOOT_OUTPUTS`, each with
+    a leading replicate axis. ``one_by_one``: through the fit's own program (see the module
+    docstring), else vmapped in batches."""
+    reml = res.method == "REML"
+    if one_by_one:
+        Y = to_host(Y)
+        outs = [fit_one(res.design._replace(y=y), family, reml, res.layout.chunks, res.re_blocks, res.nagq)
+                for y in Y]
+        return {k: np.stack([to_host(o[k]) for o in outs]) for k in _BOOT_OUTPUTS}
+    n, rows = Y.shape[0], res.design.y.shape[0]
+    batch = max(1, min(n, _BATCH_VALUES // max(rows, 1)))
+    outs = []
+    for start in range(0, n, batch):
+        chunk = Y[start:start + batch]
+        if chunk.shape[0] < batch:  # one compiled shape: pad the last chunk with its first replicate
+            chunk = jnp.concatenate([chunk, jnp.repeat(chunk[:1], batch - chunk.shape[0], axis=0)])
+        out = refit_responses(res.design, chunk, family, reml, res.layout.chunks, res.re_blocks, res.nagq)
+        outs.append({k: to_host(out[k]) for k in _BOOT_OUTPUTS})
+    return {k: np.concatenate([o[k] for o in outs])[:n] for k in _BOOT_OUTPUTS}
+
+
 @with_frozen_heap
 def bootstrap(res, n: int = 500, seed: int = 0) -> pd.DataFrame:
     """Parametric bootstrap: ``n`` simulated datasets, each refitted. One row per replicate:
@@ -118,17 +153,7 @@ def bootstrap(res, n: int = 500, seed: int = 0) -> pd.DataFrame:
     n, seed = _check_n_seed(n, seed)
     family = get_family(res.family, res.link)
     Y = _draw(res, n, seed)
-    rows = res.design.y.shape[0]
-    batch = max(1, min(n, _BATCH_VALUES // max(rows, 1)))
-    outs = []
-    for start in range(0, n, batch):
-        chunk = Y[start:start + batch]
-        if chunk.shape[0] < batch:  # one compiled shape: pad the last chunk with its first replicate
-            chunk = jnp.concatenate([chunk, jnp.repeat(chunk[:1], batch - chunk.shape[0], axis=0)])
-        out = refit_responses(res.design, chunk, family, res.method == "REML", res.layout.chunks, res.re_blocks,
-                              res.nagq)
-        outs.append({k: to_host(out[k]) for k in ("beta", "chol", "dispersion", "status", "loglik")})
-    out = {k: np.concatenate([o[k] for o in outs])[:n] for k in outs[0]}
+    out = _refits(res, Y, family, one_by_one=jax.default_backend() == "cpu" and res.n_devices == 1)
     D = out["chol"] @ np.swapaxes(out["chol"], -1, -2)
     labels, values = variance_parameters(D, res.re_names)
     frame = pd.DataFrame(out["beta"], columns=list(res.fixef_names))

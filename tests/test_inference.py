@@ -185,6 +185,24 @@ def test_bootstrap_refits_equal_single_fits(sleep):
     pd.testing.assert_frame_equal(boot, m.bootstrap(40, seed=11))
 
 
+
+@pytest.mark.parametrize("which", ["sleep", "cbpp"])
+def test_bootstrap_one_by_one_equals_vmapped(which, request):
+    # On the CPU the bootstrap refits replicate by replicate through the fit's own program;
+    # on accelerators in one vmapped program. Both must give the same refits.
+    from jaxmm._families import get_family
+    from jaxmm._simulate import _draw, _refits
+
+    m = request.getfixturevalue(which)[1]
+    Y = _draw(m, 12, 5)
+    fam = get_family(m.family, m.link)
+    loop, vmapped = _refits(m, Y, fam, one_by_one=True), _refits(m, Y, fam, one_by_one=False)
+    assert loop["beta"].shape == vmapped["beta"].shape == (12, len(m.fixef))
+    np.testing.assert_array_equal(loop["status"], vmapped["status"])
+    np.testing.assert_allclose(loop["beta"], vmapped["beta"], rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(np.abs(loop["chol"]), np.abs(vmapped["chol"]), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(loop["loglik"], vmapped["loglik"], rtol=1e-10)
+
 def test_bootstrap_spread_matches_the_standard_errors(sleep):
     # 300 replicates: the SD of the bootstrap estimates estimates the sampling SD to about
     # 1/sqrt(2·300) = 4 % (Monte Carlo error); the Wald SEs are the same quantity to first order.
