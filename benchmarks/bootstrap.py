@@ -1,5 +1,7 @@
-"""A 500-replicate parametric bootstrap of sleepstudy (ML): jaxmm ``res.bootstrap`` (every
-replicate refitted in one vmapped, compiled call) against lme4's ``bootMer``, same run.
+"""A 500-replicate parametric bootstrap of sleepstudy (ML): jaxmm ``res.bootstrap`` against
+lme4's ``bootMer``, same run. Both start from a fitted model, whose fit is not timed. On the
+CPU jaxmm refits the replicates one by one through the program that compiled the fit; on an
+accelerator in one vmapped, compiled call (see ``jaxmm/_simulate.py``).
 
     python benchmarks/bootstrap.py [--n 500] [--repeats 3] [--cold-runs 3] [--r-runs 3] [--cache-runs 3]
                                    [--out benchmarks/results_bootstrap.md]
