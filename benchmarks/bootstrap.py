@@ -110,7 +110,8 @@ def main(argv=None):
         "|---|---:|---:|",
     ]
     ratio = lambda t: f"{lme4[0]['seconds'] / t:.1f}x" if lme4 else "—"
-    lines.append(f"| jaxmm, cold (compile included; median of {len(cold_all)} fresh processes: "
+    lines.append(f"| jaxmm, cold (the first bootstrap in a fresh process, after the untimed fit; its compiles included; "
+                 f"median of {len(cold_all)} fresh processes: "
                  f"{', '.join(f'{t:.2f}' for t in cold_all)}) | {cold:.2f} | {ratio(cold)} |")
     if cached_all:
         lines.append(f"| jaxmm, fresh process with the persistent compilation cache filled "
