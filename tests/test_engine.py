@@ -278,8 +278,9 @@ def test_emitter_choice_by_size_changes_no_estimate(monkeypatch):
     # give the same fit. On a GPU both are the same program options less the CPU one.
     from jaxmm import _engine
 
-    data = _simulated_bernoulli(4)
+    data = _simulated_bernoulli(6)  # an interior optimum (seed 4 is singular)
     small = jaxmm.fit("y ~ x + (x | g)", data, family="binomial")
+    assert not small.singular
     backend = jax.default_backend()
     assert fit_glmm._jitted[(backend, True)]._cache_size() >= 1
     before = fit_glmm._jitted.get((backend, False))
