@@ -139,6 +139,23 @@ def test_layout_keeps_groups_whole_and_sorted():
     assert np.all(np.diff(real) >= 0)
 
 
+
+@pytest.mark.parametrize("n_groups", [450, 700, 1000])
+def test_blocks_share_the_rows_evenly(n_groups):
+    # Rows just above a multiple of chunk_rows: as few blocks as chunk_rows allows, of equal
+    # size, so the padding is at most a largest group (plus a tile) per block, not most of
+    # a block (450 groups of 10 rows in tiles of 4 are 5400 rows: 3 blocks of 2000 rows
+    # took 6000, 11 % padding; 4.5M rows in blocks of 2^22, 55 %).
+    from jaxmm._design import plan_layout
+
+    codes = np.repeat(np.arange(n_groups), 10)
+    lay = plan_layout(codes, n_groups, chunk_rows=2000, tile=4)
+    total = 12 * n_groups  # 10 rows in 3 tiles of 4
+    assert lay.chunks == -(-total // 2000)
+    assert lay.n_rows <= total + lay.chunks * (12 + 4)
+    rows_per = lay.n_rows // lay.chunks
+    np.testing.assert_array_equal(np.unique(lay.row_slot // rows_per), np.arange(lay.chunks))
+
 @pytest.mark.parametrize("chunk_rows", [1000, 1 << 20])
 def test_tiles_hold_rows_of_one_group(chunk_rows):
     """Every group starts on a tile boundary, each tile's rows share its group, and the
