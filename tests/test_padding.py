@@ -119,6 +119,31 @@ def test_blocked_fit_equals_one_block(reference_fit, monkeypatch, name):
     np.testing.assert_allclose(blocked.ranef, one_block.ranef, rtol=1e-5, atol=1e-6 * scale)
 
 
+
+@pytest.mark.parametrize("family", ["binomial", "poisson", "gaussian"])
+def test_start_values_block_by_block_equal_whole_design(family):
+    # The start values and the preconditioner are sums over the rows, taken one block at a
+    # time for large designs (_engine._design_sums): they must equal those of all rows at once.
+    from jaxmm._engine import _blocks, _design_sums, _orthonormalising_map, initial_theta
+
+    rng = np.random.default_rng(7)
+    g = np.repeat(np.arange(300), rng.integers(1, 9, 300))
+    X = np.column_stack([np.ones(g.size), rng.normal(size=g.size), rng.normal(size=g.size) * 30])
+    eta = X @ [0.3, 0.5, 0.01]
+    y = {"binomial": rng.random(g.size) < 1 / (1 + np.exp(-eta)), "poisson": rng.poisson(np.exp(eta)),
+         "gaussian": eta + rng.normal(size=g.size)}[family].astype(float)
+    design, _, layout = make_design(X, X[:, :2], y, g, chunk_rows=200)
+    assert layout.chunks > 2
+    fam = get_family(family)
+    blocks = _blocks(design, layout.chunks)
+    for whole in (False, True):
+        np.testing.assert_allclose(initial_theta(blocks, fam, whole=whole), initial_theta(_blocks(design, 1), fam),
+                                   rtol=1e-12)
+        A, A_inv = _orthonormalising_map(blocks, jnp.float64, whole)
+        np.testing.assert_allclose(A, _orthonormalising_map(_blocks(design, 1), jnp.float64)[0], rtol=1e-12)
+    total = _design_sums(lambda d: jnp.sum(d.weights), blocks)
+    assert float(total) == g.size
+
 def test_layout_keeps_groups_whole_and_sorted():
     from jaxmm._design import plan_layout
 
