@@ -306,15 +306,16 @@ ELEMENTAL_MAX_ROWS = CHUNK_ROWS
 ELEMENTAL_MAX_ROWS_AGHQ = AUTODIFF_CHUNK_ROWS
 
 
-# Vmapped fits (by=, the bootstrap's refits, profile intervals) follow the same rule on
-# all their rows. Measured: 200 Bernoulli q = 2 replicates of 480 rows by= 2.44 s cold
-# against 3.43 s (warm 0.36 s against 0.49 s); 100 of 10,000 rows 3.54 s against 4.59 s
-# (warm 1.35 s against 1.23 s); cbpp's 500-replicate bootstrap 2.29 s against 2.91 s
-# and its profile intervals 2.77 s against 3.25 s, warm equal.
-
-
 def elemental_rows(rows: int, nagq: int = 1) -> bool:
-    """Whether a program over ``rows`` rows in all compiles with the elemental emitters."""
+    """Whether a program over ``rows`` rows in all compiles with the elemental emitters.
+
+    Vmapped fits (by=, profile intervals, the bootstrap's refits on accelerators) count
+    the rows of all replicates. Measured on the 2-core CPU: 200 Bernoulli q = 2 replicates
+    of 480 rows by= 2.44-2.54 s cold against 3.26-3.43 s (warm 0.36 s against 0.32-0.49 s,
+    two runs); 100 of 10,000 rows 3.54 s against 4.59 s (warm 1.35 s against 1.23 s);
+    cbpp's profile intervals 2.77 s against 3.25 s and its vmapped 500-replicate bootstrap
+    2.29 s against 2.91 s, warm equal.
+    """
     return rows < (ELEMENTAL_MAX_ROWS if nagq == 1 else ELEMENTAL_MAX_ROWS_AGHQ)
 
 
@@ -332,7 +333,6 @@ fit_glmm = compiled(_fit_glmm, static_argnames=("family", "inner", "opt", "chunk
 fit_lmm = compiled(_fit_lmm, static_argnames=("reml", "opt", "blocks", "chunks", "mesh"), elemental=True)
 
 
-
 def fit_one(design: Design, family, reml: bool, chunks: int, blocks, nagq: int = 1, opt=OptOptions(), mesh=None):
     """One model fitted by its family's compiled program, called as ``jaxmm.fit`` calls it:
     another design of the same shape (a bootstrap replicate on the CPU) then runs the
@@ -340,6 +340,7 @@ def fit_one(design: Design, family, reml: bool, chunks: int, blocks, nagq: int =
     if family.name == "gaussian":
         return fit_lmm(None, design, reml, opt=opt, blocks=blocks, chunks=chunks, mesh=mesh)
     return fit_glmm(None, design, family, opt=opt, chunks=chunks, blocks=blocks, mesh=mesh, nagq=nagq)
+
 
 # Many fits in one program: the single fits vmapped over a leading replicate axis of the
 # design. Replicates are padded to a common shape with weight-0 rows and empty group

@@ -127,9 +127,13 @@ def _refits(res, Y, family, one_by_one: bool) -> dict:
     docstring), else vmapped in batches."""
     reml = res.method == "REML"
     if one_by_one:
-        Y = to_host(Y)
-        outs = [fit_one(res.design._replace(y=y), family, reml, res.layout.chunks, res.re_blocks, res.nagq)
-                for y in Y]
+        outs = []
+        for y in to_host(Y):
+            out = fit_one(res.design._replace(y=y), family, reml, res.layout.chunks, res.re_blocks, res.nagq)
+            # Only what the bootstrap reports is kept (a refit's BLUPs and their variances
+            # are dropped at once); read back at the end, so the refits are dispatched
+            # while the previous ones run.
+            outs.append({k: out[k] for k in _BOOT_OUTPUTS})
         return {k: np.stack([to_host(o[k]) for o in outs]) for k in _BOOT_OUTPUTS}
     n, rows = Y.shape[0], res.design.y.shape[0]
     batch = max(1, min(n, _BATCH_VALUES // max(rows, 1)))
