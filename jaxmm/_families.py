@@ -311,8 +311,10 @@ class NegativeBinomial(Family):
     dispersion_name: str = dataclasses.field(default="theta", init=False)
 
     def kernel(self, y, eta, trials, dispersion):
-        # log(θ + e^η) without overflow for large η
-        return y * eta - (y + dispersion) * jnp.logaddexp(jnp.log(dispersion), eta)
+        # log(θ + e^η) = log θ + softplus(η − log θ), without overflow for large η, and with
+        # the vectorised softplus (a logaddexp is a scalar log1p per row on XLA:CPU)
+        log_theta = jnp.log(dispersion)
+        return y * eta - (y + dispersion) * (log_theta + softplus(eta - log_theta))
 
     def normalizer(self, y, trials, dispersion):
         return gammaln(y + dispersion) - gammaln(dispersion) - gammaln(y + 1.0) + dispersion * jnp.log(dispersion)
