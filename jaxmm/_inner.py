@@ -25,6 +25,7 @@ import jax.numpy as jnp
 
 from . import _smallmat as sm
 from ._design import Design
+from ._jit import separate_group_sums
 
 
 class InnerOptions(NamedTuple):
@@ -67,8 +68,12 @@ def _row_sums(terms, design: Design):
         # Stacked into one segment sum: with separate sums XLA recomputes the shared
         # elementwise work (exp, log1p) for each.
         return _segsum(jnp.stack(terms, axis=1), design)
-    tiles = jnp.stack(_tile_sums(tuple(terms)), axis=1)
-    return jax.ops.segment_sum(tiles, design.tile_group, num_segments=design.n_groups, indices_are_sorted=True)
+    tiles = _tile_sums(tuple(terms))
+    over_tiles = lambda a: jax.ops.segment_sum(a, design.tile_group, num_segments=design.n_groups,
+                                               indices_are_sorted=True)
+    if separate_group_sums():  # the tile sums are already computed: no recomputation here
+        return jnp.stack([over_tiles(t) for t in tiles], axis=1)
+    return over_tiles(jnp.stack(tiles, axis=1))
 
 
 def _rows(design: Design):

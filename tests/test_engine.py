@@ -291,3 +291,25 @@ def test_emitter_choice_by_size_changes_no_estimate(monkeypatch):
     np.testing.assert_allclose(large.fixef, small.fixef, rtol=1e-8)
     np.testing.assert_allclose(large.D, small.D, rtol=1e-7, atol=1e-10)
     assert abs(large.loglik - small.loglik) < 1e-9
+
+
+def test_separate_and_stacked_group_sums_agree(reference_fit):
+    # The per-group sums of a row pass, one segment sum per output or one over the stacked
+    # outputs (_jit.separate_group_sums), are the same sums.
+    from jaxmm import _jit
+    from jaxmm._inner import _row_sums
+
+    ref, data, res = reference_fit("contraception_q2")
+    design = _design_of(ref, data, res)
+    assert design.tile_group is not None
+    rows = design.y.reshape(design.tile_group.shape[0], -1)
+    terms = [rows * design.weights.reshape(rows.shape), jnp.cos(rows), rows * rows]
+    sums = {}
+    for separate in (True, False):
+        token = _jit._SEPARATE_GROUP_SUMS.set(separate)
+        try:
+            sums[separate] = np.asarray(jax.jit(lambda t: _row_sums(t, design))(terms))
+        finally:
+            _jit._SEPARATE_GROUP_SUMS.reset(token)
+    assert sums[True].shape == (design.n_groups, 3)
+    np.testing.assert_allclose(sums[True], sums[False], rtol=1e-14, atol=1e-14)

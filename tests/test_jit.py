@@ -100,3 +100,21 @@ def test_elemental_may_depend_on_the_arguments():
     assert f._cache_size() == 2
     f(jnp.zeros(2))
     assert f._cache_size() == 2 and seen == [2, 5, 2]
+
+
+def test_group_sum_form_follows_the_emitters():
+    # Traced under `compiled`, a program learns whether it sums per-group terms with one
+    # segment sum per output (CPU, fused emitters) or one stacked sum (elemental emitters,
+    # accelerators); outside one, the CPU default.
+    seen = {}
+
+    def record(x):
+        seen[x.shape[0]] = _jit.separate_group_sums()
+        return x + 1.0
+
+    f = _jit.compiled(record, elemental=lambda x: x.shape[0] < 4)
+    f(jnp.ones(2))
+    f(jnp.ones(5))
+    cpu = jax.default_backend() == "cpu"
+    assert seen == {2: False, 5: cpu}
+    assert _jit.separate_group_sums() == cpu
