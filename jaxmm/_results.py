@@ -200,7 +200,11 @@ class MixedModelResult:
 
     def simulate(self, n: int = 1, seed: int = 0) -> pd.DataFrame:
         """``n`` new response vectors from the fitted model (columns ``sim_1`` … ``sim_n``,
-        one row per fitted row): b ~ N(0, D) drawn afresh, then y | b (lme4's ``simulate``)."""
+        one row per fitted row): b ~ N(0, D) drawn afresh, then y | b (lme4's ``simulate``).
+
+        A seed gives the same draws for the same fit. The draws follow the fit's row layout,
+        so a fit of the same data with ``devices=`` or ``bucket=False`` draws other (equally
+        valid) responses for the same seed."""
         from ._simulate import simulate
 
         return simulate(self, n, seed)
