@@ -177,22 +177,24 @@ def _fit_glmm(theta0, design: Design, family, inner=InnerOptions(), opt=OptOptio
     q = design.Z.shape[1]
     structure = q if blocks is None else tuple(blocks)
     blocks = _blocks(design, chunks)
+    # A sharded design's statistics are taken on all its rows at once (see _design_sums).
+    whole = mesh is not None
     if theta0 is None:
-        theta0 = initial_theta(blocks, family, structure, whole=mesh is not None).astype(jnp.result_type(float))
+        theta0 = initial_theta(blocks, family, structure, whole).astype(jnp.result_type(float))
     p = design.X.shape[1]
     nd = family.n_dispersion
     nc = n_chol(structure)
     # θ, the optimiser and sums over groups run in `acc` (float64 unless x64 is off); rows
     # and groups in the design's dtype, which may be float32 for speed.
     acc, work = theta0.dtype, design.X.dtype
-    A, A_inv = _orthonormalising_map(blocks, acc, whole=mesh is not None)
+    A, A_inv = _orthonormalising_map(blocks, acc, whole)
     rows, cols = free_entries(structure)
     d = re_dim(structure)
 
     # Without a dispersion the normalising constants (log-gamma terms) depend on the data
     # alone: sum them once rather than in every objective evaluation.
     log_norm = jnp.zeros((), acc) if nd else _design_sums(lambda b: jnp.sum(b.weights.astype(acc) * family.normalizer(
-        b.y.astype(acc), b.trials.astype(acc), jnp.ones((), acc))), blocks, whole=mesh is not None)
+        b.y.astype(acc), b.trials.astype(acc), jnp.ones((), acc))), blocks, whole)
     block_norm = None if nd else 0.0
 
     def params_of(phi, A):

@@ -71,7 +71,7 @@ def _row_sums(terms, design: Design):
     tiles = _tile_sums(tuple(terms))
     over_tiles = lambda a: jax.ops.segment_sum(a, design.tile_group, num_segments=design.n_groups,
                                                indices_are_sorted=True)
-    if separate_group_sums():  # the tile sums are already computed: no recomputation here
+    if separate_group_sums():  # the kernel is summed into the tiles once, whichever form
         return jnp.stack([over_tiles(t) for t in tiles], axis=1)
     return over_tiles(jnp.stack(tiles, axis=1))
 
