@@ -88,6 +88,7 @@ class compiled:
 
     ``elemental`` may also be a function of the call's arguments (returning a bool): a
     program whose choice depends on the data's size then has one jit for each choice.
+    It applies on the CPU only; other backends compile with :data:`COMPILER_OPTIONS`.
 
     Also a decorator: ``@compiled(static_argnames=(...), elemental=True)``.
     """
@@ -101,8 +102,12 @@ class compiled:
     def __call__(self, *args, **kwargs):
         if self._fun is None:
             return compiled(args[0], static_argnames=self._static, elemental=self._elemental)
-        elemental = bool(self._elemental(*args, **kwargs)) if callable(self._elemental) else self._elemental
-        key = (jax.default_backend(), elemental)
+        backend = jax.default_backend()
+        # The emitter choice is XLA:CPU's: another backend refuses the option, and a
+        # refused option costs a failed compile, a second trace and the probes.
+        elemental = backend == "cpu" and bool(
+            self._elemental(*args, **kwargs) if callable(self._elemental) else self._elemental)
+        key = (backend, elemental)
         # Each key has its own jit, so what its trace reads here stays true of its cache.
         token = _SEPARATE_GROUP_SUMS.set(key[0] == "cpu" and not elemental)
         try:

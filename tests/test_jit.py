@@ -96,10 +96,31 @@ def test_elemental_may_depend_on_the_arguments():
     np.testing.assert_array_equal(f(jnp.ones(2)), [2.0, 2.0])
     np.testing.assert_array_equal(f(jnp.ones(5)), [2.0] * 5)
     backend = jax.default_backend()
-    assert sorted(f._jitted) == [(backend, False), (backend, True)]
-    assert f._cache_size() == 2
     f(jnp.zeros(2))
-    assert f._cache_size() == 2 and seen == [2, 5, 2]
+    assert f._cache_size() == 2
+    if backend == "cpu":
+        assert sorted(f._jitted) == [(backend, False), (backend, True)] and seen == [2, 5, 2]
+    else:  # the choice is XLA:CPU's (next test)
+        assert sorted(f._jitted) == [(backend, False)] and seen == []
+
+
+def test_elemental_is_chosen_on_the_cpu_only(monkeypatch):
+    # Another backend refuses xla_cpu_use_fusion_emitters: asking for it there would cost
+    # a failed compile, a second trace and the option probes on every first fit.
+    def never(x):
+        raise AssertionError("the emitter choice was consulted off the CPU")
+
+    f = _jit.compiled(lambda x: x + 1.0, elemental=never)
+    g = _jit.compiled(lambda x: x + 2.0, elemental=True)
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    # Only the key changes here: the programs still compile for the CPU device, with the
+    # options other backends get.
+    monkeypatch.setattr(_jit, "COMPILER_OPTIONS", {})
+    monkeypatch.setattr(_jit, "ELEMENTAL_COMPILER_OPTIONS", {"xla_no_such_option_anywhere": True})
+    np.testing.assert_array_equal(f(jnp.ones(2)), [2.0, 2.0])
+    np.testing.assert_array_equal(g(jnp.ones(2)), [3.0, 3.0])
+    assert list(f._jitted) == [("gpu", False)] and list(g._jitted) == [("gpu", False)]
+    assert not g._filtered  # compiled at the first try
 
 
 def test_group_sum_form_follows_the_emitters():
