@@ -238,6 +238,10 @@ def _run_engine_once(engine: str, problem, data: dict, timeout: float, repeats: 
     run = _run_child(cmd, timeout, log)
     rec.update(peak_rss_mb=run["peak_rss_mb"], wall_s=run["wall_s"])
     res = _read_json(out)
+    if res and not isinstance(res.get("loglik"), (int, float, type(None))):
+        # jsonlite writes a numeric NA as the string "NA"
+        res["warnings"] = list(res.get("warnings") or []) + [f"loglik reported as {res['loglik']!r}"]
+        res["loglik"] = None
     if res:
         for k in ("loglik", "converged", "n_iter", "fixef", "load_s", "cold_s", "warm_s", "warm_times",
                   "compile_s", "startup_s", "device", "backend", "message", "warnings", "loglik_spread",

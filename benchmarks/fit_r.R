@@ -86,9 +86,17 @@ if (engine == "lme4") {
   message_ <- fit$fit$message
 }
 
+loglik <- as.numeric(logLik(fit))
+if (engine == "glmmTMB" && is.na(loglik)) {
+  # glmmTMB's logLik() is NA where its Hessian is not positive definite (the fit is then
+  # reported as not converged); the objective it stopped at is still its Laplace -loglik.
+  loglik <- -fit$fit$objective
+  warns <- c(warns, "logLik() is NA (Hessian not positive definite): loglik is -fit$fit$objective")
+}
+
 res <- list(
   engine = engine, time_s = unname(elapsed), load_s = unname(t_load),
-  loglik = as.numeric(logLik(fit)), converged = converged, singular = singular, n_iter = n_iter,
+  loglik = loglik, converged = converged, singular = singular, n_iter = n_iter,
   fixef = as.list(fixef_v), message = message_, warnings = as.list(unique(warns)),
   rows = nrow(dat), groups = nlevels(dat$g)
 )
