@@ -327,11 +327,22 @@ def _lay_out(columns, row_slot, row_group, *, n_rows, rows_per_chunk, groups_per
     return out, group, tile_group
 
 
+def abstract_design(layout: Layout, p: int, q: int, dtype, tile: int) -> Design:
+    """The shapes and dtypes of the :class:`Design` that :func:`make_design` builds for
+    ``layout`` (on the default device), as ``jax.ShapeDtypeStruct`` leaves."""
+    n, kind = layout.n_rows, jax.dtypes.canonicalize_dtype(dtype)
+    rows = jax.ShapeDtypeStruct((n,), kind)
+    index = lambda k: jax.ShapeDtypeStruct((k,), jnp.int32)
+    return Design(X=jax.ShapeDtypeStruct((n, p), kind), Z=jax.ShapeDtypeStruct((n, q), kind), y=rows, trials=rows,
+                  offset=rows, weights=rows, group=index(n), counts=jax.ShapeDtypeStruct((layout.n_groups,), kind),
+                  tile_group=index(n // tile) if tile > 1 else None)
+
+
 @small_pages()
 def make_design(X, Z, y, groups, *, trials=None, offset=None, weights=None, dtype=jnp.float64,
                 bucket: bool = False, chunk_rows: int | None = None, size=None, min_chunks: int = 1,
                 host: bool = False, tile: int = TILE_ROWS,
-                device_layout: bool | None = None):
+                device_layout: bool | None = None, on_layout=None):
     """Build a :class:`Design` from arrays. Returns (design, group_labels, layout).
 
     ``tile`` rows per tile (:data:`TILE_ROWS`); 1 lays the rows out without tiles.
@@ -342,6 +353,9 @@ def make_design(X, Z, y, groups, *, trials=None, offset=None, weights=None, dtyp
     in numpy (to be stacked with others before one transfer to the device).
     ``device_layout``: pad with a compiled program; None chooses it for large data
     (:data:`DEVICE_LAYOUT_ROWS`, :data:`CPU_DEVICE_LAYOUT_ROWS`).
+    ``on_layout(abstract, layout)`` is called once the shapes are known and before the
+    arrays are built, with the design as ``jax.ShapeDtypeStruct`` leaves
+    (:func:`abstract_design`): the fit starts compiling its program there.
     """
     X = _as_float("X", X)
     Z = _as_float("Z", Z)
@@ -367,6 +381,8 @@ def make_design(X, Z, y, groups, *, trials=None, offset=None, weights=None, dtyp
             raise DataError(f"weights has {rows.size} negative value(s) (first rows: {rows[:5].tolist()})")
     layout = plan_layout(codes, len(labels), bucket=bucket, chunk_rows=chunk_rows, size=size, min_chunks=min_chunks,
                          tile=tile)
+    if on_layout is not None and not host:
+        on_layout(abstract_design(layout, X.shape[1], Z.shape[1], dtype, tile), layout)
     counts = np.zeros(layout.n_groups)
     counts[layout.group_slot] = np.bincount(codes, minlength=len(labels))
     if device_layout is None:
@@ -688,7 +704,8 @@ def _info(spec, rows: _Rows, labels, layout, X, row_index=None) -> DesignInfo:
 @small_pages()
 def design_from_formula(spec: FormulaSpec, data, *, trials=None, offset=None, weights=None, dtype="float64",
                         bucket=False, missing="raise", check_response=None, min_chunks: int = 1,
-                        host: bool = False, tile: int = TILE_ROWS, chunk_rows: int | None = None):
+                        host: bool = False, tile: int = TILE_ROWS, chunk_rows: int | None = None,
+                        on_layout=None):
     """Evaluate a parsed formula on a table. Returns (Design, DesignInfo).
 
     ``missing="raise"`` names every used column with missing values; ``"drop"`` drops
@@ -697,12 +714,14 @@ def design_from_formula(spec: FormulaSpec, data, *, trials=None, offset=None, we
     arrays before the design is built. ``min_chunks``, ``tile`` and ``chunk_rows`` as in
     :func:`plan_layout`;
     ``host=True`` leaves the arrays in numpy (for the caller to place, e.g. sharded).
+    ``on_layout`` as in :func:`make_design`.
     """
     rows = _rows_from_formula(spec, data, trials=trials, offset=offset, weights=weights, missing=missing,
                               check_response=check_response)
     design, labels, layout = make_design(
         rows.X, rows.Z, rows.y, rows.groups, trials=rows.trials, offset=rows.offset, weights=rows.weights,
         dtype=dtype, bucket=bucket, min_chunks=min_chunks, host=host, tile=tile, chunk_rows=chunk_rows,
+        on_layout=on_layout,
     )
     return design, _info(spec, rows, labels, layout, rows.X)
 

@@ -344,6 +344,16 @@ def fit_one(design: Design, family, reml: bool, chunks: int, blocks, nagq: int =
     return fit_glmm(None, design, family, opt=opt, chunks=chunks, blocks=blocks, mesh=mesh, nagq=nagq)
 
 
+def prefetch_one(design: Design, family, reml: bool, chunks: int, blocks, nagq: int = 1, opt=OptOptions()):
+    """Start compiling the program that :func:`fit_one` will run for a design of this
+    shape (``design``: ``jax.ShapeDtypeStruct`` leaves) on a background thread
+    (``_jit.compiled.prefetch``)."""
+    if family.name == "gaussian":
+        fit_lmm.prefetch(None, design, reml, opt=opt, blocks=blocks, chunks=chunks, mesh=None)
+    else:
+        fit_glmm.prefetch(None, design, family, opt=opt, chunks=chunks, blocks=blocks, mesh=None, nagq=nagq)
+
+
 # Many fits in one program: the single fits vmapped over a leading replicate axis of the
 # design. Replicates are padded to a common shape with weight-0 rows and empty group
 # slots, which change no estimate; each replicate keeps its own optimiser state and

@@ -8,14 +8,14 @@ import numpy as np
 
 from ._batch import BatchResult
 from ._design import TILE_ROWS, default_chunk_rows, design_from_formula, designs_by
-from ._engine import fit_glmm_batch, fit_lmm_batch, fit_one
+from ._engine import fit_glmm_batch, fit_lmm_batch, fit_one, prefetch_one
 from ._families import get_family
 from ._formula import parse_formula
 from ._gc import with_frozen_heap
 from . import _progress
 from ._optimize import OptOptions, Status
 from ._params import Params
-from ._quadrature import check_dimension, check_nodes, nodes_of
+from ._quadrature import MAX_QUADRATURE_DIM, check_dimension, check_nodes, nodes_of
 from ._results import MixedModelResult
 from ._sharding import make_mesh, place, resolve_devices, to_host
 from .errors import ArgumentError, ConvergenceWarning, DataError, JaxmmWarning, SingularFitWarning
@@ -116,10 +116,28 @@ def fit(formula: str, data, family="gaussian", *, method: str | None = None, tri
     mesh = None
     if devices is not None:
         mesh = make_mesh(resolve_devices(devices))
+    if verbose and not _progress.available():
+        warnings.warn("verbose=True prints progress through a JAX host callback, which needs JAX's CPU "
+                      "platform; JAX_PLATFORMS does not list 'cpu' (use e.g. JAX_PLATFORMS=cuda,cpu). "
+                      "Fitting without progress lines.", JaxmmWarning, stacklevel=2)
+        verbose = False
+    opt = OptOptions(verbose=bool(verbose))
+    nagq = nodes_of(method, fit_options)
+
+    def compile_early(abstract, layout):
+        # The fit's program compiles on a background thread while the host lays out and
+        # transfers the rows (at 10M rows about a second of host work).
+        q = abstract.Z.shape[1]
+        if layout.group_slot.size < 2 or (method == "AGHQ" and q > MAX_QUADRATURE_DIM):
+            return  # the checks below raise
+        prefetch_one(abstract, fam, method == "REML", layout.chunks, None if spec.correlated else (1,) * q, nagq,
+                     opt=opt)
+
     design, info = design_from_formula(spec, data, trials=trials, offset=offset, weights=weights, dtype=dtype,
                                        bucket=bucket, missing=missing, check_response=fam.check_response,
                                        min_chunks=1 if mesh is None else mesh.size, host=mesh is not None,
-                                       tile=_tile_rows(fam), chunk_rows=default_chunk_rows(autodiff=method == "AGHQ"))
+                                       tile=_tile_rows(fam), chunk_rows=default_chunk_rows(autodiff=method == "AGHQ"),
+                                       on_layout=compile_early)
     if mesh is not None:
         design = place(design, mesh)
     if method == "AGHQ":
@@ -131,17 +149,10 @@ def fit(formula: str, data, family="gaussian", *, method: str | None = None, tri
 
     # (x || g): independent random effects, D diagonal (lme4's double bar)
     blocks = None if spec.correlated else (1,) * design.Z.shape[1]
-    if verbose and not _progress.available():
-        warnings.warn("verbose=True prints progress through a JAX host callback, which needs JAX's CPU "
-                      "platform; JAX_PLATFORMS does not list 'cpu' (use e.g. JAX_PLATFORMS=cuda,cpu). "
-                      "Fitting without progress lines.", JaxmmWarning, stacklevel=2)
-        verbose = False
-    opt = OptOptions(verbose=bool(verbose))
     if verbose:
         _progress.start()
     try:
-        out = fit_one(design, fam, method == "REML", layout.chunks, blocks, nodes_of(method, fit_options), opt=opt,
-                      mesh=mesh)
+        out = fit_one(design, fam, method == "REML", layout.chunks, blocks, nagq, opt=opt, mesh=mesh)
         out = {k: to_host(v) for k, v in out.items()}
     finally:
         _progress.stop()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextvars
 import functools
+import threading
 
 import jax
 import jax.numpy as jnp
@@ -96,18 +97,51 @@ class compiled:
     def __init__(self, fun=None, *, static_argnames=(), elemental=False):
         self._fun, self._static, self._elemental = fun, tuple(static_argnames), elemental
         self._jitted, self._filtered = {}, set()
+        self._pending: list[threading.Thread] = []
         if fun is not None:
             functools.update_wrapper(self, fun)
 
-    def __call__(self, *args, **kwargs):
-        if self._fun is None:
-            return compiled(args[0], static_argnames=self._static, elemental=self._elemental)
+    def _key(self, args, kwargs):
         backend = jax.default_backend()
         # The emitter choice is XLA:CPU's: another backend refuses the option, and a
         # refused option costs a failed compile, a second trace and the probes.
         elemental = backend == "cpu" and bool(
             self._elemental(*args, **kwargs) if callable(self._elemental) else self._elemental)
-        key = (backend, elemental)
+        return backend, elemental
+
+    def prefetch(self, *args, **kwargs):
+        """Start compiling the program for these arguments on a background thread.
+
+        Array arguments are given as ``jax.ShapeDtypeStruct`` (without a sharding, as for
+        arrays on the default device). The next call waits for the thread and finds the
+        program in jax's compilation cache, so the caller can build the arrays while XLA
+        compiles: a large fit's design (host work and transfers) then overlaps its
+        compilation. A failure here is left to that call to raise.
+        """
+        key = self._key(args, kwargs)
+        jitted = self._for(key)
+        log = bool(jax.config.jax_log_compiles)  # thread-local: carried over, so compile logs still see it
+
+        def work():
+            _SEPARATE_GROUP_SUMS.set(key[0] == "cpu" and not key[1])
+            try:
+                with jax.log_compiles(log):
+                    jitted.trace(*args, **kwargs).lower().compile()
+            except Exception:  # noqa: BLE001 - the call compiles again and raises it there
+                pass
+
+        thread = threading.Thread(target=work, name=f"jaxmm-compile-{getattr(self._fun, '__name__', '')}",
+                                  daemon=True)
+        thread.start()
+        self._pending.append(thread)
+
+    def __call__(self, *args, **kwargs):
+        if self._fun is None:
+            return compiled(args[0], static_argnames=self._static, elemental=self._elemental)
+        while self._pending:  # a program compiling in the background (prefetch) is waited for, not compiled twice
+            self._pending.pop().join()
+        key = self._key(args, kwargs)
+        elemental = key[1]
         # Each key has its own jit, so what its trace reads here stays true of its cache.
         token = _SEPARATE_GROUP_SUMS.set(key[0] == "cpu" and not elemental)
         try:

@@ -139,3 +139,82 @@ def test_group_sum_form_follows_the_emitters():
     cpu = jax.default_backend() == "cpu"
     assert seen == {2: False, 5: cpu}
     assert _jit.separate_group_sums() == cpu
+
+
+def _compile_log():
+    """(thread name, message) of every XLA compilation jax logs from here on."""
+    import logging
+    import threading
+
+    seen = []
+
+    class Record(logging.Handler):
+        def emit(self, record):
+            message = record.getMessage()
+            if message.startswith("Finished XLA compilation of jit("):
+                seen.append((threading.current_thread().name, message.split("(")[1].split(")")[0]))
+
+    handler = Record()
+    logging.getLogger("jax").addHandler(handler)
+    return seen, handler
+
+
+def test_prefetch_compiles_in_the_background_and_the_call_reuses_it():
+    import logging
+    import threading
+
+    traced = []
+
+    def scaled(x, n):
+        traced.append(threading.current_thread().name)
+        return x * n + 0.5
+
+    f = _jit.compiled(scaled, static_argnames=("n",))
+    seen, handler = _compile_log()
+    try:
+        with jax.log_compiles(True):
+            f.prefetch(jax.ShapeDtypeStruct((7,), jnp.result_type(float)), n=3)
+            out = f(np.arange(7.0), n=3)
+    finally:
+        logging.getLogger("jax").removeHandler(handler)
+    np.testing.assert_array_equal(out, np.arange(7.0) * 3 + 0.5)
+    # traced and compiled once, on the compile thread; the call found the program
+    assert traced == ["jaxmm-compile-scaled"]
+    assert [s for s in seen if s[1] == "scaled"] == [("jaxmm-compile-scaled", "scaled")]
+    assert f._cache_size() == 1
+
+
+def test_a_prefetch_that_fails_leaves_the_error_to_the_call():
+    f = _jit.compiled(lambda x: x @ x)
+    f.prefetch(jax.ShapeDtypeStruct((2, 3), jnp.result_type(float)))  # shapes that do not multiply
+    try:
+        f(jnp.zeros((2, 3)))
+    except TypeError:
+        pass
+    else:
+        raise AssertionError("the shape error must reach the caller")
+
+
+def test_a_fit_compiles_its_program_while_the_design_is_built():
+    # A shape no other test fits, so the program is new here.
+    import logging
+    import warnings
+
+    import pandas as pd
+
+    import jaxmm
+
+    rng = np.random.default_rng(11)
+    n = 3001
+    df = pd.DataFrame(dict(g=rng.integers(0, 41, n), x=rng.normal(size=n)))
+    df["y"] = (rng.random(n) < 1 / (1 + np.exp(-0.5 - 0.3 * df.x))).astype(float)
+    seen, handler = _compile_log()
+    try:
+        with jax.log_compiles(True), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            jaxmm.fit("y ~ x + (x | g)", df, family="binomial")
+            jaxmm.fit("y ~ x + (1 | g)", df.assign(y=rng.poisson(2.0, n)), family="poisson", dtype="float32")
+    finally:
+        logging.getLogger("jax").removeHandler(handler)
+    # the design's arrays match the abstract design the program compiled for: no second compile
+    assert [s for s in seen if s[1] == "_fit_glmm"] == [("jaxmm-compile-_fit_glmm", "_fit_glmm")] * 2, seen

@@ -272,3 +272,28 @@ def test_device_layout_equals_host_layout(tile, chunk_rows, shuffled, dtype, giv
             continue
         assert a.dtype == b.dtype and a.shape == b.shape, name
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=name)
+
+
+@pytest.mark.parametrize("device_layout", [False, True])
+@pytest.mark.parametrize("dtype,tile,bucket,chunk_rows", [
+    (jnp.float64, 4, False, None), (jnp.float32, 1, True, None), (jnp.float64, 4, False, 64), (jnp.float64, 1, False, 50)])
+def test_abstract_design_is_what_make_design_builds(device_layout, dtype, tile, bucket, chunk_rows):
+    # A fit compiles its program for the abstract design before the arrays exist; any
+    # difference in shape or dtype would compile it a second time.
+    from jaxmm._design import abstract_design
+
+    rng = np.random.default_rng(5)
+    n = 301
+    g = rng.integers(0, 23, n)
+    X = np.column_stack([np.ones(n), rng.normal(size=n), rng.normal(size=n)])
+    seen = []
+    design, _, layout = make_design(X, X[:, :2], rng.integers(0, 2, n).astype(float), g, trials=None,
+                                    weights=rng.uniform(0.5, 2, n), dtype=dtype, tile=tile, bucket=bucket,
+                                    chunk_rows=chunk_rows, device_layout=device_layout,
+                                    on_layout=lambda a, lay: seen.append((a, lay)))
+    (abstract, early_layout), = seen
+    assert early_layout is layout
+    assert abstract == abstract_design(layout, 3, 2, dtype, tile)
+    real = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, weak_type=a.weak_type), design)
+    assert jax.tree.structure(real) == jax.tree.structure(abstract)
+    assert jax.tree.leaves(real) == jax.tree.leaves(abstract)
