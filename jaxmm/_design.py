@@ -327,15 +327,15 @@ def _lay_out(columns, row_slot, row_group, *, n_rows, rows_per_chunk, groups_per
     return out, group, tile_group
 
 
-def abstract_design(layout: Layout, p: int, q: int, dtype, tile: int) -> Design:
-    """The shapes and dtypes of the :class:`Design` that :func:`make_design` builds for
-    ``layout`` (on the default device), as ``jax.ShapeDtypeStruct`` leaves."""
-    n, kind = layout.n_rows, jax.dtypes.canonicalize_dtype(dtype)
-    rows = jax.ShapeDtypeStruct((n,), kind)
-    index = lambda k: jax.ShapeDtypeStruct((k,), jnp.int32)
-    return Design(X=jax.ShapeDtypeStruct((n, p), kind), Z=jax.ShapeDtypeStruct((n, q), kind), y=rows, trials=rows,
-                  offset=rows, weights=rows, group=index(n), counts=jax.ShapeDtypeStruct((layout.n_groups,), kind),
-                  tile_group=index(n // tile) if tile > 1 else None)
+def abstract_design(n: int, m: int, p: int, q: int, dtype, tile: int) -> Design:
+    """The shapes and dtypes of the :class:`Design` of ``n`` rows and ``m`` group slots
+    that :func:`make_design` builds (on the default device), as ``jax.ShapeDtypeStruct``
+    leaves."""
+    kind = jax.dtypes.canonicalize_dtype(dtype)
+    array = lambda *shape, kind=kind: jax.ShapeDtypeStruct(shape, kind)
+    return Design(X=array(n, p), Z=array(n, q), y=array(n), trials=array(n), offset=array(n), weights=array(n),
+                  group=array(n, kind=jnp.int32), counts=array(m),
+                  tile_group=array(n // tile, kind=jnp.int32) if tile > 1 else None)
 
 
 @small_pages()
@@ -382,7 +382,7 @@ def make_design(X, Z, y, groups, *, trials=None, offset=None, weights=None, dtyp
     layout = plan_layout(codes, len(labels), bucket=bucket, chunk_rows=chunk_rows, size=size, min_chunks=min_chunks,
                          tile=tile)
     if on_layout is not None and not host:
-        on_layout(abstract_design(layout, X.shape[1], Z.shape[1], dtype, tile), layout)
+        on_layout(abstract_design(layout.n_rows, layout.n_groups, X.shape[1], Z.shape[1], dtype, tile), layout)
     counts = np.zeros(layout.n_groups)
     counts[layout.group_slot] = np.bincount(codes, minlength=len(labels))
     if device_layout is None:

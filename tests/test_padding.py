@@ -293,7 +293,7 @@ def test_abstract_design_is_what_make_design_builds(device_layout, dtype, tile, 
                                     on_layout=lambda a, lay: seen.append((a, lay)))
     (abstract, early_layout), = seen
     assert early_layout is layout
-    assert abstract == abstract_design(layout, 3, 2, dtype, tile)
+    assert abstract == abstract_design(layout.n_rows, layout.n_groups, 3, 2, dtype, tile)
     real = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, weak_type=a.weak_type), design)
     assert jax.tree.structure(real) == jax.tree.structure(abstract)
     assert jax.tree.leaves(real) == jax.tree.leaves(abstract)
