@@ -4,6 +4,9 @@
 tiles; numpy on the host), the compiled fit (the device), and the result (labelled pandas
 objects, the host). This script wraps each stage with a timer, fits one problem cold
 (tracing and compilation included, caches cleared) and then warm, and prints a Markdown table.
+A cold fit compiles its program on a background thread while the design is laid out, so
+its compiled-fit stage holds what remains of that compilation; ``--no-early-compile``
+compiles it in the call instead (the comparison).
 
     python benchmarks/stages.py --problems binomial-q2-1M-balanced,binomial-q2-10M-balanced
 """
@@ -42,6 +45,9 @@ def main(argv=None):
     ap.add_argument("--problems", default="binomial-q2-1M-balanced")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--dtype", default="float64")
+    ap.add_argument("--no-early-compile", action="store_true",
+                    help="compile the fit's program when it is called, not while the design is laid out "
+                         "(the comparison for jaxmm's early compilation)")
     args = ap.parse_args(argv)
 
     import jax
@@ -51,13 +57,15 @@ def main(argv=None):
     import jaxmm
     from jaxmm import _fit
 
+    if args.no_early_compile:
+        _fit.prefetch_one = lambda *a, **k: None
     spent: dict[str, float] = {}
     _timed(_fit, "design_from_formula", spent)
     _timed(_fit, "fit_one", spent, block=True)
     _timed(_fit, "_result", spent)
 
     print(f"backend {jax.default_backend()} ({jax.devices()[0].device_kind}); jax {jax.__version__}; "
-          f"dtype {args.dtype}\n")
+          f"dtype {args.dtype}; early compilation {'off' if args.no_early_compile else 'on'}\n")
     print("| problem | run | total s | design s | compiled fit s | result s | other s | iterations |")
     print("|---|---|---:|---:|---:|---:|---:|---:|")
     for pid in args.problems.split(","):
