@@ -335,23 +335,28 @@ fit_glmm = compiled(_fit_glmm, static_argnames=("family", "inner", "opt", "chunk
 fit_lmm = compiled(_fit_lmm, static_argnames=("reml", "opt", "blocks", "chunks", "mesh"), elemental=True)
 
 
+def _one_call(design: Design, family, reml: bool, chunks: int, blocks, nagq, opt, mesh):
+    """(program, args, kwargs) of one fit: one place, so that a prefetched compile and the
+    call match (jax's cache keys include how the arguments are passed)."""
+    if family.name == "gaussian":
+        return fit_lmm, (None, design, reml), dict(opt=opt, blocks=blocks, chunks=chunks, mesh=mesh)
+    return fit_glmm, (None, design, family), dict(opt=opt, chunks=chunks, blocks=blocks, mesh=mesh, nagq=nagq)
+
+
 def fit_one(design: Design, family, reml: bool, chunks: int, blocks, nagq: int = 1, opt=OptOptions(), mesh=None):
     """One model fitted by its family's compiled program, called as ``jaxmm.fit`` calls it:
     another design of the same shape (a bootstrap replicate on the CPU) then runs the
     program the fit compiled."""
-    if family.name == "gaussian":
-        return fit_lmm(None, design, reml, opt=opt, blocks=blocks, chunks=chunks, mesh=mesh)
-    return fit_glmm(None, design, family, opt=opt, chunks=chunks, blocks=blocks, mesh=mesh, nagq=nagq)
+    program, args, kwargs = _one_call(design, family, reml, chunks, blocks, nagq, opt, mesh)
+    return program(*args, **kwargs)
 
 
 def prefetch_one(design: Design, family, reml: bool, chunks: int, blocks, nagq: int = 1, opt=OptOptions()):
     """Start compiling the program that :func:`fit_one` will run for a design of this
     shape (``design``: ``jax.ShapeDtypeStruct`` leaves) on a background thread
     (``_jit.compiled.prefetch``)."""
-    if family.name == "gaussian":
-        fit_lmm.prefetch(None, design, reml, opt=opt, blocks=blocks, chunks=chunks, mesh=None)
-    else:
-        fit_glmm.prefetch(None, design, family, opt=opt, chunks=chunks, blocks=blocks, mesh=None, nagq=nagq)
+    program, args, kwargs = _one_call(design, family, reml, chunks, blocks, nagq, opt, None)
+    program.prefetch(*args, **kwargs)
 
 
 # Many fits in one program: the single fits vmapped over a leading replicate axis of the

@@ -101,6 +101,10 @@ class compiled:
         if fun is not None:
             functools.update_wrapper(self, fun)
 
+    @staticmethod
+    def _separate_sums(key) -> bool:
+        return key[0] == "cpu" and not key[1]
+
     def _key(self, args, kwargs):
         backend = jax.default_backend()
         # The emitter choice is XLA:CPU's: another backend refuses the option, and a
@@ -123,7 +127,7 @@ class compiled:
         log = bool(jax.config.jax_log_compiles)  # thread-local: carried over, so compile logs still see it
 
         def work():
-            _SEPARATE_GROUP_SUMS.set(key[0] == "cpu" and not key[1])
+            _SEPARATE_GROUP_SUMS.set(self._separate_sums(key))
             try:
                 with jax.log_compiles(log):
                     jitted.trace(*args, **kwargs).lower().compile()
@@ -143,7 +147,7 @@ class compiled:
         key = self._key(args, kwargs)
         elemental = key[1]
         # Each key has its own jit, so what its trace reads here stays true of its cache.
-        token = _SEPARATE_GROUP_SUMS.set(key[0] == "cpu" and not elemental)
+        token = _SEPARATE_GROUP_SUMS.set(self._separate_sums(key))
         try:
             return self._for(key)(*args, **kwargs)
         except Exception as err:  # noqa: BLE001 - jaxlib's error type has changed name across releases
