@@ -124,7 +124,9 @@ class compiled:
         """
         key = self._key(args, kwargs)
         jitted = self._for(key)
-        log = bool(jax.config.jax_log_compiles)  # thread-local: carried over, so compile logs still see it
+        # thread-local: carried over, so compile logs still see it (read defensively: a jax
+        # without the flag must not fail the fit)
+        log = bool(getattr(jax.config, "jax_log_compiles", False))
 
         def work():
             _SEPARATE_GROUP_SUMS.set(self._separate_sums(key))
