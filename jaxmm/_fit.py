@@ -130,8 +130,7 @@ def fit(formula: str, data, family="gaussian", *, method: str | None = None, tri
         q = abstract.Z.shape[1]
         if layout.group_slot.size < 2 or (method == "AGHQ" and q > MAX_QUADRATURE_DIM):
             return  # the checks below raise
-        prefetch_one(abstract, fam, method == "REML", layout.chunks, None if spec.correlated else (1,) * q, nagq,
-                     opt=opt)
+        prefetch_one(abstract, fam, method == "REML", layout.chunks, _re_blocks(spec, q), nagq, opt=opt)
 
     design, info = design_from_formula(spec, data, trials=trials, offset=offset, weights=weights, dtype=dtype,
                                        bucket=bucket, missing=missing, check_response=fam.check_response,
@@ -147,8 +146,7 @@ def fit(formula: str, data, family="gaussian", *, method: str | None = None, tri
     if n_groups < 2:
         raise DataError(f"grouping factor {spec.group!r} has a single level; a random effect needs at least two groups")
 
-    # (x || g): independent random effects, D diagonal (lme4's double bar)
-    blocks = None if spec.correlated else (1,) * design.Z.shape[1]
+    blocks = _re_blocks(spec, design.Z.shape[1])
     if verbose:
         _progress.start()
     try:
@@ -169,6 +167,12 @@ def fit(formula: str, data, family="gaussian", *, method: str | None = None, tri
     return res
 
 
+def _re_blocks(spec, q: int):
+    """The random-effects block sizes of a fit: None for one correlated block; (x || g),
+    lme4's double bar, gives independent effects (D diagonal)."""
+    return None if spec.correlated else (1,) * q
+
+
 def _tile_rows(fam) -> int:
     """Rows per tile of a fit's design: the Laplace passes sum over tiles, while the exact
     LMM (every gaussian fit) reads the rows once, where the padding would only add rows."""
@@ -182,7 +186,7 @@ def _fit_by(spec, data, fam, method, by, formula, fit_options, dtype, bucket) ->
                                       tile=_tile_rows(fam))
     if method == "AGHQ":
         check_dimension(designs.Z.shape[-1], infos[0].re_names)
-    blocks = None if spec.correlated else (1,) * designs.Z.shape[-1]
+    blocks = _re_blocks(spec, designs.Z.shape[-1])
     if fam.name == "gaussian":
         out = fit_lmm_batch(designs, method == "REML", blocks=blocks)
     else:
