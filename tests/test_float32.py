@@ -16,11 +16,14 @@ def test_float32_agrees_with_float64(reference_fit, name):
     res32 = jaxmm.fit(ref["formula"], data, dtype="float32", **fit_kwargs(ref))
     assert res32.converged, res32.message
     se = np.sqrt(np.diag(res64.vcov))
-    # Within 1 % of a standard error, and the log-likelihood within 1e-3.
-    assert np.max(np.abs(res32.fixef.values - res64.fixef.values) / se) < 1e-2
+    # Within 0.1 % of a standard error (the fit's Newton polish; without it grouseticks
+    # stopped 1.1 % away, inside the float32 allowance), the log-likelihood within 1e-3.
+    assert np.max(np.abs(res32.fixef.values - res64.fixef.values) / se) < 1e-3
     np.testing.assert_allclose(res32.sd, res64.sd, rtol=1e-3, atol=1e-4)
     assert abs(res32.loglik - res64.loglik) < 1e-3
-    np.testing.assert_allclose(np.sqrt(np.diag(res32.vcov)), se, rtol=1e-3)
+    # Standard errors come from finite differences of float32 gradients: 0.07-0.12 % off
+    # for grouseticks whatever the step (measured with 2.5e-3, 4.9e-3, 1e-2 and 2e-2).
+    np.testing.assert_allclose(np.sqrt(np.diag(res32.vcov)), se, rtol=2e-3)
 
 
 def test_float32_design_is_stored_in_float32():
