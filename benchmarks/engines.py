@@ -167,7 +167,7 @@ def _base_record(engine: str, problem, timeout: float) -> dict:
                 formula=problem.formula, engine=engine, status=None, note="",
                 time_s=None, cold_s=None, warm_s=None, compile_s=None, warm_times=None,
                 peak_rss_mb=None, wall_s=None, load_s=None, loglik=None, converged=None,
-                singular=None, n_iter=None, fixef=None, timeout_s=timeout)
+                singular=None, n_iter=None, fixef=None, fixef_se=None, timeout_s=timeout)
 
 
 def skip_reason(engine: str, problem) -> str | None:
@@ -243,7 +243,7 @@ def _run_engine_once(engine: str, problem, data: dict, timeout: float, repeats: 
         res["warnings"] = list(res.get("warnings") or []) + [f"loglik reported as {res['loglik']!r}"]
         res["loglik"] = None
     if res:
-        for k in ("loglik", "converged", "n_iter", "fixef", "load_s", "cold_s", "warm_s", "warm_times",
+        for k in ("loglik", "converged", "n_iter", "fixef", "fixef_se", "load_s", "cold_s", "warm_s", "warm_times",
                   "compile_s", "startup_s", "device", "backend", "message", "warnings", "loglik_spread",
                   "x64", "singular"):
             if k in res:
@@ -319,6 +319,7 @@ def _child_jaxmm(spec):
     out.update(cold_s=cold, loglik=res.loglik, converged=bool(res.converged), n_iter=int(res.n_iter),
                singular=bool(res.singular),
                message=getattr(res, "message", None), fixef={k: float(v) for k, v in res.fixef.items()},
+               fixef_se={k: float(v) for k, v in zip(res.fixef.index, np.sqrt(np.diag(res.vcov)))},
                warm_times=[])
     _dump(spec["out"], out)
     logliks = [res.loglik]

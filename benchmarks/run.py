@@ -271,7 +271,11 @@ def render_markdown(meta: dict, records: list) -> str:
             # float32 accuracy, measured against the float64 fit of the same problem in this run
             diff = max(abs(r["fixef"][k] - j["fixef"][k]) / max(abs(j["fixef"][k]), 1e-12) for k in j["fixef"])
             dl = r["loglik"] - j["loglik"] if _has_loglik(r) and _has_loglik(j) else float("nan")
-            notes.append((pid, r["engine"], f"against jaxmm float64: max relative β difference {diff:.1e}, "
+            in_se = ""
+            if j.get("fixef_se"):
+                worst = max(abs(r["fixef"][k] - j["fixef"][k]) / j["fixef_se"][k] for k in j["fixef"])
+                in_se = f" ({worst:.1e} of a float64 standard error)"
+            notes.append((pid, r["engine"], f"against jaxmm float64: max relative β difference {diff:.1e}{in_se}, "
                                             f"loglik difference {dl:.1e}"))
     if notes:
         lines += ["", "Notes:", ""]
