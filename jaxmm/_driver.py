@@ -14,8 +14,8 @@ small state machine chooses:
     OPT       L-BFGS trial points (``_optimize.lbfgs_update``)
     BOUNDARY  the optimum with small Cholesky diagonals set to 0
     CENTER    the optimum itself, when the boundary point was worse
-    FD        ±h along every coordinate around the chosen point: the Hessian as central
-              differences of the gradient
+    FD        +h (and −h in float32) along every coordinate around the chosen point: the
+              Hessian as differences of the gradient
 
     POLISH    one Newton step from a converged attempt that is still measurably short
               of the optimum (see POLISH_ABOVE)
@@ -26,9 +26,16 @@ Cholesky entries, smooth through L_kk = 0); the optimiser in θ, where the diago
 the log scale so that every θ is a valid model.
 
 The Hessian is only used to judge convergence, for restarts and for the covariance of the
-estimates, where a relative error of about 1e-7 is immaterial: the step is
-max(1e-4, eps^(1/3))·(1 + |φ|), so the truncation error is ~1e-8 in float64 and rounding
-stays small in float32.
+estimates, where a relative error of about 1e-6 is immaterial. In float64 it takes forward
+differences, k gradients, with the step 1e-6·(1 + |φ|): central differences (2k) were a
+third of a fit's evaluations. Forward differences divide the gradient's noise by a small
+step, so the inner solver's tolerance is tight (_inner.InnerOptions.tol). Counted over the
+rows (inner Newton passes plus two gradient passes per evaluation), four reference fits
+and three 100k-row problems took 10-21 % fewer passes than with central differences
+(cbpp 122 -> 101, binomial q = 3 100k 327 -> 292), with standard errors equal to 1e-7
+relative. In float32 the gradient's rounding would make forward differences 0.15-0.65 %
+off (grouseticks, a 100k Poisson), so there they stay central, with the step
+eps^(1/3)·(1 + |φ|).
 """
 from __future__ import annotations
 
@@ -143,9 +150,15 @@ def restart_chol(chol, floor):
     return chol + jnp.diag(jnp.maximum(jnp.diagonal(chol), floor) - jnp.diagonal(chol))
 
 
+def central_differences(work_dtype) -> bool:
+    """Whether the Hessian is taken by central (float32) or forward (float64) differences of
+    the gradient; see the module docstring."""
+    return float(jnp.finfo(work_dtype).eps) > 1e-10
+
+
 def difference_steps(phi, work_dtype):
-    """The central-difference steps h (k,) at φ; see the module docstring."""
-    rel = max(1e-4, float(np.cbrt(jnp.finfo(work_dtype).eps)))
+    """The finite-difference steps h (k,) at φ; see the module docstring."""
+    rel = float(np.cbrt(jnp.finfo(work_dtype).eps)) if central_differences(work_dtype) else 1e-6
     return rel * (1.0 + jnp.abs(phi))
 
 
@@ -188,12 +201,15 @@ def optimise_and_check(evaluate, theta0, warm0, args, diag_mask, restart_theta, 
         e = (jnp.arange(k) == j % k).astype(dtype)
         return center_phi + jnp.where(j < k, 1.0, -1.0) * h * e
 
+    # the gradients at the difference points: +h_j e_j for j < k, then −h_j e_j (central)
+    n_fd = 2 * k if central_differences(work_dtype) else k
+
     zero = jnp.zeros((), dtype)
     best0 = dict(theta=theta0, phi=theta0, value=jnp.asarray(jnp.inf, dtype), grad=jnp.zeros(k, dtype),
                  hess=jnp.zeros((k, k), dtype), warm=warm0, status=jnp.zeros((), jnp.int32), decrement=zero)
     center0 = dict(phi=theta0, value=zero, grad=jnp.zeros(k, dtype), warm=warm0)
     carry0 = dict(phase=jnp.asarray(OPT, jnp.int32), lb=lbfgs_start(theta0, warm0, options), warm=warm0,
-                  center=center0, fd=jnp.zeros((2 * k, k), dtype), j=jnp.zeros((), jnp.int32),
+                  center=center0, fd=jnp.zeros((n_fd, k), dtype), j=jnp.zeros((), jnp.int32),
                   attempt=jnp.zeros((), jnp.int32), best=best0, n_iter=jnp.zeros((), jnp.int32),
                   n_eval=jnp.zeros((), jnp.int32), early=jnp.zeros((), bool), no_early=jnp.zeros((), bool),
                   frozen=jnp.zeros(k, bool))
@@ -277,9 +293,12 @@ def optimise_and_check(evaluate, theta0, warm0, args, diag_mask, restart_theta, 
 
         # FD: the gradients around the centre, then the Hessian, the verdict and the best attempt.
         fd = jnp.where(at_fd, c["fd"].at[j].set(g_t), c["fd"])
-        fd_done = at_fd & (j == 2 * k - 1)
+        fd_done = at_fd & (j == n_fd - 1)
         h = difference_steps(center["phi"], work_dtype)
-        hess = (fd[:k] - fd[k:]) / (2.0 * h[:, None])
+        if n_fd == 2 * k:
+            hess = (fd[:k] - fd[k:]) / (2.0 * h[:, None])
+        else:
+            hess = (fd - center["grad"][None, :]) / h[:, None]
         hess = 0.5 * (hess + hess.T)
         status, decrement = final_check(lb.status, center["grad"], hess, center["value"], work_dtype)
         attempt_out = dict(theta=lb.x, phi=center["phi"], value=center["value"], grad=center["grad"], hess=hess,

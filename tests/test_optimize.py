@@ -245,10 +245,10 @@ def test_a_converged_fit_short_of_the_optimum_takes_a_newton_step(monkeypatch):
 
 @pytest.mark.parametrize("work_dtype, rtol", [(jnp.float64, 1e-6), (jnp.float32, 2e-4)])
 def test_the_verdicts_hessian_equals_autodiff(monkeypatch, work_dtype, rtol):
-    """The Hessian judged (and inverted for the covariance) is central differences of the
-    gradient, with a step that follows the working precision (1e-4 in float64, eps^(1/3)
-    = 4.9e-3 in float32, where truncation dominates); each is close to the autodiff
-    Hessian at the judged point."""
+    """The Hessian judged (and inverted for the covariance) is differences of the gradient:
+    forward with the step 1e-6 in float64, central with eps^(1/3) = 4.9e-3 in float32
+    (where truncation dominates); each is close to the autodiff Hessian at the judged
+    point."""
     import jax
 
     res = _noisy_fit(monkeypatch, polish=True, noise=0.0, work_dtype=work_dtype)
