@@ -123,10 +123,11 @@ def test_decrement_stop_ends_early_within_its_allowance():
     assert 0.0 <= float(early.value) - float(full.value) < 1e-6
 
 
-def _driver_fit(f, theta0, monkeypatch=None, early=True, diag=None, face=None):
+def _driver_fit(f, theta0, monkeypatch=None, early=True, diag=None, face=None, noise=0.0, work_dtype=None):
     """optimise_and_check on a toy objective of natural coordinates φ (by default every one
     a Cholesky diagonal); early=False switches the early boundary stop off; ``face`` marks
-    the diagonals that may be held at 0 (scalar blocks)."""
+    the diagonals that may be held at 0 (scalar blocks); ``noise`` adds a rounding-like
+    error to the value alone; ``work_dtype`` sets the verdict's allowance."""
     import jax
     from jaxmm import _driver
 
@@ -135,13 +136,13 @@ def _driver_fit(f, theta0, monkeypatch=None, early=True, diag=None, face=None):
 
     def evaluate(phi, warm, args):
         value, grad = jax.value_and_grad(f)(phi)
-        return (value, warm), grad
+        return (value + noise * jnp.sin(1e7 * jnp.sum(phi)), warm), grad
 
     theta0 = jnp.asarray(theta0, jnp.float64)
     mask = np.ones(theta0.shape[0], bool) if diag is None else np.asarray(diag, bool)
     restart = lambda phi: jnp.where(mask, jnp.log(jnp.maximum(jnp.abs(phi), _driver.ESCAPE_FLOOR)), phi)
     return jax.jit(lambda t: _driver.optimise_and_check(evaluate, t, jnp.zeros(()), jnp.zeros(3), mask, restart,
-                                                        face_mask=face))(theta0)
+                                                        work_dtype=work_dtype, face_mask=face))(theta0)
 
 
 def test_a_diagonal_pushed_to_zero_is_stopped_early_and_finished_there(monkeypatch):
@@ -210,21 +211,13 @@ def _bumpy(phi):
 def _noisy_fit(monkeypatch, polish: bool, noise=1e-4, work_dtype=jnp.float32):
     """_bumpy whose value carries a rounding-like error (the float32 case: the gradient
     keeps its digits), judged with the float32 allowance eps32·|f| = 1.2e-4."""
-    import jax
     from jaxmm import _driver
 
     if polish:
         monkeypatch.undo()
     else:
         monkeypatch.setattr(_driver, "POLISH_ABOVE", np.inf)
-
-    def evaluate(phi, warm, args):
-        value, grad = jax.value_and_grad(_bumpy)(phi)
-        return (value + noise * jnp.sin(1e7 * jnp.sum(phi)), warm), grad
-
-    fit = jax.jit(lambda t: _driver.optimise_and_check(evaluate, t, jnp.zeros(()), jnp.zeros(3), np.zeros(4, bool),
-                                                       lambda p: p, work_dtype=work_dtype))
-    return fit(jnp.array([2.0, 3.0, -1.0, 0.0]))
+    return _driver_fit(_bumpy, [2.0, 3.0, -1.0, 0.0], diag=[False] * 4, noise=noise, work_dtype=work_dtype)
 
 
 def test_a_converged_fit_short_of_the_optimum_takes_a_newton_step(monkeypatch):
