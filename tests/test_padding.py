@@ -297,3 +297,16 @@ def test_abstract_design_is_what_make_design_builds(device_layout, dtype, tile, 
     real = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, weak_type=a.weak_type), design)
     assert jax.tree.structure(real) == jax.tree.structure(abstract)
     assert jax.tree.leaves(real) == jax.tree.leaves(abstract)
+
+
+def test_device_layout_program_holds_no_cumulative_sums():
+    """The tiled layout repeats each tile's group by a broadcast. jnp.repeat with
+    total_repeat_length builds its indices by cumsums over constants, which XLA:GPU folded
+    at compile time for minutes at 10M rows; no cumsum or reduce_window may come back."""
+    from jaxmm._design import _lay_out
+
+    n, tile = 40, 4
+    text = _lay_out.lower({"y": np.ones(n)}, np.arange(n, dtype=np.int32), np.repeat(np.arange(10, dtype=np.int32), 4),
+                          n_rows=2 * n, rows_per_chunk=2 * n, groups_per_chunk=11, tile=tile, dtype="float64",
+                          constants=(("weights", 1.0),), sorted_rows=True).as_text()
+    assert "reduce_window" not in text and "cumsum" not in text
