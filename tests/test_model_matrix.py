@@ -1,0 +1,102 @@
+"""Model matrices of plain numeric columns are filled from the table; everything else is
+formulaic's. Both must give the same design, names and encoders."""
+import numpy as np
+import pandas as pd
+import pytest
+
+import jaxmm
+from jaxmm import _design
+from jaxmm._design import _rows_from_formula
+from jaxmm._formula import parse_formula
+
+
+@pytest.fixture(scope="module")
+def table():
+    rng = np.random.default_rng(3)
+    n = 400
+    return pd.DataFrame({
+        "g": rng.integers(0, 20, n),
+        "x1": rng.normal(size=n),
+        "k": rng.integers(-3, 9, n),  # an int column: formulaic reads it as numeric
+        "u": rng.integers(0, 5, n).astype(np.uint8),
+        "pos": rng.uniform(0.5, 2.0, n),
+        "c": rng.choice(list("abc"), n),
+        "flag": rng.random(n) < 0.5,
+        "y": rng.integers(0, 2, n),
+        "count": rng.poisson(2.0, n),
+        "yf": rng.normal(size=n),
+    })
+
+
+def _formulaic_only(monkeypatch):
+    monkeypatch.setattr(_design, "_plain_sources", lambda matrix, data: None)
+
+
+def _same_rows(a, b):
+    for field in ("X", "Z", "y", "groups"):
+        left, right = getattr(a, field), getattr(b, field)
+        assert left.shape == right.shape and left.dtype == right.dtype, field
+        np.testing.assert_array_equal(left, right, err_msg=field)
+    assert a.fixef_names == b.fixef_names and a.re_names == b.re_names
+    assert a.encoders.fixed_kept == b.encoders.fixed_kept
+    assert list(a.encoders.fixed.column_names) == list(b.encoders.fixed.column_names)
+    assert list(a.encoders.random.column_names) == list(b.encoders.random.column_names)
+
+
+@pytest.mark.parametrize("formula,filled", [
+    ("y ~ x1 + k + (x1 | g)", [[None, "x1", "k"], [None, "x1"]]),
+    ("count ~ 0 + x1 + u + (0 + x1 | g)", [["x1", "u"], ["x1"]]),
+    ("yf ~ x1 + (1 | g)", [[None, "x1"], [None]]),
+    ("y ~ x1 + (x1 + k || g)", [[None, "x1"], [None, "x1", "k"]]),
+    ("y ~ x1 * k + (1 | g)", [[None]]),  # a product
+    ("y ~ c + x1 + (x1 | g)", [[None, "x1"]]),  # levels
+    ("y ~ flag + (1 | g)", [[None]]),  # a bool column
+    ("y ~ log(pos) + (log(pos) | g)", []),  # a transform
+    ("y ~ x1 + (c | g)", [[None, "x1"]]),
+    ("I(count + 1) ~ x1 + (1 | g)", [[None]]),  # a response expression
+])
+def test_plain_columns_give_formulaics_design(table, monkeypatch, formula, filled):
+    spec = parse_formula(formula)
+    used = []
+    real = _design._plain_matrix
+    monkeypatch.setattr(_design, "_plain_matrix", lambda sources, data, head: used.append(sources) or real(sources, data, head))
+    fast = _rows_from_formula(spec, table)
+    # filled: the columns of each matrix filled from the table, X (with a plain response)
+    # then Z; a matrix not listed went through formulaic
+    assert used == filled
+    monkeypatch.undo()
+    _formulaic_only(monkeypatch)
+    _same_rows(fast, _rows_from_formula(spec, table))
+
+
+@pytest.mark.filterwarnings("ignore::jaxmm.errors.SingularFitWarning")
+def test_plain_columns_give_the_same_fit_and_predictions(table, monkeypatch):
+    formula = "y ~ x1 + k + (x1 | g)"
+    fast = jaxmm.fit(formula, table, family="binomial")
+    new = table.iloc[:50]
+    _formulaic_only(monkeypatch)
+    slow = jaxmm.fit(formula, table, family="binomial")
+    assert fast.loglik == slow.loglik
+    np.testing.assert_array_equal(fast.fixef.to_numpy(), slow.fixef.to_numpy())
+    np.testing.assert_array_equal(np.asarray(fast.predict(new)), np.asarray(slow.predict(new)))
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered in log:RuntimeWarning")
+def test_plain_path_raises_formulaics_errors(table):
+    # the first rows are evaluated quietly; the whole table then reports the problem
+    bad = table.assign(pos=np.r_[-1.0, table["pos"].to_numpy()[1:]])
+    with pytest.raises(jaxmm.errors.DataError, match=r"log\(pos\)"):
+        _rows_from_formula(parse_formula("y ~ log(pos) + (1 | g)"), bad)
+    with pytest.raises(jaxmm.errors.FormulaError, match="cannot evaluate"):
+        _rows_from_formula(parse_formula("y ~ I(x1 + c) + (1 | g)"), table)
+
+
+def test_short_tables_and_views_of_the_data(table):
+    # a table no longer than formulaic's first rows goes through formulaic; the filled X is a
+    # new array, never a view that a later edit of the table would change
+    short = table.iloc[:_design._HEAD_ROWS]
+    rows = _rows_from_formula(parse_formula("yf ~ x1 + (1 | g)"), short)
+    assert rows.X.shape == (len(short), 2)
+    rows = _rows_from_formula(parse_formula("yf ~ x1 + (x1 | g)"), table)
+    assert not np.shares_memory(rows.X, table["x1"].to_numpy())
+    assert not np.shares_memory(rows.Z, table["x1"].to_numpy())
