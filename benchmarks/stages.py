@@ -6,7 +6,9 @@ objects, the host). This script wraps each stage with a timer, fits one problem 
 (tracing and compilation included, caches cleared) and then warm, and prints a Markdown table.
 A cold fit compiles its program on a background thread while the design is laid out, so
 its compiled-fit stage holds what remains of that compilation; ``--no-early-compile``
-compiles it in the call instead (the comparison).
+compiles it in the call instead (the comparison). After each problem's table a line gives the
+cold fit's timeline: when its compilation starts, when JAX reports the fit's program traced,
+lowered and compiled (its compile log, which is on), and when the design, fit and result end.
 
     python benchmarks/stages.py --problems binomial-q2-1M-balanced,binomial-q2-10M-balanced
 """
@@ -40,6 +42,42 @@ def _timed(module, name, spent, block=False):
     setattr(module, name, wrapper)
 
 
+class _Timeline:
+    """Seconds from the start of a fit to each step of its compilation (JAX's compile log,
+    from whichever thread compiles) and of the fit itself."""
+
+    STEPS = (("Finished tracing", "traced"), ("Finished jaxpr to MLIR", "lowered"),
+             ("Finished XLA compilation", "compiled"))
+
+    def __init__(self):
+        import logging
+
+        self.start, self.events = None, []
+        timeline = self
+
+        class Handler(logging.Handler):
+            def emit(self, record):
+                message = record.getMessage()
+                for prefix, label in timeline.STEPS:
+                    # the fit's own program only (_fit_glmm, _fit_lmm, ...), not the small ones
+                    if message.startswith(prefix) and "_fit_" in message:
+                        timeline.mark(label)
+
+        logger = logging.getLogger("jax")
+        logger.addHandler(Handler())
+        logger.propagate = False  # the log is read here, not printed
+
+    def mark(self, label):
+        if self.start is not None:
+            self.events.append((label, time.perf_counter() - self.start))
+
+    def reset(self):
+        self.start, self.events = time.perf_counter(), []
+
+    def line(self):
+        return " · ".join(f"{label} {t:.2f}" for label, t in sorted(self.events, key=lambda e: e[1]))
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--problems", default="binomial-q2-1M-balanced")
@@ -57,12 +95,23 @@ def main(argv=None):
     import jaxmm
     from jaxmm import _fit
 
-    if args.no_early_compile:
-        _fit.prefetch_one = lambda *a, **k: None
+    timeline = _Timeline()
+    jax.config.update("jax_log_compiles", True)
+    prefetch = _fit.prefetch_one
+
+    def early(*a, **k):
+        timeline.mark("compile starts")
+        if not args.no_early_compile:
+            prefetch(*a, **k)
+
+    _fit.prefetch_one = early
     spent: dict[str, float] = {}
     _timed(_fit, "design_from_formula", spent)
     _timed(_fit, "fit_one", spent, block=True)
     _timed(_fit, "_result", spent)
+    for name, label in (("design_from_formula", "design done"), ("fit_one", "fit done"), ("_result", "result done")):
+        inner = getattr(_fit, name)
+        setattr(_fit, name, lambda *a, _inner=inner, _label=label, **k: (_inner(*a, **k), timeline.mark(_label))[0])
 
     print(f"backend {jax.default_backend()} ({jax.devices()[0].device_kind}); jax {jax.__version__}; "
           f"dtype {args.dtype}; early compilation {'off' if args.no_early_compile else 'on'}\n")
@@ -72,9 +121,10 @@ def main(argv=None):
         prob = P.get(pid)
         df, formula, kw = P.generate(prob)
         jax.clear_caches()
-        rows = []
+        rows, cold_line = [], ""
         for run in ["cold"] + [f"warm {i + 1}" for i in range(args.repeats)]:
             spent.clear()
+            timeline.reset()
             t = time.perf_counter()
             res = jaxmm.fit(formula, df, **kw, dtype=args.dtype)
             total = time.perf_counter() - t
@@ -84,9 +134,12 @@ def main(argv=None):
             print(f"| {pid} | {run} | {total:.3f} | {design_s:.3f} | {fit_s:.3f} | {result_s:.3f} | "
                   f"{rows[-1][-1]:.3f} | {res.n_iter} |", flush=True)
             del res
+            if run == "cold":
+                cold_line = timeline.line()
         if args.repeats:
             med = [statistics.median(r[i] for r in rows[1:]) for i in range(1, 6)]
             print(f"| {pid} | warm median | " + " | ".join(f"{v:.3f}" for v in med) + " | |", flush=True)
+        print(f"\n{pid}, cold, seconds from the call: {cold_line}\n", flush=True)
 
 
 if __name__ == "__main__":
