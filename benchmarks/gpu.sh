@@ -5,6 +5,7 @@
 #   bash benchmarks/gpu.sh tests OUTDIR   # the test suite with JAX_PLATFORMS=cuda
 #   bash benchmarks/gpu.sh all OUTDIR     # one lease: the ladder, the stages of a 10M fit, then the tests
 #   bash benchmarks/gpu.sh flags OUTDIR   # compile time under XLA:GPU's compilation flags (stages of 1M and 10M fits)
+#   bash benchmarks/gpu.sh compile OUTDIR # trace/lower/XLA seconds of the fit's program, this checkout against OLD_REV
 # Every step runs even when one before it fails; the logs go to OUTDIR.
 set -u
 started=$(date +%s)
@@ -32,7 +33,20 @@ flags() {
             --repeats 1 2>&1 | grep -v "^|---\|^$"
     done 2>&1 | tee "$out/flags.log"
 }
+compile() {
+    # On the H100 a cold 13k fit took 3.33 s at c154b85 (session 8) and 5.02 s at dac93af
+    # (session 13); on the CPU the fit's XLA compile did not grow. Two processes of each.
+    old=/tmp/jaxmm-old
+    git worktree add -f "$old" "${OLD_REV:-c154b85}" >/dev/null 2>&1 || echo "no worktree for ${OLD_REV:-c154b85}"
+    for i in 1 2; do
+        PYTHONPATH=$old timeout 60 python3 benchmarks/compile_time.py --problems binomial-q2-13k-balanced,binomial-q2-1M-balanced
+        timeout 60 python3 benchmarks/compile_time.py --problems binomial-q2-13k-balanced,binomial-q2-1M-balanced
+    done 2>&1 | grep -v "Warning\|return fn" | tee "$out/compile.log"
+}
 case $what in
+compile)
+    compile
+    ;;
 flags)
     flags
     ;;
