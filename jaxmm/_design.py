@@ -617,6 +617,11 @@ def _missing_rows(data: pd.DataFrame, columns: list[str], arrays: dict, missing:
     report = []
     for col in columns:
         values = data[col]
+        plain = values.to_numpy() if isinstance(values.dtype, np.dtype) else None
+        if plain is not None and plain.dtype.kind in "iub":
+            continue  # numpy integers and bools hold no missing or infinite value
+        if plain is not None and plain.dtype.kind == "f" and np.isfinite(plain).all():
+            continue  # one pass for the common case; NaN and inf are told apart below
         bad = pd.isna(values).to_numpy()
         if bad.any():
             report.append((repr(col), bad))
@@ -748,7 +753,7 @@ def _rows_from_formula(spec: FormulaSpec, data, *, trials=None, offset=None, wei
         offset_arr = values if offset_arr is None else offset_arr + values
     weights_arr = _row_values(data, weights, "weights")
     if check_response is not None:
-        problem = check_response(y, np.ones_like(y) if trials_arr is None else trials_arr)
+        problem = check_response(y, 1.0 if trials_arr is None else trials_arr)
         if problem:
             raise DataError(f"response {spec.response!r}: {problem}")
     if pd.isna(groups).any():

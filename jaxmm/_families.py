@@ -204,7 +204,7 @@ class Binomial(Family):
 
         if np.any(y < 0):
             return "binomial response must be non-negative"
-        if np.any(y != np.round(y)):
+        if y.dtype.kind not in "iub" and np.any(y != np.round(y)):
             return "binomial response must hold whole numbers of successes"
         if np.any(y > trials):
             return "binomial response exceeds the number of trials (0/1 expected without trials=)"
@@ -241,7 +241,7 @@ class Poisson(Family):
     def check_response(self, y, trials):
         import numpy as np
 
-        if np.any(y < 0) or np.any(y != np.round(y)):
+        if np.any(y < 0) or (y.dtype.kind not in "iub" and np.any(y != np.round(y))):
             return "poisson response must hold non-negative whole numbers"
         return None
 
@@ -337,7 +337,7 @@ class NegativeBinomial(Family):
     def check_response(self, y, trials):
         import numpy as np
 
-        if np.any(y < 0) or np.any(y != np.round(y)):
+        if np.any(y < 0) or (y.dtype.kind not in "iub" and np.any(y != np.round(y))):
             return "negative_binomial response must hold non-negative whole numbers"
         return None
 

@@ -72,6 +72,14 @@ def test_input_errors_name_the_problem(cbpp):
         jaxmm.fit(f, cbpp.iloc[:0], family="binomial", trials="size")
     with pytest.raises(DataError, match="non-negative whole numbers"):
         jaxmm.fit("y ~ 1 + (1 | g)", pd.DataFrame({"y": [0.5, 1, 2, 3], "g": [1, 1, 2, 2]}), family="poisson")
+    # the support checks on integer and float responses alike (integers skip the whole-number test)
+    g = [1, 1, 2, 2]
+    for y, family, words in [([0, -1, 1, 0], "binomial", "must be non-negative"),
+                             ([0.0, 0.5, 1.0, 0.0], "binomial", "whole numbers of successes"),
+                             ([0, 2, 1, 0], "binomial", "exceeds the number of trials"),
+                             ([0, -2, 1, 3], "poisson", "non-negative whole numbers")]:
+        with pytest.raises(DataError, match=words):
+            jaxmm.fit("y ~ 1 + (1 | g)", pd.DataFrame({"y": y, "g": g}), family=family)
     # every jaxmm error is still a ValueError for generic handlers
     assert issubclass(JaxmmError, ValueError)
 
