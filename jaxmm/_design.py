@@ -341,11 +341,32 @@ def abstract_design(n: int, m: int, p: int, q: int, dtype, tile: int) -> Design:
                   tile_group=array(n // tile, kind=jnp.int32) if tile > 1 else None)
 
 
+def _nonnegative_weights(weights) -> np.ndarray:
+    weights = _as_float("weights", weights)
+    if (weights < 0).any():
+        rows = np.flatnonzero(weights < 0)
+        raise DataError(f"weights has {rows.size} negative value(s) (first rows: {rows[:5].tolist()})")
+    return weights
+
+
+def plan_design(groups, *, bucket: bool = False, chunk_rows: int | None = None, size=None, min_chunks: int = 1,
+                tile: int = TILE_ROWS):
+    """(group labels, group code of each row, :class:`Layout`) of a design's groups: all that
+    its shapes depend on, before any other column is built."""
+    groups = np.asarray(groups)
+    if pd.isna(groups).any():
+        raise DataError(f"groups has {int(pd.isna(groups).sum())} missing value(s)")
+    labels, codes = unique_inverse(groups)
+    layout = plan_layout(codes, len(labels), bucket=bucket, chunk_rows=chunk_rows, size=size, min_chunks=min_chunks,
+                         tile=tile)
+    return labels, codes, layout
+
+
 @small_pages()
 def make_design(X, Z, y, groups, *, trials=None, offset=None, weights=None, dtype=jnp.float64,
                 bucket: bool = False, chunk_rows: int | None = None, size=None, min_chunks: int = 1,
                 host: bool = False, tile: int = TILE_ROWS,
-                device_layout: bool | None = None, on_layout=None):
+                device_layout: bool | None = None, on_layout=None, plan=None):
     """Build a :class:`Design` from arrays. Returns (design, group_labels, layout).
 
     ``tile`` rows per tile (:data:`TILE_ROWS`); 1 lays the rows out without tiles.
@@ -359,6 +380,8 @@ def make_design(X, Z, y, groups, *, trials=None, offset=None, weights=None, dtyp
     ``on_layout(abstract, layout)`` is called once the shapes are known and before the
     arrays are built, with the design as ``jax.ShapeDtypeStruct`` leaves
     (:func:`abstract_design`): the fit starts compiling its program there.
+    ``plan``: ``(labels, codes, layout)`` of ``groups`` as :func:`plan_design` gives them,
+    already computed (its caller has also called ``on_layout``).
     """
     X = _as_float("X", X)
     Z = _as_float("Z", Z)
@@ -373,19 +396,15 @@ def make_design(X, Z, y, groups, *, trials=None, offset=None, weights=None, dtyp
         )
     if n == 0:
         raise DataError("the data have no rows")
-    groups = np.asarray(groups)
-    if pd.isna(groups).any():
-        raise DataError(f"groups has {int(pd.isna(groups).sum())} missing value(s)")
-    labels, codes = unique_inverse(groups)
     if weights is not None:
-        weights = _as_float("weights", weights)
-        if (weights < 0).any():
-            rows = np.flatnonzero(weights < 0)
-            raise DataError(f"weights has {rows.size} negative value(s) (first rows: {rows[:5].tolist()})")
-    layout = plan_layout(codes, len(labels), bucket=bucket, chunk_rows=chunk_rows, size=size, min_chunks=min_chunks,
-                         tile=tile)
-    if on_layout is not None and not host:
-        on_layout(abstract_design(layout.n_rows, layout.n_groups, X.shape[1], Z.shape[1], dtype, tile), layout)
+        weights = _nonnegative_weights(weights)
+    if plan is None:
+        labels, codes, layout = plan_design(groups, bucket=bucket, chunk_rows=chunk_rows, size=size,
+                                            min_chunks=min_chunks, tile=tile)
+        if on_layout is not None and not host:
+            on_layout(abstract_design(layout.n_rows, layout.n_groups, X.shape[1], Z.shape[1], dtype, tile), layout)
+    else:
+        labels, codes, layout = plan
     counts = np.zeros(layout.n_groups)
     counts[layout.group_slot] = np.bincount(codes, minlength=len(labels))
     if device_layout is None:
@@ -517,16 +536,38 @@ def _plain_sources(matrix, data: pd.DataFrame) -> list | None:
     return sources
 
 
-def _plain_matrix(sources: list, data: pd.DataFrame, head) -> np.ndarray | None:
-    """The model matrix of ``sources`` (:func:`_plain_sources`) on the whole table, filled
-    column by column (column-major, as formulaic's frames convert); None where its first
-    rows differ from formulaic's ``head`` (then formulaic evaluates the whole table)."""
+def _plain_matrix(sources: list, data: pd.DataFrame) -> np.ndarray:
+    """The model matrix of ``sources`` (:func:`_plain_sources`) filled column by column
+    (column-major, as formulaic's frames convert)."""
     out = np.empty((len(sources), len(data))).T
     for j, name in enumerate(sources):
         out[:, j] = 1.0 if name is None else data[name].to_numpy()
-    if not np.array_equal(out[:len(head)], np.asarray(head, dtype=np.float64)):
-        return None
     return out
+
+
+def _checked_sources(matrix, data: pd.DataFrame, head: pd.DataFrame) -> list | None:
+    """:func:`_plain_sources` of formulaic's matrix of the first rows, where filling those
+    rows gives formulaic's values; None otherwise (formulaic then evaluates the table)."""
+    sources = None if matrix is None else _plain_sources(matrix, data)
+    if sources is None or not np.array_equal(_plain_matrix(sources, head), np.asarray(matrix, dtype=np.float64)):
+        return None
+    return sources
+
+
+def _plain_gram(sources: list, data: pd.DataFrame) -> np.ndarray:
+    """XᵀX of the matrix of ``sources`` from the table's columns, without building it."""
+    columns = [None if name is None else data[name].to_numpy(dtype=np.float64) for name in sources]
+    gram = np.empty((len(sources), len(sources)))
+    for i, a in enumerate(columns):
+        for j, b in enumerate(columns[:i + 1]):
+            if a is None and b is None:
+                value = float(len(data))
+            elif a is None or b is None:
+                value = (b if a is None else a).sum()
+            else:
+                value = a @ b
+            gram[i, j] = gram[j, i] = value
+    return gram
 
 
 def _column(data: pd.DataFrame, name: str, role: str):
@@ -535,7 +576,7 @@ def _column(data: pd.DataFrame, name: str, role: str):
     return data[name].to_numpy()
 
 
-def aliased_columns(X: np.ndarray, rtol: float = 1e-7) -> list[int]:
+def aliased_columns(X, rtol: float = 1e-7, *, gram: np.ndarray | None = None) -> list[int]:
     """Columns that are linear combinations of earlier ones (dropped in order, as lme4 does).
 
     Column j is aliased when its residual on the columns before it is below rtol·‖x_j‖.
@@ -544,11 +585,15 @@ def aliased_columns(X: np.ndarray, rtol: float = 1e-7) -> list[int]:
     Gram matrix XᵀX, one pass with no N×p copy (10M×3: a Householder QR took 0.17-0.2 s).
     The Gram matrix resolves R_jj²/‖x_j‖² only to about 1e-15, so where that ratio falls
     between 1e-16 and 1e-12 (the threshold is rtol² = 1e-14) the QR decides instead.
+
+    ``gram``: XᵀX where the caller has it; ``X`` may then be a function that returns the
+    matrix, called only where the QR decides.
     """
-    p = X.shape[1]
+    if gram is None:
+        gram = X.T @ X
+    p = gram.shape[0]
     if p == 0:
         return []
-    gram = X.T @ X
     norms2 = np.diag(gram).copy()
     R = np.zeros((p, p))
     ratios = np.zeros(p)
@@ -560,6 +605,7 @@ def aliased_columns(X: np.ndarray, rtol: float = 1e-7) -> list[int]:
             R[j, j:] = r[j:] / np.sqrt(rjj2)
         # an aliased column contributes no row of R: later columns see the same span
     if np.any((ratios > 1e-16) & (ratios < 1e-12)):
+        X = X() if callable(X) else X
         norms = np.linalg.norm(X, axis=0)
         r = np.abs(np.diag(np.linalg.qr(X, mode="r")))
         return [j for j in range(p) if r[j] <= rtol * max(norms[j], 1e-300)]
@@ -680,7 +726,10 @@ class _Rows(NamedTuple):
 
 
 def _rows_from_formula(spec: FormulaSpec, data, *, trials=None, offset=None, weights=None, missing="raise",
-                       check_response=None, by=None) -> _Rows:
+                       check_response=None, by=None, on_columns=None) -> _Rows:
+    """The formula's host arrays. ``on_columns(groups, p, q)`` is called once the rows are
+    checked and the numbers of columns known, before the plain matrices are filled: a fit
+    plans its layout and starts compiling there."""
     data = as_pandas(data)
     if len(data) == 0:
         raise DataError("the data have no rows")
@@ -705,13 +754,16 @@ def _rows_from_formula(spec: FormulaSpec, data, *, trials=None, offset=None, wei
         raise DataError(f"response column {spec.response!r} is not in the data")
     head = data.iloc[:_HEAD_ROWS] if len(data) > _HEAD_ROWS else None
     fixed = None if head is None else _head_matrix(f"{spec.response} ~ {spec.fixed}", head)
-    X = y = None
+    # x_sources / z_sources: the plain matrices, filled from the table once everything is
+    # checked and the shapes are out (on_columns); X / Z: formulaic's
+    X = y = x_sources = None
     if fixed is not None:
-        rhs_sources, lhs_sources = _plain_sources(fixed.rhs, data), _plain_sources(fixed.lhs, data)
-        if rhs_sources is not None and lhs_sources is not None and len(lhs_sources) == 1 and lhs_sources[0]:
-            X = _plain_matrix(rhs_sources, data, fixed.rhs)
+        x_sources, lhs_sources = _checked_sources(fixed.rhs, data, head), _plain_sources(fixed.lhs, data)
+        if x_sources is not None and lhs_sources is not None and len(lhs_sources) == 1 and lhs_sources[0]:
             y = data[lhs_sources[0]].to_numpy()
-    if X is None:
+        else:
+            x_sources = None
+    if x_sources is None:
         fixed = _model_matrix(f"{spec.response} ~ {spec.fixed}", data, "fixed-effects formula")
     lhs = fixed.lhs
     if lhs.shape[1] != 1:
@@ -721,26 +773,31 @@ def _rows_from_formula(spec: FormulaSpec, data, *, trials=None, offset=None, wei
     raw_names = list(fixed.rhs.columns)
     fixed_names = [_lme4_name(c) for c in raw_names]
     fixed_spec = fixed.rhs.model_spec
-    if X is None:
+    if x_sources is None:
         X = np.asarray(fixed.rhs, dtype=np.float64)
         y = np.asarray(lhs).ravel()
+        dropped = aliased_columns(X)
+    else:
+        dropped = aliased_columns(lambda: _plain_matrix(x_sources, data), gram=_plain_gram(x_sources, data))
     del fixed, lhs  # formulaic's frames: at 10M rows each held copy is hundreds of MB
-    dropped = aliased_columns(X)
     if dropped:
         names = [fixed_names[j] for j in dropped]
         warnings.warn(f"fixed-effect model matrix is rank deficient; dropping aliased column(s) {names}",
                       JaxmmWarning, stacklevel=4)
-        keep = [j for j in range(X.shape[1]) if j not in dropped]
-        X, fixed_names, raw_names = X[:, keep], [fixed_names[j] for j in keep], [raw_names[j] for j in keep]
+        keep = [j for j in range(len(raw_names)) if j not in dropped]
+        fixed_names, raw_names = [fixed_names[j] for j in keep], [raw_names[j] for j in keep]
+        if X is None:
+            x_sources = [x_sources[j] for j in keep]
+        else:
+            X = X[:, keep]
     random = None if head is None else _head_matrix(spec.random, head)
-    sources = None if random is None else _plain_sources(random, data)
-    Z = None if sources is None else _plain_matrix(sources, data, random)
-    if Z is None:
+    z_sources = None if random is None else _checked_sources(random, data, head)
+    Z = None
+    if z_sources is None:
         random = _model_matrix(spec.random, data, "random-effects term")
+        Z = np.asarray(random, dtype=np.float64)
     encoders = Encoders(fixed_spec, random.model_spec, tuple(raw_names))
     re_names = tuple(_lme4_name(c) for c in random.columns)
-    if Z is None:
-        Z = np.asarray(random, dtype=np.float64)
     del random
     trials_arr = None if trials is None else _as_float(f"trials column {trials!r}", _column(data, trials, "trials"))
     offset_arr = _row_values(data, offset, "offset")
@@ -759,6 +816,12 @@ def _rows_from_formula(spec: FormulaSpec, data, *, trials=None, offset=None, wei
     if pd.isna(groups).any():
         rows = np.flatnonzero(pd.isna(groups))
         raise DataError(f"grouping column {spec.group!r} has {rows.size} missing value(s) (first rows: {rows[:5].tolist()})")
+    if on_columns is not None:
+        if weights_arr is not None:
+            _nonnegative_weights(weights_arr)  # checked before a compilation starts
+        on_columns(groups, len(fixed_names), len(re_names))
+    X = _plain_matrix(x_sources, data) if X is None else X
+    Z = _plain_matrix(z_sources, data) if Z is None else Z
     return _Rows(X, Z, y, trials_arr, offset_arr, weights_arr, groups, tuple(fixed_names), re_names, n_dropped, data,
                  encoders)
 
@@ -793,12 +856,23 @@ def design_from_formula(spec: FormulaSpec, data, *, trials=None, offset=None, we
     ``host=True`` leaves the arrays in numpy (for the caller to place, e.g. sharded).
     ``on_layout`` as in :func:`make_design`.
     """
+    planned = []
+
+    def on_columns(groups, p, q):
+        # the shapes depend on the groups and the numbers of columns alone: the fit's
+        # compilation (on_layout) starts before the columns are filled and moved
+        labels, codes, layout = plan_design(groups, bucket=bucket, chunk_rows=chunk_rows, min_chunks=min_chunks,
+                                            tile=tile)
+        planned.append((labels, codes, layout))
+        if on_layout is not None and not host:
+            on_layout(abstract_design(layout.n_rows, layout.n_groups, p, q, dtype, tile), layout)
+
     rows = _rows_from_formula(spec, data, trials=trials, offset=offset, weights=weights, missing=missing,
-                              check_response=check_response)
+                              check_response=check_response, on_columns=on_columns)
     design, labels, layout = make_design(
         rows.X, rows.Z, rows.y, rows.groups, trials=rows.trials, offset=rows.offset, weights=rows.weights,
         dtype=dtype, bucket=bucket, min_chunks=min_chunks, host=host, tile=tile, chunk_rows=chunk_rows,
-        on_layout=on_layout,
+        plan=planned[0],
     )
     return design, _info(spec, rows, labels, layout, rows.X)
 

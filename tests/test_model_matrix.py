@@ -1,5 +1,8 @@
 """Model matrices of plain numeric columns are filled from the table; everything else is
 formulaic's. Both must give the same design, names and encoders."""
+import warnings
+
+import jax
 import numpy as np
 import pandas as pd
 import pytest
@@ -25,7 +28,7 @@ def table():
         "y": rng.integers(0, 2, n),
         "count": rng.poisson(2.0, n),
         "yf": rng.normal(size=n),
-    })
+    }).assign(twice=lambda d: 2.0 * d["x1"], one=1.0)
 
 
 def _formulaic_only(monkeypatch):
@@ -54,19 +57,47 @@ def _same_rows(a, b):
     ("y ~ log(pos) + (log(pos) | g)", []),  # a transform
     ("y ~ x1 + (c | g)", [[None, "x1"]]),
     ("I(count + 1) ~ x1 + (1 | g)", [[None]]),  # a response expression
+    ("y ~ x1 + twice + k + (1 | g)", [[None, "x1", "k"], [None]]),  # aliased: dropped before the fill
+    ("y ~ x1 + one + (x1 | g)", [[None, "x1"], [None, "x1"]]),
 ])
 def test_plain_columns_give_formulaics_design(table, monkeypatch, formula, filled):
     spec = parse_formula(formula)
     used = []
     real = _design._plain_matrix
-    monkeypatch.setattr(_design, "_plain_matrix", lambda sources, data, head: used.append(sources) or real(sources, data, head))
-    fast = _rows_from_formula(spec, table)
+    monkeypatch.setattr(_design, "_plain_matrix",
+                        lambda sources, data: (len(data) == len(table) and used.append(sources)) or real(sources, data))
+    with warnings.catch_warnings(record=True) as fast_warnings:
+        warnings.simplefilter("always")
+        fast = _rows_from_formula(spec, table)
     # filled: the columns of each matrix filled from the table, X (with a plain response)
     # then Z; a matrix not listed went through formulaic
     assert used == filled
     monkeypatch.undo()
     _formulaic_only(monkeypatch)
-    _same_rows(fast, _rows_from_formula(spec, table))
+    with warnings.catch_warnings(record=True) as slow_warnings:
+        warnings.simplefilter("always")
+        slow = _rows_from_formula(spec, table)
+    _same_rows(fast, slow)
+    assert [str(w.message) for w in fast_warnings] == [str(w.message) for w in slow_warnings]
+
+
+@pytest.mark.parametrize("formula", ["y ~ x1 + k + (x1 | g)", "y ~ c + x1 + (c | g)", "y ~ x1 + twice + (1 | g)"])
+@pytest.mark.parametrize("plain", [True, False])
+def test_the_compile_starts_with_the_shapes_of_the_design(table, monkeypatch, formula, plain):
+    # design_from_formula announces the design's shapes (the fit compiles for them) before
+    # it fills the columns; they must be the built design's, aliased columns dropped
+    from jaxmm._design import design_from_formula
+
+    if not plain:
+        _formulaic_only(monkeypatch)
+    seen = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        design, info = design_from_formula(parse_formula(formula), table, on_layout=lambda a, lay: seen.append((a, lay)))
+    (abstract, layout), = seen
+    assert layout is info.layout
+    real = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), design)
+    assert jax.tree.leaves(real) == jax.tree.leaves(abstract)
 
 
 @pytest.mark.filterwarnings("ignore::jaxmm.errors.SingularFitWarning")

@@ -180,5 +180,11 @@ def test_aliased_columns_from_the_gram_matrix_equal_the_qr(seed, kinds):
             cols.append(cols[rng.integers(len(cols))] * 1e6 + rng.normal(size=n))
     X = np.column_stack(cols)
     assert aliased_columns(X) == _aliased_by_qr(X)
+    # plain formula columns: XᵀX from the table's columns, the matrix filled only for a QR
+    from jaxmm._design import _plain_gram, _plain_matrix
+
+    table = pd.DataFrame({f"c{j}": c for j, c in enumerate(cols[1:])})
+    sources = [None] + list(table.columns)
+    assert aliased_columns(lambda: _plain_matrix(sources, table), gram=_plain_gram(sources, table)) == _aliased_by_qr(X)
     expected = tuple(float(s) if s > 0 else 1.0 for s in X.std(axis=0))
     np.testing.assert_allclose(column_scales(X, rows=64), expected, rtol=1e-9)
