@@ -3,7 +3,7 @@
 # optax, formulaic and pandas (jaxmm itself comes from this checkout through PYTHONPATH).
 #   bash benchmarks/gpu.sh bench OUTDIR   # the Bernoulli q = 2 ladder, float64 and float32, then rows per block at 10M
 #   bash benchmarks/gpu.sh tests OUTDIR   # the test suite with JAX_PLATFORMS=cuda
-#   bash benchmarks/gpu.sh all OUTDIR     # one lease: the ladder, the stages of a 10M fit, then the tests
+#   bash benchmarks/gpu.sh all OUTDIR     # one lease: the ladder, the stages of a 10M fit, compile, then the tests
 #   bash benchmarks/gpu.sh flags OUTDIR   # compile time under XLA:GPU's compilation flags (stages of 1M and 10M fits)
 #   bash benchmarks/gpu.sh compile OUTDIR # trace/lower/XLA seconds of the fit's program, this checkout against OLD_REV
 # Every step runs even when one before it fails; the logs go to OUTDIR.
@@ -59,6 +59,7 @@ all)
     # the cold 10M fit again with its compilation after the design (no overlap): the comparison
     timeout 90 python3 benchmarks/stages.py --problems binomial-q2-10M-balanced --repeats 0 --no-early-compile \
         2>&1 | tee -a "$out/stages.log"
+    compile
     tests
     ;;
 bench)
