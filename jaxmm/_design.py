@@ -740,6 +740,9 @@ def _rows_from_formula(spec: FormulaSpec, data, *, trials=None, offset=None, wei
             _column(data, col, name)
     used = _used_columns(spec, data, {"trials": trials, "offset": offset, "weights": weights, "by": by})
     _column(data, spec.group, "grouping")
+    repeated = sorted({c for c in used if (data.columns == c).sum() > 1}, key=str)
+    if repeated:
+        raise DataError(f"column(s) {repeated} appear more than once in the data; a model column must be one column")
     drop = _missing_rows(data, used, {"offset": offset, "weights": weights}, missing)
     n_dropped = int(drop.sum())
     if n_dropped:

@@ -131,3 +131,10 @@ def test_short_tables_and_views_of_the_data(table):
     rows = _rows_from_formula(parse_formula("yf ~ x1 + (x1 | g)"), table)
     assert not np.shares_memory(rows.X, table["x1"].to_numpy())
     assert not np.shares_memory(rows.Z, table["x1"].to_numpy())
+
+
+def test_a_repeated_model_column_is_an_error(table):
+    data = pd.concat([table, table[["x1"]]], axis=1)
+    with pytest.raises(jaxmm.errors.DataError, match=r"\['x1'\] appear more than once"):
+        jaxmm.fit("yf ~ x1 + (1 | g)", data)
+    jaxmm.fit("yf ~ k + (1 | g)", data)  # a repeated column the model does not use is no error
