@@ -513,24 +513,45 @@ def _head_matrix(formula: str, head: pd.DataFrame):
         return None
 
 
-def _plain_sources(matrix, data: pd.DataFrame) -> list | None:
-    """The table column each column of a formulaic model matrix copies (None: the
-    intercept), or None when any column is something else (a level, a transform, a product,
-    a column that is not of a numpy numeric dtype)."""
+_NOT_PLAIN = object()
+
+
+def _term_source(term, data: pd.DataFrame):
+    """The table column a formula term copies, None for the intercept, or _NOT_PLAIN (a
+    level, a transform, a product, a column not of a numpy numeric dtype)."""
     from formulaic.parser.types import Factor
 
-    sources = []
-    for term in matrix.model_spec.terms:
-        if len(term.factors) != 1:
-            return None
-        factor = term.factors[0]
-        if factor.eval_method is Factor.EvalMethod.LITERAL and factor.expr == "1":
-            sources.append(None)
-        elif (factor.eval_method is Factor.EvalMethod.LOOKUP and factor.expr in data.columns
-              and isinstance(data[factor.expr].dtype, np.dtype) and data[factor.expr].dtype.kind in "iuf"):
-            sources.append(factor.expr)
-        else:
-            return None
+    if len(term.factors) != 1:
+        return _NOT_PLAIN
+    factor = term.factors[0]
+    if factor.eval_method is Factor.EvalMethod.LITERAL and factor.expr == "1":
+        return None
+    if (factor.eval_method is Factor.EvalMethod.LOOKUP and factor.expr in data.columns
+            and isinstance(data[factor.expr].dtype, np.dtype) and data[factor.expr].dtype.kind in "iuf"):
+        return factor.expr
+    return _NOT_PLAIN
+
+
+def _plain_terms(formula: str, data: pd.DataFrame) -> bool:
+    """Whether every term of a formula (both sides) is plain (:func:`_term_source`), from
+    the parsed formula alone: only such formulas are evaluated on the first rows, so the
+    others pay formulaic once."""
+    from formulaic import Formula
+
+    try:
+        parsed = Formula(formula)
+    except Exception:  # noqa: BLE001 - formulaic's own evaluation reports it
+        return False
+    sides = [parsed.lhs, parsed.rhs] if hasattr(parsed, "rhs") else [parsed]
+    return all(_term_source(term, data) is not _NOT_PLAIN for side in sides for term in side)
+
+
+def _plain_sources(matrix, data: pd.DataFrame) -> list | None:
+    """The table column each column of a formulaic model matrix copies (None: the
+    intercept), or None when any column is something else."""
+    sources = [_term_source(term, data) for term in matrix.model_spec.terms]
+    if any(source is _NOT_PLAIN for source in sources):
+        return None
     if list(matrix.columns) != ["Intercept" if name is None else name for name in sources]:
         return None
     return sources
@@ -756,7 +777,8 @@ def _rows_from_formula(spec: FormulaSpec, data, *, trials=None, offset=None, wei
     if spec.response not in data.columns and not any(c in spec.response for c in "()+-*/{}"):
         raise DataError(f"response column {spec.response!r} is not in the data")
     head = data.iloc[:_HEAD_ROWS] if len(data) > _HEAD_ROWS else None
-    fixed = None if head is None else _head_matrix(f"{spec.response} ~ {spec.fixed}", head)
+    fixed_formula = f"{spec.response} ~ {spec.fixed}"
+    fixed = None if head is None or not _plain_terms(fixed_formula, data) else _head_matrix(fixed_formula, head)
     # x_sources / z_sources: the plain matrices, filled from the table once everything is
     # checked and the shapes are out (on_columns); X / Z: formulaic's
     X = y = x_sources = None
@@ -767,7 +789,7 @@ def _rows_from_formula(spec: FormulaSpec, data, *, trials=None, offset=None, wei
         else:
             x_sources = None
     if x_sources is None:
-        fixed = _model_matrix(f"{spec.response} ~ {spec.fixed}", data, "fixed-effects formula")
+        fixed = _model_matrix(fixed_formula, data, "fixed-effects formula")
     lhs = fixed.lhs
     if lhs.shape[1] != 1:
         raise DataError(
@@ -793,7 +815,7 @@ def _rows_from_formula(spec: FormulaSpec, data, *, trials=None, offset=None, wei
             x_sources = [x_sources[j] for j in keep]
         else:
             X = X[:, keep]
-    random = None if head is None else _head_matrix(spec.random, head)
+    random = None if head is None or not _plain_terms(spec.random, data) else _head_matrix(spec.random, head)
     z_sources = None if random is None else _checked_sources(random, data, head)
     Z = None
     if z_sources is None:

@@ -138,3 +138,15 @@ def test_a_repeated_model_column_is_an_error(table):
     with pytest.raises(jaxmm.errors.DataError, match=r"\['x1'\] appear more than once"):
         jaxmm.fit("yf ~ x1 + (1 | g)", data)
     jaxmm.fit("yf ~ k + (1 | g)", data)  # a repeated column the model does not use is no error
+
+
+@pytest.mark.parametrize("formula,heads", [("y ~ x1 + (x1 | g)", 2), ("y ~ c + x1 + (x1 | g)", 1),
+                                           ("y ~ c + (c | g)", 0), ("y ~ x1 + (log(pos) | g)", 1)])
+def test_only_plain_parts_are_evaluated_on_the_first_rows(table, monkeypatch, formula, heads):
+    # a part with a level, a transform or a product is decided from the parsed formula and
+    # goes to formulaic once, on the whole table
+    calls = []
+    real = _design._head_matrix
+    monkeypatch.setattr(_design, "_head_matrix", lambda text, head: calls.append(text) or real(text, head))
+    _rows_from_formula(parse_formula(formula), table)
+    assert len(calls) == heads
