@@ -298,13 +298,15 @@ def to_device(values, dtype=None):
 
 
 @functools.partial(jax.jit, static_argnames=("n_rows", "rows_per_chunk", "groups_per_chunk", "tile", "dtype",
-                                             "constants", "sorted_rows"))
-def _lay_out(columns, row_slot, row_group, *, n_rows, rows_per_chunk, groups_per_chunk, tile, dtype, constants,
-             sorted_rows):
+                                             "constants", "sorted_rows", "plain"))
+def _lay_out(columns, row_slot, row_group, sources=None, *, n_rows, rows_per_chunk, groups_per_chunk, tile, dtype,
+             constants, sorted_rows, plain=()):
     """The padded design columns from the unpadded ones (``make_design``'s device path).
 
     ``columns``: name -> (n, ...) values; ``constants``: ((name, value), ...) for the
-    columns given as one value. Padding takes :data:`_FILLS`.
+    columns given as one value. Padding takes :data:`_FILLS`. ``plain``: ((name,
+    column sources), ...) for the matrices given as a :class:`PlainMatrix`, built here
+    from ``sources`` (table column name -> (n,) values).
     """
     def scatter(values, fill):
         out = jnp.full((n_rows,) + values.shape[1:], fill, dtype)
@@ -312,6 +314,14 @@ def _lay_out(columns, row_slot, row_group, *, n_rows, rows_per_chunk, groups_per
                                     mode="promise_in_bounds")
 
     out = {name: scatter(values, _FILLS[name]) for name, values in columns.items()}
+    if plain:
+        assert all(_FILLS[name] == 0.0 for name, _ in plain)  # the placed columns pad with 0
+        placed = {name: scatter(values, 0.0) for name, values in (sources or {}).items()}
+        if any(None in names for _, names in plain):
+            placed[None] = scatter(jnp.ones(row_slot.shape, dtype), 0.0)  # the intercept
+        for name, names in plain:
+            out[name] = (jnp.stack([placed[k] for k in names], axis=1) if names
+                         else jnp.zeros((n_rows, 0), dtype))
     for name, value in constants:
         fill = _FILLS[name]
         out[name] = (jnp.full(n_rows, fill, dtype) if value == fill
@@ -383,10 +393,14 @@ def make_design(X, Z, y, groups, *, trials=None, offset=None, weights=None, dtyp
     ``plan``: ``(labels, codes, layout)`` of ``groups`` as :func:`plan_design` gives them,
     already computed (its caller has also called ``on_layout``).
     """
-    X = _as_float("X", X)
-    Z = _as_float("Z", Z)
     y = _as_float("y", y)
     n = y.shape[0]
+    if device_layout is None:
+        device_layout = not host and n >= (CPU_DEVICE_LAYOUT_ROWS if jax.default_backend() == "cpu"
+                                           else DEVICE_LAYOUT_ROWS)
+    # a PlainMatrix stays unfilled for the device layout (its columns were checked as table columns)
+    X = X if device_layout and isinstance(X, PlainMatrix) else _as_float("X", X)
+    Z = Z if device_layout and isinstance(Z, PlainMatrix) else _as_float("Z", Z)
     if X.ndim != 2 or Z.ndim != 2 or y.ndim != 1:
         raise DataError("X and Z must be 2-D and y 1-D")
     if X.shape[0] != n or Z.shape[0] != n or len(groups) != n:
@@ -407,19 +421,20 @@ def make_design(X, Z, y, groups, *, trials=None, offset=None, weights=None, dtyp
         labels, codes, layout = plan
     counts = np.zeros(layout.n_groups)
     counts[layout.group_slot] = np.bincount(codes, minlength=len(labels))
-    if device_layout is None:
-        device_layout = not host and n >= (CPU_DEVICE_LAYOUT_ROWS if jax.default_backend() == "cpu"
-                                           else DEVICE_LAYOUT_ROWS)
     given = _row_columns(X, Z, y, None if trials is None else _as_float("trials", trials),
                          None if offset is None else _as_float("offset", offset), weights)
     if device_layout:
+        plain = tuple((k, v.sources) for k, v in given.items() if isinstance(v, PlainMatrix))
+        sources = {name: values for v in given.values() if isinstance(v, PlainMatrix)
+                   for name, values in v.columns.items()}
+        given = {k: v for k, v in given.items() if not isinstance(v, PlainMatrix)}
         constants = tuple((k, v) for k, v in given.items() if np.ndim(v) == 0)
         columns = {k: v for k, v in given.items() if np.ndim(v) > 0}
         cols, group, tile_group = _lay_out(
             columns, layout.row_slot.astype(np.int32, copy=False), layout.group_slot.astype(np.int32)[codes],
-            n_rows=layout.n_rows, rows_per_chunk=layout.n_rows // layout.chunks,
+            sources, n_rows=layout.n_rows, rows_per_chunk=layout.n_rows // layout.chunks,
             groups_per_chunk=layout.n_groups // layout.chunks, tile=tile, dtype=np.dtype(dtype).name,
-            constants=constants, sorted_rows=_is_sorted(layout.row_slot))
+            constants=constants, sorted_rows=_is_sorted(layout.row_slot), plain=plain)
         design = Design(**cols, group=group, counts=to_device(counts, dtype), tile_group=tile_group)
         return design, tuple(labels.tolist()), layout
     to_array = (lambda a, kind: a) if host else to_device
@@ -558,12 +573,37 @@ def _plain_sources(matrix, data: pd.DataFrame) -> list | None:
 
 
 def _plain_matrix(sources: list, data: pd.DataFrame) -> np.ndarray:
-    """The model matrix of ``sources`` (:func:`_plain_sources`) filled column by column
-    (column-major, as formulaic's frames convert)."""
-    out = np.empty((len(sources), len(data))).T
-    for j, name in enumerate(sources):
-        out[:, j] = 1.0 if name is None else data[name].to_numpy()
-    return out
+    """The model matrix of ``sources`` (:func:`_plain_sources`), filled on the host."""
+    return np.asarray(PlainMatrix(sources, data))
+
+
+class PlainMatrix:
+    """A model matrix whose columns are the intercept (None in ``sources``) or numeric
+    columns of the table (``columns``: name -> 1-D array), not yet filled.
+
+    ``np.asarray`` fills it on the host. A design laid out on the device builds it there
+    from the distinct table columns instead (``_lay_out``): at 10M rows and X = [1, x1, x2],
+    Z = [1, x1] that moves 2 columns to the device instead of 5, with no host fill.
+    """
+
+    ndim = 2
+
+    def __init__(self, sources, data: pd.DataFrame):
+        self.sources = tuple(sources)
+        self.columns = {name: data[name].to_numpy() for name in self.sources if name is not None}
+        self.shape = (len(data), len(self.sources))
+
+    def __array__(self, dtype=None, copy=None):
+        out = np.empty(self.shape[::-1]).T  # column-major, as formulaic's frames convert
+        for j, name in enumerate(self.sources):
+            out[:, j] = 1.0 if name is None else self.columns[name]
+        return out if dtype is None else out.astype(dtype, copy=False)
+
+    def scales(self, rows: int = 1 << 18) -> tuple:
+        """:func:`column_scales`, one table column at a time."""
+        one = {name: column_scales(np.asarray(values, dtype=np.float64)[:, None], rows)[0]
+               for name, values in self.columns.items()}
+        return tuple(1.0 if name is None else one[name] for name in self.sources)
 
 
 def _checked_sources(matrix, data: pd.DataFrame, head: pd.DataFrame) -> list | None:
@@ -636,6 +676,8 @@ def aliased_columns(X, rtol: float = 1e-7, *, gram: np.ndarray | None = None) ->
 def column_scales(X: np.ndarray, rows: int = 1 << 18) -> tuple:
     """The SD of each column (1 for a constant one), in blocks of rows: X.std(axis=0) makes
     an N×p temporary, and at 10M rows its page faults took 0.06-0.5 s."""
+    if isinstance(X, PlainMatrix):
+        return X.scales(rows)
     n = X.shape[0]
     if n == 0:
         return tuple(1.0 for _ in range(X.shape[1]))
@@ -747,10 +789,11 @@ class _Rows(NamedTuple):
 
 
 def _rows_from_formula(spec: FormulaSpec, data, *, trials=None, offset=None, weights=None, missing="raise",
-                       check_response=None, by=None, on_columns=None) -> _Rows:
+                       check_response=None, by=None, on_columns=None, defer_plain: bool = False) -> _Rows:
     """The formula's host arrays. ``on_columns(groups, p, q)`` is called once the rows are
     checked and the numbers of columns known, before the plain matrices are filled: a fit
-    plans its layout and starts compiling there."""
+    plans its layout and starts compiling there. ``defer_plain=True`` leaves them unfilled
+    (:class:`PlainMatrix`), for :func:`make_design` to lay out."""
     data = as_pandas(data)
     if len(data) == 0:
         raise DataError("the data have no rows")
@@ -845,8 +888,9 @@ def _rows_from_formula(spec: FormulaSpec, data, *, trials=None, offset=None, wei
         if weights_arr is not None:
             _nonnegative_weights(weights_arr)  # checked before a compilation starts
         on_columns(groups, len(fixed_names), len(re_names))
-    X = _plain_matrix(x_sources, data) if X is None else X
-    Z = _plain_matrix(z_sources, data) if Z is None else Z
+    fill = PlainMatrix if defer_plain else _plain_matrix
+    X = fill(x_sources, data) if X is None else X
+    Z = fill(z_sources, data) if Z is None else Z
     return _Rows(X, Z, y, trials_arr, offset_arr, weights_arr, groups, tuple(fixed_names), re_names, n_dropped, data,
                  encoders)
 
@@ -893,7 +937,7 @@ def design_from_formula(spec: FormulaSpec, data, *, trials=None, offset=None, we
             on_layout(abstract_design(layout.n_rows, layout.n_groups, p, q, dtype, tile), layout)
 
     rows = _rows_from_formula(spec, data, trials=trials, offset=offset, weights=weights, missing=missing,
-                              check_response=check_response, on_columns=on_columns)
+                              check_response=check_response, on_columns=on_columns, defer_plain=True)
     design, labels, layout = make_design(
         rows.X, rows.Z, rows.y, rows.groups, trials=rows.trials, offset=rows.offset, weights=rows.weights,
         dtype=dtype, bucket=bucket, min_chunks=min_chunks, host=host, tile=tile, chunk_rows=chunk_rows,

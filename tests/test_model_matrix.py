@@ -150,3 +150,21 @@ def test_only_plain_parts_are_evaluated_on_the_first_rows(table, monkeypatch, fo
     monkeypatch.setattr(_design, "_head_matrix", lambda text, head: calls.append(text) or real(text, head))
     _rows_from_formula(parse_formula(formula), table)
     assert len(calls) == heads
+
+
+@pytest.mark.filterwarnings("ignore::jaxmm.errors.SingularFitWarning")
+def test_a_fit_laid_out_on_the_device_equals_the_host_layout(table, monkeypatch):
+    # large fits lay plain matrices out on the device from the table's columns; force that
+    # path on this small table and compare with the host's
+    formula = "y ~ x1 + k + (x1 | g)"
+    host = jaxmm.fit(formula, table, family="binomial")
+    monkeypatch.setattr(_design, "CPU_DEVICE_LAYOUT_ROWS", 0)
+    monkeypatch.setattr(_design, "DEVICE_LAYOUT_ROWS", 0)
+    laid_out = []
+    real = _design._lay_out
+    monkeypatch.setattr(_design, "_lay_out", lambda *a, **k: laid_out.append(k["plain"]) or real(*a, **k))
+    device = jaxmm.fit(formula, table, family="binomial")
+    assert laid_out == [(("X", (None, "x1", "k")), ("Z", (None, "x1")))]
+    np.testing.assert_allclose(device.loglik, host.loglik, rtol=1e-12)
+    np.testing.assert_allclose(device.fixef.to_numpy(), host.fixef.to_numpy(), rtol=1e-10)
+    np.testing.assert_allclose(device.ranef.to_numpy(), host.ranef.to_numpy(), rtol=1e-8, atol=1e-12)

@@ -310,3 +310,31 @@ def test_device_layout_program_holds_no_cumulative_sums():
                           n_rows=2 * n, rows_per_chunk=2 * n, groups_per_chunk=11, tile=tile, dtype="float64",
                           constants=(("weights", 1.0),), sorted_rows=True).as_text()
     assert "reduce_window" not in text and "cumsum" not in text
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("chunk_rows", [200, 1 << 20])
+@pytest.mark.parametrize("tile", [1, 4])
+@pytest.mark.parametrize("x_sources,z_sources", [((None, "x", "k"), (None, "k")), ((), ("x",))])
+def test_plain_matrices_laid_out_on_the_device_equal_filled_ones(dtype, chunk_rows, tile, x_sources, z_sources):
+    """Plain model matrices (intercept and table columns) are built on the device from the
+    distinct table columns; the design must equal the one from the filled matrices."""
+    from jaxmm._design import PlainMatrix
+
+    rng = np.random.default_rng(4)
+    g = np.repeat(np.arange(50), rng.integers(1, 9, 50))
+    g = g[np.argsort(rng.permutation(50)[g], kind="stable")]
+    n = g.size
+    table = pd.DataFrame({"x": rng.normal(size=n), "k": rng.integers(-5, 2 ** 25, n)})  # k: not exact in float32
+    X, Z = PlainMatrix(x_sources, table), PlainMatrix(z_sources, table)
+    y = rng.integers(0, 2, n).astype(float)
+    common = dict(chunk_rows=chunk_rows, tile=tile, dtype=dtype, weights=rng.uniform(0.5, 2, n))
+    host, _, lay = make_design(np.asarray(X), np.asarray(Z), y, g, device_layout=False, **common)
+    device, _, _ = make_design(X, Z, y, g, device_layout=True, **common)
+    assert (lay.chunks > 1) == (chunk_rows == 200)
+    for name, a, b in zip(host._fields, host, device):
+        if a is None:
+            assert b is None, name
+            continue
+        assert a.dtype == b.dtype and a.shape == b.shape, name
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=name)
