@@ -51,7 +51,9 @@ flags)
     flags
     ;;
 all)
-    python3 benchmarks/run.py --engines jaxmm,jaxmm-f32 --repeats 2 --cold-runs 1 --timeout 200 --tmpdir /tmp/benchdata \
+    # 60 s an engine: a 10M fit took 17 s in all on the H200 (cold, two warm, loading); in
+    # session 13 a 10M program that would not compile spent 400 s of a 470 s budget at 200 s
+    python3 benchmarks/run.py --engines jaxmm,jaxmm-f32 --repeats 2 --cold-runs 1 --timeout 60 --tmpdir /tmp/benchdata \
         --problems binomial-q2-13k-balanced,binomial-q2-100k-balanced,binomial-q2-1M-balanced,binomial-q2-10M-balanced \
         --out "$out/results_gpu.md" 2>&1 | tee "$out/bench.log" | tail -30
     timeout 120 python3 benchmarks/stages.py --problems binomial-q2-1M-balanced,binomial-q2-10M-balanced --repeats 2 \
