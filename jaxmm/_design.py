@@ -519,7 +519,7 @@ _HEAD_ROWS = 8
 
 def _head_matrix(formula: str, head: pd.DataFrame):
     """formulaic's model matrix of the table's first rows, quietly: None where that fails or
-    warns (a transform can on a few rows), so the whole table is evaluated and reports it."""
+    warns, so that the whole table is evaluated and reports it."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error")
