@@ -425,8 +425,11 @@ def make_design(X, Z, y, groups, *, trials=None, offset=None, weights=None, dtyp
                          None if offset is None else _as_float("offset", offset), weights)
     if device_layout:
         plain = tuple((k, v.sources) for k, v in given.items() if isinstance(v, PlainMatrix))
-        sources = {name: values for v in given.values() if isinstance(v, PlainMatrix)
-                   for name, values in v.columns.items()}
+        # integer columns become the design's float type here: without x64 the transfer
+        # would wrap int64 into int32
+        kind = jax.dtypes.canonicalize_dtype(dtype)
+        sources = {name: values if values.dtype.kind == "f" else values.astype(kind)
+                   for v in given.values() if isinstance(v, PlainMatrix) for name, values in v.columns.items()}
         given = {k: v for k, v in given.items() if not isinstance(v, PlainMatrix)}
         constants = tuple((k, v) for k, v in given.items() if np.ndim(v) == 0)
         columns = {k: v for k, v in given.items() if np.ndim(v) > 0}

@@ -1,5 +1,9 @@
 """Row weights and shape bucketing: inert padding changes no estimate, datasets of
 similar size share one compiled fit, and prior weights give the exact weighted LMM."""
+import os
+import subprocess
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -338,3 +342,23 @@ def test_plain_matrices_laid_out_on_the_device_equal_filled_ones(dtype, chunk_ro
             continue
         assert a.dtype == b.dtype and a.shape == b.shape, name
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=name)
+
+
+def test_integer_columns_laid_out_on_the_device_without_x64():
+    # JAXMM_FLOAT32=1 leaves x64 off, where a transferred int64 column would wrap to int32
+    code = """
+import numpy as np, pandas as pd, jax
+from jaxmm._design import PlainMatrix, make_design
+assert not jax.config.jax_enable_x64
+table = pd.DataFrame({"k": np.arange(40, dtype=np.int64) + 2 ** 40})
+g = np.repeat(np.arange(8), 5)
+X = PlainMatrix((None, "k"), table)
+host, _, _ = make_design(np.asarray(X), np.asarray(X), np.ones(40), g, dtype="float32", device_layout=False)
+device, _, _ = make_design(X, X, np.ones(40), g, dtype="float32", device_layout=True)
+np.testing.assert_array_equal(np.asarray(host.X), np.asarray(device.X))
+assert float(np.asarray(device.X)[0, 1]) == 2.0 ** 40
+print("ok")
+"""
+    env = dict(os.environ, JAXMM_FLOAT32="1", JAX_PLATFORMS=os.environ.get("JAX_PLATFORMS", "cpu"))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-2000:]
