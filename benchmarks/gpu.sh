@@ -5,7 +5,8 @@
 #   bash benchmarks/gpu.sh tests OUTDIR   # the test suite with JAX_PLATFORMS=cuda
 #   bash benchmarks/gpu.sh all OUTDIR     # one lease: the ladder, the stages of a 10M fit, compile, then the tests
 #   bash benchmarks/gpu.sh flags OUTDIR   # compile time under XLA:GPU's compilation flags (stages of 1M and 10M fits)
-#   bash benchmarks/gpu.sh compile OUTDIR # trace/lower/XLA seconds of the fit's program, this checkout against OLD_REV
+#   bash benchmarks/gpu.sh compile OUTDIR # trace/lower/XLA seconds of the fit's program, this checkout against OLD_REV,
+#                                         # then XLA's own timers for this checkout's (compile_time.py --phases)
 # Every step runs even when one before it fails; the logs go to OUTDIR.
 set -u
 started=$(date +%s)
@@ -42,6 +43,9 @@ compile() {
         PYTHONPATH=$old timeout 60 python3 benchmarks/compile_time.py --problems binomial-q2-13k-balanced,binomial-q2-1M-balanced
         timeout 60 python3 benchmarks/compile_time.py --problems binomial-q2-13k-balanced,binomial-q2-1M-balanced
     done 2>&1 | grep -v "Warning\|return fn" | tee "$out/compile.log"
+    # where XLA:GPU's compile of the fit goes: its own timers (HLO passes, LLVM, PTX, cubin)
+    timeout 60 python3 benchmarks/compile_time.py --phases --problems binomial-q2-13k-balanced,binomial-q2-1M-balanced \
+        2>&1 | grep -v "Warning\|return fn" | tee -a "$out/compile.log"
 }
 case $what in
 compile)
