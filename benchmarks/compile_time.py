@@ -126,6 +126,7 @@ def compiler_phases(log: str, top: int = 8) -> str:
     module_of_thread: dict[str, str] = {}
     passes: collections.Counter = collections.Counter()
     timers: list[tuple[str, float]] = []
+    unnamed: list[tuple[str, float]] = []
     for line in log.splitlines():
         m = _LINE.match(line)
         if not m:
@@ -142,10 +143,18 @@ def compiler_phases(log: str, top: int = 8) -> str:
         if source.startswith("hlo_pass_pipeline"):
             if "_fit_" in module_of_thread.get(thread, ""):
                 passes[label.removeprefix("HLO pass: ")] += micros / 1e6
-        elif "_fit_" in label and "verifier" not in label:
+        elif "verifier" in label:
+            continue
+        elif "_fit_" in label:
             timers.append((label, micros / 1e6))
+        elif "jit_" not in label and micros >= 50_000:
+            # some steps (e.g. PTX to cubin) do not name their program; only the long ones are shown
+            unnamed.append((label, micros / 1e6))
     out = ["  compiler timers of the fit's program:"]
     out += [f"    {s:7.3f} s  {label}" for label, s in timers] or ["    (none logged)"]
+    if unnamed:
+        out.append("  other timers of 50 ms or more that name no program:")
+        out += [f"    {s:7.3f} s  {label}" for label, s in unnamed]
     out.append("  costliest HLO passes of the fit's program (a pipeline's time includes its passes'):")
     out += [f"    {s:7.3f} s  {name}" for name, s in passes.most_common(top)]
     return "\n".join(out)
