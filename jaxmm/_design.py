@@ -154,10 +154,26 @@ def _is_sorted(a: np.ndarray) -> bool:
     return a.size < 2 or bool(np.all(a[1:] >= a[:-1]))
 
 
+def _code_order(codes: np.ndarray, m: int) -> np.ndarray:
+    """``np.argsort(codes, kind="stable")`` for integer codes in [0, m), by radix passes of
+    16 bits: numpy sorts 16-bit keys stably by radix, in linear time, where 64-bit keys take
+    a merge sort. Measured on a 2-core CPU, 10M codes of 1M groups in random order: 1.07 s
+    against 2.17 s."""
+    if m > 1 << 32:
+        return np.argsort(codes, kind="stable")
+    order = np.argsort(codes.astype(np.uint16), kind="stable")  # the low 16 bits (the cast wraps)
+    if m > 1 << 16:  # least significant digit first: the second stable pass keeps the first's order
+        high = (codes >> 16).astype(np.uint16)
+        order = order[np.argsort(high[order], kind="stable")]
+    return order
+
+
 def stable_order(codes: np.ndarray) -> np.ndarray:
-    """The stable sort order of integer codes; data already sorted (the usual layout of a
-    long table) skip the sort, which is a quarter of the host work at 10M rows."""
-    return np.arange(codes.size) if _is_sorted(codes) else np.argsort(codes, kind="stable")
+    """The stable sort order of non-negative integer codes; data already sorted (the usual
+    layout of a long table) skip the sort, which is a quarter of the host work at 10M rows."""
+    if _is_sorted(codes):
+        return np.arange(codes.size)
+    return _code_order(codes, int(codes.max()) + 1)
 
 
 def unique_inverse(values: np.ndarray):
@@ -169,6 +185,20 @@ def unique_inverse(values: np.ndarray):
         np.not_equal(values[1:], values[:-1], out=new[1:])
         starts = np.flatnonzero(new)
         return values[starts], np.repeat(np.arange(starts.size), np.diff(np.append(starts, values.size)))
+    if values.dtype.kind in "iu" and values.size:
+        # Integers over a range not much wider than the data (group ids, as tables number
+        # them): a table of the values present instead of a hash. 10M ids of 1M groups in
+        # random order, 2-core CPU: 0.30-0.37 s against 1.2-1.6 s for the hash below.
+        lo, hi = int(values.min()), int(values.max())
+        if hi - lo < 2 * values.size and -(2 ** 62) < lo and hi < 2 ** 62:
+            # ids counted from 0 or 1 index the table as they are (no shifted copy)
+            base = 0 if 0 <= lo and hi < 2 * values.size else lo
+            offset = values.astype(np.intp, copy=False)
+            if base:
+                offset = offset - base
+            present = np.bincount(offset, minlength=hi - base + 1) > 0
+            rank = np.cumsum(present) - 1
+            return (np.flatnonzero(present) + base).astype(values.dtype), rank[offset]
     # Hash the values, then sort only the distinct ones: np.unique sorts all N values
     # (10M group codes: 1.42 s against 0.27 s; 2M: 0.082 against 0.014 s). Values that
     # cannot be ordered raise TypeError from the sort, as np.unique does.
@@ -198,7 +228,7 @@ def plan_layout(codes: np.ndarray, m: int, *, bucket: bool = False, chunk_rows: 
     n = codes.size
     counts = np.bincount(codes, minlength=m)
     sorted_codes = _is_sorted(codes)
-    order = None if sorted_codes else np.argsort(codes, kind="stable")  # keeps the within-group row order
+    order = None if sorted_codes else _code_order(codes, m)  # keeps the within-group row order
     start = np.concatenate([[0], np.cumsum(counts)[:-1]])  # first sorted row of each group
     span = -(-counts // tile) * tile  # design rows of each group
     at = np.concatenate([[0], np.cumsum(span)[:-1]])  # its first row in one unbroken layout
@@ -243,15 +273,14 @@ def plan_layout(codes: np.ndarray, m: int, *, bucket: bool = False, chunk_rows: 
     # int32 where the layout allows (the device takes int32 indices): half the fresh host
     # memory of int64, whose page faults are much of a large design's host time
     index = np.int32 if n_chunks * rows_per < 2 ** 31 else np.int64
+    # In group order, each group's rows shift by one amount: a repeat, not gathers of N rows.
+    slot_in_order = np.repeat((group_row - start).astype(index), counts)
+    slot_in_order += np.arange(n, dtype=index)
     if sorted_codes:
-        # rows already in group order: each group's rows shift by one amount (two N-sized
-        # arrays instead of five)
-        row_slot = np.repeat((group_row - start).astype(index), counts)
-        row_slot += np.arange(n, dtype=index)
+        row_slot = slot_in_order
     else:
-        sorted_group = codes[order]
         row_slot = np.empty(n, index)
-        row_slot[order] = group_row[sorted_group] + np.arange(n) - start[sorted_group]
+        row_slot[order] = slot_in_order
     return Layout(row_slot, group_slot, n_chunks * rows_per, n_chunks * groups_per, n_chunks)
 
 

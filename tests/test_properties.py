@@ -139,6 +139,53 @@ def test_unique_inverse_of_labels_equals_numpy(values, as_object):
     np.testing.assert_array_equal(inverse, expected_inverse.ravel())
 
 
+@settings(max_examples=80, deadline=None)
+@given(st.data())
+def test_unique_inverse_of_integer_ids_equals_numpy(data):
+    """Integer ids over a narrow range take a table of the values present instead of a hash;
+    wide ranges, negative ids, ids beyond int64 and small dtypes (whose differences would
+    overflow) included."""
+    from jaxmm._design import unique_inverse
+
+    dtype = data.draw(st.sampled_from(["int8", "int32", "int64", "uint16", "uint64"]))
+    info = np.iinfo(dtype)
+    lo = data.draw(st.integers(int(info.min), int(info.max)))
+    hi = min(int(info.max), lo + data.draw(st.integers(0, 300)))
+    values = data.draw(st.lists(st.integers(lo, hi), max_size=60))
+    a = np.array(values, dtype=dtype)
+    uniques, inverse = unique_inverse(a)
+    expected_uniques, expected_inverse = np.unique(a, return_inverse=True)
+    assert uniques.dtype == a.dtype
+    np.testing.assert_array_equal(uniques, expected_uniques)
+    np.testing.assert_array_equal(inverse, expected_inverse.ravel())
+
+
+@pytest.mark.parametrize("m", [1, 7, 1 << 16, (1 << 16) + 5, 300_000])
+def test_code_order_is_numpys_stable_argsort(m):
+    """The radix order of group codes (one or two 16-bit passes) is numpy's stable argsort:
+    codes in random order, with ties whose input order must be kept."""
+    from jaxmm._design import _code_order, stable_order
+
+    rng = np.random.default_rng(m)
+    codes = rng.integers(0, m, 5 * m + 50)
+    np.testing.assert_array_equal(_code_order(codes, m), np.argsort(codes, kind="stable"))
+    np.testing.assert_array_equal(stable_order(codes), np.argsort(codes, kind="stable"))
+    np.testing.assert_array_equal(stable_order(np.sort(codes)), np.arange(codes.size))
+
+
+def test_layout_keeps_the_row_order_within_each_group():
+    from jaxmm._design import plan_layout
+
+    rng = np.random.default_rng(4)
+    codes = rng.integers(0, 70_000, 300_000)  # unsorted, more groups than one radix pass holds
+    lay = plan_layout(codes, 70_000, chunk_rows=1 << 16, tile=4)
+    order = np.argsort(codes, kind="stable")
+    slots = lay.row_slot[order]  # rows by group, in input order within a group
+    same = codes[order][1:] == codes[order][:-1]
+    assert np.all(slots[1:][same] == slots[:-1][same] + 1)
+    assert np.all(slots[1:][~same] > slots[:-1][~same])
+
+
 def test_unique_inverse_refuses_labels_that_cannot_be_ordered():
     from jaxmm._design import unique_inverse
 
