@@ -178,7 +178,22 @@ def stable_order(codes: np.ndarray) -> np.ndarray:
 
 def unique_inverse(values: np.ndarray):
     """``np.unique(values, return_inverse=True)``, in one pass when numeric values are
-    already sorted (replicates and groups in order, as simulation studies write them)."""
+    already sorted (replicates and groups in order, as simulation studies write them).
+
+    ``values`` may also be a ``pd.Categorical`` (a grouping column of category dtype),
+    which is taken as the values it holds, without building them row by row."""
+    if isinstance(values, pd.Categorical):
+        if values.size == 0 or (values.codes < 0).any():  # missing values: np.unique's behaviour
+            return unique_inverse(np.asarray(values))
+        # The categories present, from the integer codes; then ordered by value, as np.unique
+        # orders them. 10M rows of 1M string categories, 2-core CPU: the values built and
+        # hashed took 7.8 s.
+        present, inverse = unique_inverse(values.codes.astype(np.int64))
+        labels = np.asarray(values.categories)[present]
+        order = np.argsort(labels, kind="stable")
+        rank = np.empty(order.size, np.int64)
+        rank[order] = np.arange(order.size)
+        return labels[order], rank[inverse]
     if values.dtype.kind in "biuf" and _is_sorted(values):
         new = np.empty(values.size, bool)
         new[:1] = True
@@ -392,7 +407,7 @@ def plan_design(groups, *, bucket: bool = False, chunk_rows: int | None = None, 
                 tile: int = TILE_ROWS):
     """(group labels, group code of each row, :class:`Layout`) of a design's groups: all that
     its shapes depend on, before any other column is built."""
-    groups = np.asarray(groups)
+    groups = groups if isinstance(groups, pd.Categorical) else np.asarray(groups)
     if pd.isna(groups).any():
         raise DataError(f"groups has {int(pd.isna(groups).sum())} missing value(s)")
     labels, codes = unique_inverse(groups)
@@ -669,6 +684,14 @@ def _column(data: pd.DataFrame, name: str, role: str):
     return data[name].to_numpy()
 
 
+def _group_column(data: pd.DataFrame, name: str):
+    """The grouping column's values; a categorical column stays a ``pd.Categorical``, whose
+    codes number the groups (see :func:`unique_inverse`)."""
+    if name in data.columns and isinstance(data[name].dtype, pd.CategoricalDtype):
+        return data[name].array
+    return _column(data, name, "grouping")
+
+
 def aliased_columns(X, rtol: float = 1e-7, *, gram: np.ndarray | None = None) -> list[int]:
     """Columns that are linear combinations of earlier ones (dropped in order, as lme4 does).
 
@@ -848,7 +871,7 @@ def _rows_from_formula(spec: FormulaSpec, data, *, trials=None, offset=None, wei
         weights = weights if weights is None or isinstance(weights, str) else np.asarray(weights)[keep]
         if len(data) == 0:
             raise DataError(f"every row has a missing value in the model's columns {used}")
-    groups = _column(data, spec.group, "grouping")
+    groups = _group_column(data, spec.group)
     if spec.response not in data.columns and not any(c in spec.response for c in "()+-*/{}"):
         raise DataError(f"response column {spec.response!r} is not in the data")
     head = data.iloc[:_HEAD_ROWS] if len(data) > _HEAD_ROWS else None

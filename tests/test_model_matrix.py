@@ -11,6 +11,7 @@ import jaxmm
 from jaxmm import _design
 from jaxmm._design import _rows_from_formula
 from jaxmm._formula import parse_formula
+from jaxmm.errors import DataError
 
 
 @pytest.fixture(scope="module")
@@ -168,3 +169,47 @@ def test_a_fit_laid_out_on_the_device_equals_the_host_layout(table, monkeypatch)
     np.testing.assert_allclose(device.loglik, host.loglik, rtol=1e-12)
     np.testing.assert_allclose(device.fixef.to_numpy(), host.fixef.to_numpy(), rtol=1e-10)
     np.testing.assert_allclose(device.ranef.to_numpy(), host.ranef.to_numpy(), rtol=1e-8, atol=1e-12)
+
+
+@pytest.mark.filterwarnings("ignore::jaxmm.errors.SingularFitWarning")
+@pytest.mark.parametrize("unused", [False, True])
+def test_a_categorical_grouping_column_fits_as_its_values(table, unused):
+    """A grouping column of category dtype is numbered from its codes, not from the values
+    built row by row; the groups, their order (by value, not by category order) and the fit
+    are those of the same column as strings. Unused categories are not groups."""
+    as_text = table.assign(g=("s" + table["g"].astype(str)).astype(object))
+    levels = sorted(as_text["g"].unique(), reverse=True) + (["never"] if unused else [])
+    as_category = as_text.assign(g=pd.Categorical(as_text["g"], categories=levels))
+    formula = "y ~ x1 + (x1 | g)"
+    text_fit = jaxmm.fit(formula, as_text, family="binomial")
+    category_fit = jaxmm.fit(formula, as_category, family="binomial")
+    assert category_fit.group_labels == text_fit.group_labels
+    assert category_fit.loglik == text_fit.loglik
+    np.testing.assert_array_equal(category_fit.ranef.to_numpy(), text_fit.ranef.to_numpy())
+    assert list(category_fit.ranef.index) == list(text_fit.ranef.index)
+    new = as_category.iloc[:30]
+    np.testing.assert_array_equal(np.asarray(category_fit.predict(new)), np.asarray(text_fit.predict(new)))
+
+
+def test_unique_inverse_of_a_categorical_is_numpys_on_its_values():
+    from jaxmm._design import unique_inverse
+
+    rng = np.random.default_rng(5)
+    for categories in (["b", "a", "c", "zz", "é"], [30, 1, 2, 10]):
+        values = pd.Categorical(rng.choice(categories[:-1], 200), categories=categories)
+        uniques, inverse = unique_inverse(values)
+        expected_uniques, expected_inverse = np.unique(np.asarray(values), return_inverse=True)
+        np.testing.assert_array_equal(uniques, expected_uniques)
+        np.testing.assert_array_equal(inverse, expected_inverse.ravel())
+
+
+@pytest.mark.filterwarnings("ignore::jaxmm.errors.SingularFitWarning")
+def test_a_categorical_grouping_column_with_a_missing_value(table):
+    as_text = table.assign(g=("s" + table["g"].astype(str)).astype(object))
+    as_text.loc[3, "g"] = None
+    as_category = as_text.assign(g=pd.Categorical(as_text["g"]))
+    for data in (as_text, as_category):
+        with pytest.raises(DataError, match="missing values in .g."):
+            jaxmm.fit("y ~ x1 + (1 | g)", data, family="binomial")
+    dropped = [jaxmm.fit("y ~ x1 + (1 | g)", data, family="binomial", missing="drop") for data in (as_text, as_category)]
+    assert dropped[0].group_labels == dropped[1].group_labels and dropped[0].loglik == dropped[1].loglik
