@@ -190,7 +190,7 @@ def unique_inverse(values: np.ndarray):
         # hashed took 7.8 s.
         present, inverse = unique_inverse(values.codes.astype(np.int64))
         labels = np.asarray(values.categories)[present]
-        order = np.argsort(labels, kind="stable")
+        order = _value_order(labels)
         rank = np.empty(order.size, np.int64)
         rank[order] = np.arange(order.size)
         return labels[order], rank[inverse]
@@ -222,10 +222,30 @@ def unique_inverse(values: np.ndarray):
         uniques, inverse = np.unique(values, return_inverse=True)
         return uniques, inverse.ravel()
     uniques = np.asarray(uniques)
-    order = np.argsort(uniques, kind="stable")
+    order = _value_order(uniques)
     rank = np.empty(order.size, np.int64)
     rank[order] = np.arange(order.size)
     return uniques[order], rank[codes]
+
+
+# Bytes of fixed-width text that _value_order may make to sort distinct strings in C.
+_TEXT_SORT_BYTES = 1 << 28
+
+
+def _value_order(values: np.ndarray) -> np.ndarray:
+    """``np.argsort(values, kind="stable")``. Python strings in an object array are compared
+    one pair at a time through Python; as fixed-width numpy text they compare in C, in the
+    same code-point order. 1M distinct ids on a 2-core CPU: 0.8 s against 3.1 s.
+
+    numpy's text drops trailing NULs, so strings ending in one keep the object sort, as do
+    arrays that would make too much text."""
+    if values.dtype == object and values.size > 1 and pd.api.types.infer_dtype(values, skipna=False) == "string":
+        lengths = np.fromiter(map(len, values), np.int64, values.size)
+        if values.size * int(lengths.max()) * 4 <= _TEXT_SORT_BYTES:
+            text = values.astype(str)
+            if np.array_equal(np.char.str_len(text), lengths):
+                return np.argsort(text, kind="stable")
+    return np.argsort(values, kind="stable")
 
 
 def plan_layout(codes: np.ndarray, m: int, *, bucket: bool = False, chunk_rows: int | None = None,

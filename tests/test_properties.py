@@ -186,6 +186,17 @@ def test_layout_keeps_the_row_order_within_each_group():
     assert np.all(slots[1:][~same] > slots[:-1][~same])
 
 
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.text(max_size=6), max_size=40, unique=True))
+def test_strings_are_ordered_as_python_orders_them(values):
+    """Distinct string labels are sorted as fixed-width numpy text where that gives Python's
+    order: any code point, empty strings and trailing NULs (which numpy's text drops)."""
+    from jaxmm._design import _value_order
+
+    a = np.array(values, dtype=object)
+    assert [a[i] for i in _value_order(a)] == sorted(values)
+
+
 def test_unique_inverse_refuses_labels_that_cannot_be_ordered():
     from jaxmm._design import unique_inverse
 
