@@ -213,3 +213,27 @@ def test_a_categorical_grouping_column_with_a_missing_value(table):
             jaxmm.fit("y ~ x1 + (1 | g)", data, family="binomial")
     dropped = [jaxmm.fit("y ~ x1 + (1 | g)", data, family="binomial", missing="drop") for data in (as_text, as_category)]
     assert dropped[0].group_labels == dropped[1].group_labels and dropped[0].loglik == dropped[1].loglik
+
+
+@pytest.mark.filterwarnings("ignore::jaxmm.errors.SingularFitWarning")
+@pytest.mark.parametrize("dtype", ["str", "string[python]", "string[pyarrow]"])
+def test_a_string_grouping_column_is_hashed_as_a_pandas_array(table, dtype):
+    """A grouping column of pandas string dtype gives the groups, order and fit of the same
+    strings as Python objects."""
+    if dtype == "string[pyarrow]":
+        pytest.importorskip("pyarrow")
+    as_objects = table.assign(g=pd.Series(("s" + table["g"].astype(str)).tolist(), index=table.index, dtype=object))
+    as_strings = as_objects.assign(g=as_objects["g"].astype(dtype))
+    assert isinstance(as_strings["g"].dtype, pd.StringDtype) and as_objects["g"].dtype == object
+    formula = "y ~ x1 + (x1 | g)"
+    reference = jaxmm.fit(formula, as_objects, family="binomial")
+    fit = jaxmm.fit(formula, as_strings, family="binomial")
+    assert fit.group_labels == reference.group_labels and fit.loglik == reference.loglik
+    np.testing.assert_array_equal(fit.ranef.to_numpy(), reference.ranef.to_numpy())
+    from jaxmm._design import unique_inverse
+
+    with_missing = pd.array(["b", None, "a", "b"], dtype=dtype)
+    with pytest.raises(TypeError):  # as np.unique of the same values as objects
+        np.unique(np.asarray(with_missing, dtype=object))
+    with pytest.raises(TypeError):
+        unique_inverse(with_missing)
