@@ -190,11 +190,7 @@ def unique_inverse(values: np.ndarray):
         # orders them. 10M rows of 1M string categories, 2-core CPU: the values built and
         # hashed took 7.8 s.
         present, inverse = unique_inverse(values.codes.astype(np.int64))
-        labels = np.asarray(values.categories)[present]
-        order = _value_order(labels)
-        rank = np.empty(order.size, np.int64)
-        rank[order] = np.arange(order.size)
-        return labels[order], rank[inverse]
+        return _by_value(np.asarray(values.categories)[present], inverse)
     if isinstance(values, pd.api.extensions.ExtensionArray):
         values = values if isinstance(values.dtype, pd.StringDtype) else np.asarray(values)
     elif values.dtype.kind in "biuf" and _is_sorted(values):
@@ -224,11 +220,16 @@ def unique_inverse(values: np.ndarray):
     if codes.size and codes.min() < 0:  # missing values: np.unique's behaviour
         uniques, inverse = np.unique(np.asarray(values), return_inverse=True)
         return uniques, inverse.ravel()
-    uniques = np.asarray(uniques)
-    order = _value_order(uniques)
+    return _by_value(np.asarray(uniques), codes)
+
+
+def _by_value(labels: np.ndarray, codes: np.ndarray):
+    """Distinct ``labels`` and the rows' ``codes`` into them, renumbered with the labels in
+    sorted order (np.unique's)."""
+    order = _value_order(labels)
     rank = np.empty(order.size, np.int64)
     rank[order] = np.arange(order.size)
-    return uniques[order], rank[codes]
+    return labels[order], rank[codes]
 
 
 # Bytes of fixed-width text that _value_order may make to sort distinct strings in C.
