@@ -8,6 +8,9 @@ several times for a median.
 
     python benchmarks/compile_time.py --problems binomial-q2-13k-balanced,binomial-q2-100k-balanced
 
+``--fused`` compiles with XLA:CPU's fused emitters whatever the size (GPUs have no elemental
+ones), the closest this CPU comes to a GPU's program.
+
 ``--phases`` also splits XLA's compile of the fit's program into its compiler's own timers
 (the HLO passes, code generation, and on a GPU the PTX and cubin steps) and its costliest
 HLO passes, from XLA's verbose log (``TF_CPP_VMODULE``), which goes to the process's stderr.
@@ -36,6 +39,8 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--problems", default="binomial-q2-13k-balanced")
     ap.add_argument("--phases", action="store_true", help="XLA's own timers for the fit's program (verbose log)")
+    ap.add_argument("--fused", action="store_true",
+                    help="XLA:CPU's fused emitters for every fit, as on a GPU (small CPU fits use the elemental ones)")
     args = ap.parse_args(argv)
     if args.phases:
         # read when jaxlib loads: before the import below. Modules this XLA does not have are ignored.
@@ -65,6 +70,10 @@ def main(argv=None):
     import formulaic  # noqa: F401 - imported before the timed fit, as in the benchmark's children
     import jaxmm
 
+    if args.fused:
+        import jaxmm._engine
+
+        jaxmm._engine.ELEMENTAL_MAX_ROWS = 0  # read at each call: no fit is small enough
     try:
         rev = subprocess.run(["git", "-C", str(Path(jaxmm.__file__).parent), "rev-parse", "--short", "HEAD"],
                              capture_output=True, text=True, timeout=10).stdout.strip()
