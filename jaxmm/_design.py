@@ -367,18 +367,19 @@ def to_device(values, dtype=None):
 
 @functools.partial(jax.jit, static_argnames=("n_rows", "rows_per_chunk", "groups_per_chunk", "tile", "dtype",
                                              "constants", "sorted_rows", "plain"))
-def _lay_out(columns, row_slot, row_group, sources=None, *, n_rows, rows_per_chunk, groups_per_chunk, tile, dtype,
-             constants, sorted_rows, plain=()):
+def _lay_out(columns, row_slot, row_group, sources=None, codes=None, *, n_rows, rows_per_chunk, groups_per_chunk,
+             tile, dtype, constants, sorted_rows, plain=()):
     """The padded design columns from the unpadded ones (``make_design``'s device path).
 
     ``columns``: name -> (n, ...) values; ``constants``: ((name, value), ...) for the
     columns given as one value. Padding takes :data:`_FILLS`. ``plain``: ((name,
     column sources), ...) for the matrices given as a :class:`PlainMatrix`, built here
-    from ``sources`` (table column name -> (n,) values).
+    from ``sources`` (table column name -> (n,) values) and ``codes`` (factor column name
+    -> (n,) level codes; a source (name, code) is the indicator of one level).
     """
-    def scatter(values, fill):
-        out = jnp.full((n_rows,) + values.shape[1:], fill, dtype)
-        return out.at[row_slot].set(values.astype(dtype), indices_are_sorted=sorted_rows, unique_indices=True,
+    def scatter(values, fill, kind=dtype):
+        out = jnp.full((n_rows,) + values.shape[1:], fill, kind)
+        return out.at[row_slot].set(values.astype(kind), indices_are_sorted=sorted_rows, unique_indices=True,
                                     mode="promise_in_bounds")
 
     out = {name: scatter(values, _FILLS[name]) for name, values in columns.items()}
@@ -387,8 +388,12 @@ def _lay_out(columns, row_slot, row_group, sources=None, *, n_rows, rows_per_chu
         placed = {name: scatter(values, 0.0) for name, values in (sources or {}).items()}
         if any(None in names for _, names in plain):
             placed[None] = scatter(jnp.ones(row_slot.shape, dtype), 0.0)  # the intercept
+        # a factor's codes are placed once (padding rows hold -1, no level) and compared
+        # inside the stack: one array of 1-byte codes instead of one of floats per level
+        placed_codes = {name: scatter(values, -1, values.dtype) for name, values in (codes or {}).items()}
+        column = lambda k: (placed_codes[k[0]] == k[1]).astype(dtype) if isinstance(k, tuple) else placed[k]
         for name, names in plain:
-            out[name] = (jnp.stack([placed[k] for k in names], axis=1) if names
+            out[name] = (jnp.stack([column(k) for k in names], axis=1) if names
                          else jnp.zeros((n_rows, 0), dtype))
     for name, value in constants:
         fill = _FILLS[name]
@@ -492,18 +497,20 @@ def make_design(X, Z, y, groups, *, trials=None, offset=None, weights=None, dtyp
     given = _row_columns(X, Z, y, None if trials is None else _as_float("trials", trials),
                          None if offset is None else _as_float("offset", offset), weights)
     if device_layout:
-        plain = tuple((k, v.sources) for k, v in given.items() if isinstance(v, PlainMatrix))
+        plain = tuple((k, v.layout_sources) for k, v in given.items() if isinstance(v, PlainMatrix))
         # integer columns become the design's float type here: without x64 the transfer
         # would wrap int64 into int32
         kind = jax.dtypes.canonicalize_dtype(dtype)
         sources = {name: values if values.dtype.kind == "f" else values.astype(kind)
                    for v in given.values() if isinstance(v, PlainMatrix) for name, values in v.columns.items()}
+        level_codes = {name: values for v in given.values() if isinstance(v, PlainMatrix)
+                       for name, values in v.codes.items()}
         given = {k: v for k, v in given.items() if not isinstance(v, PlainMatrix)}
         constants = tuple((k, v) for k, v in given.items() if np.ndim(v) == 0)
         columns = {k: v for k, v in given.items() if np.ndim(v) > 0}
         cols, group, tile_group = _lay_out(
             columns, layout.row_slot.astype(np.int32, copy=False), layout.group_slot.astype(np.int32)[codes],
-            sources, n_rows=layout.n_rows, rows_per_chunk=layout.n_rows // layout.chunks,
+            sources, level_codes, n_rows=layout.n_rows, rows_per_chunk=layout.n_rows // layout.chunks,
             groups_per_chunk=layout.n_groups // layout.chunks, tile=tile, dtype=np.dtype(dtype).name,
             constants=constants, sorted_rows=_is_sorted(layout.row_slot), plain=plain)
         design = Design(**cols, group=group, counts=to_device(counts, dtype), tile_group=tile_group)
@@ -571,6 +578,13 @@ def _lme4_name(name: str) -> str:
 def _model_matrix(rhs: str, data: pd.DataFrame, what: str):
     from formulaic import model_matrix
 
+    # formulaic encodes text of pandas' default string dtype ("str") by its levels, but
+    # passes text of the "string" dtype (missing values as pd.NA) through as text, which
+    # then fails to convert to floats; as Python strings it is encoded like "str".
+    text = [c for c, dtype in data.dtypes.items()
+            if isinstance(dtype, pd.StringDtype) and dtype.na_value is pd.NA and (data.columns == c).sum() == 1]
+    if text:
+        data = data.astype(dict.fromkeys(text, object))
     try:
         return model_matrix(rhs, data, na_action="raise")
     except Exception as exc:  # formulaic raises many types; one clear jaxmm error instead
@@ -602,9 +616,25 @@ def _head_matrix(formula: str, head: pd.DataFrame):
 _NOT_PLAIN = object()
 
 
+class _Factor(NamedTuple):
+    """A formula term that encodes one table column's levels (``f``, ``C(f)``)."""
+    column: str
+
+
+_C_OF_COLUMN = re.compile(r"^C\(\s*(\w+)\s*\)$")
+
+
+def _is_factor_column(values: pd.Series) -> bool:
+    """Whether formulaic encodes a looked-up column by its levels: categories, text, bools."""
+    dtype = values.dtype
+    return (isinstance(dtype, (pd.CategoricalDtype, pd.StringDtype))
+            or (isinstance(dtype, np.dtype) and dtype.kind in "bOU"))
+
+
 def _term_source(term, data: pd.DataFrame):
-    """The table column a formula term copies, None for the intercept, or _NOT_PLAIN (a
-    level, a transform, a product, a column not of a numpy numeric dtype)."""
+    """The table column a formula term copies, None for the intercept, a :class:`_Factor`
+    for the levels of one column (indicators, checked in :func:`_plain_sources`), or
+    _NOT_PLAIN (a transform, a product, a column of another dtype)."""
     from formulaic.parser.types import Factor
 
     if len(term.factors) != 1:
@@ -612,94 +642,219 @@ def _term_source(term, data: pd.DataFrame):
     factor = term.factors[0]
     if factor.eval_method is Factor.EvalMethod.LITERAL and factor.expr == "1":
         return None
-    if (factor.eval_method is Factor.EvalMethod.LOOKUP and factor.expr in data.columns
-            and isinstance(data[factor.expr].dtype, np.dtype) and data[factor.expr].dtype.kind in "iuf"):
-        return factor.expr
+    if factor.eval_method is Factor.EvalMethod.LOOKUP and factor.expr in data.columns:
+        values = data[factor.expr]
+        if isinstance(values.dtype, np.dtype) and values.dtype.kind in "iuf":
+            return factor.expr
+        return _Factor(factor.expr) if _is_factor_column(values) else _NOT_PLAIN
+    if factor.eval_method is Factor.EvalMethod.PYTHON:
+        named = _C_OF_COLUMN.match(factor.expr)
+        if named and named.group(1) in data.columns:
+            return _Factor(named.group(1))
     return _NOT_PLAIN
 
 
-def _plain_terms(formula: str, data: pd.DataFrame) -> bool:
-    """Whether every term of a formula (both sides) is plain (:func:`_term_source`), from
-    the parsed formula alone: only such formulas are evaluated on the first rows, so the
-    others pay formulaic once."""
+def _plain_terms(formula: str, data: pd.DataFrame) -> list | None:
+    """The columns of the plain terms (:func:`_term_source`) of a formula (both sides), from
+    the parsed formula alone, or None where a term is not plain: only plain formulas are
+    evaluated on a few rows, so the others pay formulaic once."""
     from formulaic import Formula
 
     try:
         parsed = Formula(formula)
     except Exception:  # noqa: BLE001 - formulaic's own evaluation reports it
-        return False
+        return None
     sides = [parsed.lhs, parsed.rhs] if hasattr(parsed, "rhs") else [parsed]
-    return all(_term_source(term, data) is not _NOT_PLAIN for side in sides for term in side)
+    sources = [_term_source(term, data) for side in sides for term in side]
+    return None if any(source is _NOT_PLAIN for source in sources) else sources
 
 
-def _plain_sources(matrix, data: pd.DataFrame) -> list | None:
-    """The table column each column of a formulaic model matrix copies (None: the
-    intercept), or None when any column is something else."""
-    sources = [_term_source(term, data) for term in matrix.model_spec.terms]
-    if any(source is _NOT_PLAIN for source in sources):
-        return None
-    if list(matrix.columns) != ["Intercept" if name is None else name for name in sources]:
-        return None
-    return sources
+def _factor_levels(values):
+    """(labels, code of each row) of a factor column: a categorical's categories, every one
+    of them (formulaic encodes unused ones too), or the sorted distinct values."""
+    if isinstance(values, pd.Categorical):
+        return np.asarray(values.categories), values.codes
+    return unique_inverse(values)
 
 
-def _plain_matrix(sources: list, data: pd.DataFrame) -> np.ndarray:
+def _levels_of(sources, data: pd.DataFrame) -> dict | None:
+    """column -> (labels, codes) of the factor columns among ``sources``; None where a
+    column's values cannot be ordered (formulaic then evaluates the table and reports it)."""
+    levels = {}
+    for source in sources:
+        if isinstance(source, _Factor) and source.column not in levels:
+            values = data[source.column]
+            pandas_array = isinstance(values.dtype, (pd.CategoricalDtype, pd.StringDtype))
+            try:
+                levels[source.column] = _factor_levels(values.array if pandas_array else values.to_numpy())
+            except TypeError:
+                return None
+    return levels
+
+
+def _sample_rows(n: int, levels: dict) -> np.ndarray:
+    """The first rows of the table and one row of every level of each factor: formulaic's
+    matrix of these rows has the whole table's columns, and shows each one's encoding."""
+    rows = [np.arange(min(n, _HEAD_ROWS))]
+    for labels, codes in levels.values():
+        one = np.zeros(len(labels), np.intp)  # a category no row holds keeps row 0
+        one[codes] = np.arange(codes.size)
+        rows.append(one)
+    return np.unique(np.concatenate(rows))
+
+
+def _plain_sources(matrix, data: pd.DataFrame, levels: dict | None = None, rows: np.ndarray | None = None):
+    """The source of each column of a formulaic model matrix of the table's ``rows`` (all
+    when None): None for the intercept, a numeric column's name, or (column, level) for the
+    indicator of one level of a factor column (``levels``: :func:`_levels_of`). None when
+    any column is something else, e.g. a contrast other than treatment (dummy) coding."""
+    spec = matrix.model_spec
+    names = list(matrix.columns)
+    sources = []
+    for term in spec.terms:
+        source = _term_source(term, data)
+        span = spec.term_slices[term]
+        if source is _NOT_PLAIN:
+            return None
+        if not isinstance(source, _Factor):
+            if names[span] != ["Intercept" if source is None else source]:
+                return None
+            sources.append(source)
+            continue
+        if levels is None or source.column not in levels:
+            return None
+        labels, codes = levels[source.column]
+        codes = codes if rows is None else codes[rows]
+        values = np.asarray(matrix, dtype=np.float64)[:, span]
+        for j in range(values.shape[1]):
+            ones = values[:, j] == 1.0
+            held = np.unique(codes[ones])
+            if held.size != 1 or not np.all(ones | (values[:, j] == 0.0)) or not np.array_equal(codes == held[0], ones):
+                return None
+            sources.append((source.column, labels[held[0]]))
+    return sources if len(sources) == len(names) else None
+
+
+def _plain_matrix(sources: list, data: pd.DataFrame, levels: dict | None = None) -> np.ndarray:
     """The model matrix of ``sources`` (:func:`_plain_sources`), filled on the host."""
-    return np.asarray(PlainMatrix(sources, data))
+    return np.asarray(PlainMatrix(sources, data, levels))
 
 
 class PlainMatrix:
-    """A model matrix whose columns are the intercept (None in ``sources``) or numeric
-    columns of the table (``columns``: name -> 1-D array), not yet filled.
+    """A model matrix whose columns are the intercept (None in ``sources``), numeric columns
+    of the table (a name) or indicators of one level of a factor column ((name, level)), not
+    yet filled. ``columns``: name -> values of the numeric columns; ``codes``: name -> the
+    level code of each row of the factor columns; ``layout_sources``: the sources with each
+    level as its code.
 
     ``np.asarray`` fills it on the host. A design laid out on the device builds it there
     from the distinct table columns instead (``_lay_out``): at 10M rows and X = [1, x1, x2],
-    Z = [1, x1] that moves 2 columns to the device instead of 5, with no host fill.
+    Z = [1, x1] that moves 2 columns to the device instead of 5, with no host fill, and a
+    factor of 10 levels moves as one column of 1-byte codes instead of 9 of floats.
     """
 
     ndim = 2
 
-    def __init__(self, sources, data: pd.DataFrame):
+    def __init__(self, sources, data: pd.DataFrame, levels: dict | None = None):
         self.sources = tuple(sources)
-        self.columns = {name: data[name].to_numpy() for name in self.sources if name is not None}
+        factors = [s for s in self.sources if isinstance(s, tuple)]
+        levels = levels if levels is not None else _levels_of([_Factor(s[0]) for s in factors], data)
+        self.columns = {name: data[name].to_numpy() for name in self.sources if isinstance(name, str)}
+        self.codes, code_of = {}, {}
+        for name in dict.fromkeys(s[0] for s in factors):
+            labels, codes = levels[name]
+            kind = np.int8 if len(labels) <= 127 else np.int16 if len(labels) <= 32767 else np.int32
+            self.codes[name] = codes.astype(kind, copy=False)
+            code_of[name] = {label: i for i, label in enumerate(labels.tolist())}
+        self.layout_sources = tuple((s[0], code_of[s[0]][_python(s[1])]) if isinstance(s, tuple) else s
+                                    for s in self.sources)
         self.shape = (len(data), len(self.sources))
+
+    def _column(self, source):
+        if source is None:
+            return 1.0
+        if isinstance(source, tuple):
+            return self.codes[source[0]] == source[1]
+        return self.columns[source]
 
     def __array__(self, dtype=None, copy=None):
         out = np.empty(self.shape[::-1]).T  # column-major, as formulaic's frames convert
-        for j, name in enumerate(self.sources):
-            out[:, j] = 1.0 if name is None else self.columns[name]
+        for j, source in enumerate(self.layout_sources):
+            out[:, j] = self._column(source)
         return out if dtype is None else out.astype(dtype, copy=False)
 
     def scales(self, rows: int = 1 << 18) -> tuple:
         """:func:`column_scales`, one table column at a time."""
-        one = {name: column_scales(np.asarray(values, dtype=np.float64)[:, None], rows)[0]
-               for name, values in self.columns.items()}
-        return tuple(1.0 if name is None else one[name] for name in self.sources)
+        n = self.shape[0]
+        out = []
+        for source in self.layout_sources:
+            if source is None:
+                out.append(1.0)
+            elif isinstance(source, tuple):
+                share = np.count_nonzero(self._column(source)) / n if n else 0.0
+                sd = np.sqrt(share * (1.0 - share))
+                out.append(float(sd) if sd > 0 else 1.0)
+            else:
+                out.append(column_scales(np.asarray(self.columns[source], dtype=np.float64)[:, None], rows)[0])
+        return tuple(out)
+
+    def gram(self) -> np.ndarray:
+        """XᵀX, from the table's columns and the level counts, without the matrix."""
+        n, sources = self.shape[0], self.layout_sources
+        numeric = {name: np.asarray(values, dtype=np.float64) for name, values in self.columns.items()}
+        sizes = {name: int(codes.max(initial=-1)) + 1 for name, codes in self.codes.items()}
+        counts = {name: np.bincount(codes, minlength=sizes[name]) for name, codes in self.codes.items()}
+        sums = functools.cache(lambda factor, name: np.bincount(self.codes[factor], weights=numeric[name],
+                                                                minlength=sizes[factor]))
+
+        def joint(a, b):
+            return np.bincount(self.codes[a].astype(np.int64) * sizes[b] + self.codes[b],
+                               minlength=sizes[a] * sizes[b]).reshape(sizes[a], sizes[b])
+
+        joint = functools.cache(joint)
+        gram = np.empty((len(sources), len(sources)))
+        for i, a in enumerate(sources):
+            for j, b in enumerate(sources[:i + 1]):
+                if a is None and b is None:
+                    value = float(n)
+                elif a is None or b is None:
+                    c = b if a is None else a
+                    value = counts[c[0]][c[1]] if isinstance(c, tuple) else numeric[c].sum()
+                elif isinstance(a, tuple) and isinstance(b, tuple):
+                    if a[0] == b[0]:
+                        value = counts[a[0]][a[1]] if a[1] == b[1] else 0.0
+                    else:
+                        value = joint(a[0], b[0])[a[1], b[1]]
+                elif isinstance(a, tuple) or isinstance(b, tuple):
+                    f, x = (a, b) if isinstance(a, tuple) else (b, a)
+                    value = sums(f[0], x)[f[1]]
+                else:
+                    value = numeric[a] @ numeric[b]
+                gram[i, j] = gram[j, i] = value
+        return gram
 
 
-def _checked_sources(matrix, data: pd.DataFrame, head: pd.DataFrame) -> list | None:
-    """:func:`_plain_sources` of formulaic's matrix of the first rows, where filling those
-    rows gives formulaic's values; None otherwise (formulaic then evaluates the table)."""
-    sources = None if matrix is None else _plain_sources(matrix, data)
-    if sources is None or not np.array_equal(_plain_matrix(sources, head), np.asarray(matrix, dtype=np.float64)):
+def _python(value):
+    """A numpy scalar as the Python value ``tolist`` gives (the key of a level's code)."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _checked_sources(matrix, data: pd.DataFrame, rows: np.ndarray, levels: dict) -> list | None:
+    """:func:`_plain_sources` of formulaic's matrix of the table's ``rows``, where filling
+    those rows gives formulaic's values; None otherwise (formulaic then evaluates the table)."""
+    sources = None if matrix is None else _plain_sources(matrix, data, levels, rows)
+    if sources is None:
+        return None
+    sample = data.iloc[rows]
+    sample_levels = {name: (labels, codes[rows]) for name, (labels, codes) in levels.items()}
+    if not np.array_equal(_plain_matrix(sources, sample, sample_levels), np.asarray(matrix, dtype=np.float64)):
         return None
     return sources
 
 
-def _plain_gram(sources: list, data: pd.DataFrame) -> np.ndarray:
+def _plain_gram(sources: list, data: pd.DataFrame, levels: dict | None = None) -> np.ndarray:
     """XᵀX of the matrix of ``sources`` from the table's columns, without building it."""
-    columns = [None if name is None else data[name].to_numpy(dtype=np.float64) for name in sources]
-    gram = np.empty((len(sources), len(sources)))
-    for i, a in enumerate(columns):
-        for j, b in enumerate(columns[:i + 1]):
-            if a is None and b is None:
-                value = float(len(data))
-            elif a is None or b is None:
-                value = (b if a is None else a).sum()
-            else:
-                value = a @ b
-            gram[i, j] = gram[j, i] = value
-    return gram
+    return PlainMatrix(sources, data, levels).gram()
 
 
 def _column(data: pd.DataFrame, name: str, role: str):
@@ -900,14 +1055,25 @@ def _rows_from_formula(spec: FormulaSpec, data, *, trials=None, offset=None, wei
     groups = _group_column(data, spec.group)
     if spec.response not in data.columns and not any(c in spec.response for c in "()+-*/{}"):
         raise DataError(f"response column {spec.response!r} is not in the data")
-    head = data.iloc[:_HEAD_ROWS] if len(data) > _HEAD_ROWS else None
     fixed_formula = f"{spec.response} ~ {spec.fixed}"
-    fixed = None if head is None or not _plain_terms(fixed_formula, data) else _head_matrix(fixed_formula, head)
+    # Formulas of plain terms (_term_source) are evaluated by formulaic on a sample of rows:
+    # the first ones and one of each level of every factor. Their matrices are then filled
+    # from the table (below, or on the device: PlainMatrix).
+    fixed_terms = random_terms = levels = None
+    if len(data) > _HEAD_ROWS:
+        fixed_terms, random_terms = _plain_terms(fixed_formula, data), _plain_terms(spec.random, data)
+        levels = _levels_of([*(fixed_terms or ()), *(random_terms or ())], data)
+    if levels is None:
+        fixed_terms = random_terms = None
+    else:
+        rows = _sample_rows(len(data), levels)
+        sample = data.iloc[rows]
+    fixed = None if fixed_terms is None else _head_matrix(fixed_formula, sample)
     # x_sources / z_sources: the plain matrices, filled from the table once everything is
     # checked and the shapes are out (on_columns); X / Z: formulaic's
     X = y = x_sources = None
     if fixed is not None:
-        x_sources, lhs_sources = _checked_sources(fixed.rhs, data, head), _plain_sources(fixed.lhs, data)
+        x_sources, lhs_sources = _checked_sources(fixed.rhs, data, rows, levels), _plain_sources(fixed.lhs, data)
         if x_sources is not None and lhs_sources is not None and len(lhs_sources) == 1 and lhs_sources[0]:
             y = data[lhs_sources[0]].to_numpy()
         else:
@@ -927,7 +1093,8 @@ def _rows_from_formula(spec: FormulaSpec, data, *, trials=None, offset=None, wei
         y = np.asarray(lhs).ravel()
         dropped = aliased_columns(X)
     else:
-        dropped = aliased_columns(lambda: _plain_matrix(x_sources, data), gram=_plain_gram(x_sources, data))
+        dropped = aliased_columns(lambda: _plain_matrix(x_sources, data, levels),
+                                  gram=_plain_gram(x_sources, data, levels))
     del fixed, lhs  # formulaic's frames: at 10M rows each held copy is hundreds of MB
     if dropped:
         names = [fixed_names[j] for j in dropped]
@@ -939,8 +1106,8 @@ def _rows_from_formula(spec: FormulaSpec, data, *, trials=None, offset=None, wei
             x_sources = [x_sources[j] for j in keep]
         else:
             X = X[:, keep]
-    random = None if head is None or not _plain_terms(spec.random, data) else _head_matrix(spec.random, head)
-    z_sources = None if random is None else _checked_sources(random, data, head)
+    random = None if random_terms is None else _head_matrix(spec.random, sample)
+    z_sources = None if random is None else _checked_sources(random, data, rows, levels)
     Z = None
     if z_sources is None:
         random = _model_matrix(spec.random, data, "random-effects term")
@@ -970,8 +1137,8 @@ def _rows_from_formula(spec: FormulaSpec, data, *, trials=None, offset=None, wei
             _nonnegative_weights(weights_arr)  # checked before a compilation starts
         on_columns(groups, len(fixed_names), len(re_names))
     fill = PlainMatrix if defer_plain else _plain_matrix
-    X = fill(x_sources, data) if X is None else X
-    Z = fill(z_sources, data) if Z is None else Z
+    X = fill(x_sources, data, levels) if X is None else X
+    Z = fill(z_sources, data, levels) if Z is None else Z
     return _Rows(X, Z, y, trials_arr, offset_arr, weights_arr, groups, tuple(fixed_names), re_names, n_dropped, data,
                  encoders)
 

@@ -29,11 +29,14 @@ def table():
         "y": rng.integers(0, 2, n),
         "count": rng.poisson(2.0, n),
         "yf": rng.normal(size=n),
-    }).assign(twice=lambda d: 2.0 * d["x1"], one=1.0)
+    }).assign(twice=lambda d: 2.0 * d["x1"], one=1.0,
+              # categories in no sorted order, one of them unused (its indicator is aliased)
+              cat=lambda d: pd.Categorical(d["c"], categories=["z", "c", "a", "b"]),
+              text=lambda d: d["c"].astype("string"))
 
 
 def _formulaic_only(monkeypatch):
-    monkeypatch.setattr(_design, "_plain_sources", lambda matrix, data: None)
+    monkeypatch.setattr(_design, "_plain_sources", lambda *args, **kwargs: None)
 
 
 def _same_rows(a, b):
@@ -53,10 +56,16 @@ def _same_rows(a, b):
     ("yf ~ x1 + (1 | g)", [[None, "x1"], [None]]),
     ("y ~ x1 + (x1 + k || g)", [[None, "x1"], [None, "x1", "k"]]),
     ("y ~ x1 * k + (1 | g)", [[None]]),  # a product
-    ("y ~ c + x1 + (x1 | g)", [[None, "x1"]]),  # levels
-    ("y ~ flag + (1 | g)", [[None]]),  # a bool column
+    # factors: the indicator of each level but the first, filled from the level codes
+    ("y ~ c + x1 + (x1 | g)", [[None, ("c", "b"), ("c", "c"), "x1"], [None, "x1"]]),
+    ("y ~ flag + (1 | g)", [[None, ("flag", True)], [None]]),  # a bool column
+    ("y ~ 0 + c + x1 + (1 | g)", [[("c", "a"), ("c", "b"), ("c", "c"), "x1"], [None]]),  # every level
+    ("y ~ C(k) + (1 | g)", [[None] + [("k", v) for v in range(-2, 9)], [None]]),  # an int column's values
+    ("y ~ cat + (1 | g)", [[None, ("cat", "c"), ("cat", "a")], [None]]),  # cat[T.b] aliased, dropped
+    ("y ~ text + u + (text | g)", [[None, ("text", "b"), ("text", "c"), "u"], [None, ("text", "b"), ("text", "c")]]),
+    ("y ~ c:x1 + (1 | g)", [[None]]),  # a product with a factor
     ("y ~ log(pos) + (log(pos) | g)", []),  # a transform
-    ("y ~ x1 + (c | g)", [[None, "x1"]]),
+    ("y ~ x1 + (c | g)", [[None, "x1"], [None, ("c", "b"), ("c", "c")]]),
     ("I(count + 1) ~ x1 + (1 | g)", [[None]]),  # a response expression
     ("y ~ x1 + twice + k + (1 | g)", [[None, "x1", "k"], [None]]),  # aliased: dropped before the fill
     ("y ~ x1 + one + (x1 | g)", [[None, "x1"], [None, "x1"]]),
@@ -66,7 +75,8 @@ def test_plain_columns_give_formulaics_design(table, monkeypatch, formula, fille
     used = []
     real = _design._plain_matrix
     monkeypatch.setattr(_design, "_plain_matrix",
-                        lambda sources, data: (len(data) == len(table) and used.append(sources)) or real(sources, data))
+                        lambda sources, data, levels=None: (len(data) == len(table) and used.append(sources))
+                        or real(sources, data, levels))
     with warnings.catch_warnings(record=True) as fast_warnings:
         warnings.simplefilter("always")
         fast = _rows_from_formula(spec, table)
@@ -102,8 +112,8 @@ def test_the_compile_starts_with_the_shapes_of_the_design(table, monkeypatch, fo
 
 
 @pytest.mark.filterwarnings("ignore::jaxmm.errors.SingularFitWarning")
-def test_plain_columns_give_the_same_fit_and_predictions(table, monkeypatch):
-    formula = "y ~ x1 + k + (x1 | g)"
+@pytest.mark.parametrize("formula", ["y ~ x1 + k + (x1 | g)", "y ~ x1 + text + flag + (1 | g)"])
+def test_plain_columns_give_the_same_fit_and_predictions(table, monkeypatch, formula):
     fast = jaxmm.fit(formula, table, family="binomial")
     new = table.iloc[:50]
     _formulaic_only(monkeypatch)
@@ -141,11 +151,11 @@ def test_a_repeated_model_column_is_an_error(table):
     jaxmm.fit("yf ~ k + (1 | g)", data)  # a repeated column the model does not use is no error
 
 
-@pytest.mark.parametrize("formula,heads", [("y ~ x1 + (x1 | g)", 2), ("y ~ c + x1 + (x1 | g)", 1),
-                                           ("y ~ c + (c | g)", 0), ("y ~ x1 + (log(pos) | g)", 1)])
-def test_only_plain_parts_are_evaluated_on_the_first_rows(table, monkeypatch, formula, heads):
-    # a part with a level, a transform or a product is decided from the parsed formula and
-    # goes to formulaic once, on the whole table
+@pytest.mark.parametrize("formula,heads", [("y ~ x1 + (x1 | g)", 2), ("y ~ c + x1 + (x1 | g)", 2),
+                                           ("y ~ c:x1 + (c | g)", 1), ("y ~ x1 + (log(pos) | g)", 1)])
+def test_only_plain_parts_are_evaluated_on_a_sample_of_rows(table, monkeypatch, formula, heads):
+    # a part with a transform or a product is decided from the parsed formula and goes to
+    # formulaic once, on the whole table
     calls = []
     real = _design._head_matrix
     monkeypatch.setattr(_design, "_head_matrix", lambda text, head: calls.append(text) or real(text, head))
@@ -157,7 +167,7 @@ def test_only_plain_parts_are_evaluated_on_the_first_rows(table, monkeypatch, fo
 def test_a_fit_laid_out_on_the_device_equals_the_host_layout(table, monkeypatch):
     # large fits lay plain matrices out on the device from the table's columns; force that
     # path on this small table and compare with the host's
-    formula = "y ~ x1 + k + (x1 | g)"
+    formula = "y ~ x1 + k + c + (x1 + flag | g)"
     host = jaxmm.fit(formula, table, family="binomial")
     monkeypatch.setattr(_design, "CPU_DEVICE_LAYOUT_ROWS", 0)
     monkeypatch.setattr(_design, "DEVICE_LAYOUT_ROWS", 0)
@@ -165,7 +175,8 @@ def test_a_fit_laid_out_on_the_device_equals_the_host_layout(table, monkeypatch)
     real = _design._lay_out
     monkeypatch.setattr(_design, "_lay_out", lambda *a, **k: laid_out.append(k["plain"]) or real(*a, **k))
     device = jaxmm.fit(formula, table, family="binomial")
-    assert laid_out == [(("X", (None, "x1", "k")), ("Z", (None, "x1")))]
+    # levels as their codes: "b" and "c" are 1 and 2 of a, b, c; True is 1 of False, True
+    assert laid_out == [(("X", (None, "x1", "k", ("c", 1), ("c", 2))), ("Z", (None, "x1", ("flag", 1))))]
     np.testing.assert_allclose(device.loglik, host.loglik, rtol=1e-12)
     np.testing.assert_allclose(device.fixef.to_numpy(), host.fixef.to_numpy(), rtol=1e-10)
     np.testing.assert_allclose(device.ranef.to_numpy(), host.ranef.to_numpy(), rtol=1e-8, atol=1e-12)
@@ -237,3 +248,42 @@ def test_a_string_grouping_column_is_hashed_as_a_pandas_array(table, dtype):
         np.unique(np.asarray(with_missing, dtype=object))
     with pytest.raises(TypeError):
         unique_inverse(with_missing)
+
+
+def test_factor_indicators_give_the_gram_matrix_and_scales_of_the_filled_matrix(table):
+    # XᵀX (for aliased columns) and the column SDs come from level counts and sums by level,
+    # without the matrix: they must equal the filled matrix's, across two factors and numbers
+    from jaxmm._design import PlainMatrix, column_scales
+
+    sources = [None, "x1", ("c", "b"), ("c", "c"), ("cat", "a"), ("flag", True), "k", ("text", "c")]
+    X = PlainMatrix(sources, table)
+    filled = np.asarray(X)
+    expected = np.column_stack([np.ones(len(table)), table["x1"], table["c"] == "b", table["c"] == "c",
+                                table["cat"] == "a", table["flag"], table["k"], table["text"] == "c"])
+    np.testing.assert_array_equal(filled, expected.astype(float))
+    np.testing.assert_allclose(X.gram(), filled.T @ filled, rtol=1e-12)
+    np.testing.assert_allclose(column_scales(X), column_scales(filled), rtol=1e-12)
+
+
+def test_other_encodings_of_a_factor_go_to_formulaic(table):
+    # only dummy (treatment) columns are filled from level codes; a sum-to-zero contrast's
+    # columns are not indicators of one level each
+    from formulaic import model_matrix
+
+    levels = _design._levels_of([_design._Factor("c")], table)
+    dummy = model_matrix("C(c)", table)
+    assert _design._plain_sources(dummy, table, levels) == [None, ("c", "b"), ("c", "c")]
+    assert _design._plain_sources(model_matrix("C(c, contr.sum)", table), table, levels) is None
+
+
+@pytest.mark.filterwarnings("ignore::jaxmm.errors.SingularFitWarning")
+def test_text_of_the_string_dtype_is_encoded_by_its_levels(table):
+    # formulaic passes a "string" column (pd.NA for missing) through as text; jaxmm gives it
+    # the levels of the same text as Python strings, on every path
+    as_objects = table.assign(text=table["c"].astype(object))
+    for rows in (table, table.iloc[:_design._HEAD_ROWS]):
+        strings = _rows_from_formula(parse_formula("y ~ text + (1 | g)"), rows)
+        objects = _rows_from_formula(parse_formula("y ~ text + (1 | g)"), as_objects.loc[rows.index])
+        _same_rows(strings, objects)
+    fit = jaxmm.fit("y ~ x1 + text + (1 | g)", table, family="binomial")
+    assert list(fit.fixef.index) == ["(Intercept)", "x1", "text[T.b]", "text[T.c]"]

@@ -319,17 +319,20 @@ def test_device_layout_program_holds_no_cumulative_sums():
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("chunk_rows", [200, 1 << 20])
 @pytest.mark.parametrize("tile", [1, 4])
-@pytest.mark.parametrize("x_sources,z_sources", [((None, "x", "k"), (None, "k")), ((), ("x",))])
+@pytest.mark.parametrize("x_sources,z_sources", [((None, "x", "k"), (None, "k")), ((), ("x",)),
+                                                  ((None, ("f", "b"), "x", ("f", "c")), (None, ("f", "c")))])
 def test_plain_matrices_laid_out_on_the_device_equal_filled_ones(dtype, chunk_rows, tile, x_sources, z_sources):
-    """Plain model matrices (intercept and table columns) are built on the device from the
-    distinct table columns; the design must equal the one from the filled matrices."""
+    """Plain model matrices (intercept, table columns and indicators of a factor's levels) are
+    built on the device from the distinct table columns and level codes; the design must equal
+    the one from the filled matrices."""
     from jaxmm._design import PlainMatrix
 
     rng = np.random.default_rng(4)
     g = np.repeat(np.arange(50), rng.integers(1, 9, 50))
     g = g[np.argsort(rng.permutation(50)[g], kind="stable")]
     n = g.size
-    table = pd.DataFrame({"x": rng.normal(size=n), "k": rng.integers(-5, 2 ** 25, n)})  # k: not exact in float32
+    table = pd.DataFrame({"x": rng.normal(size=n), "k": rng.integers(-5, 2 ** 25, n),  # k: not exact in float32
+                          "f": rng.choice(["a", "b", "c"], n)})  # a factor: indicators of its levels
     X, Z = PlainMatrix(x_sources, table), PlainMatrix(z_sources, table)
     y = rng.integers(0, 2, n).astype(float)
     common = dict(chunk_rows=chunk_rows, tile=tile, dtype=dtype, weights=rng.uniform(0.5, 2, n))
