@@ -575,18 +575,21 @@ def _lme4_name(name: str) -> str:
     return ":".join(_CATEGORY.sub(r"\1\2", part) for part in name.split(":"))
 
 
+def for_formulaic(data: pd.DataFrame) -> pd.DataFrame:
+    """The table as formulaic is to read it. formulaic encodes text of pandas' default string
+    dtype ("str") by its levels, but passes text of the "string" dtype (missing values as
+    pd.NA) through as text, which then fails to convert to floats; as Python strings it is
+    encoded like "str"."""
+    text = [c for c, dtype in data.dtypes.items()
+            if isinstance(dtype, pd.StringDtype) and dtype.na_value is pd.NA and (data.columns == c).sum() == 1]
+    return data.astype(dict.fromkeys(text, object)) if text else data
+
+
 def _model_matrix(rhs: str, data: pd.DataFrame, what: str):
     from formulaic import model_matrix
 
-    # formulaic encodes text of pandas' default string dtype ("str") by its levels, but
-    # passes text of the "string" dtype (missing values as pd.NA) through as text, which
-    # then fails to convert to floats; as Python strings it is encoded like "str".
-    text = [c for c, dtype in data.dtypes.items()
-            if isinstance(dtype, pd.StringDtype) and dtype.na_value is pd.NA and (data.columns == c).sum() == 1]
-    if text:
-        data = data.astype(dict.fromkeys(text, object))
     try:
-        return model_matrix(rhs, data, na_action="raise")
+        return model_matrix(rhs, for_formulaic(data), na_action="raise")
     except Exception as exc:  # formulaic raises many types; one clear jaxmm error instead
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         if "null values" in msg or "missing" in msg.lower():

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from ._design import _as_float, _column, _model_matrix, as_pandas
+from ._design import _as_float, _column, _model_matrix, as_pandas, for_formulaic
 from ._families import get_family
 from ._safety import check_formula
 from .errors import ArgumentError, DataError, JaxmmWarning
@@ -24,9 +24,10 @@ def _new_eta(res, newdata: pd.DataFrame, re: str, offset):
     # The response need not be in newdata: only the right-hand side is evaluated.
     check_formula(spec.formula.split("~", 1)[1], newdata.columns)
     enc = res.encoders
+    table = for_formulaic(newdata)
     try:
-        fixed = enc.fixed.get_model_matrix(newdata, na_action="raise")
-        random = enc.random.get_model_matrix(newdata, na_action="raise")
+        fixed = enc.fixed.get_model_matrix(table, na_action="raise")
+        random = enc.random.get_model_matrix(table, na_action="raise")
     except Exception as exc:  # formulaic raises many types: one clear jaxmm error instead
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise DataError(f"newdata: cannot evaluate the model's columns: {msg}") from None
