@@ -3,8 +3,9 @@
 # optax, formulaic and pandas (jaxmm itself comes from this checkout through PYTHONPATH).
 #   bash benchmarks/gpu.sh bench OUTDIR   # the Bernoulli q = 2 ladder, float64 and float32, then rows per block at 10M
 #   bash benchmarks/gpu.sh tests OUTDIR   # the test suite with JAX_PLATFORMS=cuda
-#   bash benchmarks/gpu.sh all OUTDIR     # one lease: the ladder, the stages of a 10M fit, compile, then the tests
+#   bash benchmarks/gpu.sh all OUTDIR     # one lease: the stages of a 10M fit, effort, XLA:GPU's timers, the ladder, the tests
 #   bash benchmarks/gpu.sh flags OUTDIR   # compile time under XLA:GPU's compilation flags (stages of 1M and 10M fits)
+#   bash benchmarks/gpu.sh effort OUTDIR  # a cold and a warm 10M fit under each of XLA's lower-effort settings
 #   bash benchmarks/gpu.sh compile OUTDIR # trace/lower/XLA seconds of the fit's program, this checkout against OLD_REV,
 #                                         # then XLA's own timers for this checkout's (compile_time.py --phases)
 # Every step runs even when one before it fails; the logs go to OUTDIR.
@@ -20,8 +21,10 @@ tests() {
     # Several pytest workers share the GPU, so none may take most of its memory up front.
     # polars is not installed there; its one test is left out.
     # BUDGET_S: seconds for the whole script; the tests get what the steps before them left.
-    XLA_PYTHON_CLIENT_PREALLOCATE=false timeout $(( ${BUDGET_S:-3600} - ($(date +%s) - started) )) \
-        python3 -m pytest -q -n 12 -p no:cacheprovider --deselect tests/test_formula_features.py::test_polars_and_pyarrow_tables \
+    left=$(( ${BUDGET_S:-3600} - ($(date +%s) - started) ))
+    [ "$left" -ge 30 ] || { echo "no time left for the tests ($left s)"; return; }
+    XLA_PYTHON_CLIENT_PREALLOCATE=false timeout "$left" \
+        python3 -m pytest -q -n 12 -p no:cacheprovider ${TESTS:-} --deselect tests/test_formula_features.py::test_polars_and_pyarrow_tables \
         2>&1 | tee "$out/tests.log" | tail -60
 }
 flags() {
@@ -47,7 +50,22 @@ compile() {
     timeout 60 python3 benchmarks/compile_time.py --phases --problems binomial-q2-13k-balanced,binomial-q2-1M-balanced \
         2>&1 | grep -v "Warning\|return fn" | tee -a "$out/compile.log"
 }
+effort() {
+    # The cold 10M fit waits for its program's compilation; each setting below trades the
+    # kernels' speed for a shorter compile. One process each (XLA_FLAGS are read when the
+    # backend starts); the warm fit and the loglik say what the setting costs.
+    for v in "" "JAX_EXEC_TIME_OPTIMIZATION_EFFORT=-1" "JAX_OPTIMIZATION_LEVEL=O1" \
+             "XLA_FLAGS=--xla_gpu_disable_gpuasm_optimizations=true" "XLA_FLAGS=--xla_backend_optimization_level=0" \
+             "XLA_FLAGS=--xla_gpu_enable_command_buffer="; do
+        echo "== ${v:-default}"
+        env $v timeout 60 python3 benchmarks/stages.py --problems binomial-q2-10M-balanced --repeats 1 \
+            2>&1 | grep "^| binomial\|seconds from the call\|rror"
+    done 2>&1 | tee "$out/effort.log"
+}
 case $what in
+effort)
+    effort
+    ;;
 compile)
     compile
     ;;
@@ -55,17 +73,16 @@ flags)
     flags
     ;;
 all)
-    # 60 s an engine: a 10M fit took 17 s in all on the H200 (cold, two warm, loading); in
-    # session 13 a 10M program that would not compile spent 400 s of a 470 s budget at 200 s
+    # One lease (session 16): the cold 10M fit's stages, XLA's lower-effort settings, XLA:GPU's
+    # own timers, the 1M and 10M ladder, then the tests (TESTS: files, default all) with what is left.
+    timeout 90 python3 benchmarks/stages.py --problems binomial-q2-10M-balanced --repeats 2 2>&1 | tee "$out/stages.log"
+    effort
+    timeout 60 python3 benchmarks/compile_time.py --phases --problems binomial-q2-13k-balanced,binomial-q2-1M-balanced \
+        2>&1 | grep -v "Warning\|return fn" | tee "$out/compile.log"
+    # 60 s an engine: a 10M fit took 17 s in all on the H200 (cold, two warm, loading)
     python3 benchmarks/run.py --engines jaxmm,jaxmm-f32 --repeats 2 --cold-runs 1 --timeout 60 --tmpdir /tmp/benchdata \
-        --problems binomial-q2-13k-balanced,binomial-q2-100k-balanced,binomial-q2-1M-balanced,binomial-q2-10M-balanced \
-        --out "$out/results_gpu.md" 2>&1 | tee "$out/bench.log" | tail -30
-    timeout 120 python3 benchmarks/stages.py --problems binomial-q2-1M-balanced,binomial-q2-10M-balanced --repeats 2 \
-        2>&1 | tee "$out/stages.log"
-    # the cold 10M fit again with its compilation after the design (no overlap): the comparison
-    timeout 90 python3 benchmarks/stages.py --problems binomial-q2-10M-balanced --repeats 0 --no-early-compile \
-        2>&1 | tee -a "$out/stages.log"
-    compile
+        --problems binomial-q2-1M-balanced,binomial-q2-10M-balanced \
+        --out "$out/results_gpu.md" 2>&1 | tee "$out/bench.log" | tail -12
     tests
     ;;
 bench)

@@ -115,8 +115,8 @@ def main(argv=None):
 
     print(f"backend {jax.default_backend()} ({jax.devices()[0].device_kind}); jax {jax.__version__}; "
           f"dtype {args.dtype}; early compilation {'off' if args.no_early_compile else 'on'}\n")
-    print("| problem | run | total s | design s | compiled fit s | result s | other s | iterations |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    print("| problem | run | total s | design s | compiled fit s | result s | other s | iterations | loglik |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for pid in args.problems.split(","):
         prob = P.get(pid)
         df, formula, kw = P.generate(prob)
@@ -132,13 +132,13 @@ def main(argv=None):
             design_s, result_s = spent.get("design_from_formula", 0.0), spent.get("_result", 0.0)
             rows.append((run, total, design_s, fit_s, result_s, total - design_s - fit_s - result_s))
             print(f"| {pid} | {run} | {total:.3f} | {design_s:.3f} | {fit_s:.3f} | {result_s:.3f} | "
-                  f"{rows[-1][-1]:.3f} | {res.n_iter} |", flush=True)
+                  f"{rows[-1][-1]:.3f} | {res.n_iter} | {res.loglik:.4f} |", flush=True)
             del res
             if run == "cold":
                 cold_line = timeline.line()
         if args.repeats:
             med = [statistics.median(r[i] for r in rows[1:]) for i in range(1, 6)]
-            print(f"| {pid} | warm median | " + " | ".join(f"{v:.3f}" for v in med) + " | |", flush=True)
+            print(f"| {pid} | warm median | " + " | ".join(f"{v:.3f}" for v in med) + " | | |", flush=True)
         print(f"\n{pid}, cold, seconds from the call: {cold_line}\n", flush=True)
 
 
