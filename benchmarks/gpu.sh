@@ -6,6 +6,7 @@
 #   bash benchmarks/gpu.sh all OUTDIR     # one lease: the stages of a 10M fit, effort, XLA:GPU's timers, the ladder, the tests
 #   bash benchmarks/gpu.sh flags OUTDIR   # compile time under XLA:GPU's compilation flags (stages of 1M and 10M fits)
 #   bash benchmarks/gpu.sh effort OUTDIR  # a cold and a warm 10M fit under each of XLA's lower-effort settings
+#   bash benchmarks/gpu.sh gemm OUTDIR    # the same, without Triton GEMM fusions or autotuning (two rounds)
 #   bash benchmarks/gpu.sh compile OUTDIR # trace/lower/XLA seconds of the fit's program, this checkout against OLD_REV,
 #                                         # then XLA's own timers for this checkout's (compile_time.py --phases)
 # Every step runs even when one before it fails; the logs go to OUTDIR.
@@ -62,7 +63,28 @@ effort() {
             2>&1 | grep "^| binomial\|seconds from the call\|rror"
     done 2>&1 | tee "$out/effort.log"
 }
+gemm() {
+    # Session 16's H100: XLA:GPU's time went to the HLO passes (2.3-2.7 s, gemm autotuning
+    # included) and to emitting Triton GEMM fusions (95 of 185 kernel emissions, several per
+    # fusion: the autotuner's candidates). Each setting twice, alternating, one process each.
+    # --option sets a compile option of jaxmm's programs; XLA_FLAGS one of every program.
+    t=" --option xla_gpu_enable_triton_gemm=false" a=" --option xla_gpu_autotune_level=0"
+    for round in 1 2; do
+        for v in "|" "|$t" "|$a" "|$t$a" "XLA_FLAGS=--xla_gpu_enable_command_buffer=|" \
+                 "XLA_FLAGS=--xla_gpu_enable_command_buffer=|$t$a"; do
+            echo "== round $round: ${v%%|*} ${v#*|}"
+            env ${v%%|*} timeout 60 python3 benchmarks/stages.py --problems binomial-q2-10M-balanced --repeats 1 ${v#*|} \
+                2>&1 | grep "^| binomial\|seconds from the call\|rror\|refused"
+        done
+    done 2>&1 | tee "$out/gemm.log"
+    XLA_FLAGS=--xla_gpu_enable_triton_gemm=false timeout 60 python3 benchmarks/compile_time.py --phases \
+        --problems binomial-q2-13k-balanced,binomial-q2-1M-balanced 2>&1 | grep -v "Warning\|return fn" \
+        | grep -v "IR emission for\|CompileToPtx\|PtxToCubin" | tee "$out/compile_gemm.log"
+}
 case $what in
+gemm)
+    gemm
+    ;;
 effort)
     effort
     ;;

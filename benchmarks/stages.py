@@ -78,6 +78,17 @@ class _Timeline:
         return " · ".join(f"{label} {t:.2f}" for label, t in sorted(self.events, key=lambda e: e[1]))
 
 
+def _option(text):
+    name, _, value = text.partition("=")
+    low = value.lower()
+    if low in ("true", "false"):
+        return name, low == "true"
+    try:
+        return name, int(value)
+    except ValueError:
+        return name, value
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--problems", default="binomial-q2-1M-balanced")
@@ -86,6 +97,9 @@ def main(argv=None):
     ap.add_argument("--no-early-compile", action="store_true",
                     help="compile the fit's program when it is called, not while the design is laid out "
                          "(the comparison for jaxmm's early compilation)")
+    ap.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
+                    help="an XLA compile option added to jaxmm's (_jit.COMPILER_OPTIONS), e.g. "
+                         "xla_gpu_enable_triton_gemm=false; repeatable")
     args = ap.parse_args(argv)
 
     import jax
@@ -95,6 +109,13 @@ def main(argv=None):
     import jaxmm
     from jaxmm import _fit
 
+    if args.option:
+        from jaxmm import _jit
+
+        added = dict(_option(o) for o in args.option)
+        _jit.COMPILER_OPTIONS.update(added)
+        refused = set(added) - set(_jit.accepted_options(jax.default_backend(), added))
+        print(f"compile options {_jit.COMPILER_OPTIONS}" + (f"; refused by this backend: {sorted(refused)}" if refused else ""))
     timeline = _Timeline()
     jax.config.update("jax_log_compiles", True)
     prefetch = _fit.prefetch_one

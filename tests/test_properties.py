@@ -1,7 +1,6 @@
 """Property-based checks (hypothesis): valid random designs always fit; invalid inputs only
 ever raise jaxmm's own errors. Plus determinism: the same input gives bit-identical output."""
 import json
-import os
 import subprocess
 import sys
 import warnings
@@ -15,6 +14,8 @@ from hypothesis import strategies as st
 
 import jaxmm
 from jaxmm.errors import JaxmmError, JaxmmWarning
+
+from conftest import bit_reproducible
 
 SETTINGS = settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow],
                     derandomize=True)
@@ -88,15 +89,10 @@ def test_invalid_inputs_raise_only_jaxmm_errors(case):
             pass  # the only acceptable failure
 
 
-def _bit_reproducible() -> bool:
-    # GPU scatter-adds sum in arrival order unless XLA is told otherwise (README "GPU")
-    return jax.default_backend() == "cpu" or "--xla_gpu_deterministic_ops=true" in os.environ.get("XLA_FLAGS", "")
-
-
 def test_same_input_gives_bit_identical_output(tmp_path, reference_fit):
     ref, data, first = reference_fit("contraception_q2")
     again = jaxmm.fit(ref["formula"], data, family="binomial")
-    if not _bit_reproducible():
+    if not bit_reproducible():
         np.testing.assert_allclose(again.fixef, first.fixef, rtol=1e-7)
         assert again.loglik == pytest.approx(first.loglik, rel=1e-10)
         return
