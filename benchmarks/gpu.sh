@@ -3,10 +3,10 @@
 # optax, formulaic and pandas (jaxmm itself comes from this checkout through PYTHONPATH).
 #   bash benchmarks/gpu.sh bench OUTDIR   # the Bernoulli q = 2 ladder, float64 and float32, then rows per block at 10M
 #   bash benchmarks/gpu.sh tests OUTDIR   # the test suite with JAX_PLATFORMS=cuda
-#   bash benchmarks/gpu.sh all OUTDIR     # one lease: the stages of a 10M fit, effort, XLA:GPU's timers, the ladder, the tests
+#   bash benchmarks/gpu.sh all OUTDIR     # one lease: the stages of a 10M fit, gemm, the ladder, the tests
 #   bash benchmarks/gpu.sh flags OUTDIR   # compile time under XLA:GPU's compilation flags (stages of 1M and 10M fits)
 #   bash benchmarks/gpu.sh effort OUTDIR  # a cold and a warm 10M fit under each of XLA's lower-effort settings
-#   bash benchmarks/gpu.sh gemm OUTDIR    # the same, without Triton GEMM fusions or autotuning (two rounds)
+#   bash benchmarks/gpu.sh gemm OUTDIR    # a cold and a warm 10M fit with and without Triton GEMM fusions
 #   bash benchmarks/gpu.sh compile OUTDIR # trace/lower/XLA seconds of the fit's program, this checkout against OLD_REV,
 #                                         # then XLA's own timers for this checkout's (compile_time.py --phases)
 # Every step runs even when one before it fails; the logs go to OUTDIR.
@@ -64,22 +64,20 @@ effort() {
     done 2>&1 | tee "$out/effort.log"
 }
 gemm() {
-    # Session 16's H100: XLA:GPU's time went to the HLO passes (2.3-2.7 s, gemm autotuning
-    # included) and to emitting Triton GEMM fusions (95 of 185 kernel emissions, several per
-    # fusion: the autotuner's candidates). Each setting twice, alternating, one process each.
-    # --option sets a compile option of jaxmm's programs; XLA_FLAGS one of every program.
-    t=" --option xla_gpu_enable_triton_gemm=false" a=" --option xla_gpu_autotune_level=0"
-    for round in 1 2; do
-        for v in "|" "|$t" "|$a" "|$t$a" "XLA_FLAGS=--xla_gpu_enable_command_buffer=|" \
-                 "XLA_FLAGS=--xla_gpu_enable_command_buffer=|$t$a"; do
-            echo "== round $round: ${v%%|*} ${v#*|}"
-            env ${v%%|*} timeout 60 python3 benchmarks/stages.py --problems binomial-q2-10M-balanced --repeats 1 ${v#*|} \
+    # Session 16's H100 (at 83d86aa): XLA:GPU's time went to the HLO passes (2.3-2.7 s, GEMM
+    # autotuning included) and to emitting Triton GEMM fusions (95 of 185 kernel emissions,
+    # several per fusion: the autotuner's candidates). Since then jaxmm compiles without them
+    # on a GPU (_jit.GPU_COMPILER_OPTIONS); this compares that with XLA's default, three
+    # rounds, alternating, one process each.
+    for round in 1 2 3; do
+        for v in "" "--option xla_gpu_enable_triton_gemm=true"; do
+            echo "== round $round: ${v:-the default options}"
+            timeout 60 python3 benchmarks/stages.py --problems binomial-q2-10M-balanced --repeats 1 $v \
                 2>&1 | grep "^| binomial\|seconds from the call\|rror\|refused"
         done
     done 2>&1 | tee "$out/gemm.log"
-    XLA_FLAGS=--xla_gpu_enable_triton_gemm=false timeout 60 python3 benchmarks/compile_time.py --phases \
-        --problems binomial-q2-13k-balanced,binomial-q2-1M-balanced 2>&1 | grep -v "Warning\|return fn" \
-        | grep -v "IR emission for\|CompileToPtx\|PtxToCubin" | tee "$out/compile_gemm.log"
+    timeout 60 python3 benchmarks/compile_time.py --phases --problems binomial-q2-13k-balanced,binomial-q2-1M-balanced \
+        2>&1 | grep -v "Warning\|return fn" | grep -v "IR emission for\|CompileToPtx\|PtxToCubin" | tee "$out/compile_gemm.log"
 }
 case $what in
 gemm)
@@ -95,12 +93,11 @@ flags)
     flags
     ;;
 all)
-    # One lease (session 16): the cold 10M fit's stages, XLA's lower-effort settings, XLA:GPU's
-    # own timers, the 1M and 10M ladder, then the tests (TESTS: files, default all) with what is left.
+    # One lease: the cold 10M fit's stages, with and without Triton GEMM fusions, XLA:GPU's own
+    # timers, the 1M and 10M ladder, then the tests (TESTS: files, default all) with what is left.
+    # (Session 16 ran the effort step where gemm is now, and compile_time.py --phases alone.)
     timeout 90 python3 benchmarks/stages.py --problems binomial-q2-10M-balanced --repeats 2 2>&1 | tee "$out/stages.log"
-    effort
-    timeout 60 python3 benchmarks/compile_time.py --phases --problems binomial-q2-13k-balanced,binomial-q2-1M-balanced \
-        2>&1 | grep -v "Warning\|return fn" | tee "$out/compile.log"
+    gemm
     # 60 s an engine: a 10M fit took 17 s in all on the H200 (cold, two warm, loading)
     python3 benchmarks/run.py --engines jaxmm,jaxmm-f32 --repeats 2 --cold-runs 1 --timeout 60 --tmpdir /tmp/benchdata \
         --problems binomial-q2-1M-balanced,binomial-q2-10M-balanced \

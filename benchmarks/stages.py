@@ -98,8 +98,8 @@ def main(argv=None):
                     help="compile the fit's program when it is called, not while the design is laid out "
                          "(the comparison for jaxmm's early compilation)")
     ap.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
-                    help="an XLA compile option added to jaxmm's (_jit.COMPILER_OPTIONS), e.g. "
-                         "xla_gpu_enable_triton_gemm=false; repeatable")
+                    help="an XLA compile option set in each of jaxmm's option sets (_jit.*COMPILER_OPTIONS), "
+                         "e.g. xla_gpu_enable_triton_gemm=true; repeatable")
     args = ap.parse_args(argv)
 
     import jax
@@ -113,9 +113,10 @@ def main(argv=None):
         from jaxmm import _jit
 
         added = dict(_option(o) for o in args.option)
-        _jit.COMPILER_OPTIONS.update(added)
+        for options in (_jit.COMPILER_OPTIONS, _jit.ELEMENTAL_COMPILER_OPTIONS, _jit.GPU_COMPILER_OPTIONS):
+            options.update(added)
         refused = set(added) - set(_jit.accepted_options(jax.default_backend(), added))
-        print(f"compile options {_jit.COMPILER_OPTIONS}" + (f"; refused by this backend: {sorted(refused)}" if refused else ""))
+        print(f"options added {added}" + (f"; refused by this backend: {sorted(refused)}" if refused else ""))
     timeline = _Timeline()
     jax.config.update("jax_log_compiles", True)
     prefetch = _fit.prefetch_one

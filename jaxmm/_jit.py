@@ -41,6 +41,15 @@ COMPILER_OPTIONS = {"xla_llvm_disable_expensive_passes": True}
 # was no slower either.
 ELEMENTAL_COMPILER_OPTIONS = {**COMPILER_OPTIONS, "xla_cpu_use_fusion_emitters": False}
 
+# XLA:GPU makes the programs' small dots (p x p, k x k and row-by-p products) Triton GEMM
+# fusions and autotunes each one, compiling every candidate tiling; without them the dots are
+# cuBLAS calls. Measured on an H100 (benchmarks/results_gpu.md, session 16), Bernoulli q = 2:
+# XLA's compile of the 13.7k and 1M fits took 2.7 and 2.4 s against 4.0 and 3.7 s, and a cold
+# 10M fit 5.13 and 4.28 s against 6.82 and 4.83 s (two alternating rounds) with the same
+# log-likelihood; the warm 10M fit's GPU part went from 0.44 to 0.47 s. (Without the
+# autotuner as well, cuBLAS's default algorithms made that part 1.6 s.)
+GPU_COMPILER_OPTIONS = {**COMPILER_OPTIONS, "xla_gpu_enable_triton_gemm": False}
+
 
 # Whether the program being traced sums its per-group row terms with one segment sum per
 # output (see _inner._row_sums): set by `compiled` while it calls (and so traces) a
@@ -84,8 +93,9 @@ def accepted_options(backend: str, options: dict) -> dict:
 
 
 class compiled:
-    """``jax.jit(fun, static_argnames=...)`` compiled with :data:`COMPILER_OPTIONS`, or with
-    :data:`ELEMENTAL_COMPILER_OPTIONS` where ``elemental``, less what the backend refuses.
+    """``jax.jit(fun, static_argnames=...)`` compiled with :data:`COMPILER_OPTIONS`, with
+    :data:`ELEMENTAL_COMPILER_OPTIONS` where ``elemental``, or on a GPU with
+    :data:`GPU_COMPILER_OPTIONS`, less what the backend refuses.
 
     ``elemental`` may also be a function of the call's arguments (returning a bool): a
     program whose choice depends on the data's size then has one jit for each choice.
@@ -147,7 +157,6 @@ class compiled:
         while self._pending:  # a program compiling in the background (prefetch) is waited for, not compiled twice
             self._pending.pop().join()
         key = self._key(args, kwargs)
-        elemental = key[1]
         # Each key has its own jit, so what its trace reads here stays true of its cache.
         token = _SEPARATE_GROUP_SUMS.set(self._separate_sums(key))
         try:
@@ -156,7 +165,7 @@ class compiled:
             if "compile option" not in str(err) or key in self._filtered:
                 raise
             self._filtered.add(key)
-            self._jitted[key] = self._jit(accepted_options(key[0], self._options(elemental)))
+            self._jitted[key] = self._jit(accepted_options(key[0], self._options(key)))
             return self._jitted[key](*args, **kwargs)
         finally:
             _SEPARATE_GROUP_SUMS.reset(token)
@@ -165,12 +174,15 @@ class compiled:
         return jax.jit(self._fun, static_argnames=self._static, compiler_options=options)
 
     @staticmethod
-    def _options(elemental: bool):
+    def _options(key):
+        backend, elemental = key
+        if backend == "gpu":
+            return GPU_COMPILER_OPTIONS
         return ELEMENTAL_COMPILER_OPTIONS if elemental else COMPILER_OPTIONS
 
     def _for(self, key):
         if key not in self._jitted:
-            self._jitted[key] = self._jit(self._options(key[1]))
+            self._jitted[key] = self._jit(self._options(key))
         return self._jitted[key]
 
     def _cache_size(self) -> int:

@@ -115,12 +115,26 @@ def test_elemental_is_chosen_on_the_cpu_only(monkeypatch):
     monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
     # Only the key changes here: the programs still compile for the CPU device, with the
     # options other backends get.
-    monkeypatch.setattr(_jit, "COMPILER_OPTIONS", {})
+    monkeypatch.setattr(_jit, "GPU_COMPILER_OPTIONS", {})
     monkeypatch.setattr(_jit, "ELEMENTAL_COMPILER_OPTIONS", {"xla_no_such_option_anywhere": True})
     np.testing.assert_array_equal(f(jnp.ones(2)), [2.0, 2.0])
     np.testing.assert_array_equal(g(jnp.ones(2)), [3.0, 3.0])
     assert list(f._jitted) == [("gpu", False)] and list(g._jitted) == [("gpu", False)]
     assert not g._filtered  # compiled at the first try
+
+
+def test_a_gpu_compiles_with_the_gpu_options(monkeypatch):
+    # GPU_COMPILER_OPTIONS (no Triton GEMM fusions) are a GPU's, and only a GPU's: an option
+    # put there is tried for the gpu key (here refused, as unknown) and not for the others.
+    assert _jit.GPU_COMPILER_OPTIONS["xla_gpu_enable_triton_gemm"] is False
+    assert "xla_gpu_enable_triton_gemm" not in _jit.COMPILER_OPTIONS
+    monkeypatch.setattr(_jit, "GPU_COMPILER_OPTIONS", {"xla_no_such_option_anywhere": True})
+    f = _jit.compiled(lambda x: x * 3.0)
+    np.testing.assert_array_equal(f(jnp.ones(2)), [3.0, 3.0])
+    assert not f._filtered
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    np.testing.assert_array_equal(f(jnp.ones(2)), [3.0, 3.0])
+    assert f._filtered == {("gpu", False)}
 
 
 def test_group_sum_form_follows_the_emitters():
