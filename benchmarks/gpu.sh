@@ -6,7 +6,7 @@
 #   bash benchmarks/gpu.sh all OUTDIR     # one lease: the stages of a 10M fit, gemm, the ladder, the tests
 #   bash benchmarks/gpu.sh flags OUTDIR   # compile time under XLA:GPU's compilation flags (stages of 1M and 10M fits)
 #   bash benchmarks/gpu.sh effort OUTDIR  # a cold and a warm 10M fit under each of XLA's lower-effort settings
-#   bash benchmarks/gpu.sh gemm OUTDIR    # a cold and a warm 10M fit with and without Triton GEMM fusions
+#   bash benchmarks/gpu.sh gemm OUTDIR    # a cold and a warm 10M fit: this checkout, with Triton GEMM fusions, OLD_REV
 #   bash benchmarks/gpu.sh compile OUTDIR # trace/lower/XLA seconds of the fit's program, this checkout against OLD_REV,
 #                                         # then XLA's own timers for this checkout's (compile_time.py --phases)
 # Every step runs even when one before it fails; the logs go to OUTDIR.
@@ -67,13 +67,18 @@ gemm() {
     # Session 16's H100 (at 83d86aa): XLA:GPU's time went to the HLO passes (2.3-2.7 s, GEMM
     # autotuning included) and to emitting Triton GEMM fusions (95 of 185 kernel emissions,
     # several per fusion: the autotuner's candidates). Since then jaxmm compiles without them
-    # on a GPU (_jit.GPU_COMPILER_OPTIONS); this compares that with XLA's default, three
-    # rounds, alternating, one process each.
+    # on a GPU (1e064b0, _jit.GPU_COMPILER_OPTIONS), and the row and group products of each
+    # evaluation are no longer dots (_smallmat.matmul), so that XLA has no cuBLAS calls there
+    # to autotune either; that second change has not run on a GPU. Compared here, three rounds,
+    # alternating, one process each: this checkout, this checkout with Triton GEMM fusions,
+    # and OLD_REV (default 1e064b0: no Triton, the dots).
+    old=/tmp/jaxmm-gemm-old
+    git worktree add -f "$old" "${OLD_REV:-1e064b0}" >/dev/null 2>&1 || echo "no worktree for ${OLD_REV:-1e064b0}"
     for round in 1 2 3; do
-        for v in "" "--option xla_gpu_enable_triton_gemm=true"; do
-            echo "== round $round: ${v:-the default options}"
-            timeout 60 python3 benchmarks/stages.py --problems binomial-q2-10M-balanced --repeats 1 $v \
-                2>&1 | grep "^| binomial\|seconds from the call\|rror\|refused"
+        for v in "$PWD|" "$PWD|--option xla_gpu_enable_triton_gemm=true" "$old|"; do
+            echo "== round $round: ${v%%|*} ${v#*|}"
+            PYTHONPATH=${v%%|*} timeout 60 python3 benchmarks/stages.py --problems binomial-q2-10M-balanced --repeats 1 \
+                ${v#*|} 2>&1 | grep "^| binomial\|seconds from the call\|rror\|refused"
         done
     done 2>&1 | tee "$out/gemm.log"
     timeout 60 python3 benchmarks/compile_time.py --phases --problems binomial-q2-13k-balanced,binomial-q2-1M-balanced \

@@ -31,7 +31,7 @@ import numpy as np
 
 from . import _smallmat as sm
 from ._design import Design
-from ._inner import InnerOptions, _at_rows, _row_sums, _rows, _solve, lower_pairs, symmetric_from_pairs
+from ._inner import InnerOptions, _at_rows, _row_sums, _rows, _solve, linear_parts, lower_pairs, symmetric_from_pairs
 from ._params import Params
 
 
@@ -59,10 +59,8 @@ def _forward(beta, chol, dispersion, design: Design, u0, family, options: InnerO
     acc = beta.dtype
     work = design.X.dtype
     p, q = design.X.shape[1], design.Z.shape[1]
-    L = chol.astype(work)
     disp = dispersion.astype(work)
-    eta_fixed = design.X @ beta.astype(work) + design.offset
-    ZL = design.Z @ L
+    eta_fixed, ZL = linear_parts(design, beta, chol)
     u, h, _, H, _ = _solve(eta_fixed, ZL, disp, design, u0.astype(work), family, options)
     cholH = sm.cholesky(H)
     value = jnp.sum(h.astype(acc)) - 0.5 * jnp.sum(sm.logdet_from_cholesky(cholH).astype(acc))
@@ -88,7 +86,7 @@ def _forward(beta, chol, dispersion, design: Design, u0, family, options: InnerO
     u_Hinv = jnp.concatenate([u, Hinv.reshape(-1, q * q)], axis=1)
     zl, _, _, half_dw_lev, _, _, _ = row_terms(u_Hinv, eta_fixed, ZL, design)
     c = _row_sums([half_dw_lev * zl[a] for a in range(q)], design)              # (m, q)
-    v = jnp.einsum("mab,mb->ma", Hinv, c)
+    v = sm.matvec(Hinv, c)
     # The second pass recomputes the row terms rather than reading them back: behind the
     # barrier XLA cannot merge the two computations, so each pass is one fused loop over
     # the rows (shared, they were five materialised arrays of N values).
@@ -109,8 +107,8 @@ def _forward(beta, chol, dispersion, design: Design, u0, family, options: InnerO
     R, S = sums[:, p:p + q], sums[:, p + q:p + 2 * q]
     P = symmetric_from_pairs(sums[:, p + 2 * q:p + 2 * q + q * (q + 1) // 2], q)
     u_acc, v_acc, Hinv_acc = u.astype(acc), v.astype(acc), Hinv.astype(acc)
-    g_chol = (jnp.einsum("ma,mb->ab", R, u_acc) - jnp.einsum("ma,mb->ab", S, v_acc)
-              - jnp.einsum("mac,cd,mdb->ab", P, chol, Hinv_acc))
+    g_chol = jnp.sum(R[:, :, None] * u_acc[:, None, :] - S[:, :, None] * v_acc[:, None, :]
+                     - sm.matmul(sm.matmul(P, chol), Hinv_acc), axis=0)
     g_disp = jnp.sum(sums[:, -1]) if with_disp else jnp.zeros_like(dispersion)
     return (value, u), (g_beta, g_chol, g_disp.astype(dispersion.dtype))
 

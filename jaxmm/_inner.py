@@ -97,6 +97,13 @@ def _at_rows(per_group, design: Design):
     return per_group[design.tile_group][:, None, :]
 
 
+def linear_parts(design: Design, beta, chol):
+    """The solver's inputs: the fixed part of η, X β + offset, and Z L, per row, in the
+    design's dtype (the parameters are cast to it)."""
+    work = design.X.dtype
+    return sm.matvec(design.X, beta.astype(work)) + design.offset, sm.matmul(design.Z, chol.astype(work))
+
+
 def _eta(u, eta_fixed, ZL, design: Design):
     """η in the pass's row shape, and the columns of ZL in it."""
     shape = _rows(design)

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 
 from . import _smallmat as sm
 from ._design import Design
-from ._inner import InnerOptions, mode_and_curvature
+from ._inner import InnerOptions, linear_parts, mode_and_curvature
 from ._params import Params
 
 
@@ -26,8 +26,7 @@ def _at_mode(params: Params, design: Design, u0, family, options: InnerOptions):
     a float32 design is computed in float32 even when the parameters are float64.
     """
     work = design.X.dtype
-    eta_fixed = design.X @ params.beta.astype(work) + design.offset
-    ZL = design.Z @ params.chol.astype(work)
+    eta_fixed, ZL = linear_parts(design, params.beta, params.chol)
     u, h, H = mode_and_curvature(eta_fixed, ZL, params.dispersion.astype(work), design, u0.astype(work),
                                  family, options)
     return h, H, u
@@ -58,6 +57,6 @@ def modes_and_cond_var(params: Params, design: Design, u0, family, options: Inne
     _, H, u = _at_mode(params, design, u0, family, options)
     H, u = H.astype(params.chol.dtype), u.astype(params.chol.dtype)
     L = params.chol
-    b = u @ L.T
-    cond_var = L @ sm.cho_inverse(sm.cholesky(H)) @ L.T
+    b = sm.matmul(u, L.T)
+    cond_var = sm.matmul(sm.matmul(L, sm.cho_inverse(sm.cholesky(H))), L.T)
     return b, cond_var, u

@@ -26,7 +26,7 @@ import numpy as np
 
 from . import _smallmat as sm
 from ._design import Design
-from ._inner import InnerOptions, group_logdens, mode_and_curvature
+from ._inner import InnerOptions, group_logdens, linear_parts, mode_and_curvature
 from ._laplace import laplace_loglik
 from ._params import Params
 from .errors import ArgumentError
@@ -85,8 +85,7 @@ def aghq_loglik(params: Params, design: Design, u0, family, nagq: int, options: 
     work = design.X.dtype
     acc = params.beta.dtype
     q = design.Z.shape[1]
-    eta_fixed = design.X @ params.beta.astype(work) + design.offset
-    ZL = design.Z @ params.chol.astype(work)
+    eta_fixed, ZL = linear_parts(design, params.beta, params.chol)
     dispersion = params.dispersion.astype(work)
     u, _, H = mode_and_curvature(eta_fixed, ZL, dispersion, design, u0.astype(work), family, options)
     scale = sm.cholesky(sm.cho_inverse(sm.cholesky(H)))  # L̃ᵢ: L̃ L̃ᵀ = Hᵢ⁻¹

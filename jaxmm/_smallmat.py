@@ -78,3 +78,25 @@ def cho_inverse(L):
 def logdet_from_cholesky(L):
     """log|L Lᵀ| for each factor."""
     return 2.0 * jnp.sum(jnp.log(jnp.diagonal(L, axis1=-2, axis2=-1)), axis=-1)
+
+
+def matmul(A, B):
+    """A @ B for (..., n, k) A and (..., k, m) B (leading axes broadcast) as k elementwise
+    products added up, unrolled, for the small k of these models (q, or the p of X).
+
+    Written as a dot, each product is a kernel that XLA:GPU compiles as a cuBLAS call (or a
+    Triton GEMM fusion) and autotunes while it compiles the fit; as products, XLA fuses them
+    into the loops around them. Used for the row and group products of every objective
+    evaluation (X β, Z L, the gradient's per-group terms).
+    """
+    k = A.shape[-1]
+    if B.shape[-2] != k:
+        raise ValueError(f"matmul: {A.shape} @ {B.shape}")
+    rank = max(A.ndim, B.ndim)  # leading axes of equal rank (jaxmm's tests forbid rank promotion)
+    A, B = (M.reshape((1,) * (rank - M.ndim) + M.shape) for M in (A, B))
+    return sum(A[..., :, j, None] * B[..., None, j, :] for j in range(k))
+
+
+def matvec(A, x):
+    """A @ x for (..., n, k) A and (..., k) x, as :func:`matmul`."""
+    return matmul(A, x[..., None])[..., 0]

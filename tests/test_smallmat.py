@@ -20,3 +20,20 @@ def test_against_numpy(q):
     np.testing.assert_allclose(np.asarray(sm.solve_lower(L, W)), np.linalg.solve(L, W), rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(np.asarray(sm.cho_inverse(L)), np.linalg.inv(A), rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(np.asarray(sm.logdet_from_cholesky(L)), np.linalg.slogdet(A)[1], rtol=1e-12)
+
+
+def test_products_against_numpy():
+    # sm.matmul / sm.matvec replace dots in the fit (rows by columns, groups by q x q), with
+    # numpy's broadcasting of leading axes.
+    rng = np.random.default_rng(0)
+    rows, per_group, shared, vec = (rng.standard_normal(s) for s in ((50, 3), (7, 2, 2), (2, 2), (3,)))
+    np.testing.assert_allclose(np.asarray(sm.matvec(jnp.asarray(rows), jnp.asarray(vec))), rows @ vec, rtol=1e-12)
+    np.testing.assert_allclose(np.asarray(sm.matmul(jnp.asarray(rows[:, :2]), jnp.asarray(shared))),
+                               rows[:, :2] @ shared, rtol=1e-12)
+    for a, b in ((per_group, shared), (shared, per_group), (per_group, per_group)):
+        np.testing.assert_allclose(np.asarray(sm.matmul(jnp.asarray(a), jnp.asarray(b))), a @ b, rtol=1e-12)
+    v = rng.standard_normal((7, 2))
+    np.testing.assert_allclose(np.asarray(sm.matvec(jnp.asarray(per_group), jnp.asarray(v))),
+                               np.einsum("mab,mb->ma", per_group, v), rtol=1e-12)
+    with pytest.raises(ValueError, match="matmul"):
+        sm.matmul(jnp.asarray(rows), jnp.asarray(shared))
