@@ -316,6 +316,29 @@ def test_device_layout_program_holds_no_cumulative_sums():
     assert "reduce_window" not in text and "cumsum" not in text
 
 
+def test_device_layout_of_a_factor_holds_no_column_per_level(monkeypatch):
+    """A factor's indicator columns are computed into X in one loop. Stacked column by
+    column, XLA materialised each one first: 10M rows and 10 levels held 1010 MB of
+    temporaries. The layout program's temporaries must not grow with the levels."""
+    from jaxmm import _design
+    from jaxmm._design import PlainMatrix
+
+    rng = np.random.default_rng(2)
+    n = 200_000
+    g = np.sort(rng.integers(0, n // 10, n))
+    table = pd.DataFrame({"x": rng.normal(size=n), "f": rng.choice([f"l{j}" for j in range(10)], n)})
+    X = PlainMatrix((None, "x") + tuple(("f", f"l{j}") for j in range(1, 10)), table)
+    calls = []
+    real = _design._lay_out
+    monkeypatch.setattr(_design, "_lay_out", lambda *a, **k: calls.append((a, k)) or real(*a, **k))
+    design, _, layout = make_design(X, PlainMatrix((None,), table), rng.integers(0, 2, n).astype(float), g,
+                                    device_layout=True)
+    assert design.X.shape == (layout.n_rows, 11)
+    (args, kwargs), = calls
+    temps = real.lower(*args, **kwargs).compile().memory_analysis().temp_size_in_bytes
+    assert temps < 4 * 8 * layout.n_rows, temps  # a few columns, not one per level (9 x 8 bytes a row)
+
+
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("chunk_rows", [200, 1 << 20])
 @pytest.mark.parametrize("tile", [1, 4])
