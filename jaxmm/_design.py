@@ -389,7 +389,7 @@ def _lay_out(columns, row_slot, row_group, sources=None, codes=None, *, n_rows, 
         if any(None in names for _, names in plain):
             placed[None] = scatter(jnp.ones(row_slot.shape, dtype), 0.0)  # the intercept
         # a factor's codes are placed once (padding rows hold -1, no level) and compared
-        # inside the stack: one array of 1-byte codes instead of one of floats per level
+        # where the matrix is computed: one array of 1-byte codes instead of one of floats per level
         placed_codes = {name: scatter(values, -1, values.dtype) for name, values in (codes or {}).items()}
         for name, names in plain:
             out[name] = _plain_columns(names, placed, placed_codes, n_rows, dtype)
