@@ -42,13 +42,14 @@ COMPILER_OPTIONS = {"xla_llvm_disable_expensive_passes": True}
 ELEMENTAL_COMPILER_OPTIONS = {**COMPILER_OPTIONS, "xla_cpu_use_fusion_emitters": False}
 
 # XLA:GPU makes the programs' dots Triton GEMM fusions and autotunes each one, compiling
-# every candidate tiling; without them the dots are cuBLAS calls. (When this was measured,
-# X β, Z L and the gradient's per-group products were dots too; they are now unrolled
-# products, _smallmat.matmul; the dots left are k x k, and X'W X once a fit.)
-# Measured on an H100 (benchmarks/results_gpu.md, session 16), Bernoulli q = 2: XLA's compile of the 13.7k and 1M fits took 2.7 and 2.4 s against 4.0 and 3.7 s, and a cold
-# 10M fit 5.13 and 4.28 s against 6.82 and 4.83 s (two alternating rounds) with the same
-# log-likelihood; the warm 10M fit's GPU part went from 0.44 to 0.47 s. (Without the
-# autotuner as well, cuBLAS's default algorithms made that part 1.6 s.)
+# every candidate tiling; without them the dots are cuBLAS calls. Measured on an H100
+# (benchmarks/results_gpu.md, session 16), Bernoulli q = 2: XLA's compile of the 13.7k and
+# 1M fits took 2.7 and 2.4 s against 4.0 and 3.7 s, and a cold 10M fit 5.13 and 4.28 s
+# against 6.82 and 4.83 s (two alternating rounds) with the same log-likelihood; the warm
+# 10M fit's GPU part went from 0.44 to 0.47 s. (Without the autotuner as well, cuBLAS's
+# default algorithms made that part 1.6 s.) X β, Z L and the gradient's per-group products
+# were dots then; they are now unrolled products (_smallmat.matmul), and the dots left are
+# k x k ones and X'W X once a fit.
 GPU_COMPILER_OPTIONS = {**COMPILER_OPTIONS, "xla_gpu_enable_triton_gemm": False}
 
 
