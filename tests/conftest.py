@@ -5,6 +5,11 @@ import os
 import warnings
 from pathlib import Path
 
+# pytest-xdist's workers (pyproject's addopts) share a GPU where there is one: JAX's default
+# of taking 75 % of its memory up front would leave the others none. Set before any backend starts.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+
 import jax
 import numpy as np
 import pandas as pd
@@ -84,3 +89,22 @@ def _release_compiled_programs():
     yield
     jax.clear_caches()
     gc.collect()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _programs_on_disk(tmp_path_factory):
+    """Keep the session's compiled programs on disk (JAX's persistent compilation cache,
+    which is also what ``jaxmm.enable_compilation_cache`` turns on), so that a program
+    which a later module needs again after :func:`_release_compiled_programs` is loaded
+    instead of compiled: XLA's compile is most of the suite's time, and the same fits
+    (sleepstudy, cbpp, the reference cases) come back in many modules. The directory is
+    this session's own (per xdist worker), so nothing carries over between runs."""
+    path = tmp_path_factory.mktemp("xla-cache")
+    saved = {name: getattr(jax.config, name) for name in
+             ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs")}
+    jax.config.update("jax_compilation_cache_dir", str(path))
+    # Loading is not free either; only programs that took a while to compile are kept.
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
+    yield
+    for name, value in saved.items():
+        jax.config.update(name, value)
