@@ -53,6 +53,7 @@ def lmm_batch(data):
     return jaxmm.fit("y ~ x + (1 | g)", data, by="rep")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family, formula", [("gaussian", "y ~ x + (1 | g)"), ("binomial", "yb ~ x + (1 | g)")])
 def test_by_equals_separate_fits(data, family, formula):
     with warnings.catch_warnings():

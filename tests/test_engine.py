@@ -47,6 +47,7 @@ def _central_diff(f, x, steps):
     return g
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["cbpp_binomial", "contraception_q2", "grouseticks_poisson"])
 @pytest.mark.parametrize("where", ["optimum", "away"])
 def test_gradient_matches_finite_differences(reference_fit, name, where):
@@ -117,6 +118,7 @@ def test_batched_modes_equal_a_loop_over_groups(reference_fit):
         np.testing.assert_allclose(np.asarray(u_i)[0], u_all[i], rtol=1e-9, atol=1e-10)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["contraception_q2", "grouseticks_poisson"])
 def test_tiled_passes_equal_row_passes(reference_fit, name):
     """Sums over (T, 4) tiles then over tiles = segment sums of single rows: the pass

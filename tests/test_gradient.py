@@ -56,6 +56,7 @@ def test_written_gradient_equals_autodiff(family, link, q, tile):
         assert abs(float(g_ad[2])) > 1e-3  # the dispersion's gradient is exercised, not zero
 
 
+@pytest.mark.slow
 def test_written_gradient_at_a_singular_L():
     """On the boundary (a zero column of L) the gradient in that column is still exact:
     the driver's boundary phase and its saddle test read it there."""

@@ -12,6 +12,7 @@ import jaxmm
 GUIDE = Path(__file__).parent.parent / "docs" / "varcorr-vs-blups.md"
 
 
+@pytest.mark.slow
 def test_guide_code_blocks_run_as_written():
     blocks = re.findall(r"```python\n(.*?)```", GUIDE.read_text(), flags=re.S)
     assert len(blocks) == 2

@@ -78,6 +78,7 @@ def test_predict_argument_errors(sleep):
         res.predict(pd.DataFrame({"Subject": [308]}))
 
 
+@pytest.mark.slow
 def test_anova_refits_reml_by_ml_and_equals_lme4():
     # s0 <- lmer(Reaction ~ Days + (1 | Subject), sleepstudy)
     # s1 <- lmer(Reaction ~ Days + (Days | Subject), sleepstudy)
@@ -238,6 +239,7 @@ CBPP_PROFILE = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", ["sleep", "cbpp"])
 def test_profile_confint_equals_lme4(case, sleep, cbpp):
     # The bar is 2 % of the interval width; measured agreement is about 1e-4 of it.

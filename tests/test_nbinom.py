@@ -33,6 +33,7 @@ def test_negative_binomial_matches_glmmtmb(nb):
     assert nb.to_dict()["theta"] == pytest.approx(nb.theta)
 
 
+@pytest.mark.slow
 def test_negative_binomial_theta_in_intervals_and_simulation(nb):
     ci = nb.confint("profile")
     assert ci.index[-1] == "theta" and ci.loc["theta", "lower"] < nb.theta < ci.loc["theta", "upper"]

@@ -20,6 +20,7 @@ def frame():
     return ex.simulate(seed=1, n_train=120, n_heldout=40)
 
 
+@pytest.mark.slow
 def test_mlp_fixed_part_beats_the_linear_glmm(frame):
     out = ex.evaluate(frame, steps=600, batch_subjects=40)
     pop, cond = out["heldout_subjects"], out["new_observations"]

@@ -39,6 +39,7 @@ def valid_problems(draw):
     return family, f"y ~ x + {term}", pd.DataFrame({"y": y, "x": x, "g": [f"s{i}" for i in g]})
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(valid_problems())
 def test_valid_random_designs_fit(problem):

@@ -58,6 +58,7 @@ def test_rule_weights_and_nodes():
         np.testing.assert_allclose(np.sum(np.exp(logw - np.sum(z * z, axis=1))), 1.0, rtol=1e-13)
 
 
+@pytest.mark.slow
 def test_one_node_is_laplace(cbpp, seedlike):
     for res in (cbpp[1], seedlike[1][1]):
         fam = get_family(res.family, res.link)
@@ -135,6 +136,7 @@ def test_gradient_equals_finite_differences(seedlike):
     assert np.max(np.abs(g)) > 1.0
 
 
+@pytest.mark.slow
 def test_gaussian_is_exact_for_every_k():
     data = pd.read_csv(DATA / "sleepstudy_ml.csv")
     exact = jaxmm.fit("Reaction ~ Days + (Days | Subject)", data, method="ML")

@@ -24,6 +24,7 @@ def sharded():
     return json.loads(proc.stdout)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", ["gaussian", "binomial", "poisson"])
 def test_sharded_fit_equals_single_device(sharded, family):
     assert sharded["n_devices_available"] == 4
@@ -51,6 +52,7 @@ def test_devices_argument_errors():
         jaxmm.fit("y ~ 1 + (1 | g)", data.assign(r=[1, 1, 1, 2, 2, 2]), by="r", devices=1)
 
 
+@pytest.mark.slow
 def test_two_processes_agree_with_one():
     # examples/multihost.py: 2 processes joined by jax.distributed.initialize on localhost
     # (2 CPU devices each) fit one model over all 4 devices; it exits non-zero unless both
