@@ -586,14 +586,24 @@ def bucket_size(n: int, minimum: int = 16) -> int:
         k += 1
 
 
-_CATEGORY = re.compile(r"^C\((\w+)\)\[T\.(.*)\]$")
+# A treatment-coded factor's column, from C(name) or from a factor (text, category, bool) used bare.
+_CATEGORY = re.compile(r"^(?:C\((\w+)\)|(\w+))\[T\.(.*)\]$")
 
 
 def _lme4_name(name: str) -> str:
-    """formulaic column names in lme4's spelling: Intercept -> (Intercept), C(period)[T.2] -> period2."""
+    """A formulaic column name in lme4's spelling: Intercept -> (Intercept), C(period)[T.2] and
+    period[T.2] -> period2, x:period[T.2] -> x:period2."""
     if name == "Intercept":
         return "(Intercept)"
-    return ":".join(_CATEGORY.sub(r"\1\2", part) for part in name.split(":"))
+    return ":".join(_CATEGORY.sub(lambda m: (m.group(1) or m.group(2)) + m.group(3), part) for part in name.split(":"))
+
+
+def _lme4_names(names) -> list[str]:
+    """:func:`_lme4_name` of each column, or formulaic's names where two spellings would be the
+    same (a factor c with a level b beside a column cb): labels must tell the columns apart."""
+    spelled = [_lme4_name(n) for n in names]
+    return spelled if len(set(spelled)) == len(spelled) else [
+        "(Intercept)" if n == "Intercept" else n for n in names]
 
 
 def for_formulaic(data: pd.DataFrame) -> pd.DataFrame:
@@ -1110,7 +1120,7 @@ def _rows_from_formula(spec: FormulaSpec, data, *, trials=None, offset=None, wei
             f"response {spec.response!r} must be one numeric column; it expands to {list(lhs.columns)}"
         )
     raw_names = list(fixed.rhs.columns)
-    fixed_names = [_lme4_name(c) for c in raw_names]
+    fixed_names = _lme4_names(raw_names)
     fixed_spec = fixed.rhs.model_spec
     if x_sources is None:
         X = np.asarray(fixed.rhs, dtype=np.float64)
@@ -1137,7 +1147,7 @@ def _rows_from_formula(spec: FormulaSpec, data, *, trials=None, offset=None, wei
         random = _model_matrix(spec.random, data, "random-effects term")
         Z = np.asarray(random, dtype=np.float64)
     encoders = Encoders(fixed_spec, random.model_spec, tuple(raw_names))
-    re_names = tuple(_lme4_name(c) for c in random.columns)
+    re_names = tuple(_lme4_names(random.columns))
     del random
     trials_arr = None if trials is None else _as_float(f"trials column {trials!r}", _column(data, trials, "trials"))
     offset_arr = _row_values(data, offset, "offset")

@@ -172,3 +172,16 @@ def test_transforms_in_fixed_and_random_parts(sleepstudy):
     # main effects first, then the interaction, as lme4 orders them
     assert list(res.fixef.index) == ["(Intercept)", "Days", "half1", "I(Days ** 2)", "Days:half1"]
     assert res.converged
+
+
+def test_factor_columns_are_named_as_lme4_names_them():
+    """A factor's dummy columns are spelled as in lme4 (period2, x:period2) whether it is
+    written bare or inside C(); where that spelling would give two columns one name,
+    formulaic's names are kept, so the labels still tell the columns apart."""
+    from jaxmm._design import _lme4_names
+
+    assert _lme4_names(["Intercept", "x", "C(period)[T.2]", "period[T.3]", "x:period[T.3]", "I(x ** 2)"]) == [
+        "(Intercept)", "x", "period2", "period3", "x:period3", "I(x ** 2)"]
+    # other codings and non-identifiers are left as formulaic writes them
+    assert _lme4_names(["C(c, contr.sum)[S.a]", "`a b`[T.c]"]) == ["C(c, contr.sum)[S.a]", "`a b`[T.c]"]
+    assert _lme4_names(["Intercept", "c[T.b]", "cb"]) == ["(Intercept)", "c[T.b]", "cb"]
