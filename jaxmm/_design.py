@@ -590,11 +590,13 @@ def bucket_size(n: int, minimum: int = 16) -> int:
 _CATEGORY = re.compile(r"^(?:C\((\w+)\)|(\w+))\[T\.(.*)\]$")
 
 
-def _lme4_name(name: str) -> str:
-    """A formulaic column name in lme4's spelling: Intercept -> (Intercept), C(period)[T.2] and
-    period[T.2] -> period2, x:period[T.2] -> x:period2."""
+def _lme4_name(name: str, factors: bool = True) -> str:
+    """A formulaic column name in lme4's spelling: Intercept -> (Intercept), and with
+    ``factors`` C(period)[T.2] and period[T.2] -> period2, x:period[T.2] -> x:period2."""
     if name == "Intercept":
         return "(Intercept)"
+    if not factors:
+        return name
     return ":".join(_CATEGORY.sub(lambda m: (m.group(1) or m.group(2)) + m.group(3), part) for part in name.split(":"))
 
 
@@ -602,8 +604,7 @@ def _lme4_names(names) -> list[str]:
     """:func:`_lme4_name` of each column, or formulaic's names where two spellings would be the
     same (a factor c with a level b beside a column cb): labels must tell the columns apart."""
     spelled = [_lme4_name(n) for n in names]
-    return spelled if len(set(spelled)) == len(spelled) else [
-        "(Intercept)" if n == "Intercept" else n for n in names]
+    return spelled if len(set(spelled)) == len(spelled) else [_lme4_name(n, factors=False) for n in names]
 
 
 def for_formulaic(data: pd.DataFrame) -> pd.DataFrame:

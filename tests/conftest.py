@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import jaxmm  # noqa: F401  (switches float64 on)
+import jaxmm  # also switches float64 on
 
 jax.config.update("jax_enable_x64", True)
 # Silent broadcasting between arrays of different rank hides shape bugs; make it an error.
@@ -93,18 +93,15 @@ def _release_compiled_programs():
 
 @pytest.fixture(scope="session", autouse=True)
 def _programs_on_disk(tmp_path_factory):
-    """Keep the session's compiled programs on disk (JAX's persistent compilation cache,
-    which is also what ``jaxmm.enable_compilation_cache`` turns on), so that a program
+    """Keep the session's compiled programs on disk (``jaxmm.enable_compilation_cache``,
+    JAX's persistent compilation cache), so that a program
     which a later module needs again after :func:`_release_compiled_programs` is loaded
     instead of compiled: XLA's compile is most of the suite's time, and the same fits
     (sleepstudy, cbpp, the reference cases) come back in many modules. The directory is
     this session's own (per xdist worker), so nothing carries over between runs."""
-    path = tmp_path_factory.mktemp("xla-cache")
     saved = {name: getattr(jax.config, name) for name in
              ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs")}
-    jax.config.update("jax_compilation_cache_dir", str(path))
-    # Loading is not free either; only programs that took a while to compile are kept.
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
+    jaxmm.enable_compilation_cache(tmp_path_factory.mktemp("xla-cache"))
     yield
     for name, value in saved.items():
         jax.config.update(name, value)
