@@ -78,6 +78,15 @@ class _Timeline:
         return " · ".join(f"{label} {t:.2f}" for label, t in sorted(self.events, key=lambda e: e[1]))
 
 
+def _done():
+    """An event already set: what jaxmm's early compilation waits on, when there is none."""
+    import threading
+
+    event = threading.Event()
+    event.set()
+    return event
+
+
 def _option(text):
     name, _, value = text.partition("=")
     low = value.lower()
@@ -124,7 +133,8 @@ def main(argv=None):
     def early(*a, **k):
         timeline.mark("compile starts")
         if not args.no_early_compile:
-            prefetch(*a, **k)
+            return prefetch(*a, **k)
+        return _done()
 
     _fit.prefetch_one = early
     spent: dict[str, float] = {}

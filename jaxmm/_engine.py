@@ -354,9 +354,9 @@ def fit_one(design: Design, family, reml: bool, chunks: int, blocks, nagq: int =
 def prefetch_one(design: Design, family, reml: bool, chunks: int, blocks, nagq: int = 1, opt=OptOptions()):
     """Start compiling the program that :func:`fit_one` will run for a design of this
     shape (``design``: ``jax.ShapeDtypeStruct`` leaves) on a background thread
-    (``_jit.compiled.prefetch``)."""
+    (``_jit.compiled.prefetch``). Returns the event set once the program is lowered."""
     program, args, kwargs = _one_call(design, family, reml, chunks, blocks, nagq, opt, None)
-    program.prefetch(*args, **kwargs)
+    return program.prefetch(*args, **kwargs)
 
 
 # Many fits in one program: the single fits vmapped over a leading replicate axis of the

@@ -133,6 +133,9 @@ class compiled:
         program in jax's compilation cache, so the caller can build the arrays while XLA
         compiles: a large fit's design (host work and transfers) then overlaps its
         compilation. A failure here is left to that call to raise.
+
+        Returns a ``threading.Event`` set once the program is lowered (or its trace failed):
+        from then on the thread is in XLA's compiler, which runs without the GIL.
         """
         key = self._key(args, kwargs)
         jitted = self._for(key)
@@ -140,18 +143,25 @@ class compiled:
         # without the flag must not fail the fit)
         log = bool(getattr(jax.config, "jax_log_compiles", False))
 
+        lowered = threading.Event()
+
         def work():
             _SEPARATE_GROUP_SUMS.set(self._separate_sums(key))
             try:
                 with jax.log_compiles(log):
-                    jitted.trace(*args, **kwargs).lower().compile()
+                    program = jitted.trace(*args, **kwargs).lower()
+                    lowered.set()
+                    program.compile()
             except Exception:  # noqa: BLE001 - the call compiles again and raises it there
                 pass
+            finally:
+                lowered.set()
 
         thread = threading.Thread(target=work, name=f"jaxmm-compile-{getattr(self._fun, '__name__', '')}",
                                   daemon=True)
         thread.start()
         self._pending.append(thread)
+        return lowered
 
     def __call__(self, *args, **kwargs):
         if self._fun is None:

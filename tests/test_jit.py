@@ -187,7 +187,9 @@ def test_prefetch_compiles_in_the_background_and_the_call_reuses_it():
     seen, handler = _compile_log()
     try:
         with jax.log_compiles(True):
-            f.prefetch(jax.ShapeDtypeStruct((7,), jnp.result_type(float)), n=3)
+            lowered = f.prefetch(jax.ShapeDtypeStruct((7,), jnp.result_type(float)), n=3)
+            assert lowered.wait(timeout=120)
+            assert traced == ["jaxmm-compile-scaled"]  # the event comes after the trace
             out = f(np.arange(7.0), n=3)
     finally:
         logging.getLogger("jax").removeHandler(handler)
@@ -200,7 +202,8 @@ def test_prefetch_compiles_in_the_background_and_the_call_reuses_it():
 
 def test_a_prefetch_that_fails_leaves_the_error_to_the_call():
     f = _jit.compiled(lambda x: x @ x)
-    f.prefetch(jax.ShapeDtypeStruct((2, 3), jnp.result_type(float)))  # shapes that do not multiply
+    # shapes that do not multiply; the event is set all the same, so no caller waits forever
+    assert f.prefetch(jax.ShapeDtypeStruct((2, 3), jnp.result_type(float))).wait(timeout=120)
     try:
         f(jnp.zeros((2, 3)))
     except TypeError:
@@ -232,3 +235,44 @@ def test_a_fit_compiles_its_program_while_the_design_is_built():
         logging.getLogger("jax").removeHandler(handler)
     # the design's arrays match the abstract design the program compiled for: no second compile
     assert [s for s in seen if s[1] == "_fit_glmm"] == [("jaxmm-compile-_fit_glmm", "_fit_glmm")] * 2, seen
+
+
+def test_the_design_is_filled_once_the_fit_program_is_lowered(monkeypatch):
+    # Tracing and lowering hold the GIL, as does much of the layout; side by side they
+    # took turns. The rows are laid out (make_design) only once the program is lowered.
+    import logging
+    import warnings
+
+    import pandas as pd
+
+    import jaxmm
+    from jaxmm import _design
+
+    events = []
+
+    class Record(logging.Handler):
+        def emit(self, record):
+            message = record.getMessage()
+            if message.startswith("Finished jaxpr to MLIR") and "_fit_glmm" in message:
+                events.append("lowered")
+
+    make_design = _design.make_design
+
+    def recorded(*args, **kwargs):
+        events.append("layout")
+        return make_design(*args, **kwargs)
+
+    monkeypatch.setattr(_design, "make_design", recorded)
+    rng = np.random.default_rng(12)
+    n = 2999  # a shape no other test fits, so the program is new here
+    df = pd.DataFrame(dict(g=rng.integers(0, 37, n), x=rng.normal(size=n)))
+    df["y"] = (rng.random(n) < 1 / (1 + np.exp(-0.5 - 0.3 * df.x))).astype(float)
+    handler = Record()
+    logging.getLogger("jax").addHandler(handler)
+    try:
+        with jax.log_compiles(True), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            jaxmm.fit("y ~ x + (x | g)", df, family="binomial")
+    finally:
+        logging.getLogger("jax").removeHandler(handler)
+    assert events == ["lowered", "layout"], events
