@@ -69,13 +69,18 @@ gemm() {
     # several per fusion: the autotuner's candidates). Since then jaxmm compiles without them
     # on a GPU (1e064b0, _jit.GPU_COMPILER_OPTIONS), and the row and group products of each
     # evaluation are no longer dots (_smallmat.matmul), so that XLA has no cuBLAS calls there
-    # to autotune either; that second change has not run on a GPU. Compared here, three rounds,
-    # alternating, one process each: this checkout, this checkout with Triton GEMM fusions,
-    # and OLD_REV (default 1e064b0: no Triton, the dots).
+    # to autotune either; that second change has not run on a GPU. Nor has ee53d79: the host
+    # layout waits until the program is lowered, so that tracing no longer shares the GIL with
+    # it (2-core CPU, 10M: lowered 1.75-1.94 s into the call against 2.93-3.07 s). Compared
+    # here, three rounds, alternating, one process each: this checkout, this checkout with
+    # Triton GEMM fusions, OLD_REV (default 1e064b0: no Triton, the dots) and WAIT_REV
+    # (default 7203998: the unrolled products, the layout beside the trace).
     old=/tmp/jaxmm-gemm-old
     git worktree add -f "$old" "${OLD_REV:-1e064b0}" >/dev/null 2>&1 || echo "no worktree for ${OLD_REV:-1e064b0}"
+    nowait=/tmp/jaxmm-gemm-nowait
+    git worktree add -f "$nowait" "${WAIT_REV:-7203998}" >/dev/null 2>&1 || echo "no worktree for ${WAIT_REV:-7203998}"
     for round in 1 2 3; do
-        for v in "$PWD|" "$PWD|--option xla_gpu_enable_triton_gemm=true" "$old|"; do
+        for v in "$PWD|" "$PWD|--option xla_gpu_enable_triton_gemm=true" "$old|" "$nowait|"; do
             echo "== round $round: ${v%%|*} ${v#*|}"
             PYTHONPATH=${v%%|*} timeout 60 python3 benchmarks/stages.py --problems binomial-q2-10M-balanced --repeats 1 \
                 ${v#*|} 2>&1 | grep "^| binomial\|seconds from the call\|rror\|refused"
