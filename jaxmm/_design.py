@@ -135,6 +135,17 @@ def default_chunk_rows(autodiff: bool = False) -> int:
     return AUTODIFF_CHUNK_ROWS if autodiff else CHUNK_ROWS
 
 
+class LayoutShape(NamedTuple):
+    """What a :class:`Layout` fixes of a design's shapes, known before its row slots are
+    built: ``levels`` groups in the data, laid out in ``chunks`` blocks of ``n_rows / chunks``
+    rows and ``n_groups / chunks`` group slots."""
+
+    n_rows: int
+    n_groups: int
+    chunks: int
+    levels: int
+
+
 class Layout(NamedTuple):
     """Where each input row and group sits in a :class:`Design`.
 
@@ -253,7 +264,8 @@ def _value_order(values: np.ndarray) -> np.ndarray:
 
 
 def plan_layout(codes: np.ndarray, m: int, *, bucket: bool = False, chunk_rows: int | None = None,
-                size: tuple[int, int] | None = None, min_chunks: int = 1, tile: int = 1) -> Layout:
+                size: tuple[int, int] | None = None, min_chunks: int = 1, tile: int = 1,
+                on_shape=None) -> Layout:
     """Sort rows by group, split them into group-aligned blocks of about ``chunk_rows``
     (default :func:`default_chunk_rows`) and pad (see :class:`Layout`).
 
@@ -262,6 +274,10 @@ def plan_layout(codes: np.ndarray, m: int, *, bucket: bool = False, chunk_rows: 
     least that many (one block per device of a sharded fit); blocks may be empty.
     ``tile`` > 1 starts every group on a multiple of ``tile`` rows and pads its last tile
     (see :data:`TILE_ROWS`).
+
+    ``on_shape(LayoutShape)`` is called as soon as the shapes are known, before the row
+    slots are built: at 10M rows those are a tenth of a second of host work, which then
+    overlaps the fit's compilation instead of delaying its start.
     """
     chunk_rows = default_chunk_rows() if chunk_rows is None else chunk_rows
     n = codes.size
@@ -305,6 +321,8 @@ def plan_layout(codes: np.ndarray, m: int, *, bucket: bool = False, chunk_rows: 
             raise ValueError(f"size {size} cannot hold a layout of {n_chunks} x ({rows_per}, {groups_per}) "
                              f"in tiles of {tile} rows")
         rows_per, groups_per = size
+    if on_shape is not None:
+        on_shape(LayoutShape(n_chunks * rows_per, n_chunks * groups_per, n_chunks, m))
     first_group = np.searchsorted(chunk, np.arange(n_chunks))
     local_group = np.arange(m) - first_group[chunk]
     group_slot = chunk * groups_per + local_group
@@ -454,15 +472,16 @@ def _nonnegative_weights(weights) -> np.ndarray:
 
 
 def plan_design(groups, *, bucket: bool = False, chunk_rows: int | None = None, size=None, min_chunks: int = 1,
-                tile: int = TILE_ROWS):
+                tile: int = TILE_ROWS, on_shape=None):
     """(group labels, group code of each row, :class:`Layout`) of a design's groups: all that
-    its shapes depend on, before any other column is built."""
+    its shapes depend on, before any other column is built. ``on_shape`` as in
+    :func:`plan_layout`."""
     groups = groups if isinstance(groups, pd.api.extensions.ExtensionArray) else np.asarray(groups)
     if pd.isna(groups).any():
         raise DataError(f"groups has {int(pd.isna(groups).sum())} missing value(s)")
     labels, codes = unique_inverse(groups)
     layout = plan_layout(codes, len(labels), bucket=bucket, chunk_rows=chunk_rows, size=size, min_chunks=min_chunks,
-                         tile=tile)
+                         tile=tile, on_shape=on_shape)
     return labels, codes, layout
 
 
@@ -481,9 +500,10 @@ def make_design(X, Z, y, groups, *, trials=None, offset=None, weights=None, dtyp
     in numpy (to be stacked with others before one transfer to the device).
     ``device_layout``: pad with a compiled program; None chooses it for large data
     (:data:`DEVICE_LAYOUT_ROWS`, :data:`CPU_DEVICE_LAYOUT_ROWS`).
-    ``on_layout(abstract, layout)`` is called once the shapes are known and before the
+    ``on_layout(abstract, shape)`` is called once the shapes are known and before the
     arrays are built, with the design as ``jax.ShapeDtypeStruct`` leaves
-    (:func:`abstract_design`): the fit starts compiling its program there.
+    (:func:`abstract_design`) and its :class:`LayoutShape`: the fit starts compiling its
+    program there.
     ``plan``: ``(labels, codes, layout)`` of ``groups`` as :func:`plan_design` gives them,
     already computed (its caller has also called ``on_layout``).
     """
@@ -507,10 +527,12 @@ def make_design(X, Z, y, groups, *, trials=None, offset=None, weights=None, dtyp
     if weights is not None:
         weights = _nonnegative_weights(weights)
     if plan is None:
-        labels, codes, layout = plan_design(groups, bucket=bucket, chunk_rows=chunk_rows, size=size,
-                                            min_chunks=min_chunks, tile=tile)
+        announce = None
         if on_layout is not None and not host:
-            on_layout(abstract_design(layout.n_rows, layout.n_groups, X.shape[1], Z.shape[1], dtype, tile), layout)
+            announce = lambda shape: on_layout(  # noqa: E731
+                abstract_design(shape.n_rows, shape.n_groups, X.shape[1], Z.shape[1], dtype, tile), shape)
+        labels, codes, layout = plan_design(groups, bucket=bucket, chunk_rows=chunk_rows, size=size,
+                                            min_chunks=min_chunks, tile=tile, on_shape=announce)
     else:
         labels, codes, layout = plan
     counts = np.zeros(layout.n_groups)
@@ -1213,11 +1235,12 @@ def design_from_formula(spec: FormulaSpec, data, *, trials=None, offset=None, we
     def on_columns(groups, p, q):
         # the shapes depend on the groups and the numbers of columns alone: the fit's
         # compilation (on_layout) starts before the columns are filled and moved
-        labels, codes, layout = plan_design(groups, bucket=bucket, chunk_rows=chunk_rows, min_chunks=min_chunks,
-                                            tile=tile)
-        planned.append((labels, codes, layout))
+        announce = None
         if on_layout is not None and not host:
-            on_layout(abstract_design(layout.n_rows, layout.n_groups, p, q, dtype, tile), layout)
+            announce = lambda shape: on_layout(  # noqa: E731
+                abstract_design(shape.n_rows, shape.n_groups, p, q, dtype, tile), shape)
+        planned.append(plan_design(groups, bucket=bucket, chunk_rows=chunk_rows, min_chunks=min_chunks, tile=tile,
+                                   on_shape=announce))
 
     rows = _rows_from_formula(spec, data, trials=trials, offset=offset, weights=weights, missing=missing,
                               check_response=check_response, on_columns=on_columns, defer_plain=True)

@@ -124,13 +124,13 @@ def fit(formula: str, data, family="gaussian", *, method: str | None = None, tri
     opt = OptOptions(verbose=bool(verbose))
     nagq = nodes_of(method, fit_options)
 
-    def compile_early(abstract, layout):
+    def compile_early(abstract, shape):
         # The fit's program compiles on a background thread while the host lays out and
         # transfers the rows (at 10M rows about a second of host work).
         q = abstract.Z.shape[1]
-        if layout.group_slot.size < 2 or (method == "AGHQ" and q > MAX_QUADRATURE_DIM):
+        if shape.levels < 2 or (method == "AGHQ" and q > MAX_QUADRATURE_DIM):
             return  # the checks below raise
-        lowered = prefetch_one(abstract, fam, method == "REML", layout.chunks, _re_blocks(spec, q), nagq, opt=opt)
+        lowered = prefetch_one(abstract, fam, method == "REML", shape.chunks, _re_blocks(spec, q), nagq, opt=opt)
         # Tracing and lowering are Python and hold the GIL; so does much of the layout.
         # Run side by side they took turns: on the 2-core CPU a 10M fit's program was
         # lowered 2.9-3.1 s into the call, against 1.8-2.0 s when the layout waits for
