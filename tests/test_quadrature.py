@@ -58,13 +58,18 @@ def test_rule_weights_and_nodes():
         np.testing.assert_allclose(np.sum(np.exp(logw - np.sum(z * z, axis=1))), 1.0, rtol=1e-13)
 
 
-@pytest.mark.slow
+# Jitted, with the family and the number of nodes static: run op by op, every operation was
+# compiled on its own (test_one_node_is_laplace: 150 compiles, 25 s).
+_laplace_at = jax.jit(lambda prm, design, u0, fam: laplace_loglik(prm, design, u0, fam)[0], static_argnums=3)
+_aghq_at = jax.jit(lambda prm, design, u0, fam, k: aghq_loglik(prm, design, u0, fam, k)[0], static_argnums=(3, 4))
+
+
 def test_one_node_is_laplace(cbpp, seedlike):
     for res in (cbpp[1], seedlike[1][1]):
         fam = get_family(res.family, res.link)
         u0 = jnp.zeros((res.design.n_groups, res.D.shape[0]))
-        laplace = float(laplace_loglik(_params(res), res.design, u0, fam)[0])
-        assert float(aghq_loglik(_params(res), res.design, u0, fam, 1)[0]) == pytest.approx(laplace, abs=1e-10)
+        laplace = float(_laplace_at(_params(res), res.design, u0, fam))
+        assert float(_aghq_at(_params(res), res.design, u0, fam, 1)) == pytest.approx(laplace, abs=1e-10)
         assert laplace == pytest.approx(res.loglik, abs=1e-8)
 
 
@@ -143,7 +148,7 @@ def test_gaussian_is_exact_for_every_k():
     fam = get_family("gaussian", None)
     u0 = jnp.zeros((exact.design.n_groups, 2))
     for k in (1, 2, 5, 9):
-        value = float(aghq_loglik(_params(exact), exact.design, u0, fam, k)[0])
+        value = float(_aghq_at(_params(exact), exact.design, u0, fam, k))
         assert value == pytest.approx(exact.loglik, abs=1e-8)
     # the whole quadrature fit (the Laplace engine with a gaussian family) lands on the exact ML fit
     out = fit_glmm(None, exact.design, fam, nagq=5)
