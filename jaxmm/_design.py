@@ -471,6 +471,14 @@ def _nonnegative_weights(weights) -> np.ndarray:
     return weights
 
 
+def _announcer(on_layout, host: bool, p: int, q: int, dtype, tile: int):
+    """The ``on_shape`` of :func:`plan_layout` that calls ``on_layout(abstract, shape)``
+    (see :func:`make_design`); None where nothing is to be called (host arrays)."""
+    if on_layout is None or host:
+        return None
+    return lambda shape: on_layout(abstract_design(shape.n_rows, shape.n_groups, p, q, dtype, tile), shape)
+
+
 def plan_design(groups, *, bucket: bool = False, chunk_rows: int | None = None, size=None, min_chunks: int = 1,
                 tile: int = TILE_ROWS, on_shape=None):
     """(group labels, group code of each row, :class:`Layout`) of a design's groups: all that
@@ -527,12 +535,9 @@ def make_design(X, Z, y, groups, *, trials=None, offset=None, weights=None, dtyp
     if weights is not None:
         weights = _nonnegative_weights(weights)
     if plan is None:
-        announce = None
-        if on_layout is not None and not host:
-            announce = lambda shape: on_layout(  # noqa: E731
-                abstract_design(shape.n_rows, shape.n_groups, X.shape[1], Z.shape[1], dtype, tile), shape)
         labels, codes, layout = plan_design(groups, bucket=bucket, chunk_rows=chunk_rows, size=size,
-                                            min_chunks=min_chunks, tile=tile, on_shape=announce)
+                                            min_chunks=min_chunks, tile=tile,
+                                            on_shape=_announcer(on_layout, host, X.shape[1], Z.shape[1], dtype, tile))
     else:
         labels, codes, layout = plan
     counts = np.zeros(layout.n_groups)
@@ -1235,12 +1240,8 @@ def design_from_formula(spec: FormulaSpec, data, *, trials=None, offset=None, we
     def on_columns(groups, p, q):
         # the shapes depend on the groups and the numbers of columns alone: the fit's
         # compilation (on_layout) starts before the columns are filled and moved
-        announce = None
-        if on_layout is not None and not host:
-            announce = lambda shape: on_layout(  # noqa: E731
-                abstract_design(shape.n_rows, shape.n_groups, p, q, dtype, tile), shape)
         planned.append(plan_design(groups, bucket=bucket, chunk_rows=chunk_rows, min_chunks=min_chunks, tile=tile,
-                                   on_shape=announce))
+                                   on_shape=_announcer(on_layout, host, p, q, dtype, tile)))
 
     rows = _rows_from_formula(spec, data, trials=trials, offset=offset, weights=weights, missing=missing,
                               check_response=check_response, on_columns=on_columns, defer_plain=True)
