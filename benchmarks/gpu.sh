@@ -7,6 +7,8 @@
 #   bash benchmarks/gpu.sh flags OUTDIR   # compile time under XLA:GPU's compilation flags (stages of 1M and 10M fits)
 #   bash benchmarks/gpu.sh effort OUTDIR  # a cold and a warm 10M fit under each of XLA's lower-effort settings
 #   bash benchmarks/gpu.sh gemm OUTDIR    # a cold and a warm 10M fit: this checkout, with Triton GEMM fusions, OLD_REV
+#   bash benchmarks/gpu.sh target OUTDIR  # the 5 s target: cold 10M fits, this checkout against WAIT_REV and OLD_REV,
+#                                         # then run.py's cold median at 1M and 10M, XLA's timers, and TESTS
 #   bash benchmarks/gpu.sh compile OUTDIR # trace/lower/XLA seconds of the fit's program, this checkout against OLD_REV,
 #                                         # then XLA's own timers for this checkout's (compile_time.py --phases)
 # Every step runs even when one before it fails; the logs go to OUTDIR.
@@ -89,7 +91,36 @@ gemm() {
     timeout 60 python3 benchmarks/compile_time.py --phases --problems binomial-q2-13k-balanced,binomial-q2-1M-balanced \
         2>&1 | grep -v "Warning\|return fn" | grep -v "IR emission for\|CompileToPtx\|PtxToCubin" | tee "$out/compile_gemm.log"
 }
+target() {
+    # One lease of at most about 7 minutes (15 minutes of device time a session, starts included).
+    # The first process of a call has been the slowest (files read cold, the driver's first
+    # start), so a throwaway 13.7k fit comes first. Then three rounds, alternating, one process
+    # each: this checkout, WAIT_REV (7203998: the layout beside the trace) and OLD_REV (1e064b0:
+    # the group and row products as dots, before 98cc8c2).
+    timeout 60 python3 benchmarks/stages.py --problems binomial-q2-13k-balanced --repeats 0 2>&1 | grep "^| binomial\|rror"
+    old=/tmp/jaxmm-gemm-old
+    git worktree add -f "$old" "${OLD_REV:-1e064b0}" >/dev/null 2>&1 || echo "no worktree for ${OLD_REV:-1e064b0}"
+    nowait=/tmp/jaxmm-gemm-nowait
+    git worktree add -f "$nowait" "${WAIT_REV:-7203998}" >/dev/null 2>&1 || echo "no worktree for ${WAIT_REV:-7203998}"
+    for round in 1 2 3; do
+        for v in "$PWD" "$nowait" "$old"; do
+            echo "== round $round: $v"
+            PYTHONPATH=$v timeout 60 python3 benchmarks/stages.py --problems binomial-q2-10M-balanced --repeats 1 \
+                2>&1 | grep "^| binomial\|seconds from the call\|rror"
+        done
+    done 2>&1 | tee "$out/target.log"
+    # the benchmark's own cold median: each cold fit in a fresh process, data loading excluded
+    timeout 200 python3 benchmarks/run.py --engines jaxmm,jaxmm-f32 --repeats 2 --cold-runs 3 --timeout 60 \
+        --tmpdir /tmp/benchdata --problems binomial-q2-1M-balanced,binomial-q2-10M-balanced \
+        --out "$out/results_gpu.md" 2>&1 | tee "$out/bench.log" | tail -14
+    timeout 40 python3 benchmarks/compile_time.py --phases --problems binomial-q2-1M-balanced \
+        2>&1 | grep -v "Warning\|return fn" | grep -v "IR emission for\|CompileToPtx\|PtxToCubin" | tee "$out/compile.log"
+    tests
+}
 case $what in
+target)
+    target
+    ;;
 gemm)
     gemm
     ;;
