@@ -7,8 +7,8 @@
 #   bash benchmarks/gpu.sh flags OUTDIR   # compile time under XLA:GPU's compilation flags (stages of 1M and 10M fits)
 #   bash benchmarks/gpu.sh effort OUTDIR  # a cold and a warm 10M fit under each of XLA's lower-effort settings
 #   bash benchmarks/gpu.sh gemm OUTDIR    # a cold and a warm 10M fit: this checkout, with Triton GEMM fusions, OLD_REV
-#   bash benchmarks/gpu.sh target OUTDIR  # the 5 s target: cold 10M fits, this checkout against WAIT_REV and OLD_REV,
-#                                         # then run.py's cold median at 1M and 10M, XLA's timers, and TESTS
+#   bash benchmarks/gpu.sh target OUTDIR  # the 5 s target: cold 10M fits, this checkout against BASE_REV and without
+#                                         # the autotuner, then run.py's cold median at 1M and 10M, XLA's timers, TESTS
 #   bash benchmarks/gpu.sh compile OUTDIR # trace/lower/XLA seconds of the fit's program, this checkout against OLD_REV,
 #                                         # then XLA's own timers for this checkout's (compile_time.py --phases)
 # Every step runs even when one before it fails; the logs go to OUTDIR.
@@ -95,18 +95,17 @@ target() {
     # One lease of at most about 7 minutes (15 minutes of device time a session, starts included).
     # The first process of a call has been the slowest (files read cold, the driver's first
     # start), so a throwaway 13.7k fit comes first. Then three rounds, alternating, one process
-    # each: this checkout, WAIT_REV (7203998: the layout beside the trace) and OLD_REV (1e064b0:
-    # the group and row products as dots, before 98cc8c2).
+    # each: this checkout, BASE_REV (default ee0530f: the start values' XᵀWX and Xᵀv as dots,
+    # measured in session 19) and this checkout with XLA's autotuner off (session 19: 0.4-0.8 s
+    # less compile, 0.095 s more GPU time, at ee0530f).
     timeout 60 python3 benchmarks/stages.py --problems binomial-q2-13k-balanced --repeats 0 2>&1 | grep "^| binomial\|rror"
-    old=/tmp/jaxmm-gemm-old
-    git worktree add -f "$old" "${OLD_REV:-1e064b0}" >/dev/null 2>&1 || echo "no worktree for ${OLD_REV:-1e064b0}"
-    nowait=/tmp/jaxmm-gemm-nowait
-    git worktree add -f "$nowait" "${WAIT_REV:-7203998}" >/dev/null 2>&1 || echo "no worktree for ${WAIT_REV:-7203998}"
+    base=/tmp/jaxmm-base
+    git worktree add -f "$base" "${BASE_REV:-ee0530f}" >/dev/null 2>&1 || echo "no worktree for ${BASE_REV:-ee0530f}"
     for round in 1 2 3; do
-        for v in "$PWD" "$nowait" "$old"; do
-            echo "== round $round: $v"
-            PYTHONPATH=$v timeout 60 python3 benchmarks/stages.py --problems binomial-q2-10M-balanced --repeats 1 \
-                2>&1 | grep "^| binomial\|seconds from the call\|rror"
+        for v in "$PWD|" "$base|" "$PWD|--option xla_gpu_autotune_level=0"; do
+            echo "== round $round: ${v%%|*} ${v#*|}"
+            PYTHONPATH=${v%%|*} timeout 60 python3 benchmarks/stages.py --problems binomial-q2-10M-balanced --repeats 1 \
+                ${v#*|} 2>&1 | grep "^| binomial\|seconds from the call\|rror\|refused"
         done
     done 2>&1 | tee "$out/target.log"
     # the benchmark's own cold median: each cold fit in a fresh process, data loading excluded

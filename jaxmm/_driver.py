@@ -43,6 +43,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import _smallmat as sm
 from ._optimize import OptOptions, Status, lbfgs_start, lbfgs_trial, lbfgs_update
 
 # A Cholesky diagonal below this (on the linear-predictor scale, or relative to σ in the
@@ -107,7 +108,8 @@ def final_check(status, grad, hess, value, work_dtype=None):
     chol = jnp.linalg.cholesky(hess)
     pd = jnp.all(jnp.isfinite(chol))
     step = jax.scipy.linalg.cho_solve((chol, True), grad)
-    decrement = 0.5 * grad @ step
+    # products of these k-vectors as sums, not dots: XLA:GPU autotunes every dot (_smallmat.matmul)
+    decrement = 0.5 * jnp.sum(grad * step)
     ok = pd & (decrement <= abs_tol + rel_tol * jnp.abs(value)) & (status != Status.NONFINITE)
     status = jnp.where(ok, Status.CONVERGED,
                        jnp.where(pd | (status == Status.NONFINITE),
@@ -124,7 +126,7 @@ def newton_step(grad, hess, fixed):
     h = jnp.where(free[:, None] & free[None, :], hess, jnp.diag(jnp.ones_like(grad)))
     g = jnp.where(free, grad, 0.0)
     step = jax.scipy.linalg.cho_solve((jnp.linalg.cholesky(h), True), g)
-    return -step, 0.5 * g @ step
+    return -step, 0.5 * jnp.sum(g * step)
 
 
 def restart_step(grad, hess):
@@ -136,8 +138,8 @@ def restart_step(grad, hess):
     """
     lam, vecs = jnp.linalg.eigh(hess)
     v = vecs[:, 0] / jnp.max(jnp.abs(vecs[:, 0]))
-    v = jnp.where(grad @ v > 0, -v, v)
-    newton = -vecs @ ((vecs.T @ grad) / jnp.where(lam > 0, lam, 1.0))
+    v = jnp.where(jnp.sum(grad * v) > 0, -v, v)
+    newton = -sm.matvec(vecs, sm.matvec(vecs.T, grad) / jnp.where(lam > 0, lam, 1.0))
     newton = jnp.where(jnp.all(jnp.isfinite(newton)), newton, ESCAPE_STEP * v)
     return jnp.where(lam[0] < 0, ESCAPE_STEP * v, newton)
 

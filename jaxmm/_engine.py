@@ -12,11 +12,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import _smallmat as sm
 from ._design import AUTODIFF_CHUNK_ROWS, CHUNK_ROWS, Design
 from ._driver import ESCAPE_FLOOR, optimise_and_check, restart_chol
 from ._gradient import laplace_loglik_for_fit
 from ._inner import InnerOptions
-from ._jit import compiled
+from ._jit import compiled, row_products_as_sums
 from ._laplace import modes_and_cond_var
 from ._lmm import lmm_solution, lmm_stats, profiled_loglik
 from ._optimize import OptOptions
@@ -26,7 +27,15 @@ from ._params import Params, free_entries, n_chol, pack, re_dim, scalar_blocks, 
 
 def _weighted_gram(X, weights, dtype):
     Xa = X.astype(dtype)
-    return Xa.T @ (Xa * weights.astype(dtype)[:, None])
+    Xw = Xa * weights.astype(dtype)[:, None]
+    if row_products_as_sums():
+        return jnp.sum(Xa[:, :, None] * Xw[:, None, :], axis=0)
+    return Xa.T @ Xw
+
+
+def _cross(X, v):
+    """Xᵀ v over the rows (a dot on the CPU, a sum on accelerators: _jit.row_products_as_sums)."""
+    return jnp.sum(X * v[:, None], axis=0) if row_products_as_sums() else X.T @ v
 
 
 def _design_sums(fn, blocks: Design, whole: bool = False):
@@ -58,7 +67,7 @@ def initial_theta(blocks: Design, family, structure=None, whole: bool = False) -
         return family.initial_eta(d.y, d.trials) - d.offset
 
     def normal_equations(d):
-        return _weighted_gram(d.X, d.weights, work), d.X.T @ (d.weights * linearised(d))
+        return _weighted_gram(d.X, d.weights, work), _cross(d.X, d.weights * linearised(d))
 
     gram, rhs = _design_sums(normal_equations, blocks, whole)
     # Cholesky, not jnp.linalg.solve: LU's pivoting compiles to loops of small kernels
@@ -66,7 +75,7 @@ def initial_theta(blocks: Design, family, structure=None, whole: bool = False) -
     beta = jax.scipy.linalg.cho_solve((jnp.linalg.cholesky(gram), True), rhs)
 
     def residuals(d):
-        r = linearised(d) - d.X @ beta
+        r = linearised(d) - sm.matvec(d.X, beta)
         return jnp.sum(d.weights * r * r), jnp.sum(d.weights)
 
     ss, total_weight = _design_sums(residuals, blocks, whole)
@@ -106,7 +115,7 @@ def _symmetric_inverse(H):
     """H⁻¹ of a symmetric matrix through its eigendecomposition: exact also where H is
     indefinite (a fit stopped short), and without LU's pivoting loops in the program."""
     lam, vecs = jnp.linalg.eigh(H)
-    return (vecs / lam[None, :]) @ vecs.T
+    return sm.matmul(vecs / lam[None, :], vecs.T)
 
 
 def _natural_phi(params: Params, n_dispersion: int, structure=None):
@@ -201,7 +210,7 @@ def _fit_glmm(theta0, design: Design, family, inner=InnerOptions(), opt=OptOptio
         # φ: β in the orthonormalised coordinates, the raw entries of L, log dispersion.
         chol = jnp.zeros((d, d), phi.dtype).at[rows, cols].set(phi[p:p + nc])
         disp = jnp.exp(phi[p + nc]) if nd else jnp.ones((), phi.dtype)
-        return Params(A @ phi[:p], chol, disp)
+        return Params(sm.matvec(A, phi[:p]), chol, disp)
 
     def block_objective(phi, A, u_b, d_b):
         if nagq == 1:  # Laplace, with its gradient written out (_gradient)
@@ -222,7 +231,7 @@ def _fit_glmm(theta0, design: Design, family, inner=InnerOptions(), opt=OptOptio
         chol = restart_chol(jnp.zeros((d, d), acc).at[rows, cols].set(phi[p:p + nc]), ESCAPE_FLOOR)
         return jnp.concatenate([phi[:p], vec_from_chol(chol, structure), phi[p + nc:]])
 
-    theta0 = theta0.at[:p].set(A_inv @ theta0[:p])
+    theta0 = theta0.at[:p].set(sm.matvec(A_inv, theta0[:p]))
     u0 = jnp.zeros(blocks.counts.shape + (q,), work)
     diag_mask = np.zeros(theta0.shape[0], bool)
     diag_mask[p:p + nc] = rows == cols
@@ -236,9 +245,9 @@ def _fit_glmm(theta0, design: Design, family, inner=InnerOptions(), opt=OptOptio
     k = theta0.shape[0]
     M = jnp.eye(k, dtype=acc).at[:p, :p].set(A)
     M_inv = jnp.eye(k, dtype=acc).at[:p, :p].set(A_inv)
-    grad = M_inv.T @ best["grad"]
-    hess = M_inv.T @ best["hess"] @ M_inv
-    cov = M @ _symmetric_inverse(best["hess"]) @ M.T
+    grad = sm.matvec(M_inv.T, best["grad"])
+    hess = sm.matmul(sm.matmul(M_inv.T, best["hess"]), M_inv)
+    cov = sm.matmul(sm.matmul(M, _symmetric_inverse(best["hess"])), M.T)
 
     # best["warm"] holds the modes at φ, solved to the inner tolerance: evaluate there
     # (max_iter=0) instead of compiling and running the solver again.

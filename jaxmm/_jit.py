@@ -48,8 +48,9 @@ ELEMENTAL_COMPILER_OPTIONS = {**COMPILER_OPTIONS, "xla_cpu_use_fusion_emitters":
 # against 6.82 and 4.83 s (two alternating rounds) with the same log-likelihood; the warm
 # 10M fit's GPU part went from 0.44 to 0.47 s. (Without the autotuner as well, cuBLAS's
 # default algorithms made that part 1.6 s.) X β, Z L and the gradient's per-group products
-# were dots then; they are now unrolled products (_smallmat.matmul), and the dots left are
-# k x k ones and X'W X once a fit.
+# were dots then; they are now unrolled products (_smallmat.matmul): on the H100 in session
+# 19 the warm 10M fit's GPU part went from 0.48 to 0.44 s. The products over all rows that a
+# fit takes once are sums on a GPU (row_products_as_sums, below).
 GPU_COMPILER_OPTIONS = {**COMPILER_OPTIONS, "xla_gpu_enable_triton_gemm": False}
 
 
@@ -69,6 +70,22 @@ def separate_group_sums() -> bool:
     it too (not measured there)."""
     chosen = _SEPARATE_GROUP_SUMS.get()
     return jax.default_backend() == "cpu" if chosen is None else chosen
+
+
+# Whether the products over all rows that a fit takes once (its start values' XᵀWX and Xᵀv)
+# are written as sums of elementwise products rather than dots. On an H100 (session 19,
+# benchmarks/results_gpu.md), with XLA's autotuner off, XLA's compile of the 10M-row fit took
+# 0.40-0.78 s less and its warm GPU part 0.095 s more: the dots left were being autotuned,
+# and those over 10M rows are cuBLAS calls whose candidate algorithms are timed on the whole
+# array. As sums they are reductions, which XLA fuses and does not autotune. The CPU keeps
+# the dots: its GEMM is faster than a fused reduction once X has more than a few columns.
+_ROW_PRODUCTS_AS_SUMS = contextvars.ContextVar("jaxmm_row_products_as_sums", default=None)
+
+
+def row_products_as_sums() -> bool:
+    """Products over the rows as sums (accelerators) rather than dots (the CPU); see above."""
+    chosen = _ROW_PRODUCTS_AS_SUMS.get()
+    return jax.default_backend() != "cpu" if chosen is None else chosen
 
 
 def option_probe(v):

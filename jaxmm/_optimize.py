@@ -141,7 +141,7 @@ def lbfgs_update(state: LbfgsState, f_t, g_t, warm_t, options: OptOptions = OptO
     x, f, g, warm_x, lstate, s, it, stall, _ = state
     dtype = x.dtype
     first = it < 0
-    slope_t = g_t @ s.d
+    slope_t = jnp.sum(g_t * s.d)
     finite = jnp.isfinite(f_t) & jnp.all(jnp.isfinite(g_t))
     decrease = finite & (f_t <= f + _C1 * s.alpha * s.slope0) & (f_t <= s.f_lo)
     curvature = jnp.abs(slope_t) <= _C2 * jnp.abs(s.slope0)
@@ -153,7 +153,7 @@ def lbfgs_update(state: LbfgsState, f_t, g_t, warm_t, options: OptOptions = OptO
     stall_new = jnp.where(first, 0, jnp.where(no_progress, stall + 1, 0))
     d_raw, lstate_new = direction.update(g_t, lstate, x_new)
     d_new = -d_raw
-    slope_new = g_t @ d_new
+    slope_new = jnp.sum(g_t * d_new)
     s_next = _Search(d_new, slope_new, jnp.ones((), dtype), jnp.zeros((), dtype), f_t, slope_new,
                      jnp.asarray(jnp.inf, dtype), jnp.asarray(jnp.inf, dtype), jnp.asarray(jnp.inf, dtype),
                      jnp.zeros((), jnp.int32))

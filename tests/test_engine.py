@@ -333,3 +333,35 @@ def test_separate_and_stacked_group_sums_agree(reference_fit):
             _jit._SEPARATE_GROUP_SUMS.reset(token)
     assert sums[True].shape == (design.n_groups, 3)
     np.testing.assert_allclose(sums[True], sums[False], rtol=1e-14, atol=1e-14)
+
+
+def test_row_products_as_sums_are_the_same_fit_without_matrix_dots():
+    # On accelerators the start values' products over all rows are sums, not dots
+    # (_jit.row_products_as_sums), and the other products of the fit are written out
+    # (_smallmat): XLA:GPU then has no matrix dot left to autotune, only optax's inner
+    # products of the parameter vector. The CPU keeps its dots; both give the same fit.
+    import re
+
+    from jaxmm import _jit
+    from jaxmm._design import design_from_formula
+    from jaxmm._engine import _fit_glmm
+    from jaxmm._formula import parse_formula
+
+    data = _simulated_bernoulli(1, n_groups=60, per=15)  # not a boundary fit: θ is determined
+    design, _ = design_from_formula(parse_formula("y ~ x + (x | g)"), data)
+    fam = get_family("binomial")
+    out, dots = {}, {}
+    for as_sums in (False, True):
+        token = _jit._ROW_PRODUCTS_AS_SUMS.set(as_sums)
+        try:
+            fn = jax.jit(lambda d: _fit_glmm(None, d, fam))  # a new function: a trace of its own
+            text = fn.lower(design).as_text()
+            out[as_sums] = jax.device_get(fn(design))
+        finally:
+            _jit._ROW_PRODUCTS_AS_SUMS.reset(token)
+        dots[as_sums] = re.findall(r"stablehlo\.dot_general.*?:\s*\((tensor<[^>]*>), (tensor<[^>]*>)\)", text)
+    ranks = lambda t: t.count("x")  # tensor<3x14xf64> is of rank 2
+    assert any(ranks(a) > 1 or ranks(b) > 1 for a, b in dots[False])  # the CPU's XᵀWX is a dot
+    assert dots[True] and all(ranks(a) == 1 and ranks(b) == 1 for a, b in dots[True]), dots[True]
+    assert out[True]["loglik"] == pytest.approx(out[False]["loglik"], rel=1e-12)
+    np.testing.assert_allclose(out[True]["theta"], out[False]["theta"], rtol=1e-7, atol=1e-9)
