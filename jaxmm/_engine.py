@@ -17,7 +17,7 @@ from ._design import AUTODIFF_CHUNK_ROWS, CHUNK_ROWS, Design
 from ._driver import ESCAPE_FLOOR, optimise_and_check, restart_chol
 from ._gradient import laplace_loglik_for_fit
 from ._inner import InnerOptions
-from ._jit import compiled, row_products_as_sums
+from ._jit import compiled, products_as_sums
 from ._laplace import modes_and_cond_var
 from ._lmm import lmm_solution, lmm_stats, profiled_loglik
 from ._optimize import OptOptions
@@ -28,14 +28,14 @@ from ._params import Params, free_entries, n_chol, pack, re_dim, scalar_blocks, 
 def _weighted_gram(X, weights, dtype):
     Xa = X.astype(dtype)
     Xw = Xa * weights.astype(dtype)[:, None]
-    if row_products_as_sums():
+    if products_as_sums():
         return jnp.sum(Xa[:, :, None] * Xw[:, None, :], axis=0)
     return Xa.T @ Xw
 
 
 def _cross(X, v):
-    """Xᵀ v over the rows (a dot on the CPU, a sum on accelerators: _jit.row_products_as_sums)."""
-    return jnp.sum(X * v[:, None], axis=0) if row_products_as_sums() else X.T @ v
+    """Xᵀ v over the rows (a dot on the CPU, a sum on accelerators: _jit.products_as_sums)."""
+    return jnp.sum(X * v[:, None], axis=0) if products_as_sums() else X.T @ v
 
 
 def _design_sums(fn, blocks: Design, whole: bool = False):

@@ -50,7 +50,7 @@ ELEMENTAL_COMPILER_OPTIONS = {**COMPILER_OPTIONS, "xla_cpu_use_fusion_emitters":
 # default algorithms made that part 1.6 s.) X β, Z L and the gradient's per-group products
 # were dots then; they are now unrolled products (_smallmat.matmul): on the H100 in session
 # 19 the warm 10M fit's GPU part went from 0.48 to 0.44 s. The products over all rows that a
-# fit takes once are sums on a GPU (row_products_as_sums, below).
+# fit takes once are sums on a GPU (products_as_sums, below).
 GPU_COMPILER_OPTIONS = {**COMPILER_OPTIONS, "xla_gpu_enable_triton_gemm": False}
 
 
@@ -79,12 +79,12 @@ def separate_group_sums() -> bool:
 # and those over 10M rows are cuBLAS calls whose candidate algorithms are timed on the whole
 # array. As sums they are reductions, which XLA fuses and does not autotune. The CPU keeps
 # the dots: its GEMM is faster than a fused reduction once X has more than a few columns.
-_ROW_PRODUCTS_AS_SUMS = contextvars.ContextVar("jaxmm_row_products_as_sums", default=None)
+_PRODUCTS_AS_SUMS = contextvars.ContextVar("jaxmm_products_as_sums", default=None)
 
 
-def row_products_as_sums() -> bool:
+def products_as_sums() -> bool:
     """Products over the rows as sums (accelerators) rather than dots (the CPU); see above."""
-    chosen = _ROW_PRODUCTS_AS_SUMS.get()
+    chosen = _PRODUCTS_AS_SUMS.get()
     return jax.default_backend() != "cpu" if chosen is None else chosen
 
 

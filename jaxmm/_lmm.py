@@ -23,6 +23,7 @@ from jax.scipy.linalg import cho_solve
 
 from . import _smallmat as sm
 from ._design import Design
+from ._jit import products_as_sums
 from ._params import Params
 
 _LOG_2PI = 1.8378770664093453
@@ -60,9 +61,9 @@ def lmm_stats(design: Design, dtype=None) -> LMMStats:
         ZtZ=jnp.stack([seg(Z[:, k:k + 1] * Z) for k in range(q)], axis=1),
         ZtX=jnp.stack([seg(Z[:, k:k + 1] * X) for k in range(q)], axis=1),
         Zty=seg(Z * y[:, None]),
-        XtX=X.T @ X,
-        Xty=X.T @ y,
-        yty=y @ y,
+        XtX=_gram(X, X),
+        Xty=_gram(X, y),
+        yty=jnp.sum(y * y),
         n=jnp.sum(w > 0).astype(dtype),
         half_log_w=0.5 * jnp.sum(jnp.where(w > 0, jnp.log(jnp.where(w > 0, w, 1.0)), 0.0)),
     )
@@ -78,17 +79,42 @@ class _Reduced(NamedTuple):
     r: jnp.ndarray       # (m, q)     C⁻¹ ΛᵀZᵀy
 
 
+def _gram(A, B):
+    """Aᵀ B summed over A's leading axes (rows, or groups and their q entries); B has A's
+    leading axes and one more or none.
+
+    On accelerators a sum of elementwise products, not a dot (_jit.products_as_sums): XLA:GPU
+    autotunes each dot while it compiles, timing cuBLAS's algorithms on the whole array."""
+    lead = tuple(range(A.ndim - 1))
+    if not products_as_sums():
+        return jnp.tensordot(A, B, axes=(lead, lead))
+    if B.ndim == A.ndim - 1:
+        return jnp.sum(A * B[..., None], axis=lead)
+    return jnp.sum(A[..., :, None] * B[..., None, :], axis=lead)
+
+
+def _matmul(A, B):
+    """A @ B for the per-group q×q and q×p products (leading axes of equal rank): written out
+    on accelerators, as above."""
+    return sm.matmul(A, B) if products_as_sums() else A @ B
+
+
+def _row_times(v, B):
+    """v @ B for each row of v (m, k) and one B (k, n)."""
+    return sm.matmul(v[:, None, :], B[None])[:, 0, :] if products_as_sums() else v @ B
+
+
 def _reduce(lam, stats: LMMStats) -> _Reduced:
     q = lam.shape[0]
-    M = jnp.eye(q, dtype=lam.dtype)[None] + lam.T[None] @ stats.ZtZ @ lam[None]
+    M = jnp.eye(q, dtype=lam.dtype)[None] + _matmul(_matmul(lam.T[None], stats.ZtZ), lam[None])
     C = sm.cholesky(M)
-    P = lam.T[None] @ stats.ZtX
-    c = stats.Zty @ lam
+    P = _matmul(lam.T[None], stats.ZtX)
+    c = _row_times(stats.Zty, lam)
     Q = sm.solve_lower(C, P)
     r = sm.solve_lower(C, c)
     return _Reduced(
-        XtRX=stats.XtX - jnp.einsum("gqi,gqj->ij", Q, Q),
-        XtRy=stats.Xty - jnp.einsum("gqi,gq->i", Q, r),
+        XtRX=stats.XtX - _gram(Q, Q),
+        XtRy=stats.Xty - _gram(Q, r),
         ytRy=stats.yty - jnp.sum(r * r),
         logdet_R=jnp.sum(sm.logdet_from_cholesky(C)),
         chol_M=C, Q=Q, r=r,
@@ -99,7 +125,7 @@ def _gls(red: _Reduced):
     """β̂, the penalised residual sum of squares, log|XᵀR⁻¹X| and the Cholesky factor of XᵀR⁻¹X."""
     chol_X = jnp.linalg.cholesky(red.XtRX)
     beta = cho_solve((chol_X, True), red.XtRy)
-    pwrss = red.ytRy - beta @ red.XtRy
+    pwrss = red.ytRy - jnp.sum(beta * red.XtRy)
     logdet_X = 2.0 * jnp.sum(jnp.log(jnp.diagonal(chol_X)))
     return beta, pwrss, logdet_X, chol_X
 
@@ -167,7 +193,7 @@ def lmm_solution(lam, stats: LMMStats, reml: bool) -> LMMSolution:
     beta, pwrss, _, chol_X = _gls(red)
     sigma2 = pwrss / _dof(stats, beta.shape[0], reml)
     # û_i = M_i⁻¹ Λᵀ Z_iᵀ (y_i − X_i β̂) = C_i⁻ᵀ (r_i − Q_i β̂)
-    rhs = red.r - red.Q @ beta
+    rhs = red.r - (sm.matvec(red.Q, beta[None]) if products_as_sums() else red.Q @ beta)
     u = sm.solve_lower_transpose(red.chol_M, rhs)
     M_inv = sm.cho_inverse(red.chol_M)
     sigma = jnp.sqrt(sigma2)
@@ -176,8 +202,8 @@ def lmm_solution(lam, stats: LMMStats, reml: bool) -> LMMSolution:
         sigma=sigma,
         # the Cholesky inverse of XᵀR⁻¹X, not LU's pivoting loops
         vcov=sigma2 * cho_solve((chol_X, True), jnp.eye(beta.shape[0], dtype=beta.dtype)),
-        D=sigma2 * lam @ lam.T,
+        D=sigma2 * _matmul(lam, lam.T),
         chol=sigma * lam,
-        ranef=u @ lam.T,
-        cond_var=sigma2 * lam @ M_inv @ lam.T,
+        ranef=_row_times(u, lam.T),
+        cond_var=sigma2 * _matmul(_matmul(lam[None], M_inv), lam.T[None]),
     )

@@ -335,33 +335,44 @@ def test_separate_and_stacked_group_sums_agree(reference_fit):
     np.testing.assert_allclose(sums[True], sums[False], rtol=1e-14, atol=1e-14)
 
 
-def test_row_products_as_sums_are_the_same_fit_without_matrix_dots():
-    # On accelerators the start values' products over all rows are sums, not dots
-    # (_jit.row_products_as_sums), and the other products of the fit are written out
-    # (_smallmat): XLA:GPU then has no matrix dot left to autotune, only optax's inner
-    # products of the parameter vector. The CPU keeps its dots; both give the same fit.
+@pytest.mark.parametrize("model", ["binomial", "gaussian REML"])
+def test_products_as_sums_are_the_same_fit_without_matrix_dots(model):
+    # On accelerators the products over all rows (the start values' XᵀWX and Xᵀv, the LMM's
+    # statistics) and over the groups are sums, not dots (_jit.products_as_sums), and the
+    # fit's other small products are written out (_smallmat): XLA:GPU then has no dot over
+    # the rows or groups left to autotune. The CPU keeps its dots; both give the same fit.
     import re
 
     from jaxmm import _jit
     from jaxmm._design import design_from_formula
-    from jaxmm._engine import _fit_glmm
+    from jaxmm._engine import _fit_glmm, _fit_lmm
     from jaxmm._formula import parse_formula
 
     data = _simulated_bernoulli(1, n_groups=60, per=15)  # not a boundary fit: θ is determined
+    if model == "binomial":
+        fam = get_family("binomial")
+        fit = lambda d: _fit_glmm(None, d, fam)
+    else:
+        data["y"] = data["y"] + 0.5 * data["x"] + np.random.default_rng(2).standard_normal(len(data))
+        fit = lambda d: _fit_lmm(None, d, True)
     design, _ = design_from_formula(parse_formula("y ~ x + (x | g)"), data)
-    fam = get_family("binomial")
     out, dots = {}, {}
     for as_sums in (False, True):
-        token = _jit._ROW_PRODUCTS_AS_SUMS.set(as_sums)
+        token = _jit._PRODUCTS_AS_SUMS.set(as_sums)
         try:
-            fn = jax.jit(lambda d: _fit_glmm(None, d, fam))  # a new function: a trace of its own
+            fn = jax.jit(lambda d: fit(d))  # a new function: a trace of its own
             text = fn.lower(design).as_text()
             out[as_sums] = jax.device_get(fn(design))
         finally:
-            _jit._ROW_PRODUCTS_AS_SUMS.reset(token)
+            _jit._PRODUCTS_AS_SUMS.reset(token)
         dots[as_sums] = re.findall(r"stablehlo\.dot_general.*?:\s*\((tensor<[^>]*>), (tensor<[^>]*>)\)", text)
-    ranks = lambda t: t.count("x")  # tensor<3x14xf64> is of rank 2
-    assert any(ranks(a) > 1 or ranks(b) > 1 for a, b in dots[False])  # the CPU's XᵀWX is a dot
-    assert dots[True] and all(ranks(a) == 1 and ranks(b) == 1 for a, b in dots[True]), dots[True]
+    dims = lambda t: [int(n) for n in t[len("tensor<"):-1].split("x")[:-1]]  # tensor<3x14xf64>: [3, 14]
+    largest = lambda found: max((max(dims(a) + dims(b) + [0]) for a, b in found), default=0)
+    assert largest(dots[False]) >= len(data)  # the CPU's XᵀX is a dot over the (padded) rows
+    # Left: vectors of the parameters, and the LMM's p×p products (its Cholesky factor of
+    # XᵀR⁻¹X, differentiated), none over the rows or the groups.
+    assert dots[True] and largest(dots[True]) < design.n_groups, dots[True]
     assert out[True]["loglik"] == pytest.approx(out[False]["loglik"], rel=1e-12)
     np.testing.assert_allclose(out[True]["theta"], out[False]["theta"], rtol=1e-7, atol=1e-9)
+    for name in ("ranef", "cond_var"):
+        np.testing.assert_allclose(out[True][name], out[False][name], rtol=1e-6, atol=1e-10)
