@@ -96,7 +96,7 @@ def aghq_loglik(params: Params, design: Design, u0, family, nagq: int, options: 
 
     def at_node(node):
         zm, lw = node
-        um = u + np.sqrt(2.0) * jnp.einsum("mab,b->ma", scale, zm)
+        um = u + np.sqrt(2.0) * sm.matvec(scale, zm[None])  # written out, not a batched dot (_smallmat.matmul)
         return group_logdens(um, eta_fixed, ZL, dispersion, design, family) + lw
 
     batch = max(1, min(z.shape[0], _NODE_BATCH_ELEMENTS // max(design.y.shape[0], 1)))
