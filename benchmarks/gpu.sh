@@ -108,6 +108,12 @@ target() {
                 ${v#*|} 2>&1 | grep "^| binomial\|seconds from the call\|rror\|refused"
         done
     done 2>&1 | tee "$out/target.log"
+    # the exact LMM (1c2c0e3: its products over rows and groups as sums), one pair
+    for v in "$PWD" "$base"; do
+        echo "== gaussian: $v"
+        PYTHONPATH=$v timeout 60 python3 benchmarks/stages.py --problems gaussian-q2-10M-balanced --repeats 1 \
+            2>&1 | grep "^| gaussian\|seconds from the call\|rror"
+    done 2>&1 | tee -a "$out/target.log"
     # the benchmark's own cold median: each cold fit in a fresh process, data loading excluded
     timeout 200 python3 benchmarks/run.py --engines jaxmm,jaxmm-f32 --repeats 2 --cold-runs 3 --timeout 60 \
         --tmpdir /tmp/benchdata --problems binomial-q2-1M-balanced,binomial-q2-10M-balanced \
