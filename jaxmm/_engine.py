@@ -17,7 +17,7 @@ from ._design import AUTODIFF_CHUNK_ROWS, CHUNK_ROWS, Design
 from ._driver import ESCAPE_FLOOR, optimise_and_check, restart_chol
 from ._gradient import laplace_loglik_for_fit
 from ._inner import InnerOptions
-from ._jit import compiled, products_as_sums
+from ._jit import compiled
 from ._laplace import modes_and_cond_var
 from ._lmm import lmm_solution, lmm_stats, profiled_loglik
 from ._optimize import OptOptions
@@ -27,15 +27,7 @@ from ._params import Params, free_entries, n_chol, pack, re_dim, scalar_blocks, 
 
 def _weighted_gram(X, weights, dtype):
     Xa = X.astype(dtype)
-    Xw = Xa * weights.astype(dtype)[:, None]
-    if products_as_sums():
-        return jnp.sum(Xa[:, :, None] * Xw[:, None, :], axis=0)
-    return Xa.T @ Xw
-
-
-def _cross(X, v):
-    """Xᵀ v over the rows (a dot on the CPU, a sum on accelerators: _jit.products_as_sums)."""
-    return jnp.sum(X * v[:, None], axis=0) if products_as_sums() else X.T @ v
+    return sm.cross(Xa, Xa * weights.astype(dtype)[:, None])
 
 
 def _design_sums(fn, blocks: Design, whole: bool = False):
@@ -67,7 +59,7 @@ def initial_theta(blocks: Design, family, structure=None, whole: bool = False) -
         return family.initial_eta(d.y, d.trials) - d.offset
 
     def normal_equations(d):
-        return _weighted_gram(d.X, d.weights, work), _cross(d.X, d.weights * linearised(d))
+        return _weighted_gram(d.X, d.weights, work), sm.cross(d.X, d.weights * linearised(d))
 
     gram, rhs = _design_sums(normal_equations, blocks, whole)
     # Cholesky, not jnp.linalg.solve: LU's pivoting compiles to loops of small kernels

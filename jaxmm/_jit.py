@@ -49,8 +49,8 @@ ELEMENTAL_COMPILER_OPTIONS = {**COMPILER_OPTIONS, "xla_cpu_use_fusion_emitters":
 # 10M fit's GPU part went from 0.44 to 0.47 s. (Without the autotuner as well, cuBLAS's
 # default algorithms made that part 1.6 s.) X β, Z L and the gradient's per-group products
 # were dots then; they are now unrolled products (_smallmat.matmul): on the H100 in session
-# 19 the warm 10M fit's GPU part went from 0.48 to 0.44 s. The products over all rows that a
-# fit takes once are sums on a GPU (products_as_sums, below).
+# 19 the warm 10M fit's GPU part went from 0.48 to 0.44 s. The long products, over all rows
+# or groups, are sums on a GPU (products_as_sums, below).
 GPU_COMPILER_OPTIONS = {**COMPILER_OPTIONS, "xla_gpu_enable_triton_gemm": False}
 
 
@@ -72,8 +72,9 @@ def separate_group_sums() -> bool:
     return jax.default_backend() == "cpu" if chosen is None else chosen
 
 
-# Whether the products over all rows that a fit takes once (its start values' XᵀWX and Xᵀv)
-# are written as sums of elementwise products rather than dots. On an H100 (session 19,
+# Whether the long products, over all rows or groups (a GLMM's start values' XᵀWX and Xᵀv,
+# the LMM's statistics and per-group reductions: _smallmat.cross), and the LMM's per-group
+# products are written as sums of elementwise products rather than dots. On an H100 (session 19,
 # benchmarks/results_gpu.md), with XLA's autotuner off, XLA's compile of the 10M-row fit took
 # 0.40-0.78 s less and its warm GPU part 0.095 s more: the dots left were being autotuned,
 # and those over 10M rows are cuBLAS calls whose candidate algorithms are timed on the whole
@@ -83,7 +84,7 @@ _PRODUCTS_AS_SUMS = contextvars.ContextVar("jaxmm_products_as_sums", default=Non
 
 
 def products_as_sums() -> bool:
-    """Products over the rows as sums (accelerators) rather than dots (the CPU); see above."""
+    """Long products as sums (accelerators) rather than dots (the CPU); see above."""
     chosen = _PRODUCTS_AS_SUMS.get()
     return jax.default_backend() != "cpu" if chosen is None else chosen
 

@@ -61,8 +61,8 @@ def lmm_stats(design: Design, dtype=None) -> LMMStats:
         ZtZ=jnp.stack([seg(Z[:, k:k + 1] * Z) for k in range(q)], axis=1),
         ZtX=jnp.stack([seg(Z[:, k:k + 1] * X) for k in range(q)], axis=1),
         Zty=seg(Z * y[:, None]),
-        XtX=_gram(X, X),
-        Xty=_gram(X, y),
+        XtX=sm.cross(X, X),
+        Xty=sm.cross(X, y),
         yty=jnp.sum(y * y),
         n=jnp.sum(w > 0).astype(dtype),
         half_log_w=0.5 * jnp.sum(jnp.where(w > 0, jnp.log(jnp.where(w > 0, w, 1.0)), 0.0)),
@@ -79,23 +79,9 @@ class _Reduced(NamedTuple):
     r: jnp.ndarray       # (m, q)     C⁻¹ ΛᵀZᵀy
 
 
-def _gram(A, B):
-    """Aᵀ B summed over A's leading axes (rows, or groups and their q entries); B has A's
-    leading axes and one more or none.
-
-    On accelerators a sum of elementwise products, not a dot (_jit.products_as_sums): XLA:GPU
-    autotunes each dot while it compiles, timing cuBLAS's algorithms on the whole array."""
-    lead = tuple(range(A.ndim - 1))
-    if not products_as_sums():
-        return jnp.tensordot(A, B, axes=(lead, lead))
-    if B.ndim == A.ndim - 1:
-        return jnp.sum(A * B[..., None], axis=lead)
-    return jnp.sum(A[..., :, None] * B[..., None, :], axis=lead)
-
-
 def _matmul(A, B):
     """A @ B for the per-group q×q and q×p products (leading axes of equal rank): written out
-    on accelerators, as above."""
+    on accelerators, where XLA:GPU would autotune each dot (_jit.products_as_sums)."""
     return sm.matmul(A, B) if products_as_sums() else A @ B
 
 
@@ -113,8 +99,8 @@ def _reduce(lam, stats: LMMStats) -> _Reduced:
     Q = sm.solve_lower(C, P)
     r = sm.solve_lower(C, c)
     return _Reduced(
-        XtRX=stats.XtX - _gram(Q, Q),
-        XtRy=stats.Xty - _gram(Q, r),
+        XtRX=stats.XtX - sm.cross(Q, Q),
+        XtRy=stats.Xty - sm.cross(Q, r),
         ytRy=stats.yty - jnp.sum(r * r),
         logdet_R=jnp.sum(sm.logdet_from_cholesky(C)),
         chol_M=C, Q=Q, r=r,

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
+from ._jit import products_as_sums
+
 
 def cholesky(A):
     """Lower Cholesky factor of each matrix in A (..., q, q)."""
@@ -100,3 +102,19 @@ def matmul(A, B):
 def matvec(A, x):
     """A @ x for (..., n, k) A and (..., k) x, as :func:`matmul`."""
     return matmul(A, x[..., None])[..., 0]
+
+
+def cross(A, B):
+    """Aᵀ B summed over A's leading axes (the rows, or the groups and their q entries): the
+    long contractions, not small ones. B has A's leading axes and one more, or none (Aᵀ b).
+
+    On accelerators a sum of elementwise products, which XLA fuses as a reduction; a dot
+    there is a cuBLAS call that XLA:GPU autotunes while it compiles, timing each candidate
+    algorithm on the whole array (_jit.products_as_sums). The CPU keeps the dot.
+    """
+    lead = tuple(range(A.ndim - 1))
+    if not products_as_sums():
+        return jnp.tensordot(A, B, axes=(lead, lead))
+    if B.ndim == A.ndim - 1:
+        return jnp.sum(A * B[..., None], axis=lead)
+    return jnp.sum(A[..., :, None] * B[..., None, :], axis=lead)
