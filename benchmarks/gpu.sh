@@ -9,6 +9,8 @@
 #   bash benchmarks/gpu.sh gemm OUTDIR    # a cold and a warm 10M fit: this checkout, with Triton GEMM fusions, OLD_REV
 #   bash benchmarks/gpu.sh target OUTDIR  # the 5 s target: cold 10M fits, this checkout against BASE_REV and without
 #                                         # the autotuner, then run.py's cold median at 1M and 10M, XLA's timers, TESTS
+#   bash benchmarks/gpu.sh confirm OUTDIR # after target: this checkout against OLD_REV (cold 10M fits, GLMM and LMM),
+#                                         # run.py's cold median at 10M over five processes, TESTS
 #   bash benchmarks/gpu.sh compile OUTDIR # trace/lower/XLA seconds of the fit's program, this checkout against OLD_REV,
 #                                         # then XLA's own timers for this checkout's (compile_time.py --phases)
 # Every step runs even when one before it fails; the logs go to OUTDIR.
@@ -91,6 +93,31 @@ gemm() {
     timeout 60 python3 benchmarks/compile_time.py --phases --problems binomial-q2-13k-balanced,binomial-q2-1M-balanced \
         2>&1 | grep -v "Warning\|return fn" | grep -v "IR emission for\|CompileToPtx\|PtxToCubin" | tee "$out/compile_gemm.log"
 }
+confirm() {
+    # Session 20's second call (the autotuner off by default on a GPU, after `target`): three
+    # rounds, alternating, one process each, of this checkout against OLD_REV (default 80baec0:
+    # the same products, autotuned), one pair of 10M LMM fits, run.py's cold median at 10M
+    # over five processes, then TESTS with what is left (BUDGET_S).
+    timeout 60 python3 benchmarks/stages.py --problems binomial-q2-13k-balanced --repeats 0 2>&1 | grep "^| binomial\|rror"
+    old=/tmp/jaxmm-old
+    git worktree add -f "$old" "${OLD_REV:-80baec0}" >/dev/null 2>&1 || echo "no worktree for ${OLD_REV:-80baec0}"
+    for round in 1 2 3; do
+        for v in "$PWD" "$old"; do
+            echo "== round $round: $v"
+            PYTHONPATH=$v timeout 60 python3 benchmarks/stages.py --problems binomial-q2-10M-balanced --repeats 1 \
+                2>&1 | grep "^| binomial\|seconds from the call\|rror"
+        done
+    done 2>&1 | tee "$out/confirm.log"
+    for v in "$PWD" "$old"; do
+        echo "== gaussian: $v"
+        PYTHONPATH=$v timeout 60 python3 benchmarks/stages.py --problems gaussian-q2-10M-balanced --repeats 1 \
+            2>&1 | grep "^| gaussian\|seconds from the call\|rror"
+    done 2>&1 | tee -a "$out/confirm.log"
+    timeout 150 python3 benchmarks/run.py --engines jaxmm --repeats 2 --cold-runs 5 --timeout 60 \
+        --tmpdir /tmp/benchdata --problems binomial-q2-10M-balanced \
+        --out "$out/results_gpu.md" 2>&1 | tee "$out/bench.log" | tail -8
+    tests
+}
 target() {
     # One lease of at most about 7 minutes (15 minutes of device time a session, starts included).
     # The first process of a call has been the slowest (files read cold, the driver's first
@@ -125,6 +152,9 @@ target() {
 case $what in
 target)
     target
+    ;;
+confirm)
+    confirm
     ;;
 gemm)
     gemm

@@ -50,8 +50,13 @@ ELEMENTAL_COMPILER_OPTIONS = {**COMPILER_OPTIONS, "xla_cpu_use_fusion_emitters":
 # default algorithms made that part 1.6 s.) X β, Z L and the gradient's per-group products
 # were dots then; they are now unrolled products (_smallmat.matmul): on the H100 in session
 # 19 the warm 10M fit's GPU part went from 0.48 to 0.44 s. The long products, over all rows
-# or groups, are sums on a GPU (products_as_sums, below).
-GPU_COMPILER_OPTIONS = {**COMPILER_OPTIONS, "xla_gpu_enable_triton_gemm": False}
+# or groups, are sums on a GPU (products_as_sums, below). With those no dot is left that is
+# worth timing candidates for, and XLA's autotuner is off: on an H100 (session 20,
+# benchmarks/results_gpu.md), three alternating rounds of cold 10M fits took 3.86, 4.35 and
+# 4.00 s without it against 5.13, 5.31 and 4.82 s with it, XLA's compile 2.4-2.5 s against
+# 3.3-3.5 s, and the warm GPU part 0.430, 0.428 and 0.435 s against 0.434, 0.429 and 0.428 s.
+# (With the long products still dots, in session 19, it had cost 0.095 s of GPU time.)
+GPU_COMPILER_OPTIONS = {**COMPILER_OPTIONS, "xla_gpu_enable_triton_gemm": False, "xla_gpu_autotune_level": 0}
 
 
 # Whether the program being traced sums its per-group row terms with one segment sum per

@@ -354,7 +354,12 @@ def test_products_as_sums_are_the_same_fit_without_matrix_dots(model):
         fam = get_family("binomial")
         fit = lambda d: _fit_glmm(None, d, fam)
     else:
-        data["y"] = data["y"] + 0.5 * data["x"] + np.random.default_rng(2).standard_normal(len(data))
+        # a random slope of its own, so that the LMM's θ is interior too (with the Bernoulli
+        # response alone its slope variance sat at the boundary, where θ is not determined)
+        rng = np.random.default_rng(2)
+        group = data["g"].str[1:].astype(int).to_numpy()
+        slope = 0.5 + 0.6 * rng.standard_normal(60)[group]
+        data["y"] = data["y"] + slope * data["x"] + rng.standard_normal(len(data))
         fit = lambda d: _fit_lmm(None, d, True)
     design, _ = design_from_formula(parse_formula("y ~ x + (x | g)"), data)
     out, dots = {}, {}

@@ -124,10 +124,11 @@ def test_elemental_is_chosen_on_the_cpu_only(monkeypatch):
 
 
 def test_a_gpu_compiles_with_the_gpu_options(monkeypatch):
-    # GPU_COMPILER_OPTIONS (no Triton GEMM fusions) are a GPU's, and only a GPU's: an option
+    # GPU_COMPILER_OPTIONS (no Triton GEMM fusions, no autotuner) are a GPU's, and only a GPU's: an option
     # put there is tried for the gpu key (here refused, as unknown) and not for the others.
     assert _jit.GPU_COMPILER_OPTIONS["xla_gpu_enable_triton_gemm"] is False
-    assert "xla_gpu_enable_triton_gemm" not in _jit.COMPILER_OPTIONS
+    assert _jit.GPU_COMPILER_OPTIONS["xla_gpu_autotune_level"] == 0
+    assert not {"xla_gpu_enable_triton_gemm", "xla_gpu_autotune_level"} & set(_jit.COMPILER_OPTIONS)
     on_gpu = jax.default_backend() == "gpu"  # a real GPU tries (and refuses) the option at once
     monkeypatch.setattr(_jit, "GPU_COMPILER_OPTIONS", {"xla_no_such_option_anywhere": True})
     f = _jit.compiled(lambda x: x * 3.0)
