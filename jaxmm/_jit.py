@@ -81,10 +81,11 @@ def separate_group_sums() -> bool:
 # the LMM's statistics and per-group reductions: _smallmat.cross), and the LMM's per-group
 # products are written as sums of elementwise products rather than dots. On an H100 (session 19,
 # benchmarks/results_gpu.md), with XLA's autotuner off, XLA's compile of the 10M-row fit took
-# 0.40-0.78 s less and its warm GPU part 0.095 s more: the dots left were being autotuned,
-# and those over 10M rows are cuBLAS calls whose candidate algorithms are timed on the whole
-# array. As sums they are reductions, which XLA fuses and does not autotune. The CPU keeps
-# the dots: its GEMM is faster than a fused reduction once X has more than a few columns.
+# 0.40-0.78 s less and its warm GPU part 0.095 s more: without the autotuner, the dots over
+# all 10M rows ran cuBLAS's default algorithm. As sums they are reductions, which need no
+# cuBLAS algorithm: on the H100 in session 20 they alone did not shorten the compile, but they
+# let the autotuner go (GPU_COMPILER_OPTIONS) at no cost in GPU time. The CPU keeps the dots: its GEMM is faster than a fused reduction
+# once X has more than a few columns.
 _PRODUCTS_AS_SUMS = contextvars.ContextVar("jaxmm_products_as_sums", default=None)
 
 
