@@ -7,7 +7,7 @@
 #   bash benchmarks/gpu.sh flags OUTDIR   # compile time under XLA:GPU's compilation flags (stages of 1M and 10M fits)
 #   bash benchmarks/gpu.sh effort OUTDIR  # a cold and a warm 10M fit under each of XLA's lower-effort settings
 #   bash benchmarks/gpu.sh gemm OUTDIR    # a cold and a warm 10M fit: this checkout, with Triton GEMM fusions, OLD_REV
-#   bash benchmarks/gpu.sh target OUTDIR  # the 5 s target: cold 10M fits, this checkout against BASE_REV and without
+#   bash benchmarks/gpu.sh target OUTDIR  # the 5 s target: cold 10M fits, this checkout against BASE_REV and with
 #                                         # the autotuner, then run.py's cold median at 1M and 10M, XLA's timers, TESTS
 #   bash benchmarks/gpu.sh confirm OUTDIR # after target: this checkout against OLD_REV (cold 10M fits, GLMM and LMM),
 #                                         # run.py's cold median at 10M over five processes, TESTS
@@ -93,6 +93,25 @@ gemm() {
     timeout 60 python3 benchmarks/compile_time.py --phases --problems binomial-q2-13k-balanced,binomial-q2-1M-balanced \
         2>&1 | grep -v "Warning\|return fn" | grep -v "IR emission for\|CompileToPtx\|PtxToCubin" | tee "$out/compile_gemm.log"
 }
+cold_rounds() {
+    # Cold 10M Bernoulli q = 2 fits, three rounds, alternating, one process each, then one warm
+    # fit. Each argument is a PYTHONPATH, then "|", then stages.py options (may be empty).
+    for round in 1 2 3; do
+        for v in "$@"; do
+            echo "== round $round: ${v%%|*} ${v#*|}"
+            PYTHONPATH=${v%%|*} timeout 60 python3 benchmarks/stages.py --problems binomial-q2-10M-balanced --repeats 1 \
+                ${v#*|} 2>&1 | grep "^| binomial\|seconds from the call\|rror\|refused"
+        done
+    done
+}
+lmm_pair() {
+    # one cold and one warm 10M exact-LMM fit for each PYTHONPATH given
+    for v in "$@"; do
+        echo "== gaussian: $v"
+        PYTHONPATH=$v timeout 60 python3 benchmarks/stages.py --problems gaussian-q2-10M-balanced --repeats 1 \
+            2>&1 | grep "^| gaussian\|seconds from the call\|rror"
+    done
+}
 confirm() {
     # Session 20's second call (the autotuner off by default on a GPU, after `target`): three
     # rounds, alternating, one process each, of this checkout against OLD_REV (default 80baec0:
@@ -101,18 +120,8 @@ confirm() {
     timeout 60 python3 benchmarks/stages.py --problems binomial-q2-13k-balanced --repeats 0 2>&1 | grep "^| binomial\|rror"
     old=/tmp/jaxmm-old
     git worktree add -f "$old" "${OLD_REV:-80baec0}" >/dev/null 2>&1 || echo "no worktree for ${OLD_REV:-80baec0}"
-    for round in 1 2 3; do
-        for v in "$PWD" "$old"; do
-            echo "== round $round: $v"
-            PYTHONPATH=$v timeout 60 python3 benchmarks/stages.py --problems binomial-q2-10M-balanced --repeats 1 \
-                2>&1 | grep "^| binomial\|seconds from the call\|rror"
-        done
-    done 2>&1 | tee "$out/confirm.log"
-    for v in "$PWD" "$old"; do
-        echo "== gaussian: $v"
-        PYTHONPATH=$v timeout 60 python3 benchmarks/stages.py --problems gaussian-q2-10M-balanced --repeats 1 \
-            2>&1 | grep "^| gaussian\|seconds from the call\|rror"
-    done 2>&1 | tee -a "$out/confirm.log"
+    cold_rounds "$PWD|" "$old|" 2>&1 | tee "$out/confirm.log"
+    lmm_pair "$PWD" "$old" 2>&1 | tee -a "$out/confirm.log"
     timeout 150 python3 benchmarks/run.py --engines jaxmm --repeats 2 --cold-runs 5 --timeout 60 \
         --tmpdir /tmp/benchdata --problems binomial-q2-10M-balanced \
         --out "$out/results_gpu.md" 2>&1 | tee "$out/bench.log" | tail -8
@@ -123,24 +132,15 @@ target() {
     # The first process of a call has been the slowest (files read cold, the driver's first
     # start), so a throwaway 13.7k fit comes first. Then three rounds, alternating, one process
     # each: this checkout, BASE_REV (default ee0530f: the start values' XᵀWX and Xᵀv as dots,
-    # measured in session 19) and this checkout with XLA's autotuner off (session 19: 0.4-0.8 s
-    # less compile, 0.095 s more GPU time, at ee0530f).
+    # measured in session 19) and this checkout with XLA's autotuner at its default level, 4
+    # (session 20 ran this at 80baec0, where it was on by default, and with the option level 0;
+    # af3be28 made 0 the default).
     timeout 60 python3 benchmarks/stages.py --problems binomial-q2-13k-balanced --repeats 0 2>&1 | grep "^| binomial\|rror"
     base=/tmp/jaxmm-base
     git worktree add -f "$base" "${BASE_REV:-ee0530f}" >/dev/null 2>&1 || echo "no worktree for ${BASE_REV:-ee0530f}"
-    for round in 1 2 3; do
-        for v in "$PWD|" "$base|" "$PWD|--option xla_gpu_autotune_level=0"; do
-            echo "== round $round: ${v%%|*} ${v#*|}"
-            PYTHONPATH=${v%%|*} timeout 60 python3 benchmarks/stages.py --problems binomial-q2-10M-balanced --repeats 1 \
-                ${v#*|} 2>&1 | grep "^| binomial\|seconds from the call\|rror\|refused"
-        done
-    done 2>&1 | tee "$out/target.log"
+    cold_rounds "$PWD|" "$base|" "$PWD|--option xla_gpu_autotune_level=4" 2>&1 | tee "$out/target.log"
     # the exact LMM (1c2c0e3: its products over rows and groups as sums), one pair
-    for v in "$PWD" "$base"; do
-        echo "== gaussian: $v"
-        PYTHONPATH=$v timeout 60 python3 benchmarks/stages.py --problems gaussian-q2-10M-balanced --repeats 1 \
-            2>&1 | grep "^| gaussian\|seconds from the call\|rror"
-    done 2>&1 | tee -a "$out/target.log"
+    lmm_pair "$PWD" "$base" 2>&1 | tee -a "$out/target.log"
     # the benchmark's own cold median: each cold fit in a fresh process, data loading excluded
     timeout 200 python3 benchmarks/run.py --engines jaxmm,jaxmm-f32 --repeats 2 --cold-runs 3 --timeout 60 \
         --tmpdir /tmp/benchdata --problems binomial-q2-1M-balanced,binomial-q2-10M-balanced \
