@@ -362,13 +362,16 @@ def test_products_as_sums_are_the_same_fit_without_matrix_dots(model):
         data["y"] = data["y"] + slope * data["x"] + rng.standard_normal(len(data))
         fit = lambda d: _fit_lmm(None, d, True)
     design, _ = design_from_formula(parse_formula("y ~ x + (x | g)"), data)
+    # the options a small fit compiles with (on the CPU, the elemental emitters: half XLA's time)
+    backend = jax.default_backend()
+    options = _jit.accepted_options(backend, _jit.compiled._options((backend, True)))
     out, dots = {}, {}
     for as_sums in (False, True):
         token = _jit._PRODUCTS_AS_SUMS.set(as_sums)
         try:
             lowered = jax.jit(lambda d: fit(d)).lower(design)  # a new function: a trace of its own
             text = lowered.as_text()
-            out[as_sums] = jax.device_get(lowered.compile()(design))
+            out[as_sums] = jax.device_get(lowered.compile(compiler_options=options)(design))
         finally:
             _jit._PRODUCTS_AS_SUMS.reset(token)
         dots[as_sums] = re.findall(r"stablehlo\.dot_general.*?:\s*\((tensor<[^>]*>), (tensor<[^>]*>)\)", text)
