@@ -108,7 +108,7 @@ def final_check(status, grad, hess, value, work_dtype=None):
     chol = jnp.linalg.cholesky(hess)
     pd = jnp.all(jnp.isfinite(chol))
     step = jax.scipy.linalg.cho_solve((chol, True), grad)
-    # products of these k-vectors as sums, not dots: XLA:GPU autotunes every dot (_smallmat.matmul)
+    # products of these k-vectors as sums, not dots: a dot is a cuBLAS call on a GPU (_smallmat.matmul)
     decrement = 0.5 * jnp.sum(grad * step)
     ok = pd & (decrement <= abs_tol + rel_tol * jnp.abs(value)) & (status != Status.NONFINITE)
     status = jnp.where(ok, Status.CONVERGED,

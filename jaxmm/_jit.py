@@ -84,8 +84,8 @@ def separate_group_sums() -> bool:
 # 0.40-0.78 s less and its warm GPU part 0.095 s more: without the autotuner, the dots over
 # all 10M rows ran cuBLAS's default algorithm. As sums they are reductions, which need no
 # cuBLAS algorithm: on the H100 in session 20 they alone did not shorten the compile, but they
-# let the autotuner go (GPU_COMPILER_OPTIONS) at no cost in GPU time. The CPU keeps the dots: its GEMM is faster than a fused reduction
-# once X has more than a few columns.
+# let the autotuner go (GPU_COMPILER_OPTIONS) at no cost in GPU time. The CPU keeps the dots:
+# its GEMM is faster than a fused reduction once X has more than a few columns.
 _PRODUCTS_AS_SUMS = contextvars.ContextVar("jaxmm_products_as_sums", default=None)
 
 

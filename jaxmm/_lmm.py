@@ -81,7 +81,7 @@ class _Reduced(NamedTuple):
 
 def _matmul(A, B):
     """A @ B for the per-group q×q and q×p products (leading axes of equal rank): written out
-    on accelerators, where XLA:GPU would autotune each dot (_jit.products_as_sums)."""
+    on accelerators, where each dot is a cuBLAS call (_jit.products_as_sums)."""
     return sm.matmul(A, B) if products_as_sums() else A @ B
 
 
@@ -179,7 +179,7 @@ def lmm_solution(lam, stats: LMMStats, reml: bool) -> LMMSolution:
     beta, pwrss, _, chol_X = _gls(red)
     sigma2 = pwrss / _dof(stats, beta.shape[0], reml)
     # û_i = M_i⁻¹ Λᵀ Z_iᵀ (y_i − X_i β̂) = C_i⁻ᵀ (r_i − Q_i β̂)
-    rhs = red.r - (sm.matvec(red.Q, beta[None]) if products_as_sums() else red.Q @ beta)
+    rhs = red.r - _matmul(red.Q, beta[None, :, None])[..., 0]
     u = sm.solve_lower_transpose(red.chol_M, rhs)
     M_inv = sm.cho_inverse(red.chol_M)
     sigma = jnp.sqrt(sigma2)
