@@ -22,8 +22,9 @@ import numpy as np
 import pandas as pd
 
 from ._formula import FormulaSpec
+from ._formula_eval import column as formula_column, evaluate, model_frame
+from ._formula_parse import Col, unparse
 from ._pages import small_pages
-from ._safety import check_formula
 from .errors import ArgumentError, DataError, FormulaError, JaxmmWarning
 
 
@@ -81,6 +82,7 @@ class Encoders(NamedTuple):
     fixed: object
     random: object
     fixed_kept: tuple  # names (formulaic's spelling) of the kept fixed-effect columns
+    levels: dict = {}  # model-frame column -> the levels of each factor, to refuse unseen ones
 
 
 def _as_float(name: str, values) -> np.ndarray:
@@ -644,16 +646,21 @@ def for_formulaic(data: pd.DataFrame) -> pd.DataFrame:
     return data.astype(dict.fromkeys(text, object)) if text else data
 
 
-def _model_matrix(rhs: str, data: pd.DataFrame, what: str):
+def _model_matrix(text: str, frame: pd.DataFrame, what: str, spec=None):
+    """formulaic's model matrix of jaxmm's formula ``text`` over the model frame; its errors
+    as one jaxmm error, in the user's terms (``spec.display``)."""
     from formulaic import model_matrix
 
     try:
-        return model_matrix(rhs, for_formulaic(data), na_action="raise")
+        return model_matrix(text, for_formulaic(frame), na_action="raise")
     except Exception as exc:  # formulaic raises many types; one clear jaxmm error instead
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        said = (spec.fixed if what.startswith("fixed") else spec.random) if spec is not None else text
+        if spec is not None:
+            msg = spec.display(msg)
         if "null values" in msg or "missing" in msg.lower():
             raise DataError(f"{what}: {msg}") from None
-        raise FormulaError(f"cannot evaluate the {what} {rhs!r}: {msg}") from None
+        raise FormulaError(f"cannot evaluate the {what} {said!r}: {msg}") from None
 
 
 # Rows of the table that formulaic evaluates first. Where every column of a model matrix is
@@ -1005,16 +1012,34 @@ def as_pandas(data) -> pd.DataFrame:
 
 def _used_columns(spec: FormulaSpec, data: pd.DataFrame, named: dict) -> list[str]:
     """Data columns the model reads: formula variables, grouping factor, named extra columns."""
-    from formulaic import Formula
-
-    used = {spec.group} | {c for c in named.values() if isinstance(c, str)}
-    for text in [f"{spec.response} ~ {spec.fixed}", spec.random, *spec.offsets]:
-        try:
-            used |= set(Formula(text).required_variables)
-        except Exception as exc:
-            msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise FormulaError(f"cannot parse {text!r}: {msg}") from None
+    for name in sorted(spec.columns - {spec.group}, key=str):
+        formula_column(data, name)  # a DataError naming a column the formula reads and the table lacks
+    used = spec.columns | {spec.group} | {c for c in named.values() if isinstance(c, str)}
     return [c for c in data.columns if c in used]
+
+
+def _factor_levels_of(model_spec, frame: pd.DataFrame) -> dict:
+    """model-frame column -> levels of each factor formulaic encoded (its encoder state)."""
+    out = {}
+    for expr, (kind, state) in model_spec.encoder_state.items():
+        if getattr(kind, "value", kind) != "categorical" or "categories" not in state:
+            continue
+        named = _C_OF_COLUMN.match(expr) or re.match(r"^C\((\w+),", expr)
+        name = expr if expr in frame.columns else named.group(1) if named else None
+        if name in frame.columns:
+            out[name] = tuple(state["categories"])
+    return out
+
+
+def _response(spec: FormulaSpec, data: pd.DataFrame) -> np.ndarray:
+    """The response's values: a numeric (or bool) column as it is, or an evaluated expression."""
+    node = spec.response_expr
+    if isinstance(node, Col):
+        values = formula_column(data, node.name)
+        if not pd.api.types.is_numeric_dtype(values.dtype) or isinstance(values.dtype, pd.CategoricalDtype):
+            raise DataError(f"response {spec.response!r} must be one numeric column; it holds {values.dtype} values")
+        return values.to_numpy(dtype=np.float64 if pd.api.types.is_bool_dtype(values.dtype) else None)
+    return evaluate(node, data, spec.response)
 
 
 def _missing_rows(data: pd.DataFrame, columns: list[str], arrays: dict, missing: str):
@@ -1095,8 +1120,6 @@ def _rows_from_formula(spec: FormulaSpec, data, *, trials=None, offset=None, wei
     data = as_pandas(data)
     if len(data) == 0:
         raise DataError("the data have no rows")
-    # Nothing of the formula reaches formulaic (which evaluates Python) before this check.
-    check_formula(spec.formula, data.columns)
     for name, col in (("trials", trials), ("offset", offset), ("weights", weights), ("by", by)):
         if isinstance(col, str):
             _column(data, col, name)
@@ -1115,49 +1138,40 @@ def _rows_from_formula(spec: FormulaSpec, data, *, trials=None, offset=None, wei
         if len(data) == 0:
             raise DataError(f"every row has a missing value in the model's columns {used}")
     groups = _group_column(data, spec.group)
-    if spec.response not in data.columns and not any(c in spec.response for c in "()+-*/{}"):
-        raise DataError(f"response column {spec.response!r} is not in the data")
-    fixed_formula = f"{spec.response} ~ {spec.fixed}"
+    y = _response(spec, data)
+    # formulaic reads only jaxmm's text for the formula (spec.fixed_text, spec.random_text),
+    # over the model frame: the table's columns and jaxmm's evaluations of the terms.
+    frame = model_frame(spec, data)
     # Formulas of plain terms (_term_source) are evaluated by formulaic on a sample of rows:
     # the first ones and one of each level of every factor. Their matrices are then filled
-    # from the table (below, or on the device: PlainMatrix).
+    # from the frame (below, or on the device: PlainMatrix).
     fixed_terms = random_terms = levels = None
-    if len(data) > _HEAD_ROWS:
-        fixed_terms, random_terms = _plain_terms(fixed_formula, data), _plain_terms(spec.random, data)
-        levels = _levels_of([*(fixed_terms or ()), *(random_terms or ())], data)
+    if len(frame) > _HEAD_ROWS:
+        fixed_terms, random_terms = _plain_terms(spec.fixed_text, frame), _plain_terms(spec.random_text, frame)
+        levels = _levels_of([*(fixed_terms or ()), *(random_terms or ())], frame)
     if levels is None:
         fixed_terms = random_terms = None
     else:
-        rows = _sample_rows(len(data), levels)
-        sample = data.iloc[rows]
-    fixed = None if fixed_terms is None else _head_matrix(fixed_formula, sample)
-    # x_sources / z_sources: the plain matrices, filled from the table once everything is
+        rows = _sample_rows(len(frame), levels)
+        sample = frame.iloc[rows]
+    fixed = None if fixed_terms is None else _head_matrix(spec.fixed_text, sample)
+    # x_sources / z_sources: the plain matrices, filled from the frame once everything is
     # checked and the shapes are out (on_columns); X / Z: formulaic's
-    X = y = x_sources = None
+    X = x_sources = None
     if fixed is not None:
-        x_sources, lhs_sources = _checked_sources(fixed.rhs, data, rows, levels), _plain_sources(fixed.lhs, data)
-        if x_sources is not None and lhs_sources is not None and len(lhs_sources) == 1 and lhs_sources[0]:
-            y = data[lhs_sources[0]].to_numpy()
-        else:
-            x_sources = None
+        x_sources = _checked_sources(fixed, frame, rows, levels)
     if x_sources is None:
-        fixed = _model_matrix(fixed_formula, data, "fixed-effects formula")
-    lhs = fixed.lhs
-    if lhs.shape[1] != 1:
-        raise DataError(
-            f"response {spec.response!r} must be one numeric column; it expands to {list(lhs.columns)}"
-        )
-    raw_names = list(fixed.rhs.columns)
-    fixed_names = _lme4_names(raw_names)
-    fixed_spec = fixed.rhs.model_spec
+        fixed = _model_matrix(spec.fixed_text, frame, "fixed-effects formula", spec)
+    raw_names = list(fixed.columns)
+    fixed_names = _lme4_names([spec.display(n) for n in raw_names])
+    fixed_spec = fixed.model_spec
     if x_sources is None:
-        X = np.asarray(fixed.rhs, dtype=np.float64)
-        y = np.asarray(lhs).ravel()
+        X = np.asarray(fixed, dtype=np.float64)
         dropped = aliased_columns(X)
     else:
-        dropped = aliased_columns(lambda: _plain_matrix(x_sources, data, levels),
-                                  gram=_plain_gram(x_sources, data, levels))
-    del fixed, lhs  # formulaic's frames: at 10M rows each held copy is hundreds of MB
+        dropped = aliased_columns(lambda: _plain_matrix(x_sources, frame, levels),
+                                  gram=_plain_gram(x_sources, frame, levels))
+    del fixed  # formulaic's frames: at 10M rows each held copy is hundreds of MB
     if dropped:
         names = [fixed_names[j] for j in dropped]
         warnings.warn(f"fixed-effect model matrix is rank deficient; dropping aliased column(s) {names}",
@@ -1168,23 +1182,21 @@ def _rows_from_formula(spec: FormulaSpec, data, *, trials=None, offset=None, wei
             x_sources = [x_sources[j] for j in keep]
         else:
             X = X[:, keep]
-    random = None if random_terms is None else _head_matrix(spec.random, sample)
-    z_sources = None if random is None else _checked_sources(random, data, rows, levels)
+    random = None if random_terms is None else _head_matrix(spec.random_text, sample)
+    z_sources = None if random is None else _checked_sources(random, frame, rows, levels)
     Z = None
     if z_sources is None:
-        random = _model_matrix(spec.random, data, "random-effects term")
+        random = _model_matrix(spec.random_text, frame, "random-effects term", spec)
         Z = np.asarray(random, dtype=np.float64)
-    encoders = Encoders(fixed_spec, random.model_spec, tuple(raw_names))
-    re_names = tuple(_lme4_names(random.columns))
+    encoders = Encoders(fixed_spec, random.model_spec, tuple(raw_names),
+                        {**_factor_levels_of(fixed_spec, frame), **_factor_levels_of(random.model_spec, frame)})
+    re_names = tuple(_lme4_names([spec.display(n) for n in random.columns]))
     del random
     trials_arr = None if trials is None else _as_float(f"trials column {trials!r}", _column(data, trials, "trials"))
     offset_arr = _row_values(data, offset, "offset")
     # offset(...) terms in the formula add to offset= (as in R, where all offsets are summed)
     for expr in spec.offsets:
-        mm = _model_matrix(f"0 + {expr}", data, f"offset term offset({expr})")
-        if mm.shape[1] != 1:
-            raise FormulaError(f"offset({expr}) must give one numeric column; it gives {list(mm.columns)}")
-        values = _as_float(f"offset({expr})", np.asarray(mm).ravel())
+        values = evaluate(expr, data, f"offset({unparse(expr)})")
         offset_arr = values if offset_arr is None else offset_arr + values
     weights_arr = _row_values(data, weights, "weights")
     if check_response is not None:
@@ -1199,8 +1211,8 @@ def _rows_from_formula(spec: FormulaSpec, data, *, trials=None, offset=None, wei
             _nonnegative_weights(weights_arr)  # checked before a compilation starts
         on_columns(groups, len(fixed_names), len(re_names))
     fill = PlainMatrix if defer_plain else _plain_matrix
-    X = fill(x_sources, data, levels) if X is None else X
-    Z = fill(z_sources, data, levels) if Z is None else Z
+    X = fill(x_sources, frame, levels) if X is None else X
+    Z = fill(z_sources, frame, levels) if Z is None else Z
     return _Rows(X, Z, y, trials_arr, offset_arr, weights_arr, groups, tuple(fixed_names), re_names, n_dropped, data,
                  encoders)
 

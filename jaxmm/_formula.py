@@ -1,132 +1,253 @@
-"""Host-only parsing of an lme4-style formula into its fixed and random parts.
+"""An lme4-style formula → a :class:`FormulaSpec`: the response, fixed and random parts,
+the grouping column and offsets, each as jaxmm's own syntax tree (``_formula_parse``).
 
-``y ~ x + C(period) + (x | subject)`` becomes the formulaic formula ``y ~ x + C(period)``
-for the fixed part, ``x`` for the random-effect model matrix and ``subject`` for the
-grouping column. formulaic evaluates the two parts; this module only splits text.
+formulaic builds the model matrices from text that this module writes, never from the
+user's: every term becomes a column of a model frame (``_formula_eval.model_frame``) under
+a name formulaic reads as a plain data lookup, the column's own name where it is a plain
+identifier and a placeholder ``jxf<k>_`` otherwise, wrapped in the few functions jaxmm
+lets formulaic apply (``C``, ``center``, ``scale``, ``standardize``, ``poly`` and the
+named contrasts). Column names map back through :attr:`FormulaSpec.displays`.
 """
 from __future__ import annotations
 
 import dataclasses
 
+from ._formula_parse import (CONTRASTS, NUMERIC_FUNCTIONS, PLACEHOLDER, STATEFUL_FUNCTIONS, Bin, Brace, Call, Col,
+                             FNeg, FOp, FSum, Lst, Num, Random, Str, Unary, columns_of, parse, plain_name, unparse)
 from .errors import FormulaError
+
+_CONTRAST_KINDS = frozenset(CONTRASTS.values())
+
+
+@dataclasses.dataclass(frozen=True)
+class Binding:
+    """One column of the model frame: ``name`` (what formulaic reads), ``kind`` ("column": a
+    table column as it is; "numeric": an expression jaxmm evaluates; "categorical": a factor
+    jaxmm encodes with its level order), the expression, and its text for column names."""
+
+    name: str
+    kind: str
+    expr: object
+    display: str
+    reference: object = None  # categorical: the treatment reference level (first)
+    levels: tuple | None = None  # categorical: the levels as written in C(..., levels=[...])
 
 
 @dataclasses.dataclass(frozen=True)
 class FormulaSpec:
     formula: str
-    response: str
-    fixed: str
-    random: str
+    response: str          # the response as text (a column name or an expression)
+    fixed: str             # the fixed part as text, for messages
+    random: str            # the random-effect terms as text
     group: str
     correlated: bool = True
-    offsets: tuple = ()  # expressions inside offset(...) terms, summed into the linear predictor
+    offsets: tuple = ()    # expressions inside offset(...) terms, summed into the linear predictor
+    response_expr: object = None
+    fixed_text: str = "1"   # what formulaic reads (bindings' names only)
+    random_text: str = "1"
+    bindings: tuple = ()
+    columns: frozenset = frozenset()  # every table column the formula reads, the group included
+
+    def display(self, name: str) -> str:
+        """A formulaic column name with the placeholders replaced by the terms' text."""
+        texts = {b.name: b.display for b in self.bindings}
+        return PLACEHOLDER.sub(lambda m: texts.get(m.group(), m.group()), name)
 
 
-def _split_top_level(text: str, sep: str) -> list[str]:
-    """Split on ``sep`` where it is not inside brackets."""
-    parts, depth, start = [], 0, 0
-    for i, ch in enumerate(text):
-        if ch in "([{":
-            depth += 1
-        elif ch in ")]}":
-            depth -= 1
-            if depth < 0:
-                raise FormulaError(f"unbalanced ')' in formula term {text!r}")
-        elif ch == sep and depth == 0:
-            parts.append(text[start:i])
-            start = i + 1
-    if depth != 0:
-        raise FormulaError(f"unbalanced brackets in formula term {text!r}")
-    parts.append(text[start:])
-    return parts
+def _fail(what: str, where: str):
+    raise FormulaError(f"formula term not allowed: {what} in {where!r}. Formulas may use column names, numbers, "
+                       f"+ - * / ** : |, comparisons, C(), I(), {{}}, offset(), the transforms "
+                       f"{sorted(NUMERIC_FUNCTIONS)} and {sorted(STATEFUL_FUNCTIONS)}")
 
 
-def _random_term(term: str):
-    """If ``term`` is ``( lhs | group )`` return (lhs, group, correlated), else None."""
-    t = term.strip()
-    if not (t.startswith("(") and t.endswith(")")):
-        return None
-    inner = t[1:-1]
-    # The outer brackets must enclose the whole term, not e.g. "(a) * (b)".
-    if not _balanced(inner):
-        return None
-    pieces = _split_top_level(inner, "|")
-    if len(pieces) == 1:
-        return None
-    if len(pieces) == 3 and pieces[1] == "":
-        lhs, group, correlated = pieces[0], pieces[2], False
-    elif len(pieces) == 2:
-        lhs, group, correlated = pieces[0], pieces[1], True
+def check_expression(node, where: str) -> None:
+    """Raise FormulaError unless ``node`` is an expression jaxmm evaluates: columns, numbers,
+    strings (for comparisons), arithmetic, comparisons and the numeric transforms."""
+    if isinstance(node, (Num, Str, Col)):
+        return
+    if isinstance(node, Unary):
+        check_expression(node.operand, where)
+    elif isinstance(node, Bin):
+        check_expression(node.left, where)
+        check_expression(node.right, where)
+    elif isinstance(node, Call) and (node.func in NUMERIC_FUNCTIONS or node.func == "I"):
+        if len(node.args) != 1 or node.kwargs:
+            raise FormulaError(f"{node.func}() takes one argument, in {where!r}")
+        check_expression(node.args[0], where)
+    elif isinstance(node, Call):
+        _fail(f"the call {node.func}(...) inside an expression", where)
     else:
-        raise FormulaError(f"cannot read random-effect term {t!r}; expected ( terms | group )")
-    lhs, group = lhs.strip(), group.strip()
-    if not lhs:
-        raise FormulaError(f"random-effect term {t!r} has nothing before '|'; use (1 | group)")
-    if not group.isidentifier():
-        raise FormulaError(
-            f"grouping factor {group!r} in {t!r} must be a single column name "
-            "(nested or crossed factors are not supported yet)"
-        )
-    return lhs, group, correlated
+        _fail(f"the expression {unparse(node) if not isinstance(node, Lst) else 'a list'}", where)
 
 
-def _balanced(text: str) -> bool:
-    depth = 0
-    for ch in text:
-        depth += ch in "([{"
-        depth -= ch in ")]}"
-        if depth < 0:
-            return False
-    return depth == 0
+class _Writer:
+    """Writes the formulaic text of formula nodes, collecting the model frame's bindings."""
+
+    def __init__(self, where: str):
+        self.where = where
+        self.bindings: dict = {}
+
+    def bind(self, kind: str, expr, display: str, **extra) -> str:
+        key = (kind, expr, tuple(sorted(extra.items())))
+        if key not in self.bindings:
+            name = expr.name if kind == "column" and plain_name(expr.name) else f"jxf{len(self.bindings)}_"
+            self.bindings[key] = Binding(name, kind, expr, display, **extra)
+        return self.bindings[key].name
+
+    def operand(self, node) -> str:
+        """A transform's argument: a column by name, an expression through a placeholder."""
+        if isinstance(node, Col):
+            return self.bind("column", node, node.name)
+        check_expression(node, self.where)
+        return self.bind("numeric", node, unparse(node))
+
+    def write(self, node, outer: int = 0) -> tuple[str, str]:
+        """(formulaic text, display text) of a formula node."""
+        if isinstance(node, FSum):
+            gen, disp = [], []
+            for k, (sign, item) in enumerate(node.items):
+                g, d = self.write(item)
+                gen.append(g if k == 0 and sign == "+" else f"{sign} {g}")
+                disp.append(d if k == 0 and sign == "+" else f"{sign} {d}")
+            gen, disp = " ".join(gen), " ".join(disp)
+            return (f"({gen})", f"({disp})") if outer else (gen, disp)
+        if isinstance(node, FNeg):
+            g, d = self.write(node.operand, 4)
+            return f"-{g}", f"-{d}"
+        if isinstance(node, FOp):
+            p = {"*": 1, "/": 1, ":": 2, "**": 3}[node.op]
+            lg, ld = self.write(node.left, p)
+            if node.op == "**":
+                k = str(int(node.right.value))
+                return f"{lg} ** {k}", f"{ld} ** {k}"
+            rg, rd = self.write(node.right, p + 1)
+            sep = ":" if node.op == ":" else f" {node.op} "
+            g, d = f"{lg}{sep}{rg}", f"{ld}{sep}{rd}"
+            return (f"({g})", f"({d})") if outer > p else (g, d)
+        if isinstance(node, Random):
+            raise FormulaError(f"a random-effect term ({unparse_formula(node.lhs)} | {node.group}) must be added "
+                               f"at the top level of the formula, in {self.where!r}")
+        if isinstance(node, Num):
+            return str(int(node.value)), str(int(node.value))
+        if isinstance(node, Col):
+            return self.bind("column", node, node.name), node.name
+        if isinstance(node, Brace):
+            check_expression(node.expr, self.where)
+            text = unparse(node.expr)
+            return self.bind("numeric", node.expr, text), text
+        if isinstance(node, Call):
+            return self.call(node)
+        raise FormulaError(f"cannot read the term {node!r} in {self.where!r}")  # pragma: no cover
+
+    def call(self, node: Call) -> tuple[str, str]:
+        func, text = node.func, unparse(node)
+        if func == "offset":
+            raise FormulaError(f"offset(...) must be a term of its own on the right-hand side, in {self.where!r}")
+        if func == "C":
+            return self.categorical(node), text
+        if func not in NUMERIC_FUNCTIONS and func not in STATEFUL_FUNCTIONS and func != "I":
+            _fail(f"the call {func}(...) as a term", self.where)
+        if func == "poly":
+            if len(node.args) != 2 or node.kwargs or not _whole(node.args[1], 1, 20):
+                raise FormulaError(f"poly() takes a column or expression and a degree from 1 to 20, in {text!r}")
+            return f"poly({self.operand(node.args[0])}, {int(node.args[1].value)})", text
+        if len(node.args) != 1 or node.kwargs:
+            raise FormulaError(f"{func}() takes one argument, in {text!r}")
+        if func in STATEFUL_FUNCTIONS:
+            return f"{func}({self.operand(node.args[0])})", text
+        check_expression(node, self.where)
+        return self.bind("numeric", node, text), text
+
+    def categorical(self, node: Call) -> str:
+        text = unparse(node)
+        if not 1 <= len(node.args) <= 2:
+            raise FormulaError(f"C() takes a column and optionally a contrast, in {text!r}")
+        kind, reference = "treatment", None
+        if len(node.args) == 2:
+            kind, reference = _contrast(node.args[1], text)
+        levels = None
+        for key, value in node.kwargs:
+            if key != "levels" or not isinstance(value, Lst) or not value.items:
+                raise FormulaError(f"C() takes levels=[...] (a list of levels) as its only keyword, in {text!r}")
+            levels = tuple(_literal(v) for v in value.items)
+            if len(set(levels)) != len(levels):
+                raise FormulaError(f"C(..., levels=[...]) lists a level twice, in {text!r}")
+        arg = node.args[0]
+        if isinstance(arg, Col) and reference is None and levels is None:
+            name = self.bind("column", arg, arg.name)
+        else:
+            check_expression(arg, self.where)
+            extra = {"reference": reference, "levels": levels}
+            name = self.bind("categorical", arg, unparse(arg), **extra)
+        return f"C({name})" if kind == "treatment" else f"C({name}, contr.{kind})"
+
+
+def _whole(node, low: int, high: int) -> bool:
+    return isinstance(node, Num) and node.value.is_integer() and low <= node.value <= high
+
+
+def _literal(node):
+    if isinstance(node, Str):
+        return node.value
+    if isinstance(node, Num):
+        return int(node.value) if node.value.is_integer() else node.value
+    if isinstance(node, Unary) and node.op == "-" and isinstance(node.operand, Num):
+        return -_literal(node.operand)
+    raise FormulaError(f"a level must be a number or a string, not {unparse(node)}")
+
+
+def _contrast(node, where: str):
+    """(kind, reference level or None) of C()'s second argument."""
+    name = node.name if isinstance(node, Col) else node.func if isinstance(node, Call) else None
+    kind = CONTRASTS.get(name) or (name[6:] if name and name.startswith("contr.") else None)
+    if kind not in _CONTRAST_KINDS:
+        raise FormulaError(f"unknown contrast {unparse(node)} in {where!r}; use one of {sorted(CONTRASTS)} "
+                           f"or contr.{{{', '.join(sorted(_CONTRAST_KINDS))}}}")
+    if isinstance(node, Col):
+        return kind, None
+    kwargs = dict(node.kwargs)
+    if set(kwargs) - {"reference", "base"} or len(node.args) + len(kwargs) > 1:
+        raise FormulaError(f"{unparse(node)}: a contrast takes at most one reference level, in {where!r}")
+    args = list(node.args) + list(kwargs.values())
+    if args and kind != "treatment":
+        raise FormulaError(f"{unparse(node)}: only treatment contrasts take a reference level, in {where!r}")
+    return kind, (_literal(args[0]) if args else None)
+
+
+def unparse_formula(node) -> str:
+    return _Writer("").write(node)[1]
 
 
 def parse_formula(formula: str) -> FormulaSpec:
-    if not isinstance(formula, str):
-        raise FormulaError(f"formula must be a string, got {type(formula).__name__}")
-    if formula.count("~") != 1:
-        raise FormulaError(f"formula {formula!r} must contain exactly one '~' (response ~ terms)")
-    lhs, rhs = (s.strip() for s in formula.split("~"))
-    if not lhs:
-        raise FormulaError(f"formula {formula!r} has no response before '~'")
-    if not rhs:
-        raise FormulaError(f"formula {formula!r} has no terms after '~'")
-    if not _balanced(rhs):
-        raise FormulaError(f"unbalanced brackets in formula {formula!r}")
-    fixed_terms, randoms, offsets = [], [], []
-    for term in _split_top_level(rhs, "+"):
-        if not term.strip():
-            raise FormulaError(f"empty term (a stray '+') in formula {formula!r}")
-        found = _random_term(term)
-        offset = _offset_term(term)
-        if offset is not None:
-            offsets.append(offset)
-        elif found is None:
-            fixed_terms.append(term.strip())
+    response, rhs = parse(formula)
+    check_expression(response, formula)
+    writer = _Writer(formula)
+    fixed, randoms, offsets = [], [], []
+    for sign, item in rhs.items:
+        if isinstance(item, Random) or (isinstance(item, Call) and item.func == "offset"):
+            if sign != "+":
+                raise FormulaError(f"a random-effect or offset term cannot be subtracted, in {formula!r}")
+            if isinstance(item, Random):
+                randoms.append(item)
+                continue
+            if len(item.args) != 1 or item.kwargs:
+                raise FormulaError(f"offset() takes one column or expression, in {formula!r}")
+            check_expression(item.args[0], formula)
+            offsets.append(item.args[0])
         else:
-            randoms.append(found)
+            fixed.append((sign if fixed or sign == "-" else "+", item))
     if not randoms:
-        raise FormulaError(
-            f"formula {formula!r} has no random-effect term; add one such as (1 | group)"
-        )
+        raise FormulaError(f"formula {formula!r} has no random-effect term; add one such as (1 | group)")
     if len(randoms) > 1:
-        groups = sorted({g for _, g, _ in randoms})
-        raise FormulaError(
-            f"formula {formula!r} has {len(randoms)} random-effect terms (groups {groups}); "
-            "jaxmm supports exactly one grouping factor"
-        )
-    re_lhs, group, correlated = randoms[0]
-    fixed = " + ".join(fixed_terms) if fixed_terms else "1"
-    return FormulaSpec(formula, lhs, fixed, re_lhs, group, correlated, tuple(offsets))
-
-
-def _offset_term(term: str):
-    """If ``term`` is ``offset(expr)`` return expr, else None."""
-    t = term.strip()
-    if not (t.startswith("offset(") and t.endswith(")")):
-        return None
-    inner = t[len("offset("):-1].strip()
-    if not _balanced(inner):
-        return None
-    if not inner:
-        raise FormulaError(f"empty offset term {t!r}; write offset(column) or offset(log(column))")
-    return inner
+        groups = sorted({r.group for r in randoms})
+        raise FormulaError(f"formula {formula!r} has {len(randoms)} random-effect terms (groups {groups}); "
+                           "jaxmm supports exactly one grouping factor")
+    term = randoms[0]
+    fixed_text, fixed_display = writer.write(FSum(tuple(fixed))) if fixed else ("1", "1")
+    random_text, random_display = writer.write(term.lhs)
+    return FormulaSpec(
+        formula=formula, response=unparse(response), fixed=fixed_display, random=random_display, group=term.group,
+        correlated=term.correlated, offsets=tuple(offsets), response_expr=response, fixed_text=fixed_text,
+        random_text=random_text, bindings=tuple(writer.bindings.values()),
+        columns=frozenset(columns_of(response) | columns_of(rhs)),
+    )

@@ -7,9 +7,10 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from ._design import _as_float, _column, _model_matrix, as_pandas, for_formulaic
+from ._design import _as_float, _column, as_pandas, for_formulaic
 from ._families import get_family
-from ._safety import check_formula
+from ._formula_eval import evaluate, model_frame
+from ._formula_parse import unparse
 from .errors import ArgumentError, DataError, JaxmmWarning
 
 _TYPES = ("response", "link")
@@ -21,16 +22,16 @@ def _new_eta(res, newdata: pd.DataFrame, re: str, offset):
     from ._formula import parse_formula
 
     spec = parse_formula(res.formula)
-    # The response need not be in newdata: only the right-hand side is evaluated.
-    check_formula(spec.formula.split("~", 1)[1], newdata.columns)
     enc = res.encoders
-    table = for_formulaic(newdata)
+    # The response need not be in newdata: only the model frame's columns are evaluated, and
+    # a factor's level that the fit never saw is an error rather than its reference level.
+    table = for_formulaic(model_frame(spec, newdata, enc.levels))
     try:
         fixed = enc.fixed.get_model_matrix(table, na_action="raise")
         random = enc.random.get_model_matrix(table, na_action="raise")
     except Exception as exc:  # formulaic raises many types: one clear jaxmm error instead
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise DataError(f"newdata: cannot evaluate the model's columns: {msg}") from None
+        raise DataError(f"newdata: cannot evaluate the model's columns: {spec.display(msg)}") from None
     X = _as_float("newdata fixed-effects columns", np.asarray(fixed[list(enc.fixed_kept)], dtype=float))
     Z = _as_float("newdata random-effects columns", np.asarray(random, dtype=float))
     eta = X @ res.beta
@@ -43,8 +44,7 @@ def _new_eta(res, newdata: pd.DataFrame, re: str, offset):
         raise ArgumentError("the fit's offset= was an array: pass predict(newdata, offset=...) with one value "
                             "per new row")
     for expr in spec.offsets:
-        mm = _model_matrix(f"0 + {expr}", newdata, f"offset term offset({expr})")
-        eta = eta + _as_float(f"offset({expr})", np.asarray(mm).ravel())
+        eta = eta + evaluate(expr, newdata, f"offset({unparse(expr)})")
     new_groups = []
     if re == "population":
         return eta, Z, new_groups

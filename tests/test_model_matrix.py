@@ -66,9 +66,10 @@ def _same_rows(a, b):
     ("y ~ cat + (1 | g)", [[None, ("cat", "c"), ("cat", "a")], [None]]),  # cat[T.b] aliased, dropped
     ("y ~ text + u + (text | g)", [[None, ("text", "b"), ("text", "c"), "u"], [None, ("text", "b"), ("text", "c")]]),
     ("y ~ c:x1 + (1 | g)", [[None]]),  # a product with a factor
-    ("y ~ log(pos) + (log(pos) | g)", []),  # a transform
+    # a transform: jaxmm evaluates it into the model frame (placeholder jxf0_), then it is a column
+    ("y ~ log(pos) + (log(pos) | g)", [[None, "jxf0_"], [None, "jxf0_"]]),
     ("y ~ x1 + (c | g)", [[None, "x1"], [None, ("c", "b"), ("c", "c")]]),
-    ("I(count + 1) ~ x1 + (1 | g)", [[None]]),  # a response expression
+    ("I(count + 1) ~ x1 + (1 | g)", [[None, "x1"], [None]]),  # a response expression (jaxmm evaluates it)
     ("y ~ x1 + twice + k + (1 | g)", [[None, "x1", "k"], [None]]),  # aliased: dropped before the fill
     ("y ~ x1 + one + (x1 | g)", [[None, "x1"], [None, "x1"]]),
 ])
@@ -155,10 +156,11 @@ def test_a_repeated_model_column_is_an_error(table):
 
 
 @pytest.mark.parametrize("formula,heads", [("y ~ x1 + (x1 | g)", 2), ("y ~ c + x1 + (x1 | g)", 2),
-                                           ("y ~ c:x1 + (c | g)", 1), ("y ~ x1 + (log(pos) | g)", 1)])
+                                           ("y ~ c:x1 + (c | g)", 1), ("y ~ x1 + (center(x1) | g)", 1),
+                                           ("y ~ x1 + (log(pos) | g)", 2)])
 def test_only_plain_parts_are_evaluated_on_a_sample_of_rows(table, monkeypatch, formula, heads):
-    # a part with a transform or a product is decided from the parsed formula and goes to
-    # formulaic once, on the whole table
+    # a part with a stateful transform or a product is decided from the parsed formula and goes
+    # to formulaic once, on the whole table; jaxmm's own evaluations (log) are plain columns
     calls = []
     real = _design._head_matrix
     monkeypatch.setattr(_design, "_head_matrix", lambda text, head: calls.append(text) or real(text, head))

@@ -1,0 +1,481 @@
+"""Formula text → a syntax tree, by jaxmm's own tokenizer and parser.
+
+Formulas cannot run code by construction: no part of the user's text is ever handed to
+Python's ``eval`` or to formulaic. The text is read once, here, into a syntax tree of a
+small language: column names, numbers, arithmetic and comparisons, and the functions of
+:data:`FUNCTIONS`. Anything else (attribute access, subscripts, other calls, comments,
+unknown characters) has no token or no rule, and is a :class:`FormulaError`.
+``_formula_eval`` evaluates the tree's expressions with numpy, and formulaic, which builds
+the model matrices (contrasts, interactions, stateful transforms), receives a formula that
+jaxmm writes itself from the tree: column names that are plain identifiers, placeholder
+names for evaluated expressions, a fixed set of functions and the formula operators.
+Sizes are bounded (:data:`MAX_CHARS`, :data:`MAX_DEPTH`, numbers, strings), so no formula
+costs more than its parse and numpy's float64 arithmetic.
+"""
+from __future__ import annotations
+
+import builtins
+import dataclasses
+import keyword
+import math
+import re
+
+from .errors import FormulaError
+
+MAX_CHARS = 10_000       # formula length
+MAX_DEPTH = 48           # nesting of brackets, calls, operators
+MAX_LITERAL_CHARS = 256  # a number's or a string's text
+MAX_FORMULA_POWER = 10   # (a + b + c) ** k
+
+# Elementwise numeric transforms, evaluated by jaxmm (numpy's functions of these names).
+NUMERIC_FUNCTIONS = frozenset({
+    "log", "log2", "log10", "log1p", "exp", "expm1", "sqrt", "abs", "square",
+    "sin", "cos", "tan", "arcsin", "arccos", "arctan", "tanh", "floor", "ceil", "round",
+})
+# Transforms with state (a mean, a scale, polynomial coefficients) that predict reuses: formulaic's.
+STATEFUL_FUNCTIONS = frozenset({"center", "scale", "standardize", "poly"})
+CONTRASTS = {"Treatment": "treatment", "Sum": "sum", "Helmert": "helmert", "Diff": "diff", "Poly": "poly"}
+FUNCTIONS = NUMERIC_FUNCTIONS | STATEFUL_FUNCTIONS | {"C", "I", "offset"}
+
+_TOKEN = re.compile(r"""
+  (?P<ws>[ \t\r\n\f\v]+)
+| (?P<num>(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?)
+| (?P<name>[^\W\d]\w*(?:\.\w+)*)
+| (?P<qname>`[^`]*`)
+| (?P<str>'[^'\\\r\n]*'|"[^"\\\r\n]*")
+| (?P<op>\*\*|//|\|\||==|!=|<=|>=|[~+\-*/%^:|(){}\[\],=<>])
+""", re.VERBOSE)
+
+
+class Token(tuple):
+    kind = property(lambda self: self[0])
+    text = property(lambda self: self[1])
+    pos = property(lambda self: self[2])
+
+
+def tokenize(text: str) -> list:
+    if len(text) > MAX_CHARS:
+        raise FormulaError(f"formula is {len(text)} characters long; at most {MAX_CHARS} are allowed")
+    out, i = [], 0
+    while i < len(text):
+        m = _TOKEN.match(text, i)
+        if m is None:
+            ch = text[i]
+            if ch in "'\"`":
+                raise FormulaError(f"unterminated quote {ch} at position {i} of the formula (quotes close on the "
+                                   "same line; backslashes are not allowed inside them)")
+            raise FormulaError(f"character {ch!r} (U+{ord(ch):04X}) at position {i} is not allowed in a formula")
+        kind = m.lastgroup
+        if kind != "ws":
+            tok = m.group()
+            if kind in ("num", "str", "qname") and len(tok) > MAX_LITERAL_CHARS:
+                raise FormulaError(f"a literal of {len(tok)} characters at position {i}; at most "
+                                   f"{MAX_LITERAL_CHARS} are allowed")
+            out.append(Token((kind, tok, i)))
+        i = m.end()
+    out.append(Token(("end", "", len(text))))
+    return out
+
+
+# ---- expression nodes (the inside of I(), {}, transforms, the response, offsets) ----
+@dataclasses.dataclass(frozen=True)
+class Num:
+    value: float
+
+
+@dataclasses.dataclass(frozen=True)
+class Str:
+    value: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Col:
+    name: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Unary:
+    op: str
+    operand: object
+
+
+@dataclasses.dataclass(frozen=True)
+class Bin:
+    op: str  # + - * / // % ** and the comparisons
+    left: object
+    right: object
+
+
+@dataclasses.dataclass(frozen=True)
+class Call:
+    func: str
+    args: tuple
+    kwargs: tuple = ()  # ((name, node), ...)
+
+
+@dataclasses.dataclass(frozen=True)
+class Lst:
+    items: tuple
+
+
+@dataclasses.dataclass(frozen=True)
+class Brace:
+    expr: object  # {expr}: an expression as one term
+
+
+# ---- formula nodes ----
+@dataclasses.dataclass(frozen=True)
+class FSum:
+    items: tuple  # ((sign, node), ...): a flat sum, so a wide formula is not a deep tree
+
+
+@dataclasses.dataclass(frozen=True)
+class FOp:
+    op: str  # * / : **
+    left: object
+    right: object
+
+
+@dataclasses.dataclass(frozen=True)
+class FNeg:
+    operand: object
+
+
+@dataclasses.dataclass(frozen=True)
+class Random:
+    lhs: object
+    group: str
+    correlated: bool
+
+
+_PRECEDENCE = {"<": 1, "<=": 1, ">": 1, ">=": 1, "==": 1, "!=": 1, "+": 2, "-": 2, "*": 3, "/": 3, "//": 3,
+               "%": 3, "unary": 4, "**": 5}
+
+
+def unparse(node, outer: int = 0) -> str:
+    """Canonical text of an expression (the spacing of Python's ast.unparse)."""
+    if isinstance(node, Num):
+        v = node.value
+        return str(int(v)) if v.is_integer() and abs(v) < 1e15 else repr(v)
+    if isinstance(node, Str):
+        return repr(node.value)
+    if isinstance(node, Col):
+        return node.name
+    if isinstance(node, Brace):
+        return unparse(node.expr)
+    if isinstance(node, Lst):
+        return "[" + ", ".join(unparse(i) for i in node.items) + "]"
+    if isinstance(node, Call):
+        parts = [unparse(a) for a in node.args] + [f"{k}={unparse(v)}" for k, v in node.kwargs]
+        return f"{node.func}({', '.join(parts)})"
+    if isinstance(node, Unary):
+        text = node.op + unparse(node.operand, _PRECEDENCE["unary"])
+        return f"({text})" if outer > _PRECEDENCE["unary"] else text
+    if isinstance(node, Bin):
+        p = _PRECEDENCE[node.op]
+        right_assoc = node.op == "**"
+        text = (f"{unparse(node.left, p + right_assoc)} {node.op} {unparse(node.right, p + (not right_assoc))}")
+        return f"({text})" if outer > p else text
+    raise TypeError(node)  # pragma: no cover - every node type is listed
+
+
+def columns_of(node) -> set:
+    """Column names an expression or formula node reads."""
+    if isinstance(node, Col):
+        return {node.name}
+    if isinstance(node, Random):
+        return columns_of(node.lhs) | {node.group}
+    if isinstance(node, Call) and node.func == "C":
+        return columns_of(node.args[:1])  # the contrast and levels are not columns
+    if isinstance(node, (Num, Str, Lst)):
+        return set()
+    if dataclasses.is_dataclass(node):
+        out = set()
+        for f in dataclasses.fields(node):
+            out |= columns_of(getattr(node, f.name))
+        return out
+    if isinstance(node, tuple):
+        out = set()
+        for item in node:
+            out |= columns_of(item)
+        return out
+    return set()
+
+
+class _Parser:
+    def __init__(self, text: str):
+        self.text = text
+        self.tokens = tokenize(text)
+        self.i = 0
+        self.depth = 0
+
+    # -- helpers --
+    @property
+    def tok(self):
+        return self.tokens[self.i]
+
+    def take(self, *texts):
+        tok = self.tok
+        if tok.kind == "op" and tok.text in texts:
+            self.i += 1
+            return tok.text
+        return None
+
+    def expect(self, text: str, what: str):
+        if self.take(text) is None:
+            self.fail(f"expected '{text}' {what}")
+
+    def fail(self, msg: str):
+        tok = self.tok
+        at = "the end" if tok.kind == "end" else f"{tok.text!r} at position {tok.pos}"
+        raise FormulaError(f"cannot read formula {self.text!r}: {msg}, found {at}")
+
+    def deeper(self):
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise FormulaError(f"formula is nested more than {MAX_DEPTH} levels deep")
+
+    def name(self) -> str | None:
+        tok = self.tok
+        if tok.kind == "name":
+            self.i += 1
+            return tok.text
+        if tok.kind == "qname":
+            self.i += 1
+            if len(tok.text) == 2:
+                raise FormulaError(f"empty quoted name `` at position {tok.pos}")
+            return tok.text[1:-1]
+        return None
+
+    def number(self) -> float:
+        tok = self.tok
+        self.i += 1
+        value = float(tok.text)
+        if not math.isfinite(value):
+            raise FormulaError(f"the number {tok.text} at position {tok.pos} is too large")
+        return value
+
+    # -- expressions --
+    def expr(self):
+        self.deeper()
+        left = self.arith()
+        op = self.take("<", "<=", ">", ">=", "==", "!=")
+        if op:
+            left = Bin(op, left, self.arith())
+            if self.take("<", "<=", ">", ">=", "==", "!="):
+                self.fail("chained comparisons are not allowed")
+        self.depth -= 1
+        return left
+
+    def arith(self):
+        node = self.term()
+        while (op := self.take("+", "-")):
+            node = self._checked(Bin(op, node, self.term()))
+        return node
+
+    def term(self):
+        node = self.unary()
+        while (op := self.take("*", "/", "//", "%")):
+            node = self._checked(Bin(op, node, self.unary()))
+        return node
+
+    def unary(self):
+        op = self.take("-", "+")
+        if op:
+            self.deeper()
+            node = Unary(op, self.unary())
+            self.depth -= 1
+            return node
+        base = self.primary()
+        if self.take("**", "^"):  # R's ^ is a power inside I() too
+            self.deeper()
+            base = Bin("**", base, self.unary())
+            self.depth -= 1
+        return base
+
+    def _checked(self, node):
+        if _depth(node) > MAX_DEPTH:
+            raise FormulaError(f"an expression in formula {self.text!r} is nested more than {MAX_DEPTH} levels deep")
+        return node
+
+    def primary(self):
+        tok = self.tok
+        if tok.kind == "num":
+            return Num(self.number())
+        if tok.kind == "str":
+            self.i += 1
+            return Str(tok.text[1:-1])
+        if self.take("("):
+            node = self.expr()
+            self.expect(")", "to close '('")
+            return node
+        if self.take("{"):
+            node = self.expr()
+            self.expect("}", "to close '{'")
+            return node
+        if self.take("["):
+            return self.list_rest()
+        name = self.name()
+        if name is None:
+            self.fail("expected a column name, a number or a bracket")
+        if tok.kind == "name" and self.tok.kind == "op" and self.tok.text == "(":
+            return self.call(name)
+        return Col(name)
+
+    def list_rest(self):
+        items = []
+        if not self.take("]"):
+            while True:
+                tok = self.tok
+                if tok.kind == "num":
+                    items.append(Num(self.number()))
+                elif tok.kind == "str":
+                    self.i += 1
+                    items.append(Str(tok.text[1:-1]))
+                elif self.take("-") and self.tok.kind == "num":
+                    items.append(Num(-self.number()))
+                else:
+                    self.fail("a list holds numbers and strings only")
+                if self.take("]"):
+                    break
+                self.expect(",", "between list items")
+        return Lst(tuple(items))
+
+    def call(self, func: str):
+        if func not in FUNCTIONS and func not in CONTRASTS and not func.startswith("contr."):
+            raise FormulaError(f"formula term not allowed: the call {func}(...). Formulas may call only "
+                               f"{sorted(FUNCTIONS)} (and contrasts inside C())")
+        self.expect("(", "after a function name")
+        self.deeper()
+        args, kwargs = [], []
+        if not self.take(")"):
+            while True:
+                tok = self.tok
+                nxt = self.tokens[self.i + 1]
+                if tok.kind == "name" and nxt.kind == "op" and nxt.text == "=":
+                    self.i += 2
+                    kwargs.append((tok.text, self.expr()))
+                elif kwargs:
+                    self.fail("a positional argument after a keyword argument")
+                else:
+                    args.append(self.expr())
+                if self.take(")"):
+                    break
+                self.expect(",", "between arguments")
+        self.depth -= 1
+        return Call(func, tuple(args), tuple(kwargs))
+
+    # -- formulas --
+    def formula(self):
+        response = self.expr()
+        self.expect("~", "after the response (response ~ terms)")
+        rhs = self.fsum()
+        if self.tok.kind != "end":
+            self.fail("expected '+' or the end of the formula")
+        return response, rhs
+
+    def fsum(self):
+        items = [("+", self.fitem())]
+        while (op := self.take("+", "-")):
+            items.append((op, self.fitem()))
+        return FSum(tuple(items))
+
+    def fitem(self):
+        if self.take("-"):
+            self.deeper()
+            node = FNeg(self.fitem())
+            self.depth -= 1
+            return node
+        self.take("+")
+        node = self.finter()
+        while (op := self.take("*", "/")):
+            node = self._checked(FOp(op, node, self.finter()))
+        return node
+
+    def finter(self):
+        node = self.fpow()
+        while self.take(":"):
+            node = self._checked(FOp(":", node, self.fpow()))
+        return node
+
+    def fpow(self):
+        node = self.fatom()
+        if self.take("**", "^"):
+            tok = self.tok
+            if tok.kind != "num" or not tok.text.isdigit() or not 1 <= int(tok.text) <= MAX_FORMULA_POWER:
+                self.fail(f"a formula power takes a whole number from 1 to {MAX_FORMULA_POWER}")
+            self.i += 1
+            node = FOp("**", node, Num(float(tok.text)))
+        return node
+
+    def fatom(self):
+        tok = self.tok
+        if self.take("("):
+            self.deeper()
+            inner = self.fsum()
+            bar = self.take("|", "||")
+            if bar:
+                if self.tok.kind == "op" and self.tok.text == ")":
+                    self.fail("expected a grouping column after '|'")
+                group = self.name()
+                if group is None or not (self.tok.kind == "op" and self.tok.text == ")"):
+                    raise FormulaError(f"grouping factor in {self.text!r} must be a single column name "
+                                       "(nested or crossed factors are not supported yet)")
+                inner = Random(inner, group, bar == "|")
+            self.expect(")", "to close '('")
+            self.depth -= 1
+            return inner
+        if self.take("{"):
+            self.deeper()
+            node = Brace(self.expr())
+            self.expect("}", "to close '{'")
+            self.depth -= 1
+            return node
+        if tok.kind == "num":
+            value = self.number()
+            if value not in (0.0, 1.0):
+                raise FormulaError(f"the number {tok.text} at position {tok.pos} is not a term; a formula takes 0 "
+                                   "or 1 (the intercept), and I(...) or {...} for constants")
+            return Num(value)
+        name = self.name()
+        if name is None:
+            if tok.kind == "op" and tok.text == "|":
+                self.fail("nothing before '|' in a random-effect term; use (1 | group)")
+            self.fail("expected a term (a column, a call, a bracket, 0 or 1)")
+        if tok.kind == "name" and self.tok.kind == "op" and self.tok.text == "(":
+            return self.call(name)
+        return Col(name)
+
+
+def _depth(node) -> int:
+    if isinstance(node, (Bin, FOp)):
+        return 1 + max(_depth(node.left), _depth(node.right))
+    return 1
+
+
+def parse(text: str):
+    """(response expression, right-hand side FSum) of ``text``; FormulaError otherwise."""
+    if not isinstance(text, str):
+        raise FormulaError(f"formula must be a string, got {type(text).__name__}")
+    if text.count("~") != 1:
+        raise FormulaError(f"formula {text!r} must contain exactly one '~' (response ~ terms)")
+    if not text.split("~")[0].strip():
+        raise FormulaError(f"formula {text!r} has no response before '~'")
+    if not text.split("~")[1].strip():
+        raise FormulaError(f"formula {text!r} has no terms after '~'")
+    if text.count("(") != text.count(")") or text.count("{") != text.count("}"):
+        raise FormulaError(f"unbalanced brackets in formula {text!r}")
+    return _Parser(text).formula()
+
+
+# Names formulaic would read as something other than a data column in the text jaxmm writes,
+# and jaxmm's placeholder prefix: such columns go to formulaic under a placeholder name.
+_RESERVED = frozenset(dir(builtins)) | STATEFUL_FUNCTIONS | {"C", "I", "contr", "np", "numpy", "Intercept"}
+_PLAIN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+PLACEHOLDER = re.compile(r"jxf(\d+)_")
+
+
+def plain_name(name: str) -> bool:
+    """Whether a column can appear under its own name in the text jaxmm writes for formulaic."""
+    return (_PLAIN_NAME.fullmatch(name) is not None and not keyword.iskeyword(name) and name not in _RESERVED
+            and not name.startswith("jxf"))
