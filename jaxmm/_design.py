@@ -972,6 +972,8 @@ def aliased_columns(X, rtol: float = 1e-7, *, gram: np.ndarray | None = None) ->
         # an aliased column contributes no row of R: later columns see the same span
     if np.any((ratios > 1e-16) & (ratios < 1e-12)):
         X = X() if callable(X) else X
+        if X.shape[0] < p:  # rows of zeros change no residual; R then has a diagonal entry per column
+            X = np.vstack([X, np.zeros((p - X.shape[0], p))])
         norms = np.linalg.norm(X, axis=0)
         r = np.abs(np.diag(np.linalg.qr(X, mode="r")))
         return [j for j in range(p) if r[j] <= rtol * max(norms[j], 1e-300)]

@@ -223,7 +223,8 @@ class _Parser:
 
     def expect(self, text: str, what: str):
         if self.take(text) is None:
-            self.fail(f"expected '{text}' {what}")
+            closing = "unbalanced brackets: " if text in ")]}" else ""
+            self.fail(f"{closing}expected '{text}' {what}")
 
     def fail(self, msg: str):
         tok = self.tok
@@ -386,7 +387,8 @@ class _Parser:
             node = FNeg(self.fitem())
             self.depth -= 1
             return node
-        self.take("+")
+        if self.tok.kind == "op" and self.tok.text in ("+", "~") or self.tok.kind == "end":
+            self.fail("empty term (a stray '+')")
         node = self.finter()
         while (op := self.take("*", "/")):
             node = self._checked(FOp(op, node, self.finter()))
@@ -457,15 +459,15 @@ def parse(text: str):
     """(response expression, right-hand side FSum) of ``text``; FormulaError otherwise."""
     if not isinstance(text, str):
         raise FormulaError(f"formula must be a string, got {type(text).__name__}")
-    if text.count("~") != 1:
+    parser = _Parser(text)
+    tildes = [k for k, t in enumerate(parser.tokens) if t.kind == "op" and t.text == "~"]
+    if len(tildes) != 1:
         raise FormulaError(f"formula {text!r} must contain exactly one '~' (response ~ terms)")
-    if not text.split("~")[0].strip():
+    if tildes[0] == 0:
         raise FormulaError(f"formula {text!r} has no response before '~'")
-    if not text.split("~")[1].strip():
+    if parser.tokens[tildes[0] + 1].kind == "end":
         raise FormulaError(f"formula {text!r} has no terms after '~'")
-    if text.count("(") != text.count(")") or text.count("{") != text.count("}"):
-        raise FormulaError(f"unbalanced brackets in formula {text!r}")
-    return _Parser(text).formula()
+    return parser.formula()
 
 
 # Names formulaic would read as something other than a data column in the text jaxmm writes,
