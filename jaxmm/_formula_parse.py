@@ -420,6 +420,8 @@ class _Parser:
                 if self.tok.kind == "op" and self.tok.text == ")":
                     self.fail("expected a grouping column after '|'")
                 group = self.name()
+                if group is not None and self.tok.kind == "end":
+                    self.fail("unbalanced brackets: expected ')' to close the random-effect term")
                 if group is None or not (self.tok.kind == "op" and self.tok.text == ")"):
                     raise FormulaError(f"grouping factor in {self.text!r} must be a single column name "
                                        "(nested or crossed factors are not supported yet)")
