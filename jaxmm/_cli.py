@@ -54,8 +54,21 @@ def _read_table(path: str):
         raise ValueError(f"cannot read data file {path!r}: {str(exc).splitlines()[0] if str(exc) else exc}") from None
 
 
+def _warning_line(message, category, filename, lineno, file=None, line=None):
+    print(f"jaxmm: warning: {str(message).splitlines()[0] if str(message) else category.__name__}", file=sys.stderr)
+
+
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
+    import warnings
+
+    with warnings.catch_warnings():
+        # one clean line per warning, not Python's source path and line of code
+        warnings.showwarning = _warning_line
+        return _run(args)
+
+
+def _run(args) -> int:
     try:
         from ._examples import EXAMPLES, fit_example
 
@@ -80,7 +93,7 @@ def main(argv=None) -> int:
 
             try:
                 with open(args.json, "w") as fh:
-                    json.dump(res.to_dict(), fh, indent=1)
+                    json.dump(res.to_dict(), fh, indent=1, allow_nan=False)
             except OSError as exc:
                 raise ValueError(f"cannot write {args.json!r}: {exc.strerror}") from None
         if args.plot:

@@ -236,6 +236,13 @@ def unique_inverse(values: np.ndarray):
     return _by_value(np.asarray(uniques), codes)
 
 
+def _mixed_groups(groups, name: str | None = None) -> str:
+    kinds = sorted({type(v).__name__ for v in pd.unique(np.asarray(groups, dtype=object))[:10_000]})
+    col = "the grouping column" if name is None else f"grouping column {name!r}"
+    return (f"{col} mixes values of types {kinds} that cannot be ordered (e.g. numbers and text); make it one "
+            "type, e.g. data[column].astype(str)")
+
+
 def _by_value(labels: np.ndarray, codes: np.ndarray):
     """Distinct ``labels`` and the rows' ``codes`` into them, renumbered with the labels in
     sorted order (np.unique's)."""
@@ -470,6 +477,8 @@ def _nonnegative_weights(weights) -> np.ndarray:
     if (weights < 0).any():
         rows = np.flatnonzero(weights < 0)
         raise DataError(f"weights has {rows.size} negative value(s) (first rows: {rows[:5].tolist()})")
+    if weights.size and not (weights > 0).any():
+        raise DataError("weights are zero on every row: no row informs the fit")
     return weights
 
 
@@ -489,7 +498,10 @@ def plan_design(groups, *, bucket: bool = False, chunk_rows: int | None = None, 
     groups = groups if isinstance(groups, pd.api.extensions.ExtensionArray) else np.asarray(groups)
     if pd.isna(groups).any():
         raise DataError(f"groups has {int(pd.isna(groups).sum())} missing value(s)")
-    labels, codes = unique_inverse(groups)
+    try:
+        labels, codes = unique_inverse(groups)
+    except TypeError:
+        raise DataError(_mixed_groups(groups)) from None
     layout = plan_layout(codes, len(labels), bucket=bucket, chunk_rows=chunk_rows, size=size, min_chunks=min_chunks,
                          tile=tile, on_shape=on_shape)
     return labels, codes, layout
@@ -1140,6 +1152,8 @@ def _rows_from_formula(spec: FormulaSpec, data, *, trials=None, offset=None, wei
         if len(data) == 0:
             raise DataError(f"every row has a missing value in the model's columns {used}")
     groups = _group_column(data, spec.group)
+    if isinstance(groups, np.ndarray) and groups.dtype == object and pd.api.types.infer_dtype(groups).startswith("mixed"):
+        raise DataError(_mixed_groups(groups, spec.group))
     y = _response(spec, data)
     # formulaic reads only jaxmm's text for the formula (spec.fixed_text, spec.random_text),
     # over the model frame: the table's columns and jaxmm's evaluations of the terms.
@@ -1296,7 +1310,7 @@ def designs_by(spec: FormulaSpec, data, by: str, *, trials=None, offset=None, we
     try:
         labels, gcode = unique_inverse(np.asarray(rows.groups))
     except TypeError:
-        raise DataError(f"grouping column {spec.group!r} mixes values that cannot be sorted") from None
+        raise DataError(_mixed_groups(rows.groups, spec.group)) from None
     pair_of_row = codes.astype(np.int64) * len(labels) + gcode.ravel()
     # Rows already in replicate-then-group order (as simulation studies write them) need no
     # sort, and their positions follow from the row number.

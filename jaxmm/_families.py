@@ -202,11 +202,25 @@ class Binomial(Family):
     def check_response(self, y, trials):
         import numpy as np
 
+        def rows(bad):
+            at = np.flatnonzero(bad)
+            return f"{at.size} row(s) (first rows: {at[:5].tolist()})"
+
+        with_trials = np.ndim(trials) > 0
+        if with_trials:
+            if np.any(trials < 0):
+                return f"binomial trials must be non-negative: {rows(trials < 0)}"
+            if np.any(trials != np.round(trials)):
+                return f"binomial trials must be whole numbers: {rows(trials != np.round(trials))}"
+            if not np.any(trials > 0):
+                return "every row has zero binomial trials: there is nothing to fit"
         if np.any(y < 0):
-            return "binomial response must be non-negative"
+            return f"binomial response must be non-negative: {rows(y < 0)}"
         if y.dtype.kind not in "iub" and np.any(y != np.round(y)):
-            return "binomial response must hold whole numbers of successes"
+            return f"binomial response must hold whole numbers of successes: {rows(y != np.round(y))}"
         if np.any(y > trials):
+            if with_trials:
+                return f"binomial response exceeds the number of trials in {rows(y > trials)}"
             return "binomial response exceeds the number of trials (0/1 expected without trials=)"
         return None
 

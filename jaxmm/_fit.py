@@ -35,10 +35,41 @@ def _resolve_method(family, method):
     raise ArgumentError(f"unknown method {method!r} for family {family.name!r}; choose one of {list(allowed)}")
 
 
+def _method_from_reml(family, method, REML):
+    """lme4's ``REML=`` for gaussian models, as ``method=``."""
+    if REML is None:
+        return method
+    if not isinstance(REML, bool):
+        raise ArgumentError(f"REML must be True or False, got {REML!r}")
+    if family.name != "gaussian":
+        raise ArgumentError(f"REML= applies to gaussian models; a {family.name} model is fitted by method='laplace' "
+                            "(or nAGQ=k for quadrature)")
+    wanted = "REML" if REML else "ML"
+    if method is not None and str(method).upper() != wanted:
+        raise ArgumentError(f"REML={REML} contradicts method={method!r}; give one of them")
+    return wanted
+
+
+def _one_row_per_group(family, design) -> str | None:
+    """Why a model in which every group has one row cannot be fitted, or None. The random
+    effect is then confounded with the residual (gaussian, gamma, negative binomial) or
+    not identified at all (Bernoulli); lme4 refuses these too. Poisson and binomial counts
+    keep an observation-level random effect (overdispersion)."""
+    if family.name == "poisson":
+        return None
+    if family.name == "binomial":
+        trials = np.asarray(design.trials) * (np.asarray(design.weights) > 0)
+        if trials.max() > 1:
+            return None
+        return "a Bernoulli (0/1) response cannot identify a random-effect variance"
+    return f"the random-effect variance cannot be told apart from the {family.name} model's residual variance"
+
+
 @with_frozen_heap
 def fit(formula: str, data, family="gaussian", *, method: str | None = None, trials: str | None = None,
         link: str | None = None, offset=None, weights=None, missing: str = "raise", bucket: bool = True,
-        dtype: str = "float64", verbose: bool = False, by: str | None = None, devices=None, nAGQ: int = 1):
+        dtype: str = "float64", verbose: bool = False, by: str | None = None, devices=None, nAGQ: int = 1,
+        REML: bool | None = None):
     """Fit a (generalised) linear mixed model with one grouping factor.
 
     Parameters
@@ -71,6 +102,8 @@ def fit(formula: str, data, family="gaussian", *, method: str | None = None, tri
         groups are split over them (``jax.sharding``), each device solving its own groups'
         modes; the estimates equal a one-device fit's. ``res.n_devices`` records it.
         Works across processes under ``jax.distributed.initialize()``.
+    REML : lme4's spelling for gaussian models: ``REML=True`` is ``method="REML"``,
+        ``REML=False`` is ``method="ML"``.
     nAGQ : nodes per random effect of adaptive Gauss–Hermite quadrature (lme4's argument).
         1 (default) is the Laplace approximation; k > 1 integrates each subject's random
         effects with a product rule of k^q nodes centred at the mode and scaled by the
@@ -88,7 +121,7 @@ def fit(formula: str, data, family="gaussian", *, method: str | None = None, tri
     if dtype not in ("float64", "float32"):
         raise ArgumentError(f"dtype must be 'float64' or 'float32', got {dtype!r}")
     fam = get_family(family, link)
-    method = _resolve_method(fam, method)
+    method = _resolve_method(fam, _method_from_reml(fam, method, REML))
     spec = parse_formula(formula)
     nAGQ = check_nodes(nAGQ)
     if method == "AGHQ" and nAGQ == 1:
@@ -151,6 +184,10 @@ def fit(formula: str, data, family="gaussian", *, method: str | None = None, tri
     if n_groups < 2:
         raise DataError(f"grouping factor {spec.group!r} has a single level; a random effect needs at least two groups")
 
+    if n_obs == n_groups:
+        why = _one_row_per_group(fam, design)
+        if why:
+            raise DataError(f"every group of {spec.group!r} has a single row: {why} (lme4 refuses such a model too)")
     blocks = _re_blocks(spec, design.Z.shape[1])
     if verbose:
         _progress.start()

@@ -111,11 +111,23 @@ def varcorr_frame(res):
     return pd.DataFrame(rows)
 
 
+def _finite_or_none(value):
+    """JSON has no NaN or infinity: such a value (an undefined standard error) is null."""
+    if isinstance(value, float):
+        return value if np.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite_or_none(v) for v in value]
+    return value
+
+
 def result_dict(res) -> dict:
-    """Plain Python values only (floats, ints, strings, lists, dicts), ready for json.dump."""
+    """Plain Python values only (floats, ints, strings, lists, dicts, None for a value that is
+    not finite), ready for json.dump."""
     ct = res.coef_table()
     labels = [str(g) for g in res.group_labels]
-    return {
+    return _finite_or_none({
         "formula": res.formula, "family": res.family, "link": res.link, "method": res.method, "nAGQ": res.nagq,
         "fixef": {k: float(v) for k, v in res.fixef.items()},
         "se": {k: float(v) for k, v in ct["std_error"].items()},
@@ -136,7 +148,7 @@ def result_dict(res) -> dict:
         "singular": bool(res.singular),
         "convergence": {"converged": bool(res.converged), "message": res.message,
                         "n_iter": int(res.n_iter), "n_eval": int(res.n_eval), "max_abs_grad": float(res.grad_norm)},
-    }
+    })
 
 
 def summary_html(res) -> str:
