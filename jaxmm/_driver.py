@@ -225,6 +225,17 @@ def optimise_and_check(evaluate, theta0, warm0, args, diag_mask, restart_theta, 
     anchor = sum(jnp.sum(jnp.ravel(leaf)[:0]) for leaf in jax.tree.leaves(args))
     carry0 = jax.tree.map(lambda a: a + anchor.astype(a.dtype), carry0)
 
+    def only_if(pred, fn, *operands):
+        """fn(*operands), used only where ``pred`` holds. Each phase's value is chosen by
+        jnp.where, so everything in the body runs on every iteration; the verdict's k×k
+        factorisations cost O(k³), which for hundreds of fixed effects outweighs the
+        evaluation itself, so there they run under lax.cond (zeros where skipped)."""
+        if k <= sm.UNROLL_MAX:
+            return fn(*operands)
+        shapes = jax.eval_shape(fn, *operands)
+        return jax.lax.cond(pred, fn, lambda *_: jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes),
+                            *operands)
+
     def body(c):
         phase, lb, center, j = c["phase"], c["lb"], c["center"], c["j"]
         at_opt, at_boundary, at_center, at_fd = (phase == OPT), (phase == BOUNDARY), (phase == CENTER), (phase == FD)
@@ -241,7 +252,7 @@ def optimise_and_check(evaluate, theta0, warm0, args, diag_mask, restart_theta, 
         at_polish = phase == POLISH
         best_old = c["best"]
         fixed = mask & (best_old["phi"] == 0.0)
-        polish_step, polish_dec = newton_step(best_old["grad"], best_old["hess"], fixed)
+        polish_step, polish_dec = only_if(at_polish, newton_step, best_old["grad"], best_old["hess"], fixed)
         point = jnp.where(at_polish, best_old["phi"] + polish_step, point)
         warm_in = sel(at_opt, c["warm"], sel(at_fd, center["warm"], sel(at_polish, best_old["warm"], lb.warm_x)))
         (f_t, warm_t), g_t = evaluate(point, warm_in, args)
@@ -302,7 +313,8 @@ def optimise_and_check(evaluate, theta0, warm0, args, diag_mask, restart_theta, 
         else:
             hess = (fd - center["grad"][None, :]) / h[:, None]
         hess = 0.5 * (hess + hess.T)
-        status, decrement = final_check(lb.status, center["grad"], hess, center["value"], work_dtype)
+        status, decrement = only_if(fd_done, lambda *a: final_check(*a, work_dtype), lb.status, center["grad"], hess,
+                                    center["value"])
         attempt_out = dict(theta=lb.x, phi=center["phi"], value=center["value"], grad=center["grad"], hess=hess,
                            warm=center["warm"], status=status, decrement=decrement)
         better = (c["attempt"] == 0) | (center["value"] < best_old["value"])
@@ -312,15 +324,16 @@ def optimise_and_check(evaluate, theta0, warm0, args, diag_mask, restart_theta, 
         # order of the allowance (grouseticks: the step raised it by 1.7e-4, allowance
         # 1.35e-4, while the decrement fell from 1.2e-4 to 3e-9), so it may not be worse by
         # more than ten allowances.
-        _, dec_new = newton_step(g_t, best_old["hess"], fixed)
-        status_new, decrement_new = final_check(best_old["status"], g_t, best_old["hess"], f_t, work_dtype)
+        _, dec_new = only_if(at_polish, newton_step, g_t, best_old["hess"], fixed)
+        status_new, decrement_new = only_if(at_polish, lambda *a: final_check(*a, work_dtype), best_old["status"], g_t,
+                                            best_old["hess"], f_t)
         keep_polish = (at_polish & finite & (dec_new < polish_dec) & (status_new == Status.CONVERGED)
                        & (f_t <= best_old["value"] + 10.0 * (abs_tol + rel_tol * jnp.abs(best_old["value"]))))
         best = sel(keep_polish, dict(best_old, phi=point, value=f_t, grad=g_t, warm=warm_t, decrement=decrement_new),
                    best)
         short = (best["status"] == Status.NOT_PD) | (best["status"] == Status.STALLED)
         restart = fd_done & short & (c["attempt"] < MAX_ESCAPES)
-        theta_new = restart_theta(best["phi"] + restart_step(best["grad"], best["hess"]))
+        theta_new = restart_theta(best["phi"] + only_if(restart, restart_step, best["grad"], best["hess"]))
         lb_new = sel(restart, lbfgs_start(theta_new, best["warm"], options), lb_new)
         warm = sel(restart, best["warm"], warm)
 

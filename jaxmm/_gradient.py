@@ -96,16 +96,20 @@ def _forward(beta, chol, dispersion, design: Design, u0, family, options: InnerO
     r = s - half_dw_lev + w * zeta_v
 
     z = [shape(design.Z[:, a]) for a in range(q)]
-    x = [shape(design.X[:, k]) for k in range(p)]
-    terms = ([r * x[k] for k in range(p)] + [r * z[a] for a in range(q)] + [s * z[a] for a in range(q)]
+    # Σⱼ rⱼ xⱼ: in the fused pass for a few columns; for many, one product Xᵀr (a reduce
+    # with an output per column grows the program with p, and XLA caps its outputs at 1000)
+    wide = p > sm.UNROLL_MAX
+    x = [] if wide else [shape(design.X[:, k]) for k in range(p)]
+    terms = ([r * x[k] for k in range(len(x))] + [r * z[a] for a in range(q)] + [s * z[a] for a in range(q)]
              + [w * z[a] * z[b] for a, b in lower_pairs(q)])
     if with_disp:
         k_d, s_d, w_d = by_disp
         terms.append(k_d - 0.5 * w_d * lev - s_d * zeta_v)
     sums = _row_sums(terms, design).astype(acc)
-    g_beta = jnp.sum(sums[:, :p], axis=0)
-    R, S = sums[:, p:p + q], sums[:, p + q:p + 2 * q]
-    P = symmetric_from_pairs(sums[:, p + 2 * q:p + 2 * q + q * (q + 1) // 2], q)
+    g_beta = sm.cross(design.X, r.reshape(-1)).astype(acc) if wide else jnp.sum(sums[:, :p], axis=0)
+    sums = sums[:, len(x):]
+    R, S = sums[:, :q], sums[:, q:2 * q]
+    P = symmetric_from_pairs(sums[:, 2 * q:2 * q + q * (q + 1) // 2], q)
     u_acc, v_acc, Hinv_acc = u.astype(acc), v.astype(acc), Hinv.astype(acc)
     g_chol = jnp.sum(R[:, :, None] * u_acc[:, None, :] - S[:, :, None] * v_acc[:, None, :]
                      - sm.matmul(sm.matmul(P, chol), Hinv_acc), axis=0)

@@ -82,6 +82,11 @@ def logdet_from_cholesky(L):
     return 2.0 * jnp.sum(jnp.log(jnp.diagonal(L, axis1=-2, axis2=-1)), axis=-1)
 
 
+# Products are written out up to this inner size (q, and the p of most models); wider ones
+# (hundreds of fixed-effect columns) are dots, so the program's size does not grow with p.
+UNROLL_MAX = 16
+
+
 def matmul(A, B):
     """A @ B for (..., n, k) A and (..., k, m) B (leading axes broadcast) as k elementwise
     products added up, unrolled, for the small k of these models (q, or the p of X).
@@ -97,6 +102,8 @@ def matmul(A, B):
         raise ValueError(f"matmul: {A.shape} @ {B.shape}")
     rank = max(A.ndim, B.ndim)  # leading axes of equal rank (jaxmm's tests forbid rank promotion)
     A, B = (M.reshape((1,) * (rank - M.ndim) + M.shape) for M in (A, B))
+    if k > UNROLL_MAX:
+        return jnp.matmul(A, B)
     return sum(A[..., :, j, None] * B[..., None, j, :] for j in range(k))
 
 
@@ -114,7 +121,8 @@ def cross(A, B):
     algorithm, 0.095 s slower a 10M fit on an H100 (_jit.products_as_sums). The CPU keeps the dot.
     """
     lead = tuple(range(A.ndim - 1))
-    if not products_as_sums():
+    wide = A.shape[-1] * (1 if B.ndim == A.ndim - 1 else B.shape[-1]) > UNROLL_MAX * UNROLL_MAX
+    if not products_as_sums() or wide:  # a wide sum would hold rows × p × p products
         return jnp.tensordot(A, B, axes=(lead, lead))
     if B.ndim == A.ndim - 1:
         return jnp.sum(A * B[..., None], axis=lead)

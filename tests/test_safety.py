@@ -175,6 +175,7 @@ def _fits_or_refuses(formula, fit_ok):
 @settings(max_examples=250, **FUZZ)
 @given(FORMULAS)
 @example(ISSUE_ATTACK)
+@example("y ~ offset(")
 def test_fuzzed_formulas_fit_or_raise_a_jaxmm_error(formula):
     _fits_or_refuses(formula, [])
 
