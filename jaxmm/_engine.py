@@ -162,7 +162,7 @@ def _over_blocks(fn, consts, blocks, mesh=None):
 
 
 def _fit_glmm(theta0, design: Design, family, inner=InnerOptions(), opt=OptOptions(), chunks: int = 1,
-              blocks=None, mesh=None, nagq: int = 1):
+              blocks=None, mesh=None, nagq: int = 1, fd_batch: int = 1):
     """Laplace fit. With ``chunks`` > 1 every pass over the rows runs block by block
     (``lax.map``), each block differentiated on its own and the derivatives summed, so the
     reverse-mode temporaries are those of one block.
@@ -173,7 +173,8 @@ def _fit_glmm(theta0, design: Design, family, inner=InnerOptions(), opt=OptOptio
     None is one correlated block. ``mesh`` (a one-axis ``jax.sharding.Mesh``) splits the
     blocks over its devices; ``chunks`` must then be a multiple of its size. ``nagq`` > 1
     integrates the random effects by adaptive Gauss–Hermite quadrature with that many
-    nodes per dimension (``_quadrature``) instead of Laplace.
+    nodes per dimension (``_quadrature``) instead of Laplace. ``fd_batch``: as in
+    :func:`_driver.optimise_and_check` (:func:`fd_batch_size` chooses it for one fit).
     """
     q = design.Z.shape[1]
     structure = q if blocks is None else tuple(blocks)
@@ -229,7 +230,8 @@ def _fit_glmm(theta0, design: Design, family, inner=InnerOptions(), opt=OptOptio
     diag_mask[p:p + nc] = rows == cols
     face_mask = np.zeros(theta0.shape[0], bool)
     face_mask[p:p + nc] = scalar_blocks(structure)
-    best = optimise_and_check(evaluate, theta0, u0, blocks, diag_mask, restart_theta, opt, work, face_mask=face_mask)
+    best = optimise_and_check(evaluate, theta0, u0, blocks, diag_mask, restart_theta, opt, work, face_mask=face_mask,
+                              fd_batch=fd_batch)
 
     # Back from the orthonormalised β: with φ = M φ_s, M = diag(A, I), the gradient is
     # M⁻ᵀ g_s and the covariance of the natural parameters M H_s⁻¹ Mᵀ.
@@ -323,7 +325,7 @@ def elemental_rows(rows: int, nagq: int = 1) -> bool:
 
 
 def _elemental_fit(theta0, design: Design, family, inner=None, opt=None, chunks=1, blocks=None, mesh=None,
-                   nagq: int = 1) -> bool:
+                   nagq: int = 1, fd_batch: int = 1) -> bool:
     return elemental_rows(design.X.shape[0], nagq)
 
 
@@ -331,8 +333,25 @@ def _elemental_batch(designs: Design, family, inner=None, opt=None, blocks=None,
     return elemental_rows(designs.X.shape[0] * designs.X.shape[1], nagq)
 
 
-fit_glmm = compiled(_fit_glmm, static_argnames=("family", "inner", "opt", "chunks", "blocks", "mesh", "nagq"),
+fit_glmm = compiled(_fit_glmm, static_argnames=("family", "inner", "opt", "chunks", "blocks", "mesh", "nagq",
+                                                "fd_batch"),
                     elemental=_elemental_fit)
+
+# Row evaluations per batch of difference gradients (fd_batch_size): at 50k rows, batches of
+# 36; a block of 2**21 rows or more takes them one at a time. Batches pay where X is wide
+# enough that reading it dominates an evaluation (benchmarks/results_wide.md): y ~ x + C(f)
+# + (1 | g), 50k Bernoulli rows, p = 501: 7.0 s cold, 4.5 s warm against 15.1 and 13.4 s one
+# at a time; at p = 101 they cost 0.5-0.8 s of compile and saved nothing.
+FD_BATCH_ROWS = 1 << 21
+FD_BATCH_MIN_COLUMNS = 128
+
+
+def fd_batch_size(design: Design, chunks: int, nagq: int, mesh) -> int:
+    """How many difference gradients one Laplace fit evaluates at a time: for many fixed
+    effects, as many as keep a batch's rows under FD_BATCH_ROWS (at most 64); else one."""
+    if design.X.shape[1] <= FD_BATCH_MIN_COLUMNS or nagq > 1 or mesh is not None:
+        return 1
+    return max(1, min(64, FD_BATCH_ROWS // max(1, design.X.shape[0] // chunks)))
 fit_lmm = compiled(_fit_lmm, static_argnames=("reml", "opt", "blocks", "chunks", "mesh"), elemental=True)
 
 
@@ -341,7 +360,8 @@ def _one_call(design: Design, family, reml: bool, chunks: int, blocks, nagq, opt
     call match (jax's cache keys include how the arguments are passed)."""
     if family.name == "gaussian":
         return fit_lmm, (None, design, reml), dict(opt=opt, blocks=blocks, chunks=chunks, mesh=mesh)
-    return fit_glmm, (None, design, family), dict(opt=opt, chunks=chunks, blocks=blocks, mesh=mesh, nagq=nagq)
+    return fit_glmm, (None, design, family), dict(opt=opt, chunks=chunks, blocks=blocks, mesh=mesh, nagq=nagq,
+                                                  fd_batch=fd_batch_size(design, chunks, nagq, mesh))
 
 
 def fit_one(design: Design, family, reml: bool, chunks: int, blocks, nagq: int = 1, opt=OptOptions(), mesh=None):
