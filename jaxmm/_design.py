@@ -23,7 +23,7 @@ import pandas as pd
 
 from ._formula import FormulaSpec
 from ._formula_eval import column as formula_column, evaluate, model_frame
-from ._formula_parse import Col, unparse
+from ._formula_nodes import Col, unparse
 from ._pages import small_pages
 from .errors import ArgumentError, DataError, FormulaError, JaxmmWarning
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from ._formula_parse import (CONTRASTS, NUMERIC_FUNCTIONS, PLACEHOLDER, STATEFUL_FUNCTIONS, Bin, Brace, Call, Col,
-                             FNeg, FOp, FSum, Lst, Num, Random, Str, Unary, columns_of, parse, plain_name, unparse)
+from ._formula_nodes import Bin, Brace, Call, Col, FNeg, FOp, FSum, Lst, Num, Random, Str, Unary, columns_of, unparse
+from ._formula_parse import CONTRASTS, NUMERIC_FUNCTIONS, PLACEHOLDER, STATEFUL_FUNCTIONS, parse, plain_name
 from .errors import FormulaError
 
 _CONTRAST_KINDS = frozenset(CONTRASTS.values())

@@ -10,7 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ._formula_parse import NUMERIC_FUNCTIONS, Bin, Call, Col, Num, Str, Unary, unparse
+from ._formula_nodes import Bin, Call, Col, Num, Str, Unary, unparse
+from ._formula_parse import NUMERIC_FUNCTIONS
 from .errors import DataError, FormulaError
 
 _UFUNCS = {name: getattr(np, name) for name in NUMERIC_FUNCTIONS - {"abs", "round"}}

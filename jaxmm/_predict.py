@@ -10,7 +10,7 @@ import pandas as pd
 from ._design import _as_float, _column, as_pandas, for_formulaic
 from ._families import get_family
 from ._formula_eval import evaluate, model_frame
-from ._formula_parse import unparse
+from ._formula_nodes import unparse
 from .errors import ArgumentError, DataError, JaxmmWarning
 
 _TYPES = ("response", "link")
