@@ -247,6 +247,8 @@ def optimise_and_check(evaluate, theta0, warm0, args, diag_mask, restart_theta, 
         phase, lb, center, j = c["phase"], c["lb"], c["center"], c["j"]
         at_opt, at_boundary, at_center, at_fd = (phase == OPT), (phase == BOUNDARY), (phase == CENTER), (phase == FD)
         sel = lambda cond, a, b: jax.tree.map(lambda u, v: jnp.where(cond, u, v), a, b)
+        # the best attempt holds a k×k Hessian: for a wide fit, a branch rather than a copy a pass
+        pick = sel if k <= sm.UNROLL_MAX else lambda cond, a, b: jax.lax.cond(cond, lambda: a, lambda: b)
 
         frozen = c["frozen"]
         on_face = lambda phi: jnp.where(frozen, 0.0, phi)
@@ -326,20 +328,29 @@ def optimise_and_check(evaluate, theta0, warm0, args, diag_mask, restart_theta, 
         center = sel(new_center, dict(phi=point, value=f_t, grad=g_t, warm=warm_t), center)
 
         # FD: the gradients around the centre, then the Hessian, the verdict and the best attempt.
-        fd = jnp.where(at_fd, jax.lax.dynamic_update_slice(c["fd"], g_fd, (j * batch, jnp.zeros((), j.dtype))), c["fd"])[:n_fd]
+        # Only this pass's rows of the differences are written (in place), and the Hessian is
+        # formed when they are complete: k×k work on every pass outweighed a wide fit's
+        # evaluations.
+        start = (j * batch, jnp.zeros((), j.dtype))
+        rows_now = jax.lax.dynamic_slice(c["fd"], start, (batch, k))
+        fd = jax.lax.dynamic_update_slice(c["fd"], jnp.where(at_fd, g_fd, rows_now), start)
         fd_done = at_fd & (j == n_batches - 1)
-        h = difference_steps(center["phi"], work_dtype)
-        if n_fd == 2 * k:
-            hess = (fd[:k] - fd[k:]) / (2.0 * h[:, None])
-        else:
-            hess = (fd - center["grad"][None, :]) / h[:, None]
-        hess = 0.5 * (hess + hess.T)
-        status, decrement = only_if(fd_done, lambda *a: final_check(*a, work_dtype), lb.status, center["grad"], hess,
-                                    center["value"])
+
+        def verdict(fd, center, lb_status):
+            diffs = fd[:n_fd]
+            h = difference_steps(center["phi"], work_dtype)
+            if n_fd == 2 * k:
+                hess = (diffs[:k] - diffs[k:]) / (2.0 * h[:, None])
+            else:
+                hess = (diffs - center["grad"][None, :]) / h[:, None]
+            hess = 0.5 * (hess + hess.T)
+            return (hess,) + tuple(final_check(lb_status, center["grad"], hess, center["value"], work_dtype))
+
+        hess, status, decrement = only_if(fd_done, verdict, fd, center, lb.status)
         attempt_out = dict(theta=lb.x, phi=center["phi"], value=center["value"], grad=center["grad"], hess=hess,
                            warm=center["warm"], status=status, decrement=decrement)
         better = (c["attempt"] == 0) | (center["value"] < best_old["value"])
-        best = sel(fd_done & better, attempt_out, best_old)
+        best = pick(fd_done & better, attempt_out, best_old)
         # POLISH: kept when the decrement (same Hessian, same free coordinates) falls. The
         # value is only a guard against a failed step: in float32 its rounding is of the
         # order of the allowance (grouseticks: the step raised it by 1.7e-4, allowance
@@ -350,7 +361,7 @@ def optimise_and_check(evaluate, theta0, warm0, args, diag_mask, restart_theta, 
                                             best_old["hess"], f_t)
         keep_polish = (at_polish & finite & (dec_new < polish_dec) & (status_new == Status.CONVERGED)
                        & (f_t <= best_old["value"] + 10.0 * (abs_tol + rel_tol * jnp.abs(best_old["value"]))))
-        best = sel(keep_polish, dict(best_old, phi=point, value=f_t, grad=g_t, warm=warm_t, decrement=decrement_new),
+        best = pick(keep_polish, dict(best_old, phi=point, value=f_t, grad=g_t, warm=warm_t, decrement=decrement_new),
                    best)
         short = (best["status"] == Status.NOT_PD) | (best["status"] == Status.STALLED)
         restart = fd_done & short & (c["attempt"] < MAX_ESCAPES)
@@ -367,8 +378,7 @@ def optimise_and_check(evaluate, theta0, warm0, args, diag_mask, restart_theta, 
                                           jnp.where(fd_done, jnp.where(restart, OPT, jnp.where(polish, POLISH, DONE)),
                                                     FD))))).astype(jnp.int32)
         j_new = jnp.where(at_fd & ~fd_done, j + 1, 0).astype(jnp.int32)
-        fd_full = fd if batch == 1 else jnp.concatenate([fd, jnp.zeros((n_batches * batch - n_fd, k), dtype)])
-        return dict(phase=phase_new, lb=lb_new, warm=warm, center=center, fd=fd_full, j=j_new,
+        return dict(phase=phase_new, lb=lb_new, warm=warm, center=center, fd=fd, j=j_new,
                     attempt=c["attempt"] + restart.astype(jnp.int32), best=best,
                     n_iter=(c["n_iter"] + jnp.where(opt_done, lb_new.it, 0) + it_frozen
                             - jnp.where(resume, lb.it, 0)).astype(jnp.int32),

@@ -123,3 +123,4 @@ def test_cli_warnings_are_one_clean_line(tmp_path, capsys):
     assert warned == ["jaxmm: warning: fixed-effect model matrix is rank deficient; dropping aliased column(s) "
                       "['x2']"]
     assert not any(".py:" in line for line in lines)
+
