@@ -82,7 +82,7 @@ class Encoders(NamedTuple):
     fixed: object
     random: object
     fixed_kept: tuple  # names (formulaic's spelling) of the kept fixed-effect columns
-    levels: dict = {}  # model-frame column -> the levels of each factor, to refuse unseen ones
+    levels: dict | None = None  # model-frame column -> the levels of each factor, to refuse unseen ones
 
 
 def _as_float(name: str, values) -> np.ndarray:
@@ -491,17 +491,17 @@ def _announcer(on_layout, host: bool, p: int, q: int, dtype, tile: int):
 
 
 def plan_design(groups, *, bucket: bool = False, chunk_rows: int | None = None, size=None, min_chunks: int = 1,
-                tile: int = TILE_ROWS, on_shape=None):
+                tile: int = TILE_ROWS, on_shape=None, group_name: str | None = None):
     """(group labels, group code of each row, :class:`Layout`) of a design's groups: all that
     its shapes depend on, before any other column is built. ``on_shape`` as in
-    :func:`plan_layout`."""
+    :func:`plan_layout`; ``group_name`` names the grouping column in errors."""
     groups = groups if isinstance(groups, pd.api.extensions.ExtensionArray) else np.asarray(groups)
     if pd.isna(groups).any():
         raise DataError(f"groups has {int(pd.isna(groups).sum())} missing value(s)")
     try:
         labels, codes = unique_inverse(groups)
     except TypeError:
-        raise DataError(_mixed_groups(groups)) from None
+        raise DataError(_mixed_groups(groups, group_name)) from None
     layout = plan_layout(codes, len(labels), bucket=bucket, chunk_rows=chunk_rows, size=size, min_chunks=min_chunks,
                          tile=tile, on_shape=on_shape)
     return labels, codes, layout
@@ -1152,8 +1152,6 @@ def _rows_from_formula(spec: FormulaSpec, data, *, trials=None, offset=None, wei
         if len(data) == 0:
             raise DataError(f"every row has a missing value in the model's columns {used}")
     groups = _group_column(data, spec.group)
-    if isinstance(groups, np.ndarray) and groups.dtype == object and pd.api.types.infer_dtype(groups).startswith("mixed"):
-        raise DataError(_mixed_groups(groups, spec.group))
     y = _response(spec, data)
     # formulaic reads only jaxmm's text for the formula (spec.fixed_text, spec.random_text),
     # over the model frame: the table's columns and jaxmm's evaluations of the terms.
@@ -1269,6 +1267,7 @@ def design_from_formula(spec: FormulaSpec, data, *, trials=None, offset=None, we
         # the shapes depend on the groups and the numbers of columns alone: the fit's
         # compilation (on_layout) starts before the columns are filled and moved
         planned.append(plan_design(groups, bucket=bucket, chunk_rows=chunk_rows, min_chunks=min_chunks, tile=tile,
+                                   group_name=spec.group,
                                    on_shape=_announcer(on_layout, host, p, q, dtype, tile)))
 
     rows = _rows_from_formula(spec, data, trials=trials, offset=offset, weights=weights, missing=missing,
