@@ -15,6 +15,7 @@ costs more than its parse and numpy's float64 arithmetic.
 from __future__ import annotations
 
 import builtins
+import contextlib
 import keyword
 import math
 import re
@@ -106,10 +107,15 @@ class _Parser:
         at = "the end" if tok.kind == "end" else f"{tok.text!r} at position {tok.pos}"
         raise FormulaError(f"cannot read formula {self.text!r}: {msg}, found {at}")
 
-    def deeper(self):
+    @contextlib.contextmanager
+    def nested(self):
+        """One level of nesting (a bracket, a call, an operand): bounded by MAX_DEPTH, so a
+        hostile formula is refused before Python's recursion limit."""
         self.depth += 1
         if self.depth > MAX_DEPTH:
             raise FormulaError(f"formula is nested more than {MAX_DEPTH} levels deep")
+        yield
+        self.depth -= 1
 
     def name(self) -> str | None:
         tok = self.tok
@@ -133,40 +139,37 @@ class _Parser:
 
     # -- expressions --
     def expr(self):
-        self.deeper()
-        left = self.arith()
-        op = self.take("<", "<=", ">", ">=", "==", "!=")
-        if op:
-            left = Bin(op, left, self.arith())
-            if self.take("<", "<=", ">", ">=", "==", "!="):
-                self.fail("chained comparisons are not allowed")
-        self.depth -= 1
+        with self.nested():
+            left = self.arith()
+            op = self.take("<", "<=", ">", ">=", "==", "!=")
+            if op:
+                left = Bin(op, left, self.arith())
+                if self.take("<", "<=", ">", ">=", "==", "!="):
+                    self.fail("chained comparisons are not allowed")
         return left
 
-    def arith(self):
-        node = self.term()
-        while (op := self.take("+", "-")):
-            node = self._checked(Bin(op, node, self.term()))
+    def chain(self, ops, operand, node_type):
+        """operand (op operand)*, left-associative, depth-checked."""
+        node = operand()
+        while (op := self.take(*ops)):
+            node = self._checked(node_type(op, node, operand()))
         return node
 
+    def arith(self):
+        return self.chain(("+", "-"), self.term, Bin)
+
     def term(self):
-        node = self.unary()
-        while (op := self.take("*", "/", "//", "%")):
-            node = self._checked(Bin(op, node, self.unary()))
-        return node
+        return self.chain(("*", "/", "//", "%"), self.unary, Bin)
 
     def unary(self):
         op = self.take("-", "+")
         if op:
-            self.deeper()
-            node = Unary(op, self.unary())
-            self.depth -= 1
-            return node
+            with self.nested():
+                return Unary(op, self.unary())
         base = self.primary()
         if self.take("**", "^"):  # R's ^ is a power inside I() too
-            self.deeper()
-            base = Bin("**", base, self.unary())
-            self.depth -= 1
+            with self.nested():
+                base = Bin("**", base, self.unary())
         return base
 
     def _checked(self, node):
@@ -222,10 +225,11 @@ class _Parser:
             raise FormulaError(f"formula term not allowed: the call {func}(...). Formulas may call only "
                                f"{sorted(FUNCTIONS)} (and contrasts inside C())")
         self.expect("(", "after a function name")
-        self.deeper()
         args, kwargs = [], []
-        if not self.take(")"):
-            while True:
+        with self.nested():
+            while not self.take(")"):
+                if args or kwargs:
+                    self.expect(",", "between arguments")
                 tok = self.tok
                 nxt = self.tokens[min(self.i + 1, len(self.tokens) - 1)]
                 if tok.kind == "name" and nxt.kind == "op" and nxt.text == "=":
@@ -235,10 +239,6 @@ class _Parser:
                     self.fail("a positional argument after a keyword argument")
                 else:
                     args.append(self.expr())
-                if self.take(")"):
-                    break
-                self.expect(",", "between arguments")
-        self.depth -= 1
         return Call(func, tuple(args), tuple(kwargs))
 
     # -- formulas --
@@ -258,22 +258,14 @@ class _Parser:
 
     def fitem(self):
         if self.take("-"):
-            self.deeper()
-            node = FNeg(self.fitem())
-            self.depth -= 1
-            return node
+            with self.nested():
+                return FNeg(self.fitem())
         if self.tok.kind == "op" and self.tok.text in ("+", "~") or self.tok.kind == "end":
             self.fail("empty term (a stray '+')")
-        node = self.finter()
-        while (op := self.take("*", "/")):
-            node = self._checked(FOp(op, node, self.finter()))
-        return node
+        return self.chain(("*", "/"), self.finter, FOp)
 
     def finter(self):
-        node = self.fpow()
-        while self.take(":"):
-            node = self._checked(FOp(":", node, self.fpow()))
-        return node
+        return self.chain((":",), self.fpow, FOp)
 
     def fpow(self):
         node = self.fatom()
@@ -286,30 +278,36 @@ class _Parser:
         return node
 
     def fatom(self):
-        tok = self.tok
         if self.take("("):
-            self.deeper()
-            inner = self.fsum()
-            bar = self.take("|", "||")
-            if bar:
-                if self.tok.kind == "op" and self.tok.text == ")":
-                    self.fail("expected a grouping column after '|'")
-                group = self.name()
-                if group is not None and self.tok.kind == "end":
-                    self.fail("unbalanced brackets: expected ')' to close the random-effect term")
-                if group is None or not (self.tok.kind == "op" and self.tok.text == ")"):
-                    raise FormulaError(f"grouping factor in {self.text!r} must be a single column name "
-                                       "(nested or crossed factors are not supported yet)")
-                inner = Random(inner, group, bar == "|")
-            self.expect(")", "to close '('")
-            self.depth -= 1
-            return inner
+            with self.nested():
+                return self.fbracket()
         if self.take("{"):
-            self.deeper()
-            node = Brace(self.expr())
-            self.expect("}", "to close '{'")
-            self.depth -= 1
+            with self.nested():
+                node = Brace(self.expr())
+                self.expect("}", "to close '{'")
             return node
+        return self.fterm()
+
+    def fbracket(self):
+        """After '(': a bracketed sum, or a random-effect term (terms | group)."""
+        inner = self.fsum()
+        bar = self.take("|", "||")
+        if bar:
+            if self.tok.kind == "op" and self.tok.text == ")":
+                self.fail("expected a grouping column after '|'")
+            group = self.name()
+            if group is not None and self.tok.kind == "end":
+                self.fail("unbalanced brackets: expected ')' to close the random-effect term")
+            if group is None or not (self.tok.kind == "op" and self.tok.text == ")"):
+                raise FormulaError(f"grouping factor in {self.text!r} must be a single column name "
+                                   "(nested or crossed factors are not supported yet)")
+            inner = Random(inner, group, bar == "|")
+        self.expect(")", "to close '('")
+        return inner
+
+    def fterm(self):
+        """0 or 1, a column or a call."""
+        tok = self.tok
         if tok.kind == "num":
             value = self.number()
             if value not in (0.0, 1.0):
