@@ -337,11 +337,10 @@ fit_glmm = compiled(_fit_glmm, static_argnames=("family", "inner", "opt", "chunk
                                                 "fd_batch"),
                     elemental=_elemental_fit)
 
-# Row evaluations per batch of difference gradients (fd_batch_size): at 50k rows, batches of
-# 36; a block of 2**21 rows or more takes them one at a time. Batches pay where X is wide
-# enough that reading it dominates an evaluation (benchmarks/results_wide.md): y ~ x + C(f)
-# + (1 | g), 50k Bernoulli rows, p = 501: 7.0 s cold, 4.5 s warm against 15.1 and 13.4 s one
-# at a time; at p = 101 they cost 0.5-0.8 s of compile and saved nothing.
+# Row evaluations per batch of difference gradients (fd_batch_size); a block of 2**21 rows
+# or more takes them one at a time. Batches pay only where X is wide enough that reading it
+# dominates an evaluation; below FD_BATCH_MIN_COLUMNS they add compile time and save nothing
+# (benchmarks/results_wide.md).
 FD_BATCH_ROWS = 1 << 21
 FD_BATCH_MIN_COLUMNS = 128
 
