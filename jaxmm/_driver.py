@@ -25,6 +25,10 @@ back to OPT from a restart point. The objective works in natural coordinates φ 
 Cholesky entries, smooth through L_kk = 0); the optimiser in θ, where the diagonal is on
 the log scale so that every θ is a valid model.
 
+With many fixed effects the Hessian's fixed-effect block is exact instead
+(``_gradient.beta_hessian``, the ``exact_block`` argument) and FD runs along the other
+coordinates only.
+
 The Hessian is only used to judge convergence, for restarts and for the covariance of the
 estimates, where a relative error of about 1e-6 is immaterial. In float64 it takes forward
 differences, k gradients, with the step 1e-6·(1 + |φ|): central differences (2k) were a
@@ -165,7 +169,7 @@ def difference_steps(phi, work_dtype):
 
 
 def optimise_and_check(evaluate, theta0, warm0, args, diag_mask, restart_theta, options: OptOptions = OptOptions(),
-                       work_dtype=None, face_mask=None, fd_batch: int = 1):
+                       work_dtype=None, face_mask=None, fd_batch: int = 1, exact_block=None):
     """Minimise ``evaluate(φ, warm, args) -> ((value, new_warm), ∇_φ value)`` and judge the result.
 
     ``theta0``: the optimiser's start, φ = θ with exp() applied where ``diag_mask`` (a
@@ -185,6 +189,12 @@ def optimise_and_check(evaluate, theta0, warm0, args, diag_mask, restart_theta, 
     evaluated that many at a time (``jax.vmap`` of ``evaluate``), so that a wide X is read
     once per batch rather than once per coordinate. Not under an outer vmap, where the
     batch would be evaluated on every iteration.
+
+    ``exact_block`` (optional): ``(n, fn)`` with ``fn(φ, warm, args)`` the exact Hessian
+    (n, n) of the objective in φ[:n] at a point and its modes (``_gradient.beta_hessian``
+    for the fixed effects). The differences then run along the other k − n coordinates
+    only; their gradients give the rest of the Hessian's rows, and by symmetry its columns.
+    For p fixed effects that is a few gradients instead of p + a few.
     """
     mask = jnp.asarray(np.asarray(diag_mask, bool))
     face = jnp.asarray(np.zeros_like(np.asarray(diag_mask, bool)) if face_mask is None else np.asarray(face_mask, bool))
@@ -203,13 +213,16 @@ def optimise_and_check(evaluate, theta0, warm0, args, diag_mask, restart_theta, 
         small = mask & (jnp.abs(phi) < BOUNDARY_CANDIDATE)
         return jnp.where(small, 0.0, phi), jnp.any(small)
 
+    n_exact, exact_hessian = exact_block if exact_block is not None else (0, None)
+    n_diff = k - n_exact  # the coordinates n_exact, …, k − 1 are differenced
+
     def fd_point(center_phi, j):
         h = difference_steps(center_phi, work_dtype)
-        e = (jnp.arange(k) == j % k).astype(dtype)
-        return center_phi + jnp.where(j < k, 1.0, -1.0) * h * e
+        e = (jnp.arange(k) == n_exact + j % n_diff).astype(dtype)
+        return center_phi + jnp.where(j < n_diff, 1.0, -1.0) * h * e
 
-    # the gradients at the difference points: +h_j e_j for j < k, then −h_j e_j (central)
-    n_fd = 2 * k if central_differences(work_dtype) else k
+    # the gradients at the difference points: +h_j e_j, then −h_j e_j (central)
+    n_fd = 2 * n_diff if central_differences(work_dtype) else n_diff
     batch = min(fd_batch, n_fd) if k > sm.UNROLL_MAX else 1
     n_batches = -(-n_fd // batch)
 
@@ -237,7 +250,7 @@ def optimise_and_check(evaluate, theta0, warm0, args, diag_mask, restart_theta, 
         jnp.where, so everything in the body runs on every iteration; the verdict's k×k
         factorisations cost O(k³), which for hundreds of fixed effects outweighs the
         evaluation itself, so there they run under lax.cond (zeros where skipped)."""
-        if k <= sm.UNROLL_MAX:
+        if k <= sm.UNROLL_MAX and exact_block is None:
             return fn(*operands)
         shapes = jax.eval_shape(fn, *operands)
         return jax.lax.cond(pred, fn, lambda *_: jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes),
@@ -338,11 +351,16 @@ def optimise_and_check(evaluate, theta0, warm0, args, diag_mask, restart_theta, 
 
         def verdict(fd, center, lb_status):
             diffs = fd[:n_fd]
-            h = difference_steps(center["phi"], work_dtype)
-            if n_fd == 2 * k:
-                hess = (diffs[:k] - diffs[k:]) / (2.0 * h[:, None])
+            h = difference_steps(center["phi"], work_dtype)[n_exact:, None]
+            if n_fd == 2 * n_diff:
+                rows = (diffs[:n_diff] - diffs[n_diff:]) / (2.0 * h)
             else:
-                hess = (diffs - center["grad"][None, :]) / h[:, None]
+                rows = (diffs - center["grad"][None, :]) / h
+            if n_exact:
+                block = exact_hessian(center["phi"], center["warm"], args)
+                hess = jnp.concatenate([jnp.concatenate([block, rows[:, :n_exact].T], axis=1), rows], axis=0)
+            else:
+                hess = rows
             hess = 0.5 * (hess + hess.T)
             return (hess,) + tuple(final_check(lb_status, center["grad"], hess, center["value"], work_dtype))
 

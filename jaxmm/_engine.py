@@ -15,7 +15,7 @@ import numpy as np
 from . import _smallmat as sm
 from ._design import AUTODIFF_CHUNK_ROWS, CHUNK_ROWS, Design
 from ._driver import ESCAPE_FLOOR, optimise_and_check, restart_chol
-from ._gradient import laplace_loglik_for_fit
+from ._gradient import beta_hessian, laplace_loglik_for_fit
 from ._inner import InnerOptions
 from ._jit import compiled
 from ._laplace import modes_and_cond_var
@@ -26,8 +26,7 @@ from ._params import Params, free_entries, n_chol, pack, re_dim, scalar_blocks, 
 
 
 def _weighted_gram(X, weights, dtype):
-    Xa = X.astype(dtype)
-    return sm.cross(Xa, Xa * weights.astype(dtype)[:, None])
+    return sm.gram(X.astype(dtype), weights.astype(dtype))
 
 
 def _design_sums(fn, blocks: Design, whole: bool = False):
@@ -44,12 +43,21 @@ def _design_sums(fn, blocks: Design, whole: bool = False):
     return jax.tree.map(lambda a: jnp.sum(a, axis=0), jax.lax.map(fn, blocks))
 
 
-def initial_theta(blocks: Design, family, structure=None, whole: bool = False) -> jnp.ndarray:
+def weighted_gram(blocks: Design, dtype, whole: bool = False):
+    """Xᵀ diag(w) X (p, p) over every row of the blocks, and the number of rows of positive
+    weight. For wide X it is the start's most expensive part (N·p² products): it is taken
+    once, for the start values and for the orthonormalising map."""
+    return _design_sums(lambda d: (_weighted_gram(d.X, d.weights, dtype), jnp.sum(d.weights > 0).astype(dtype)),
+                        blocks, whole)
+
+
+def initial_theta(blocks: Design, family, structure=None, whole: bool = False, gram=None) -> jnp.ndarray:
     """β by weighted least squares on a linearised response, D = I, σ from the residuals.
 
     ``blocks``: the design as stacked blocks (:func:`_blocks`; a leading axis of 1 for one
     block). ``structure``: the random-effects block sizes (see ``_params.free_entries``);
-    one correlated block by default. ``whole`` as in :func:`_design_sums`.
+    one correlated block by default. ``whole`` as in :func:`_design_sums`. ``gram``: Xᵀ diag(w) X
+    when the caller has it (:func:`weighted_gram`).
 
     Normal equations rather than a QR/SVD of X: at 10M rows those would hold an N×p factor.
     """
@@ -58,10 +66,10 @@ def initial_theta(blocks: Design, family, structure=None, whole: bool = False) -
     def linearised(d):
         return family.initial_eta(d.y, d.trials) - d.offset
 
-    def normal_equations(d):
-        return _weighted_gram(d.X, d.weights, work), sm.cross(d.X, d.weights * linearised(d))
-
-    gram, rhs = _design_sums(normal_equations, blocks, whole)
+    if gram is None:
+        gram = weighted_gram(blocks, work, whole)[0]
+    rhs = _design_sums(lambda d: sm.cross(d.X, d.weights * linearised(d)), blocks, whole)
+    rhs = rhs.astype(gram.dtype)
     # Cholesky, not jnp.linalg.solve: LU's pivoting compiles to loops of small kernels
     # (about 0.1 s per call site on a 2-core CPU); the Gram matrix is positive definite.
     beta = jax.scipy.linalg.cho_solve((jnp.linalg.cholesky(gram), True), rhs)
@@ -83,17 +91,17 @@ def initial_relative_chol(design: Design, structure=None) -> jnp.ndarray:
     return vec_from_chol(jnp.eye(q, dtype=design.X.dtype), structure)
 
 
-def _orthonormalising_map(blocks: Design, dtype, whole: bool = False):
+def _orthonormalising_map(gram, n):
     """A with √w·X·A having orthogonal columns of RMS 1, so the optimiser sees β on one scale,
     and its inverse.
 
     Without it a covariate such as age² (values in the hundreds) gives a gradient
     thousands of times larger than the others and L-BFGS crawls. From the Cholesky factor
     of the p×p Gram matrix, so no N×p factor is formed; A only preconditions, so the
-    squared condition number costs nothing in the estimates.
+    squared condition number costs nothing in the estimates. ``gram``, ``n``: from
+    :func:`weighted_gram`.
     """
-    gram, n = _design_sums(lambda d: (_weighted_gram(d.X, d.weights, dtype), jnp.sum(d.weights > 0).astype(dtype)),
-                           blocks, whole)
+    dtype = gram.dtype
     chol = jnp.linalg.cholesky(gram / n)
     eye = jnp.eye(gram.shape[0], dtype=dtype)
     A = jax.scipy.linalg.solve_triangular(chol.T, eye, lower=False)
@@ -162,7 +170,7 @@ def _over_blocks(fn, consts, blocks, mesh=None):
 
 
 def _fit_glmm(theta0, design: Design, family, inner=InnerOptions(), opt=OptOptions(), chunks: int = 1,
-              blocks=None, mesh=None, nagq: int = 1, fd_batch: int = 1):
+              blocks=None, mesh=None, nagq: int = 1, fd_batch: int = 1, exact_beta: bool = False):
     """Laplace fit. With ``chunks`` > 1 every pass over the rows runs block by block
     (``lax.map``), each block differentiated on its own and the derivatives summed, so the
     reverse-mode temporaries are those of one block.
@@ -175,21 +183,24 @@ def _fit_glmm(theta0, design: Design, family, inner=InnerOptions(), opt=OptOptio
     integrates the random effects by adaptive Gauss–Hermite quadrature with that many
     nodes per dimension (``_quadrature``) instead of Laplace. ``fd_batch``: as in
     :func:`_driver.optimise_and_check` (:func:`fd_batch_size` chooses it for one fit).
+    ``exact_beta``: the Hessian's fixed-effect block is exact (``_gradient.beta_hessian``)
+    rather than p difference gradients; Laplace without a mesh only (:func:`exact_beta_hessian`).
     """
     q = design.Z.shape[1]
     structure = q if blocks is None else tuple(blocks)
     blocks = _blocks(design, chunks)
     # A sharded design's statistics are taken on all its rows at once (see _design_sums).
     whole = mesh is not None
+    # θ, the optimiser and sums over groups run in `acc` (float64 unless x64 is off); rows
+    # and groups in the design's dtype, which may be float32 for speed.
+    acc, work = jnp.result_type(float) if theta0 is None else theta0.dtype, design.X.dtype
+    gram, n_rows = weighted_gram(blocks, acc, whole)
     if theta0 is None:
-        theta0 = initial_theta(blocks, family, structure, whole).astype(jnp.result_type(float))
+        theta0 = initial_theta(blocks, family, structure, whole, gram).astype(acc)
     p = design.X.shape[1]
     nd = family.n_dispersion
     nc = n_chol(structure)
-    # θ, the optimiser and sums over groups run in `acc` (float64 unless x64 is off); rows
-    # and groups in the design's dtype, which may be float32 for speed.
-    acc, work = theta0.dtype, design.X.dtype
-    A, A_inv = _orthonormalising_map(blocks, acc, whole)
+    A, A_inv = _orthonormalising_map(gram, n_rows)
     rows, cols = free_entries(structure)
     d = re_dim(structure)
 
@@ -220,6 +231,12 @@ def _fit_glmm(theta0, design: Design, family, inner=InnerOptions(), opt=OptOptio
         v, u_new, g = _over_blocks(one, (phi, A), (u, blks), mesh)
         return (jnp.sum(v) - log_norm, u_new), jnp.sum(g, axis=0)
 
+    def fixed_effect_hessian(phi, u, blks):
+        # in φ's coordinates β = A φ[:p]: Aᵀ (∂²/∂β²) A, summed over the row blocks
+        per_block = jax.lax.map(lambda args: beta_hessian(params_of(phi, A), args[1], args[0], family,
+                                                          inner._replace(max_iter=0)), (u, blks))
+        return -sm.matmul(sm.matmul(A.T, jnp.sum(per_block, axis=0)), A)
+
     def restart_theta(phi):
         chol = restart_chol(jnp.zeros((d, d), acc).at[rows, cols].set(phi[p:p + nc]), ESCAPE_FLOOR)
         return jnp.concatenate([phi[:p], vec_from_chol(chol, structure), phi[p + nc:]])
@@ -231,7 +248,7 @@ def _fit_glmm(theta0, design: Design, family, inner=InnerOptions(), opt=OptOptio
     face_mask = np.zeros(theta0.shape[0], bool)
     face_mask[p:p + nc] = scalar_blocks(structure)
     best = optimise_and_check(evaluate, theta0, u0, blocks, diag_mask, restart_theta, opt, work, face_mask=face_mask,
-                              fd_batch=fd_batch)
+                              fd_batch=fd_batch, exact_block=(p, fixed_effect_hessian) if exact_beta else None)
 
     # Back from the orthonormalised β: with φ = M φ_s, M = diag(A, I), the gradient is
     # M⁻ᵀ g_s and the covariance of the natural parameters M H_s⁻¹ Mᵀ.
@@ -325,7 +342,7 @@ def elemental_rows(rows: int, nagq: int = 1) -> bool:
 
 
 def _elemental_fit(theta0, design: Design, family, inner=None, opt=None, chunks=1, blocks=None, mesh=None,
-                   nagq: int = 1, fd_batch: int = 1) -> bool:
+                   nagq: int = 1, fd_batch: int = 1, exact_beta: bool = False) -> bool:
     return elemental_rows(design.X.shape[0], nagq)
 
 
@@ -334,7 +351,7 @@ def _elemental_batch(designs: Design, family, inner=None, opt=None, blocks=None,
 
 
 fit_glmm = compiled(_fit_glmm, static_argnames=("family", "inner", "opt", "chunks", "blocks", "mesh", "nagq",
-                                                "fd_batch"),
+                                                "fd_batch", "exact_beta"),
                     elemental=_elemental_fit)
 
 # Row evaluations per batch of difference gradients (fd_batch_size); a block of 2**21 rows
@@ -351,6 +368,16 @@ def fd_batch_size(design: Design, chunks: int, nagq: int, mesh) -> int:
     if design.X.shape[1] <= FD_BATCH_MIN_COLUMNS or nagq > 1 or mesh is not None:
         return 1
     return max(1, min(64, FD_BATCH_ROWS // max(1, design.X.shape[0] // chunks)))
+
+
+# From this many fixed-effect columns on, a Laplace fit's Hessian takes its fixed-effect block
+# exactly (_gradient.beta_hessian) instead of by p difference gradients.
+EXACT_BETA_MIN_COLUMNS = FD_BATCH_MIN_COLUMNS
+
+
+def exact_beta_hessian(design: Design, nagq: int, mesh) -> bool:
+    """Whether a Laplace fit's Hessian takes its fixed-effect block exactly."""
+    return design.X.shape[1] > EXACT_BETA_MIN_COLUMNS and nagq == 1 and mesh is None
 fit_lmm = compiled(_fit_lmm, static_argnames=("reml", "opt", "blocks", "chunks", "mesh"), elemental=True)
 
 
@@ -360,7 +387,8 @@ def _one_call(design: Design, family, reml: bool, chunks: int, blocks, nagq, opt
     if family.name == "gaussian":
         return fit_lmm, (None, design, reml), dict(opt=opt, blocks=blocks, chunks=chunks, mesh=mesh)
     return fit_glmm, (None, design, family), dict(opt=opt, chunks=chunks, blocks=blocks, mesh=mesh, nagq=nagq,
-                                                  fd_batch=fd_batch_size(design, chunks, nagq, mesh))
+                                                  fd_batch=fd_batch_size(design, chunks, nagq, mesh),
+                                                  exact_beta=exact_beta_hessian(design, nagq, mesh))
 
 
 def fit_one(design: Design, family, reml: bool, chunks: int, blocks, nagq: int = 1, opt=OptOptions(), mesh=None):

@@ -18,8 +18,9 @@ Then with rⱼ = sⱼ − ½W′ⱼ levⱼ + Wⱼ ζⱼ·vᵢ (pass 2):
     ∂ℓ/∂σ = Σⱼ [ ∂σℓⱼ − ½ ∂σWⱼ levⱼ − ∂σsⱼ ζⱼ·vᵢ ]   (families with a dispersion σ)
 
 The tests compare it with JAX's derivative of ``laplace_loglik``. Only first derivatives
-are defined (the driver's Hessian is a finite difference of this gradient); code that
-needs more goes through ``laplace_loglik``.
+are defined (the driver's Hessian is a finite difference of this gradient), except the
+fixed-effect block Xᵀ(∂r/∂η)X of many columns, which :func:`beta_hessian` builds from
+the same two passes; code that needs more goes through ``laplace_loglik``.
 """
 from __future__ import annotations
 
@@ -31,7 +32,8 @@ import numpy as np
 
 from . import _smallmat as sm
 from ._design import Design
-from ._inner import InnerOptions, _at_rows, _row_sums, _rows, _solve, linear_parts, lower_pairs, symmetric_from_pairs
+from ._inner import (InnerOptions, _at_rows, _row_sums, _rows, _solve, linear_parts, lower_pairs, mode_and_curvature,
+                     symmetric_from_pairs)
 from ._params import Params
 
 
@@ -55,46 +57,62 @@ def _kernel_derivatives(family, y, eta, trials, dispersion, with_dispersion: boo
     return s, w, dw, by_disp
 
 
+def _row_terms(per_group, eta_fixed, ZL, disp, design: Design, family):
+    """Per-row terms of a pass at the per-group values ``per_group`` (û, Hᵢ⁻¹ and, in the
+    second pass, vᵢ), gathered in one gather per tile (per row without tiles): a gather
+    per column would be a kernel each."""
+    q = ZL.shape[1]
+    shape = _rows(design)
+    at = _at_rows(per_group, design)
+    col = lambda j: at[..., j]
+    zl = [shape(ZL[:, a]) for a in range(q)]
+    eta = shape(eta_fixed) + sum(zl[a] * col(a) for a in range(q))
+    weights = shape(design.weights)
+    with_disp = family.n_dispersion > 0
+    s, w, dw, by_disp = _kernel_derivatives(family, shape(design.y), eta, shape(design.trials), disp, with_disp)
+    s, w, dw = s * weights, w * weights, dw * weights
+    lev = sum(zl[a] * col(q + q * a + b) * zl[b] for a in range(q) for b in range(q))  # ζⱼᵀ Hᵢ⁻¹ ζⱼ
+    by_disp = None if by_disp is None else tuple(t * weights for t in by_disp)
+    return zl, s, w, 0.5 * dw * lev, lev, by_disp, col
+
+
+def _adjoint(u, Hinv, eta_fixed, ZL, disp, design: Design, family):
+    """Pass 1: the adjoint vᵢ = Hᵢ⁻¹cᵢ. Returns the per-group values of pass 2, (û, Hᵢ⁻¹, vᵢ)
+    as (m, q + q² + q)."""
+    q = ZL.shape[1]
+    u_Hinv = jnp.concatenate([u, Hinv.reshape(-1, q * q)], axis=1)
+    zl, _, _, half_dw_lev, _, _, _ = _row_terms(u_Hinv, eta_fixed, ZL, disp, design, family)
+    c = _row_sums([half_dw_lev * zl[a] for a in range(q)], design)              # (m, q)
+    return jnp.concatenate([u_Hinv, sm.matvec(Hinv, c)], axis=1)
+
+
+def _second_pass(per_group, eta_fixed, ZL, disp, design: Design, family):
+    """Pass 2's row terms (zl, s, w, lev, by_disp, ζⱼ·vᵢ, r) at the per-group values of
+    :func:`_adjoint`, with rⱼ = ∂ℓ/∂η_fixed,ⱼ."""
+    q = ZL.shape[1]
+    zl, s, w, half_dw_lev, lev, by_disp, col = _row_terms(per_group, eta_fixed, ZL, disp, design, family)
+    zeta_v = sum(zl[a] * col(q + q * q + a) for a in range(q))
+    return zl, s, w, lev, by_disp, zeta_v, s - half_dw_lev + w * zeta_v
+
+
 def _forward(beta, chol, dispersion, design: Design, u0, family, options: InnerOptions):
     acc = beta.dtype
-    work = design.X.dtype
     p, q = design.X.shape[1], design.Z.shape[1]
-    disp = dispersion.astype(work)
+    disp = dispersion.astype(design.X.dtype)
     eta_fixed, ZL = linear_parts(design, beta, chol)
-    u, h, _, H, _ = _solve(eta_fixed, ZL, disp, design, u0.astype(work), family, options)
+    u, h, _, H, _ = _solve(eta_fixed, ZL, disp, design, u0.astype(design.X.dtype), family, options)
     cholH = sm.cholesky(H)
     value = jnp.sum(h.astype(acc)) - 0.5 * jnp.sum(sm.logdet_from_cholesky(cholH).astype(acc))
     Hinv = sm.cho_inverse(cholH)
-
-    shape = _rows(design)
-    with_disp = family.n_dispersion > 0
-
-    def row_terms(per_group, eta_fixed, ZL, design):
-        # Per-group values (û, Hᵢ⁻¹, then vᵢ in the second pass) gathered in one gather per
-        # tile (per row without tiles): a gather per column would be a kernel each.
-        at = _at_rows(per_group, design)
-        col = lambda j: at[..., j]
-        zl = [shape(ZL[:, a]) for a in range(q)]
-        eta = shape(eta_fixed) + sum(zl[a] * col(a) for a in range(q))
-        weights = shape(design.weights)
-        s, w, dw, by_disp = _kernel_derivatives(family, shape(design.y), eta, shape(design.trials), disp, with_disp)
-        s, w, dw = s * weights, w * weights, dw * weights
-        lev = sum(zl[a] * col(q + q * a + b) * zl[b] for a in range(q) for b in range(q))  # ζⱼᵀ Hᵢ⁻¹ ζⱼ
-        by_disp = None if by_disp is None else tuple(t * weights for t in by_disp)
-        return zl, s, w, 0.5 * dw * lev, lev, by_disp, col
-
-    u_Hinv = jnp.concatenate([u, Hinv.reshape(-1, q * q)], axis=1)
-    zl, _, _, half_dw_lev, _, _, _ = row_terms(u_Hinv, eta_fixed, ZL, design)
-    c = _row_sums([half_dw_lev * zl[a] for a in range(q)], design)              # (m, q)
-    v = sm.matvec(Hinv, c)
+    per_group = _adjoint(u, Hinv, eta_fixed, ZL, disp, design, family)
+    v = per_group[:, q + q * q:]
     # The second pass recomputes the row terms rather than reading them back: behind the
     # barrier XLA cannot merge the two computations, so each pass is one fused loop over
     # the rows (shared, they were five materialised arrays of N values).
-    zl, s, w, half_dw_lev, lev, by_disp, col = row_terms(
-        *jax.lax.optimization_barrier((jnp.concatenate([u_Hinv, v], axis=1), eta_fixed, ZL, design)))
-    zeta_v = sum(zl[a] * col(q + q * q + a) for a in range(q))
-    r = s - half_dw_lev + w * zeta_v
+    zl, s, w, lev, by_disp, zeta_v, r = _second_pass(
+        *jax.lax.optimization_barrier((per_group, eta_fixed, ZL, disp, design)), family)
 
+    shape = _rows(design)
     z = [shape(design.Z[:, a]) for a in range(q)]
     # Σⱼ rⱼ xⱼ: in the fused pass for a few columns; for many, one product Xᵀr (a reduce
     # with an output per column grows the program with p, and XLA caps its outputs at 1000)
@@ -102,7 +120,7 @@ def _forward(beta, chol, dispersion, design: Design, u0, family, options: InnerO
     x = [] if wide else [shape(design.X[:, k]) for k in range(p)]
     terms = ([r * x[k] for k in range(len(x))] + [r * z[a] for a in range(q)] + [s * z[a] for a in range(q)]
              + [w * z[a] * z[b] for a, b in lower_pairs(q)])
-    if with_disp:
+    if by_disp is not None:
         k_d, s_d, w_d = by_disp
         terms.append(k_d - 0.5 * w_d * lev - s_d * zeta_v)
     sums = _row_sums(terms, design).astype(acc)
@@ -113,8 +131,51 @@ def _forward(beta, chol, dispersion, design: Design, u0, family, options: InnerO
     u_acc, v_acc, Hinv_acc = u.astype(acc), v.astype(acc), Hinv.astype(acc)
     g_chol = jnp.sum(R[:, :, None] * u_acc[:, None, :] - S[:, :, None] * v_acc[:, None, :]
                      - sm.matmul(sm.matmul(P, chol), Hinv_acc), axis=0)
-    g_disp = jnp.sum(sums[:, -1]) if with_disp else jnp.zeros_like(dispersion)
+    g_disp = jnp.sum(sums[:, -1]) if by_disp is not None else jnp.zeros_like(dispersion)
     return (value, u), (g_beta, g_chol, g_disp.astype(dispersion.dtype))
+
+
+def beta_hessian(params: Params, design: Design, u, family, options: InnerOptions):
+    """∂²ℓ/∂β² (p, p) at the modes ``u`` (solved at ``params``; ``options.max_iter`` = 0
+    evaluates there), exactly.
+
+    ℓ depends on β through η_fixed = Xβ alone, so with r = ∂ℓ/∂η_fixed it is Xᵀ J X,
+    J = ∂r/∂η_fixed. Row j's rⱼ = ρ(η_fixed,ⱼ, Gᵢ) depends on its own η and on its group's
+    values Gᵢ = (ûᵢ, Hᵢ⁻¹, vᵢ), which depend on the group's rows. So J = diag(a) plus,
+    within each group, Σ_c U_c V_cᵀ over the components c of G, with aⱼ = ∂ρⱼ/∂η_fixed,ⱼ
+    (forward mode, G held), U_c = ∂ρ/∂G_c (forward mode) and V_c = ∂G_c/∂η_fixed (reverse
+    mode; through the modes by the implicit function theorem), and
+
+        Xᵀ J X = Xᵀ diag(a) X + Σ_c S_cᵀ T_c,   S_c = Σ_{j∈i} U_c,ⱼ xⱼ, T_c likewise with V_c,
+
+    per-group sums (m, p). One weighted Gram matrix and 2·dim G passes over X, where p
+    gradients (differences) each read X twice and solve the modes again.
+    """
+    work = design.X.dtype
+    acc = params.beta.dtype
+    disp = params.dispersion.astype(work)
+    eta_fixed, ZL = linear_parts(design, params.beta, params.chol)
+
+    def group_values(e):
+        uu, _, H = mode_and_curvature(e, ZL, disp, design, u.astype(work), family, options)
+        return _adjoint(uu, sm.cho_inverse(sm.cholesky(H)), e, ZL, disp, design, family)
+
+    def residual(e, G):
+        return _second_pass(G, e, ZL, disp, design, family)[-1].reshape(-1)
+
+    G, pullback = jax.vjp(group_values, eta_fixed)
+    a = jax.jvp(lambda e: residual(e, G), (eta_fixed,), (jnp.ones_like(eta_fixed),))[1]
+    units = jnp.eye(G.shape[1], dtype=G.dtype)
+    along = lambda c: jnp.broadcast_to(units[c], G.shape)
+    X = design.X
+    H = sm.gram(X.astype(acc), a.astype(acc))
+    per_group = lambda t: jax.ops.segment_sum(X * t[:, None], design.group, num_segments=design.n_groups,
+                                              indices_are_sorted=True).astype(acc)
+    for c in range(G.shape[1]):
+        U = jax.jvp(lambda GG: residual(eta_fixed, GG), (G,), (along(c),))[1]
+        V = pullback(along(c))[0]
+        H = H + sm.cross(per_group(U), per_group(V))
+    return 0.5 * (H + H.T)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6))

@@ -1,4 +1,5 @@
 """The unrolled small-matrix routines against numpy/LAPACK."""
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -37,3 +38,14 @@ def test_products_against_numpy():
                                np.einsum("mab,mb->ma", per_group, v), rtol=1e-12)
     with pytest.raises(ValueError, match="matmul"):
         sm.matmul(jnp.asarray(rows), jnp.asarray(shared))
+
+
+def test_gram_of_many_columns_is_the_symmetric_product():
+    """From GRAM_BLOCKED_MIN columns on, Aᵀ diag(w) A is built from the blocks on and above
+    the diagonal (uneven blocks: p = 601 is not a multiple of 4) and mirrored."""
+    rng = np.random.default_rng(3)
+    A, w = rng.normal(size=(40, 601)), rng.uniform(-1.0, 2.0, 40)
+    assert A.shape[1] >= sm.GRAM_BLOCKED_MIN
+    G = np.asarray(jax.jit(sm.gram)(jnp.asarray(A), jnp.asarray(w)))
+    np.testing.assert_allclose(G, A.T @ (A * w[:, None]), rtol=1e-12, atol=1e-12)
+    assert np.array_equal(G, G.T)
