@@ -6,7 +6,7 @@
 Each p runs in its own process: one cold fit, then ``--repeats`` warm fits (the median is
 reported). With ``--r-timeout S`` (seconds; 0 skips them) glmer and glmmTMB fit the same
 rows from a CSV file (``fit_r.R``, ``factor(f)``), each in its own Rscript process, and
-stop after S seconds.
+stop after S seconds; ``--r-engines`` picks them (``lme4,glmmTMB`` by default).
 """
 from __future__ import annotations
 
@@ -74,6 +74,7 @@ def main():
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--out", default=None)
     ap.add_argument("--r-timeout", type=float, default=0.0)
+    ap.add_argument("--r-engines", default="lme4,glmmTMB")
     ap.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child is not None:
@@ -89,7 +90,7 @@ def main():
             if args.r_timeout > 0:
                 csv = Path(tmp) / f"wide_{k}.csv"
                 make_data(k).to_csv(csv, index=False)
-                for engine in ("lme4", "glmmTMB"):
+                for engine in args.r_engines.split(","):
                     row[engine] = r_fit(engine, csv, Path(tmp) / f"{engine}_{k}.json", args.r_timeout)
             rows.append(row)
             print(json.dumps(rows[-1]), flush=True)

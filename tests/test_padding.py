@@ -128,7 +128,7 @@ def test_blocked_fit_equals_one_block(reference_fit, monkeypatch, name):
 def test_start_values_block_by_block_equal_whole_design(family):
     # The start values and the preconditioner are sums over the rows, taken one block at a
     # time for large designs (_engine._design_sums): they must equal those of all rows at once.
-    from jaxmm._engine import _blocks, _design_sums, _orthonormalising_map, initial_theta
+    from jaxmm._engine import _blocks, _design_sums, _orthonormalising_map, initial_theta, weighted_gram
 
     rng = np.random.default_rng(7)
     g = np.repeat(np.arange(300), rng.integers(1, 9, 300))
@@ -143,8 +143,9 @@ def test_start_values_block_by_block_equal_whole_design(family):
     for whole in (False, True):
         np.testing.assert_allclose(initial_theta(blocks, fam, whole=whole), initial_theta(_blocks(design, 1), fam),
                                    rtol=1e-12)
-        A, A_inv = _orthonormalising_map(blocks, jnp.float64, whole)
-        np.testing.assert_allclose(A, _orthonormalising_map(_blocks(design, 1), jnp.float64)[0], rtol=1e-12)
+        A, A_inv = _orthonormalising_map(*weighted_gram(blocks, jnp.float64, whole))
+        np.testing.assert_allclose(A, _orthonormalising_map(*weighted_gram(_blocks(design, 1), jnp.float64))[0],
+                                   rtol=1e-12)
     total = _design_sums(lambda d: jnp.sum(d.weights), blocks)
     assert float(total) == g.size
 
