@@ -12,11 +12,11 @@ if _os.environ.get("JAXMM_FLOAT32", "") != "1":
 
 from . import errors
 from ._fit import fit
-from ._inference import anova
+from ._anova import anova
 from ._results import MixedModelResult
 from ._batch import BatchResult
 from ._params import Params
-from ._design import Design
+from ._types import Design
 from ._arrays import conditional_modes, design, marginal_loglik, row_order
 from ._examples import example_model, fit_example, load_example
 from ._cache import enable_compilation_cache
