@@ -1,4 +1,4 @@
-"""Rows per block (``_design.CHUNK_ROWS`` / ``GPU_CHUNK_ROWS``) against fit time, in one process.
+"""Rows per block (``_types.CHUNK_ROWS`` / ``GPU_CHUNK_ROWS``) against fit time, in one process.
 
 A Laplace fit runs over its rows block by block (``lax.map``), which bounds its temporary
 memory. This script measures what the block size costs or buys on the current backend:
@@ -33,7 +33,7 @@ def main(argv=None):
 
     jax.config.update("jax_enable_compilation_cache", False)
     import jaxmm
-    from jaxmm import _design
+    from jaxmm import _types
 
     prob = P.get(args.problem)
     t = time.perf_counter()
@@ -42,7 +42,7 @@ def main(argv=None):
           f"({jax.devices()[0].device_kind}); jax {jax.__version__}; dtype {args.dtype}", flush=True)
     print("\n| log2 rows/block | blocks (about) | cold s | warm s (median) | loglik |\n|---:|---:|---:|---:|---:|")
     for k in (int(v) for v in args.rows.split(",")):
-        _design.CHUNK_ROWS = _design.GPU_CHUNK_ROWS = 1 << k
+        _types.CHUNK_ROWS = _types.GPU_CHUNK_ROWS = 1 << k
         jax.clear_caches()
         t = time.perf_counter()
         res = jaxmm.fit(prob.formula, df, **prob.fit_kwargs, dtype=args.dtype)

@@ -1,7 +1,7 @@
 """The array-level API: no formulas, no pandas, pure JAX functions of (params, design).
 
 ``fit()`` is a formula front end over these pieces: it builds its ``Design`` with the
-same ``_design.make_design`` and maximises the same ``_quadrature.marginal_loglik``. Here
+same ``_place_rows.make_design`` and maximises the same ``_quadrature.marginal_loglik``. Here
 they are exposed for code that embeds the mixed-model likelihood in its own ``jit``,
 ``grad`` and ``vmap``, e.g. a neural network that supplies the fixed part of the linear
 predictor through ``design.offset`` while the random effects are integrated out.
@@ -11,7 +11,8 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
-from ._design import Design, make_design
+from ._place_rows import make_design
+from ._types import Design
 from ._families import get_family
 from ._inner import InnerOptions
 from ._laplace import modes_and_cond_var

@@ -6,14 +6,12 @@ argument, so a second dataset of the same shape reuses the compiled fit.
 """
 from __future__ import annotations
 
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from . import _smallmat as sm
-from ._design import AUTODIFF_CHUNK_ROWS, CHUNK_ROWS, Design
+from ._types import AUTODIFF_CHUNK_ROWS, CHUNK_ROWS, Design
 from ._driver import ESCAPE_FLOOR, optimise_and_check, restart_chol
 from ._gradient import beta_hessian, laplace_loglik_for_fit
 from ._inner import InnerOptions
@@ -22,93 +20,8 @@ from ._laplace import modes_and_cond_var
 from ._lmm import lmm_solution, lmm_stats, profiled_loglik
 from ._optimize import OptOptions
 from ._quadrature import marginal_loglik
-from ._params import Params, free_entries, n_chol, pack, re_dim, scalar_blocks, vec_from_chol
-
-
-def _weighted_gram(X, weights, dtype):
-    return sm.gram(X.astype(dtype), weights.astype(dtype))
-
-
-def _design_sums(fn, blocks: Design, whole: bool = False):
-    """Σ over the blocks (leading axis) of ``fn(block)``, a pytree of arrays: a statistic of
-    the whole design computed one block's rows at a time, so that its temporaries are one
-    block's. Taken on the whole design at once, the start values and the normalising
-    constant of a 10M-row fit held 1.1 GB of temporaries (X·w, a transposed copy of X, the
-    log-gamma terms), the largest part of its peak memory.
-
-    ``whole``: on the rows of all blocks at once (a design sharded over devices, whose
-    blocks are split between them: each device then sums its own rows)."""
-    if whole or blocks.y.shape[0] == 1:
-        return fn(jax.tree.map(lambda a: a.reshape((-1,) + a.shape[2:]), blocks))
-    return jax.tree.map(lambda a: jnp.sum(a, axis=0), jax.lax.map(fn, blocks))
-
-
-def weighted_gram(blocks: Design, dtype, whole: bool = False):
-    """Xᵀ diag(w) X (p, p) over every row of the blocks, and the number of rows of positive
-    weight. For wide X it is the start's most expensive part (N·p² products): it is taken
-    once, for the start values and for the orthonormalising map."""
-    return _design_sums(lambda d: (_weighted_gram(d.X, d.weights, dtype), jnp.sum(d.weights > 0).astype(dtype)),
-                        blocks, whole)
-
-
-def initial_theta(blocks: Design, family, structure=None, whole: bool = False, gram=None) -> jnp.ndarray:
-    """β by weighted least squares on a linearised response, D = I, σ from the residuals.
-
-    ``blocks``: the design as stacked blocks (:func:`_blocks`; a leading axis of 1 for one
-    block). ``structure``: the random-effects block sizes (see ``_params.free_entries``);
-    one correlated block by default. ``whole`` as in :func:`_design_sums`. ``gram``: Xᵀ diag(w) X
-    when the caller has it (:func:`weighted_gram`).
-
-    Normal equations rather than a QR/SVD of X: at 10M rows those would hold an N×p factor.
-    """
-    work = blocks.X.dtype
-
-    def linearised(d):
-        return family.initial_eta(d.y, d.trials) - d.offset
-
-    if gram is None:
-        gram = weighted_gram(blocks, work, whole)[0]
-    rhs = _design_sums(lambda d: sm.cross(d.X, d.weights * linearised(d)), blocks, whole)
-    rhs = rhs.astype(gram.dtype)
-    # Cholesky, not jnp.linalg.solve: LU's pivoting compiles to loops of small kernels
-    # (about 0.1 s per call site on a 2-core CPU); the Gram matrix is positive definite.
-    beta = jax.scipy.linalg.cho_solve((jnp.linalg.cholesky(gram), True), rhs)
-
-    def residuals(d):
-        r = linearised(d) - sm.matvec(d.X, beta)
-        return jnp.sum(d.weights * r * r), jnp.sum(d.weights)
-
-    ss, total_weight = _design_sums(residuals, blocks, whole)
-    q = blocks.Z.shape[-1]
-    resid_sd = jnp.sqrt(ss / total_weight)
-    disp = jnp.maximum(resid_sd, 1e-3) if family.n_dispersion else jnp.ones(())
-    return pack(Params(beta, jnp.eye(q, dtype=beta.dtype), disp), family.n_dispersion, structure)
-
-
-def initial_relative_chol(design: Design, structure=None) -> jnp.ndarray:
-    """Λ = I (lme4's start): random-effect SDs equal to the residual SD."""
-    q = design.Z.shape[1]
-    return vec_from_chol(jnp.eye(q, dtype=design.X.dtype), structure)
-
-
-def _orthonormalising_map(gram, n):
-    """A with √w·X·A having orthogonal columns of RMS 1, so the optimiser sees β on one scale,
-    and its inverse.
-
-    Without it a covariate such as age² (values in the hundreds) gives a gradient
-    thousands of times larger than the others and L-BFGS crawls. From the Cholesky factor
-    of the p×p Gram matrix, so no N×p factor is formed; A only preconditions, so the
-    squared condition number costs nothing in the estimates. ``gram``, ``n``: from
-    :func:`weighted_gram`.
-    """
-    dtype = gram.dtype
-    chol = jnp.linalg.cholesky(gram / n)
-    eye = jnp.eye(gram.shape[0], dtype=dtype)
-    A = jax.scipy.linalg.solve_triangular(chol.T, eye, lower=False)
-    # A singular Gram (aliased columns are dropped upstream, so only in hand-made designs)
-    # falls back to no preconditioning rather than NaN.
-    ok = jnp.all(jnp.isfinite(A))
-    return jnp.where(ok, A, eye), jnp.where(ok, chol.T, eye)
+from ._params import Params, free_entries, n_chol, re_dim, scalar_blocks, vec_from_chol
+from ._start import _design_sums, _orthonormalising_map, initial_relative_chol, initial_theta, weighted_gram
 
 
 def _symmetric_inverse(H):
@@ -124,11 +37,11 @@ def _natural_phi(params: Params, n_dispersion: int, structure=None):
                            + ([jnp.log(params.dispersion)[None]] if n_dispersion else []))
 
 
-def _blocks(design: Design, chunks: int) -> Design:
-    """The design as ``chunks`` stacked blocks (leading axis) with block-local group codes.
+def _chunked(design: Design, chunks: int) -> Design:
+    """The design as ``chunks`` stacked chunks of rows (leading axis) with chunk-local group codes.
 
-    The layout (``_design.plan_layout``) puts every group inside one block, so the Laplace
-    likelihood is a sum of independent block terms.
+    The layout (``_layout.plan_layout``) puts every group inside one chunk, so the Laplace
+    likelihood is a sum of independent chunk terms.
     """
     rows, slots = design.y.shape[0] // chunks, design.n_groups // chunks
     split = lambda a: a.reshape((chunks, -1) + a.shape[1:])
@@ -139,47 +52,47 @@ def _blocks(design: Design, chunks: int) -> Design:
                   group=split(design.group) - offsets, counts=design.counts.reshape(chunks, slots), tile_group=tiles)
 
 
-# The mesh axis that a sharded fit splits its blocks (and so its groups) over.
+# The mesh axis that a sharded fit splits its chunks (and so its groups) over.
 GROUP_AXIS = "groups"
 
 
-def _over_blocks(fn, consts, blocks, mesh=None):
-    """``fn(consts, block)`` for every block (leading axis of ``blocks``), stacked.
+def _over_chunks(fn, consts, chunked, mesh=None):
+    """``fn(consts, chunk)`` for every chunk (leading axis of ``chunked``), stacked.
 
-    One block at a time (``lax.map``), so temporaries are one block's. With a ``mesh``
-    the blocks are split over its devices (``shard_map``): each device maps over its own
-    blocks, the outputs stay sharded by block, and sums over blocks taken afterwards
+    One chunk at a time (``lax.map``), so temporaries are one chunk's. With a ``mesh``
+    the chunks are split over its devices (``shard_map``): each device maps over its own
+    chunks, the outputs stay sharded by chunk, and sums over chunks taken afterwards
     become all-reduces. ``consts`` are replicated.
     """
     def local(c, xs):
         return jax.lax.map(lambda x: fn(c, x), xs)
 
     if mesh is None:
-        return local(consts, blocks)
+        return local(consts, chunked)
 
     def local_varying(c, xs):
         # Derivatives taken inside the body with respect to a replicated input would be
         # summed over the devices (the transpose of a broadcast is a psum), and summed
-        # again over blocks outside. Marked as varying, each device's are its own blocks'.
+        # again over chunks outside. Marked as varying, each device's are its own chunks'.
         c = jax.tree_util.tree_map(lambda a: jax.lax.pcast(a, GROUP_AXIS, to="varying"), c)
         return local(c, xs)
 
     spec = jax.sharding.PartitionSpec
     return jax.shard_map(local_varying, mesh=mesh, in_specs=(spec(), spec(GROUP_AXIS)), out_specs=spec(GROUP_AXIS))(
-        consts, blocks)
+        consts, chunked)
 
 
 def _fit_glmm(theta0, design: Design, family, inner=InnerOptions(), opt=OptOptions(), chunks: int = 1,
               blocks=None, mesh=None, nagq: int = 1, fd_batch: int = 1, exact_beta: bool = False):
-    """Laplace fit. With ``chunks`` > 1 every pass over the rows runs block by block
-    (``lax.map``), each block differentiated on its own and the derivatives summed, so the
-    reverse-mode temporaries are those of one block.
+    """Laplace fit. With ``chunks`` > 1 every pass over the rows runs chunk by chunk
+    (``lax.map``), each chunk differentiated on its own and the derivatives summed, so the
+    reverse-mode temporaries are those of one chunk.
 
     ``theta0=None`` starts from :func:`initial_theta`, computed inside the compiled program
     (run eagerly, its dozen small operations would each be compiled on their own).
     ``blocks`` (a tuple of sizes) makes L block diagonal, e.g. ``(1, 1)`` for ``(x || g)``;
     None is one correlated block. ``mesh`` (a one-axis ``jax.sharding.Mesh``) splits the
-    blocks over its devices; ``chunks`` must then be a multiple of its size. ``nagq`` > 1
+    chunks over its devices; ``chunks`` must then be a multiple of its size. ``nagq`` > 1
     integrates the random effects by adaptive Gauss–Hermite quadrature with that many
     nodes per dimension (``_quadrature``) instead of Laplace. ``fd_batch``: as in
     :func:`_driver.optimise_and_check` (:func:`fd_batch_size` chooses it for one fit).
@@ -188,15 +101,15 @@ def _fit_glmm(theta0, design: Design, family, inner=InnerOptions(), opt=OptOptio
     """
     q = design.Z.shape[1]
     structure = q if blocks is None else tuple(blocks)
-    blocks = _blocks(design, chunks)
+    chunked = _chunked(design, chunks)
     # A sharded design's statistics are taken on all its rows at once (see _design_sums).
     whole = mesh is not None
     # θ, the optimiser and sums over groups run in `acc` (float64 unless x64 is off); rows
     # and groups in the design's dtype, which may be float32 for speed.
     acc, work = jnp.result_type(float) if theta0 is None else theta0.dtype, design.X.dtype
-    gram, n_rows = weighted_gram(blocks, acc, whole)
+    gram, n_rows = weighted_gram(chunked, acc, whole)
     if theta0 is None:
-        theta0 = initial_theta(blocks, family, structure, whole, gram).astype(acc)
+        theta0 = initial_theta(chunked, family, structure, whole, gram).astype(acc)
     p = design.X.shape[1]
     nd = family.n_dispersion
     nc = n_chol(structure)
@@ -207,8 +120,8 @@ def _fit_glmm(theta0, design: Design, family, inner=InnerOptions(), opt=OptOptio
     # Without a dispersion the normalising constants (log-gamma terms) depend on the data
     # alone: sum them once rather than in every objective evaluation.
     log_norm = jnp.zeros((), acc) if nd else _design_sums(lambda b: jnp.sum(b.weights.astype(acc) * family.normalizer(
-        b.y.astype(acc), b.trials.astype(acc), jnp.ones((), acc))), blocks, whole)
-    block_norm = None if nd else 0.0
+        b.y.astype(acc), b.trials.astype(acc), jnp.ones((), acc))), chunked, whole)
+    chunk_norm = None if nd else 0.0
 
     def params_of(phi, A):
         # φ: β in the orthonormalised coordinates, the raw entries of L, log dispersion.
@@ -216,38 +129,38 @@ def _fit_glmm(theta0, design: Design, family, inner=InnerOptions(), opt=OptOptio
         disp = jnp.exp(phi[p + nc]) if nd else jnp.ones((), phi.dtype)
         return Params(sm.matvec(A, phi[:p]), chol, disp)
 
-    def block_objective(phi, A, u_b, d_b):
+    def chunk_objective(phi, A, u_b, d_b):
         if nagq == 1:  # Laplace, with its gradient written out (_gradient)
-            ll, u_new = laplace_loglik_for_fit(params_of(phi, A), d_b, u_b, family, inner, block_norm)
+            ll, u_new = laplace_loglik_for_fit(params_of(phi, A), d_b, u_b, family, inner, chunk_norm)
         else:
-            ll, u_new = marginal_loglik(params_of(phi, A), d_b, u_b, family, inner, nagq, block_norm)
+            ll, u_new = marginal_loglik(params_of(phi, A), d_b, u_b, family, inner, nagq, chunk_norm)
         return -ll, u_new
 
-    def evaluate(phi, u, blks):
+    def evaluate(phi, u, chunked):
         def one(consts, args):
-            (v, u_new), g = jax.value_and_grad(block_objective, has_aux=True)(*consts, *args)
+            (v, u_new), g = jax.value_and_grad(chunk_objective, has_aux=True)(*consts, *args)
             return v, u_new, g
 
-        v, u_new, g = _over_blocks(one, (phi, A), (u, blks), mesh)
+        v, u_new, g = _over_chunks(one, (phi, A), (u, chunked), mesh)
         return (jnp.sum(v) - log_norm, u_new), jnp.sum(g, axis=0)
 
-    def fixed_effect_hessian(phi, u, blks):
-        # in φ's coordinates β = A φ[:p]: Aᵀ (∂²/∂β²) A, summed over the row blocks
-        per_block = jax.lax.map(lambda args: beta_hessian(params_of(phi, A), args[1], args[0], family,
-                                                          inner._replace(max_iter=0)), (u, blks))
-        return -sm.matmul(sm.matmul(A.T, jnp.sum(per_block, axis=0)), A)
+    def fixed_effect_hessian(phi, u, chunked):
+        # in φ's coordinates β = A φ[:p]: Aᵀ (∂²/∂β²) A, summed over the chunks
+        per_chunk = jax.lax.map(lambda args: beta_hessian(params_of(phi, A), args[1], args[0], family,
+                                                          inner._replace(max_iter=0)), (u, chunked))
+        return -sm.matmul(sm.matmul(A.T, jnp.sum(per_chunk, axis=0)), A)
 
     def restart_theta(phi):
         chol = restart_chol(jnp.zeros((d, d), acc).at[rows, cols].set(phi[p:p + nc]), ESCAPE_FLOOR)
         return jnp.concatenate([phi[:p], vec_from_chol(chol, structure), phi[p + nc:]])
 
     theta0 = theta0.at[:p].set(sm.matvec(A_inv, theta0[:p]))
-    u0 = jnp.zeros(blocks.counts.shape + (q,), work)
+    u0 = jnp.zeros(chunked.counts.shape + (q,), work)
     diag_mask = np.zeros(theta0.shape[0], bool)
     diag_mask[p:p + nc] = rows == cols
     face_mask = np.zeros(theta0.shape[0], bool)
     face_mask[p:p + nc] = scalar_blocks(structure)
-    best = optimise_and_check(evaluate, theta0, u0, blocks, diag_mask, restart_theta, opt, work, face_mask=face_mask,
+    best = optimise_and_check(evaluate, theta0, u0, chunked, diag_mask, restart_theta, opt, work, face_mask=face_mask,
                               fd_batch=fd_batch, exact_block=(p, fixed_effect_hessian) if exact_beta else None)
 
     # Back from the orthonormalised β: with φ = M φ_s, M = diag(A, I), the gradient is
@@ -263,8 +176,8 @@ def _fit_glmm(theta0, design: Design, family, inner=InnerOptions(), opt=OptOptio
     # best["warm"] holds the modes at φ, solved to the inner tolerance: evaluate there
     # (max_iter=0) instead of compiling and running the solver again.
     at_mode = inner._replace(max_iter=0)
-    ranef, cond_var, _ = _over_blocks(lambda prm, args: modes_and_cond_var(prm, args[1], args[0], family, at_mode),
-                                      params, (best["warm"], blocks), mesh)
+    ranef, cond_var, _ = _over_chunks(lambda prm, args: modes_and_cond_var(prm, args[1], args[0], family, at_mode),
+                                      params, (best["warm"], chunked), mesh)
     return dict(
         theta=best["theta"], loglik=-best["value"], grad=grad, n_iter=best["n_iter"], n_eval=best["n_eval"],
         status=best["status"],
@@ -274,14 +187,14 @@ def _fit_glmm(theta0, design: Design, family, inner=InnerOptions(), opt=OptOptio
 
 
 def _sharded_lmm_stats(design: Design, chunks: int, mesh, dtype):
-    """The per-group statistics computed block by block on the devices that hold the
-    block's rows; per-group arrays stay sharded by group, totals are summed over blocks."""
-    per_block = _over_blocks(lambda _, d: lmm_stats(d, dtype), (), _blocks(design, chunks), mesh)
+    """The per-group statistics computed chunk by chunk on the devices that hold the
+    chunk's rows; per-group arrays stay sharded by group, totals are summed over chunks."""
+    per_chunk = _over_chunks(lambda _, d: lmm_stats(d, dtype), (), _chunked(design, chunks), mesh)
     groups = lambda a: a.reshape((-1,) + a.shape[2:])
     total = lambda a: jnp.sum(a, axis=0)
-    return per_block._replace(ZtZ=groups(per_block.ZtZ), ZtX=groups(per_block.ZtX), Zty=groups(per_block.Zty),
-                              XtX=total(per_block.XtX), Xty=total(per_block.Xty), yty=total(per_block.yty),
-                              n=total(per_block.n), half_log_w=total(per_block.half_log_w))
+    return per_chunk._replace(ZtZ=groups(per_chunk.ZtZ), ZtX=groups(per_chunk.ZtX), Zty=groups(per_chunk.Zty),
+                              XtX=total(per_chunk.XtX), Xty=total(per_chunk.Xty), yty=total(per_chunk.yty),
+                              n=total(per_chunk.n), half_log_w=total(per_chunk.half_log_w))
 
 
 def _fit_lmm(theta0, design: Design, reml: bool, opt=OptOptions(), blocks=None, chunks: int = 1, mesh=None):
@@ -322,7 +235,7 @@ def _fit_lmm(theta0, design: Design, reml: bool, opt=OptOptions(), blocks=None, 
 #   and warm no slower; Poisson q = 1, 100k rows: 1.42 s against 2.18 s, warm +12 %;
 #   AGHQ with 9 nodes, Bernoulli q = 1, 100k rows: 2.59 s against 3.34 s, warm +12 %.
 # The compile saving (about 0.75 s) pays for the slower passes up to about 3.5M Laplace
-# rows, so the fused emitters take over at CHUNK_ROWS (several blocks); AGHQ does several
+# rows, so the fused emitters take over at CHUNK_ROWS (several chunks); AGHQ does several
 # times the work per row, so there at AUTODIFF_CHUNK_ROWS. GPUs take neither option.
 ELEMENTAL_MAX_ROWS = CHUNK_ROWS
 ELEMENTAL_MAX_ROWS_AGHQ = AUTODIFF_CHUNK_ROWS
@@ -354,7 +267,7 @@ fit_glmm = compiled(_fit_glmm, static_argnames=("family", "inner", "opt", "chunk
                                                 "fd_batch", "exact_beta"),
                     elemental=_elemental_fit)
 
-# Row evaluations per batch of difference gradients (fd_batch_size); a block of 2**21 rows
+# Row evaluations per batch of difference gradients (fd_batch_size); a chunk of 2**21 rows
 # or more takes them one at a time. Batches pay only where X is wide enough that reading it
 # dominates an evaluation; below FD_BATCH_MIN_COLUMNS they add compile time and save nothing
 # (benchmarks/results_wide.md).

@@ -7,7 +7,9 @@ import jax
 import numpy as np
 
 from ._batch import BatchResult
-from ._design import TILE_ROWS, default_chunk_rows, design_from_formula, designs_by
+from ._batch_design import designs_by
+from ._design import place_design, plan_design
+from ._types import TILE_ROWS, default_chunk_rows
 from ._engine import fit_glmm_batch, fit_lmm_batch, fit_one, prefetch_one
 from ._families import get_family
 from ._formula import parse_formula
@@ -157,24 +159,23 @@ def fit(formula: str, data, family="gaussian", *, method: str | None = None, tri
     opt = OptOptions(verbose=bool(verbose))
     nagq = nodes_of(method, fit_options)
 
-    def compile_early(abstract, shape):
+    tile = _tile_rows(fam)
+    planned = plan_design(spec, data, trials=trials, offset=offset, weights=weights, bucket=bucket, missing=missing,
+                          check_response=fam.check_response, min_chunks=1 if mesh is None else mesh.size, tile=tile,
+                          chunk_rows=default_chunk_rows(autodiff=method == "AGHQ"))
+    shape = planned.groups.layout.shape
+    q = len(planned.rows.re_names)
+    if mesh is None and shape.levels >= 2 and not (method == "AGHQ" and q > MAX_QUADRATURE_DIM):  # else raised below
         # The fit's program compiles on a background thread while the host lays out and
         # transfers the rows (at 10M rows about a second of host work).
-        q = abstract.Z.shape[1]
-        if shape.levels < 2 or (method == "AGHQ" and q > MAX_QUADRATURE_DIM):
-            return  # the checks below raise
-        lowered = prefetch_one(abstract, fam, method == "REML", shape.chunks, _re_blocks(spec, q), nagq, opt=opt)
+        lowered = prefetch_one(planned.abstract(dtype, tile), fam, method == "REML", shape.chunks,
+                               _re_blocks(spec, q), nagq, opt=opt)
         # Tracing and lowering are Python and hold the GIL; so does much of the layout.
         # Run side by side they took turns: on the 2-core CPU a 10M fit's program was
         # lowered 2.9-3.1 s into the call, against 1.8-2.0 s when the layout waits for
         # it. XLA's compile, the longer part, runs without the GIL and overlaps the layout.
         lowered.wait()
-
-    design, info = design_from_formula(spec, data, trials=trials, offset=offset, weights=weights, dtype=dtype,
-                                       bucket=bucket, missing=missing, check_response=fam.check_response,
-                                       min_chunks=1 if mesh is None else mesh.size, host=mesh is not None,
-                                       tile=_tile_rows(fam), chunk_rows=default_chunk_rows(autodiff=method == "AGHQ"),
-                                       on_layout=compile_early)
+    design, info = place_design(planned, dtype=dtype, host=mesh is not None, tile=tile)
     if mesh is not None:
         design = place(design, mesh)
     if method == "AGHQ":

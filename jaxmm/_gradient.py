@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _smallmat as sm
-from ._design import Design
+from ._types import Design
 from ._inner import (InnerOptions, _at_rows, _row_sums, _rows, _solve, linear_parts, lower_pairs, mode_and_curvature,
                      symmetric_from_pairs)
 from ._params import Params

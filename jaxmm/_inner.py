@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 
 from . import _smallmat as sm
-from ._design import Design
+from ._types import Design
 from ._jit import separate_group_sums
 
 
@@ -36,7 +36,7 @@ class InnerOptions(NamedTuple):
     # On the largest Newton step |Δu|. The solve stops before taking that step, and the
     # IFT gradient is off by first order in it: with 1e-10, finite differences of the
     # gradient over the driver's 1e-6 step put grouseticks' covariance 5.8e-3 apart
-    # between two summation orders (blocked and one-block); with 1e-13, 7e-8. Newton
+    # between two summation orders (chunked and one chunk); with 1e-13, 7e-8. Newton
     # converges quadratically, so it costs few passes (1-8 % more on the reference fits).
     tol: float = 1e-13
     max_halvings: int = 40

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from . import _smallmat as sm
-from ._design import Design
+from ._types import Design
 from ._inner import InnerOptions, linear_parts, mode_and_curvature
 from ._params import Params
 

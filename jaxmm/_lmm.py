@@ -22,7 +22,7 @@ import jax.numpy as jnp
 from jax.scipy.linalg import cho_solve
 
 from . import _smallmat as sm
-from ._design import Design
+from ._types import Design
 from ._jit import products_as_sums
 from ._params import Params
 

@@ -114,7 +114,7 @@ def _log_norm(sizes):
 
 
 def _group_sizes(res, data):
-    from ._design import as_pandas
+    from ._table import as_pandas
 
     counts = as_pandas(data)[res.group_name].value_counts()
     return np.array([counts.get(g, 0) for g in res.group_labels], dtype=float)

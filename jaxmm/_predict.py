@@ -7,7 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from ._design import _as_float, _column, as_pandas, for_formulaic
+from ._model_matrix import for_formulaic
+from ._table import _as_float, _column, as_pandas
 from ._families import get_family
 from ._formula_eval import evaluate, model_frame
 from ._formula_nodes import unparse

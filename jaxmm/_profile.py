@@ -13,8 +13,6 @@ through its row of L, whose direction stays free and whose norm is the SD
 """
 from __future__ import annotations
 
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np

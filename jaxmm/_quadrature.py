@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _smallmat as sm
-from ._design import Design
+from ._types import Design
 from ._inner import InnerOptions, group_logdens, linear_parts, mode_and_curvature
 from ._laplace import laplace_loglik
 from ._params import Params

@@ -59,7 +59,7 @@ class MixedModelResult:
     # Laplace fits: covariance of all natural parameters (β, free entries of L, log
     # dispersion), the inverse Hessian of −ℓ; for delta-method standard errors.
     cov_natural: np.ndarray | None = None
-    encoders: object = None              # _design.Encoders: the model's columns for new data
+    encoders: object = None              # _types.Encoders: the model's columns for new data
 
     def __post_init__(self):
         # Arrays are frozen too: a result is a record of one fit, not a scratch pad.

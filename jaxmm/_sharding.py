@@ -1,8 +1,8 @@
 """Splitting one fit's groups over several devices with JAX's own sharding.
 
-The design is laid out in group-aligned blocks, a multiple of the device count
-(``_design.plan_layout(min_chunks=...)``), and every row and group array is placed with
-a ``NamedSharding`` over a one-axis ``Mesh``: device k holds whole blocks, so whole
+The design is laid out in group-aligned chunks, a multiple of the device count
+(``_layout.plan_layout(min_chunks=...)``), and every row and group array is placed with
+a ``NamedSharding`` over a one-axis ``Mesh``: device k holds whole chunks, so whole
 groups. Inside the fit each device solves its own groups' modes (``shard_map``) and the
 sums over groups are all-reduces; θ and the optimiser are replicated.
 

@@ -12,7 +12,6 @@ contraception (Bernoulli, q = 2, 1934 rows) 2.8 s against 7.4 s cold and 5.5 s w
 """
 from __future__ import annotations
 
-import functools
 import warnings
 
 import jax
@@ -20,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from ._design import Design
+from ._types import Design
 from ._engine import _fit_glmm, _fit_lmm, elemental_rows, fit_one
 from ._jit import compiled
 from ._families import get_family

@@ -129,7 +129,8 @@ def test_by_input_errors(data):
 def test_replicate_infos_are_built_on_demand_and_match(data):
     """designs_by builds each replicate's labels only when read; what it builds is what a
     single design of that replicate holds, in any order of access."""
-    from jaxmm._design import design_from_formula, designs_by
+    from jaxmm._design import design_from_formula
+    from jaxmm._batch_design import designs_by
     from jaxmm._formula import parse_formula
 
     spec = parse_formula("y ~ x + (1 | g)")
@@ -158,7 +159,7 @@ def test_ordered_replicates_lay_out_as_shuffled_ones(bucket, tile, shared_labels
     reshape path of designs_by; the same rows with the replicate blocks and groups in
     another order take the general scatter. Both must give the same stacked design and
     the same row positions (rows keep their order within a group)."""
-    from jaxmm._design import designs_by
+    from jaxmm._batch_design import designs_by
     from jaxmm._formula import parse_formula
 
     rng = np.random.default_rng(3)

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 import jaxmm
-from jaxmm._design import make_design
+from jaxmm._place_rows import make_design
 from jaxmm._engine import fit_glmm, fit_lmm
 from jaxmm._families import get_family
 from jaxmm._inner import InnerOptions, conditional_modes

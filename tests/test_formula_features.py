@@ -178,7 +178,7 @@ def test_factor_columns_are_named_as_lme4_names_them():
     """A factor's dummy columns are spelled as in lme4 (period2, x:period2) whether it is
     written bare or inside C(); where that spelling would give two columns one name,
     formulaic's names are kept, so the labels still tell the columns apart."""
-    from jaxmm._design import _lme4_names
+    from jaxmm._model_matrix import _lme4_names
 
     assert _lme4_names(["Intercept", "x", "C(period)[T.2]", "period[T.3]", "x:period[T.3]", "I(x ** 2)"]) == [
         "(Intercept)", "x", "period2", "period3", "x:period3", "I(x ** 2)"]

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxmm._design import make_design
+from jaxmm._place_rows import make_design
 from jaxmm._families import get_family
 from jaxmm._gradient import laplace_loglik_for_fit
 from jaxmm._laplace import laplace_loglik

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 import jaxmm
-from jaxmm import _design
+from jaxmm import _design, _place_rows, _plain_matrix
 from jaxmm._design import _rows_from_formula
 from jaxmm._formula import parse_formula
 from jaxmm.errors import DataError
@@ -38,7 +38,7 @@ def table():
 
 
 def _formulaic_only(monkeypatch):
-    monkeypatch.setattr(_design, "_plain_sources", lambda *args, **kwargs: None)
+    monkeypatch.setattr(_plain_matrix, "_plain_sources", lambda *args, **kwargs: None)
 
 
 def _same_rows(a, b):
@@ -98,17 +98,18 @@ def test_plain_columns_give_formulaics_design(table, monkeypatch, formula, fille
 @pytest.mark.parametrize("formula", ["y ~ x1 + k + (x1 | g)", "y ~ c + x1 + (c | g)", "y ~ x1 + twice + (1 | g)"])
 @pytest.mark.parametrize("plain", [True, False])
 def test_the_compile_starts_with_the_shapes_of_the_design(table, monkeypatch, formula, plain):
-    # design_from_formula announces the design's shapes (the fit compiles for them) before
-    # it fills the columns; they must be the built design's, aliased columns dropped
-    from jaxmm._design import design_from_formula
+    # plan_design gives the design's shapes (the fit compiles for them) before the columns
+    # are filled; they must be the built design's, aliased columns dropped
+    from jaxmm._design import place_design, plan_design
+    from jaxmm._types import TILE_ROWS
 
     if not plain:
         _formulaic_only(monkeypatch)
-    seen = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        design, info = design_from_formula(parse_formula(formula), table, on_layout=lambda a, lay: seen.append((a, lay)))
-    (abstract, shape), = seen
+        planned = plan_design(parse_formula(formula), table)
+        abstract, shape = planned.abstract("float64", TILE_ROWS), planned.groups.layout.shape
+        design, info = place_design(planned)
     layout = info.layout
     assert shape == (layout.n_rows, layout.n_groups, layout.chunks, layout.group_slot.size)
     real = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), design)
@@ -174,11 +175,11 @@ def test_a_fit_laid_out_on_the_device_equals_the_host_layout(table, monkeypatch)
     # path on this small table and compare with the host's
     formula = "y ~ x1 + k + c + (x1 + flag | g)"
     host = jaxmm.fit(formula, table, family="binomial")
-    monkeypatch.setattr(_design, "CPU_DEVICE_LAYOUT_ROWS", 0)
-    monkeypatch.setattr(_design, "DEVICE_LAYOUT_ROWS", 0)
+    monkeypatch.setattr(_place_rows, "CPU_DEVICE_LAYOUT_ROWS", 0)
+    monkeypatch.setattr(_place_rows, "DEVICE_LAYOUT_ROWS", 0)
     laid_out = []
-    real = _design._lay_out
-    monkeypatch.setattr(_design, "_lay_out", lambda *a, **k: laid_out.append(k["plain"]) or real(*a, **k))
+    real = _place_rows._lay_out
+    monkeypatch.setattr(_place_rows, "_lay_out", lambda *a, **k: laid_out.append(k["plain"]) or real(*a, **k))
     device = jaxmm.fit(formula, table, family="binomial")
     # levels as their codes: "b" and "c" are 1 and 2 of a, b, c; True is 1 of False, True
     assert laid_out == [(("X", (None, "x1", "k", ("c", 1), ("c", 2))), ("Z", (None, "x1", ("flag", 1))))]
@@ -208,7 +209,7 @@ def test_a_categorical_grouping_column_fits_as_its_values(table, unused):
 
 
 def test_unique_inverse_of_a_categorical_is_numpys_on_its_values():
-    from jaxmm._design import unique_inverse
+    from jaxmm._grouping import unique_inverse
 
     rng = np.random.default_rng(5)
     for categories in (["b", "a", "c", "zz", "é"], [30, 1, 2, 10]):
@@ -248,7 +249,7 @@ def test_a_string_grouping_column_is_hashed_as_a_pandas_array(table, dtype):
     assert fit.group_labels == reference.group_labels
     assert_same(fit.loglik, reference.loglik)
     assert_same(fit.ranef.to_numpy(), reference.ranef.to_numpy())
-    from jaxmm._design import unique_inverse
+    from jaxmm._grouping import unique_inverse
 
     with_missing = pd.array(["b", None, "a", "b"], dtype=dtype)
     with pytest.raises(TypeError):  # as np.unique of the same values as objects
@@ -260,7 +261,8 @@ def test_a_string_grouping_column_is_hashed_as_a_pandas_array(table, dtype):
 def test_factor_indicators_give_the_gram_matrix_and_scales_of_the_filled_matrix(table):
     # XᵀX (for aliased columns) and the column SDs come from level counts and sums by level,
     # without the matrix: they must equal the filled matrix's, across two factors and numbers
-    from jaxmm._design import PlainMatrix, column_scales
+    from jaxmm._plain_matrix import PlainMatrix
+    from jaxmm._column_stats import column_scales
 
     sources = [None, "x1", ("c", "b"), ("c", "c"), ("cat", "a"), ("flag", True), "k", ("text", "c")]
     X = PlainMatrix(sources, table)
@@ -277,10 +279,10 @@ def test_other_encodings_of_a_factor_go_to_formulaic(table):
     # columns are not indicators of one level each
     from formulaic import model_matrix
 
-    levels = _design._levels_of([_design._Factor("c")], table)
+    levels = _plain_matrix._levels_of([_plain_matrix._Factor("c")], table)
     dummy = model_matrix("C(c)", table)
-    assert _design._plain_sources(dummy, table, levels) == [None, ("c", "b"), ("c", "c")]
-    assert _design._plain_sources(model_matrix("C(c, contr.sum)", table), table, levels) is None
+    assert _plain_matrix._plain_sources(dummy, table, levels) == [None, ("c", "b"), ("c", "c")]
+    assert _plain_matrix._plain_sources(model_matrix("C(c, contr.sum)", table), table, levels) is None
 
 
 @pytest.mark.filterwarnings("ignore::jaxmm.errors.SingularFitWarning")

@@ -12,7 +12,8 @@ import pytest
 from scipy.stats import multivariate_normal
 
 import jaxmm
-from jaxmm._design import bucket_size, make_design
+from jaxmm._layout import bucket_size
+from jaxmm._place_rows import make_design
 from jaxmm._engine import fit_glmm, fit_lmm
 from jaxmm._families import get_family
 from jaxmm._laplace import laplace_loglik
@@ -104,11 +105,11 @@ def test_prior_weights_give_the_weighted_gaussian_likelihood():
 def test_blocked_fit_equals_one_block(reference_fit, monkeypatch, name):
     """Large designs are fitted block by block (group-aligned blocks, derivatives summed);
     forcing small blocks on a small case must give the one-block fit."""
-    import jaxmm._design as design_module
+    from jaxmm import _types as sizes
 
     ref, data, one_block = reference_fit(name)
-    monkeypatch.setattr(design_module, "CHUNK_ROWS", 128)
-    monkeypatch.setattr(design_module, "GPU_CHUNK_ROWS", 128)
+    monkeypatch.setattr(sizes, "CHUNK_ROWS", 128)
+    monkeypatch.setattr(sizes, "GPU_CHUNK_ROWS", 128)
     size = fit_glmm._cache_size()
     blocked = jaxmm.fit(ref["formula"], data, **fit_kwargs(ref))
     assert fit_glmm._cache_size() == size + 1  # a new (blocked) program really ran
@@ -125,10 +126,11 @@ def test_blocked_fit_equals_one_block(reference_fit, monkeypatch, name):
 
 
 @pytest.mark.parametrize("family", ["binomial", "poisson", "gaussian"])
-def test_start_values_block_by_block_equal_whole_design(family):
-    # The start values and the preconditioner are sums over the rows, taken one block at a
-    # time for large designs (_engine._design_sums): they must equal those of all rows at once.
-    from jaxmm._engine import _blocks, _design_sums, _orthonormalising_map, initial_theta, weighted_gram
+def test_start_values_chunk_by_chunk_equal_whole_design(family):
+    # The start values and the preconditioner are sums over the rows, taken one chunk at a
+    # time for large designs (_start._design_sums): they must equal those of all rows at once.
+    from jaxmm._engine import _chunked
+    from jaxmm._start import _design_sums, _orthonormalising_map, initial_theta, weighted_gram
 
     rng = np.random.default_rng(7)
     g = np.repeat(np.arange(300), rng.integers(1, 9, 300))
@@ -139,18 +141,18 @@ def test_start_values_block_by_block_equal_whole_design(family):
     design, _, layout = make_design(X, X[:, :2], y, g, chunk_rows=200)
     assert layout.chunks > 2
     fam = get_family(family)
-    blocks = _blocks(design, layout.chunks)
+    chunked = _chunked(design, layout.chunks)
     for whole in (False, True):
-        np.testing.assert_allclose(initial_theta(blocks, fam, whole=whole), initial_theta(_blocks(design, 1), fam),
+        np.testing.assert_allclose(initial_theta(chunked, fam, whole=whole), initial_theta(_chunked(design, 1), fam),
                                    rtol=1e-12)
-        A, A_inv = _orthonormalising_map(*weighted_gram(blocks, jnp.float64, whole))
-        np.testing.assert_allclose(A, _orthonormalising_map(*weighted_gram(_blocks(design, 1), jnp.float64))[0],
+        A, A_inv = _orthonormalising_map(*weighted_gram(chunked, jnp.float64, whole))
+        np.testing.assert_allclose(A, _orthonormalising_map(*weighted_gram(_chunked(design, 1), jnp.float64))[0],
                                    rtol=1e-12)
-    total = _design_sums(lambda d: jnp.sum(d.weights), blocks)
+    total = _design_sums(lambda d: jnp.sum(d.weights), chunked)
     assert float(total) == g.size
 
 def test_layout_keeps_groups_whole_and_sorted():
-    from jaxmm._design import plan_layout
+    from jaxmm._layout import plan_layout
 
     rng = np.random.default_rng(2)
     sizes = rng.integers(1, 60, 400)
@@ -176,7 +178,7 @@ def test_blocks_share_the_rows_evenly(n_groups):
     # size, so the padding is at most a largest group (plus a tile) per block, not most of
     # a block (450 groups of 10 rows in tiles of 4 are 5400 rows: 3 blocks of 2000 rows
     # took 6000, 11 % padding; 4.5M rows in blocks of 2^22, 55 %).
-    from jaxmm._design import plan_layout
+    from jaxmm._layout import plan_layout
 
     codes = np.repeat(np.arange(n_groups), 10)
     lay = plan_layout(codes, n_groups, chunk_rows=2000, tile=4)
@@ -222,19 +224,19 @@ def test_tiles_hold_rows_of_one_group(chunk_rows):
 def test_default_block_size_follows_the_backend(monkeypatch):
     """CPU blocks of 4M rows (2**19 for fits differentiated through the rows); accelerators
     get far larger ones."""
-    import jaxmm._design as design_module
+    from jaxmm import _types as sizes
 
-    monkeypatch.setattr(design_module.jax, "default_backend", lambda: "cpu")
-    assert design_module.default_chunk_rows() == design_module.CHUNK_ROWS
-    assert design_module.default_chunk_rows(autodiff=True) == design_module.AUTODIFF_CHUNK_ROWS < design_module.CHUNK_ROWS
-    monkeypatch.setattr(design_module.jax, "default_backend", lambda: "gpu")
-    assert design_module.default_chunk_rows() == design_module.GPU_CHUNK_ROWS > design_module.CHUNK_ROWS
+    monkeypatch.setattr(sizes.jax, "default_backend", lambda: "cpu")
+    assert sizes.default_chunk_rows() == sizes.CHUNK_ROWS
+    assert sizes.default_chunk_rows(autodiff=True) == sizes.AUTODIFF_CHUNK_ROWS < sizes.CHUNK_ROWS
+    monkeypatch.setattr(sizes.jax, "default_backend", lambda: "gpu")
+    assert sizes.default_chunk_rows() == sizes.GPU_CHUNK_ROWS > sizes.CHUNK_ROWS
 
 
 def test_sorted_and_shuffled_rows_give_the_same_design():
     """Rows already sorted by group take the slice path of make_design, others the scatter
     path; both must give the same padded arrays."""
-    from jaxmm._design import make_design
+    from jaxmm._place_rows import make_design
 
     rng = np.random.default_rng(5)
     g = np.repeat(np.arange(40), rng.integers(1, 9, 40))
@@ -285,20 +287,20 @@ def test_device_layout_equals_host_layout(tile, chunk_rows, shuffled, dtype, giv
 def test_abstract_design_is_what_make_design_builds(device_layout, dtype, tile, bucket, chunk_rows):
     # A fit compiles its program for the abstract design before the arrays exist; any
     # difference in shape or dtype would compile it a second time.
-    from jaxmm._design import abstract_design
+    from jaxmm._layout import plan_groups
+    from jaxmm._types import abstract_design
 
     rng = np.random.default_rng(5)
     n = 301
     g = rng.integers(0, 23, n)
     X = np.column_stack([np.ones(n), rng.normal(size=n), rng.normal(size=n)])
-    seen = []
+    plan = plan_groups(g, bucket=bucket, chunk_rows=chunk_rows, tile=tile)
+    shape = plan.layout.shape
+    abstract = abstract_design(shape.n_rows, shape.n_groups, 3, 2, dtype, tile)
     design, _, layout = make_design(X, X[:, :2], rng.integers(0, 2, n).astype(float), g, trials=None,
-                                    weights=rng.uniform(0.5, 2, n), dtype=dtype, tile=tile, bucket=bucket,
-                                    chunk_rows=chunk_rows, device_layout=device_layout,
-                                    on_layout=lambda a, lay: seen.append((a, lay)))
-    (abstract, shape), = seen
+                                    weights=rng.uniform(0.5, 2, n), dtype=dtype, tile=tile,
+                                    device_layout=device_layout, plan=plan)
     assert shape == (layout.n_rows, layout.n_groups, layout.chunks, layout.group_slot.size)
-    assert abstract == abstract_design(layout.n_rows, layout.n_groups, 3, 2, dtype, tile)
     real = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, weak_type=a.weak_type), design)
     assert jax.tree.structure(real) == jax.tree.structure(abstract)
     assert jax.tree.leaves(real) == jax.tree.leaves(abstract)
@@ -308,7 +310,7 @@ def test_device_layout_program_holds_no_cumulative_sums():
     """The tiled layout repeats each tile's group by a broadcast. jnp.repeat with
     total_repeat_length builds its indices by cumsums over constants, which XLA:GPU folded
     at compile time for minutes at 10M rows; no cumsum or reduce_window may come back."""
-    from jaxmm._design import _lay_out
+    from jaxmm._place_rows import _lay_out
 
     n, tile = 40, 4
     text = _lay_out.lower({"y": np.ones(n)}, np.arange(n, dtype=np.int32), np.repeat(np.arange(10, dtype=np.int32), 4),
@@ -321,8 +323,8 @@ def test_device_layout_of_a_factor_holds_no_column_per_level(monkeypatch):
     """A factor's indicator columns are computed into X in one loop. Stacked column by
     column, XLA materialised each one first: 10M rows and 10 levels held 1010 MB of
     temporaries. The layout program's temporaries must not grow with the levels."""
-    from jaxmm import _design
-    from jaxmm._design import PlainMatrix
+    from jaxmm import _place_rows
+    from jaxmm._plain_matrix import PlainMatrix
 
     rng = np.random.default_rng(2)
     n = 200_000
@@ -330,8 +332,8 @@ def test_device_layout_of_a_factor_holds_no_column_per_level(monkeypatch):
     table = pd.DataFrame({"x": rng.normal(size=n), "f": rng.choice([f"l{j}" for j in range(10)], n)})
     X = PlainMatrix((None, "x") + tuple(("f", f"l{j}") for j in range(1, 10)), table)
     calls = []
-    real = _design._lay_out
-    monkeypatch.setattr(_design, "_lay_out", lambda *a, **k: calls.append((a, k)) or real(*a, **k))
+    real = _place_rows._lay_out
+    monkeypatch.setattr(_place_rows, "_lay_out", lambda *a, **k: calls.append((a, k)) or real(*a, **k))
     design, _, layout = make_design(X, PlainMatrix((None,), table), rng.integers(0, 2, n).astype(float), g,
                                     device_layout=True)
     assert design.X.shape == (layout.n_rows, 11)
@@ -349,7 +351,7 @@ def test_plain_matrices_laid_out_on_the_device_equal_filled_ones(dtype, chunk_ro
     """Plain model matrices (intercept, table columns and indicators of a factor's levels) are
     built on the device from the distinct table columns and level codes; the design must equal
     the one from the filled matrices."""
-    from jaxmm._design import PlainMatrix
+    from jaxmm._plain_matrix import PlainMatrix
 
     rng = np.random.default_rng(4)
     g = np.repeat(np.arange(50), rng.integers(1, 9, 50))
@@ -375,7 +377,8 @@ def test_integer_columns_laid_out_on_the_device_without_x64():
     # JAXMM_FLOAT32=1 leaves x64 off, where a transferred int64 column would wrap to int32
     code = """
 import numpy as np, pandas as pd, jax
-from jaxmm._design import PlainMatrix, make_design
+from jaxmm._plain_matrix import PlainMatrix
+from jaxmm._place_rows import make_design
 assert not jax.config.jax_enable_x64
 table = pd.DataFrame({"k": np.arange(40, dtype=np.int64) + 2 ** 40})
 g = np.repeat(np.arange(8), 5)

@@ -114,7 +114,7 @@ def test_same_input_gives_bit_identical_output(tmp_path, reference_fit):
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.integers(-3, 3), max_size=40), st.booleans(), st.booleans())
 def test_unique_inverse_equals_numpy(values, sort, as_float):
-    from jaxmm._design import unique_inverse
+    from jaxmm._grouping import unique_inverse
 
     a = np.array(sorted(values) if sort else values, dtype=float if as_float else np.int64)
     uniques, inverse = unique_inverse(a)
@@ -129,7 +129,7 @@ def test_unique_inverse_equals_numpy(values, sort, as_float):
 @given(st.lists(st.sampled_from(["a", "b", "c10", "c9", "Z", "é"]), max_size=40), st.booleans())
 def test_unique_inverse_of_labels_equals_numpy(values, as_object):
     """Unsorted labels go through a hash and a sort of the distinct values only."""
-    from jaxmm._design import unique_inverse
+    from jaxmm._grouping import unique_inverse
 
     a = np.array(values, dtype=object if as_object else str)
     uniques, inverse = unique_inverse(a)
@@ -144,7 +144,7 @@ def test_unique_inverse_of_integer_ids_equals_numpy(data):
     """Integer ids over a narrow range take a table of the values present instead of a hash;
     wide ranges, negative ids, ids beyond int64 and small dtypes (whose differences would
     overflow) included."""
-    from jaxmm._design import unique_inverse
+    from jaxmm._grouping import unique_inverse
 
     dtype = data.draw(st.sampled_from(["int8", "int32", "int64", "uint16", "uint64"]))
     info = np.iinfo(dtype)
@@ -163,7 +163,7 @@ def test_unique_inverse_of_integer_ids_equals_numpy(data):
 def test_code_order_is_numpys_stable_argsort(m):
     """The radix order of group codes (one or two 16-bit passes) is numpy's stable argsort:
     codes in random order, with ties whose input order must be kept."""
-    from jaxmm._design import _code_order, stable_order
+    from jaxmm._grouping import _code_order, stable_order
 
     rng = np.random.default_rng(m)
     codes = rng.integers(0, m, 5 * m + 50)
@@ -173,7 +173,7 @@ def test_code_order_is_numpys_stable_argsort(m):
 
 
 def test_layout_keeps_the_row_order_within_each_group():
-    from jaxmm._design import plan_layout
+    from jaxmm._layout import plan_layout
 
     rng = np.random.default_rng(4)
     codes = rng.integers(0, 70_000, 300_000)  # unsorted, more groups than one radix pass holds
@@ -190,14 +190,14 @@ def test_layout_keeps_the_row_order_within_each_group():
 def test_strings_are_ordered_as_python_orders_them(values):
     """Distinct string labels are sorted as fixed-width numpy text where that gives Python's
     order: any code point, empty strings and trailing NULs (which numpy's text drops)."""
-    from jaxmm._design import _value_order
+    from jaxmm._grouping import _value_order
 
     a = np.array(values, dtype=object)
     assert [a[i] for i in _value_order(a)] == sorted(values)
 
 
 def test_unique_inverse_refuses_labels_that_cannot_be_ordered():
-    from jaxmm._design import unique_inverse
+    from jaxmm._grouping import unique_inverse
 
     with pytest.raises(TypeError):
         unique_inverse(np.array([2, "a", 1], dtype=object))
@@ -216,7 +216,7 @@ def test_aliased_columns_from_the_gram_matrix_equal_the_qr(seed, kinds):
     """aliased_columns decides from XᵀX (a QR where that is ambiguous); it must drop what
     a Householder QR of X drops: copies, linear combinations, zero columns, columns a
     hair's breadth from the span, at any column scale."""
-    from jaxmm._design import aliased_columns, column_scales
+    from jaxmm._column_stats import aliased_columns, column_scales
 
     rng = np.random.default_rng(seed)
     n = 300
@@ -238,7 +238,7 @@ def test_aliased_columns_from_the_gram_matrix_equal_the_qr(seed, kinds):
     X = np.column_stack(cols)
     assert aliased_columns(X) == _aliased_by_qr(X)
     # plain formula columns: XᵀX from the table's columns, the matrix filled only for a QR
-    from jaxmm._design import _plain_gram, _plain_matrix
+    from jaxmm._plain_matrix import _plain_gram, _plain_matrix
 
     table = pd.DataFrame({f"c{j}": c for j, c in enumerate(cols[1:])})
     sources = [None] + list(table.columns)
