@@ -31,29 +31,36 @@ def _target(ref):
     return best, spread_beta, spread_sd, spread_corr
 
 
+# Tolerances about 10x the agreement reached (tests/data, lme4 1.1-31, glmmTMB 1.1.5), widened
+# by the spread between the two engines where both fitted. Exact LMMs agree with lme4 to about
+# 3e-5 in every quantity. For GLMMs lme4's standard errors and modes come from its own
+# approximations at its own optimum (SEs up to 1.3 % apart, BLUPs 2.5e-3 of their SD): there
+# the tolerances are the reference contract's (../shared/reference/README.md) or a few times
+# the agreement.
 @pytest.mark.parametrize("name", REFERENCE_CASES)
 def test_matches_reference(reference_fit, name):
     ref, _, res = reference_fit(name)
     best, spread_beta, spread_sd, spread_corr = _target(ref)
+    exact = ref["family"] == "gaussian"
 
     assert res.converged, res.message
     assert list(res.fixef.index) == ref["fixef_names"]
     gap = res.loglik - best["loglik"]
-    assert -2e-4 <= gap <= 5e-2, f"loglik {res.loglik} vs best reference {best['loglik']}"
+    assert -1e-6 <= gap <= 5e-2, f"loglik {res.loglik} vs best reference {best['loglik']}"
 
     se_ref = np.asarray(ref["fixef_se"], dtype=float)
     beta_err = np.abs(res.fixef.to_numpy() - np.asarray(best["fixef"])) / se_ref
-    assert np.all(beta_err <= 0.02 + spread_beta / se_ref), beta_err
+    assert np.all(beta_err <= 3e-3 + spread_beta / se_ref), beta_err
     se = np.sqrt(np.diag(res.vcov.to_numpy()))
-    assert np.all(np.abs(se / se_ref - 1) <= 0.03), se / se_ref - 1
+    assert np.all(np.abs(se / se_ref - 1) <= (2.5e-4 if exact else 0.03)), se / se_ref - 1
 
     sd_ref, corr_ref = _sd_corr(best["D"])
     sd, corr = _sd_corr(res.D)
-    assert np.all(np.abs(sd - sd_ref) <= 0.01 * sd_ref + 1e-4 * max(1.0, sd_ref.max()) + 2 * spread_sd)
+    assert np.all(np.abs(sd - sd_ref) <= 3e-4 * sd_ref + 1e-6 + 2 * spread_sd), (sd, sd_ref)
     if sd.size > 1:
-        assert np.max(np.abs(corr - corr_ref)) <= 0.01 + 2 * spread_corr
+        assert np.max(np.abs(corr - corr_ref)) <= 3e-4 + 2 * spread_corr
     if ref.get("sigma") is not None:
-        assert abs(res.sigma / ref["sigma"] - 1) <= 1e-3
+        assert abs(res.sigma / ref["sigma"] - 1) <= 3e-4
 
     # BLUPs and conditional variances, matched by group label
     labels = [str(v) for v in res.ranef.index]
@@ -64,12 +71,17 @@ def test_matches_reference(reference_fit, name):
     b = res.ranef.to_numpy()[idx]
     b_ref = np.asarray(ref["ranef"], dtype=float).reshape(len(want), q)
     scale = np.sqrt(np.diag(np.atleast_2d(ref["D"])))
-    tol = 0.03 + 2 * float(np.max(spread_sd / scale))
+    tol = (3e-4 if exact else 0.01) + 2 * float(np.max(spread_sd / scale))
     assert np.max(np.abs(b - b_ref) / scale) <= tol
     cv = np.asarray(res.cond_var)[idx]
     cv_ref = np.asarray(ref["cond_var"], dtype=float).reshape(len(want), q, q)
-    ratio = np.sqrt(np.einsum("gii->gi", cv) / np.einsum("gii->gi", cv_ref))
+    sd_cv_ref = np.sqrt(np.einsum("gii->gi", cv_ref))
+    ratio = np.sqrt(np.einsum("gii->gi", cv)) / sd_cv_ref
     assert np.max(np.abs(ratio - 1)) <= tol
+    if q > 1:  # the posterior correlations between a group's effects, on the reference's scale
+        per_sd = sd_cv_ref[:, :, None] * sd_cv_ref[:, None, :]
+        off = ~np.eye(q, dtype=bool)
+        assert np.max(np.abs(cv / per_sd - cv_ref / per_sd)[:, off]) <= tol
 
 
 @pytest.mark.parametrize("name", REFERENCE_CASES)
