@@ -117,3 +117,15 @@ def test_identity_link_marginal_equals_conditional(sleep):
     np.testing.assert_allclose(m["estimate"], sleep.beta)
     np.testing.assert_allclose(m["std_error"], np.sqrt(np.diag(sleep.vcov_array)))
     np.testing.assert_allclose(sleep.predict(re="population"), sleep.predict(re="zero"), rtol=1e-12)
+
+
+def test_mean_conditional_variance_of_unbalanced_groups_equals_lme4():
+    # tests/r/shrinkage_unbalanced_refs.R: subjects keep 3 to 10 days, so their conditional
+    # variances differ (the median of lme4's postVar is 142.52 and 13.84, not the mean)
+    data = jaxmm.load_example("sleepstudy")
+    code = data["Subject"].rank(method="dense").astype(int)  # R's as.integer(factor(Subject))
+    unbalanced = data[data["Days"] < 3 + code % 8]
+    assert len(unbalanced) == 113
+    res = jaxmm.fit("Reaction ~ Days + (Days | Subject)", unbalanced)
+    assert res.loglik == pytest.approx(-533.4796703456, abs=1e-6)
+    np.testing.assert_allclose(res.shrinkage()["mean_cond_var"], [139.2944893812, 15.0253952192], rtol=1e-4)
