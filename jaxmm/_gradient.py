@@ -165,16 +165,16 @@ def beta_hessian(params: Params, design: Design, u, family, options: InnerOption
 
     G, pullback = jax.vjp(group_values, eta_fixed)
     a = jax.jvp(lambda e: residual(e, G), (eta_fixed,), (jnp.ones_like(eta_fixed),))[1]
-    units = jnp.eye(G.shape[1], dtype=G.dtype)
-    along = lambda c: jnp.broadcast_to(units[c], G.shape)
+    # every component c at once (vmapped): one traced pass each way, not dim G of them
+    along = jnp.broadcast_to(jnp.eye(G.shape[1], dtype=G.dtype)[:, None, :], (G.shape[1],) + G.shape)
+    U = jax.vmap(lambda t: jax.jvp(lambda GG: residual(eta_fixed, GG), (G,), (t,))[1])(along)   # (dim G, N)
+    V = jax.vmap(lambda t: pullback(t)[0])(along)                                              # (dim G, N)
     X = design.X
-    H = sm.gram(X.astype(acc), a.astype(acc))
     per_group = lambda t: jax.ops.segment_sum(X * t[:, None], design.group, num_segments=design.n_groups,
-                                              indices_are_sorted=True).astype(acc)
-    for c in range(G.shape[1]):
-        U = jax.jvp(lambda GG: residual(eta_fixed, GG), (G,), (along(c),))[1]
-        V = pullback(along(c))[0]
-        H = H + sm.cross(per_group(U), per_group(V))
+                                              indices_are_sorted=True).astype(acc)               # (m, p)
+    # one component at a time: all at once, the products X·U_c were dim G copies of X
+    low_rank = lambda H, uv: (H + sm.cross(per_group(uv[0]), per_group(uv[1])), None)
+    H = jax.lax.scan(low_rank, sm.gram(X.astype(acc), a.astype(acc)), (U, V))[0]
     return 0.5 * (H + H.T)
 
 

@@ -183,8 +183,8 @@ def test_fuzzed_formulas_fit_or_raise_a_jaxmm_error(formula):
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore::jaxmm.errors.JaxmmWarning")
 # The full slow run: JAXMM_FUZZ_EXAMPLES=20000 python -m pytest -n 0 tests/test_safety.py -k many
-# (about 5 minutes on the 2-core CPU); the suite's default takes 2,000.
-@settings(max_examples=int(os.environ.get("JAXMM_FUZZ_EXAMPLES", "2000")), **FUZZ)
+# (about 5 minutes on the 2-core CPU); the suite's default takes 1,000.
+@settings(max_examples=int(os.environ.get("JAXMM_FUZZ_EXAMPLES", "1000")), **FUZZ)
 @given(FORMULAS)
 def test_fuzzed_formulas_many(formula):
     _fits_or_refuses(formula, [])
