@@ -13,7 +13,8 @@ if _os.environ.get("JAXMM_FLOAT32", "") != "1":
 from . import errors
 from ._fit import fit
 from ._anova import anova
-from ._results import MixedModelResult
+from ._optimize import Status
+from ._results import FitOptions, MixedModelResult
 from ._batch import BatchResult
 from ._params import Params
 from ._types import Design
@@ -24,7 +25,7 @@ from ._cache import enable_compilation_cache
 if _os.environ.get("JAXMM_CACHE_DIR"):
     enable_compilation_cache()
 
-__all__ = ["fit", "anova", "MixedModelResult", "BatchResult", "Params", "Design", "design", "row_order",
-           "marginal_loglik", "conditional_modes", "errors", "load_example", "example_model", "fit_example",
+__all__ = ["fit", "anova", "MixedModelResult", "FitOptions", "Status", "BatchResult", "Params", "Design", "design",
+           "row_order", "marginal_loglik", "conditional_modes", "errors", "load_example", "example_model", "fit_example",
            "enable_compilation_cache"]
 __version__ = "0.1.0"

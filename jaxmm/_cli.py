@@ -28,7 +28,7 @@ def _parser() -> argparse.ArgumentParser:
     fit.add_argument("--weights", default=None, metavar="COL", help="column of prior weights (gaussian)")
     fit.add_argument("--missing", default="raise", choices=["raise", "drop"],
                      help="rows with missing values: raise an error (default) or drop them")
-    fit.add_argument("--nAGQ", "--nagq", dest="nagq", type=int, default=1, metavar="K",
+    fit.add_argument("--nAGQ", "--nagq", dest="nAGQ", type=int, default=1, metavar="K",
                      help="adaptive Gauss-Hermite nodes per random effect (1 = Laplace, the default; q <= 3)")
     fit.add_argument("--dtype", default="float64", choices=["float64", "float32"])
     fit.add_argument("--json", default=None, metavar="PATH", help="also write the result as JSON")
@@ -86,7 +86,7 @@ def _run(args) -> int:
         res = fit(args.formula, data, family=args.family, method=args.method, link=args.link, trials=args.trials,
                   offset=args.offset, weights=args.weights, missing=args.missing, dtype=args.dtype,
                   verbose=_progress.available(),
-                  nAGQ=args.nagq)
+                  nAGQ=args.nAGQ)
         print(res.summary())
         if args.json:
             import json

@@ -18,7 +18,7 @@ from . import _progress
 from ._optimize import OptOptions, Status
 from ._params import Params
 from ._quadrature import MAX_QUADRATURE_DIM, check_dimension, check_nodes, nodes_of
-from ._results import MixedModelResult
+from ._results import FitOptions, MixedModelResult
 from ._sharding import make_mesh, place, resolve_devices, to_host
 from .errors import ArgumentError, ConvergenceWarning, DataError, JaxmmWarning, SingularFitWarning
 
@@ -139,7 +139,7 @@ def fit(formula: str, data, family="gaussian", *, method: str | None = None, tri
                             "for binomial counts use trials=")
     if not isinstance(bucket, bool):
         raise ArgumentError(f"bucket must be True or False, got {bucket!r}")
-    fit_options = dict(trials=trials, offset=offset, weights=weights, missing=missing, nAGQ=nAGQ)
+    fit_options = FitOptions(trials=trials, offset=offset, weights=weights, missing=missing, nAGQ=nAGQ)
     if by is not None:
         if not isinstance(by, str):
             raise ArgumentError(f"by must be a column name, got {type(by).__name__}")
@@ -157,7 +157,7 @@ def fit(formula: str, data, family="gaussian", *, method: str | None = None, tri
                       "Fitting without progress lines.", JaxmmWarning, stacklevel=2)
         verbose = False
     opt = OptOptions(verbose=bool(verbose))
-    nagq = nodes_of(method, fit_options)
+    nagq = nodes_of(method, nAGQ)
 
     tile = _tile_rows(fam)
     planned = plan_design(spec, data, trials=trials, offset=offset, weights=weights, bucket=bucket, missing=missing,
@@ -223,9 +223,9 @@ def _tile_rows(fam) -> int:
 
 
 def _fit_by(spec, data, fam, method, by, formula, fit_options, dtype, bucket) -> BatchResult:
-    designs, infos, keys, n_dropped = designs_by(spec, data, by, trials=fit_options["trials"], offset=fit_options["offset"],
-                                      weights=fit_options["weights"], dtype=dtype, bucket=bucket,
-                                      missing=fit_options["missing"], check_response=fam.check_response,
+    designs, infos, keys, n_dropped = designs_by(spec, data, by, trials=fit_options.trials, offset=fit_options.offset,
+                                      weights=fit_options.weights, dtype=dtype, bucket=bucket,
+                                      missing=fit_options.missing, check_response=fam.check_response,
                                       tile=_tile_rows(fam))
     if method == "AGHQ":
         check_dimension(designs.Z.shape[-1], infos[0].re_names)
@@ -233,13 +233,13 @@ def _fit_by(spec, data, fam, method, by, formula, fit_options, dtype, bucket) ->
     if fam.name == "gaussian":
         out = fit_lmm_batch(designs, method == "REML", blocks=blocks)
     else:
-        out = fit_glmm_batch(designs, fam, blocks=blocks, nagq=nodes_of(method, fit_options))
+        out = fit_glmm_batch(designs, fam, blocks=blocks, nagq=nodes_of(method, fit_options.nAGQ))
     out = {k: np.asarray(v) for k, v in out.items()}
     replicate = lambda r: {k: v[r] for k, v in out.items()}
     # A gaussian outcome never reads the replicate's info (no separation check), so the
     # lazily built infos stay unbuilt.
     outcomes = [_outcome(fam, infos[r] if fam.name != "gaussian" else None, replicate(r)) for r in range(len(keys))]
-    converged = np.array([c for c, _ in outcomes])
+    converged = np.array([status == Status.CONVERGED for status, _ in outcomes])
     scale = out["dispersion"] if fam.name == "gaussian" else np.ones(len(keys))
     singular = np.any(np.abs(np.diagonal(out["chol"], axis1=1, axis2=2)) / scale[:, None] < 1e-4, axis=1)
     batch = BatchResult(
@@ -264,23 +264,22 @@ def _fit_by(spec, data, fam, method, by, formula, fit_options, dtype, bucket) ->
     return batch
 
 
-def _outcome(fam, info, out) -> tuple[bool, str]:
-    """(converged, message) of one fit from the engine's status and the host-side checks."""
+def _outcome(fam, info, out) -> tuple[Status, str]:
+    """(status, message) of one fit from the engine's status and the host-side checks."""
     status = Status(int(out["status"]))
-    converged, message = status == Status.CONVERGED, status.message
     finite = all(np.all(np.isfinite(out[k])) for k in ("beta", "vcov", "chol", "loglik"))
     if not finite:
-        return False, "stopped: the estimates or their covariance are not finite"
+        return Status.NONFINITE, "stopped: the estimates or their covariance are not finite"
     separated = _separation(fam, info, out)
     if separated:
-        return False, separated
-    return bool(converged), message
+        return Status.SEPARATED, separated
+    return status, status.message
 
 
 def _result(out, info, fam, formula, method, blocks, fit_options, design, n_devices=1) -> MixedModelResult:
     """One fit's engine output (host arrays) and labels as a :class:`MixedModelResult`."""
     layout = info.layout
-    converged, message = _outcome(fam, info, out)
+    status, message = _outcome(fam, info, out)
     return MixedModelResult(
         formula=formula,
         family=fam.name,
@@ -300,11 +299,12 @@ def _result(out, info, fam, formula, method, blocks, fit_options, design, n_devi
         loglik=float(out["loglik"]),
         n_obs=layout.row_slot.size,
         n_groups=layout.group_slot.size,
-        converged=converged,
+        converged=status == Status.CONVERGED,
         message=message,
+        status=status,
         n_iter=int(out["n_iter"]),
         n_eval=int(out["n_eval"]),
-        grad_norm=float(np.max(np.abs(out["grad"]))),
+        max_abs_grad=float(np.max(np.abs(out["grad"]))),
         params=Params(out["beta"], out["chol"], out["dispersion"]),
         n_dispersion=fam.n_dispersion,
         re_blocks=blocks,

@@ -21,6 +21,7 @@ class Status(enum.IntEnum):
     MAX_ITER = 2
     NONFINITE = 3      # objective or gradient became NaN/inf
     NOT_PD = 4         # stopped where the Hessian is not positive definite
+    SEPARATED = 5      # set after the fit (_fit): a fixed effect runs off to infinity
 
     @property
     def message(self) -> str:
@@ -30,6 +31,7 @@ class Status(enum.IntEnum):
             Status.MAX_ITER: "stopped: reached the maximum number of iterations",
             Status.NONFINITE: "stopped: objective or gradient is not finite",
             Status.NOT_PD: "stopped at a point where the Hessian is not positive definite",
+            Status.SEPARATED: "stopped: a fixed effect diverges (complete or quasi-complete separation)",
         }[self]
 
 

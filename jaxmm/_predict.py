@@ -36,7 +36,7 @@ def _new_eta(res, newdata: pd.DataFrame, re: str, offset):
     X = _as_float("newdata fixed-effects columns", np.asarray(fixed[list(enc.fixed_kept)], dtype=float))
     Z = _as_float("newdata random-effects columns", np.asarray(random, dtype=float))
     eta = X @ res.beta
-    fit_offset = (res.fit_options or {}).get("offset")
+    fit_offset = res.fit_options.offset
     if offset is not None:
         eta = eta + _as_float("offset", np.broadcast_to(np.asarray(offset, dtype=float), (len(newdata),)))
     elif isinstance(fit_offset, str):

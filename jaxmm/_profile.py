@@ -140,7 +140,7 @@ def profile_intervals(res, level: float) -> pd.DataFrame:
         raise ArgumentError("profile intervals are computed on the ML likelihood; refit with method='ML'")
     if res.layout.chunks != 1:
         raise ArgumentError("profile intervals are available for designs of up to 2^19 rows")
-    if res.family == "gaussian" and (res.fit_options or {}).get("weights") is not None:
+    if res.family == "gaussian" and res.fit_options.weights is not None:
         raise ArgumentError("profile intervals are not available for gaussian fits with prior weights")
     family = get_family(res.family, res.link)
     structure = res.D.shape[0] if res.re_blocks is None else tuple(res.re_blocks)
@@ -205,7 +205,7 @@ def profile_intervals(res, level: float) -> pd.DataFrame:
 
     def zeta(values):
         ll = np.asarray(profile_logliks(design, u_hat, phi_hat, scale, jnp.asarray(kinds), jnp.asarray(indices),
-                                        jnp.asarray(values), family, structure, nd, res.nagq))
+                                        jnp.asarray(values), family, structure, nd, res.nAGQ))
         drop = np.maximum(2.0 * (loglik_hat - ll), 0.0)
         return np.sign(values - est) * np.sqrt(drop)
 

@@ -48,10 +48,10 @@ def check_nodes(nagq) -> int:
     return int(nagq)
 
 
-def nodes_of(method: str, fit_options) -> int:
-    """Quadrature nodes per random effect of a fit: 1 (Laplace, or an exact gaussian fit)
-    unless its method is AGHQ."""
-    return int((fit_options or {}).get("nAGQ", 1)) if method == "AGHQ" else 1
+def nodes_of(method: str, nagq: int) -> int:
+    """Quadrature nodes per random effect of a fit given ``nAGQ=nagq``: 1 (Laplace, or an
+    exact gaussian fit) unless its method is AGHQ."""
+    return int(nagq) if method == "AGHQ" else 1
 
 
 def check_dimension(q: int, re_names=None):

@@ -22,8 +22,8 @@ def _model_title(res) -> str:
     if res.family == "gaussian":
         return f"Linear mixed model fit by {'REML' if res.method == 'REML' else 'maximum likelihood'}"
     if res.method == "AGHQ":
-        nagq = (res.fit_options or {}).get("nAGQ")
-        return f"Generalized linear mixed model fit by maximum likelihood (Adaptive Gauss-Hermite Quadrature, nAGQ = {nagq})"
+        return ("Generalized linear mixed model fit by maximum likelihood (Adaptive Gauss-Hermite Quadrature, "
+                f"nAGQ = {res.nAGQ})")
     return "Generalized linear mixed model fit by maximum likelihood (Laplace approximation)"
 
 
@@ -82,7 +82,7 @@ def summary_text(res) -> str:
     out += _table(rows, header)
     out.append("")
     out.append(f"Optimizer: {res.message} ({res.n_iter} iterations, {res.n_eval} evaluations, "
-               f"max|grad| {res.grad_norm:.2g})")
+               f"max|grad| {res.max_abs_grad:.2g})")
     if not res.converged:
         out.append("WARNING: the fit did not converge; estimates may not be at the optimum.")
     return "\n".join(out)
@@ -128,7 +128,7 @@ def result_dict(res) -> dict:
     ct = res.coef_table()
     labels = [str(g) for g in res.group_labels]
     return _finite_or_none({
-        "formula": res.formula, "family": res.family, "link": res.link, "method": res.method, "nAGQ": res.nagq,
+        "formula": res.formula, "family": res.family, "link": res.link, "method": res.method, "nAGQ": res.nAGQ,
         "fixef": {k: float(v) for k, v in res.fixef.items()},
         "se": {k: float(v) for k, v in ct["std_error"].items()},
         "z": {k: float(v) for k, v in ct["z"].items()},
@@ -147,7 +147,7 @@ def result_dict(res) -> dict:
         "n_obs": int(res.n_obs), "n_groups": int(res.n_groups), "n_dropped": int(res.n_dropped),
         "singular": bool(res.singular),
         "convergence": {"converged": bool(res.converged), "message": res.message,
-                        "n_iter": int(res.n_iter), "n_eval": int(res.n_eval), "max_abs_grad": float(res.grad_norm)},
+                        "n_iter": int(res.n_iter), "n_eval": int(res.n_eval), "max_abs_grad": float(res.max_abs_grad)},
     })
 
 

@@ -8,8 +8,21 @@ import numpy as np
 import pandas as pd
 
 from ._params import Params, n_chol
+from ._optimize import Status
 from ._quadrature import nodes_of
 from .errors import ArgumentError
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class FitOptions:
+    """What ``fit`` was given besides the formula, data and family, as given: what rebuilds
+    the design (refits, ``predict``, ``shrinkage``) and the quadrature's nodes."""
+
+    trials: str | None = None
+    offset: object = None     # a column name or one value per row
+    weights: object = None    # likewise
+    missing: str = "raise"
+    nAGQ: int = 1
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -41,13 +54,13 @@ class MixedModelResult:
     converged: bool
     message: str
     n_iter: int
-    grad_norm: float
+    max_abs_grad: float  # max |∂ℓ/∂φ| over the natural parameters at the estimate
     params: Params
     n_dispersion: int = 0
     theta: float | None = None  # the negative binomial's dispersion θ (variance μ + μ²/θ)
     re_blocks: tuple | None = None  # block sizes of L when D is block diagonal ((x || g)); None: one block
     n_dropped: int = 0              # rows dropped for missing values (missing="drop")
-    fit_options: dict | None = None  # trials/offset/weights/missing as given, to rebuild the design
+    fit_options: FitOptions = FitOptions()
     n_devices: int = 1               # devices the groups were sharded over (fit(devices=...))
     n_eval: int = 0                  # objective evaluations, every phase of the fit (lme4's feval)
     # The fitted design (device arrays, rows sorted by group and padded) and where each input
@@ -60,6 +73,7 @@ class MixedModelResult:
     # dispersion), the inverse Hessian of −ℓ; for delta-method standard errors.
     cov_natural: np.ndarray | None = None
     encoders: object = None              # _types.Encoders: the model's columns for new data
+    status: Status = Status.CONVERGED    # the optimiser's verdict, or SEPARATED / NONFINITE from the checks after it
 
     def __post_init__(self):
         # Arrays are frozen too: a result is a record of one fit, not a scratch pad.
@@ -85,9 +99,9 @@ class MixedModelResult:
         return pd.DataFrame(self.ranef_array, index=index, columns=list(self.re_names))
 
     @property
-    def nagq(self) -> int:
+    def nAGQ(self) -> int:
         """Quadrature nodes per random effect: 1 for Laplace (and the exact gaussian fits)."""
-        return nodes_of(self.method, self.fit_options)
+        return nodes_of(self.method, self.fit_options.nAGQ)
 
     @property
     def npar(self) -> int:

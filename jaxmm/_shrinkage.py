@@ -24,9 +24,9 @@ def unpooled_effects(res, data) -> np.ndarray:
     """(groups, q) per-group estimates of the random effects without shrinkage, in the
     order of ``res.group_labels``. ``data`` is the table the model was fitted to."""
     spec = parse_formula(res.formula)
-    opts = dict(res.fit_options or {})
-    design, info = design_from_formula(spec, data, trials=opts.get("trials"), offset=opts.get("offset"),
-                                       weights=opts.get("weights"), missing=opts.get("missing", "raise"))
+    opts = res.fit_options
+    design, info = design_from_formula(spec, data, trials=opts.trials, offset=opts.offset, weights=opts.weights,
+                                       missing=opts.missing)
     if tuple(info.group_labels) != tuple(res.group_labels):
         raise ValueError("data do not match the fit: different groups")
     fam = get_family(res.family, res.link)

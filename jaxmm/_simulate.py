@@ -128,7 +128,7 @@ def _refits(res, Y, family, one_by_one: bool) -> dict:
     if one_by_one:
         outs = []
         for y in to_host(Y):
-            out = fit_one(res.design._replace(y=y), family, reml, res.layout.chunks, res.re_blocks, res.nagq)
+            out = fit_one(res.design._replace(y=y), family, reml, res.layout.chunks, res.re_blocks, res.nAGQ)
             # Only what the bootstrap reports is kept (a refit's BLUPs and their variances
             # are dropped at once); read back at the end, so the refits are dispatched
             # while the previous ones run.
@@ -141,7 +141,7 @@ def _refits(res, Y, family, one_by_one: bool) -> dict:
         chunk = Y[start:start + batch]
         if chunk.shape[0] < batch:  # one compiled shape: pad the last chunk with its first replicate
             chunk = jnp.concatenate([chunk, jnp.repeat(chunk[:1], batch - chunk.shape[0], axis=0)])
-        out = refit_responses(res.design, chunk, family, reml, res.layout.chunks, res.re_blocks, res.nagq)
+        out = refit_responses(res.design, chunk, family, reml, res.layout.chunks, res.re_blocks, res.nAGQ)
         outs.append({k: to_host(out[k]) for k in _BOOT_OUTPUTS})
     return {k: np.concatenate([o[k] for o in outs])[:n] for k in _BOOT_OUTPUTS}
 

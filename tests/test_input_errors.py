@@ -124,3 +124,13 @@ def test_cli_warnings_are_one_clean_line(tmp_path, capsys):
                       "['x2']"]
     assert not any(".py:" in line for line in lines)
 
+
+
+def test_result_records_its_options_and_status(cbpp_fit):
+    """The result keeps what fit() was given as a frozen FitOptions and the verdict as a Status."""
+    res = cbpp_fit
+    assert isinstance(res.fit_options, jaxmm.FitOptions) and res.fit_options.trials == "size"
+    assert res.status is jaxmm.Status.CONVERGED and res.converged and res.nAGQ == 1
+    assert res.max_abs_grad == res.to_dict()["convergence"]["max_abs_grad"]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        res.fit_options.trials = "other"

@@ -99,7 +99,7 @@ def test_cbpp_nagq25_matches_lme4(cbpp):
     _, laplace, res = cbpp
     ref = LME4_NAGQ25
     integral = ref["loglik"] + ref["saturated"]
-    assert res.converged and res.method == "AGHQ" and res.nagq == 25
+    assert res.converged and res.method == "AGHQ" and res.nAGQ == 25
     assert res.loglik >= integral - 1e-6
     assert res.loglik == pytest.approx(integral, abs=1e-3)
     se = np.sqrt(np.diag(res.vcov_array))
@@ -164,7 +164,7 @@ def test_refits_use_the_same_quadrature(cbpp):
     """Bootstrap refits (one vmapped program) of the observed response give the AGHQ fit back."""
     _, _, res = cbpp
     fam = get_family("binomial", None)
-    out = refit_responses(res.design, res.design.y[None], fam, False, 1, None, res.nagq)
+    out = refit_responses(res.design, res.design.y[None], fam, False, 1, None, res.nAGQ)
     assert float(out["loglik"][0]) == pytest.approx(res.loglik, abs=1e-7)
     np.testing.assert_allclose(np.asarray(out["beta"][0]), res.beta, rtol=1e-5)
 

@@ -236,7 +236,7 @@ def test_separation_is_not_reported_as_converged(kind):
         data, formula = pd.DataFrame({"y": y, "x": x, "f": f, "g": g}), "y ~ x + C(f) + (1 | g)"
     with pytest.warns(jaxmm.errors.ConvergenceWarning, match="separation"):
         res = jaxmm.fit(formula, data, family="binomial")
-    assert not res.converged and "separation" in res.message
+    assert not res.converged and "separation" in res.message and res.status is jaxmm.Status.SEPARATED
     if kind == "quasi":
         assert "'f1'" in res.message and "'x'" not in res.message
 
