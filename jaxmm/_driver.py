@@ -43,28 +43,21 @@ eps^(1/3)·(1 + |φ|).
 """
 from __future__ import annotations
 
+import enum
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from . import _smallmat as sm
-from ._optimize import OptOptions, Status, lbfgs_start, lbfgs_trial, lbfgs_update
+from ._optimize import LbfgsState, OptOptions, Status, lbfgs_start, lbfgs_trial, lbfgs_update
+from ._verdict import (MAX_ESCAPES, central_differences, decrement_tolerance, difference_steps, final_check,
+                       newton_step, no_worse, restart_step)
 
 # A Cholesky diagonal below this (on the linear-predictor scale, or relative to σ in the
 # LMM) is a candidate for exactly zero once the optimiser stops; the log-likelihood decides.
 BOUNDARY_CANDIDATE = 1e-2
-# Saddle escape: the step along the most negative curvature (largest entry of the
-# direction, on the natural scale), the floor of a restarted log-diagonal, and the
-# number of restarts.
-#
-# The floor reopens every diagonal the attempt drove to zero, not only the one the step
-# moves. In log coordinates a diagonal restarted at 1e-3 hardly moves: its gradient is
-# L_kk·∂f/∂L_kk ≈ L_kk²·∂²f/∂L_kk², a millionth of the others'. Seen with a floor of
-# 1e-3: a sleepstudy bootstrap replicate went from one boundary saddle to the next, with
-# a zero diagonal each time, and stopped after its two restarts at −858.8366 where lme4
-# reaches −858.7975 (tests/data/boot_replicate_lmm.csv). Reopened at 0.1 it converges in
-# one restart; a diagonal whose optimum is zero goes back there.
-ESCAPE_STEP, ESCAPE_FLOOR, MAX_ESCAPES = 0.1, 0.1, 2
 
 # The optimiser stops when its quasi-Newton decrement is this share of the final check's
 # allowance. Measured: 0.1 saves 14 of those 58 iterations but moved a rescaled random
@@ -87,85 +80,52 @@ _LOG_CANDIDATE = float(np.log(BOUNDARY_CANDIDATE))
 # standard errors) the step does not lower the decrement and is refused.
 POLISH_ABOVE = 1e-7
 
-OPT, BOUNDARY, CENTER, FD, POLISH, DONE = range(6)
+class Phase(enum.IntEnum):
+    """The loop's phases (see the module docstring)."""
+    OPT = 0
+    BOUNDARY = 1
+    CENTER = 2
+    FD = 3
+    POLISH = 4
+    DONE = 5
 
 
-def no_worse(f_new, f_old):
-    return f_new <= f_old + 1e-12 * (1.0 + jnp.abs(f_old))
+class Attempt(NamedTuple):
+    """A point judged by the verdict: where the optimiser stopped (θ), the point judged (φ,
+    possibly on the boundary), its value, gradient, Hessian and modes, and the verdict."""
+    theta: jnp.ndarray
+    phi: jnp.ndarray
+    value: jnp.ndarray
+    grad: jnp.ndarray
+    hess: jnp.ndarray
+    warm: object
+    status: jnp.ndarray
+    decrement: jnp.ndarray
 
 
-def decrement_tolerance(work_dtype):
-    """(absolute, relative) allowance on the Newton decrement for a converged fit: see
-    :func:`final_check`."""
-    return 1e-8, max(1e-13, float(jnp.finfo(work_dtype).eps))
+class Center(NamedTuple):
+    """The point the differences are taken around."""
+    phi: jnp.ndarray
+    value: jnp.ndarray
+    grad: jnp.ndarray
+    warm: object
 
 
-def final_check(status, grad, hess, value, work_dtype=None):
-    """Converged when the Hessian is positive definite and the Newton decrement says the
-    remaining gain in log-likelihood is negligible, whatever rule stopped the loop.
-
-    Negligible is 1e-8 + 1e-13·|ℓ| in float64. With float32 rows the log-likelihood itself
-    is only known to about eps32·|ℓ| (its rounding), so a gain below that cannot be
-    resolved and the allowance becomes eps32·|ℓ| (0.06 for a million Bernoulli rows).
-    """
-    abs_tol, rel_tol = decrement_tolerance(work_dtype or value.dtype)
-    chol = jnp.linalg.cholesky(hess)
-    pd = jnp.all(jnp.isfinite(chol))
-    step = jax.scipy.linalg.cho_solve((chol, True), grad)
-    # products of these k-vectors as sums, not dots: a dot is a cuBLAS call on a GPU (_smallmat.matmul)
-    decrement = 0.5 * jnp.sum(grad * step)
-    ok = pd & (decrement <= abs_tol + rel_tol * jnp.abs(value)) & (status != Status.NONFINITE)
-    status = jnp.where(ok, Status.CONVERGED,
-                       jnp.where(pd | (status == Status.NONFINITE),
-                                 jnp.where(status == Status.CONVERGED, Status.STALLED, status),
-                                 Status.NOT_PD))
-    return status.astype(jnp.int32), decrement
-
-
-def newton_step(grad, hess, fixed):
-    """The Newton step −H⁻¹g with the coordinates in ``fixed`` held where they are (a
-    diagonal at exactly 0 stays a boundary estimate), and the decrement ½ gᵀH⁻¹g over the
-    free coordinates. NaN where the free block of H is not positive definite."""
-    free = ~fixed
-    h = jnp.where(free[:, None] & free[None, :], hess, jnp.diag(jnp.ones_like(grad)))
-    g = jnp.where(free, grad, 0.0)
-    step = jax.scipy.linalg.cho_solve((jnp.linalg.cholesky(h), True), g)
-    return -step, 0.5 * jnp.sum(g * step)
-
-
-def restart_step(grad, hess):
-    """Where to restart a fit that stopped short, in natural coordinates.
-
-    At a saddle (negative curvature) a step of ESCAPE_STEP along the most negative
-    curvature, signed downhill; otherwise (stalled where the Hessian is positive definite,
-    e.g. after a projection onto the boundary left a gradient) the Newton step.
-    """
-    lam, vecs = jnp.linalg.eigh(hess)
-    v = vecs[:, 0] / jnp.max(jnp.abs(vecs[:, 0]))
-    v = jnp.where(jnp.sum(grad * v) > 0, -v, v)
-    newton = -sm.matvec(vecs, sm.matvec(vecs.T, grad) / jnp.where(lam > 0, lam, 1.0))
-    newton = jnp.where(jnp.all(jnp.isfinite(newton)), newton, ESCAPE_STEP * v)
-    return jnp.where(lam[0] < 0, ESCAPE_STEP * v, newton)
-
-
-def restart_chol(chol, floor):
-    """L with every column's sign set so its diagonal is positive, and the diagonal at least
-    ``floor``: a valid start for the log-diagonal packing (D = L Lᵀ ignores column signs)."""
-    sign = jnp.where(jnp.diagonal(chol) < 0, -1.0, 1.0).astype(chol.dtype)
-    chol = chol * sign[None, :]
-    return chol + jnp.diag(jnp.maximum(jnp.diagonal(chol), floor) - jnp.diagonal(chol))
-
-
-def central_differences(work_dtype) -> bool:
-    """Whether the Hessian is taken by central (float32) or forward (float64) differences of
-    the gradient; see the module docstring."""
-    return float(jnp.finfo(work_dtype).eps) > 1e-10
-
-
-def difference_steps(phi, work_dtype):
-    """The finite-difference steps h (k,) at φ; see the module docstring."""
-    rel = float(np.cbrt(jnp.finfo(work_dtype).eps)) if central_differences(work_dtype) else 1e-6
-    return rel * (1.0 + jnp.abs(phi))
+class Carry(NamedTuple):
+    """The loop's state."""
+    phase: jnp.ndarray       # a Phase
+    lb: LbfgsState
+    warm: object             # the modes at the optimiser's last accepted point
+    center: Center
+    fd: jnp.ndarray          # the difference gradients, row by row
+    j: jnp.ndarray           # the next batch of differences
+    attempt: jnp.ndarray     # restarts so far
+    best: Attempt
+    n_iter: jnp.ndarray
+    n_eval: jnp.ndarray
+    early: jnp.ndarray       # the optimiser stopped early for a boundary candidate
+    no_early: jnp.ndarray    # early stops and held diagonals are off for the rest of the fit
+    frozen: jnp.ndarray      # scalar blocks held at 0
 
 
 def optimise_and_check(evaluate, theta0, warm0, args, diag_mask, restart_theta, options: OptOptions = OptOptions(),
@@ -227,14 +187,14 @@ def optimise_and_check(evaluate, theta0, warm0, args, diag_mask, restart_theta, 
     n_batches = -(-n_fd // batch)
 
     zero = jnp.zeros((), dtype)
-    best0 = dict(theta=theta0, phi=theta0, value=jnp.asarray(jnp.inf, dtype), grad=jnp.zeros(k, dtype),
-                 hess=jnp.zeros((k, k), dtype), warm=warm0, status=jnp.zeros((), jnp.int32), decrement=zero)
-    center0 = dict(phi=theta0, value=zero, grad=jnp.zeros(k, dtype), warm=warm0)
-    carry0 = dict(phase=jnp.asarray(OPT, jnp.int32), lb=lbfgs_start(theta0, warm0, options), warm=warm0,
-                  center=center0, fd=jnp.zeros((n_batches * batch, k), dtype), j=jnp.zeros((), jnp.int32),
-                  attempt=jnp.zeros((), jnp.int32), best=best0, n_iter=jnp.zeros((), jnp.int32),
-                  n_eval=jnp.zeros((), jnp.int32), early=jnp.zeros((), bool), no_early=jnp.zeros((), bool),
-                  frozen=jnp.zeros(k, bool))
+    best0 = Attempt(theta=theta0, phi=theta0, value=jnp.asarray(jnp.inf, dtype), grad=jnp.zeros(k, dtype),
+                    hess=jnp.zeros((k, k), dtype), warm=warm0, status=jnp.zeros((), jnp.int32), decrement=zero)
+    center0 = Center(phi=theta0, value=zero, grad=jnp.zeros(k, dtype), warm=warm0)
+    carry0 = Carry(phase=jnp.asarray(Phase.OPT, jnp.int32), lb=lbfgs_start(theta0, warm0, options), warm=warm0,
+                   center=center0, fd=jnp.zeros((n_batches * batch, k), dtype), j=jnp.zeros((), jnp.int32),
+                   attempt=jnp.zeros((), jnp.int32), best=best0, n_iter=jnp.zeros((), jnp.int32),
+                   n_eval=jnp.zeros((), jnp.int32), early=jnp.zeros((), bool), no_early=jnp.zeros((), bool),
+                   frozen=jnp.zeros(k, bool))
 
     # Under vmap (by= and the bootstrap) the data are batched but θ₀ and the counters are
     # not. JAX's while-loop batching then traces the body once per carry that turns out to
@@ -257,26 +217,27 @@ def optimise_and_check(evaluate, theta0, warm0, args, diag_mask, restart_theta, 
                             *operands)
 
     def body(c):
-        phase, lb, center, j = c["phase"], c["lb"], c["center"], c["j"]
-        at_opt, at_boundary, at_center, at_fd = (phase == OPT), (phase == BOUNDARY), (phase == CENTER), (phase == FD)
+        phase, lb, center, j = c.phase, c.lb, c.center, c.j
+        at_opt, at_boundary, at_center, at_fd = (phase == Phase.OPT), (phase == Phase.BOUNDARY), \
+            (phase == Phase.CENTER), (phase == Phase.FD)
         sel = lambda cond, a, b: jax.tree.map(lambda u, v: jnp.where(cond, u, v), a, b)
         # the best attempt holds a k×k Hessian: for a wide fit, a branch rather than a copy a pass
         pick = sel if k <= sm.UNROLL_MAX else lambda cond, a, b: jax.lax.cond(cond, lambda: a, lambda: b)
 
-        frozen = c["frozen"]
+        frozen = c.frozen
         on_face = lambda phi: jnp.where(frozen, 0.0, phi)
         theta_trial = lbfgs_trial(lb)
         phi_star = on_face(to_phi(lb.x))
         phi_proj, any_small = project(phi_star)
         point = jnp.where(at_opt, on_face(to_phi(theta_trial)),
                           jnp.where(at_boundary, phi_proj,
-                                    jnp.where(at_center, phi_star, fd_point(center["phi"], j))))
-        at_polish = phase == POLISH
-        best_old = c["best"]
-        fixed = mask & (best_old["phi"] == 0.0)
-        polish_step, polish_dec = only_if(at_polish, newton_step, best_old["grad"], best_old["hess"], fixed)
-        point = jnp.where(at_polish, best_old["phi"] + polish_step, point)
-        warm_in = sel(at_opt, c["warm"], sel(at_fd, center["warm"], sel(at_polish, best_old["warm"], lb.warm_x)))
+                                    jnp.where(at_center, phi_star, fd_point(center.phi, j))))
+        at_polish = phase == Phase.POLISH
+        best_old = c.best
+        fixed = mask & (best_old.phi == 0.0)
+        polish_step, polish_dec = only_if(at_polish, newton_step, best_old.grad, best_old.hess, fixed)
+        point = jnp.where(at_polish, best_old.phi + polish_step, point)
+        warm_in = sel(at_opt, c.warm, sel(at_fd, center.warm, sel(at_polish, best_old.warm, lb.warm_x)))
         if batch == 1:
             (f_t, warm_t), g_t = evaluate(point, warm_in, args)
             g_fd = g_t[None]
@@ -287,9 +248,9 @@ def optimise_and_check(evaluate, theta0, warm0, args, diag_mask, restart_theta, 
 
             def several():
                 at = jnp.minimum(j * batch + jnp.arange(batch), n_fd - 1)  # the last batch repeats its last point
-                points = jax.vmap(fd_point, (None, 0))(center["phi"], at)
-                (f, _), g = jax.vmap(evaluate, (0, None, None))(points, center["warm"], args)
-                return f[0], center["warm"], g[0], g
+                points = jax.vmap(fd_point, (None, 0))(center.phi, at)
+                (f, _), g = jax.vmap(evaluate, (0, None, None))(points, center.warm, args)
+                return f[0], center.warm, g[0], g
 
             f_t, warm_t, g_t, g_fd = jax.lax.cond(at_fd, several, one)
         finite = jnp.isfinite(f_t) & jnp.all(jnp.isfinite(g_t))
@@ -310,7 +271,7 @@ def optimise_and_check(evaluate, theta0, warm0, args, diag_mask, restart_theta, 
         pinned = mask & (lb_new.x < _LOG_CANDIDATE) & (lb_new.g > 0)
         settled = jnp.all(pinned | (jnp.abs(lb_new.g) <= options.gtol * (1.0 + jnp.abs(lb_new.f))))
         early_stop = (at_opt & (lb_new.it > lb.it) & (lb_new.status < 0) & jnp.any(pinned) & settled
-                      & ~c["no_early"])
+                      & ~c.no_early)
         lb_new = lb_new._replace(status=jnp.where(early_stop, Status.CONVERGED, lb_new.status).astype(jnp.int32))
         # Holding a scalar block at 0. A variance alone in its block (a random intercept, a
         # term of (x || g)) that the gradient pushes below BOUNDARY_CANDIDATE is held at
@@ -325,89 +286,93 @@ def optimise_and_check(evaluate, theta0, warm0, args, diag_mask, restart_theta, 
         # in its block is not held: there 0 is often not stationary, and the restarts from
         # it made the slowest sleepstudy refits slower (143 evaluations against 117).
         pin_now = (at_opt & (lb_new.it > lb.it) & (lb_new.status < 0) & face & ~frozen
-                   & (lb_new.x < _LOG_CANDIDATE) & (lb_new.g > 0) & ~c["no_early"])
+                   & (lb_new.x < _LOG_CANDIDATE) & (lb_new.g > 0) & ~c.no_early)
         freeze = jnp.any(pin_now)
         it_frozen = jnp.where(freeze, lb_new.it, 0)
         lb_new = sel(freeze, lbfgs_start(lb_new.x, lb_new.warm_x, options), lb_new)
         frozen = frozen | pin_now
         opt_done = at_opt & (lb_new.status >= 0)
-        warm = sel(at_opt & finite, warm_t, c["warm"])
+        warm = sel(at_opt & finite, warm_t, c.warm)
 
         # BOUNDARY / CENTER: the evaluation becomes the point to judge.
         take_proj = at_boundary & (~any_small | no_worse(f_t, lb.f))
-        resume = at_boundary & ~take_proj & c["early"]
+        resume = at_boundary & ~take_proj & c.early
         lb_new = sel(resume, lb._replace(status=jnp.asarray(-1, jnp.int32)), lb_new)
         new_center = take_proj | at_center
-        center = sel(new_center, dict(phi=point, value=f_t, grad=g_t, warm=warm_t), center)
+        center = sel(new_center, Center(phi=point, value=f_t, grad=g_t, warm=warm_t), center)
 
         # FD: the gradients around the centre, then the Hessian, the verdict and the best attempt.
         # Only this pass's rows of the differences are written (in place), and the Hessian is
         # formed when they are complete: k×k work on every pass outweighed a wide fit's
         # evaluations.
         start = (j * batch, jnp.zeros((), j.dtype))
-        rows_now = jax.lax.dynamic_slice(c["fd"], start, (batch, k))
-        fd = jax.lax.dynamic_update_slice(c["fd"], jnp.where(at_fd, g_fd, rows_now), start)
+        rows_now = jax.lax.dynamic_slice(c.fd, start, (batch, k))
+        fd = jax.lax.dynamic_update_slice(c.fd, jnp.where(at_fd, g_fd, rows_now), start)
         fd_done = at_fd & (j == n_batches - 1)
 
         def verdict(fd, center, lb_status):
             diffs = fd[:n_fd]
-            h = difference_steps(center["phi"], work_dtype)[n_exact:, None]
+            h = difference_steps(center.phi, work_dtype)[n_exact:, None]
             if n_fd == 2 * n_diff:
                 rows = (diffs[:n_diff] - diffs[n_diff:]) / (2.0 * h)
             else:
-                rows = (diffs - center["grad"][None, :]) / h
+                rows = (diffs - center.grad[None, :]) / h
             if n_exact:
-                block = exact_hessian(center["phi"], center["warm"], args)
+                block = exact_hessian(center.phi, center.warm, args)
                 hess = jnp.concatenate([jnp.concatenate([block, rows[:, :n_exact].T], axis=1), rows], axis=0)
             else:
                 hess = rows
             hess = 0.5 * (hess + hess.T)
-            return (hess,) + tuple(final_check(lb_status, center["grad"], hess, center["value"], work_dtype))
+            return (hess,) + tuple(final_check(lb_status, center.grad, hess, center.value, work_dtype))
 
         hess, status, decrement = only_if(fd_done, verdict, fd, center, lb.status)
-        attempt_out = dict(theta=lb.x, phi=center["phi"], value=center["value"], grad=center["grad"], hess=hess,
-                           warm=center["warm"], status=status, decrement=decrement)
-        better = (c["attempt"] == 0) | (center["value"] < best_old["value"])
+        attempt_out = Attempt(theta=lb.x, phi=center.phi, value=center.value, grad=center.grad, hess=hess,
+                              warm=center.warm, status=status, decrement=decrement)
+        better = (c.attempt == 0) | (center.value < best_old.value)
         best = pick(fd_done & better, attempt_out, best_old)
         # POLISH: kept when the decrement (same Hessian, same free coordinates) falls. The
         # value is only a guard against a failed step: in float32 its rounding is of the
         # order of the allowance (grouseticks: the step raised it by 1.7e-4, allowance
         # 1.35e-4, while the decrement fell from 1.2e-4 to 3e-9), so it may not be worse by
         # more than ten allowances.
-        _, dec_new = only_if(at_polish, newton_step, g_t, best_old["hess"], fixed)
-        status_new, decrement_new = only_if(at_polish, lambda *a: final_check(*a, work_dtype), best_old["status"], g_t,
-                                            best_old["hess"], f_t)
+        _, dec_new = only_if(at_polish, newton_step, g_t, best_old.hess, fixed)
+        status_new, decrement_new = only_if(at_polish, lambda *a: final_check(*a, work_dtype), best_old.status, g_t,
+                                            best_old.hess, f_t)
         keep_polish = (at_polish & finite & (dec_new < polish_dec) & (status_new == Status.CONVERGED)
-                       & (f_t <= best_old["value"] + 10.0 * (abs_tol + rel_tol * jnp.abs(best_old["value"]))))
-        best = pick(keep_polish, dict(best_old, phi=point, value=f_t, grad=g_t, warm=warm_t, decrement=decrement_new),
+                       & (f_t <= best_old.value + 10.0 * (abs_tol + rel_tol * jnp.abs(best_old.value))))
+        best = pick(keep_polish, best_old._replace(phi=point, value=f_t, grad=g_t, warm=warm_t, decrement=decrement_new),
                    best)
-        short = (best["status"] == Status.NOT_PD) | (best["status"] == Status.STALLED)
-        restart = fd_done & short & (c["attempt"] < MAX_ESCAPES)
-        theta_new = restart_theta(best["phi"] + only_if(restart, restart_step, best["grad"], best["hess"]))
-        lb_new = sel(restart, lbfgs_start(theta_new, best["warm"], options), lb_new)
-        warm = sel(restart, best["warm"], warm)
+        short = (best.status == Status.NOT_PD) | (best.status == Status.STALLED)
+        restart = fd_done & short & (c.attempt < MAX_ESCAPES)
+        theta_new = restart_theta(best.phi + only_if(restart, restart_step, best.grad, best.hess))
+        lb_new = sel(restart, lbfgs_start(theta_new, best.warm, options), lb_new)
+        warm = sel(restart, best.warm, warm)
 
         polish = (fd_done & better & (status == Status.CONVERGED) & (decrement > POLISH_ABOVE))
-        phase_new = jnp.where(
-            at_opt, jnp.where(opt_done, BOUNDARY, OPT),
-            jnp.where(at_boundary, jnp.where(take_proj, FD, jnp.where(resume, OPT, CENTER)),
-                      jnp.where(at_center, FD,
-                                jnp.where(at_polish, DONE,
-                                          jnp.where(fd_done, jnp.where(restart, OPT, jnp.where(polish, POLISH, DONE)),
-                                                    FD))))).astype(jnp.int32)
+        # the next phase: the first of these (condition, phase) pairs that holds
+        phase_new = jnp.select(
+            [at_opt & opt_done, at_opt,
+             at_boundary & take_proj, at_boundary & resume, at_boundary,
+             at_center, at_polish,
+             fd_done & restart, fd_done & polish, fd_done],
+            [Phase.BOUNDARY, Phase.OPT,
+             Phase.FD, Phase.OPT, Phase.CENTER,
+             Phase.FD, Phase.DONE,
+             Phase.OPT, Phase.POLISH, Phase.DONE],
+            Phase.FD).astype(jnp.int32)
         j_new = jnp.where(at_fd & ~fd_done, j + 1, 0).astype(jnp.int32)
-        return dict(phase=phase_new, lb=lb_new, warm=warm, center=center, fd=fd, j=j_new,
-                    attempt=c["attempt"] + restart.astype(jnp.int32), best=best,
-                    n_iter=(c["n_iter"] + jnp.where(opt_done, lb_new.it, 0) + it_frozen
+        return Carry(phase=phase_new, lb=lb_new, warm=warm, center=center, fd=fd, j=j_new,
+                    attempt=c.attempt + restart.astype(jnp.int32), best=best,
+                    n_iter=(c.n_iter + jnp.where(opt_done, lb_new.it, 0) + it_frozen
                             - jnp.where(resume, lb.it, 0)).astype(jnp.int32),
                     frozen=frozen & ~restart,
-                    n_eval=c["n_eval"] + jnp.where(at_fd, jnp.minimum(batch, n_fd - j * batch), 1),
-                    early=jnp.where(at_opt, early_stop, c["early"] & ~restart),
+                    n_eval=c.n_eval + jnp.where(at_fd, jnp.minimum(batch, n_fd - j * batch), 1),
+                    early=jnp.where(at_opt, early_stop, c.early & ~restart),
                     # An early stop that did not end the fit (its projection was worse, or
                     # the judged point needs a restart: e.g. L = 0 is a saddle with the
                     # optimum just above 1e-2·…) turns early stops off for the rest of the fit.
                     # Likewise a fit restarted after holding a diagonal holds none again.
-                    no_early=c["no_early"] | resume | (restart & (c["early"] | jnp.any(c["frozen"]))))
+                    no_early=c.no_early | resume | (restart & (c.early | jnp.any(c.frozen))))
 
-    out = jax.lax.while_loop(lambda c: c["phase"] != DONE, body, carry0)
-    return dict(out["best"], n_iter=out["n_iter"], n_eval=out["n_eval"])
+    out = jax.lax.while_loop(lambda c: c.phase != Phase.DONE, body, carry0)
+    return dict(out.best._asdict(), n_iter=out.n_iter, n_eval=out.n_eval)

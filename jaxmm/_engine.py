@@ -12,7 +12,8 @@ import numpy as np
 
 from . import _smallmat as sm
 from ._types import AUTODIFF_CHUNK_ROWS, CHUNK_ROWS, Design
-from ._driver import ESCAPE_FLOOR, optimise_and_check, restart_chol
+from ._driver import optimise_and_check
+from ._verdict import ESCAPE_FLOOR, restart_chol
 from ._gradient import beta_hessian, laplace_loglik_for_fit
 from ._inner import InnerOptions
 from ._jit import compiled

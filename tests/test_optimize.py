@@ -129,7 +129,7 @@ def _driver_fit(f, theta0, monkeypatch=None, early=True, diag=None, face=None, n
     the diagonals that may be held at 0 (scalar blocks); ``noise`` adds a rounding-like
     error to the value alone; ``work_dtype`` sets the verdict's allowance."""
     import jax
-    from jaxmm import _driver
+    from jaxmm import _driver, _verdict
 
     if not early:
         monkeypatch.setattr(_driver, "_LOG_CANDIDATE", -np.inf)
@@ -140,7 +140,7 @@ def _driver_fit(f, theta0, monkeypatch=None, early=True, diag=None, face=None, n
 
     theta0 = jnp.asarray(theta0, jnp.float64)
     mask = np.ones(theta0.shape[0], bool) if diag is None else np.asarray(diag, bool)
-    restart = lambda phi: jnp.where(mask, jnp.log(jnp.maximum(jnp.abs(phi), _driver.ESCAPE_FLOOR)), phi)
+    restart = lambda phi: jnp.where(mask, jnp.log(jnp.maximum(jnp.abs(phi), _verdict.ESCAPE_FLOOR)), phi)
     return jax.jit(lambda t: _driver.optimise_and_check(evaluate, t, jnp.zeros(()), jnp.zeros(3), mask, restart,
                                                         work_dtype=work_dtype, face_mask=face))(theta0)
 
