@@ -45,7 +45,8 @@ def _assert_same_fit(batch_res, single, rtol):
 
 @pytest.fixture(scope="module")
 def data():
-    return _replicates([60, 45, 80, 33, 52])
+    # unequal replicates (98 to 112 rows) in one size bucket: their separate fits share a program
+    return _replicates([54, 49, 56, 50, 52])
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +102,7 @@ def test_failed_replicate_does_not_spoil_the_others(data):
 
 def test_second_batch_of_the_same_shape_reuses_the_compiled_fit(lmm_batch):
     before = fit_lmm_batch._cache_size()
-    other = _replicates([60, 45, 80, 33, 52], seed=1)
+    other = _replicates([54, 49, 56, 50, 52], seed=1)
     b2 = jaxmm.fit("y ~ x + (1 | g)", other, by="rep")
     assert fit_lmm_batch._cache_size() == before
     assert not np.allclose(b2.fixef.to_numpy(), lmm_batch.fixef.to_numpy())
