@@ -1,9 +1,9 @@
 """``jax.jit`` with the XLA compiler options that jaxmm's programs are compiled with.
 
 XLA's options differ between backends and between jaxlib releases: an option that one of
-them does not know is an error ("No such compile option"), not a no-op. Seen: XLA:GPU
-(jaxlib 0.11.2, H100) and XLA:CPU of the same release both refuse
-``xla_cpu_use_fusion_emitters``, which jaxlib 0.10.2's XLA:CPU takes. So a program is
+them does not know is an error ("No such compile option"), not a no-op (XLA:GPU, and
+XLA:CPU from jaxlib 0.11, refuse ``xla_cpu_use_fusion_emitters``, which jaxlib 0.10's
+XLA:CPU takes). So a program is
 compiled with all its options first; where the compiler refuses one, each option is tried
 once on a one-line program and the program is compiled again with those the backend takes
 (probing up front would add about 70 ms to every first fit). The backend is read at call
@@ -20,42 +20,24 @@ import jax
 import jax.numpy as jnp
 
 # LLVM's expensive passes buy nothing for these programs (segment sums and small unrolled
-# solves): measured on a 2-core CPU, without them a Laplace fit compiles 15-20 % faster
-# (3.6 -> 3.0 s) and also runs about 10 % faster at 100k and 1M rows.
+# solves): without them fits compile faster and run no slower (docs/performance.md).
 #
 # GPU fits are not bit-reproducible by default: XLA's scatter-add (the per-group sums)
-# adds with atomics in arrival order, so refits differ in the last digits (seen on an
-# H200). xla_gpu_deterministic_ops fixes the order, but it made the fits 2.1-2.2x slower
-# at 1M and 10M rows there, so it is left to the user
-# (XLA_FLAGS=--xla_gpu_deterministic_ops=true); see README "GPU".
+# adds with atomics in arrival order. xla_gpu_deterministic_ops fixes the order at about
+# twice the run time, so it is left to the user (README "GPU").
 COMPILER_OPTIONS = {"xla_llvm_disable_expensive_passes": True}
 
-# XLA:CPU's elemental emitters compile in about half the time of its default fusion
-# emitters. They ran the Laplace row passes 45-60 % slower (the family kernels: 100k rows,
-# 2-core CPU); since the logit kernel's log1p is a polynomial (_families.log1p_unit) a
-# whole Laplace fit runs about 12 % slower, so Laplace fits below a size take them
-# (_engine.ELEMENTAL_MAX_ROWS, with the measurements). The exact LMM reads the rows once and then
-# works on per-group statistics, and there they run as fast: measured, a q = 2 LMM at 100k
-# rows compiled in 0.98 s against 1.97 s with equal warm fits at 100k and 1M rows; the
-# 1000-replicate by= fit took 2.3 s cold against 3.3 s; drawing responses (the simulator)
-# was no slower either.
+# XLA:CPU's elemental emitters compile in about half the time of its fused emitters and
+# run the Laplace row passes slower; the exact LMM, which reads the rows once, runs as fast.
+# So small Laplace fits and every LMM take them (_engine.ELEMENTAL_MAX_ROWS;
+# docs/performance.md).
 ELEMENTAL_COMPILER_OPTIONS = {**COMPILER_OPTIONS, "xla_cpu_use_fusion_emitters": False}
 
-# XLA:GPU makes the programs' dots Triton GEMM fusions and autotunes each one, compiling
-# every candidate tiling; without them the dots are cuBLAS calls. Measured on an H100
-# (benchmarks/results_gpu.md, session 16), Bernoulli q = 2: XLA's compile of the 13.7k and
-# 1M fits took 2.7 and 2.4 s against 4.0 and 3.7 s, and a cold 10M fit 5.13 and 4.28 s
-# against 6.82 and 4.83 s (two alternating rounds) with the same log-likelihood; the warm
-# 10M fit's GPU part went from 0.44 to 0.47 s. (Without the autotuner as well, cuBLAS's
-# default algorithms made that part 1.6 s.) X β, Z L and the gradient's per-group products
-# were dots then; they are now unrolled products (_smallmat.matmul): on the H100 in session
-# 19 the warm 10M fit's GPU part went from 0.48 to 0.44 s. The long products, over all rows
-# or groups, are sums on a GPU (products_as_sums, below). With those no dot is left that is
-# worth timing candidates for, and XLA's autotuner is off: on an H100 (session 20,
-# benchmarks/results_gpu.md), three alternating rounds of cold 10M fits took 3.86, 4.35 and
-# 4.00 s without it against 5.13, 5.31 and 4.82 s with it, XLA's compile 2.4-2.5 s against
-# 3.3-3.5 s, and the warm GPU part 0.430, 0.428 and 0.435 s against 0.434, 0.429 and 0.428 s.
-# (With the long products still dots, in session 19, it had cost 0.095 s of GPU time.)
+# On a GPU, XLA would make the programs' dots Triton GEMM fusions and autotune each one,
+# compiling every candidate tiling. The row and group products are written out
+# (_smallmat.matmul) and the long products are sums (products_as_sums, below), so no dot is
+# left worth timing candidates for: Triton GEMM and the autotuner are off, which shortens
+# the compile at no cost in GPU time (docs/performance.md, benchmarks/results_gpu.md).
 GPU_COMPILER_OPTIONS = {**COMPILER_OPTIONS, "xla_gpu_enable_triton_gemm": False, "xla_gpu_autotune_level": 0}
 
 
@@ -67,25 +49,20 @@ _SEPARATE_GROUP_SUMS = contextvars.ContextVar("jaxmm_separate_group_sums", defau
 
 def separate_group_sums() -> bool:
     """One segment sum per output for the per-group sums of a row pass, rather than one
-    over the stacked outputs: on the CPU with XLA's fused emitters. Measured (2-core CPU,
-    Bernoulli q = 2): the 10M-row fit ran in 26.5 s against 29.4 s warm with the same
-    log-likelihood, since the stacked sums first copy the tile outputs into one array; with
-    the elemental emitters a 1M-row fit was a little slower (2.26-2.37 s against
-    2.09-2.22 s), so programs compiled with them keep the stacked sum. Accelerators keep
-    it too (not measured there)."""
+    over the stacked outputs: on the CPU with XLA's fused emitters, where the stacked sums
+    first copy the tile outputs into one array (docs/performance.md). Programs compiled with
+    the elemental emitters, and accelerators, keep the stacked sum."""
     chosen = _SEPARATE_GROUP_SUMS.get()
     return jax.default_backend() == "cpu" if chosen is None else chosen
 
 
 # Whether the long products, over all rows or groups (a GLMM's start values' XᵀWX and Xᵀv,
 # the LMM's statistics and per-group reductions: _smallmat.cross), and the LMM's per-group
-# products are written as sums of elementwise products rather than dots. On an H100 (session 19,
-# benchmarks/results_gpu.md), with XLA's autotuner off, XLA's compile of the 10M-row fit took
-# 0.40-0.78 s less and its warm GPU part 0.095 s more: without the autotuner, the dots over
-# all 10M rows ran cuBLAS's default algorithm. As sums they are reductions, which need no
-# cuBLAS algorithm: on the H100 in session 20 they alone did not shorten the compile, but they
-# let the autotuner go (GPU_COMPILER_OPTIONS) at no cost in GPU time. The CPU keeps the dots:
-# its GEMM is faster than a fused reduction once X has more than a few columns.
+# products are written as sums of elementwise products rather than dots. On accelerators a
+# dot is a cuBLAS call whose algorithm, without XLA's autotuner, is cuBLAS's default; as
+# sums they are reductions, which let the autotuner go at no cost in GPU time. The CPU
+# keeps the dots: its GEMM is faster than a fused reduction once X has more than a few
+# columns (docs/performance.md).
 _PRODUCTS_AS_SUMS = contextvars.ContextVar("jaxmm_products_as_sums", default=None)
 
 

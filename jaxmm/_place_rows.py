@@ -19,11 +19,9 @@ from .errors import DataError
 
 # Rows from which a design is padded by a compiled program (``_lay_out``) rather than by
 # numpy on the host. Padding on the host writes every padded array into fresh host memory,
-# and those page faults were most of a 10M-row design's 2 s on the H100 machine, where 0.5 s
-# of a warm fit was the GPU's; the device lays the rows out in milliseconds. The layout
-# program compiles for each new number of rows (0.35-0.4 s on a 2-core CPU), which costs
-# more than the host work below a few million rows on the CPU: there, at 1M rows, 0.47 s
-# cold against 0.24 s on the host; at 10M rows 1.4 s cold against 3.3 s.
+# whose page faults dominate a large design's host time; the device lays the rows out in
+# milliseconds. The layout program compiles for each new number of rows, which costs more
+# than the host work below a few million rows on the CPU (docs/performance.md).
 DEVICE_LAYOUT_ROWS = 1 << 20
 
 
@@ -98,7 +96,7 @@ def _lay_out(columns, row_slot, row_group, sources=None, codes=None, *, n_rows, 
         tile_group = group[::tile]
         # A broadcast, not jnp.repeat(..., total_repeat_length=n_rows): that form builds its
         # gather indices by two cumsums over constants, which XLA:GPU constant-folds in its
-        # slow evaluator (a 10M-row layout compiled for over 200 s on an H100).
+        # slow evaluator (minutes of compile at 10M rows).
         group = jnp.broadcast_to(tile_group[:, None], (tile_group.shape[0], tile)).reshape(n_rows)
     return out, group, tile_group
 

@@ -48,7 +48,7 @@ def bit_reproducible() -> bool:
 
 def assert_same(actual, desired):
     """Equal where the backend is bit-reproducible, else equal to rounding (1e-8 relative;
-    an H100 gave 2e-11 on ranef)."""
+    a GPU gave 2e-11 on ranef)."""
     if bit_reproducible():
         np.testing.assert_array_equal(np.asarray(actual), np.asarray(desired))
     else:

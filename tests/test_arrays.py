@@ -55,7 +55,7 @@ def test_gradients_equal_finite_differences(reference_fit, name):
     g_params, g_offset = np.asarray(g_params), np.asarray(g_offset)
     # ℓ is only known to ~1e-11 (see the offset below), and on a GPU its group sums add up in
     # arrival order: central differences with a step of 1e-6 left a rounding error of 4.8e-6
-    # there (H100, sleepstudy ML), above the tolerance. A step of 1e-4 divides that error by
+    # there (a GPU, sleepstudy ML), above the tolerance. A step of 1e-4 divides that error by
     # 100, and Richardson's extrapolation from h and h/2 cancels the h² truncation term.
     h = 1e-4 * (1.0 + np.abs(x0))
 

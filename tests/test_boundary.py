@@ -108,7 +108,7 @@ def test_lmm_restarts_where_it_stops_short():
     # Parametric-bootstrap replicates of sleepstudy (ML) where the fit first stopped short:
     # NOT_PD with a correlation near 1 (seed 1: replicates 285, 422, 423) or STALLED after a
     # projection onto the boundary left a gradient (seed 2: replicate 181). They were drawn by
-    # res.simulate before its random streams changed (session 8), so they are stored in
+    # res.simulate before its random streams changed, so they are stored in
     # tests/data/boot_stops_short_lmm.csv. Every refit now converges.
     sims = pd.read_csv(DATA / "boot_stops_short_lmm.csv")
     for column in ["seed1_rep285", "seed1_rep422", "seed1_rep423", "seed2_rep181"]:
@@ -120,7 +120,7 @@ def test_lmm_restarts_where_it_stops_short():
 
 
 # lme4 1.1.31 on tests/data/boot_replicate_lmm.csv: sleepstudy with the response of
-# replicate 94 of res.bootstrap(500, seed=4) (the ML fit of sleepstudy, random streams before session 8), written out:
+# replicate 94 of res.bootstrap(500, seed=4) (the ML fit of sleepstudy, earlier random streams), written out:
 #   m <- lmer(Reaction ~ Days + (Days | Subject), read.csv(f), REML = FALSE)
 #   print(logLik(m), digits = 12)   # -858.79752328
 #   fixef(m)                         # 258.677458958  9.716599995

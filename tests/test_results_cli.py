@@ -122,7 +122,7 @@ def test_verbose_progress_after_the_delay(capsys, monkeypatch, reference_fit):
 
 def test_verbose_without_a_cpu_platform_warns_and_fits(capsys, monkeypatch, reference_fit):
     """Under JAX_PLATFORMS=cuda a host callback has no CPU device to land on: verbose=True
-    must not break the fit (seen on an H200), and the CLI then runs without progress."""
+    must not break the fit (seen on a GPU), and the CLI then runs without progress."""
     import jaxmm._progress as progress
 
     ref, data, quiet = reference_fit("cbpp_binomial")
