@@ -53,7 +53,7 @@ def row_order(groups) -> np.ndarray:
 
 def _family_and_nodes(family, link, method, nAGQ):
     fam = get_family(family, link)
-    allowed = ("ML", "REML", "laplace", "AGHQ") if fam.name == "gaussian" else ("laplace", "AGHQ")
+    allowed = ("ML", "REML", "laplace", "AGHQ") if fam.exact else ("laplace", "AGHQ")
     if method not in allowed:
         raise ArgumentError(f"method must be one of {list(allowed)} for family {fam.name!r}, got {method!r}")
     nAGQ = check_nodes(nAGQ)
@@ -107,7 +107,7 @@ def marginal_loglik(params, design: Design, *, family="gaussian", link=None, met
     fam, nagq = _family_and_nodes(family, link, method, nAGQ)
     params = _as_params(params, fam)
     _check_shapes(params, design)
-    if fam.name == "gaussian":
+    if fam.exact:
         # Exact, from the per-group statistics (quadrature of a gaussian integrand is exact
         # anyway); also right for prior weights, which scale the row variance.
         stats = lmm_stats(design, params.beta.dtype)
@@ -130,7 +130,7 @@ def conditional_modes(params, design: Design, *, family="gaussian", link=None, u
     q = design.Z.shape[-1]
     if u0 is None:
         u0 = jnp.zeros(design.counts.shape + (q,), design.X.dtype)
-    if fam.name == "gaussian":
+    if fam.exact:
         return lmm_modes(params, lmm_stats(design, params.beta.dtype))
     b, cond_var, _ = modes_and_cond_var(params, design, u0, fam, InnerOptions())
     return b, cond_var

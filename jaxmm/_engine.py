@@ -298,7 +298,7 @@ fit_lmm = compiled(_fit_lmm, static_argnames=("reml", "opt", "blocks", "chunks",
 def _one_call(design: Design, family, reml: bool, chunks: int, blocks, nagq, opt, mesh):
     """(program, args, kwargs) of one fit: one place, so that a prefetched compile and the
     call match (jax's cache keys include how the arguments are passed)."""
-    if family.name == "gaussian":
+    if family.exact:
         return fit_lmm, (None, design, reml), dict(opt=opt, blocks=blocks, chunks=chunks, mesh=mesh)
     return fit_glmm, (None, design, family), dict(opt=opt, chunks=chunks, blocks=blocks, mesh=mesh, nagq=nagq,
                                                   fd_batch=fd_batch_size(design, chunks, nagq, mesh),

@@ -68,6 +68,9 @@ class Family:
     n_dispersion: int = dataclasses.field(default=0, init=False)
     # What the dispersion is reported as: "sigma" (gaussian SD, gamma CV) or "theta" (NB2).
     dispersion_name: str = dataclasses.field(default="sigma", init=False)
+    # A closed-form marginal likelihood (the exact LMM: REML or ML, t statistics) rather
+    # than Laplace or quadrature.
+    exact: bool = dataclasses.field(default=False, init=False)
 
     def kernel(self, y, eta, trials, dispersion):
         """The part of the log density that depends on η."""
@@ -120,6 +123,7 @@ class Gaussian(Family):
     link: str = "identity"
     name: str = dataclasses.field(default="gaussian", init=False)
     n_dispersion: int = dataclasses.field(default=1, init=False)
+    exact: bool = dataclasses.field(default=True, init=False)
 
     # dispersion is the residual standard deviation σ.
     def kernel(self, y, eta, trials, dispersion):

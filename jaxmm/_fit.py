@@ -26,7 +26,7 @@ _METHODS = {"gaussian": ("REML", "ML"), "other": ("laplace", "AGHQ")}
 
 
 def _resolve_method(family, method):
-    allowed = _METHODS["gaussian" if family.name == "gaussian" else "other"]
+    allowed = _METHODS["gaussian" if family.exact else "other"]
     if method is None:
         return allowed[0]
     if not isinstance(method, str):
@@ -219,7 +219,7 @@ def _re_blocks(spec, q: int):
 def _tile_rows(fam) -> int:
     """Rows per tile of a fit's design: the Laplace passes sum over tiles, while the exact
     LMM (every gaussian fit) reads the rows once, where the padding would only add rows."""
-    return 1 if fam.name == "gaussian" else TILE_ROWS
+    return 1 if fam.exact else TILE_ROWS
 
 
 def _fit_by(spec, data, fam, method, by, formula, fit_options, dtype, bucket) -> BatchResult:
@@ -230,7 +230,7 @@ def _fit_by(spec, data, fam, method, by, formula, fit_options, dtype, bucket) ->
     if method == "AGHQ":
         check_dimension(designs.Z.shape[-1], infos[0].re_names)
     blocks = _re_blocks(spec, designs.Z.shape[-1])
-    if fam.name == "gaussian":
+    if fam.exact:
         out = fit_lmm_batch(designs, method == "REML", blocks=blocks)
     else:
         out = fit_glmm_batch(designs, fam, blocks=blocks, nagq=nodes_of(method, fit_options.nAGQ))
@@ -240,7 +240,7 @@ def _fit_by(spec, data, fam, method, by, formula, fit_options, dtype, bucket) ->
     # lazily built infos stay unbuilt.
     outcomes = [_outcome(fam, infos[r] if fam.name != "gaussian" else None, replicate(r)) for r in range(len(keys))]
     converged = np.array([status == Status.CONVERGED for status, _ in outcomes])
-    scale = out["dispersion"] if fam.name == "gaussian" else np.ones(len(keys))
+    scale = out["dispersion"] if fam.exact else np.ones(len(keys))
     singular = np.any(np.abs(np.diagonal(out["chol"], axis1=1, axis2=2)) / scale[:, None] < 1e-4, axis=1)
     batch = BatchResult(
         by=by, keys=tuple(keys), formula=formula, family=fam.name, method=method,
@@ -302,6 +302,7 @@ def _result(out, info, fam, formula, method, blocks, fit_options, design, n_devi
         converged=status == Status.CONVERGED,
         message=message,
         status=status,
+        family_spec=fam,
         n_iter=int(out["n_iter"]),
         n_eval=int(out["n_eval"]),
         max_abs_grad=float(np.max(np.abs(out["grad"]))),

@@ -15,7 +15,6 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from ._families import get_family
 from ._params import free_entries, n_chol, re_dim
 
 _NODES, _WEIGHTS = np.polynomial.hermite.hermgauss(40)
@@ -48,7 +47,7 @@ def _marginal_beta(beta, chol, design, family):
 def marginal_coefs(res) -> pd.DataFrame:
     from math import erfc, sqrt
 
-    family = get_family(res.family, res.link)
+    family = res.family_spec
     names = list(res.fixef_names)
     if res.link == "identity":
         beta, cov = np.asarray(res.beta), np.asarray(res.vcov_array)

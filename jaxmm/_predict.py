@@ -9,7 +9,6 @@ import pandas as pd
 
 from ._model_matrix import for_formulaic
 from ._table import _as_float, _column, as_pandas
-from ._families import get_family
 from ._formula_eval import evaluate, model_frame
 from ._formula_nodes import unparse
 from .errors import ArgumentError, DataError, JaxmmWarning
@@ -73,7 +72,7 @@ def predict(res, newdata=None, *, type="response", re="conditional", offset=None
         raise ArgumentError(f"unknown type {type!r}; choose one of {list(_TYPES)}")
     if re not in _RE:
         raise ArgumentError(f"unknown re {re!r}; choose one of {list(_RE)}")
-    family = get_family(res.family, res.link)
+    family = res.family_spec
     if newdata is None:
         if offset is not None:
             raise ArgumentError("offset= applies to newdata; the fitted rows use the fit's own offset")

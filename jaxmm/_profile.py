@@ -20,7 +20,6 @@ import pandas as pd
 
 from ._engine import _natural_phi, elemental_rows
 from ._jit import compiled
-from ._families import get_family
 from ._gc import with_frozen_heap
 from ._inner import InnerOptions
 from ._laplace import laplace_loglik
@@ -140,9 +139,9 @@ def profile_intervals(res, level: float) -> pd.DataFrame:
         raise ArgumentError("profile intervals are computed on the ML likelihood; refit with method='ML'")
     if res.layout.chunks != 1:
         raise ArgumentError("profile intervals are available for designs of up to 2^19 rows")
-    if res.family == "gaussian" and res.fit_options.weights is not None:
+    if res.family_spec.exact and res.fit_options.weights is not None:
         raise ArgumentError("profile intervals are not available for gaussian fits with prior weights")
-    family = get_family(res.family, res.link)
+    family = res.family_spec
     structure = res.D.shape[0] if res.re_blocks is None else tuple(res.re_blocks)
     nd = res.n_dispersion
     p, d = len(res.beta), res.D.shape[0]

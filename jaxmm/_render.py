@@ -19,7 +19,7 @@ def _pvalue(p: float) -> str:
 
 
 def _model_title(res) -> str:
-    if res.family == "gaussian":
+    if res.family_spec.exact:
         return f"Linear mixed model fit by {'REML' if res.method == 'REML' else 'maximum likelihood'}"
     if res.method == "AGHQ":
         return ("Generalized linear mixed model fit by maximum likelihood (Adaptive Gauss-Hermite Quadrature, "
@@ -71,14 +71,14 @@ def summary_text(res) -> str:
     out.append("")
     out.append("Fixed effects:")
     ct = res.coef_table()
-    stat = "t value" if res.family == "gaussian" else "z value"
+    stat = "t value" if res.family_spec.exact else "z value"
     rows = []
     for name, r in ct.iterrows():
         row = [str(name), f"{r.estimate:.5g}", f"{r.std_error:.5g}", f"{r.z:.3f}"]
         if res.family != "gaussian":
             row.append(_pvalue(r.p))
         rows.append(row)
-    header = ["", "Estimate", "Std. Error", stat] + ([] if res.family == "gaussian" else ["Pr(>|z|)"])
+    header = ["", "Estimate", "Std. Error", stat] + ([] if res.family_spec.exact else ["Pr(>|z|)"])
     out += _table(rows, header)
     out.append("")
     out.append(f"Optimizer: {res.message} ({res.n_iter} iterations, {res.n_eval} evaluations, "
@@ -155,7 +155,7 @@ def summary_html(res) -> str:
     """Notebook rendering: the summary's header, random-effects and fixed-effects tables."""
     import html
 
-    kind = _model_title(res) + ("" if res.family == "gaussian" else f", {res.family} ({res.link})")
+    kind = _model_title(res) + ("" if res.family_spec.exact else f", {res.family} ({res.link})")
     fit_stats = (f"logLik {res.loglik:.4f} &nbsp; AIC {res.aic:.1f} &nbsp; BIC {res.bic:.1f} &nbsp; "
                  f"deviance {res.deviance:.1f} &nbsp; obs {res.n_obs} &nbsp; groups ({html.escape(res.group_name)}) "
                  f"{res.n_groups}")

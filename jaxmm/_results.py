@@ -74,6 +74,7 @@ class MixedModelResult:
     cov_natural: np.ndarray | None = None
     encoders: object = None              # _types.Encoders: the model's columns for new data
     status: Status = Status.CONVERGED    # the optimiser's verdict, or SEPARATED / NONFINITE from the checks after it
+    family_spec: object = None           # the _families.Family (distribution and link) that was fitted
 
     def __post_init__(self):
         # Arrays are frozen too: a result is a record of one fit, not a scratch pad.
@@ -128,7 +129,7 @@ class MixedModelResult:
         Relative means L/σ for gaussian models and L itself for the others, whose
         random effects are already on the scale of the linear predictor.
         """
-        scale = self.sigma if self.family == "gaussian" else 1.0
+        scale = self.sigma if self.family_spec.exact else 1.0
         rel = np.abs(np.diag(np.asarray(self.params.chol))) / scale
         return bool(np.any(rel < 1e-4))
 

@@ -12,7 +12,6 @@ import numpy as np
 import pandas as pd
 
 from ._design import design_from_formula
-from ._families import get_family
 from ._formula import parse_formula
 from ._laplace import modes_and_cond_var
 from ._params import Params
@@ -29,7 +28,7 @@ def unpooled_effects(res, data) -> np.ndarray:
                                        missing=opts.missing)
     if tuple(info.group_labels) != tuple(res.group_labels):
         raise ValueError("data do not match the fit: different groups")
-    fam = get_family(res.family, res.link)
+    fam = res.family_spec
     L = np.linalg.cholesky(res.D + 1e-12 * np.trace(res.D) * np.eye(res.D.shape[0]))
     disp = res.sigma if res.sigma is not None else 1.0
     params = Params(jnp.asarray(res.beta), jnp.asarray(WIDEN * L), jnp.asarray(disp, dtype=jnp.float64))

@@ -22,7 +22,6 @@ import pandas as pd
 from ._types import Design
 from ._engine import _fit_glmm, _fit_lmm, elemental_rows, fit_one
 from ._jit import compiled
-from ._families import get_family
 from ._gc import with_frozen_heap
 from ._inner import InnerOptions
 from ._optimize import OptOptions, Status
@@ -86,7 +85,7 @@ def refit_responses(design: Design, Y, family, reml: bool, chunks: int, blocks, 
     """The model refitted to every row of Y (each a response vector for ``design``), with
     ``nagq`` quadrature nodes per random effect (1 = Laplace); one compiled, vmapped call.
     A dict of the :data:`REFIT_OUTPUTS`, each with a leading replicate axis."""
-    if family.name == "gaussian":
+    if family.exact:
         return _refit_lmm(design, Y, reml, blocks)
     return _refit_laplace(design, Y, family, chunks, blocks, nagq)
 
@@ -102,7 +101,7 @@ def _check_n_seed(n, seed):
 
 
 def _draw(res, n: int, seed: int):
-    family = get_family(res.family, res.link)
+    family = res.family_spec
     # Host values go to the compiled call as they are: jnp.asarray would compile a copy
     # program for each of them in a fresh process.
     return simulate_responses(np.int64(seed), res.design, np.asarray(res.params.beta), np.asarray(res.params.chol),
@@ -154,7 +153,7 @@ def bootstrap(res, n: int = 500, seed: int = 0) -> pd.DataFrame:
     from ._inference import variance_parameters
 
     n, seed = _check_n_seed(n, seed)
-    family = get_family(res.family, res.link)
+    family = res.family_spec
     Y = _draw(res, n, seed)
     out = _refits(res, Y, family, one_by_one=jax.default_backend() == "cpu" and res.n_devices == 1)
     D = out["chol"] @ np.swapaxes(out["chol"], -1, -2)
