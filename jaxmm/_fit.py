@@ -70,7 +70,7 @@ def _one_row_per_group(family, design) -> str | None:
 @with_frozen_heap
 def fit(formula: str, data, family="gaussian", *, method: str | None = None, trials: str | None = None,
         link: str | None = None, offset=None, weights=None, missing: str = "raise", bucket: bool = True,
-        dtype: str = "float64", verbose: bool = False, by: str | None = None, devices=None, nAGQ: int = 1,
+        dtype: str = "float64", verbose=False, by: str | None = None, devices=None, nAGQ: int = 1,
         REML: bool | None = None):
     """Fit a (generalised) linear mixed model with one grouping factor.
 
@@ -94,8 +94,9 @@ def fit(formula: str, data, family="gaussian", *, method: str | None = None, tri
     bucket : pad rows and groups up to the next of a coarse ladder of sizes (at most 25 %
         more) with inert rows, so that datasets of similar size reuse one compiled fit.
         The estimates do not change; ``False`` compiles for the exact shape.
-    verbose : print progress (iteration, −loglik, max|gradient|) on stderr once a fit has
-        run for about 2 s.
+    verbose : ``True`` prints progress (iteration, −loglik, max|gradient|) on stderr once a fit
+        has run for about 2 s; a function ``f(iteration, objective, max_abs_grad, elapsed)``
+        is called after every accepted iteration instead (objective: −loglik).
     by : a column name: fit one model per value of it, all in one compiled, vmapped call,
         and return a :class:`BatchResult` (``.fixef``, ``.D``, ``.sigma``, ``.loglik``,
         ``.converged`` per value; ``[value]`` for one replicate's full result). The formula
@@ -139,6 +140,9 @@ def fit(formula: str, data, family="gaussian", *, method: str | None = None, tri
                             "for binomial counts use trials=")
     if not isinstance(bucket, bool):
         raise ArgumentError(f"bucket must be True or False, got {bucket!r}")
+    if not (isinstance(verbose, bool) or callable(verbose)):
+        raise ArgumentError(f"verbose must be True, False or a function of (iteration, objective, max_abs_grad, "
+                            f"elapsed), got {verbose!r}")
     fit_options = FitOptions(trials=trials, offset=offset, weights=weights, missing=missing, nAGQ=nAGQ)
     if by is not None:
         if not isinstance(by, str):
@@ -191,7 +195,7 @@ def fit(formula: str, data, family="gaussian", *, method: str | None = None, tri
             raise DataError(f"every group of {spec.group!r} has a single row: {why} (lme4 refuses such a model too)")
     blocks = _re_blocks(spec, design.Z.shape[1])
     if verbose:
-        _progress.start()
+        _progress.start(None if verbose is True else verbose)
     try:
         out = fit_one(design, fam, method == "REML", layout.chunks, blocks, nagq, opt=opt, mesh=mesh)
         out = {k: to_host(v) for k, v in out.items()}

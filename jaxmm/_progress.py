@@ -1,9 +1,13 @@
-"""Progress lines for long fits (``fit(..., verbose=True)`` and the CLI), on stderr.
+"""Progress of a fit: lines on stderr (``fit(..., verbose=True)`` and the CLI) or a caller's
+function (``verbose=callable``).
 
 The optimiser calls :func:`report` from inside the compiled loop (a JAX debug callback) after
-every accepted iteration; lines appear only once a fit has run for ``DELAY`` seconds, so
-quick fits stay silent. A JAX host callback lands on a CPU device, so the lines need JAX's
-CPU platform: with ``JAX_PLATFORMS=cuda`` alone there is none (:func:`available`).
+every accepted iteration. A compiled program cannot carry a Python object that changes from
+call to call, so the receiver of the running fit is held here between :func:`start` and
+:func:`stop`. Lines appear only once a fit has run for ``DELAY`` seconds, so quick fits stay
+silent; a function gets every iteration. A JAX host callback lands on a CPU device, so
+progress needs JAX's CPU platform: with ``JAX_PLATFORMS=cuda`` alone there is none
+(:func:`available`).
 """
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ import sys
 import time
 
 DELAY = 2.0
-_state = {"start": None, "shown": False}
+_state = {"start": None, "shown": False, "sink": None}
 
 
 def available() -> bool:
@@ -24,14 +28,19 @@ def available() -> bool:
         return False
 
 
-def start() -> None:
-    _state["start"], _state["shown"] = time.perf_counter(), False
+def start(sink=None) -> None:
+    """Report the next fit's iterations: as lines on stderr, or to ``sink(iteration,
+    objective, max_abs_grad, elapsed)``."""
+    _state["start"], _state["shown"], _state["sink"] = time.perf_counter(), False, sink
 
 
 def report(iteration, objective, max_grad) -> None:
     if _state["start"] is None:
         return
     elapsed = time.perf_counter() - _state["start"]
+    if _state["sink"] is not None:
+        _state["sink"](int(iteration), float(objective), float(max_grad), elapsed)
+        return
     if elapsed < DELAY:
         return
     if not _state["shown"]:
@@ -42,4 +51,4 @@ def report(iteration, objective, max_grad) -> None:
 
 
 def stop() -> None:
-    _state["start"] = None
+    _state["start"], _state["sink"] = None, None

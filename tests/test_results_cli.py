@@ -7,7 +7,7 @@ import pytest
 
 import jaxmm
 from jaxmm._cli import main
-from jaxmm.errors import JaxmmWarning
+from jaxmm.errors import ArgumentError, JaxmmWarning
 
 
 def test_varcorr_table(reference_fit):
@@ -118,6 +118,25 @@ def test_verbose_progress_after_the_delay(capsys, monkeypatch, reference_fit):
     monkeypatch.setattr(progress, "DELAY", 1e9)  # a quick fit stays silent
     jaxmm.fit(ref["formula"], data, family="binomial", trials="size", verbose=True)
     assert capsys.readouterr().err == ""
+
+
+def test_verbose_function_receives_every_iteration(reference_fit):
+    """verbose=f gets (iteration, −loglik, max|grad|, elapsed) after the start and every
+    accepted iteration, with no delay, through the same compiled program as verbose=True."""
+    import jaxmm._progress as progress
+
+    ref, data, _ = reference_fit("cbpp_binomial")
+    if not progress.available():  # JAX_PLATFORMS without cpu: covered by the test below
+        return
+    seen = []
+    res = jaxmm.fit(ref["formula"], data, family="binomial", trials="size", verbose=lambda *a: seen.append(a))
+    assert len(seen) == res.n_iter + 1
+    objectives = [s[1] for s in seen]
+    assert all(b <= a + 1e-9 for a, b in zip(objectives, objectives[1:]))  # accepted steps only go down
+    assert objectives[-1] == pytest.approx(-res.loglik, abs=1e-3)
+    assert all(isinstance(s[0], int) and s[3] >= 0 for s in seen)
+    with pytest.raises(ArgumentError, match="verbose must be True, False or a function"):
+        jaxmm.fit(ref["formula"], data, family="binomial", trials="size", verbose="yes")
 
 
 def test_verbose_without_a_cpu_platform_warns_and_fits(capsys, monkeypatch, reference_fit):
