@@ -33,7 +33,7 @@ tests() {
         2>&1 | tee "$out/tests.log" | tail -60
 }
 flags() {
-    # A cold 10M fit on the H100 spent about 3 s compiling, the GPU's own work was 0.5 s.
+    # A cold 10M fit's time is mostly XLA's compile, not GPU work (results_gpu.md).
     # Each variant runs in its own process (an unknown flag aborts only that one).
     for f in "" "--xla_gpu_force_compilation_parallelism=16" "--xla_gpu_enable_llvm_module_compilation_parallelism=true" \
              "--xla_gpu_autotune_level=0" "--xla_gpu_enable_libnvptxcompiler=true"; do
@@ -43,8 +43,8 @@ flags() {
     done 2>&1 | tee "$out/flags.log"
 }
 compile() {
-    # On the H100 a cold 13k fit took 3.33 s at c154b85 (session 8) and 5.02 s at dac93af
-    # (session 13); on the CPU the fit's XLA compile did not grow. Two processes of each.
+    # A cold fit's compile on a GPU, this checkout against OLD_REV (results_gpu.md has the
+    # runs). Two processes of each.
     old=/tmp/jaxmm-old
     git worktree add -f "$old" "${OLD_REV:-c154b85}" >/dev/null 2>&1 || echo "no worktree for ${OLD_REV:-c154b85}"
     for i in 1 2; do
@@ -68,17 +68,11 @@ effort() {
     done 2>&1 | tee "$out/effort.log"
 }
 gemm() {
-    # Session 16's H100 (at 83d86aa): XLA:GPU's time went to the HLO passes (2.3-2.7 s, GEMM
-    # autotuning included) and to emitting Triton GEMM fusions (95 of 185 kernel emissions,
-    # several per fusion: the autotuner's candidates). Since then jaxmm compiles without them
-    # on a GPU (1e064b0, _jit.GPU_COMPILER_OPTIONS), and the row and group products of each
-    # evaluation are no longer dots (_smallmat.matmul), so that XLA has no cuBLAS calls there
-    # to autotune either; that second change has not run on a GPU. Nor has ee53d79: the host
-    # layout waits until the program is lowered, so that tracing no longer shares the GIL with
-    # it (2-core CPU, 10M: lowered 1.75-1.94 s into the call against 2.93-3.07 s). Compared
-    # here, three rounds, alternating, one process each: this checkout, this checkout with
-    # Triton GEMM fusions, OLD_REV (default 1e064b0: no Triton, the dots) and WAIT_REV
-    # (default 7203998: the unrolled products, the layout beside the trace).
+    # XLA:GPU's compile goes mostly to HLO passes and Triton GEMM fusions, which jaxmm turns
+    # off (_jit.GPU_COMPILER_OPTIONS; docs/performance.md). Three rounds, alternating, one
+    # process each: this checkout, this checkout with Triton GEMM fusions, OLD_REV (default
+    # 1e064b0: no Triton, the products as dots) and WAIT_REV (default 7203998: the unrolled
+    # products, the layout beside the trace).
     old=/tmp/jaxmm-gemm-old
     git worktree add -f "$old" "${OLD_REV:-1e064b0}" >/dev/null 2>&1 || echo "no worktree for ${OLD_REV:-1e064b0}"
     nowait=/tmp/jaxmm-gemm-nowait
@@ -113,7 +107,7 @@ lmm_pair() {
     done
 }
 confirm() {
-    # Session 20's second call (the autotuner off by default on a GPU, after `target`): three
+    # The autotuner off by default on a GPU, confirmed: three
     # rounds, alternating, one process each, of this checkout against OLD_REV (default 80baec0:
     # the same products, autotuned), one pair of 10M LMM fits, run.py's cold median at 10M
     # over five processes, then TESTS with what is left (BUDGET_S).
@@ -131,10 +125,8 @@ target() {
     # One lease of at most about 7 minutes (15 minutes of device time a session, starts included).
     # The first process of a call has been the slowest (files read cold, the driver's first
     # start), so a throwaway 13.7k fit comes first. Then three rounds, alternating, one process
-    # each: this checkout, BASE_REV (default ee0530f: the start values' XᵀWX and Xᵀv as dots,
-    # measured in session 19) and this checkout with XLA's autotuner at its default level, 4
-    # (session 20 ran this at 80baec0, where it was on by default, and with the option level 0;
-    # af3be28 made 0 the default).
+    # each: this checkout, BASE_REV (default ee0530f: the start values' XᵀWX and Xᵀv as dots)
+    # and this checkout with XLA's autotuner at its default level, 4 (jaxmm's is 0).
     timeout 60 python3 benchmarks/stages.py --problems binomial-q2-13k-balanced --repeats 0 2>&1 | grep "^| binomial\|rror"
     base=/tmp/jaxmm-base
     git worktree add -f "$base" "${BASE_REV:-ee0530f}" >/dev/null 2>&1 || echo "no worktree for ${BASE_REV:-ee0530f}"
@@ -171,10 +163,9 @@ flags)
 all)
     # One lease: the cold 10M fit's stages, with and without Triton GEMM fusions, XLA:GPU's own
     # timers, the 1M and 10M ladder, then the tests (TESTS: files, default all) with what is left.
-    # (Session 16 ran the effort step where gemm is now, and compile_time.py --phases alone.)
     timeout 90 python3 benchmarks/stages.py --problems binomial-q2-10M-balanced --repeats 2 2>&1 | tee "$out/stages.log"
     gemm
-    # 60 s an engine: a 10M fit took 17 s in all on the H200 (cold, two warm, loading)
+    # 60 s an engine: a 10M fit, cold, two warm and loading, fits well within it (results_gpu.md)
     python3 benchmarks/run.py --engines jaxmm,jaxmm-f32 --repeats 2 --cold-runs 1 --timeout 60 --tmpdir /tmp/benchdata \
         --problems binomial-q2-1M-balanced,binomial-q2-10M-balanced \
         --out "$out/results_gpu.md" 2>&1 | tee "$out/bench.log" | tail -12
