@@ -118,7 +118,7 @@ class Carry(NamedTuple):
     warm: object             # the modes at the optimiser's last accepted point
     center: Center
     fd: jnp.ndarray          # the difference gradients, row by row
-    j: jnp.ndarray           # the next batch of differences
+    j: jnp.ndarray           # the next difference
     attempt: jnp.ndarray     # restarts so far
     best: Attempt
     n_iter: jnp.ndarray
@@ -129,7 +129,7 @@ class Carry(NamedTuple):
 
 
 def optimise_and_check(evaluate, theta0, warm0, args, diag_mask, restart_theta, options: OptOptions = OptOptions(),
-                       work_dtype=None, face_mask=None, fd_batch: int = 1, exact_block=None):
+                       work_dtype=None, face_mask=None, exact_block=None):
     """Minimise ``evaluate(φ, warm, args) -> ((value, new_warm), ∇_φ value)`` and judge the result.
 
     ``theta0``: the optimiser's start, φ = θ with exp() applied where ``diag_mask`` (a
@@ -144,11 +144,6 @@ def optimise_and_check(evaluate, theta0, warm0, args, diag_mask, restart_theta, 
     ``face_mask`` (static, optional) marks the diagonals that are a block of their own
     (``_params.scalar_blocks``): the objective is even in them, so once one is below
     BOUNDARY_CANDIDATE and still pushed down it is held at exactly 0 (see the body).
-
-    ``fd_batch`` (static): where k > ``_smallmat.UNROLL_MAX``, the difference gradients are
-    evaluated that many at a time (``jax.vmap`` of ``evaluate``), so that a wide X is read
-    once per batch rather than once per coordinate. Not under an outer vmap, where the
-    batch would be evaluated on every iteration.
 
     ``exact_block`` (optional): ``(n, fn)`` with ``fn(φ, warm, args)`` the exact Hessian
     (n, n) of the objective in φ[:n] at a point and its modes (``_gradient.beta_hessian``
@@ -183,15 +178,13 @@ def optimise_and_check(evaluate, theta0, warm0, args, diag_mask, restart_theta, 
 
     # the gradients at the difference points: +h_j e_j, then −h_j e_j (central)
     n_fd = 2 * n_diff if central_differences(work_dtype) else n_diff
-    batch = min(fd_batch, n_fd) if k > sm.UNROLL_MAX else 1
-    n_batches = -(-n_fd // batch)
 
     zero = jnp.zeros((), dtype)
     best0 = Attempt(theta=theta0, phi=theta0, value=jnp.asarray(jnp.inf, dtype), grad=jnp.zeros(k, dtype),
                     hess=jnp.zeros((k, k), dtype), warm=warm0, status=jnp.zeros((), jnp.int32), decrement=zero)
     center0 = Center(phi=theta0, value=zero, grad=jnp.zeros(k, dtype), warm=warm0)
     carry0 = Carry(phase=jnp.asarray(Phase.OPT, jnp.int32), lb=lbfgs_start(theta0, warm0, options), warm=warm0,
-                   center=center0, fd=jnp.zeros((n_batches * batch, k), dtype), j=jnp.zeros((), jnp.int32),
+                   center=center0, fd=jnp.zeros((n_fd, k), dtype), j=jnp.zeros((), jnp.int32),
                    attempt=jnp.zeros((), jnp.int32), best=best0, n_iter=jnp.zeros((), jnp.int32),
                    n_eval=jnp.zeros((), jnp.int32), early=jnp.zeros((), bool), no_early=jnp.zeros((), bool),
                    frozen=jnp.zeros(k, bool))
@@ -238,21 +231,7 @@ def optimise_and_check(evaluate, theta0, warm0, args, diag_mask, restart_theta, 
         polish_step, polish_dec = only_if(at_polish, newton_step, best_old.grad, best_old.hess, fixed)
         point = jnp.where(at_polish, best_old.phi + polish_step, point)
         warm_in = sel(at_opt, c.warm, sel(at_fd, center.warm, sel(at_polish, best_old.warm, lb.warm_x)))
-        if batch == 1:
-            (f_t, warm_t), g_t = evaluate(point, warm_in, args)
-            g_fd = g_t[None]
-        else:
-            def one():
-                (f, w), g = evaluate(point, warm_in, args)
-                return f, w, g, jnp.zeros((batch, k), dtype)
-
-            def several():
-                at = jnp.minimum(j * batch + jnp.arange(batch), n_fd - 1)  # the last batch repeats its last point
-                points = jax.vmap(fd_point, (None, 0))(center.phi, at)
-                (f, _), g = jax.vmap(evaluate, (0, None, None))(points, center.warm, args)
-                return f[0], center.warm, g[0], g
-
-            f_t, warm_t, g_t, g_fd = jax.lax.cond(at_fd, several, one)
+        (f_t, warm_t), g_t = evaluate(point, warm_in, args)
         finite = jnp.isfinite(f_t) & jnp.all(jnp.isfinite(g_t))
 
         # OPT: one L-BFGS step in θ (chain rule through φ = exp on the diagonal).
@@ -302,13 +281,13 @@ def optimise_and_check(evaluate, theta0, warm0, args, diag_mask, restart_theta, 
         center = sel(new_center, Center(phi=point, value=f_t, grad=g_t, warm=warm_t), center)
 
         # FD: the gradients around the centre, then the Hessian, the verdict and the best attempt.
-        # Only this pass's rows of the differences are written (in place), and the Hessian is
+        # Only this pass's row of the differences is written (in place), and the Hessian is
         # formed when they are complete: k×k work on every pass outweighed a wide fit's
         # evaluations.
-        start = (j * batch, jnp.zeros((), j.dtype))
-        rows_now = jax.lax.dynamic_slice(c.fd, start, (batch, k))
-        fd = jax.lax.dynamic_update_slice(c.fd, jnp.where(at_fd, g_fd, rows_now), start)
-        fd_done = at_fd & (j == n_batches - 1)
+        start = (j, jnp.zeros((), j.dtype))
+        row_now = jax.lax.dynamic_slice(c.fd, start, (1, k))
+        fd = jax.lax.dynamic_update_slice(c.fd, jnp.where(at_fd, g_t[None], row_now), start)
+        fd_done = at_fd & (j == n_fd - 1)
 
         def verdict(fd, center, lb_status):
             diffs = fd[:n_fd]
@@ -366,7 +345,7 @@ def optimise_and_check(evaluate, theta0, warm0, args, diag_mask, restart_theta, 
                     n_iter=(c.n_iter + jnp.where(opt_done, lb_new.it, 0) + it_frozen
                             - jnp.where(resume, lb.it, 0)).astype(jnp.int32),
                     frozen=frozen & ~restart,
-                    n_eval=c.n_eval + jnp.where(at_fd, jnp.minimum(batch, n_fd - j * batch), 1),
+                    n_eval=c.n_eval + 1,
                     early=jnp.where(at_opt, early_stop, c.early & ~restart),
                     # An early stop that did not end the fit (its projection was worse, or
                     # the judged point needs a restart: e.g. L = 0 is a saddle with the

@@ -84,7 +84,7 @@ def _over_chunks(fn, consts, chunked, mesh=None):
 
 
 def _fit_glmm(theta0, design: Design, family, inner=InnerOptions(), opt=OptOptions(), chunks: int = 1,
-              blocks=None, mesh=None, nagq: int = 1, fd_batch: int = 1, exact_beta: bool = False):
+              blocks=None, mesh=None, nagq: int = 1, exact_beta: bool = False):
     """Laplace fit. With ``chunks`` > 1 every pass over the rows runs chunk by chunk
     (``lax.map``), each chunk differentiated on its own and the derivatives summed, so the
     reverse-mode temporaries are those of one chunk.
@@ -95,8 +95,7 @@ def _fit_glmm(theta0, design: Design, family, inner=InnerOptions(), opt=OptOptio
     None is one correlated block. ``mesh`` (a one-axis ``jax.sharding.Mesh``) splits the
     chunks over its devices; ``chunks`` must then be a multiple of its size. ``nagq`` > 1
     integrates the random effects by adaptive Gauss–Hermite quadrature with that many
-    nodes per dimension (``_quadrature``) instead of Laplace. ``fd_batch``: as in
-    :func:`_driver.optimise_and_check` (:func:`fd_batch_size` chooses it for one fit).
+    nodes per dimension (``_quadrature``) instead of Laplace.
     ``exact_beta``: the Hessian's fixed-effect block is exact (``_gradient.beta_hessian``)
     rather than p difference gradients; Laplace without a mesh only (:func:`exact_beta_hessian`).
     """
@@ -162,7 +161,7 @@ def _fit_glmm(theta0, design: Design, family, inner=InnerOptions(), opt=OptOptio
     face_mask = np.zeros(theta0.shape[0], bool)
     face_mask[p:p + nc] = scalar_blocks(structure)
     best = optimise_and_check(evaluate, theta0, u0, chunked, diag_mask, restart_theta, opt, work, face_mask=face_mask,
-                              fd_batch=fd_batch, exact_block=(p, fixed_effect_hessian) if exact_beta else None)
+                              exact_block=(p, fixed_effect_hessian) if exact_beta else None)
 
     # Back from the orthonormalised β: with φ = M φ_s, M = diag(A, I), the gradient is
     # M⁻ᵀ g_s and the covariance of the natural parameters M H_s⁻¹ Mᵀ.
@@ -256,7 +255,7 @@ def elemental_rows(rows: int, nagq: int = 1) -> bool:
 
 
 def _elemental_fit(theta0, design: Design, family, inner=None, opt=None, chunks=1, blocks=None, mesh=None,
-                   nagq: int = 1, fd_batch: int = 1, exact_beta: bool = False) -> bool:
+                   nagq: int = 1, exact_beta: bool = False) -> bool:
     return elemental_rows(design.X.shape[0], nagq)
 
 
@@ -265,28 +264,13 @@ def _elemental_batch(designs: Design, family, inner=None, opt=None, blocks=None,
 
 
 fit_glmm = compiled(_fit_glmm, static_argnames=("family", "inner", "opt", "chunks", "blocks", "mesh", "nagq",
-                                                "fd_batch", "exact_beta"),
+                                                "exact_beta"),
                     elemental=_elemental_fit)
 
-# Row evaluations per batch of difference gradients (fd_batch_size); a chunk of 2**21 rows
-# or more takes them one at a time. Batches pay only where X is wide enough that reading it
-# dominates an evaluation; below FD_BATCH_MIN_COLUMNS they add compile time and save nothing
-# (benchmarks/results_wide.md).
-FD_BATCH_ROWS = 1 << 21
-FD_BATCH_MIN_COLUMNS = 128
-
-
-def fd_batch_size(design: Design, chunks: int, nagq: int, mesh) -> int:
-    """How many difference gradients one Laplace fit evaluates at a time: for many fixed
-    effects, as many as keep a batch's rows under FD_BATCH_ROWS (at most 64); else one."""
-    if design.X.shape[1] <= FD_BATCH_MIN_COLUMNS or nagq > 1 or mesh is not None:
-        return 1
-    return max(1, min(64, FD_BATCH_ROWS // max(1, design.X.shape[0] // chunks)))
-
-
 # From this many fixed-effect columns on, a Laplace fit's Hessian takes its fixed-effect block
-# exactly (_gradient.beta_hessian) instead of by p difference gradients.
-EXACT_BETA_MIN_COLUMNS = FD_BATCH_MIN_COLUMNS
+# exactly (_gradient.beta_hessian) instead of by p difference gradients; below, the block's
+# program costs more compile than the differences cost time (benchmarks/results_wide.md).
+EXACT_BETA_MIN_COLUMNS = 128
 
 
 def exact_beta_hessian(design: Design, nagq: int, mesh) -> bool:
@@ -301,7 +285,6 @@ def _one_call(design: Design, family, reml: bool, chunks: int, blocks, nagq, opt
     if family.exact:
         return fit_lmm, (None, design, reml), dict(opt=opt, blocks=blocks, chunks=chunks, mesh=mesh)
     return fit_glmm, (None, design, family), dict(opt=opt, chunks=chunks, blocks=blocks, mesh=mesh, nagq=nagq,
-                                                  fd_batch=fd_batch_size(design, chunks, nagq, mesh),
                                                   exact_beta=exact_beta_hessian(design, nagq, mesh))
 
 

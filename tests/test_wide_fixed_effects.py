@@ -1,6 +1,6 @@
 """Many fixed-effect columns: the fit's programs do not grow with p, and the Hessian's exact
-fixed-effect block (with batched difference gradients for the covariance parameters) gives
-the fit and the covariance of a Hessian made of differences alone, one gradient at a time."""
+fixed-effect block (with difference gradients for the covariance parameters) gives the fit
+and the covariance of a Hessian made of differences alone."""
 import numpy as np
 import pandas as pd
 import pytest
@@ -26,9 +26,8 @@ def test_wide_fixed_effects_exact_block_equals_differences(wide_table, monkeypat
 
     formula = "y ~ C(f) + (x | g)"
     exact = jaxmm.fit(formula, wide_table, family="poisson")
-    # differences along every coordinate, one gradient at a time
+    # differences along every coordinate
     monkeypatch.setattr(_engine, "EXACT_BETA_MIN_COLUMNS", 10 ** 9)
-    monkeypatch.setattr(_engine, "FD_BATCH_ROWS", 0)
     differences = jaxmm.fit(formula, wide_table, family="poisson")
     assert exact.converged and differences.converged and len(exact.fixef) == 150
     # the same optimiser path; the Hessian costs 3 gradients (the entries of L) instead of 153
