@@ -8,6 +8,7 @@ predictor through ``design.offset`` while the random effects are integrated out.
 """
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -15,6 +16,7 @@ from ._place_rows import make_design
 from ._types import Design
 from ._families import get_family
 from ._inner import InnerOptions
+from ._jit import kernels_for
 from ._laplace import modes_and_cond_var
 from ._lmm import lmm_loglik, lmm_modes, lmm_reml_loglik, lmm_stats
 from ._params import Params
@@ -22,6 +24,12 @@ from ._quadrature import check_dimension, check_nodes, marginal_loglik as _margi
 from .errors import ArgumentError
 
 __all__ = ["design", "row_order", "marginal_loglik", "conditional_modes"]
+
+
+def _kernels():
+    # These functions run inside the caller's own jit, compiled with XLA's default options
+    # on the default backend: the kernels chosen for that (_jit.kernels_for).
+    return kernels_for(jax.default_backend())
 
 
 def design(X, Z, y, groups, *, trials=None, offset=None, weights=None, dtype: str = "float64") -> Design:
@@ -110,14 +118,15 @@ def marginal_loglik(params, design: Design, *, family="gaussian", link=None, met
     if fam.exact:
         # Exact, from the per-group statistics (quadrature of a gaussian integrand is exact
         # anyway); also right for prior weights, which scale the row variance.
-        stats = lmm_stats(design, params.beta.dtype)
-        return lmm_reml_loglik(params, stats) if method == "REML" else lmm_loglik(params, stats)
+        kernels = _kernels()
+        stats = lmm_stats(design, params.beta.dtype, kernels)
+        return (lmm_reml_loglik if method == "REML" else lmm_loglik)(params, stats, kernels)
     q = design.Z.shape[-1]
     if nagq > 1:
         check_dimension(q)
     if u0 is None:
         u0 = jnp.zeros(design.counts.shape + (q,), design.X.dtype)
-    return _marginal_loglik(params, design, u0, fam, InnerOptions(), nagq)[0]
+    return _marginal_loglik(params, design, u0, fam, InnerOptions(kernels=_kernels()), nagq)[0]
 
 
 def conditional_modes(params, design: Design, *, family="gaussian", link=None, u0=None):
@@ -131,6 +140,7 @@ def conditional_modes(params, design: Design, *, family="gaussian", link=None, u
     if u0 is None:
         u0 = jnp.zeros(design.counts.shape + (q,), design.X.dtype)
     if fam.exact:
-        return lmm_modes(params, lmm_stats(design, params.beta.dtype))
-    b, cond_var, _ = modes_and_cond_var(params, design, u0, fam, InnerOptions())
+        kernels = _kernels()
+        return lmm_modes(params, lmm_stats(design, params.beta.dtype, kernels), kernels)
+    b, cond_var, _ = modes_and_cond_var(params, design, u0, fam, InnerOptions(kernels=_kernels()))
     return b, cond_var

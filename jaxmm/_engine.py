@@ -16,7 +16,7 @@ from ._driver import optimise_and_check
 from ._verdict import ESCAPE_FLOOR, restart_chol
 from ._gradient import beta_hessian, laplace_loglik_for_fit
 from ._inner import InnerOptions
-from ._jit import compiled
+from ._jit import Kernels, compiled
 from ._laplace import modes_and_cond_var
 from ._lmm import lmm_solution, lmm_stats, profiled_loglik
 from ._optimize import OptOptions
@@ -83,8 +83,8 @@ def _over_chunks(fn, consts, chunked, mesh=None):
         consts, chunked)
 
 
-def _fit_glmm(theta0, design: Design, family, inner=InnerOptions(), opt=OptOptions(), chunks: int = 1,
-              blocks=None, mesh=None, nagq: int = 1, exact_beta: bool = False):
+def _fit_glmm(theta0, design: Design, family, opt=OptOptions(), chunks: int = 1, blocks=None, mesh=None,
+              nagq: int = 1, exact_beta: bool = False, kernels: Kernels = Kernels()):
     """Laplace fit. With ``chunks`` > 1 every pass over the rows runs chunk by chunk
     (``lax.map``), each chunk differentiated on its own and the derivatives summed, so the
     reverse-mode temporaries are those of one chunk.
@@ -98,7 +98,10 @@ def _fit_glmm(theta0, design: Design, family, inner=InnerOptions(), opt=OptOptio
     nodes per dimension (``_quadrature``) instead of Laplace.
     ``exact_beta``: the Hessian's fixed-effect block is exact (``_gradient.beta_hessian``)
     rather than p difference gradients; Laplace without a mesh only (:func:`exact_beta_hessian`).
+    ``kernels``: how the passes write their sums (``_jit.Kernels``; :class:`_jit.compiled`
+    fills it in for the backend).
     """
+    inner = InnerOptions(kernels=kernels)
     q = design.Z.shape[1]
     structure = q if blocks is None else tuple(blocks)
     chunked = _chunked(design, chunks)
@@ -107,9 +110,9 @@ def _fit_glmm(theta0, design: Design, family, inner=InnerOptions(), opt=OptOptio
     # θ, the optimiser and sums over groups run in `acc` (float64 unless x64 is off); rows
     # and groups in the design's dtype, which may be float32 for speed.
     acc, work = jnp.result_type(float) if theta0 is None else theta0.dtype, design.X.dtype
-    gram, n_rows = weighted_gram(chunked, acc, whole)
+    gram, n_rows = weighted_gram(chunked, acc, whole, kernels.products_as_sums)
     if theta0 is None:
-        theta0 = initial_theta(chunked, family, structure, whole, gram).astype(acc)
+        theta0 = initial_theta(chunked, family, structure, whole, gram, kernels.products_as_sums).astype(acc)
     p = design.X.shape[1]
     nd = family.n_dispersion
     nc = n_chol(structure)
@@ -186,10 +189,10 @@ def _fit_glmm(theta0, design: Design, family, inner=InnerOptions(), opt=OptOptio
     )
 
 
-def _sharded_lmm_stats(design: Design, chunks: int, mesh, dtype):
+def _sharded_lmm_stats(design: Design, chunks: int, mesh, dtype, kernels: Kernels):
     """The per-group statistics computed chunk by chunk on the devices that hold the
     chunk's rows; per-group arrays stay sharded by group, totals are summed over chunks."""
-    per_chunk = _over_chunks(lambda _, d: lmm_stats(d, dtype), (), _chunked(design, chunks), mesh)
+    per_chunk = _over_chunks(lambda _, d: lmm_stats(d, dtype, kernels), (), _chunked(design, chunks), mesh)
     groups = lambda a: a.reshape((-1,) + a.shape[2:])
     total = lambda a: jnp.sum(a, axis=0)
     return per_chunk._replace(ZtZ=groups(per_chunk.ZtZ), ZtX=groups(per_chunk.ZtX), Zty=groups(per_chunk.Zty),
@@ -197,28 +200,29 @@ def _sharded_lmm_stats(design: Design, chunks: int, mesh, dtype):
                               n=total(per_chunk.n), half_log_w=total(per_chunk.half_log_w))
 
 
-def _fit_lmm(theta0, design: Design, reml: bool, opt=OptOptions(), blocks=None, chunks: int = 1, mesh=None):
-    """Exact REML/ML fit; ``theta0=None`` starts from Λ = I. ``blocks``, ``chunks`` and
-    ``mesh`` as in :func:`fit_glmm` (the rows are only read once, for the statistics)."""
+def _fit_lmm(theta0, design: Design, reml: bool, opt=OptOptions(), blocks=None, chunks: int = 1, mesh=None,
+             kernels: Kernels = Kernels()):
+    """Exact REML/ML fit; ``theta0=None`` starts from Λ = I. ``blocks``, ``chunks``, ``mesh``
+    and ``kernels`` as in :func:`fit_glmm` (the rows are only read once, for the statistics)."""
     q = design.Z.shape[1]
     structure = q if blocks is None else tuple(blocks)
     if theta0 is None:
         theta0 = initial_relative_chol(design, structure).astype(jnp.result_type(float))
     if mesh is None:
-        stats = lmm_stats(design, theta0.dtype)
+        stats = lmm_stats(design, theta0.dtype, kernels)
     else:
-        stats = _sharded_lmm_stats(design, chunks, mesh, theta0.dtype)
+        stats = _sharded_lmm_stats(design, chunks, mesh, theta0.dtype, kernels)
     rows, cols = free_entries(structure)
     lam_of = lambda phi: jnp.zeros((q, q), phi.dtype).at[rows, cols].set(phi)
 
     def evaluate(phi, warm, s):
-        value, grad = jax.value_and_grad(lambda v: -profiled_loglik(lam_of(v), s, reml))(phi)
+        value, grad = jax.value_and_grad(lambda v: -profiled_loglik(lam_of(v), s, reml, kernels))(phi)
         return (value, warm), grad
 
     restart_theta = lambda phi: vec_from_chol(restart_chol(lam_of(phi), ESCAPE_FLOOR), structure)
     best = optimise_and_check(evaluate, theta0, jnp.zeros(()), stats, rows == cols, restart_theta, opt,
                               face_mask=scalar_blocks(structure))
-    sol = lmm_solution(lam_of(best["phi"]), stats, reml)
+    sol = lmm_solution(lam_of(best["phi"]), stats, reml, kernels)
     return dict(
         theta=best["theta"], loglik=-best["value"], grad=best["grad"], n_iter=best["n_iter"], n_eval=best["n_eval"],
         status=best["status"],
@@ -254,17 +258,16 @@ def elemental_rows(rows: int, nagq: int = 1) -> bool:
     return rows < (ELEMENTAL_MAX_ROWS if nagq == 1 else ELEMENTAL_MAX_ROWS_AGHQ)
 
 
-def _elemental_fit(theta0, design: Design, family, inner=None, opt=None, chunks=1, blocks=None, mesh=None,
-                   nagq: int = 1, exact_beta: bool = False) -> bool:
+def _elemental_fit(theta0, design: Design, family, opt=None, chunks=1, blocks=None, mesh=None,
+                   nagq: int = 1, exact_beta: bool = False, kernels=None) -> bool:
     return elemental_rows(design.X.shape[0], nagq)
 
 
-def _elemental_batch(designs: Design, family, inner=None, opt=None, blocks=None, nagq: int = 1) -> bool:
+def _elemental_batch(designs: Design, family, opt=None, blocks=None, nagq: int = 1, kernels=None) -> bool:
     return elemental_rows(designs.X.shape[0] * designs.X.shape[1], nagq)
 
 
-fit_glmm = compiled(_fit_glmm, static_argnames=("family", "inner", "opt", "chunks", "blocks", "mesh", "nagq",
-                                                "exact_beta"),
+fit_glmm = compiled(_fit_glmm, static_argnames=("family", "opt", "chunks", "blocks", "mesh", "nagq", "exact_beta"),
                     elemental=_elemental_fit)
 
 # From this many fixed-effect columns on, a Laplace fit's Hessian takes its fixed-effect block
@@ -308,14 +311,14 @@ def prefetch_one(design: Design, family, reml: bool, chunks: int, blocks, nagq: 
 # design. Replicates are padded to a common shape with weight-0 rows and empty group
 # slots, which change no estimate; each replicate keeps its own optimiser state and
 # status, and the loops run until the last replicate stops.
-@compiled(static_argnames=("family", "inner", "opt", "blocks", "nagq"), elemental=_elemental_batch)
-def fit_glmm_batch(designs: Design, family, inner=InnerOptions(), opt=OptOptions(), blocks=None, nagq: int = 1):
-    return jax.vmap(lambda d: _fit_glmm(None, d, family, inner, opt, 1, blocks, nagq=nagq))(designs)
+@compiled(static_argnames=("family", "opt", "blocks", "nagq"), elemental=_elemental_batch)
+def fit_glmm_batch(designs: Design, family, opt=OptOptions(), blocks=None, nagq: int = 1, kernels: Kernels = Kernels()):
+    return jax.vmap(lambda d: _fit_glmm(None, d, family, opt, 1, blocks, nagq=nagq, kernels=kernels))(designs)
 
 
 @compiled(static_argnames=("reml", "opt", "blocks"), elemental=True)
-def fit_lmm_batch(designs: Design, reml: bool, opt=OptOptions(), blocks=None):
-    return jax.vmap(lambda d: _fit_lmm(None, d, reml, opt, blocks))(designs)
+def fit_lmm_batch(designs: Design, reml: bool, opt=OptOptions(), blocks=None, kernels: Kernels = Kernels()):
+    return jax.vmap(lambda d: _fit_lmm(None, d, reml, opt, blocks, kernels=kernels))(designs)
 
 
 @jax.jit

@@ -32,6 +32,7 @@ import numpy as np
 
 from . import _smallmat as sm
 from ._types import Design
+from ._jit import Kernels
 from ._inner import (InnerOptions, _at_rows, _row_sums, _rows, _solve, linear_parts, lower_pairs, mode_and_curvature,
                      symmetric_from_pairs)
 from ._params import Params
@@ -76,13 +77,13 @@ def _row_terms(per_group, eta_fixed, ZL, disp, design: Design, family):
     return zl, s, w, 0.5 * dw * lev, lev, by_disp, col
 
 
-def _adjoint(u, Hinv, eta_fixed, ZL, disp, design: Design, family):
+def _adjoint(u, Hinv, eta_fixed, ZL, disp, design: Design, family, kernels: Kernels):
     """Pass 1: the adjoint vᵢ = Hᵢ⁻¹cᵢ. Returns the per-group values of pass 2, (û, Hᵢ⁻¹, vᵢ)
     as (m, q + q² + q)."""
     q = ZL.shape[1]
     u_Hinv = jnp.concatenate([u, Hinv.reshape(-1, q * q)], axis=1)
     zl, _, _, half_dw_lev, _, _, _ = _row_terms(u_Hinv, eta_fixed, ZL, disp, design, family)
-    c = _row_sums([half_dw_lev * zl[a] for a in range(q)], design)              # (m, q)
+    c = _row_sums([half_dw_lev * zl[a] for a in range(q)], design, kernels)     # (m, q)
     return jnp.concatenate([u_Hinv, sm.matvec(Hinv, c)], axis=1)
 
 
@@ -104,7 +105,7 @@ def _forward(beta, chol, dispersion, design: Design, u0, family, options: InnerO
     cholH = sm.cholesky(H)
     value = jnp.sum(h.astype(acc)) - 0.5 * jnp.sum(sm.logdet_from_cholesky(cholH).astype(acc))
     Hinv = sm.cho_inverse(cholH)
-    per_group = _adjoint(u, Hinv, eta_fixed, ZL, disp, design, family)
+    per_group = _adjoint(u, Hinv, eta_fixed, ZL, disp, design, family, options.kernels)
     v = per_group[:, q + q * q:]
     # The second pass recomputes the row terms rather than reading them back: behind the
     # barrier XLA cannot merge the two computations, so each pass is one fused loop over
@@ -123,8 +124,9 @@ def _forward(beta, chol, dispersion, design: Design, u0, family, options: InnerO
     if by_disp is not None:
         k_d, s_d, w_d = by_disp
         terms.append(k_d - 0.5 * w_d * lev - s_d * zeta_v)
-    sums = _row_sums(terms, design).astype(acc)
-    g_beta = sm.cross(design.X, r.reshape(-1)).astype(acc) if wide else jnp.sum(sums[:, :p], axis=0)
+    sums = _row_sums(terms, design, options.kernels).astype(acc)
+    g_beta = (sm.cross(design.X, r.reshape(-1), options.kernels.products_as_sums).astype(acc) if wide
+              else jnp.sum(sums[:, :p], axis=0))
     sums = sums[:, len(x):]
     R, S = sums[:, :q], sums[:, q:2 * q]
     P = symmetric_from_pairs(sums[:, 2 * q:2 * q + q * (q + 1) // 2], q)
@@ -158,7 +160,7 @@ def beta_hessian(params: Params, design: Design, u, family, options: InnerOption
 
     def group_values(e):
         uu, _, H = mode_and_curvature(e, ZL, disp, design, u.astype(work), family, options)
-        return _adjoint(uu, sm.cho_inverse(sm.cholesky(H)), e, ZL, disp, design, family)
+        return _adjoint(uu, sm.cho_inverse(sm.cholesky(H)), e, ZL, disp, design, family, options.kernels)
 
     def residual(e, G):
         return _second_pass(G, e, ZL, disp, design, family)[-1].reshape(-1)
@@ -173,8 +175,9 @@ def beta_hessian(params: Params, design: Design, u, family, options: InnerOption
     per_group = lambda t: jax.ops.segment_sum(X * t[:, None], design.group, num_segments=design.n_groups,
                                               indices_are_sorted=True).astype(acc)               # (m, p)
     # one component at a time: all at once, the products X·U_c were dim G copies of X
-    low_rank = lambda H, uv: (H + sm.cross(per_group(uv[0]), per_group(uv[1])), None)
-    H = jax.lax.scan(low_rank, sm.gram(X.astype(acc), a.astype(acc)), (U, V))[0]
+    as_sums = options.kernels.products_as_sums
+    low_rank = lambda H, uv: (H + sm.cross(per_group(uv[0]), per_group(uv[1]), as_sums), None)
+    H = jax.lax.scan(low_rank, sm.gram(X.astype(acc), a.astype(acc), as_sums), (U, V))[0]
     return 0.5 * (H + H.T)
 
 

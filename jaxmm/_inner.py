@@ -25,7 +25,7 @@ import jax.numpy as jnp
 
 from . import _smallmat as sm
 from ._types import Design
-from ._jit import separate_group_sums
+from ._jit import Kernels
 
 
 class InnerOptions(NamedTuple):
@@ -40,6 +40,8 @@ class InnerOptions(NamedTuple):
     # converges quadratically, so it costs few passes (1-8 % more on the reference fits).
     tol: float = 1e-13
     max_halvings: int = 40
+    # How the passes write their sums: the compiled entry point's (_jit.Kernels).
+    kernels: Kernels = Kernels()
 
 
 def _segsum(values, design: Design):
@@ -66,7 +68,7 @@ def _tile_sums_jvp(primals, tangents):
     return _tile_sums(terms), tuple(jnp.sum(t, axis=-1) for t in dterms)
 
 
-def _row_sums(terms, design: Design):
+def _row_sums(terms, design: Design, kernels: Kernels):
     """Per-group sums (m, len(terms)) of per-row terms given as (T, k) tiles (tiled
     design) or (N,) rows."""
     if design.tile_group is None:
@@ -76,7 +78,7 @@ def _row_sums(terms, design: Design):
     tiles = _tile_sums(tuple(terms))
     over_tiles = lambda a: jax.ops.segment_sum(a, design.tile_group, num_segments=design.n_groups,
                                                indices_are_sorted=True)
-    if separate_group_sums():  # the kernel is summed into the tiles once, whichever form
+    if kernels.separate_group_sums:  # the kernel is summed into the tiles once, whichever form
         return jnp.stack([over_tiles(t) for t in tiles], axis=1)
     return over_tiles(jnp.stack(tiles, axis=1))
 
@@ -125,15 +127,15 @@ def symmetric_from_pairs(columns, q: int):
                       for a in range(q)], axis=-2)
 
 
-def group_logdens(u, eta_fixed, ZL, dispersion, design: Design, family):
+def group_logdens(u, eta_fixed, ZL, dispersion, design: Design, family, kernels: Kernels):
     """h_i(u_i) for every group, without the normalising constants: (m,)."""
     shape = _rows(design)
     eta, _ = _eta(u, eta_fixed, ZL, design)
     ll = family.kernel(shape(design.y), eta, shape(design.trials), dispersion) * shape(design.weights)
-    return _row_sums([ll], design)[:, 0] - 0.5 * jnp.sum(u * u, axis=1)
+    return _row_sums([ll], design, kernels)[:, 0] - 0.5 * jnp.sum(u * u, axis=1)
 
 
-def _evaluate(u, eta_fixed, ZL, dispersion, design: Design, family):
+def _evaluate(u, eta_fixed, ZL, dispersion, design: Design, family, kernels: Kernels):
     """h_i, ∇h_i and H_i at u from a single pass over the rows."""
     q = ZL.shape[1]
     shape = _rows(design)
@@ -142,7 +144,7 @@ def _evaluate(u, eta_fixed, ZL, dispersion, design: Design, family):
     weights = shape(design.weights)
     ll, s, w = ll * weights, s * weights, w * weights
     terms = [ll] + [s * zl[a] for a in range(q)] + [w * zl[a] * zl[b] for a, b in lower_pairs(q)]
-    sums = _row_sums(terms, design)
+    sums = _row_sums(terms, design, kernels)
     h = sums[:, 0] - 0.5 * jnp.sum(u * u, axis=1)
     g = sums[:, 1:1 + q] - u
     H = symmetric_from_pairs(sums[:, 1 + q:], q)
@@ -161,7 +163,7 @@ def _solve(eta_fixed, ZL, dispersion, design, u0, family, options: InnerOptions)
     before the data are touched again, so a solve that starts at the mode costs one pass
     over the rows, and the caller gets h and H at û without a further pass.
     """
-    args = (eta_fixed, ZL, dispersion, design, family)
+    args = (eta_fixed, ZL, dispersion, design, family, options.kernels)
     # In float32 a Newton step cannot shrink below ~1e-4 relative, nor h be compared
     # finer than its rounding: the tolerances follow the working precision.
     eps = float(jnp.finfo(eta_fixed.dtype).eps)
@@ -223,7 +225,7 @@ def _mode_and_curvature_jvp(family, options, primals, tangents):
     u, h, H = mode_and_curvature(eta_fixed, ZL, dispersion, design, u0, family, options)
 
     def at(uu, e, zl, disp, d):
-        return _evaluate(uu, e, zl, disp, d, family)
+        return _evaluate(uu, e, zl, disp, d, family, options.kernels)
 
     # IFT: ∇_u h(û; a) = 0 for all a, so dû = H⁻¹ ∂_a(∇_u h)·da.
     _, (h_a, g_a, H_a) = jax.jvp(lambda *a: at(u, *a), primals[:4], tangents[:4])

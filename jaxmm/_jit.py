@@ -12,9 +12,10 @@ counts.
 """
 from __future__ import annotations
 
-import contextvars
 import functools
+import inspect
 import threading
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -35,41 +36,41 @@ ELEMENTAL_COMPILER_OPTIONS = {**COMPILER_OPTIONS, "xla_cpu_use_fusion_emitters":
 
 # On a GPU, XLA would make the programs' dots Triton GEMM fusions and autotune each one,
 # compiling every candidate tiling. The row and group products are written out
-# (_smallmat.matmul) and the long products are sums (products_as_sums, below), so no dot is
+# (_smallmat.matmul) and the long products are sums (Kernels.products_as_sums, below), so no dot is
 # left worth timing candidates for: Triton GEMM and the autotuner are off, which shortens
 # the compile at no cost in GPU time (docs/performance.md, benchmarks/results_gpu.md).
 GPU_COMPILER_OPTIONS = {**COMPILER_OPTIONS, "xla_gpu_enable_triton_gemm": False, "xla_gpu_autotune_level": 0}
 
 
-# Whether the program being traced sums its per-group row terms with one segment sum per
-# output (see _inner._row_sums): set by `compiled` while it calls (and so traces) a
-# program; None outside one, where XLA's default emitters apply.
-_SEPARATE_GROUP_SUMS = contextvars.ContextVar("jaxmm_separate_group_sums", default=None)
+class Kernels(NamedTuple):
+    """How the numeric core writes two kinds of sums: a static value that the compiled
+    entry points take as their ``kernels`` argument and pass down (:class:`compiled` fills
+    it in from the backend and the emitter choice, :func:`kernels_for`). Both choices change
+    the program, not the result beyond rounding.
+
+    ``separate_group_sums``: a pass's per-group sums are one segment sum per output
+    (``_inner._row_sums``) rather than one over the stacked outputs. With XLA:CPU's fused
+    emitters the stacked sum first copies the tile outputs into one array.
+
+    ``products_as_sums``: the long products, over all rows or groups (the start values'
+    XᵀWX and Xᵀv, the LMM's statistics and per-group reductions: ``_smallmat.cross``), and
+    the LMM's per-group products are sums of elementwise products rather than dots. On an
+    accelerator a dot is a cuBLAS call whose algorithm, without XLA's autotuner (off:
+    :data:`GPU_COMPILER_OPTIONS`), is cuBLAS's default; as sums they are fused reductions.
+    The CPU's GEMM is faster than a fused reduction once X has more than a few columns.
+
+    The defaults are the plain forms (a stacked segment sum, dots).
+    """
+
+    separate_group_sums: bool = False
+    products_as_sums: bool = False
 
 
-def separate_group_sums() -> bool:
-    """One segment sum per output for the per-group sums of a row pass, rather than one
-    over the stacked outputs: on the CPU with XLA's fused emitters, where the stacked sums
-    first copy the tile outputs into one array (docs/performance.md). Programs compiled with
-    the elemental emitters, and accelerators, keep the stacked sum."""
-    chosen = _SEPARATE_GROUP_SUMS.get()
-    return jax.default_backend() == "cpu" if chosen is None else chosen
-
-
-# Whether the long products, over all rows or groups (a GLMM's start values' XᵀWX and Xᵀv,
-# the LMM's statistics and per-group reductions: _smallmat.cross), and the LMM's per-group
-# products are written as sums of elementwise products rather than dots. On accelerators a
-# dot is a cuBLAS call whose algorithm, without XLA's autotuner, is cuBLAS's default; as
-# sums they are reductions, which let the autotuner go at no cost in GPU time. The CPU
-# keeps the dots: its GEMM is faster than a fused reduction once X has more than a few
-# columns (docs/performance.md).
-_PRODUCTS_AS_SUMS = contextvars.ContextVar("jaxmm_products_as_sums", default=None)
-
-
-def products_as_sums() -> bool:
-    """Long products as sums (accelerators) rather than dots (the CPU); see above."""
-    chosen = _PRODUCTS_AS_SUMS.get()
-    return jax.default_backend() != "cpu" if chosen is None else chosen
+def kernels_for(backend: str, elemental: bool = False) -> Kernels:
+    """The kernels a program compiled for ``backend`` (with XLA:CPU's elemental emitters
+    where ``elemental``) is traced with (docs/performance.md)."""
+    cpu = backend == "cpu"
+    return Kernels(separate_group_sums=cpu and not elemental, products_as_sums=not cpu)
 
 
 def option_probe(v):
@@ -104,6 +105,9 @@ class compiled:
     program whose choice depends on the data's size then has one jit for each choice.
     It applies on the CPU only; other backends compile with :data:`COMPILER_OPTIONS`.
 
+    A function with a ``kernels`` parameter (static) is given :func:`kernels_for` the
+    backend and emitter choice where the caller passes none.
+
     Also a decorator: ``@compiled(static_argnames=(...), elemental=True)``.
     """
 
@@ -111,12 +115,16 @@ class compiled:
         self._fun, self._static, self._elemental = fun, tuple(static_argnames), elemental
         self._jitted, self._filtered = {}, set()
         self._pending: list[threading.Thread] = []
+        self._takes_kernels = fun is not None and "kernels" in inspect.signature(fun).parameters
+        if self._takes_kernels:
+            self._static += ("kernels",)
         if fun is not None:
             functools.update_wrapper(self, fun)
 
-    @staticmethod
-    def _separate_sums(key) -> bool:
-        return key[0] == "cpu" and not key[1]
+    def _with_kernels(self, key, kwargs):
+        if self._takes_kernels and "kernels" not in kwargs:
+            return {**kwargs, "kernels": kernels_for(*key)}
+        return kwargs
 
     def _key(self, args, kwargs):
         backend = jax.default_backend()
@@ -140,6 +148,7 @@ class compiled:
         """
         key = self._key(args, kwargs)
         jitted = self._for(key)
+        kwargs = self._with_kernels(key, kwargs)
         # thread-local: carried over, so compile logs still see it (read defensively: a jax
         # without the flag must not fail the fit)
         log = bool(getattr(jax.config, "jax_log_compiles", False))
@@ -147,7 +156,6 @@ class compiled:
         lowered = threading.Event()
 
         def work():
-            _SEPARATE_GROUP_SUMS.set(self._separate_sums(key))
             try:
                 with jax.log_compiles(log):
                     program = jitted.trace(*args, **kwargs).lower()
@@ -170,8 +178,7 @@ class compiled:
         while self._pending:  # a program compiling in the background (prefetch) is waited for, not compiled twice
             self._pending.pop().join()
         key = self._key(args, kwargs)
-        # Each key has its own jit, so what its trace reads here stays true of its cache.
-        token = _SEPARATE_GROUP_SUMS.set(self._separate_sums(key))
+        kwargs = self._with_kernels(key, kwargs)
         try:
             return self._for(key)(*args, **kwargs)
         except Exception as err:  # noqa: BLE001 - jaxlib's error type has changed name across releases
@@ -180,8 +187,6 @@ class compiled:
             self._filtered.add(key)
             self._jitted[key] = self._jit(accepted_options(key[0], self._options(key)))
             return self._jitted[key](*args, **kwargs)
-        finally:
-            _SEPARATE_GROUP_SUMS.reset(token)
 
     def _jit(self, options):
         return jax.jit(self._fun, static_argnames=self._static, compiler_options=options)

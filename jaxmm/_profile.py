@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from ._engine import _natural_phi, elemental_rows
-from ._jit import compiled
+from ._jit import Kernels, compiled
 from ._gc import with_frozen_heap
 from ._inner import InnerOptions
 from ._laplace import laplace_loglik
@@ -108,20 +108,23 @@ def _grad_and_hessian(f, x):
     return grads[0], 0.5 * (cols + cols.T)
 
 
-def _elemental_profile(design, u_hat, phi_hat, scale, kinds, indices, values, family, structure, nd, nagq=1):
+def _elemental_profile(design, u_hat, phi_hat, scale, kinds, indices, values, family, structure, nd, nagq=1,
+                       kernels=None):
     return elemental_rows(values.shape[0] * design.X.shape[0], nagq)
 
 
 @compiled(static_argnames=("family", "structure", "nd", "nagq"), elemental=_elemental_profile)
-def profile_logliks(design, u_hat, phi_hat, scale, kinds, indices, values, family, structure, nd, nagq=1):
+def profile_logliks(design, u_hat, phi_hat, scale, kinds, indices, values, family, structure, nd, nagq=1,
+                    kernels: Kernels = Kernels()):
     """ℓ_p at each (kind, index, value): one constrained fit per entry, vmapped."""
     p = design.X.shape[1]
+    inner = InnerOptions(kernels=kernels)
     opt = OptOptions(gtol=1e-10)
 
     def objective(psi, u, args):
         kind, index, value = args
         params = _constrained(psi, kind, index, value, phi_hat, scale, p, structure, nd)
-        ll, u_new = marginal_loglik(params, design, u, family, InnerOptions(), nagq)
+        ll, u_new = marginal_loglik(params, design, u, family, inner, nagq)
         return -ll, u_new
 
     def one(kind, index, value):

@@ -97,7 +97,7 @@ def aghq_loglik(params: Params, design: Design, u0, family, nagq: int, options: 
     def at_node(node):
         zm, lw = node
         um = u + np.sqrt(2.0) * sm.matvec(scale, zm[None])  # written out, not a batched dot (_smallmat.matmul)
-        return group_logdens(um, eta_fixed, ZL, dispersion, design, family) + lw
+        return group_logdens(um, eta_fixed, ZL, dispersion, design, family, options.kernels) + lw
 
     batch = max(1, min(z.shape[0], _NODE_BATCH_ELEMENTS // max(design.y.shape[0], 1)))
     terms = jax.lax.map(at_node, (z, logw), batch_size=batch)          # (k^q, m)

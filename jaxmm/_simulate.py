@@ -21,9 +21,8 @@ import pandas as pd
 
 from ._types import Design
 from ._engine import _fit_glmm, _fit_lmm, elemental_rows, fit_one
-from ._jit import compiled
+from ._jit import Kernels, compiled
 from ._gc import with_frozen_heap
-from ._inner import InnerOptions
 from ._optimize import OptOptions, Status
 from ._sharding import to_host
 from .errors import ArgumentError, ConvergenceWarning
@@ -65,20 +64,21 @@ def _refit_outputs(out: dict) -> dict:
     return {k: out[k] for k in REFIT_OUTPUTS}
 
 
-def _elemental_refit(design: Design, Y, family, chunks: int, blocks, nagq: int = 1) -> bool:
+def _elemental_refit(design: Design, Y, family, chunks: int, blocks, nagq: int = 1, kernels=None) -> bool:
     return elemental_rows(Y.shape[0] * Y.shape[1], nagq)
 
 
 @compiled(static_argnames=("family", "chunks", "blocks", "nagq"), elemental=_elemental_refit)
-def _refit_laplace(design: Design, Y, family, chunks: int, blocks, nagq: int = 1):
-    fit = lambda y: _refit_outputs(_fit_glmm(None, design._replace(y=y), family, InnerOptions(), OptOptions(),
-                                             chunks, blocks, nagq=nagq))
+def _refit_laplace(design: Design, Y, family, chunks: int, blocks, nagq: int = 1, kernels: Kernels = Kernels()):
+    fit = lambda y: _refit_outputs(_fit_glmm(None, design._replace(y=y), family, OptOptions(), chunks, blocks,
+                                             nagq=nagq, kernels=kernels))
     return jax.vmap(fit)(Y)
 
 
 @compiled(static_argnames=("reml", "blocks"), elemental=True)
-def _refit_lmm(design: Design, Y, reml: bool, blocks):
-    return jax.vmap(lambda y: _refit_outputs(_fit_lmm(None, design._replace(y=y), reml, OptOptions(), blocks)))(Y)
+def _refit_lmm(design: Design, Y, reml: bool, blocks, kernels: Kernels = Kernels()):
+    refit = lambda y: _refit_outputs(_fit_lmm(None, design._replace(y=y), reml, OptOptions(), blocks, kernels=kernels))
+    return jax.vmap(refit)(Y)
 
 
 def refit_responses(design: Design, Y, family, reml: bool, chunks: int, blocks, nagq: int = 1):

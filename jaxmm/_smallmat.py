@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from ._jit import products_as_sums
 
 
 def cholesky(A):
@@ -112,17 +111,16 @@ def matvec(A, x):
     return matmul(A, x[..., None])[..., 0]
 
 
-def cross(A, B):
+def cross(A, B, as_sums: bool = False):
     """Aᵀ B summed over A's leading axes (the rows, or the groups and their q entries): the
     long contractions, not small ones. B has A's leading axes and one more, or none (Aᵀ b).
 
-    On accelerators a sum of elementwise products, which XLA fuses as a reduction; a dot
-    there is a cuBLAS call, which without XLA's autotuner (off on a GPU) runs cuBLAS's default
-    algorithm (_jit.products_as_sums). The CPU keeps the dot.
+    ``as_sums`` (accelerators: ``_jit.Kernels.products_as_sums``): a sum of elementwise
+    products, which XLA fuses as a reduction, rather than a dot.
     """
     lead = tuple(range(A.ndim - 1))
     wide = A.shape[-1] * (1 if B.ndim == A.ndim - 1 else B.shape[-1]) > UNROLL_MAX * UNROLL_MAX
-    if not products_as_sums() or wide:  # a wide sum would hold rows × p × p products
+    if not as_sums or wide:  # a wide sum would hold rows × p × p products
         return jnp.tensordot(A, B, axes=(lead, lead))
     if B.ndim == A.ndim - 1:
         return jnp.sum(A * B[..., None], axis=lead)
@@ -136,13 +134,13 @@ GRAM_BLOCKED_MIN = 512
 _GRAM_PARTS = 4
 
 
-def gram(A, weights):
+def gram(A, weights, as_sums: bool = False):
     """Aᵀ diag(w) A (p, p) for (N, p) A and (N,) weights (symmetric by construction from
-    GRAM_BLOCKED_MIN columns on)."""
+    GRAM_BLOCKED_MIN columns on); ``as_sums`` as in :func:`cross`."""
     B = A * weights[:, None]
     p = A.shape[-1]
     if p < GRAM_BLOCKED_MIN:
-        return cross(A, B)
+        return cross(A, B, as_sums)
     edges = [round(i * p / _GRAM_PARTS) for i in range(_GRAM_PARTS + 1)]
     part = lambda M, i: M[:, edges[i]:edges[i + 1]]
     upper = {(i, j): jnp.tensordot(part(A, i), part(B, j), axes=(0, 0))

@@ -11,8 +11,8 @@ from ._params import Params, pack, vec_from_chol
 from ._types import Design
 
 
-def _weighted_gram(X, weights, dtype):
-    return sm.gram(X.astype(dtype), weights.astype(dtype))
+def _weighted_gram(X, weights, dtype, as_sums: bool):
+    return sm.gram(X.astype(dtype), weights.astype(dtype), as_sums)
 
 
 def _design_sums(fn, chunked: Design, whole: bool = False):
@@ -29,21 +29,23 @@ def _design_sums(fn, chunked: Design, whole: bool = False):
     return jax.tree.map(lambda a: jnp.sum(a, axis=0), jax.lax.map(fn, chunked))
 
 
-def weighted_gram(chunked: Design, dtype, whole: bool = False):
+def weighted_gram(chunked: Design, dtype, whole: bool = False, as_sums: bool = False):
     """Xᵀ diag(w) X (p, p) over every row of the chunks, and the number of rows of positive
     weight. For wide X it is the start's most expensive part (N·p² products): it is taken
-    once, for the start values and for the orthonormalising map."""
-    return _design_sums(lambda d: (_weighted_gram(d.X, d.weights, dtype), jnp.sum(d.weights > 0).astype(dtype)),
-                        chunked, whole)
+    once, for the start values and for the orthonormalising map. ``as_sums``: products as
+    sums (``_jit.Kernels``)."""
+    return _design_sums(lambda d: (_weighted_gram(d.X, d.weights, dtype, as_sums),
+                                   jnp.sum(d.weights > 0).astype(dtype)), chunked, whole)
 
 
-def initial_theta(chunked: Design, family, structure=None, whole: bool = False, gram=None) -> jnp.ndarray:
+def initial_theta(chunked: Design, family, structure=None, whole: bool = False, gram=None,
+                  as_sums: bool = False) -> jnp.ndarray:
     """β by weighted least squares on a linearised response, D = I, σ from the residuals.
 
     ``chunked``: the design as stacked chunks (``_engine._chunked``; a leading axis of 1 for
     one chunk). ``structure``: the random-effects block sizes (see ``_params.free_entries``);
     one correlated block by default. ``whole`` as in :func:`_design_sums`. ``gram``: Xᵀ diag(w) X
-    when the caller has it (:func:`weighted_gram`).
+    when the caller has it (:func:`weighted_gram`). ``as_sums`` as in :func:`weighted_gram`.
 
     Normal equations rather than a QR/SVD of X: at 10M rows those would hold an N×p factor.
     """
@@ -53,8 +55,8 @@ def initial_theta(chunked: Design, family, structure=None, whole: bool = False, 
         return family.initial_eta(d.y, d.trials) - d.offset
 
     if gram is None:
-        gram = weighted_gram(chunked, work, whole)[0]
-    rhs = _design_sums(lambda d: sm.cross(d.X, d.weights * linearised(d)), chunked, whole)
+        gram = weighted_gram(chunked, work, whole, as_sums)[0]
+    rhs = _design_sums(lambda d: sm.cross(d.X, d.weights * linearised(d), as_sums), chunked, whole)
     rhs = rhs.astype(gram.dtype)
     # Cholesky, not jnp.linalg.solve: LU's pivoting compiles to loops of small kernels
     # (about 0.1 s per call site on a 2-core CPU); the Gram matrix is positive definite.

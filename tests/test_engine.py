@@ -137,6 +137,7 @@ def test_tiled_passes_equal_row_passes(reference_fit, name):
     values, the Laplace log-likelihood and its gradient (which goes through the tiles'
     custom JVP and its transpose)."""
     from jaxmm._inner import _evaluate, group_logdens
+    from jaxmm._jit import Kernels
 
     ref, data, res = reference_fit(name)
     tiled = _design_of(ref, data, res)
@@ -149,8 +150,9 @@ def test_tiled_passes_equal_row_passes(reference_fit, name):
     one = jnp.ones(())
     # jitted (one program per layout): run op by op, each of the hundreds of operations
     # compiled on its own, this test took 20-28 s
-    evaluate = jax.jit(lambda d: _evaluate(u, eta_fixed, ZL, one, d, fam))
-    logdens = jax.jit(lambda d: group_logdens(u, eta_fixed, ZL, one, d, fam))
+    kernels = Kernels()
+    evaluate = jax.jit(lambda d: _evaluate(u, eta_fixed, ZL, one, d, fam, kernels))
+    logdens = jax.jit(lambda d: group_logdens(u, eta_fixed, ZL, one, d, fam, kernels))
     for a, b in zip(evaluate(tiled), evaluate(rows)):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(logdens(tiled), logdens(rows), rtol=1e-12)
@@ -315,9 +317,9 @@ def test_emitter_choice_by_size_changes_no_estimate(monkeypatch):
 
 def test_separate_and_stacked_group_sums_agree(reference_fit):
     # The per-group sums of a row pass, one segment sum per output or one over the stacked
-    # outputs (_jit.separate_group_sums), are the same sums.
-    from jaxmm import _jit
+    # outputs (_jit.Kernels.separate_group_sums), are the same sums.
     from jaxmm._inner import _row_sums
+    from jaxmm._jit import Kernels
 
     ref, data, res = reference_fit("contraception_q2")
     design = _design_of(ref, data, res)
@@ -326,11 +328,8 @@ def test_separate_and_stacked_group_sums_agree(reference_fit):
     terms = [rows * design.weights.reshape(rows.shape), jnp.cos(rows), rows * rows]
     sums = {}
     for separate in (True, False):
-        token = _jit._SEPARATE_GROUP_SUMS.set(separate)
-        try:
-            sums[separate] = np.asarray(jax.jit(lambda t: _row_sums(t, design))(terms))
-        finally:
-            _jit._SEPARATE_GROUP_SUMS.reset(token)
+        kernels = Kernels(separate_group_sums=separate)
+        sums[separate] = np.asarray(jax.jit(lambda t: _row_sums(t, design, kernels))(terms))
     assert sums[True].shape == (design.n_groups, 3)
     np.testing.assert_allclose(sums[True], sums[False], rtol=1e-14, atol=1e-14)
 
@@ -339,7 +338,7 @@ def test_separate_and_stacked_group_sums_agree(reference_fit):
 @pytest.mark.parametrize("model", ["binomial", "gaussian REML"])
 def test_products_as_sums_are_the_same_fit_without_matrix_dots(model):
     # On accelerators the products over all rows (the start values' XᵀWX and Xᵀv, the LMM's
-    # statistics) and over the groups are sums, not dots (_jit.products_as_sums), and the
+    # statistics) and over the groups are sums, not dots (_jit.Kernels.products_as_sums), and the
     # fit's other small products are written out (_smallmat): XLA:GPU then has no dot over
     # the rows or groups left to autotune. The CPU keeps its dots; both give the same fit.
     import re
@@ -352,7 +351,7 @@ def test_products_as_sums_are_the_same_fit_without_matrix_dots(model):
     data = _simulated_bernoulli(1, n_groups=60, per=15)  # not a boundary fit: θ is determined
     if model == "binomial":
         fam = get_family("binomial")
-        fit = lambda d: _fit_glmm(None, d, fam)
+        fit = lambda d, kernels: _fit_glmm(None, d, fam, kernels=kernels)
     else:
         # a random slope of its own, so that the LMM's θ is interior too (with the Bernoulli
         # response alone its slope variance sat at the boundary, where θ is not determined)
@@ -360,20 +359,17 @@ def test_products_as_sums_are_the_same_fit_without_matrix_dots(model):
         group = data["g"].str[1:].astype(int).to_numpy()
         slope = 0.5 + 0.6 * rng.standard_normal(60)[group]
         data["y"] = data["y"] + slope * data["x"] + rng.standard_normal(len(data))
-        fit = lambda d: _fit_lmm(None, d, True)
+        fit = lambda d, kernels: _fit_lmm(None, d, True, kernels=kernels)
     design, _ = design_from_formula(parse_formula("y ~ x + (x | g)"), data)
     # the options a small fit compiles with (on the CPU, the elemental emitters: half XLA's time)
     backend = jax.default_backend()
     options = _jit.accepted_options(backend, _jit.compiled._options((backend, True)))
     out, dots = {}, {}
     for as_sums in (False, True):
-        token = _jit._PRODUCTS_AS_SUMS.set(as_sums)
-        try:
-            lowered = jax.jit(lambda d: fit(d)).lower(design)  # a new function: a trace of its own
-            text = lowered.as_text()
-            out[as_sums] = jax.device_get(lowered.compile(compiler_options=options)(design))
-        finally:
-            _jit._PRODUCTS_AS_SUMS.reset(token)
+        kernels = _jit.Kernels(separate_group_sums=False, products_as_sums=as_sums)
+        lowered = jax.jit(lambda d: fit(d, kernels)).lower(design)  # a new function: a trace of its own
+        text = lowered.as_text()
+        out[as_sums] = jax.device_get(lowered.compile(compiler_options=options)(design))
         dots[as_sums] = re.findall(r"stablehlo\.dot_general.*?:\s*\((tensor<[^>]*>), (tensor<[^>]*>)\)", text)
     dims = lambda t: [int(n) for n in t[len("tensor<"):-1].split("x")[:-1]]  # tensor<3x14xf64>: [3, 14]
     largest = lambda found: max((max(dims(a) + dims(b) + [0]) for a, b in found), default=0)

@@ -139,22 +139,27 @@ def test_a_gpu_compiles_with_the_gpu_options(monkeypatch):
     assert f._filtered == {("gpu", False)}
 
 
-def test_group_sum_form_follows_the_emitters():
-    # Traced under `compiled`, a program learns whether it sums per-group terms with one
-    # segment sum per output (CPU, fused emitters) or one stacked sum (elemental emitters,
-    # accelerators); outside one, the CPU default.
+def test_kernels_follow_the_backend_and_the_emitters():
+    # A function with a `kernels` parameter is given the kernels of the backend and emitter
+    # choice it is compiled for: one segment sum per output on the CPU with the fused
+    # emitters, products as sums on accelerators. A caller's own choice is kept.
     seen = {}
 
-    def record(x):
-        seen[x.shape[0]] = _jit.separate_group_sums()
+    def record(x, kernels=_jit.Kernels()):
+        seen[x.shape[0]] = kernels
         return x + 1.0
 
-    f = _jit.compiled(record, elemental=lambda x: x.shape[0] < 4)
+    f = _jit.compiled(record, elemental=lambda x, kernels=None: x.shape[0] < 4)
     f(jnp.ones(2))
     f(jnp.ones(5))
-    cpu = jax.default_backend() == "cpu"
-    assert seen == {2: False, 5: cpu}
-    assert _jit.separate_group_sums() == cpu
+    backend = jax.default_backend()
+    assert seen == {2: _jit.kernels_for(backend, True), 5: _jit.kernels_for(backend, False)}
+    assert _jit.kernels_for("cpu", False) == _jit.Kernels(separate_group_sums=True, products_as_sums=False)
+    assert _jit.kernels_for("cpu", True) == _jit.Kernels(separate_group_sums=False, products_as_sums=False)
+    assert _jit.kernels_for("gpu", False) == _jit.Kernels(separate_group_sums=False, products_as_sums=True)
+    chosen = _jit.Kernels(separate_group_sums=True, products_as_sums=True)
+    f(jnp.ones(3), kernels=chosen)
+    assert seen[3] == chosen
 
 
 def _compile_log():
