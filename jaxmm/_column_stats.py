@@ -10,7 +10,7 @@ def aliased_columns(X, rtol: float = 1e-7, *, gram: np.ndarray | None = None) ->
     Column j is aliased when its residual on the columns before it is below rtol·‖x_j‖.
     That residual norm is |R_jj| of a QR of X (aliased columns add nothing to the span, so
     "before it" and "kept before it" agree). R comes from the Cholesky factor of the p×p
-    Gram matrix XᵀX, one pass with no N×p copy (10M×3: a Householder QR took 0.17-0.2 s).
+    Gram matrix XᵀX, one pass with no N×p copy, faster than a QR of X (docs/performance.md).
     The Gram matrix resolves R_jj²/‖x_j‖² only to about 1e-15, so where that ratio falls
     between 1e-16 and 1e-12 (the threshold is rtol² = 1e-14) the QR decides instead.
 
@@ -44,7 +44,7 @@ def aliased_columns(X, rtol: float = 1e-7, *, gram: np.ndarray | None = None) ->
 
 def column_scales(X: np.ndarray, rows: int = 1 << 18) -> tuple:
     """The SD of each column (1 for a constant one), in blocks of rows: X.std(axis=0) makes
-    an N×p temporary, and at 10M rows its page faults took 0.06-0.5 s."""
+    an N×p temporary whose page faults are slow at large N (docs/performance.md)."""
     if hasattr(X, "scales"):  # a _plain_matrix.PlainMatrix, column by column without the matrix
         return X.scales(rows)
     n = X.shape[0]

@@ -6,7 +6,7 @@ and a fit that stopped at a saddle or stalled is restarted from beyond it. Each 
 needs the objective and its gradient. Called from separate places, each call would be a
 separate copy of the objective (with its inner Newton solver and adjoint) in the compiled
 program, and XLA compiles every copy: for a Laplace fit the forward-over-reverse Hessian
-alone compiled in 1.8 s against 1.5 s for the whole optimiser (13.7k rows, q = 2).
+alone took longer to compile than the whole optimiser (docs/performance.md).
 
 Here a single ``lax.while_loop`` evaluates the objective once per pass, at a point that a
 small state machine chooses:
@@ -33,13 +33,11 @@ The Hessian is only used to judge convergence, for restarts and for the covarian
 estimates, where a relative error of about 1e-6 is immaterial. In float64 it takes forward
 differences, k gradients, with the step 1e-6·(1 + |φ|): central differences (2k) were a
 third of a fit's evaluations. Forward differences divide the gradient's noise by a small
-step, so the inner solver's tolerance is tight (_inner.InnerOptions.tol). Counted over the
-rows (inner Newton passes plus two gradient passes per evaluation), four reference fits
-and three 100k-row problems took 10-21 % fewer passes than with central differences
-(cbpp 122 -> 101, binomial q = 3 100k 327 -> 292), with standard errors equal to 1e-7
-relative. In float32 the gradient's rounding would make forward differences 0.15-0.65 %
-off (grouseticks, a 100k Poisson), so there they stay central, with the step
-eps^(1/3)·(1 + |φ|).
+step, so the inner solver's tolerance is tight (_inner.InnerOptions.tol). They take fewer
+passes over the rows than central differences, with the same standard errors to 1e-7
+relative (docs/performance.md). In float32 the gradient's rounding would make forward
+differences 0.15-0.65 % off (grouseticks, a 100k Poisson), so there they stay central,
+with the step eps^(1/3)·(1 + |φ|).
 """
 from __future__ import annotations
 
@@ -60,8 +58,7 @@ from ._verdict import (MAX_ESCAPES, central_differences, decrement_tolerance, di
 BOUNDARY_CANDIDATE = 1e-2
 
 # The optimiser stops when its quasi-Newton decrement is this share of the final check's
-# allowance. Measured: 0.1 saves 14 of those 58 iterations but moved a rescaled random
-# slope's variance by 1e-5 relative (sleepstudy, Days/7); 0.01 moves it by 5e-7.
+# allowance: a larger share saves iterations but moves the variance estimates (docs/performance.md).
 DECREMENT_SHARE = 0.01
 
 _LOG_CANDIDATE = float(np.log(BOUNDARY_CANDIDATE))
@@ -193,8 +190,8 @@ def optimise_and_check(evaluate, theta0, warm0, args, diag_mask, restart_theta, 
     # not. JAX's while-loop batching then traces the body once per carry that turns out to
     # be batched, until none changes, and the nested loops inside do the same. A zero taken
     # from every array of the data (the bootstrap batches y alone, by= every array) makes
-    # every carry batched from the start, so the body is batched once: tracing the
-    # 1000-replicate by= LMM took 0.27 s against 0.44 s. Without vmap it adds 0.
+    # every carry batched from the start, so the body is batched once and traced sooner
+    # (docs/performance.md). Without vmap it adds 0.
     anchor = sum(jnp.sum(jnp.ravel(leaf)[:0]) for leaf in jax.tree.leaves(args))
     carry0 = jax.tree.map(lambda a: a + anchor.astype(a.dtype), carry0)
 
@@ -259,11 +256,9 @@ def optimise_and_check(evaluate, theta0, warm0, args, diag_mask, restart_theta, 
         # creeping coordinate in its curvature pairs; the early stop above instead waits for
         # them to reach gtol while the diagonal creeps. The objective is even in such an
         # entry (D_jj = L_jj²), so 0 is stationary and the verdict's Hessian tells a boundary
-        # optimum from a saddle; a saddle restarts the fit with holding off. Measured: a
-        # cbpp bootstrap's slowest of 500 refits took 44 evaluations instead of 65 and 73
-        # (two seeds), with the same log-likelihoods to 1e-10. A diagonal with other entries
-        # in its block is not held: there 0 is often not stationary, and the restarts from
-        # it made the slowest sleepstudy refits slower (143 evaluations against 117).
+        # optimum from a saddle; a saddle restarts the fit with holding off. It shortens the
+        # slowest fits (docs/performance.md). A diagonal with other entries in its block is
+        # not held: there 0 is often not stationary, and the restarts from it slowed fits.
         pin_now = (at_opt & (lb_new.it > lb.it) & (lb_new.status < 0) & face & ~frozen
                    & (lb_new.x < _LOG_CANDIDATE) & (lb_new.g > 0) & ~c.no_early)
         freeze = jnp.any(pin_now)

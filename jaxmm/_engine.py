@@ -232,15 +232,10 @@ def _fit_lmm(theta0, design: Design, reml: bool, opt=OptOptions(), blocks=None, 
 
 
 # Fits of fewer rows than this are compiled with XLA:CPU's elemental emitters (see _jit),
-# whose programs compile faster and run slower. Measured on a 2-core CPU, after the
-# vectorised log1p of the logit kernel:
-#   Laplace, Bernoulli q = 2: 1M rows 3.32 s cold against 3.85 s (1.86 s warm against
-#   1.66 s), 100k rows 1.49 s against 2.22 s; 13.7k rows 1.61 s against 2.46 s cold
-#   and warm no slower; Poisson q = 1, 100k rows: 1.42 s against 2.18 s, warm +12 %;
-#   AGHQ with 9 nodes, Bernoulli q = 1, 100k rows: 2.59 s against 3.34 s, warm +12 %.
-# The compile saving (about 0.75 s) pays for the slower passes up to about 3.5M Laplace
-# rows, so the fused emitters take over at CHUNK_ROWS (several chunks); AGHQ does several
-# times the work per row, so there at AUTODIFF_CHUNK_ROWS. GPUs take neither option.
+# whose programs compile faster and run slower. The compile saving pays for the slower
+# passes up to a few million Laplace rows, so the fused emitters take over at CHUNK_ROWS
+# (several chunks); AGHQ does several times the work per row, so there at
+# AUTODIFF_CHUNK_ROWS (docs/performance.md). GPUs take neither option.
 ELEMENTAL_MAX_ROWS = CHUNK_ROWS
 ELEMENTAL_MAX_ROWS_AGHQ = AUTODIFF_CHUNK_ROWS
 
@@ -249,11 +244,8 @@ def elemental_rows(rows: int, nagq: int = 1) -> bool:
     """Whether a program over ``rows`` rows in all compiles with the elemental emitters.
 
     Vmapped fits (by=, profile intervals, the bootstrap's refits on accelerators) count
-    the rows of all replicates. Measured on the 2-core CPU: 200 Bernoulli q = 2 replicates
-    of 480 rows by= 2.44-2.54 s cold against 3.26-3.43 s (warm 0.36 s against 0.32-0.49 s,
-    two runs); 100 of 10,000 rows 3.54 s against 4.59 s (warm 1.35 s against 1.23 s);
-    cbpp's profile intervals 2.77 s against 3.25 s and its vmapped 500-replicate bootstrap
-    2.29 s against 2.91 s, warm equal.
+    the rows of all replicates: below the limit the compile saving outweighs the slower
+    passes there too (docs/performance.md).
     """
     return rows < (ELEMENTAL_MAX_ROWS if nagq == 1 else ELEMENTAL_MAX_ROWS_AGHQ)
 

@@ -117,7 +117,7 @@ def fit(formula: str, data, family="gaussian", *, method: str | None = None, tri
         of the row- and group-level arithmetic. float32 halves memory traffic (the GPU
         option); parameters, the optimiser and sums over groups stay in float64, and the
         exact LMM accumulates its statistics in float64. Expect estimates to agree with
-        float64 to a few significant digits (measured in benchmarks/).
+        float64 to a few significant digits (benchmarks/float32_accuracy.py).
     """
     if missing not in ("raise", "drop"):
         raise ArgumentError(f"missing must be 'raise' or 'drop', got {missing!r}")
@@ -174,10 +174,9 @@ def fit(formula: str, data, family="gaussian", *, method: str | None = None, tri
         # transfers the rows (at 10M rows about a second of host work).
         lowered = prefetch_one(planned.abstract(dtype, tile), fam, method == "REML", shape.chunks,
                                _re_blocks(spec, q), nagq, opt=opt)
-        # Tracing and lowering are Python and hold the GIL; so does much of the layout.
-        # Run side by side they took turns: on the 2-core CPU a 10M fit's program was
-        # lowered 2.9-3.1 s into the call, against 1.8-2.0 s when the layout waits for
-        # it. XLA's compile, the longer part, runs without the GIL and overlaps the layout.
+        # Tracing and lowering are Python and hold the GIL, as does much of the layout: side by
+        # side the two took turns, so the layout waits for the lowering. XLA's compile, the
+        # longer part, runs without the GIL and overlaps the layout (docs/performance.md).
         lowered.wait()
     design, info = place_design(planned, dtype=dtype, host=mesh is not None, tile=tile)
     if mesh is not None:

@@ -3,10 +3,10 @@ is traced and compiled.
 
 Tracing allocates tens of thousands of short-lived objects, and every so often that
 triggers a full collection, which walks every object the process holds: pandas, the data,
-JAX's own modules. Measured on a 2-core CPU, those walks were 0.13 s of the 0.44 s that
-tracing the 1000-replicate ``by=`` fit took. Freezing the existing objects for the
-duration of the call (``gc.freeze``) removes the walks while new garbage is still
-collected, so memory stays bounded; they are unfrozen afterwards.
+JAX's own modules; those walks were a large share of a trace (docs/performance.md).
+Freezing the existing objects for the duration of the call (``gc.freeze``) removes the
+walks while new garbage is still collected, so memory stays bounded; they are unfrozen
+afterwards.
 """
 from __future__ import annotations
 

@@ -60,9 +60,8 @@ def _model_matrix(text: str, frame: pd.DataFrame, what: str, spec=None):
 
 # Rows of the table that formulaic evaluates first. Where every column of a model matrix is
 # the intercept or a numeric column of the table (most large fits: y ~ x1 + x2 + (x1 | g)),
-# the full matrix is filled from the table's columns instead. At 10M rows formulaic's frames
-# and their conversion to one array took 0.7-1.4 s on the 2-core CPU and held about 0.9 GB
-# of fresh memory; the fill takes about 0.1 s.
+# the full matrix is filled from the table's columns instead: formulaic's frames of a large
+# table and their conversion to one array are slow and hold much fresh memory (docs/performance.md).
 _HEAD_ROWS = 8
 
 

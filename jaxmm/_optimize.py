@@ -46,9 +46,8 @@ class OptOptions(NamedTuple):
     dtol_rel: float = 0.0
     # Curvature pairs kept. A fit has few parameters (9 for q = 3 with 3 fixed effects) and
     # its variance components sit in curved, badly scaled valleys; a longer memory is closer
-    # to full BFGS there. Measured against 10 (2-core CPU, the 1M-row registry problems):
-    # q = 3 fits took 23-32 iterations instead of 36-47 and ran 19-25 % faster warm, q = 2
-    # 17-21 instead of 20-25, q = 1 unchanged, every log-likelihood the same to 1e-6.
+    # to full BFGS there: fits with q ≥ 2 take fewer iterations than with 10, to the same
+    # log-likelihoods (docs/performance.md).
     memory: int = 20
     verbose: bool = False    # report accepted iterations through _progress (host callback)
 

@@ -3,11 +3,9 @@
 numpy asks the kernel for transparent huge pages (``madvise(MADV_HUGEPAGE)``) for every
 array of 4 MB or more. Where the kernel then compacts memory when such an array is first
 touched (THP ``defrag`` = ``madvise``, the Debian and Ubuntu default), a first touch can
-stall, and design building is mostly first touches of fresh row-sized arrays. Measured on
-a 2-core CPU, the by= design of 1000 replicates x 2000 rows took 0.09-0.14 s in 5 of 8
-fresh processes and 0.41-0.44 s in the other 3, every numpy step 4-7x slower; with the
-hint off it took 0.15-0.16 s in all 10. The hint is restored on exit, so the caller's
-own arrays keep numpy's default.
+stall, and design building is mostly first touches of fresh row-sized arrays: in some
+processes every numpy step of a design ran several times slower (docs/performance.md).
+The hint is restored on exit, so the caller's own arrays keep numpy's default.
 """
 from __future__ import annotations
 

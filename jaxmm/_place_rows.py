@@ -46,9 +46,8 @@ def _row_columns(X, Z, y, trials, offset, weights) -> dict:
 
 def to_device(values, dtype=None):
     """A host array on the default device, as ``dtype`` (canonicalised: float32 for float64
-    when x64 is off). ``jax.device_put`` rather than ``jnp.asarray``: in jax 0.10 the latter
-    compiles a small program for every new shape it copies (10-25 ms each on a 2-core CPU,
-    three or four of them in a cold fit), where device_put only copies."""
+    when x64 is off). ``jax.device_put`` rather than ``jnp.asarray``: the latter compiles a
+    small program for every new shape it copies, where device_put only copies (docs/performance.md)."""
     values = np.asarray(values)
     if dtype is not None:
         values = values.astype(jax.dtypes.canonicalize_dtype(dtype), copy=False)
@@ -108,9 +107,8 @@ def _plain_columns(names, placed, placed_codes, n_rows: int, dtype):
 
     Written as one elementwise expression of the sources, each broadcast over the columns it
     fills, so that XLA computes the matrix in one loop. Stacked column by column, each
-    indicator was materialised before the copy into the matrix: at 10M rows with a 10-level
-    factor (XLA:CPU) the layout program held 1010 MB of temporaries, against 86 MB without
-    the factor.
+    indicator was materialised before the copy into the matrix, and a factor multiplied the
+    layout program's temporaries (docs/performance.md).
     """
     out = jnp.zeros((n_rows, len(names)), dtype)
     for source in dict.fromkeys(k for k in names if not isinstance(k, tuple)):

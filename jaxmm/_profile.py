@@ -100,7 +100,7 @@ def _grad_and_hessian(f, x):
     at a time; the gradient is the primal output of those products.
 
     lax.map rather than jax.hessian: vmapping second-order tangents through the
-    conditional-mode solver stalls XLA:CPU from about 200k rows (seen with jax 0.10.2),
+    conditional-mode solver stalled XLA:CPU from about 200k rows (docs/performance.md),
     while the sequential map is also lighter on memory.
     """
     grad = jax.grad(f)

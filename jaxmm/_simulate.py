@@ -5,10 +5,7 @@ compiled call (in batches of about 2²² values). On the CPU a vmapped program b
 throughput: its loops run until the slowest replicate stops, and it is a program of its
 own to compile. There the replicates go one after another through the program that
 compiled the fit (``_engine.fit_one``, with the fit's own arguments), so a bootstrap after
-a fit compiles only the simulator. Measured on a 2-core CPU, 500 refits after the fit:
-sleepstudy (ML) 0.19 s against 1.1 s compiling the vmapped refit and 0.18 s running it;
-contraception (Bernoulli, q = 2, 1934 rows) 2.8 s against 7.4 s cold and 5.5 s warm; cbpp
-0.20 s against 1.7 s cold and 0.15 s warm.
+a fit compiles only the simulator (docs/performance.md).
 """
 from __future__ import annotations
 
@@ -37,11 +34,11 @@ def simulate_responses(seed, design: Design, beta, chol, dispersion, family, n: 
     use.u = FALSE), then y | b from the family. Padding rows get 1, inside every support.
 
     ``seed`` (an integer) becomes the key inside the program: ``jax.random.key`` called
-    outside compiles a program of its own (about 20 ms in a fresh process).
+    outside compiles a program of its own.
 
     One draw of shape (n, …) per quantity rather than a vmap over n keys: each call site
-    of the threefry generator is a large kernel, and split keys under vmap compiled in
-    0.55 s against 0.22 s for one draw (2-core CPU).
+    of the threefry generator is a large kernel, and split keys under vmap compile slower
+    (docs/performance.md).
     """
     m, q = design.n_groups, chol.shape[0]
     acc = beta.dtype
@@ -55,8 +52,8 @@ def simulate_responses(seed, design: Design, beta, chol, dispersion, family, n: 
 
 
 # What a refit returns. The rest of a fit's output (the covariance of β̂, the BLUPs and their
-# conditional variances) is left out of the program, so XLA drops its computation: the
-# vmapped sleepstudy LMM refit compiled in 1.10 s against 1.21 s with everything (2-core CPU).
+# conditional variances) is left out of the program, so XLA drops its computation and the
+# refit compiles sooner (docs/performance.md).
 REFIT_OUTPUTS = ("beta", "chol", "dispersion", "status", "loglik", "n_iter", "n_eval")
 
 

@@ -2,8 +2,8 @@
 
 The loops over q are unrolled at trace time, so every operation is elementwise over the
 batch of groups. This is faster than one LAPACK call per matrix for q = 1..3, and it
-avoids jaxlib's batched potrf/trsm kernels, which deadlocked XLA:CPU's two-thread pool
-(jax 0.10.2) once the batch reached ~50k groups.
+avoids jaxlib's batched potrf/trsm kernels, which deadlocked XLA:CPU's thread pool once
+the batch reached ~50k groups (docs/performance.md).
 All functions take (..., q, q) matrices and work for any leading batch shape.
 """
 from __future__ import annotations
@@ -128,8 +128,7 @@ def cross(A, B, as_sums: bool = False):
 
 
 # From this many columns on, :func:`gram` computes the blocks on and above the diagonal of
-# a 4 × 4 partition of the columns and mirrors the rest: 10 of 16 products (p = 2001 on 57k
-# rows: 4.5 s against 6.7 s for one product, benchmarks/results_wide.md).
+# a 4 × 4 partition of the columns and mirrors the rest: 10 of 16 products (docs/performance.md).
 GRAM_BLOCKED_MIN = 512
 _GRAM_PARTS = 4
 

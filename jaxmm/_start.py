@@ -58,8 +58,8 @@ def initial_theta(chunked: Design, family, structure=None, whole: bool = False, 
         gram = weighted_gram(chunked, work, whole, as_sums)[0]
     rhs = _design_sums(lambda d: sm.cross(d.X, d.weights * linearised(d), as_sums), chunked, whole)
     rhs = rhs.astype(gram.dtype)
-    # Cholesky, not jnp.linalg.solve: LU's pivoting compiles to loops of small kernels
-    # (about 0.1 s per call site on a 2-core CPU); the Gram matrix is positive definite.
+    # Cholesky, not jnp.linalg.solve: LU's pivoting compiles to loops of small kernels, slow
+    # to compile (docs/performance.md); the Gram matrix is positive definite.
     beta = jax.scipy.linalg.cho_solve((jnp.linalg.cholesky(gram), True), rhs)
 
     def residuals(d):

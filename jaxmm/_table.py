@@ -37,7 +37,7 @@ def _group_column(data: pd.DataFrame, name: str):
     """The grouping column's values. A categorical column stays a ``pd.Categorical``, whose
     codes number the groups (see :func:`unique_inverse`); a string column stays pandas'
     string array, which is hashed as it is rather than first built into one Python object
-    per row (10M rows, 2-core CPU: about 1.9 s)."""
+    per row, slow for a large table (docs/performance.md)."""
     if name in data.columns and isinstance(data[name].dtype, (pd.CategoricalDtype, pd.StringDtype)):
         return data[name].array
     return _column(data, name, "grouping")

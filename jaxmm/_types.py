@@ -114,9 +114,8 @@ def abstract_design(n: int, m: int, p: int, q: int, dtype, tile: int) -> Design:
 # Rows per chunk above which a design is laid out in several group-aligned chunks. A fit
 # then processes one chunk at a time, so its temporary memory is bounded by the chunk, not
 # the data. The Laplace fit's passes are fused loops (tiles and the written gradient) with
-# about 100 bytes a row of temporaries (measured: 1M rows in one chunk against two, +48 MB
-# peak RSS), so chunks of 4M rows; one chunk where the data fit saves the chunk loop's
-# compile (1M rows: 0.4 s).
+# about 100 bytes a row of temporaries, so chunks of 4M rows; one chunk where the data fit
+# saves the chunk loop's compile (docs/performance.md).
 CHUNK_ROWS = 1 << 22
 
 
@@ -134,10 +133,8 @@ GPU_CHUNK_ROWS = 1 << 24
 # Rows per tile. Fits lay each group out in whole tiles of this many rows, so the passes
 # over the rows sum within (T, TILE_ROWS) tiles, then over tiles. XLA:CPU fuses the family
 # kernel and every per-group sum into one reduction over the tile axis, where the
-# segment sums of single rows each materialised the kernel's outputs: measured on a
-# 2-core CPU, a Bernoulli q = 2 pass over 1M rows took 7 ms against 36-40 ms (2 rows per
-# tile: 23 ms; 8, 16, 32: 11-12 ms; float32 the same). Padding costs at most
-# TILE_ROWS - 1 rows a group.
+# segment sums of single rows each materialised the kernel's outputs; 4 rows a tile made
+# the fastest passes (docs/performance.md). Padding costs at most TILE_ROWS - 1 rows a group.
 TILE_ROWS = 4
 
 
