@@ -21,7 +21,7 @@ from ._laplace import modes_and_cond_var
 from ._lmm import lmm_solution, lmm_stats, profiled_loglik
 from ._optimize import OptOptions
 from ._quadrature import marginal_loglik
-from ._params import Params, free_entries, n_chol, re_dim, scalar_blocks, vec_from_chol
+from ._params import chol_from_natural, layout_masks, n_chol, params_from_natural, vec_from_chol
 from ._start import _design_sums, _orthonormalising_map, initial_relative_chol, initial_theta, weighted_gram
 
 
@@ -30,12 +30,6 @@ def _symmetric_inverse(H):
     indefinite (a fit stopped short), and without LU's pivoting loops in the program."""
     lam, vecs = jnp.linalg.eigh(H)
     return sm.matmul(vecs / lam[None, :], vecs.T)
-
-
-def _natural_phi(params: Params, n_dispersion: int, structure=None):
-    rows, cols = free_entries(params.chol.shape[0] if structure is None else structure)
-    return jnp.concatenate([params.beta, params.chol[rows, cols]]
-                           + ([jnp.log(params.dispersion)[None]] if n_dispersion else []))
 
 
 def _chunked(design: Design, chunks: int) -> Design:
@@ -117,8 +111,6 @@ def _fit_glmm(theta0, design: Design, family, opt=OptOptions(), chunks: int = 1,
     nd = family.n_dispersion
     nc = n_chol(structure)
     A, A_inv = _orthonormalising_map(gram, n_rows)
-    rows, cols = free_entries(structure)
-    d = re_dim(structure)
 
     # Without a dispersion the normalising constants (log-gamma terms) depend on the data
     # alone: sum them once rather than in every objective evaluation.
@@ -127,10 +119,9 @@ def _fit_glmm(theta0, design: Design, family, opt=OptOptions(), chunks: int = 1,
     chunk_norm = None if nd else 0.0
 
     def params_of(phi, A):
-        # φ: β in the orthonormalised coordinates, the raw entries of L, log dispersion.
-        chol = jnp.zeros((d, d), phi.dtype).at[rows, cols].set(phi[p:p + nc])
-        disp = jnp.exp(phi[p + nc]) if nd else jnp.ones((), phi.dtype)
-        return Params(sm.matvec(A, phi[:p]), chol, disp)
+        # φ, with β in the orthonormalised coordinates
+        natural = params_from_natural(phi, p, structure, nd)
+        return natural._replace(beta=sm.matvec(A, natural.beta))
 
     def chunk_objective(phi, A, u_b, d_b):
         if nagq == 1:  # Laplace, with its gradient written out (_gradient)
@@ -154,15 +145,12 @@ def _fit_glmm(theta0, design: Design, family, opt=OptOptions(), chunks: int = 1,
         return -sm.matmul(sm.matmul(A.T, jnp.sum(per_chunk, axis=0)), A)
 
     def restart_theta(phi):
-        chol = restart_chol(jnp.zeros((d, d), acc).at[rows, cols].set(phi[p:p + nc]), ESCAPE_FLOOR)
+        chol = restart_chol(chol_from_natural(phi[p:p + nc], structure), ESCAPE_FLOOR)
         return jnp.concatenate([phi[:p], vec_from_chol(chol, structure), phi[p + nc:]])
 
     theta0 = theta0.at[:p].set(sm.matvec(A_inv, theta0[:p]))
     u0 = jnp.zeros(chunked.counts.shape + (q,), work)
-    diag_mask = np.zeros(theta0.shape[0], bool)
-    diag_mask[p:p + nc] = rows == cols
-    face_mask = np.zeros(theta0.shape[0], bool)
-    face_mask[p:p + nc] = scalar_blocks(structure)
+    diag_mask, face_mask = layout_masks(p, structure, nd)
     best = optimise_and_check(evaluate, theta0, u0, chunked, diag_mask, restart_theta, opt, work, face_mask=face_mask,
                               exact_block=(p, fixed_effect_hessian) if exact_beta else None)
 
@@ -212,16 +200,16 @@ def _fit_lmm(theta0, design: Design, reml: bool, opt=OptOptions(), blocks=None, 
         stats = lmm_stats(design, theta0.dtype, kernels)
     else:
         stats = _sharded_lmm_stats(design, chunks, mesh, theta0.dtype, kernels)
-    rows, cols = free_entries(structure)
-    lam_of = lambda phi: jnp.zeros((q, q), phi.dtype).at[rows, cols].set(phi)
+    lam_of = lambda phi: chol_from_natural(phi, structure)
+    diag_mask, face_mask = layout_masks(0, structure, 0)
 
     def evaluate(phi, warm, s):
         value, grad = jax.value_and_grad(lambda v: -profiled_loglik(lam_of(v), s, reml, kernels))(phi)
         return (value, warm), grad
 
     restart_theta = lambda phi: vec_from_chol(restart_chol(lam_of(phi), ESCAPE_FLOOR), structure)
-    best = optimise_and_check(evaluate, theta0, jnp.zeros(()), stats, rows == cols, restart_theta, opt,
-                              face_mask=scalar_blocks(structure))
+    best = optimise_and_check(evaluate, theta0, jnp.zeros(()), stats, diag_mask, restart_theta, opt,
+                              face_mask=face_mask)
     sol = lmm_solution(lam_of(best["phi"]), stats, reml, kernels)
     return dict(
         theta=best["theta"], loglik=-best["value"], grad=best["grad"], n_iter=best["n_iter"], n_eval=best["n_eval"],

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from ._params import free_entries, n_chol, re_dim
+from ._params import chol_from_natural, n_chol, natural_from_params
 
 _NODES, _WEIGHTS = np.polynomial.hermite.hermgauss(40)
 
@@ -53,16 +53,13 @@ def marginal_coefs(res) -> pd.DataFrame:
         beta, cov = np.asarray(res.beta), np.asarray(res.vcov_array)
     else:
         structure = res.D.shape[0] if res.re_blocks is None else tuple(res.re_blocks)
-        p, d = len(res.beta), re_dim(structure)
-        rows, cols = free_entries(structure)
-        nc = n_chol(structure)
+        p, nc = len(res.beta), n_chol(structure)
 
         def from_natural(phi):
-            chol = jnp.zeros((d, d), phi.dtype).at[rows, cols].set(phi[p:p + nc])
-            return _marginal_beta(phi[:p], chol, res.design, family)
+            return _marginal_beta(phi[:p], chol_from_natural(phi[p:p + nc], structure), res.design, family)
 
-        L = np.asarray(res.params.chol)
-        phi = jnp.concatenate([jnp.asarray(res.beta), jnp.asarray(L[rows, cols])])
+        # (β, L): the dispersion, if any, does not enter the population-averaged β
+        phi = natural_from_params(res.params, 0, structure)
         beta = np.asarray(from_natural(phi))
         J = np.asarray(jax.jacobian(from_natural)(phi))
         C = np.asarray(res.cov_natural)[:p + nc, :p + nc]

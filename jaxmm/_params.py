@@ -1,8 +1,14 @@
-"""Model parameters and their unconstrained packing.
+"""Model parameters and every flat vector they are packed into.
 
 The public pytree is :class:`Params` (β, the lower Cholesky factor L of D, and a
-dispersion). The optimiser works on one flat vector θ in which the diagonal of L
-is on the log scale, so every θ ∈ ℝᵏ is a valid model.
+dispersion). Two flat vectors share one layout, [β | free entries of L | log dispersion]:
+
+- θ, the optimiser's vector, with L's diagonal on the log scale, so every θ ∈ ℝᵏ is a
+  valid model (:func:`pack`, :func:`unpack`);
+- φ, the natural parameters the objectives take, with L's entries as they are, so smooth
+  through a boundary L_kk = 0 (:func:`natural_from_params`, :func:`params_from_natural`).
+
+The driver maps θ to φ by exp() on :func:`layout_masks`' diagonal entries.
 """
 from __future__ import annotations
 
@@ -88,3 +94,36 @@ def pack(params: Params, n_dispersion: int, q=None):
     if n_dispersion:
         parts.append(jnp.log(jnp.atleast_1d(params.dispersion)))
     return jnp.concatenate(parts)
+
+
+def chol_from_natural(v, q):
+    """L from its free entries as they are (φ's part for L); ``q`` as in :func:`free_entries`."""
+    rows, cols = free_entries(q)
+    d = re_dim(q)
+    return jnp.zeros((d, d), dtype=v.dtype).at[rows, cols].set(v)
+
+
+def natural_from_params(params: Params, n_dispersion: int, q=None):
+    """φ: β, the free entries of L as they are, and the log dispersion (where the family has one)."""
+    rows, cols = free_entries(params.chol.shape[0] if q is None else q)
+    return jnp.concatenate([params.beta, params.chol[rows, cols]]
+                           + ([jnp.log(params.dispersion)[None]] if n_dispersion else []))
+
+
+def params_from_natural(phi, p: int, q, n_dispersion: int) -> Params:
+    """The inverse of :func:`natural_from_params`, for ``p`` fixed effects."""
+    nc = n_chol(q)
+    chol = chol_from_natural(phi[p:p + nc], q)
+    disp = jnp.exp(phi[p + nc]) if n_dispersion else jnp.ones((), phi.dtype)
+    return Params(phi[:p], chol, disp)
+
+
+def layout_masks(p: int, q, n_dispersion: int):
+    """Over θ's (and φ's) entries: (the diagonal entries of L, those of them that are a
+    block of their own, :func:`scalar_blocks`), as boolean arrays."""
+    rows, cols = free_entries(q)
+    nc = len(rows)
+    diag, scalar = np.zeros(p + nc + n_dispersion, bool), np.zeros(p + nc + n_dispersion, bool)
+    diag[p:p + nc] = rows == cols
+    scalar[p:p + nc] = scalar_blocks(q)
+    return diag, scalar

@@ -18,14 +18,14 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from ._engine import _natural_phi, elemental_rows
+from ._engine import elemental_rows
 from ._jit import Kernels, compiled
 from ._gc import with_frozen_heap
 from ._inner import InnerOptions
 from ._laplace import laplace_loglik
 from ._optimize import OptOptions, minimize
 from ._quadrature import marginal_loglik
-from ._params import Params, free_entries, n_chol, re_dim
+from ._params import Params, chol_from_natural, n_chol, natural_from_params, params_from_natural, re_dim
 from .errors import ArgumentError
 
 FIXED, SD, DISPERSION, COR = 0, 1, 2, 3
@@ -43,12 +43,11 @@ def _safe_norm(x):
 def _constrained(psi, kind, index, value, phi_hat, scale, p, structure, nd):
     """Params from the scaled free vector ψ with one parameter held at ``value``."""
     phi = phi_hat + scale * psi
-    rows, cols = free_entries(structure)
     d = re_dim(structure)
     nc = n_chol(structure)
     beta = phi[:p]
     beta = jnp.where(kind == FIXED, beta.at[jnp.clip(index, 0, p - 1)].set(value), beta)
-    L = jnp.zeros((d, d), phi.dtype).at[rows, cols].set(phi[p:p + nc])
+    L = chol_from_natural(phi[p:p + nc], structure)
     k = jnp.clip(index, 0, d - 1)
     row = L[k]
     norm, nonzero = _safe_norm(row)
@@ -88,11 +87,7 @@ def _constrained(psi, kind, index, value, phi_hat, scale, p, structure, nd):
 def _natural_objective(phi, u, design, family, inner, p, q):
     """−ℓ over (β, free entries of L with a raw diagonal, log dispersion): smooth on the
     boundary L_kk = 0. ``q`` as in ``_params.free_entries``."""
-    rows, cols = free_entries(q)
-    d = re_dim(q)
-    chol = jnp.zeros((d, d), phi.dtype).at[rows, cols].set(phi[p:p + n_chol(q)])
-    disp = jnp.exp(phi[p + n_chol(q)]) if family.n_dispersion else jnp.ones((), phi.dtype)
-    return -laplace_loglik(Params(phi[:p], chol, disp), design, u, family, inner)[0]
+    return -laplace_loglik(params_from_natural(phi, p, q, family.n_dispersion), design, u, family, inner)[0]
 
 
 def _grad_and_hessian(f, x):
@@ -150,7 +145,7 @@ def profile_intervals(res, level: float) -> pd.DataFrame:
     p, d = len(res.beta), res.D.shape[0]
     design = res.design
     params = Params(jnp.asarray(res.params.beta), jnp.asarray(res.params.chol), jnp.asarray(res.params.dispersion))
-    phi_hat = _natural_phi(params, nd, structure)
+    phi_hat = natural_from_params(params, nd, structure)
     u_hat = jnp.zeros((design.n_groups, d), phi_hat.dtype)
     # modes at the estimate, then the curvature that scales the free parameters and gives
     # the first secant step (a Wald step)
@@ -175,9 +170,8 @@ def profile_intervals(res, level: float) -> pd.DataFrame:
         return float(jnp.sqrt(jnp.maximum(g @ cov_j @ g, 1e-12)))
 
     def chol_of(v):
-        return jnp.zeros((d, d), v.dtype).at[rows, cols].set(v[p:p + n_chol(structure)])
+        return chol_from_natural(v[p:p + n_chol(structure)], structure)
 
-    rows, cols = free_entries(structure)
     targets = [(FIXED, j, float(res.beta[j]), float(np.sqrt(max(cov[j, j], 1e-24)))) for j in range(p)]
     sd_hat = np.sqrt(np.diag(res.D))
     for k in range(d):
