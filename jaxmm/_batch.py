@@ -33,7 +33,7 @@ class BatchResult:
     singular_array: np.ndarray      # (R,) bool
     n_obs_array: np.ndarray         # (R,) rows per replicate
     n_dropped: int                  # rows dropped for missing values before splitting
-    dispersion_name: str | None     # "sigma", "theta" (negative binomial) or None (no dispersion)
+    dispersion_name: str | None     # "sigma", "nb_size" (negative binomial) or None (no dispersion)
     single: Callable[[int], MixedModelResult] = dataclasses.field(repr=False)
     n_devices: int = 1
     _cache: dict = dataclasses.field(default_factory=dict, repr=False)
@@ -64,6 +64,10 @@ class BatchResult:
         return pd.Series(np.asarray(values), index=self._index(), name=name)
 
     @property
+    def theta(self):
+        raise AttributeError("the negative binomial's dispersion is nb_size (lme4's theta)")
+
+    @property
     def fixef(self) -> pd.DataFrame:
         return pd.DataFrame(self.arrays["beta"], index=self._index(), columns=list(self.fixef_names))
 
@@ -82,10 +86,10 @@ class BatchResult:
         return self._series(values, "sigma")
 
     @property
-    def theta(self) -> pd.Series:
-        """The negative binomial's θ per replicate; NaN for other families."""
-        values = self.arrays["dispersion"] if self.dispersion_name == "theta" else np.full(len(self), np.nan)
-        return self._series(values, "theta")
+    def nb_size(self) -> pd.Series:
+        """The negative binomial's size (lme4's theta) per replicate; NaN for other families."""
+        values = self.arrays["dispersion"] if self.dispersion_name == "nb_size" else np.full(len(self), np.nan)
+        return self._series(values, "nb_size")
 
     @property
     def loglik(self) -> pd.Series:

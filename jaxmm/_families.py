@@ -66,7 +66,8 @@ class Family:
     name: str = dataclasses.field(default="", init=False)
     # Number of free dispersion parameters (0 or 1), estimated on the log scale.
     n_dispersion: int = dataclasses.field(default=0, init=False)
-    # What the dispersion is reported as: "sigma" (gaussian SD, gamma CV) or "theta" (NB2).
+    # What the dispersion is reported as: "sigma" (gaussian SD, gamma CV) or "nb_size" (NB2's
+    # size, which lme4 and glmmTMB call theta; jaxmm keeps θ for the packed parameters).
     dispersion_name: str = dataclasses.field(default="sigma", init=False)
     # A closed-form marginal likelihood (the exact LMM: REML or ML, t statistics) rather
     # than Laplace or quadrature.
@@ -326,7 +327,7 @@ class NegativeBinomial(Family):
     link: str = "log"
     name: str = dataclasses.field(default="negative_binomial", init=False)
     n_dispersion: int = dataclasses.field(default=1, init=False)
-    dispersion_name: str = dataclasses.field(default="theta", init=False)
+    dispersion_name: str = dataclasses.field(default="nb_size", init=False)
 
     def kernel(self, y, eta, trials, dispersion):
         # log(θ + e^η) = log θ + softplus(η − log θ), without overflow for large η, and with

@@ -296,7 +296,7 @@ def _result(out, info, fam, formula, method, blocks, fit_options, design, n_devi
         vcov_array=out["vcov"],
         D=out["chol"] @ out["chol"].T,
         sigma=float(out["dispersion"]) if fam.n_dispersion and fam.dispersion_name == "sigma" else None,
-        theta=float(out["dispersion"]) if fam.dispersion_name == "theta" else None,
+        nb_size=float(out["dispersion"]) if fam.dispersion_name == "nb_size" else None,
         ranef_array=out["ranef"][layout.group_slot],
         cond_var=out["cond_var"][layout.group_slot],
         loglik=float(out["loglik"]),

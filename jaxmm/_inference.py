@@ -39,7 +39,7 @@ def wald_intervals(res, level: float) -> pd.DataFrame:
     lower, upper = list(res.beta - z * se), list(res.beta + z * se)
     # As lme4's confint(method = "Wald"): no Wald intervals for the variance parameters.
     extra = variance_parameters(res.D, res.re_names)[0] + (["sigma"] if res.sigma is not None else []) + (
-        ["theta"] if res.theta is not None else [])
+        ["nb_size"] if res.nb_size is not None else [])
     names += extra
     lower += [np.nan] * len(extra)
     upper += [np.nan] * len(extra)

@@ -66,8 +66,8 @@ def summary_text(res) -> str:
         rows.append(["Residual", "", _fmt(res.sigma**2), _fmt(res.sigma)] + ([""] if with_corr else []))
     out += [" " + r for r in _table([[c for c in r] for r in rows], header)]
     out.append(f"Number of obs: {res.n_obs}, groups:  {res.group_name}, {res.n_groups}")
-    if res.theta is not None:
-        out.append(f"Dispersion parameter (theta): {_fmt(res.theta)}")
+    if res.nb_size is not None:
+        out.append(f"Dispersion parameter (nb_size, lme4's theta): {_fmt(res.nb_size)}")
     out.append("")
     out.append("Fixed effects:")
     ct = res.coef_table()
@@ -138,7 +138,7 @@ def result_dict(res) -> dict:
         "D": np.asarray(res.D).tolist(),
         "sd": [float(v) for v in np.sqrt(np.diag(res.D))],
         "sigma": None if res.sigma is None else float(res.sigma),
-        "theta": None if res.theta is None else float(res.theta),
+        "nb_size": None if res.nb_size is None else float(res.nb_size),
         "group": res.group_name,
         "ranef": {g: [float(v) for v in row] for g, row in zip(labels, np.asarray(res.ranef_array))},
         "cond_var": {g: np.asarray(cv).tolist() for g, cv in zip(labels, np.asarray(res.cond_var))},

@@ -57,7 +57,7 @@ class MixedModelResult:
     max_abs_grad: float  # max |∂ℓ/∂φ| over the natural parameters at the estimate
     params: Params
     n_dispersion: int = 0
-    theta: float | None = None  # the negative binomial's dispersion θ (variance μ + μ²/θ)
+    nb_size: float | None = None  # the negative binomial's size k (variance μ + μ²/k; lme4's theta)
     re_blocks: tuple | None = None  # block sizes of L when D is block diagonal ((x || g)); None: one block
     n_dropped: int = 0              # rows dropped for missing values (missing="drop")
     fit_options: FitOptions = FitOptions()
@@ -82,6 +82,11 @@ class MixedModelResult:
             arr = np.array(getattr(self, name), dtype=np.float64)
             arr.flags.writeable = False
             object.__setattr__(self, name, arr)
+
+    @property
+    def theta(self):
+        # lme4 and glmmTMB report the NB2 size as theta; in jaxmm θ is the packed parameter vector
+        raise AttributeError("the negative binomial's dispersion is res.nb_size (lme4's theta)")
 
     @property
     def fixef(self) -> pd.Series:

@@ -160,8 +160,8 @@ def bootstrap(res, n: int = 500, seed: int = 0) -> pd.DataFrame:
         frame[label] = values[:, k]
     if res.sigma is not None:
         frame["sigma"] = out["dispersion"]
-    if res.theta is not None:
-        frame["theta"] = out["dispersion"]
+    if res.nb_size is not None:
+        frame["nb_size"] = out["dispersion"]
     frame.index.name = "replicate"
     converged = (out["status"] == Status.CONVERGED) & np.all(np.isfinite(out["beta"]), axis=1)
     frame.attrs["converged"] = converged

@@ -27,16 +27,18 @@ def test_negative_binomial_matches_glmmtmb(nb):
     np.testing.assert_allclose(nb.fixef.to_numpy(), GLMMTMB["fixef"], atol=0.01 * se.min())
     np.testing.assert_allclose(se, GLMMTMB["se"], rtol=1e-3)
     assert nb.sd.iloc[0] == pytest.approx(GLMMTMB["sd"], rel=1e-3)
-    assert nb.theta == pytest.approx(GLMMTMB["theta"], rel=1e-4) and nb.sigma is None
+    assert nb.nb_size == pytest.approx(GLMMTMB["theta"], rel=1e-4) and nb.sigma is None
     assert nb.npar == 4 + 1 + 1
-    assert "Dispersion parameter (theta): 2.045" in nb.summary()
-    assert nb.to_dict()["theta"] == pytest.approx(nb.theta)
+    assert "Dispersion parameter (nb_size, lme4's theta): 2.045" in nb.summary()
+    assert nb.to_dict()["nb_size"] == pytest.approx(nb.nb_size)
+    with pytest.raises(AttributeError, match="nb_size"):  # lme4's name, θ in jaxmm is the packed vector
+        nb.theta
 
 
 @pytest.mark.slow
 def test_negative_binomial_theta_in_intervals_and_simulation(nb):
     ci = nb.confint("profile")
-    assert ci.index[-1] == "theta" and ci.loc["theta", "lower"] < nb.theta < ci.loc["theta", "upper"]
+    assert ci.index[-1] == "nb_size" and ci.loc["nb_size", "lower"] < nb.nb_size < ci.loc["nb_size", "upper"]
     sims = nb.simulate(200, seed=3).to_numpy()
     assert np.all(sims >= 0) and np.all(sims == np.round(sims))
     # NB2 variance μ + μ²/θ exceeds the Poisson's: overdispersion shows in the draws
