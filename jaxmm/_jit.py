@@ -25,7 +25,7 @@ import jax.numpy as jnp
 #
 # GPU fits are not bit-reproducible by default: XLA's scatter-add (the per-group sums)
 # adds with atomics in arrival order. xla_gpu_deterministic_ops fixes the order at about
-# twice the run time, so it is left to the user (README "GPU").
+# twice the run time, so it is left to the user (docs/devices.md, "GPU").
 COMPILER_OPTIONS = {"xla_llvm_disable_expensive_passes": True}
 
 # XLA:CPU's elemental emitters compile in about half the time of its fused emitters and

@@ -42,7 +42,7 @@ def fit_kwargs(ref):
 def bit_reproducible() -> bool:
     """Whether two fits of the same numbers in one order give the same bits. A GPU's
     scatter-adds (the per-group sums) add in arrival order unless XLA is told otherwise
-    (README "GPU"), so there they agree to rounding only."""
+    (docs/devices.md, "GPU"), so there they agree to rounding only."""
     return jax.default_backend() == "cpu" or "--xla_gpu_deterministic_ops=true" in os.environ.get("XLA_FLAGS", "")
 
 
