@@ -4,7 +4,7 @@ CPU jaxmm refits the replicates one by one through the program that compiled the
 accelerator in one vmapped, compiled call (see ``jaxmm/_simulate.py``).
 
     python benchmarks/bootstrap.py [--n 500] [--repeats 3] [--cold-runs 3] [--r-runs 3] [--cache-runs 3]
-                                   [--out benchmarks/results_bootstrap.md]
+                                   [--out benchmarks/results/bootstrap.md]
 
 jaxmm *cold* is the first bootstrap in a fresh process (compilation included), the median
 over ``--cold-runs`` processes; *warm* the median of the repeats in this process. bootMer is
@@ -44,7 +44,7 @@ def main(argv=None):
     ap.add_argument("--r-runs", type=int, default=3, help="runs of bootMer")
     ap.add_argument("--cache-runs", type=int, default=3,
                     help="fresh processes timed with the persistent compilation cache filled (0: skip)")
-    ap.add_argument("--out", default=str(HERE / "results_bootstrap.md"))
+    ap.add_argument("--out", default=str(HERE / "results" / "bootstrap.md"))
     ap.add_argument("--child-cold", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if not args.child_cold:
@@ -139,11 +139,11 @@ def main(argv=None):
     if lme4:
         from replicates import compare, record_section
 
-        record_section(HERE / "results.md", "bootstrap", "## Parametric bootstrap (sleepstudy, ML)",
+        record_section(HERE / "results" / "suite.md", "bootstrap", "## Parametric bootstrap (sleepstudy, ML)",
                        f"{args.n} replicates: jaxmm cold {cold:.2f} s ({compare(lme4[0]['seconds'], cold)} than "
                        f"bootMer), warm {warm:.3f} s ({compare(lme4[0]['seconds'], warm)}); bootMer "
                        f"{lme4[0]['seconds']:.2f} s, same run, {_dt.datetime.now(_dt.timezone.utc):%Y-%m-%d}. "
-                       "Details: `results_bootstrap.md`.")
+                       "Details: `results/bootstrap.md`.")
 
 
 if __name__ == "__main__":

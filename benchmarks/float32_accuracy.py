@@ -6,7 +6,7 @@ allowance alone) and once as shipped. Differences are in the float64 fit's own u
 standard errors, random-effect SDs and standard errors relative. Writes a Markdown table.
 
     python benchmarks/float32_accuracy.py --problems binomial-q2-100k-balanced,poisson-q1-100k-skewed \
-        --out benchmarks/results_float32.md
+        --out benchmarks/results/float32.md
 """
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU runs behind benchmarks/results_gpu.md, on a machine whose python3 has a CUDA jax,
+# The GPU runs behind benchmarks/results/gpu.md, on a machine whose python3 has a CUDA jax,
 # optax, formulaic and pandas (jaxmm itself comes from this checkout through PYTHONPATH).
 #   bash benchmarks/gpu.sh bench OUTDIR   # the Bernoulli q = 2 ladder, float64 and float32, then rows per block at 10M
 #   bash benchmarks/gpu.sh tests OUTDIR   # the test suite with JAX_PLATFORMS=cuda
@@ -33,7 +33,7 @@ tests() {
         2>&1 | tee "$out/tests.log" | tail -60
 }
 flags() {
-    # A cold 10M fit's time is mostly XLA's compile, not GPU work (results_gpu.md).
+    # A cold 10M fit's time is mostly XLA's compile, not GPU work (results/gpu.md).
     # Each variant runs in its own process (an unknown flag aborts only that one).
     for f in "" "--xla_gpu_force_compilation_parallelism=16" "--xla_gpu_enable_llvm_module_compilation_parallelism=true" \
              "--xla_gpu_autotune_level=0" "--xla_gpu_enable_libnvptxcompiler=true"; do
@@ -43,7 +43,7 @@ flags() {
     done 2>&1 | tee "$out/flags.log"
 }
 compile() {
-    # A cold fit's compile on a GPU, this checkout against OLD_REV (results_gpu.md has the
+    # A cold fit's compile on a GPU, this checkout against OLD_REV (results/gpu.md has the
     # runs). Two processes of each.
     old=/tmp/jaxmm-old
     git worktree add -f "$old" "${OLD_REV:-c154b85}" >/dev/null 2>&1 || echo "no worktree for ${OLD_REV:-c154b85}"
@@ -118,7 +118,7 @@ confirm() {
     lmm_pair "$PWD" "$old" 2>&1 | tee -a "$out/confirm.log"
     timeout 150 python3 benchmarks/run.py --engines jaxmm --repeats 2 --cold-runs 5 --timeout 60 \
         --tmpdir /tmp/benchdata --problems binomial-q2-10M-balanced \
-        --out "$out/results_gpu.md" 2>&1 | tee "$out/bench.log" | tail -8
+        --out "$out/gpu.md" 2>&1 | tee "$out/bench.log" | tail -8
     tests
 }
 target() {
@@ -136,7 +136,7 @@ target() {
     # the benchmark's own cold median: each cold fit in a fresh process, data loading excluded
     timeout 200 python3 benchmarks/run.py --engines jaxmm,jaxmm-f32 --repeats 2 --cold-runs 3 --timeout 60 \
         --tmpdir /tmp/benchdata --problems binomial-q2-1M-balanced,binomial-q2-10M-balanced \
-        --out "$out/results_gpu.md" 2>&1 | tee "$out/bench.log" | tail -14
+        --out "$out/gpu.md" 2>&1 | tee "$out/bench.log" | tail -14
     timeout 40 python3 benchmarks/compile_time.py --phases --problems binomial-q2-1M-balanced \
         2>&1 | grep -v "Warning\|return fn" | grep -v "IR emission for\|CompileToPtx\|PtxToCubin" | tee "$out/compile.log"
     tests
@@ -165,17 +165,17 @@ all)
     # timers, the 1M and 10M ladder, then the tests (TESTS: files, default all) with what is left.
     timeout 90 python3 benchmarks/stages.py --problems binomial-q2-10M-balanced --repeats 2 2>&1 | tee "$out/stages.log"
     gemm
-    # 60 s an engine: a 10M fit, cold, two warm and loading, fits well within it (results_gpu.md)
+    # 60 s an engine: a 10M fit, cold, two warm and loading, fits well within it (results/gpu.md)
     python3 benchmarks/run.py --engines jaxmm,jaxmm-f32 --repeats 2 --cold-runs 1 --timeout 60 --tmpdir /tmp/benchdata \
         --problems binomial-q2-1M-balanced,binomial-q2-10M-balanced \
-        --out "$out/results_gpu.md" 2>&1 | tee "$out/bench.log" | tail -12
+        --out "$out/gpu.md" 2>&1 | tee "$out/bench.log" | tail -12
     tests
     ;;
 bench)
     python3 -c "from jaxmm._cli import main; main(['example', 'sleepstudy'])" 2>&1 | tee "$out/smoke.log" | head -20
     python3 benchmarks/run.py --engines jaxmm,jaxmm-f32 --repeats 3 --cold-runs 2 --timeout 240 --tmpdir /tmp/benchdata \
         --problems binomial-q2-13k-balanced,binomial-q2-100k-balanced,binomial-q2-1M-balanced,binomial-q2-10M-balanced \
-        --out "$out/results_gpu.md" 2>&1 | tee "$out/bench.log"
+        --out "$out/gpu.md" 2>&1 | tee "$out/bench.log"
     python3 benchmarks/blocks.py --problem binomial-q2-10M-balanced --rows 19,21,24 --repeats 2 2>&1 | tee "$out/blocks.log"
     ;;
 tests)

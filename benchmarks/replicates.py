@@ -2,7 +2,7 @@
 loop of ``lme4::lmer`` over the same replicates, in the same run.
 
     python benchmarks/replicates.py [--replicates 1000] [--repeats 3] [--cold-runs 3] [--r-runs 3]
-                                    [--cache-runs 3] [--out benchmarks/results_replicates.md]
+                                    [--cache-runs 3] [--out benchmarks/results/replicates.md]
 
 The study (issue 6): 1000 subjects x 2 measurements per replicate, y = 1 + b + e with
 Var(b) = 1 and Var(e) = 10, REML. jaxmm fits all replicates with one
@@ -125,7 +125,7 @@ def main(argv=None):
     ap.add_argument("--r-runs", type=int, default=3, help="runs of the lmer loop")
     ap.add_argument("--cache-runs", type=int, default=3,
                     help="fresh processes timed with the persistent compilation cache filled (0: skip)")
-    ap.add_argument("--out", default=str(HERE / "results_replicates.md"))
+    ap.add_argument("--out", default=str(HERE / "results" / "replicates.md"))
     ap.add_argument("--child-cold", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if not args.child_cold:
@@ -210,7 +210,7 @@ def main(argv=None):
                       f"{cold:.2f} s ({compare(lme4[0]['seconds'], cold)} than the lmer loop), warm {warm:.2f} s "
                       f"({compare(lme4[0]['seconds'], warm)}); the `lmer` loop {lme4[0]['seconds']:.2f} s, same run, "
                       f"{_dt.datetime.now(_dt.timezone.utc):%Y-%m-%d}. Details: `{Path(args.out).name}`.")
-        record_section(HERE / "results.md", "replicates", "## Many fits in one call (`by=`)", ratio_line)
+        record_section(HERE / "results" / "suite.md", "replicates", "## Many fits in one call (`by=`)", ratio_line)
 
 
 def compare(reference_seconds: float, seconds: float) -> str:

@@ -2,10 +2,10 @@
 
     python benchmarks/run.py [--sizes 13k,100k] [--families binomial,...] [--q 1,2]
                              [--layout balanced,skewed] [--engines jaxmm,lme4,glmmTMB,statsmodels]
-                             [--repeats 3] [--timeout 600] [--out benchmarks/results.md]
+                             [--repeats 3] [--timeout 600] [--out benchmarks/results/suite.md]
 
-Writes, next to --out: results.json (every raw record of this run plus the machine
-description), the Markdown report (--out) and time_vs_rows.png. Everything in the report is
+Writes, next to --out (default results/suite.md): <stem>.json (every raw record of this run plus
+the machine description), the Markdown report (--out) and <stem>_time_vs_rows.png. Everything in the report is
 computed from this run's records only. See benchmarks/README.md.
 """
 from __future__ import annotations
@@ -401,14 +401,14 @@ def _parser():
     ap.add_argument("--cold-runs", type=int, default=3,
                     help="fresh processes timing each jaxmm cold fit (median; the first also times the warm fits)")
     ap.add_argument("--timeout", type=float, default=E.DEFAULT_TIMEOUT, help="seconds per engine per problem")
-    ap.add_argument("--out", default=str(HERE / "results.md"), help="Markdown report; results.json and "
-                    "time_vs_rows.png go in the same folder")
+    ap.add_argument("--out", default=str(HERE / "results" / "suite.md"),
+                    help="Markdown report; its .json and _time_vs_rows.png go in the same folder")
     ap.add_argument("--tmpdir", default=None, help="where the per-problem data files are written")
     ap.add_argument("--keep-data", action="store_true", help="keep the data files and child logs")
     ap.add_argument("--no-skip-larger", action="store_true",
                     help="run an engine at larger sizes even after it timed out on a smaller one")
     ap.add_argument("--render-only", action="store_true",
-                    help="re-render the report and plot from the existing results.json, run nothing")
+                    help="re-render the report and plot from the existing .json next to --out, run nothing")
     return ap
 
 
@@ -439,12 +439,12 @@ def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     out_md = Path(args.out).resolve()
     out_json = out_md.with_suffix(".json")
-    out_png = out_md.parent / ("time_vs_rows.png" if out_md.stem == "results" else f"{out_md.stem}_time_vs_rows.png")
+    out_png = out_md.parent / f"{out_md.stem}_time_vs_rows.png"
     out_md.parent.mkdir(parents=True, exist_ok=True)
 
     if args.render_only:
         saved = json.loads(out_json.read_text())
-        saved["meta"].setdefault("files", {})["png"] = out_png.name
+        saved["meta"].setdefault("files", {}).update(json=out_json.name, png=out_png.name)
         _write_outputs(saved["meta"], saved["records"], out_md, out_json, out_png)
         print(f"re-rendered {out_md} and {out_png} from {out_json}")
         return 0

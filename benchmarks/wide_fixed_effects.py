@@ -1,7 +1,7 @@
 """Wide fixed effects: y ~ x + C(f) + (1 | g) on 50k Bernoulli rows and 500 groups, f of
 10 to 2,000 levels (p = levels + 1), jaxmm cold (a fresh process, compile included) and warm.
 
-    python benchmarks/wide_fixed_effects.py --levels 10,100,500,2000 --r-timeout 1800 --out benchmarks/results_wide.md
+    python benchmarks/wide_fixed_effects.py --levels 10,100,500,2000 --r-timeout 1800 --out benchmarks/results/wide.md
 
 Each p runs in its own process: one cold fit, then ``--repeats`` warm fits (the median is
 reported). With ``--r-timeout S`` (seconds; 0 skips them) glmer and glmmTMB fit the same

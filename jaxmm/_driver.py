@@ -73,7 +73,7 @@ _LOG_CANDIDATE = float(np.log(BOUNDARY_CANDIDATE))
 # search cannot go further there (the value's rounding hides the decrease), but the
 # gradients carry more digits: on grouseticks in float32 the step brought β from 1.1 %
 # of a standard error off the float64 fit to 1e-4. Where the float32 gradient's own
-# rounding is the floor (|ℓ| ≥ 1.9e5 in benchmarks/results_float32.md: about 2e-3
+# rounding is the floor (|ℓ| ≥ 1.9e5 in benchmarks/results/float32.md: about 2e-3
 # standard errors) the step does not lower the decrement and is refused.
 POLISH_ABOVE = 1e-7
 

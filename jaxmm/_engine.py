@@ -252,7 +252,7 @@ fit_glmm = compiled(_fit_glmm, static_argnames=("family", "opt", "chunks", "bloc
 
 # From this many fixed-effect columns on, a Laplace fit's Hessian takes its fixed-effect block
 # exactly (_gradient.beta_hessian) instead of by p difference gradients; below, the block's
-# program costs more compile than the differences cost time (benchmarks/results_wide.md).
+# program costs more compile than the differences cost time (benchmarks/results/wide.md).
 EXACT_BETA_MIN_COLUMNS = 128
 
 

@@ -38,7 +38,7 @@ ELEMENTAL_COMPILER_OPTIONS = {**COMPILER_OPTIONS, "xla_cpu_use_fusion_emitters":
 # compiling every candidate tiling. The row and group products are written out
 # (_smallmat.matmul) and the long products are sums (Kernels.products_as_sums, below), so no dot is
 # left worth timing candidates for: Triton GEMM and the autotuner are off, which shortens
-# the compile at no cost in GPU time (docs/performance.md, benchmarks/results_gpu.md).
+# the compile at no cost in GPU time (docs/performance.md, benchmarks/results/gpu.md).
 GPU_COMPILER_OPTIONS = {**COMPILER_OPTIONS, "xla_gpu_enable_triton_gemm": False, "xla_gpu_autotune_level": 0}
 
 
