@@ -170,7 +170,7 @@ def optimise_and_check(evaluate, theta0, warm0, args, diag_mask, restart_theta, 
 
     def fd_point(center_phi, j):
         h = difference_steps(center_phi, work_dtype)
-        e = (jnp.arange(k) == n_exact + j % n_diff).astype(dtype)
+        e = (jnp.arange(k, dtype=j.dtype) == n_exact + j % n_diff).astype(dtype)
         return center_phi + jnp.where(j < n_diff, 1.0, -1.0) * h * e
 
     # the gradients at the difference points: +h_j e_j, then −h_j e_j (central)
@@ -192,7 +192,7 @@ def optimise_and_check(evaluate, theta0, warm0, args, diag_mask, restart_theta, 
     # from every array of the data (the bootstrap batches y alone, by= every array) makes
     # every carry batched from the start, so the body is batched once and traced sooner
     # (docs/performance.md). Without vmap it adds 0.
-    anchor = sum(jnp.sum(jnp.ravel(leaf)[:0]) for leaf in jax.tree.leaves(args))
+    anchor = sum(jnp.sum(jnp.ravel(leaf)[:0]).astype(dtype) for leaf in jax.tree.leaves(args))
     carry0 = jax.tree.map(lambda a: a + anchor.astype(a.dtype), carry0)
 
     def only_if(pred, fn, *operands):

@@ -105,8 +105,23 @@ class LbfgsState(NamedTuple):
     status: jnp.ndarray   # −1 while running, else a Status
 
 
+class _Direction(NamedTuple):
+    """optax's L-BFGS direction, traced under JAX's standard dtype promotion: its history
+    index mixes int32 and int64 counters, which strict promotion (jaxmm's tests) refuses."""
+
+    transform: optax.GradientTransformation
+
+    def init(self, x):
+        with jax.numpy_dtype_promotion("standard"):
+            return self.transform.init(x)
+
+    def update(self, g, state, x):
+        with jax.numpy_dtype_promotion("standard"):
+            return self.transform.update(g, state, x)
+
+
 def _direction(options: OptOptions):
-    return optax.scale_by_lbfgs(memory_size=options.memory)
+    return _Direction(optax.scale_by_lbfgs(memory_size=options.memory))
 
 
 def lbfgs_start(x0, warm0, options: OptOptions = OptOptions()) -> LbfgsState:

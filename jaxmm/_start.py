@@ -62,9 +62,11 @@ def initial_theta(chunked: Design, family, structure=None, whole: bool = False, 
     # to compile (docs/performance.md); the Gram matrix is positive definite.
     beta = jax.scipy.linalg.cho_solve((jnp.linalg.cholesky(gram), True), rhs)
 
-    def residuals(d):
-        r = linearised(d) - sm.matvec(d.X, beta)
-        return jnp.sum(d.weights * r * r), jnp.sum(d.weights)
+    def residuals(d):  # in β's dtype (a float32 design's rows are upcast)
+        acc = beta.dtype
+        r = linearised(d).astype(acc) - sm.matvec(d.X.astype(acc), beta)
+        weights = d.weights.astype(acc)
+        return jnp.sum(weights * r * r), jnp.sum(weights)
 
     ss, total_weight = _design_sums(residuals, chunked, whole)
     q = chunked.Z.shape[-1]

@@ -20,6 +20,7 @@ import jaxmm  # also switches float64 on
 jax.config.update("jax_enable_x64", True)
 # Silent broadcasting between arrays of different rank hides shape bugs; make it an error.
 jax.config.update("jax_numpy_rank_promotion", "raise")
+jax.config.update("jax_numpy_dtype_promotion", "strict")
 
 DATA = Path(__file__).parent / "data"
 REFERENCE_CASES = sorted(p.stem for p in DATA.glob("*.json"))
@@ -37,6 +38,35 @@ def fit_kwargs(ref):
         if ref.get(key):
             kw[key] = ref[key]
     return kw
+
+
+def central_differences(f, x, steps, richardson: bool = False):
+    """Derivatives of f along each coordinate of x, by central differences with step
+    ``steps[k]`` (or one step for all): (f(x + h eₖ) − f(x − h eₖ)) / 2h, row k of the result
+    (f may return an array). ``richardson``: (4 D(h/2) − D(h)) / 3, which cancels the h² term.
+    f is called with float64 numpy arrays."""
+    x = np.asarray(x, dtype=float)
+    steps = np.broadcast_to(np.asarray(steps, dtype=float), x.shape)
+
+    def along(k, h):
+        e = np.zeros_like(x)
+        e[k] = h
+        return (np.asarray(f(x + e), dtype=float) - np.asarray(f(x - e), dtype=float)) / (2 * h)
+
+    return np.stack([(4.0 * along(k, h / 2) - along(k, h)) / 3.0 if richardson else along(k, h)
+                     for k, h in enumerate(steps)])
+
+
+def second_differences(f, x, rel=1e-3):
+    """The diagonal of a scalar f's Hessian, roughly: (f(x + h) − 2 f(x) + f(x − h)) / h² per
+    coordinate, h = rel·(1 + |xₖ|)."""
+    x = np.asarray(x, dtype=float)
+    f0, out = f(x), np.zeros_like(x)
+    for k in range(x.size):
+        e = np.zeros_like(x)
+        e[k] = rel * (1.0 + abs(x[k]))
+        out[k] = (f(x + e) - 2.0 * f0 + f(x - e)) / e[k] ** 2
+    return out
 
 
 def bit_reproducible() -> bool:

@@ -16,6 +16,8 @@ from jaxmm._laplace import laplace_loglik
 from jaxmm._lmm import lmm_loglik, lmm_stats, profiled_loglik
 from jaxmm._params import Params, chol_from_vec, pack, unpack
 
+from conftest import central_differences, second_differences
+
 
 def _design_of(ref, data, res):
     """The design of a reference case, rebuilt through the public parsing path."""
@@ -37,27 +39,6 @@ def _objective_at_fit(reference_fit, name):
     return f, np.asarray(pack(res.params, fam.n_dispersion)), p
 
 
-def _second_differences(f, x, rel=1e-3):
-    """The diagonal of f's Hessian, roughly: (f(x + h) - 2 f(x) + f(x - h)) / h² per coordinate."""
-    x = np.asarray(x, dtype=float)
-    f0, out = f(x), np.zeros_like(x)
-    for k in range(x.size):
-        e = np.zeros_like(x)
-        e[k] = rel * (1.0 + abs(x[k]))
-        out[k] = (f(x + e) - 2.0 * f0 + f(x - e)) / e[k] ** 2
-    return out
-
-
-def _central_diff(f, x, steps):
-    x = np.asarray(x, dtype=float)
-    g = np.zeros_like(x)
-    for k in range(x.size):
-        e = np.zeros_like(x)
-        e[k] = steps[k]
-        g[k] = (f(x + e) - f(x - e)) / (2 * e[k])
-    return g
-
-
 @pytest.mark.parametrize("name", ["cbpp_binomial", "contraception_q2", "grouseticks_poisson"])
 @pytest.mark.parametrize("where", ["optimum", "away"])
 def test_gradient_matches_finite_differences(reference_fit, name, where):
@@ -67,11 +48,11 @@ def test_gradient_matches_finite_differences(reference_fit, name, where):
     # log-SD about 0.1; a common step would be too coarse for one and noisy for another.
     # The curvature needs one digit: second differences of f, not jax.hessian, whose
     # program (forward over reverse through the solver's rule) took most of this test.
-    scale = 1.0 / np.sqrt(np.abs(_second_differences(lambda t: float(f(jnp.asarray(t))), theta)))
+    scale = 1.0 / np.sqrt(np.abs(second_differences(lambda t: float(f(jnp.asarray(t))), theta)))
     if where == "away":
         theta = theta + 2.0 * scale * np.cos(np.arange(theta.size) + 1.0)
     g_auto = np.asarray(jax.grad(f)(jnp.asarray(theta)))
-    g_fd = _central_diff(lambda t: float(f(jnp.asarray(t))), theta, 1e-4 * scale)
+    g_fd = central_differences(lambda t: float(f(jnp.asarray(t))), theta, 1e-4 * scale)
     err = np.abs(g_auto - g_fd)
     assert np.all(err <= 1e-5 * np.abs(g_fd) + 1e-5 / scale), (g_auto, g_fd)
     if where == "away":  # the check is not vacuous: away from the optimum the gradient is large

@@ -11,6 +11,8 @@ from jaxmm._gradient import laplace_loglik_for_fit
 from jaxmm._laplace import laplace_loglik
 from jaxmm._params import Params
 
+from conftest import central_differences
+
 
 def _problem(family, q, tile, seed):
     """Uneven groups (1-11 rows), prior weights, an offset, and L with correlations."""
@@ -112,8 +114,6 @@ def test_exact_beta_hessian_equals_differences_of_the_gradient(family, link, q, 
     u = conditional_modes(eta_fixed, ZL, params.dispersion, design, u0, fam)
     exact = jax.jit(lambda prm: beta_hessian(prm, design, u, fam, InnerOptions(max_iter=0)))(params)
     grad = jax.jit(jax.grad(lambda b: laplace_loglik_for_fit(params._replace(beta=b), design, u0, fam)[0]))
-    h = 1e-5
-    rows = [(grad(params.beta + h * e) - grad(params.beta - h * e)) / (2 * h) for e in jnp.eye(3)]
-    diffs = np.asarray(jnp.stack(rows))
+    diffs = central_differences(lambda b: grad(jnp.asarray(b)), params.beta, 1e-5)
     np.testing.assert_allclose(exact, diffs, rtol=1e-6, atol=1e-7 * float(np.max(np.abs(diffs))))
     assert exact.shape == (3, 3) and np.max(np.abs(exact - np.diag(np.diag(exact)))) > 1e-3  # not diagonal
