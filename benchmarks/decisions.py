@@ -1,0 +1,198 @@
+"""Performance decisions that the code encodes, each against its alternative, in one run.
+
+    python benchmarks/decisions.py [--rows 1e7] [--fit-rows 4e6] [--repeats 5] [--only WORD,WORD]
+
+Every decision is a pair of functions, jaxmm's choice and the alternative it replaced, run
+alternately ``--repeats`` times on the same input after one untimed call of each; the
+table gives their medians and the ratio. The host-side decisions (group codes, column
+statistics) run at ``--rows``; how the row passes write their per-group sums on a warm
+Bernoulli fit of ``--fit-rows`` (the choice applies from 2²² rows, where fits take XLA:CPU's
+fused emitters); forward or central differences for the Hessian on cbpp.
+docs/performance.md points here from each row.
+"""
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+
+
+def _timed(fn, arg):
+    start = time.perf_counter()
+    fn(arg)
+    return time.perf_counter() - start
+
+
+def compare(chosen, alternative, make, repeats):
+    """Medians (s) of ``chosen(x)`` and ``alternative(x)`` on ``x = make()``, alternating."""
+    x = make()
+    chosen(x), alternative(x)  # untimed: first touches, caches
+    a, b = [], []
+    for _ in range(repeats):
+        a.append(_timed(chosen, x))
+        b.append(_timed(alternative, x))
+    return statistics.median(a), statistics.median(b)
+
+
+# --- host-side decisions -------------------------------------------------------------------
+
+def _codes(rows):
+    return np.random.default_rng(0).integers(0, rows // 10, rows)
+
+
+def _wide_ids(rows):
+    # integer ids over a range far wider than the data: the table of present ids does not apply
+    return np.random.default_rng(1).integers(0, rows // 10, rows) * 7919 + 10 ** 12
+
+
+def _strings(rows):
+    ids = np.random.default_rng(2).permutation(rows // 10)
+    return np.char.add("subject-", ids.astype(str)).astype(object)
+
+
+def host_decisions(rows):
+    from jaxmm import _column_stats, _grouping
+
+    m = rows // 10
+
+    def hashed(values):  # unique_inverse's general path: hash, then sort the distinct values
+        codes, uniques = pd.factorize(values, sort=False)
+        return _grouping._by_value(np.asarray(uniques), codes)
+
+    X = lambda: np.column_stack([np.ones(rows), np.random.default_rng(3).normal(size=(rows, 2))])
+    return [
+        ("group codes' stable order: two 16-bit radix passes", "`_grouping._code_order`",
+         lambda c: _grouping._code_order(c, m), lambda c: np.argsort(c, kind="stable"),
+         lambda: _codes(rows), f"{rows:.0e} codes of {m:.0e} groups, random order; against numpy's stable sort"),
+        ("integer ids: a table of the values present", "`_grouping.unique_inverse`",
+         _grouping.unique_inverse, hashed,
+         lambda: _codes(rows), f"{rows:.0e} ids of {m:.0e} groups, random order; against hashing them"),
+        ("other values: hashed, then the distinct ones sorted", "`_grouping.unique_inverse`",
+         _grouping.unique_inverse, lambda v: np.unique(v, return_inverse=True),
+         lambda: _wide_ids(rows), f"{rows:.0e} sparse int64 ids; against `np.unique`"),
+        ("distinct strings sorted as fixed-width numpy text", "`_grouping._value_order`",
+         _grouping._value_order, lambda v: np.argsort(v, kind="stable"),
+         lambda: _strings(rows), f"{m:.0e} distinct strings; against sorting the Python objects"),
+        ("aliased columns from the Cholesky factor of XᵀX", "`_column_stats.aliased_columns`",
+         _column_stats.aliased_columns, lambda A: np.linalg.qr(A, mode="r"),
+         X, f"{rows:.0e} × 3; against a Householder QR of X"),
+        ("column SDs in blocks of rows", "`_column_stats.column_scales`",
+         _column_stats.column_scales, lambda A: A.std(axis=0),
+         X, f"{rows:.0e} × 3; against `X.std(axis=0)`"),
+    ]
+
+
+# --- fit-side decisions --------------------------------------------------------------------
+
+def _bernoulli(rows, seed=0):
+    rng = np.random.default_rng(seed)
+    g = rng.integers(0, rows // 10, rows)
+    x = rng.normal(size=rows)
+    b = rng.normal(size=(rows // 10, 2)) * [0.8, 0.4]
+    eta = -0.3 + 0.6 * x + b[g, 0] + b[g, 1] * x
+    return pd.DataFrame({"y": (rng.random(rows) < 1 / (1 + np.exp(-eta))).astype(float), "x": x, "g": g})
+
+
+def fit_decisions(rows):
+    import jax
+
+    import jaxmm
+    from jaxmm import _engine, _verdict
+    from jaxmm._design import design_from_formula
+    from jaxmm._families import get_family
+    from jaxmm._formula import parse_formula
+    from jaxmm._jit import Kernels
+
+    fam = get_family("binomial")
+    out = []
+
+    # Per-group sums of a row pass with XLA:CPU's fused emitters: one segment sum per
+    # output, or one over the stacked outputs.
+    design, _ = design_from_formula(parse_formula("y ~ x + (x | g)"), _bernoulli(rows), bucket=True)
+    programs = {}
+    for separate in (True, False):
+        kernels = Kernels(separate_group_sums=separate)
+        program = jax.jit(lambda d, k=kernels: _engine._fit_glmm(None, d, fam, kernels=k)).lower(design).compile(
+            compiler_options=_engine.fit_glmm._options(("cpu", False)))
+        programs[separate] = lambda d, p=program: jax.block_until_ready(p(d))
+    out.append(("one segment sum per output with the fused emitters", "`_jit.kernels_for`",
+                programs[True], programs[False], lambda: design,
+                f"warm Bernoulli q = 2 fit of {rows:.0e} rows, fused emitters; against one sum over the stacked "
+                "outputs"))
+
+    # The Hessian after the optimum: forward differences of the exact gradient in float64
+    # (k extra gradients), or central ones (2k).
+    cbpp = jaxmm.load_example("cbpp")
+
+    def fit(central):
+        def run(_):
+            original = _verdict.central_differences
+            _driver_module = sys.modules["jaxmm._driver"]
+            _driver_module.central_differences = lambda dtype: central
+            _verdict.central_differences = lambda dtype: central
+            try:
+                jax.clear_caches()
+                return jaxmm.fit("incidence ~ C(period) + (1 | herd)", cbpp, family="binomial", trials="size")
+            finally:
+                _driver_module.central_differences = original
+                _verdict.central_differences = original
+        return run
+
+    evals = {c: fit(c)(None).n_eval for c in (False, True)}
+    out.append(("forward differences for the Hessian in float64", "`_verdict.central_differences`",
+                fit(False), fit(True), lambda: None,
+                f"cbpp, cold fit (the program compiled each time); evaluations {evals[False]} against "
+                f"{evals[True]} with central differences"))
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--rows", type=float, default=1e7)
+    ap.add_argument("--fit-rows", type=float, default=4e6)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--only", default="", help="comma-separated words; run the decisions whose name has one")
+    ap.add_argument("--out", default=str(HERE / "results" / "decisions.md"))
+    args = ap.parse_args()
+    sys.path.insert(0, str(ROOT))
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    rows = int(args.rows)
+    decisions = host_decisions(rows) + fit_decisions(int(args.fit_rows))
+    words = [w for w in args.only.split(",") if w]
+    lines = []
+    for name, where, chosen, alternative, make, setting in decisions:
+        if words and not any(w in name for w in words):
+            continue
+        a, b = compare(chosen, alternative, make, args.repeats)
+        line = f"| {name} | {where} | {setting} | {a:.3f} | {b:.3f} | {b / a:.2f} |"
+        print(line, flush=True)
+        lines.append(line)
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout
+    head = [
+        "# Performance decisions against their alternatives", "",
+        f"`python benchmarks/decisions.py --rows {args.rows:.0e} --fit-rows {args.fit_rows:.0e} "
+        f"--repeats {args.repeats}` at {commit.strip()}, "
+        f"{platform.machine()} with {__import__('os').cpu_count()} cores, jax {jax.__version__}, "
+        f"numpy {np.__version__}, pandas {pd.__version__}. Medians of {args.repeats} alternating runs each, "
+        "after one untimed call of each.", "",
+        "| decision | where | setting | jaxmm (s) | alternative (s) | alternative / jaxmm |",
+        "|---|---|---|---:|---:|---:|",
+    ]
+    Path(args.out).write_text("\n".join(head + lines) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
