@@ -7,7 +7,9 @@ alternately ``--repeats`` times on the same input after one untimed call of each
 table gives their medians and the ratio. The host-side decisions (group codes, column
 statistics) run at ``--rows``; how the row passes write their per-group sums on a warm
 Bernoulli fit of ``--fit-rows`` (the choice applies from 2²² rows, where fits take XLA:CPU's
-fused emitters); forward or central differences for the Hessian on cbpp.
+fused emitters); forward or central differences for the Hessian on cbpp. What a program
+compiles (device_put, the start's solve, the refit's outputs) is timed as fresh traces and
+compiles.
 docs/performance.md points here from each row.
 """
 from __future__ import annotations
@@ -156,6 +158,55 @@ def fit_decisions(rows):
     return out
 
 
+def compile_decisions():
+    """Decisions about what a program compiles, timed as fresh traces and compiles."""
+    import itertools
+
+    import jax
+    import jax.numpy as jnp
+
+    import jaxmm
+    from jaxmm import _simulate
+    from jaxmm._engine import _fit_lmm
+    from jaxmm._place_rows import to_device
+
+    out = []
+    sizes = itertools.count(1000)
+
+    def new_shapes(put):  # four host arrays of shapes not seen before, as a cold fit has
+        n = next(sizes)
+        return jax.block_until_ready([put(np.ones(n + k)) for k in range(4)])
+
+    out.append(("`jax.device_put` rather than `jnp.asarray` for host arrays", "`_place_rows.to_device`",
+                lambda _: new_shapes(to_device), lambda _: new_shapes(jnp.asarray), lambda: None,
+                "four host arrays of new shapes; against `jnp.asarray`"))
+
+    def solve_compile(solve):
+        def run(_):
+            G = jnp.eye(5) * 2.0
+            return jax.jit(lambda A, b: solve(A, b)).lower(G, jnp.ones(5)).compile()
+        return run
+
+    out.append(("start values' β by a Cholesky solve", "`_start.initial_theta`",
+                solve_compile(lambda A, b: jax.scipy.linalg.cho_solve((jnp.linalg.cholesky(A), True), b)),
+                solve_compile(jnp.linalg.solve), lambda: None,
+                "trace and compile of one 5 × 5 solve; against `jnp.linalg.solve` (LU with pivoting)"))
+
+    sleep = jaxmm.fit("Reaction ~ Days + (Days | Subject)", jaxmm.load_example("sleepstudy"), method="ML")
+    Y = np.tile(np.asarray(sleep.design.y), (8, 1))
+
+    def refit_compile(keep):
+        def run(_):
+            fit = lambda y: {k: v for k, v in _fit_lmm(None, sleep.design._replace(y=y), False).items() if keep(k)}
+            return jax.jit(jax.vmap(fit)).lower(Y).compile()
+        return run
+
+    out.append(("a refit's program returns only the estimates and counters", "`_simulate.REFIT_OUTPUTS`",
+                refit_compile(lambda k: k in _simulate.REFIT_OUTPUTS), refit_compile(lambda k: True),
+                lambda: None, "trace and compile of the vmapped sleepstudy ML refit; against every output"))
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rows", type=float, default=1e7)
@@ -169,7 +220,7 @@ def main():
 
     jax.config.update("jax_enable_x64", True)
     rows = int(args.rows)
-    decisions = host_decisions(rows) + fit_decisions(int(args.fit_rows))
+    decisions = host_decisions(rows) + compile_decisions() + fit_decisions(int(args.fit_rows))
     words = [w for w in args.only.split(",") if w]
     lines = []
     for name, where, chosen, alternative, make, setting in decisions:
