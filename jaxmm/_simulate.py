@@ -51,9 +51,9 @@ def simulate_responses(seed, design: Design, beta, chol, dispersion, family, n: 
     return jnp.where(design.weights > 0, y, 1.0).astype(design.y.dtype)
 
 
-# What a refit returns. The rest of a fit's output (the covariance of β̂, the BLUPs and their
-# conditional variances) is left out of the program, so XLA drops its computation and the
-# refit compiles sooner (docs/performance.md).
+# What a refit returns: what the bootstrap reports. The rest of a fit's output (the covariance
+# of β̂, the BLUPs and their conditional variances, (R, m, q) arrays over R replicates) is left
+# out of the program; its compile time is the same either way (docs/performance.md).
 REFIT_OUTPUTS = ("beta", "chol", "dispersion", "status", "loglik", "n_iter", "n_eval")
 
 
