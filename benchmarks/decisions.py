@@ -7,7 +7,8 @@ alternately ``--repeats`` times on the same input after one untimed call of each
 table gives their medians and the ratio. The host-side decisions (group codes, column
 statistics) run at ``--rows``; how the row passes write their per-group sums on a warm
 Bernoulli fit of ``--fit-rows`` (the choice applies from 2²² rows, where fits take XLA:CPU's
-fused emitters); forward or central differences for the Hessian on cbpp. What a program
+fused emitters); tiles and logit's log1p on a warm 1M-row fit as jaxmm compiles it; forward
+or central differences for the Hessian on cbpp. What a program
 compiles (device_put, the start's solve, the refit's outputs) is timed as fresh traces and
 compiles.
 docs/performance.md points here from each row.
@@ -107,6 +108,7 @@ def _bernoulli(rows, seed=0):
 
 def fit_decisions(rows):
     import jax
+    import jax.numpy as jnp
 
     import jaxmm
     from jaxmm import _engine, _verdict
@@ -131,6 +133,37 @@ def fit_decisions(rows):
                 programs[True], programs[False], lambda: design,
                 f"warm Bernoulli q = 2 fit of {rows:.0e} rows, fused emitters; against one sum over the stacked "
                 "outputs"))
+
+    # A 1M-row fit as jaxmm compiles it (the elemental emitters), with the rows in tiles of
+    # 4 or one per row (per-row segment sums), and with logit's log1p as jaxmm's polynomial
+    # or XLA's log1p.
+    from jaxmm import _families
+    from jaxmm._jit import kernels_for
+
+    small = 1_000_000
+    table = _bernoulli(small, seed=1)
+    tiled = {tile: design_from_formula(parse_formula("y ~ x + (x | g)"), table, bucket=True, tile=tile)[0]
+             for tile in (4, 1)}
+
+    def elemental_fit(design, log1p=None):
+        original = _families.log1p_unit
+        if log1p is not None:
+            _families.log1p_unit = log1p
+        try:
+            program = jax.jit(lambda d: _engine._fit_glmm(None, d, fam, kernels=kernels_for("cpu", True))).lower(
+                design).compile(compiler_options=_engine.fit_glmm._options(("cpu", True)))
+        finally:
+            _families.log1p_unit = original
+        return lambda d: jax.block_until_ready(program(d))
+
+    in_tiles, by_row = elemental_fit(tiled[4]), elemental_fit(tiled[1])
+    out.append(("groups in whole tiles of 4 rows", "`_types.TILE_ROWS`",
+                lambda _: in_tiles(tiled[4]), lambda _: by_row(tiled[1]), lambda: None,
+                f"warm Bernoulli q = 2 fit of {small:.0e} rows, elemental emitters; against one row per tile "
+                "(per-row segment sums)"))
+    out.append(("logit's log1p as a polynomial", "`_families.log1p_unit`", elemental_fit(tiled[4]),
+                elemental_fit(tiled[4], jnp.log1p), lambda: tiled[4],
+                f"warm Bernoulli q = 2 fit of {small:.0e} rows, elemental emitters; against XLA's `log1p`"))
 
     # The Hessian after the optimum: forward differences of the exact gradient in float64
     # (k extra gradients), or central ones (2k).
