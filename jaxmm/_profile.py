@@ -22,7 +22,7 @@ from ._engine import elemental_rows
 from ._jit import Kernels, compiled
 from ._gc import with_frozen_heap
 from ._inner import InnerOptions
-from ._laplace import laplace_loglik
+from ._laplace import laplace_loglik, modes_and_cond_var
 from ._optimize import OptOptions, minimize
 from ._quadrature import marginal_loglik
 from ._params import Params, chol_from_natural, n_chol, natural_from_params, params_from_natural, re_dim
@@ -103,6 +103,39 @@ def _grad_and_hessian(f, x):
     return grads[0], 0.5 * (cols + cols.T)
 
 
+def _variance_targets(phi, p: int, structure, pairs):
+    """The random-effect SDs (one per effect) and the correlations of ``pairs`` (i, j) at the
+    natural parameters φ."""
+    L = chol_from_natural(phi[p:p + n_chol(structure)], structure)
+    sds = jnp.sqrt(jnp.sum(L * L, axis=1) + 1e-300)
+    cors = [jnp.dot(L[i], L[j]) / (sds[i] * sds[j]) for i, j in pairs]
+    return jnp.concatenate([sds, jnp.stack(cors)]) if cors else sds
+
+
+def _start_elemental(design, params, family, structure, pairs, exact, kernels=None) -> bool:
+    return elemental_rows(design.X.shape[0])
+
+
+@compiled(static_argnames=("family", "structure", "pairs", "exact"), elemental=_start_elemental)
+def profile_start(design, params, family, structure, pairs, exact: bool, kernels: Kernels = Kernels()):
+    """What the secant iterations start from, in one program: the spherical modes û at the
+    estimate, the SDs and correlations of ``pairs`` with their gradients in φ (for the
+    delta method's first step), and, for an exact (gaussian) fit, which keeps no covariance
+    of φ, the Hessian of −ℓ in φ at the estimate."""
+    nd = family.n_dispersion
+    p = params.beta.shape[0]
+    phi = natural_from_params(params, nd, structure)
+    u0 = jnp.zeros((design.n_groups, params.chol.shape[0]), phi.dtype)
+    _, _, u_hat = modes_and_cond_var(params, design, u0, family, InnerOptions(kernels=kernels))
+    targets = lambda v: _variance_targets(v, p, structure, pairs)
+    values, jac = targets(phi), jax.jacrev(targets)(phi)
+    hess = None
+    if exact:
+        at_mode = InnerOptions(max_iter=0, kernels=kernels)
+        hess = _grad_and_hessian(lambda v: _natural_objective(v, u_hat, design, family, at_mode, p, structure), phi)[1]
+    return u_hat, values, jac, hess
+
+
 def _elemental_profile(design, u_hat, phi_hat, scale, kinds, indices, values, family, structure, nd, nagq=1,
                        kernels=None):
     return elemental_rows(values.shape[0] * design.X.shape[0], nagq)
@@ -146,45 +179,32 @@ def profile_intervals(res, level: float) -> pd.DataFrame:
     design = res.design
     params = Params(jnp.asarray(res.params.beta), jnp.asarray(res.params.chol), jnp.asarray(res.params.dispersion))
     phi_hat = natural_from_params(params, nd, structure)
-    u_hat = jnp.zeros((design.n_groups, d), phi_hat.dtype)
-    # modes at the estimate, then the curvature that scales the free parameters and gives
-    # the first secant step (a Wald step)
-    from ._laplace import modes_and_cond_var
-
-    _, _, u_hat = modes_and_cond_var(params, design, u_hat, family, InnerOptions())
+    # the correlations profiled: every pair of a correlated block whose SDs are not 0
+    sd_hat = np.sqrt(np.diag(res.D))
+    same_block = ~np.isclose(np.asarray(res.D), 0.0) | (res.re_blocks is None)
+    pairs = tuple((i, j) for j in range(d) for i in range(j) if res.re_blocks is None or same_block[i, j])
+    # the modes at the estimate, the variance parameters' gradients and (gaussian fits) the
+    # curvature, which scale the free parameters and give the first secant step (a Wald step)
+    u_hat, values, jac, hess = profile_start(design, params, family, structure, pairs,
+                                             exact=res.cov_natural is None)
     if res.cov_natural is not None:  # kept by Laplace and AGHQ fits
         cov = np.asarray(res.cov_natural)
     else:  # gaussian fits: Laplace is exact there
-        natural = lambda v: _natural_objective(v, u_hat, design, family, InnerOptions(max_iter=0), p, structure)
-        _, hess = _grad_and_hessian(natural, phi_hat)
         cov = np.linalg.pinv(np.asarray(hess))
     scale = jnp.asarray(np.sqrt(np.maximum(np.diag(cov), 1e-12)))
     loglik_hat = res.loglik
 
     # the profiled parameters: fixed effects, SDs, correlations (of correlated blocks), sigma;
     # standard errors by the delta method give the first secant step
-    cov_j = jnp.asarray(cov)
-
-    def se_of(fn):
-        g = jax.grad(fn)(phi_hat)
-        return float(jnp.sqrt(jnp.maximum(g @ cov_j @ g, 1e-12)))
-
-    def chol_of(v):
-        return chol_from_natural(v[p:p + n_chol(structure)], structure)
-
+    jac = np.asarray(jac)
+    se = np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", jac, cov, jac), 1e-12))
+    values = np.asarray(values)
     targets = [(FIXED, j, float(res.beta[j]), float(np.sqrt(max(cov[j, j], 1e-24)))) for j in range(p)]
-    sd_hat = np.sqrt(np.diag(res.D))
     for k in range(d):
-        sd_k = lambda v, k=k: jnp.sqrt(jnp.sum(chol_of(v)[k] ** 2) + 1e-300)
-        targets.append((SD, k, float(sd_hat[k]), se_of(sd_k) if sd_hat[k] > 0 else 0.1))
-    same_block = ~np.isclose(np.asarray(res.D), 0.0) | (res.re_blocks is None)
-    cor_pairs = [(i, j) for j in range(d) for i in range(j) if res.re_blocks is None or same_block[i, j]]
-    for i, j in cor_pairs:
-        def cor(v, i=i, j=j):
-            L = chol_of(v)
-            return jnp.dot(L[i], L[j]) / jnp.sqrt(jnp.sum(L[i] ** 2) * jnp.sum(L[j] ** 2) + 1e-300)
-        rho = float(cor(phi_hat)) if sd_hat[i] > 0 and sd_hat[j] > 0 else np.nan
-        targets.append((COR, i * d + j, rho, se_of(cor) if np.isfinite(rho) else 0.1))
+        targets.append((SD, k, float(sd_hat[k]), float(se[k]) if sd_hat[k] > 0 else 0.1))
+    for n_pair, (i, j) in enumerate(pairs):
+        rho = float(values[d + n_pair]) if sd_hat[i] > 0 and sd_hat[j] > 0 else np.nan
+        targets.append((COR, i * d + j, rho, float(se[d + n_pair]) if np.isfinite(rho) else 0.1))
     if nd:
         disp = float(res.params.dispersion)
         targets.append((DISPERSION, 0, disp, float(np.sqrt(max(cov[-1, -1], 1e-24))) * disp))
