@@ -13,10 +13,20 @@ import pandas as pd
 
 from ._design import design_from_formula
 from ._formula import parse_formula
+from ._inner import InnerOptions
+from ._jit import Kernels, compiled
 from ._laplace import modes_and_cond_var
 from ._params import Params
 
 WIDEN = 100.0  # prior sd multiplier for the unpooled estimates
+
+
+def _modes(params, design, u0, family, kernels: Kernels = Kernels()):
+    return modes_and_cond_var(params, design, u0, family, InnerOptions(kernels=kernels))[0]
+
+
+# One compiled program, not the solver's operations one by one (docs/performance.md).
+_compiled_modes = compiled(_modes, static_argnames=("family",), elemental=True)
 
 
 def unpooled_effects(res, data) -> np.ndarray:
@@ -33,7 +43,7 @@ def unpooled_effects(res, data) -> np.ndarray:
     disp = res.sigma if res.sigma is not None else 1.0
     params = Params(jnp.asarray(res.beta), jnp.asarray(WIDEN * L), jnp.asarray(disp, dtype=jnp.float64))
     u0 = jnp.zeros((design.n_groups, L.shape[0]))
-    b, _, _ = modes_and_cond_var(params, design, u0, fam)
+    b = _compiled_modes(params, design, u0, fam)
     return np.asarray(b)[info.layout.group_slot]
 
 

@@ -1,11 +1,12 @@
-"""Profile-likelihood intervals, cold (a fresh process: their programs compiled) and warm.
+"""What is computed after a fit, cold (a fresh process: its programs compiled) and warm.
 
-    python benchmarks/profile_intervals.py --checkouts ../old-checkout,. --rounds 3
+    python benchmarks/post_fit.py --checkouts ../old-checkout,. --rounds 3
 
 Each round runs every checkout in a fresh process (``PYTHONPATH`` set to it), alternating:
-the model is fitted first (not timed), then ``confint("profile")`` is timed twice, cold and
-warm, for sleepstudy (ML, an exact LMM) and cbpp (Laplace). Reported: medians over the
-rounds, and whether every checkout gave the same intervals.
+the model is fitted first (not timed), then the computation is timed twice, cold and warm:
+``confint("profile")`` for sleepstudy (ML, an exact LMM) and cbpp (Laplace), and the
+unpooled estimates behind ``plot_shrinkage`` for contraception (q = 2). Reported: medians
+over the rounds, and whether every checkout gave the same values.
 """
 from __future__ import annotations
 
@@ -21,21 +22,30 @@ CHILD = r"""
 import json, time, warnings
 import jaxmm
 warnings.simplefilter("ignore")
-models = {
-    "sleepstudy": lambda: jaxmm.fit("Reaction ~ Days + (Days | Subject)", jaxmm.load_example("sleepstudy"),
-                                    method="ML"),
-    "cbpp": lambda: jaxmm.fit("incidence ~ C(period) + (1 | herd)", jaxmm.load_example("cbpp"),
-                              family="binomial", trials="size"),
+from jaxmm._shrinkage import unpooled_effects
+contraception = jaxmm.load_example("contraception")
+FORMULA = "use01 ~ age + age2 + urban01 + C(livch) + (urban01 | district)"
+cases = {
+    "sleepstudy confint('profile')": (
+        lambda: jaxmm.fit("Reaction ~ Days + (Days | Subject)", jaxmm.load_example("sleepstudy"), method="ML"),
+        lambda res: res.confint("profile").to_numpy()),
+    "cbpp confint('profile')": (
+        lambda: jaxmm.fit("incidence ~ C(period) + (1 | herd)", jaxmm.load_example("cbpp"), family="binomial",
+                          trials="size"),
+        lambda res: res.confint("profile").to_numpy()),
+    "contraception unpooled estimates": (
+        lambda: jaxmm.fit(FORMULA, contraception, family="binomial"),
+        lambda res: unpooled_effects(res, contraception)),
 }
 out = {}
-for name, fit in models.items():
+for name, (fit, compute) in cases.items():
     res = fit()
     times = []
     for _ in range(2):
         start = time.perf_counter()
-        ci = res.confint("profile")
+        value = compute(res)
         times.append(time.perf_counter() - start)
-    out[name] = {"cold": times[0], "warm": times[1], "ci": ci.to_numpy().round(5).tolist()}
+    out[name] = {"cold": times[0], "warm": times[1], "value": value.round(5).tolist()}
 print(json.dumps(out))
 """
 
@@ -56,16 +66,16 @@ def main():
                 raise SystemExit(proc.stderr[-2000:])
             seen[c].append(json.loads(proc.stdout.strip().splitlines()[-1]))
             print(r, c, {k: (round(v["cold"], 2), round(v["warm"], 3)) for k, v in seen[c][-1].items()}, flush=True)
-    lines = ["| checkout | model | cold (s) | warm (s) |", "|---|---|---:|---:|"]
+    lines = ["| checkout | computation | cold (s) | warm (s) |", "|---|---|---:|---:|"]
     for c, runs in seen.items():
         for model in runs[0]:
             cold = statistics.median(run[model]["cold"] for run in runs)
             warm = statistics.median(run[model]["warm"] for run in runs)
             lines.append(f"| `{Path(c).name}` | {model} | {cold:.2f} | {warm:.3f} |")
     first = seen[checkouts[0]][0]
-    same = all(run[m]["ci"] == first[m]["ci"] for runs in seen.values() for run in runs for m in first)
+    same = all(run[m]["value"] == first[m]["value"] for runs in seen.values() for run in runs for m in first)
     lines.append("")
-    lines.append(f"Intervals equal to 5 decimals across checkouts and rounds: {same}.")
+    lines.append(f"Values equal to 5 decimals across checkouts and rounds: {same}.")
     text = "\n".join(lines)
     print(text)
     if args.out:
