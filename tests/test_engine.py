@@ -79,10 +79,11 @@ def test_modes_derivative_matches_finite_differences(reference_fit):
     eta_fixed = design.X @ jnp.asarray(res.params.beta)
     u0 = jnp.zeros((design.n_groups, 1))
 
+    @jax.jit  # one program, not the solver's operations one by one
     def modes_of(scale):
         return conditional_modes(eta_fixed, design.Z * scale, jnp.ones(()), design, u0, fam)
 
-    jac = np.asarray(jax.jacfwd(modes_of)(0.9))
+    jac = np.asarray(jax.jit(jax.jacfwd(modes_of))(0.9))
     h = 1e-6
     fd = (np.asarray(modes_of(0.9 + h)) - np.asarray(modes_of(0.9 - h))) / (2 * h)
     np.testing.assert_allclose(jac, fd, rtol=1e-5, atol=1e-7)
@@ -99,15 +100,20 @@ def test_batched_modes_equal_a_loop_over_groups(reference_fit):
     u_all = np.asarray(conditional_modes(eta_fixed, ZL, jnp.ones(()), design, jnp.zeros((design.n_groups, 2)), fam))
     group = np.asarray(design.group)
     counts = np.asarray(design.counts)
-    # Groups of every distinct size cost a compile each; take the extremes and a spread.
+    # Each group alone, padded with weight-0 rows to the largest group's size, so that one
+    # compiled solve serves them all: the extremes of the sizes and a spread between.
+    alone = jax.jit(conditional_modes, static_argnums=(5,))
+    size = int(np.max(np.bincount(group)))
     by_size = np.argsort(counts, kind="stable")
     for i in np.unique(by_size[np.linspace(0, design.n_groups - 1, 8).astype(int)]):
         rows = np.flatnonzero(group == i)
+        rows = np.concatenate([rows, np.full(size - rows.size, rows[0])])
+        live = jnp.asarray(np.arange(size) < np.sum(group == i), design.weights.dtype)
         one = design._replace(
             X=design.X[rows], Z=design.Z[rows], y=design.y[rows], trials=design.trials[rows],
-            offset=design.offset[rows], weights=design.weights[rows], group=jnp.zeros(rows.size, jnp.int32),
-            counts=jnp.asarray([float(rows.size)]), tile_group=None)
-        u_i = conditional_modes(eta_fixed[rows], ZL[rows], jnp.ones(()), one, jnp.zeros((1, 2)), fam)
+            offset=design.offset[rows], weights=design.weights[rows] * live, group=jnp.zeros(size, jnp.int32),
+            counts=jnp.asarray([float(np.sum(live))]), tile_group=None)
+        u_i = alone(eta_fixed[rows], ZL[rows], jnp.ones(()), one, jnp.zeros((1, 2)), fam)
         np.testing.assert_allclose(np.asarray(u_i)[0], u_all[i], rtol=1e-9, atol=1e-10)
 
 
@@ -204,16 +210,16 @@ def test_laplace_is_exact_for_gaussian(reference_fit):
     """For a Gaussian response the Laplace objective equals the closed-form ML likelihood."""
     ref, data, res = reference_fit("sleepstudy_ml")
     design = _design_of(ref, data, res)
-    stats = lmm_stats(design)
     fam = get_family("gaussian")
     u0 = jnp.zeros((design.n_groups, 2))
-    laplace_at = jax.jit(lambda prm: laplace_loglik(prm, design, u0, fam)[0])
+    laplace_at = jax.jit(lambda prm, d: laplace_loglik(prm, d, u0, fam)[0])
+    exact_at = jax.jit(lambda prm, d: lmm_loglik(prm, lmm_stats(d)))
     for params in [
         Params(jnp.asarray([240.0, 12.0]), jnp.asarray([[20.0, 0.0], [1.5, 4.0]]), jnp.asarray(30.0)),
         Params(jnp.asarray(res.params.beta), jnp.asarray(res.params.chol), jnp.asarray(res.params.dispersion)),
     ]:
-        laplace = float(laplace_at(params))
-        exact = float(lmm_loglik(params, stats))
+        laplace = float(laplace_at(params, design))
+        exact = float(exact_at(params, design))
         assert laplace == pytest.approx(exact, rel=1e-12)
     # and at the ML fit both equal the profiled optimum lme4 reports
     assert exact == pytest.approx(res.loglik, abs=1e-8)
