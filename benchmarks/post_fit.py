@@ -4,8 +4,9 @@
 
 Each round runs every checkout in a fresh process (``PYTHONPATH`` set to it), alternating:
 the model is fitted first (not timed), then the computation is timed twice, cold and warm:
-``confint("profile")`` for sleepstudy (ML, an exact LMM) and cbpp (Laplace), and the
-unpooled estimates behind ``plot_shrinkage`` for contraception (q = 2). Reported: medians
+``confint("profile")`` for sleepstudy (ML, an exact LMM) and cbpp (Laplace), the unpooled
+estimates behind ``plot_shrinkage`` and the array API's ``marginal_loglik`` and
+``conditional_modes`` called outside a jit, for contraception (q = 2). Reported: medians
 over the rounds, and whether every checkout gave the same values.
 """
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 
 CHILD = r"""
 import json, time, warnings
+import numpy as np
 import jaxmm
 warnings.simplefilter("ignore")
 from jaxmm._shrinkage import unpooled_effects
@@ -36,6 +38,11 @@ cases = {
     "contraception unpooled estimates": (
         lambda: jaxmm.fit(FORMULA, contraception, family="binomial"),
         lambda res: unpooled_effects(res, contraception)),
+    "contraception marginal_loglik and conditional_modes (array API, outside a jit)": (
+        lambda: jaxmm.fit(FORMULA, contraception, family="binomial"),
+        lambda res: np.concatenate([
+            np.atleast_1d(np.asarray(jaxmm.marginal_loglik(res.params, res.design, family="binomial"))),
+            np.asarray(jaxmm.conditional_modes(res.params, res.design, family="binomial")[0]).ravel()])),
 }
 out = {}
 for name, (fit, compute) in cases.items():

@@ -8,6 +8,8 @@ predictor through ``design.offset`` while the random effects are integrated out.
 """
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -100,7 +102,7 @@ def marginal_loglik(params, design: Design, *, family="gaussian", link=None, met
 
     ``params``: a :class:`Params` (or any (β, L, dispersion) triple): β (p,), the lower
     Cholesky factor L (q, q) of D = L Lᵀ (its diagonal may be 0 or negative: D ignores
-    column signs), and the dispersion (σ for gaussian, θ for negative binomial, the CV for
+    column signs), and the dispersion (σ for gaussian, the size for negative binomial, the CV for
     gamma; ignored by families without one). ``method``: ``"laplace"`` (with ``nAGQ`` > 1,
     adaptive Gauss–Hermite quadrature, q ≤ 3); gaussian models are exact: ``"ML"`` (the
     same as ``"laplace"``) or ``"REML"`` (the restricted likelihood, in which β does not
@@ -113,34 +115,41 @@ def marginal_loglik(params, design: Design, *, family="gaussian", link=None, met
     ``res.params`` and ``res.design`` of a fit.
     """
     fam, nagq = _family_and_nodes(family, link, method, nAGQ)
+    if nagq > 1:
+        check_dimension(design.Z.shape[-1])
+    return _loglik(params, design, u0, fam=fam, nagq=nagq, reml=method == "REML", kernels=_kernels())
+
+
+# The array API's computations are jitted: called outside a jit they are one compiled program
+# rather than every operation compiled on its own; inside a caller's jit they are inlined.
+@functools.partial(jax.jit, static_argnames=("fam", "nagq", "reml", "kernels"))
+def _loglik(params, design: Design, u0, fam, nagq: int, reml: bool, kernels):
     params = _as_params(params, fam)
     _check_shapes(params, design)
     if fam.exact:
         # Exact, from the per-group statistics (quadrature of a gaussian integrand is exact
         # anyway); also right for prior weights, which scale the row variance.
-        kernels = _kernels()
         stats = lmm_stats(design, params.beta.dtype, kernels)
-        return (lmm_reml_loglik if method == "REML" else lmm_loglik)(params, stats, kernels)
-    q = design.Z.shape[-1]
-    if nagq > 1:
-        check_dimension(q)
+        return (lmm_reml_loglik if reml else lmm_loglik)(params, stats, kernels)
     if u0 is None:
-        u0 = jnp.zeros(design.counts.shape + (q,), design.X.dtype)
-    return _marginal_loglik(params, design, u0, fam, InnerOptions(kernels=_kernels()), nagq)[0]
+        u0 = jnp.zeros(design.counts.shape + (design.Z.shape[-1],), design.X.dtype)
+    return _marginal_loglik(params, design, u0, fam, InnerOptions(kernels=kernels), nagq)[0]
 
 
 def conditional_modes(params, design: Design, *, family="gaussian", link=None, u0=None):
     """BLUPs b̂ (m, q), the conditional modes of the random effects, and their conditional
     covariances (m, q, q) (the inverse curvature at the mode, L H⁻¹ Lᵀ), one row per group
     slot of ``design``. Pure and differentiable like :func:`marginal_loglik`."""
-    fam = get_family(family, link)
+    return _modes(params, design, u0, fam=get_family(family, link), kernels=_kernels())
+
+
+@functools.partial(jax.jit, static_argnames=("fam", "kernels"))
+def _modes(params, design: Design, u0, fam, kernels):
     params = _as_params(params, fam)
     _check_shapes(params, design)
-    q = design.Z.shape[-1]
-    if u0 is None:
-        u0 = jnp.zeros(design.counts.shape + (q,), design.X.dtype)
     if fam.exact:
-        kernels = _kernels()
         return lmm_modes(params, lmm_stats(design, params.beta.dtype, kernels), kernels)
-    b, cond_var, _ = modes_and_cond_var(params, design, u0, fam, InnerOptions(kernels=_kernels()))
+    if u0 is None:
+        u0 = jnp.zeros(design.counts.shape + (design.Z.shape[-1],), design.X.dtype)
+    b, cond_var, _ = modes_and_cond_var(params, design, u0, fam, InnerOptions(kernels=kernels))
     return b, cond_var
