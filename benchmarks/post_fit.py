@@ -5,8 +5,8 @@
 Each round runs every checkout in a fresh process (``PYTHONPATH`` set to it), alternating:
 the model is fitted first (not timed), then the computation is timed twice, cold and warm:
 ``confint("profile")`` for sleepstudy (ML, an exact LMM) and cbpp (Laplace), the unpooled
-estimates behind ``plot_shrinkage`` and the array API's ``marginal_loglik`` and
-``conditional_modes`` called outside a jit, for contraception (q = 2). Reported: medians
+estimates behind ``plot_shrinkage``, ``marginal_coefs()`` and the array API's
+``marginal_loglik`` and ``conditional_modes`` called outside a jit, for contraception (q = 2). Reported: medians
 over the rounds, and whether every checkout gave the same values.
 """
 from __future__ import annotations
@@ -38,6 +38,9 @@ cases = {
     "contraception unpooled estimates": (
         lambda: jaxmm.fit(FORMULA, contraception, family="binomial"),
         lambda res: unpooled_effects(res, contraception)),
+    "contraception marginal_coefs()": (
+        lambda: jaxmm.fit(FORMULA, contraception, family="binomial"),
+        lambda res: res.marginal_coefs().to_numpy()),
     "contraception marginal_loglik and conditional_modes (array API, outside a jit)": (
         lambda: jaxmm.fit(FORMULA, contraception, family="binomial"),
         lambda res: np.concatenate([

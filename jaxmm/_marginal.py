@@ -44,6 +44,15 @@ def _marginal_beta(beta, chol, design, family):
     return jnp.linalg.solve(Xw.T @ X, Xw.T @ target)
 
 
+@functools.partial(jax.jit, static_argnames=("family", "p", "structure"))
+def _marginal_beta_and_jacobian(phi, design, family, p: int, structure):
+    """The population-averaged β at φ = (β, free entries of L) and its Jacobian in φ, in
+    one program (op by op, the Jacobian compiled each of its operations on its own)."""
+    nc = n_chol(structure)
+    of = lambda v: _marginal_beta(v[:p], chol_from_natural(v[p:p + nc], structure), design, family)
+    return of(phi), jax.jacobian(of)(phi)
+
+
 def marginal_coefs(res) -> pd.DataFrame:
     from math import erfc, sqrt
 
@@ -54,14 +63,9 @@ def marginal_coefs(res) -> pd.DataFrame:
     else:
         structure = res.D.shape[0] if res.re_blocks is None else tuple(res.re_blocks)
         p, nc = len(res.beta), n_chol(structure)
-
-        def from_natural(phi):
-            return _marginal_beta(phi[:p], chol_from_natural(phi[p:p + nc], structure), res.design, family)
-
         # (β, L): the dispersion, if any, does not enter the population-averaged β
         phi = natural_from_params(res.params, 0, structure)
-        beta = np.asarray(from_natural(phi))
-        J = np.asarray(jax.jacobian(from_natural)(phi))
+        beta, J = (np.asarray(a) for a in _marginal_beta_and_jacobian(phi, res.design, family, p, structure))
         C = np.asarray(res.cov_natural)[:p + nc, :p + nc]
         cov = J @ C @ J.T
     se = np.sqrt(np.diag(cov))
