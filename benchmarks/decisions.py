@@ -8,7 +8,8 @@ table gives their medians and the ratio. The host-side decisions (group codes, c
 statistics) run at ``--rows``; how the row passes write their per-group sums on a warm
 Bernoulli fit of ``--fit-rows`` (the choice applies from 2²² rows, where fits take XLA:CPU's
 fused emitters); tiles and logit's log1p on a warm 1M-row fit as jaxmm compiles it; forward
-or central differences for the Hessian on cbpp. What a program
+or central differences for the Hessian on cbpp; the emitters of a by= fit and the CPU
+bootstrap's refits one by one, cold. What a program
 compiles (device_put, the start's solve, the refit's outputs) is timed as fresh traces and
 compiles.
 docs/performance.md points here from each row.
@@ -36,14 +37,19 @@ def _timed(fn, arg):
     return time.perf_counter() - start
 
 
-def compare(chosen, alternative, make, repeats):
-    """Medians (s) of ``chosen(x)`` and ``alternative(x)`` on ``x = make()``, alternating."""
+def compare(chosen, alternative, make, repeats, before=None):
+    """Medians (s) of ``chosen(x)`` and ``alternative(x)`` on ``x = make()``, alternating.
+    ``before``, where given, runs untimed before every timed call (a cold start: caches
+    cleared, the fit done again), and the untimed first calls are left out."""
     x = make()
-    chosen(x), alternative(x)  # untimed: first touches, caches
+    if before is None:
+        chosen(x), alternative(x)  # untimed: first touches, caches
     a, b = [], []
     for _ in range(repeats):
-        a.append(_timed(chosen, x))
-        b.append(_timed(alternative, x))
+        for fn, times in ((chosen, a), (alternative, b)):
+            if before is not None:
+                before()
+            times.append(_timed(fn, x))
     return statistics.median(a), statistics.median(b)
 
 
@@ -240,6 +246,53 @@ def compile_decisions():
     return out
 
 
+def many_fit_decisions():
+    """Decisions for many fits in one call, timed cold (JAX's caches cleared first)."""
+    import jax
+
+    import jaxmm
+    from jaxmm import _engine, _simulate
+
+    out = []
+    frames = []
+    for r in range(200):
+        frame = _bernoulli(480, seed=100 + r)
+        frame["g"] = frame["g"] % 48
+        frames.append(frame.assign(rep=r))
+    reps = pd.concat(frames, ignore_index=True)
+
+    def by_fit(fused):
+        def run(_):
+            original = _engine.ELEMENTAL_MAX_ROWS
+            _engine.ELEMENTAL_MAX_ROWS = 0 if fused else original
+            try:
+                return jaxmm.fit("y ~ x + (x | g)", reps, family="binomial", by="rep")
+            finally:
+                _engine.ELEMENTAL_MAX_ROWS = original
+        return run
+
+    out.append(("vmapped fits count all replicates' rows toward the elemental emitters' limit",
+                "`_engine.elemental_rows`", by_fit(False), by_fit(True), lambda: None,
+                "cold by= fit of 200 Bernoulli q = 2 replicates of 480 rows (elemental emitters); against "
+                "XLA:CPU's fused emitters", jax.clear_caches))
+
+    cbpp = jaxmm.load_example("cbpp")
+    state = {}
+
+    def fitted():  # a fresh process's state after the fit: the fit's program compiled, nothing else
+        jax.clear_caches()
+        res = jaxmm.fit("incidence ~ C(period) + (1 | herd)", cbpp, family="binomial", trials="size")
+        state["res"], state["Y"] = res, _simulate._draw(res, 500, 1)
+
+    refits = lambda one_by_one: lambda _: _simulate._refits(state["res"], state["Y"], state["res"].family_spec,
+                                                              one_by_one)
+    out.append(("on the CPU, bootstrap refits one by one rather than one vmapped program", "`_simulate.bootstrap`",
+                refits(True), refits(False), lambda: None,
+                "500 cbpp refits right after the fit (the fit's program compiled); against one vmapped program",
+                fitted))
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rows", type=float, default=1e7)
@@ -253,13 +306,14 @@ def main():
 
     jax.config.update("jax_enable_x64", True)
     rows = int(args.rows)
-    decisions = host_decisions(rows) + compile_decisions() + fit_decisions(int(args.fit_rows))
+    decisions = (host_decisions(rows) + compile_decisions() + fit_decisions(int(args.fit_rows))
+                 + many_fit_decisions())
     words = [w for w in args.only.split(",") if w]
     lines = []
-    for name, where, chosen, alternative, make, setting in decisions:
+    for name, where, chosen, alternative, make, setting, *before in decisions:
         if words and not any(w in name for w in words):
             continue
-        a, b = compare(chosen, alternative, make, args.repeats)
+        a, b = compare(chosen, alternative, make, args.repeats, *before)
         line = f"| {name} | {where} | {setting} | {a:.3f} | {b:.3f} | {b / a:.2f} |"
         print(line, flush=True)
         lines.append(line)
