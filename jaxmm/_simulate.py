@@ -53,7 +53,7 @@ def simulate_responses(seed, design: Design, beta, chol, dispersion, family, n: 
 
 # What a refit returns: what the bootstrap reports. The rest of a fit's output (the covariance
 # of β̂, the BLUPs and their conditional variances, (R, m, q) arrays over R replicates) is left
-# out of the program; its compile time is the same either way (docs/performance.md).
+# out of the program; its compile time is about the same either way (docs/performance.md).
 REFIT_OUTPUTS = ("beta", "chol", "dispersion", "status", "loglik", "n_iter", "n_eval")
 
 
