@@ -7,26 +7,15 @@ keeps separated groups (a Bernoulli group of all zeros) finite instead of at −
 """
 from __future__ import annotations
 
-import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
+from ._arrays import conditional_modes
 from ._design import design_from_formula
 from ._formula import parse_formula
-from ._inner import InnerOptions
-from ._jit import Kernels, compiled
-from ._laplace import modes_and_cond_var
 from ._params import Params
 
 WIDEN = 100.0  # prior sd multiplier for the unpooled estimates
-
-
-def _modes(params, design, u0, family, kernels: Kernels = Kernels()):
-    return modes_and_cond_var(params, design, u0, family, InnerOptions(kernels=kernels))[0]
-
-
-# One compiled program, not the solver's operations one by one (docs/performance.md).
-_compiled_modes = compiled(_modes, static_argnames=("family",), elemental=True)
 
 
 def unpooled_effects(res, data) -> np.ndarray:
@@ -38,12 +27,10 @@ def unpooled_effects(res, data) -> np.ndarray:
                                        missing=opts.missing)
     if tuple(info.group_labels) != tuple(res.group_labels):
         raise ValueError("data do not match the fit: different groups")
-    fam = res.family_spec
     L = np.linalg.cholesky(res.D + 1e-12 * np.trace(res.D) * np.eye(res.D.shape[0]))
-    disp = res.sigma if res.sigma is not None else 1.0
-    params = Params(jnp.asarray(res.beta), jnp.asarray(WIDEN * L), jnp.asarray(disp, dtype=jnp.float64))
-    u0 = jnp.zeros((design.n_groups, L.shape[0]))
-    b = _compiled_modes(params, design, u0, fam)
+    # the fitted dispersion of any family (σ, the NB size, the gamma CV; 1 where there is none)
+    params = Params(np.asarray(res.beta), WIDEN * L, np.asarray(res.params.dispersion, dtype=np.float64))
+    b, _ = conditional_modes(params, design, family=res.family_spec)  # one compiled program
     return np.asarray(b)[info.layout.group_slot]
 
 
