@@ -23,13 +23,21 @@ _EVENTS = ("jaxpr_trace_duration", "jaxpr_to_mlir_module_duration", "backend_com
 
 _current = ["<outside a test>"]
 _stats: dict = collections.defaultdict(collections.Counter)
+_hit = [False]  # the program being compiled was loaded from the persistent cache
 
 
 def _listener(event, duration, **_):
     name = event.rsplit("/", 1)[-1]
     if event.startswith("/jax/core/compile/") and name in _EVENTS:
+        if name == "backend_compile_duration" and _hit[0]:  # a load, timed by the same event
+            name, _hit[0] = "cache_load_duration", False
         _stats[_current[0]][name] += duration
         _stats[_current[0]][name + "_n"] += 1
+
+
+def _hit_listener(event, **_):
+    if event == "/jax/compilation_cache/cache_hits":
+        _hit[0] = True
 
 
 def pytest_configure(config):
@@ -39,6 +47,7 @@ def pytest_configure(config):
         for old in FOLDER.glob("*.json"):
             old.unlink()
     monitoring.register_event_duration_secs_listener(_listener)
+    monitoring.register_event_listener(_hit_listener)
 
 
 def pytest_runtest_logstart(nodeid, location):
@@ -67,7 +76,9 @@ def main():
         files[test.split("::")[0]].update(counts)
     compile_s, programs = total["backend_compile_duration"], int(total["backend_compile_duration_n"])
     print(f"{programs} programs, {compile_s:.1f} s of XLA compile, {total['jaxpr_trace_duration']:.1f} s of "
-          f"tracing, {total['jaxpr_to_mlir_module_duration']:.1f} s of lowering")
+          f"tracing, {total['jaxpr_to_mlir_module_duration']:.1f} s of lowering; "
+          f"{int(total['cache_load_duration_n'])} programs loaded from the persistent cache in "
+          f"{total['cache_load_duration']:.1f} s")
     print("\nby file:")
     for name, c in sorted(files.items(), key=lambda kv: -kv[1]["backend_compile_duration"])[:args.top]:
         print(f"  {c['backend_compile_duration']:6.1f} s  {int(c['backend_compile_duration_n']):5d} programs  {name}")

@@ -238,17 +238,47 @@ def elemental_rows(rows: int, nagq: int = 1) -> bool:
     return rows < (ELEMENTAL_MAX_ROWS if nagq == 1 else ELEMENTAL_MAX_ROWS_AGHQ)
 
 
+# Programs over at most this many rows in all (times the quadrature nodes per group) are
+# compiled at LLVM's optimisation level 0 (_jit.QUICK_COMPILER_OPTIONS): about 0.5 s less
+# compile, and a warm fit of 2,000 rows about 0.02 s slower, so a shape refitted fewer than
+# about 25 times in one process comes out ahead (docs/performance.md).
+QUICK_MAX_ROWS = 2048
+
+
+def quick_rows(rows: int, nodes: int = 1) -> bool:
+    """Whether a program over ``rows`` rows in all (``nodes`` quadrature nodes per group
+    and row) compiles at the quick optimisation level."""
+    return rows * nodes <= QUICK_MAX_ROWS
+
+
 def _elemental_fit(theta0, design: Design, family, opt=None, chunks=1, blocks=None, mesh=None,
                    nagq: int = 1, exact_beta: bool = False, kernels=None) -> bool:
     return elemental_rows(design.X.shape[0], nagq)
+
+
+def _quick_fit(theta0, design: Design, family, opt=None, chunks=1, blocks=None, mesh=None,
+               nagq: int = 1, exact_beta: bool = False, kernels=None) -> bool:
+    return quick_rows(design.X.shape[0], nagq ** design.Z.shape[-1])
+
+
+def _quick_lmm(theta0, design: Design, *_, **__) -> bool:
+    return quick_rows(design.X.shape[0])
 
 
 def _elemental_batch(designs: Design, family, opt=None, blocks=None, nagq: int = 1, kernels=None) -> bool:
     return elemental_rows(designs.X.shape[0] * designs.X.shape[1], nagq)
 
 
+def _quick_batch(designs: Design, family, opt=None, blocks=None, nagq: int = 1, kernels=None) -> bool:
+    return quick_rows(designs.X.shape[0] * designs.X.shape[1], nagq ** designs.Z.shape[-1])
+
+
+def _quick_lmm_batch(designs: Design, *_, **__) -> bool:
+    return quick_rows(designs.X.shape[0] * designs.X.shape[1])
+
+
 fit_glmm = compiled(_fit_glmm, static_argnames=("family", "opt", "chunks", "blocks", "mesh", "nagq", "exact_beta"),
-                    elemental=_elemental_fit)
+                    elemental=_elemental_fit, quick=_quick_fit)
 
 # From this many fixed-effect columns on, a Laplace fit's Hessian takes its fixed-effect block
 # exactly (_gradient.beta_hessian) instead of by p difference gradients; below, the block's
@@ -259,7 +289,8 @@ EXACT_BETA_MIN_COLUMNS = 128
 def exact_beta_hessian(design: Design, nagq: int, mesh) -> bool:
     """Whether a Laplace fit's Hessian takes its fixed-effect block exactly."""
     return design.X.shape[1] > EXACT_BETA_MIN_COLUMNS and nagq == 1 and mesh is None
-fit_lmm = compiled(_fit_lmm, static_argnames=("reml", "opt", "blocks", "chunks", "mesh"), elemental=True)
+fit_lmm = compiled(_fit_lmm, static_argnames=("reml", "opt", "blocks", "chunks", "mesh"), elemental=True,
+                   quick=_quick_lmm)
 
 
 def _one_call(design: Design, family, reml: bool, chunks: int, blocks, nagq, opt, mesh):
@@ -291,12 +322,12 @@ def prefetch_one(design: Design, family, reml: bool, chunks: int, blocks, nagq: 
 # design. Replicates are padded to a common shape with weight-0 rows and empty group
 # slots, which change no estimate; each replicate keeps its own optimiser state and
 # status, and the loops run until the last replicate stops.
-@compiled(static_argnames=("family", "opt", "blocks", "nagq"), elemental=_elemental_batch)
+@compiled(static_argnames=("family", "opt", "blocks", "nagq"), elemental=_elemental_batch, quick=_quick_batch)
 def fit_glmm_batch(designs: Design, family, opt=OptOptions(), blocks=None, nagq: int = 1, kernels: Kernels = Kernels()):
     return jax.vmap(lambda d: _fit_glmm(None, d, family, opt, 1, blocks, nagq=nagq, kernels=kernels))(designs)
 
 
-@compiled(static_argnames=("reml", "opt", "blocks"), elemental=True)
+@compiled(static_argnames=("reml", "opt", "blocks"), elemental=True, quick=_quick_lmm_batch)
 def fit_lmm_batch(designs: Design, reml: bool, opt=OptOptions(), blocks=None, kernels: Kernels = Kernels()):
     return jax.vmap(lambda d: _fit_lmm(None, d, reml, opt, blocks, kernels=kernels))(designs)
 

@@ -34,6 +34,11 @@ COMPILER_OPTIONS = {"xla_llvm_disable_expensive_passes": True}
 # docs/performance.md).
 ELEMENTAL_COMPILER_OPTIONS = {**COMPILER_OPTIONS, "xla_cpu_use_fusion_emitters": False}
 
+# LLVM's optimisation level 0 roughly halves XLA:CPU's compile and makes the compiled passes
+# 1.3-3.4 times slower. A small fit's run time is its fixed costs, so "quick" programs,
+# those over few rows in all (_engine.QUICK_MAX_ROWS), take it (docs/performance.md).
+QUICK_COMPILER_OPTIONS = {"xla_backend_optimization_level": 0}
+
 # On a GPU, XLA would make the programs' dots Triton GEMM fusions and autotune each one,
 # compiling every candidate tiling. The row and group products are written out
 # (_smallmat.matmul) and the long products are sums (Kernels.products_as_sums, below), so no dot is
@@ -104,6 +109,8 @@ class compiled:
     ``elemental`` may also be a function of the call's arguments (returning a bool): a
     program whose choice depends on the data's size then has one jit for each choice.
     It applies on the CPU only; other backends compile with :data:`COMPILER_OPTIONS`.
+    ``quick`` (a bool, or a function of the arguments like ``elemental``) adds
+    :data:`QUICK_COMPILER_OPTIONS`, also on the CPU only.
 
     A function with a ``kernels`` parameter (static) is given :func:`kernels_for` the
     backend and emitter choice where the caller passes none.
@@ -111,8 +118,8 @@ class compiled:
     Also a decorator: ``@compiled(static_argnames=(...), elemental=True)``.
     """
 
-    def __init__(self, fun=None, *, static_argnames=(), elemental=False):
-        self._fun, self._static, self._elemental = fun, tuple(static_argnames), elemental
+    def __init__(self, fun=None, *, static_argnames=(), elemental=False, quick=False):
+        self._fun, self._static, self._elemental, self._quick = fun, tuple(static_argnames), elemental, quick
         self._jitted, self._filtered = {}, set()
         self._pending: list[threading.Thread] = []
         self._takes_kernels = fun is not None and "kernels" in inspect.signature(fun).parameters
@@ -123,16 +130,16 @@ class compiled:
 
     def _with_kernels(self, key, kwargs):
         if self._takes_kernels and "kernels" not in kwargs:
-            return {**kwargs, "kernels": kernels_for(*key)}
+            return {**kwargs, "kernels": kernels_for(key[0], key[1])}
         return kwargs
 
     def _key(self, args, kwargs):
         backend = jax.default_backend()
-        # The emitter choice is XLA:CPU's: another backend refuses the option, and a
-        # refused option costs a failed compile, a second trace and the probes.
-        elemental = backend == "cpu" and bool(
-            self._elemental(*args, **kwargs) if callable(self._elemental) else self._elemental)
-        return backend, elemental
+        # The emitter and level choices are XLA:CPU's: another backend refuses the emitter
+        # option, and a refused option costs a failed compile, a second trace and the probes.
+        cpu = backend == "cpu"
+        choose = lambda choice: cpu and bool(choice(*args, **kwargs) if callable(choice) else choice)
+        return backend, choose(self._elemental), choose(self._quick)
 
     def prefetch(self, *args, **kwargs):
         """Start compiling the program for these arguments on a background thread.
@@ -174,7 +181,7 @@ class compiled:
 
     def __call__(self, *args, **kwargs):
         if self._fun is None:
-            return compiled(args[0], static_argnames=self._static, elemental=self._elemental)
+            return compiled(args[0], static_argnames=self._static, elemental=self._elemental, quick=self._quick)
         while self._pending:  # a program compiling in the background (prefetch) is waited for, not compiled twice
             self._pending.pop().join()
         key = self._key(args, kwargs)
@@ -193,10 +200,11 @@ class compiled:
 
     @staticmethod
     def _options(key):
-        backend, elemental = key
+        backend, elemental, quick = key
         if backend == "gpu":
             return GPU_COMPILER_OPTIONS
-        return ELEMENTAL_COMPILER_OPTIONS if elemental else COMPILER_OPTIONS
+        options = ELEMENTAL_COMPILER_OPTIONS if elemental else COMPILER_OPTIONS
+        return {**options, **QUICK_COMPILER_OPTIONS} if quick else options
 
     def _for(self, key):
         if key not in self._jitted:
@@ -206,4 +214,4 @@ class compiled:
     def _cache_size(self) -> int:
         """Compiled programs held for the current backend (the no-retrace tests read it)."""
         backend = jax.default_backend()
-        return sum(jitted._cache_size() for (b, _), jitted in self._jitted.items() if b == backend)
+        return sum(jitted._cache_size() for key, jitted in self._jitted.items() if key[0] == backend)

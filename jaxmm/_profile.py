@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from ._engine import elemental_rows
+from ._engine import elemental_rows, quick_rows
 from ._jit import Kernels, compiled
 from ._gc import with_frozen_heap
 from ._inner import InnerOptions
@@ -116,7 +116,11 @@ def _start_elemental(design, params, family, structure, pairs, exact, kernels=No
     return elemental_rows(design.X.shape[0])
 
 
-@compiled(static_argnames=("family", "structure", "pairs", "exact"), elemental=_start_elemental)
+def _start_quick(design, params, family, structure, pairs, exact, kernels=None) -> bool:
+    return quick_rows(design.X.shape[0])
+
+
+@compiled(static_argnames=("family", "structure", "pairs", "exact"), elemental=_start_elemental, quick=_start_quick)
 def profile_start(design, params, family, structure, pairs, exact: bool, kernels: Kernels = Kernels()):
     """What the secant iterations start from, in one program: the spherical modes û at the
     estimate, the SDs and correlations of ``pairs`` with their gradients in φ (for the
@@ -141,7 +145,12 @@ def _elemental_profile(design, u_hat, phi_hat, scale, kinds, indices, values, fa
     return elemental_rows(values.shape[0] * design.X.shape[0], nagq)
 
 
-@compiled(static_argnames=("family", "structure", "nd", "nagq"), elemental=_elemental_profile)
+def _quick_profile(design, u_hat, phi_hat, scale, kinds, indices, values, family, structure, nd, nagq=1,
+                   kernels=None) -> bool:
+    return quick_rows(values.shape[0] * design.X.shape[0], nagq ** design.Z.shape[-1])
+
+
+@compiled(static_argnames=("family", "structure", "nd", "nagq"), elemental=_elemental_profile, quick=_quick_profile)
 def profile_logliks(design, u_hat, phi_hat, scale, kinds, indices, values, family, structure, nd, nagq=1,
                     kernels: Kernels = Kernels()):
     """ℓ_p at each (kind, index, value): one constrained fit per entry, vmapped."""

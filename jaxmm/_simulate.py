@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from ._types import Design
-from ._engine import _fit_glmm, _fit_lmm, elemental_rows, fit_one
+from ._engine import _fit_glmm, _fit_lmm, elemental_rows, fit_one, quick_rows
 from ._jit import Kernels, compiled
 from ._gc import with_frozen_heap
 from ._optimize import OptOptions, Status
@@ -65,14 +65,22 @@ def _elemental_refit(design: Design, Y, family, chunks: int, blocks, nagq: int =
     return elemental_rows(Y.shape[0] * Y.shape[1], nagq)
 
 
-@compiled(static_argnames=("family", "chunks", "blocks", "nagq"), elemental=_elemental_refit)
+def _quick_refit(design: Design, Y, family, chunks: int = 1, blocks=None, nagq: int = 1, kernels=None) -> bool:
+    return quick_rows(Y.shape[0] * Y.shape[1], nagq ** design.Z.shape[-1])
+
+
+@compiled(static_argnames=("family", "chunks", "blocks", "nagq"), elemental=_elemental_refit, quick=_quick_refit)
 def _refit_laplace(design: Design, Y, family, chunks: int, blocks, nagq: int = 1, kernels: Kernels = Kernels()):
     fit = lambda y: _refit_outputs(_fit_glmm(None, design._replace(y=y), family, OptOptions(), chunks, blocks,
                                              nagq=nagq, kernels=kernels))
     return jax.vmap(fit)(Y)
 
 
-@compiled(static_argnames=("reml", "blocks"), elemental=True)
+def _quick_refit_lmm(design: Design, Y, *_, **__) -> bool:
+    return quick_rows(Y.shape[0] * Y.shape[1])
+
+
+@compiled(static_argnames=("reml", "blocks"), elemental=True, quick=_quick_refit_lmm)
 def _refit_lmm(design: Design, Y, reml: bool, blocks, kernels: Kernels = Kernels()):
     refit = lambda y: _refit_outputs(_fit_lmm(None, design._replace(y=y), reml, OptOptions(), blocks, kernels=kernels))
     return jax.vmap(refit)(Y)

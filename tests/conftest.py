@@ -124,14 +124,20 @@ def _release_compiled_programs():
 @pytest.fixture(scope="session", autouse=True)
 def _programs_on_disk(tmp_path_factory):
     """Keep the session's compiled programs on disk (``jaxmm.enable_compilation_cache``,
-    JAX's persistent compilation cache), so that a program
-    which a later module needs again after :func:`_release_compiled_programs` is loaded
-    instead of compiled: XLA's compile is most of the suite's time, and the same fits
-    (sleepstudy, cbpp, the reference cases) come back in many modules. The directory is
-    this session's own (per xdist worker), so nothing carries over between runs."""
+    JAX's persistent compilation cache), so that a program which a later module needs
+    again after :func:`_release_compiled_programs`, or which the other xdist worker has
+    compiled, is loaded instead of compiled: XLA's compile is most of the suite's time, and
+    the same fits (sleepstudy, cbpp, the reference cases) come back in many modules. Every
+    program is kept, however short its compile (loading one takes milliseconds). The
+    directory is this run's own, in pytest's temporary folder, shared by its workers: nothing
+    carries over between runs."""
     saved = {name: getattr(jax.config, name) for name in
              ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs")}
-    jaxmm.enable_compilation_cache(tmp_path_factory.mktemp("xla-cache"))
+    base = tmp_path_factory.getbasetemp()
+    # an xdist worker's folder is popen-gwN in the run's folder
+    folder = base.parent / "xla-cache" if base.name.startswith("popen-gw") else base / "xla-cache"
+    jaxmm.enable_compilation_cache(folder)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     yield
     for name, value in saved.items():
         jax.config.update(name, value)

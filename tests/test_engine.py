@@ -280,23 +280,29 @@ def test_evaluation_count_covers_every_phase(reference_fit, name):
 
 
 def test_emitter_choice_by_size_changes_no_estimate(monkeypatch):
-    # Small fits compile with XLA:CPU's elemental emitters, large ones with the fused
-    # emitters (_engine.ELEMENTAL_MAX_ROWS): a program of each kind for one dataset must
-    # give the same fit. Other backends have no such choice: there the size changes nothing,
-    # so the second fit must reuse the first one's program.
+    # Small fits compile with XLA:CPU's elemental emitters at LLVM's optimisation level 0,
+    # large ones with the fused emitters at the default level (_engine.ELEMENTAL_MAX_ROWS,
+    # _engine.QUICK_MAX_ROWS): a program of each kind for one dataset must give the same
+    # fit. Other backends have no such choice: there the size changes nothing, so the
+    # second fit must reuse the first one's program.
     from jaxmm import _engine
 
+    def programs(elemental, quick):
+        jitted = fit_glmm._jitted.get((backend, elemental, quick))
+        return 0 if jitted is None else jitted._cache_size()
+
     data = _simulated_bernoulli(6)  # an interior optimum (seed 4 is singular)
-    small = jaxmm.fit("y ~ x + (x | g)", data, family="binomial")
-    assert not small.singular
     backend = jax.default_backend()
     cpu = backend == "cpu"
-    assert fit_glmm._jitted[(backend, cpu)]._cache_size() >= 1
-    before = fit_glmm._jitted.get((backend, False))
-    before = 0 if before is None else before._cache_size()
+    assert len(data) <= _engine.QUICK_MAX_ROWS
+    before = programs(False, False)
+    small = jaxmm.fit("y ~ x + (x | g)", data, family="binomial")
+    assert not small.singular
+    assert programs(cpu, cpu) >= 1
     monkeypatch.setattr(_engine, "ELEMENTAL_MAX_ROWS", 0)
+    monkeypatch.setattr(_engine, "QUICK_MAX_ROWS", 0)
     large = jaxmm.fit("y ~ x + (x | g)", data, family="binomial")
-    assert fit_glmm._jitted[(backend, False)]._cache_size() == before + cpu
+    assert programs(False, False) == before + cpu
     np.testing.assert_allclose(large.fixef, small.fixef, rtol=1e-8)
     np.testing.assert_allclose(large.D, small.D, rtol=1e-7, atol=1e-10)
     assert abs(large.loglik - small.loglik) < 1e-9
@@ -348,9 +354,9 @@ def test_products_as_sums_are_the_same_fit_without_matrix_dots(model):
         data["y"] = data["y"] + slope * data["x"] + rng.standard_normal(len(data))
         fit = lambda d, kernels: _fit_lmm(None, d, True, kernels=kernels)
     design, _ = design_from_formula(parse_formula("y ~ x + (x | g)"), data)
-    # the options a small fit compiles with (on the CPU, the elemental emitters: half XLA's time)
+    # the options a small fit compiles with (on the CPU, the elemental emitters at level 0)
     backend = jax.default_backend()
-    options = _jit.accepted_options(backend, _jit.compiled._options((backend, True)))
+    options = _jit.accepted_options(backend, _jit.compiled._options((backend, True, True)))
     out, dots = {}, {}
     for as_sums in (False, True):
         kernels = _jit.Kernels(separate_group_sums=False, products_as_sums=as_sums)
