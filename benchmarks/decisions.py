@@ -133,7 +133,7 @@ def fit_decisions(rows):
     for separate in (True, False):
         kernels = Kernels(separate_group_sums=separate)
         program = jax.jit(lambda d, k=kernels: _engine._fit_glmm(None, d, fam, kernels=k)).lower(design).compile(
-            compiler_options=_engine.fit_glmm._options(("cpu", False)))
+            compiler_options=_engine.fit_glmm._options(("cpu", False, False)))
         programs[separate] = lambda d, p=program: jax.block_until_ready(p(d))
     out.append(("one segment sum per output with the fused emitters", "`_jit.kernels_for`",
                 programs[True], programs[False], lambda: design,
@@ -157,7 +157,7 @@ def fit_decisions(rows):
             _families.log1p_unit = log1p
         try:
             program = jax.jit(lambda d: _engine._fit_glmm(None, d, fam, kernels=kernels_for("cpu", True))).lower(
-                design).compile(compiler_options=_engine.fit_glmm._options(("cpu", True)))
+                design).compile(compiler_options=_engine.fit_glmm._options(("cpu", True, False)))
         finally:
             _families.log1p_unit = original
         return lambda d: jax.block_until_ready(program(d))
@@ -244,6 +244,42 @@ def compile_decisions():
     return out
 
 
+def quick_decisions():
+    """Small programs at LLVM's optimisation level 0: a first fit, cold (JAX's caches
+    cleared first), and the price, a warm fit."""
+    import jax
+
+    import jaxmm
+    from jaxmm import _engine
+
+    def fit_at(limit, formula, data, **kw):
+        def run(_):
+            original = _engine.QUICK_MAX_ROWS
+            _engine.QUICK_MAX_ROWS = original if limit is None else limit
+            try:
+                return jaxmm.fit(formula, data, **kw)
+            finally:
+                _engine.QUICK_MAX_ROWS = original
+        return run
+
+    sleep = ("Reaction ~ Days + (Days | Subject)", jaxmm.load_example("sleepstudy"))
+    contra = ("use01 ~ age + age2 + urban01 + C(livch) + (urban01 | district)",
+              pd.read_csv(ROOT / "tests" / "data" / "contraception_q2.csv"))
+    seeds = ("y ~ x + (x | subject)", pd.read_csv(ROOT / "tests" / "data" / "seedlike_bernoulli_q2.csv"))
+    name = "programs over at most 2,048 rows compile at LLVM's optimisation level 0"
+    out = []
+    for what, (formula, data), kw, before in (
+            ("cold sleepstudy REML fit (180 rows)", sleep, {}, jax.clear_caches),
+            ("cold contraception Bernoulli q = 2 fit (1,934 rows)", contra, {"family": "binomial"}, jax.clear_caches),
+            ("warm contraception Bernoulli q = 2 fit (1,934 rows)", contra, {"family": "binomial"}, None)):
+        out.append((name, "`_engine.QUICK_MAX_ROWS`", fit_at(None, formula, data, **kw), fit_at(0, formula, data, **kw),
+                    lambda: None, f"{what}; against the default level", *([before] if before else [])))
+    out.append((name, "`_engine.QUICK_MAX_ROWS`", fit_at(None, *seeds, family="binomial"),
+                fit_at(1 << 40, *seeds, family="binomial"), lambda: None,
+                "above the limit: warm Bernoulli q = 2 fit of 12,867 rows at the default level; against level 0"))
+    return out
+
+
 def many_fit_decisions():
     """Decisions for many fits in one call, timed cold (JAX's caches cleared first)."""
     import jax
@@ -305,7 +341,7 @@ def main():
     jax.config.update("jax_enable_x64", True)
     rows = int(args.rows)
     decisions = (host_decisions(rows) + compile_decisions() + fit_decisions(int(args.fit_rows))
-                 + many_fit_decisions())
+                 + quick_decisions() + many_fit_decisions())
     words = [w for w in args.only.split(",") if w]
     lines = []
     for name, where, chosen, alternative, make, setting, *before in decisions:
@@ -316,6 +352,19 @@ def main():
         print(line, flush=True)
         lines.append(line)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout
+    if words and Path(args.out).exists():
+        # --only: the other rows of the table are kept, and the header says which were rerun
+        key = lambda line: tuple(line.split(" | ")[:3])
+        new = {key(line): line for line in lines}
+        old = Path(args.out).read_text().splitlines()
+        kept = [new.pop(key(line), line) for line in old]
+        last = max(i for i, line in enumerate(kept) if line.startswith("|"))
+        note = (f"Rows whose decision has {', '.join(repr(w) for w in words)} in its name: "
+                f"`--only {args.only} --repeats {args.repeats}` at {commit.strip()}.")
+        kept = kept[:last + 1] + list(new.values()) + kept[last + 1:] + ["", note]
+        Path(args.out).write_text("\n".join(kept) + "\n")
+        print(f"updated {args.out}")
+        return
     head = [
         "# Performance decisions against their alternatives", "",
         f"`python benchmarks/decisions.py --rows {args.rows:.0e} --fit-rows {args.fit_rows:.0e} "
