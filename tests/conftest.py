@@ -69,6 +69,19 @@ def second_differences(f, x, rel=1e-3):
     return out
 
 
+def small_jit(fun, **kwargs):
+    """``jax.jit`` with the compiler options jaxmm gives a program over a few rows
+    (``_jit``: on the CPU, the elemental emitters at LLVM's level 0). The tests' own
+    programs (objectives, gradients, finite differences) run on small data: compiled as
+    jaxmm compiles such data, and in about half the time."""
+    from jaxmm import _jit
+
+    backend = jax.default_backend()
+    cpu = backend == "cpu"
+    options = _jit.accepted_options(backend, _jit.compiled._options((backend, cpu, cpu)))
+    return jax.jit(fun, compiler_options=options, **kwargs)
+
+
 def bit_reproducible() -> bool:
     """Whether two fits of the same numbers in one order give the same bits. A GPU's
     scatter-adds (the per-group sums) add in arrival order unless XLA is told otherwise

@@ -10,13 +10,13 @@ import pytest
 import jaxmm
 from jaxmm.errors import ArgumentError, DataError
 
-from conftest import DATA, REFERENCE_CASES, central_differences
+from conftest import DATA, REFERENCE_CASES, central_differences, small_jit
 
 
 @pytest.mark.parametrize("name", REFERENCE_CASES)
 def test_marginal_loglik_at_the_estimates_equals_the_fit(reference_fit, name):
     _, _, res = reference_fit(name)
-    f = jax.jit(lambda prm, d: jaxmm.marginal_loglik(prm, d, family=res.family, link=res.link, method=res.method))
+    f = small_jit(lambda prm, d: jaxmm.marginal_loglik(prm, d, family=res.family, link=res.link, method=res.method))
     assert float(f(res.params, res.design)) == pytest.approx(res.loglik, abs=1e-7 * (1 + abs(res.loglik)))
 
 
@@ -49,9 +49,10 @@ def test_gradients_equal_finite_differences(reference_fit, name):
     # away from the optimum, where the gradient is not ~0
     x0 = _flat(res.params)
     x0 = x0 + 0.03 * np.cos(np.arange(x0.size) + 1.0) * (1.0 + np.abs(x0))
-    f = jax.jit(lambda v, off: jaxmm.marginal_loglik(_unflat(v, p, q), design._replace(offset=off), **kw))
+    loglik = lambda v, off: jaxmm.marginal_loglik(_unflat(v, p, q), design._replace(offset=off), **kw)
+    f = small_jit(loglik)
     off0 = jnp.asarray(design.offset)
-    g_params, g_offset = jax.grad(f, argnums=(0, 1))(jnp.asarray(x0), off0)
+    g_params, g_offset = small_jit(jax.grad(loglik, argnums=(0, 1)))(jnp.asarray(x0), off0)
     g_params, g_offset = np.asarray(g_params), np.asarray(g_offset)
     # ℓ is only known to ~1e-11 (see the offset below), and on a GPU its group sums add up in
     # arrival order: central differences with a step of 1e-6 left a rounding error of 4.8e-6
@@ -83,7 +84,7 @@ def test_jit_does_not_retrace_and_vmap_equals_a_loop(reference_fit):
         traces.append(1)
         return jaxmm.marginal_loglik(prm, d, family="binomial")
 
-    f = jax.jit(value)
+    f = small_jit(value)
     f(res.params, res.design)
     shifted = res.params._replace(beta=res.params.beta + 0.1)
     f(shifted, res.design)
@@ -92,7 +93,7 @@ def test_jit_does_not_retrace_and_vmap_equals_a_loop(reference_fit):
     betas = np.asarray(res.params.beta)[None] + 0.05 * np.arange(5)[:, None]
     chols = np.asarray(res.params.chol)[None] * (1.0 + 0.1 * np.arange(5))[:, None, None]
     batch = jaxmm.Params(jnp.asarray(betas), jnp.asarray(chols), jnp.ones(5))
-    vmapped = np.asarray(jax.jit(jax.vmap(lambda prm: jaxmm.marginal_loglik(prm, res.design, family="binomial")))(batch))
+    vmapped = np.asarray(small_jit(jax.vmap(lambda prm: jaxmm.marginal_loglik(prm, res.design, family="binomial")))(batch))
     looped = np.array([float(f(jaxmm.Params(betas[i], chols[i], 1.0), res.design)) for i in range(5)])
     np.testing.assert_allclose(vmapped, looped, rtol=1e-12)
     assert np.ptp(looped) > 1.0

@@ -16,7 +16,7 @@ from jaxmm._laplace import laplace_loglik
 from jaxmm._lmm import lmm_loglik, lmm_stats, profiled_loglik
 from jaxmm._params import Params, chol_from_vec, pack, unpack
 
-from conftest import central_differences, second_differences
+from conftest import central_differences, second_differences, small_jit
 
 
 def _design_of(ref, data, res):
@@ -42,8 +42,8 @@ def _objective_at_fit(reference_fit, name):
 @pytest.mark.parametrize("name", ["cbpp_binomial", "contraception_q2", "grouseticks_poisson"])
 @pytest.mark.parametrize("where", ["optimum", "away"])
 def test_gradient_matches_finite_differences(reference_fit, name, where):
-    f, theta, _ = _objective_at_fit(reference_fit, name)
-    f = jax.jit(f)
+    objective, theta, _ = _objective_at_fit(reference_fit, name)
+    f = small_jit(objective)
     # Steps on each parameter's own scale (its curvature), e.g. age² has SE 7e-4, a
     # log-SD about 0.1; a common step would be too coarse for one and noisy for another.
     # The curvature needs one digit: second differences of f, not jax.hessian, whose
@@ -51,7 +51,7 @@ def test_gradient_matches_finite_differences(reference_fit, name, where):
     scale = 1.0 / np.sqrt(np.abs(second_differences(lambda t: float(f(jnp.asarray(t))), theta)))
     if where == "away":
         theta = theta + 2.0 * scale * np.cos(np.arange(theta.size) + 1.0)
-    g_auto = np.asarray(jax.grad(f)(jnp.asarray(theta)))
+    g_auto = np.asarray(small_jit(jax.grad(objective))(jnp.asarray(theta)))
     g_fd = central_differences(lambda t: float(f(jnp.asarray(t))), theta, 1e-4 * scale)
     err = np.abs(g_auto - g_fd)
     assert np.all(err <= 1e-5 * np.abs(g_fd) + 1e-5 / scale), (g_auto, g_fd)
@@ -63,8 +63,8 @@ def test_second_derivatives_are_exact(reference_fit):
     """The IFT rule is itself differentiable: the Hessian equals differences of the gradient."""
     f, theta, p = _objective_at_fit(reference_fit, "contraception_q2")
     theta = jnp.asarray(theta)
-    grad = jax.jit(jax.grad(f))
-    hess = np.asarray(jax.jit(jax.jacfwd(jax.jacfwd(f)))(theta))
+    grad = small_jit(jax.grad(f))
+    hess = np.asarray(small_jit(jax.jacfwd(jax.jacfwd(f)))(theta))
     h = 1e-5
     for k in [0, 3, p, p + 1, p + 2]:
         e = jnp.zeros_like(theta).at[k].set(h)
@@ -79,11 +79,11 @@ def test_modes_derivative_matches_finite_differences(reference_fit):
     eta_fixed = design.X @ jnp.asarray(res.params.beta)
     u0 = jnp.zeros((design.n_groups, 1))
 
-    @jax.jit  # one program, not the solver's operations one by one
-    def modes_of(scale):
+    def modes_at(scale):
         return conditional_modes(eta_fixed, design.Z * scale, jnp.ones(()), design, u0, fam)
 
-    jac = np.asarray(jax.jit(jax.jacfwd(modes_of))(0.9))
+    modes_of = small_jit(modes_at)  # one program, not the solver's operations one by one
+    jac = np.asarray(small_jit(jax.jacfwd(modes_at))(0.9))
     h = 1e-6
     fd = (np.asarray(modes_of(0.9 + h)) - np.asarray(modes_of(0.9 - h))) / (2 * h)
     np.testing.assert_allclose(jac, fd, rtol=1e-5, atol=1e-7)
@@ -102,7 +102,7 @@ def test_batched_modes_equal_a_loop_over_groups(reference_fit):
     counts = np.asarray(design.counts)
     # Each group alone, padded with weight-0 rows to the largest group's size, so that one
     # compiled solve serves them all: the extremes of the sizes and a spread between.
-    alone = jax.jit(conditional_modes, static_argnums=(5,))
+    alone = small_jit(conditional_modes, static_argnums=(5,))
     size = int(np.max(np.bincount(group)))
     by_size = np.argsort(counts, kind="stable")
     for i in np.unique(by_size[np.linspace(0, design.n_groups - 1, 8).astype(int)]):
@@ -138,14 +138,14 @@ def test_tiled_passes_equal_row_passes(reference_fit, name):
     # jitted (one program per layout): run op by op, each of the hundreds of operations
     # compiled on its own, this test took 20-28 s
     kernels = Kernels()
-    evaluate = jax.jit(lambda d: _evaluate(u, eta_fixed, ZL, one, d, fam, kernels))
-    logdens = jax.jit(lambda d: group_logdens(u, eta_fixed, ZL, one, d, fam, kernels))
+    evaluate = small_jit(lambda d: _evaluate(u, eta_fixed, ZL, one, d, fam, kernels))
+    logdens = small_jit(lambda d: group_logdens(u, eta_fixed, ZL, one, d, fam, kernels))
     for a, b in zip(evaluate(tiled), evaluate(rows)):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(logdens(tiled), logdens(rows), rtol=1e-12)
     theta = jnp.asarray(pack(res.params, fam.n_dispersion)) + 0.05
     u0 = jnp.zeros((tiled.n_groups, q))
-    value_grad = jax.jit(
+    value_grad = small_jit(
         lambda d: jax.value_and_grad(lambda t: laplace_loglik(unpack(t, p, q, 0), d, u0, fam)[0])(theta))
     (v_t, g_t), (v_r, g_r) = value_grad(tiled), value_grad(rows)
     np.testing.assert_allclose(v_t, v_r, rtol=1e-12)
@@ -155,12 +155,12 @@ def test_tiled_passes_equal_row_passes(reference_fit, name):
 def test_vmapped_objective_equals_loop(reference_fit):
     f, theta, _ = _objective_at_fit(reference_fit, "cbpp_binomial")
     thetas = jnp.asarray(theta + 0.2 * np.random.default_rng(0).standard_normal((5, theta.size)))
-    batched = np.asarray(jax.jit(jax.vmap(f))(thetas))
-    f_one = jax.jit(f)
+    batched = np.asarray(small_jit(jax.vmap(f))(thetas))
+    f_one = small_jit(f)
     looped = np.array([float(f_one(t)) for t in thetas])
     np.testing.assert_allclose(batched, looped, rtol=1e-12)
-    gb = np.asarray(jax.jit(jax.vmap(jax.grad(f)))(thetas))
-    g_one = jax.jit(jax.grad(f))
+    gb = np.asarray(small_jit(jax.vmap(jax.grad(f)))(thetas))
+    g_one = small_jit(jax.grad(f))
     gl = np.stack([np.asarray(g_one(t)) for t in thetas])
     np.testing.assert_allclose(gb, gl, rtol=1e-9, atol=1e-10)
 
@@ -197,7 +197,7 @@ def test_float32_solve_stops_at_rounding_level_steps():
     design, _, _ = make_design(X, X[:, :1], y, g, dtype=jnp.float32)
     eta_fixed = design.X @ jnp.asarray([1.0, 0.25], jnp.float32)
     ZL = design.Z * jnp.float32(0.4)
-    solve = jax.jit(lambda u0: _solve(eta_fixed, ZL, jnp.ones((), jnp.float32), design, u0, get_family("poisson"),
+    solve = small_jit(lambda u0: _solve(eta_fixed, ZL, jnp.ones((), jnp.float32), design, u0, get_family("poisson"),
                                       InnerOptions()))
     u, h, grad, H, passes = solve(jnp.zeros((design.n_groups, 1), jnp.float32))
     assert int(passes) <= 15
@@ -212,8 +212,8 @@ def test_laplace_is_exact_for_gaussian(reference_fit):
     design = _design_of(ref, data, res)
     fam = get_family("gaussian")
     u0 = jnp.zeros((design.n_groups, 2))
-    laplace_at = jax.jit(lambda prm, d: laplace_loglik(prm, d, u0, fam)[0])
-    exact_at = jax.jit(lambda prm, d: lmm_loglik(prm, lmm_stats(d)))
+    laplace_at = small_jit(lambda prm, d: laplace_loglik(prm, d, u0, fam)[0])
+    exact_at = small_jit(lambda prm, d: lmm_loglik(prm, lmm_stats(d)))
     for params in [
         Params(jnp.asarray([240.0, 12.0]), jnp.asarray([[20.0, 0.0], [1.5, 4.0]]), jnp.asarray(30.0)),
         Params(jnp.asarray(res.params.beta), jnp.asarray(res.params.chol), jnp.asarray(res.params.dispersion)),
@@ -322,7 +322,7 @@ def test_separate_and_stacked_group_sums_agree(reference_fit):
     sums = {}
     for separate in (True, False):
         kernels = Kernels(separate_group_sums=separate)
-        sums[separate] = np.asarray(jax.jit(lambda t: _row_sums(t, design, kernels))(terms))
+        sums[separate] = np.asarray(small_jit(lambda t: _row_sums(t, design, kernels))(terms))
     assert sums[True].shape == (design.n_groups, 3)
     np.testing.assert_allclose(sums[True], sums[False], rtol=1e-14, atol=1e-14)
 

@@ -11,7 +11,7 @@ from jaxmm._gradient import laplace_loglik_for_fit
 from jaxmm._laplace import laplace_loglik
 from jaxmm._params import Params
 
-from conftest import central_differences
+from conftest import central_differences, small_jit
 
 
 def _problem(family, q, tile, seed):
@@ -47,7 +47,7 @@ def test_written_gradient_equals_autodiff(family, link, q, tile):
 
     def value_and_grad(objective):
         f = lambda b, c, s: objective(Params(b, c, s), design, u0, fam)[0]
-        return jax.jit(jax.value_and_grad(f, argnums=(0, 1, 2)))(*params)
+        return small_jit(jax.value_and_grad(f, argnums=(0, 1, 2)))(*params)
 
     v_ad, g_ad = value_and_grad(laplace_loglik)
     v_w, g_w = value_and_grad(laplace_loglik_for_fit)
@@ -73,7 +73,7 @@ def test_written_gradient_of_many_fixed_effects_equals_autodiff():
 
     def value_and_grad(objective):
         f = lambda b, c, s: objective(Params(b, c, s), design, u0, fam)[0]
-        return jax.jit(jax.value_and_grad(f, argnums=(0, 1)))(*params)
+        return small_jit(jax.value_and_grad(f, argnums=(0, 1)))(*params)
 
     v_ad, g_ad = value_and_grad(laplace_loglik)
     v_w, g_w = value_and_grad(laplace_loglik_for_fit)
@@ -90,7 +90,7 @@ def test_written_gradient_at_a_singular_L():
     params = params._replace(chol=params.chol.at[1, 1].set(0.0).at[1, 0].set(0.0))
     u0 = jnp.zeros((design.n_groups, 2))
     # jitted: op by op, every operation of the solver's derivative compiled on its own (25 s)
-    grads = [jax.jit(jax.grad(lambda c: obj(params._replace(chol=c), design, u0, fam)[0]))(params.chol)
+    grads = [small_jit(jax.grad(lambda c: obj(params._replace(chol=c), design, u0, fam)[0]))(params.chol)
              for obj in (laplace_loglik, laplace_loglik_for_fit)]
     np.testing.assert_allclose(grads[1], grads[0], rtol=1e-8, atol=1e-10)
     assert abs(float(grads[0][1, 1])) > 0 or abs(float(grads[0][1, 0])) > 0
@@ -112,8 +112,8 @@ def test_exact_beta_hessian_equals_differences_of_the_gradient(family, link, q, 
     u0 = jnp.zeros((design.n_groups, q))
     eta_fixed, ZL = linear_parts(design, params.beta, params.chol)
     u = conditional_modes(eta_fixed, ZL, params.dispersion, design, u0, fam)
-    exact = jax.jit(lambda prm: beta_hessian(prm, design, u, fam, InnerOptions(max_iter=0)))(params)
-    grad = jax.jit(jax.grad(lambda b: laplace_loglik_for_fit(params._replace(beta=b), design, u0, fam)[0]))
+    exact = small_jit(lambda prm: beta_hessian(prm, design, u, fam, InnerOptions(max_iter=0)))(params)
+    grad = small_jit(jax.grad(lambda b: laplace_loglik_for_fit(params._replace(beta=b), design, u0, fam)[0]))
     diffs = central_differences(lambda b: grad(jnp.asarray(b)), params.beta, 1e-5)
     np.testing.assert_allclose(exact, diffs, rtol=1e-6, atol=1e-7 * float(np.max(np.abs(diffs))))
     assert exact.shape == (3, 3) and np.max(np.abs(exact - np.diag(np.diag(exact)))) > 1e-3  # not diagonal

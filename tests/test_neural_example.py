@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import small_jit
 
 _PATH = Path(__file__).parent.parent / "examples" / "neural_fixed_part.py"
 _spec = importlib.util.spec_from_file_location("neural_fixed_part", _PATH)
@@ -40,7 +41,7 @@ def test_subject_batches_partition_the_likelihood(frame):
              "chol": jnp.array([0.7, 0.2, 0.4])}
     designs, xs, n_subjects = ex.subject_batches(train_rows, 30)
     assert xs.shape[0] * 30 == n_subjects == 120
-    value_grad = jax.jit(jax.value_and_grad(ex.neg_loglik), static_argnums=())
+    value_grad = small_jit(jax.value_and_grad(ex.neg_loglik), static_argnums=())
     parts = [value_grad(model, jax.tree.map(lambda a: a[k], designs), xs[k], 1.0) for k in range(xs.shape[0])]
     design, x = ex.one_design(train_rows)
     full, full_grad = value_grad(model, design, x, 1.0)

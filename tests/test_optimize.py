@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from jaxmm._optimize import OptOptions, Status, lbfgs_start, lbfgs_trial, lbfgs_update, minimize
+from conftest import small_jit
 
 
 def _no_warm(f):
@@ -17,7 +18,7 @@ def test_rosenbrock_needs_the_line_search():
     def rosen(x, calls, a):
         return (a - x[0]) ** 2 + 100.0 * (x[1] - x[0] ** 2) ** 2, calls + 1
 
-    res = jax.jit(lambda x0: minimize(rosen, x0, 0, 1.0))(jnp.array([-1.2, 1.0]))
+    res = small_jit(lambda x0: minimize(rosen, x0, 0, 1.0))(jnp.array([-1.2, 1.0]))
     assert int(res.status) == Status.CONVERGED
     np.testing.assert_allclose(np.asarray(res.x), [1.0, 1.0], atol=1e-7)
     assert 10 < int(res.n_iter) < 200
@@ -73,7 +74,7 @@ def test_backtracks_out_of_a_nonfinite_region():
     np.testing.assert_allclose(np.asarray(res.x), [0.5], rtol=1e-7)
     # The same steps driven from Python record every trial point (a host callback would
     # need JAX's CPU platform, absent under JAX_PLATFORMS=cuda): the NaN region was visited.
-    value_and_grad = jax.jit(jax.value_and_grad(fun, has_aux=True))
+    value_and_grad = small_jit(jax.value_and_grad(fun, has_aux=True))
     state, visited = lbfgs_start(x0, warm0), []
     for _ in range(200):
         if int(state.status) >= 0:
@@ -141,7 +142,7 @@ def _driver_fit(f, theta0, monkeypatch=None, early=True, diag=None, face=None, n
     theta0 = jnp.asarray(theta0, jnp.float64)
     mask = np.ones(theta0.shape[0], bool) if diag is None else np.asarray(diag, bool)
     restart = lambda phi: jnp.where(mask, jnp.log(jnp.maximum(jnp.abs(phi), _verdict.ESCAPE_FLOOR)), phi)
-    return jax.jit(lambda t: _driver.optimise_and_check(evaluate, t, jnp.zeros(()), jnp.zeros(3), mask, restart,
+    return small_jit(lambda t: _driver.optimise_and_check(evaluate, t, jnp.zeros(()), jnp.zeros(3), mask, restart,
                                                         work_dtype=work_dtype, face_mask=face))(theta0)
 
 

@@ -20,7 +20,7 @@ from jaxmm._quadrature import aghq_loglik, gauss_hermite_rule
 from jaxmm._simulate import refit_responses
 from jaxmm.errors import ArgumentError
 
-from conftest import central_differences
+from conftest import central_differences, small_jit
 
 DATA = Path(__file__).parent / "data"
 CBPP = "incidence ~ C(period) + (1 | herd)"
@@ -62,8 +62,8 @@ def test_rule_weights_and_nodes():
 
 # Jitted, with the family and the number of nodes static: run op by op, every operation was
 # compiled on its own (test_one_node_is_laplace: 150 compiles, 25 s).
-_laplace_at = jax.jit(lambda prm, design, u0, fam: laplace_loglik(prm, design, u0, fam)[0], static_argnums=3)
-_aghq_at = jax.jit(lambda prm, design, u0, fam, k: aghq_loglik(prm, design, u0, fam, k)[0], static_argnums=(3, 4))
+_laplace_at = small_jit(lambda prm, design, u0, fam: laplace_loglik(prm, design, u0, fam)[0], static_argnums=3)
+_aghq_at = small_jit(lambda prm, design, u0, fam, k: aghq_loglik(prm, design, u0, fam, k)[0], static_argnums=(3, 4))
 
 
 def test_one_node_is_laplace(cbpp, seedlike):
@@ -134,8 +134,8 @@ def test_gradient_equals_finite_differences(seedlike):
 
     x = np.concatenate([res.beta, np.asarray(res.params.chol)[np.tril_indices(2)]])
     x = x + 0.05 * np.cos(np.arange(x.size))  # away from the optimum, where the gradient is not ~0
-    f = jax.jit(f)
-    g = np.asarray(jax.grad(f)(jnp.asarray(x)))
+    g = np.asarray(small_jit(jax.grad(f))(jnp.asarray(x)))
+    f = small_jit(f)
     fd = central_differences(lambda v: float(f(jnp.asarray(v))), x, 1e-5)
     np.testing.assert_allclose(g, fd, rtol=1e-5, atol=1e-4)
     assert np.max(np.abs(g)) > 1.0
@@ -286,7 +286,7 @@ def test_correlated_effects_integrate_to_the_grid_value(q, k, tol, step):
     params = Params(jnp.asarray(beta), jnp.asarray(L), jnp.ones(()))
     u0 = jnp.zeros((design.n_groups, q))
     fam = get_family("binomial", None)
-    value = jax.jit(lambda prm, k: aghq_loglik(prm, design, u0, fam, k)[0], static_argnums=1)
+    value = small_jit(lambda prm, k: aghq_loglik(prm, design, u0, fam, k)[0], static_argnums=1)
     errors = [abs(float(value(params, nodes)) - truth) for nodes in (3, k)]
     assert errors[1] < errors[0] / 5
     assert errors[1] <= tol, errors
