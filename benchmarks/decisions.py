@@ -69,6 +69,14 @@ def _strings(rows):
     return np.char.add("subject-", ids.astype(str)).astype(object)
 
 
+def _categories(rows):
+    return pd.Categorical.from_codes(_codes(rows), categories=_strings(rows))
+
+
+def _string_column(rows):
+    return pd.array(_strings(rows)[_codes(rows)], dtype="string")
+
+
 def host_decisions(rows):
     from jaxmm import _column_stats, _grouping
 
@@ -92,6 +100,14 @@ def host_decisions(rows):
         ("distinct strings sorted as fixed-width numpy text", "`_grouping._value_order`",
          _grouping._value_order, lambda v: np.argsort(v, kind="stable"),
          lambda: _strings(rows), f"{m:.0e} distinct strings; against sorting the Python objects"),
+        ("a categorical grouping column numbered from its codes", "`_grouping.unique_inverse`",
+         _grouping.unique_inverse, lambda c: _grouping.unique_inverse(np.asarray(c)),
+         lambda: _categories(rows), f"{rows:.0e} rows of {m:.0e} string categories; against the values built "
+         "row by row and hashed"),
+        ("a string grouping column hashed as pandas' string array", "`_table._group_column`",
+         _grouping.unique_inverse, lambda a: _grouping.unique_inverse(np.asarray(a, dtype=object)),
+         lambda: _string_column(rows), f"{rows:.0e} rows of {m:.0e} distinct strings; against one Python "
+         "object per row first"),
         ("aliased columns from the Cholesky factor of XᵀX", "`_column_stats.aliased_columns`",
          _column_stats.aliased_columns, lambda A: np.linalg.qr(A, mode="r"),
          X, f"{rows:.0e} × 3; against a Householder QR of X"),
@@ -241,6 +257,63 @@ def compile_decisions():
     out.append(("a refit's program returns only the estimates and counters", "`_simulate.REFIT_OUTPUTS`",
                 refit_compile(lambda k: k in _simulate.REFIT_OUTPUTS), refit_compile(lambda k: True),
                 lambda: None, "trace and compile of the vmapped sleepstudy ML refit; against every output"))
+
+    cbpp = jaxmm.fit("incidence ~ C(period) + (1 | herd)", jaxmm.load_example("cbpp"), family="binomial",
+                     trials="size")
+    design, fam = cbpp.design, cbpp.family_spec
+
+    def split_keys(seed, design, beta, chol, dispersion, n):  # the alternative: a vmap over n keys
+        def one(key):
+            kb, ky = jax.random.split(key)
+            b = jax.random.normal(kb, (design.n_groups, chol.shape[0]), beta.dtype) @ chol.T
+            eta = design.X @ beta + design.offset + jnp.sum(design.Z * b[design.group], axis=-1)
+            return fam.sample(ky, eta, design.trials.astype(beta.dtype), dispersion, design.weights)
+        return jax.vmap(one)(jax.random.split(jax.random.key(seed), n))
+
+    def draws_compile(draw):
+        def run(_):
+            args = (0, design, cbpp.params.beta, cbpp.params.chol, jnp.ones(()))
+            return jax.jit(lambda *a: draw(*a), static_argnums=()).lower(*args).compile()
+        return run
+
+    simulate = _simulate.simulate_responses.__wrapped__
+    out.append(("simulated responses drawn once with shape (n, …), the key made inside the program",
+                "`_simulate.simulate_responses`",
+                draws_compile(lambda *a: simulate(*a, fam, 500)), draws_compile(lambda *a: split_keys(*a, 500)),
+                lambda: None, "trace and compile of 500 cbpp draws; against a vmap over 500 split keys"))
+    return out
+
+
+def small_matrix_decisions(groups=20000, repeats=20):
+    """The q×q factorisations unrolled over the groups against jaxlib's batched kernels, warm."""
+    import jax
+    import jax.numpy as jnp
+
+    from jaxmm import _smallmat
+
+    out = []
+    for q in (2, 3):
+        def make(q=q):
+            A = np.random.default_rng(q).normal(size=(groups, q, q))
+            return jnp.asarray(A @ np.swapaxes(A, 1, 2) + q * np.eye(q))
+
+        def unrolled(A):
+            L = _smallmat.cholesky(A)
+            return _smallmat.logdet_from_cholesky(L), _smallmat.cho_inverse(L)
+
+        def batched(A):
+            L = jnp.linalg.cholesky(A)
+            inv = jax.scipy.linalg.cho_solve((L, True), jnp.broadcast_to(jnp.eye(A.shape[-1]), A.shape))
+            return 2.0 * jnp.sum(jnp.log(jnp.diagonal(L, axis1=-2, axis2=-1)), -1), inv
+
+        def timed(fn):
+            jitted = jax.jit(fn)
+            return lambda A: jax.block_until_ready([jitted(A) for _ in range(repeats)])
+
+        out.append(("q×q factorisations unrolled over the groups, not jaxlib's batched potrf/trsm",
+                    "`_smallmat`", timed(unrolled), timed(batched), make,
+                    f"{repeats} Cholesky factors, log-determinants and inverses of {groups:,} "
+                    f"{q}×{q} matrices, warm; against `jnp.linalg.cholesky` and `cho_solve`"))
     return out
 
 
@@ -341,7 +414,7 @@ def main():
     jax.config.update("jax_enable_x64", True)
     rows = int(args.rows)
     decisions = (host_decisions(rows) + compile_decisions() + fit_decisions(int(args.fit_rows))
-                 + quick_decisions() + many_fit_decisions())
+                 + small_matrix_decisions() + quick_decisions() + many_fit_decisions())
     words = [w for w in args.only.split(",") if w]
     lines = []
     for name, where, chosen, alternative, make, setting, *before in decisions:
