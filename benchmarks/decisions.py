@@ -17,6 +17,7 @@ docs/performance.md points here from each row.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import platform
 import statistics
 import subprocess
@@ -358,7 +359,7 @@ def many_fit_decisions():
     import jax
 
     import jaxmm
-    from jaxmm import _engine, _simulate
+    from jaxmm import _engine, _gc, _simulate
 
     out = []
     frames = []
@@ -382,6 +383,24 @@ def many_fit_decisions():
                 "`_engine.elemental_rows`", by_fit(False), by_fit(True), lambda: None,
                 "cold by= fit of 200 Bernoulli q = 2 replicates of 480 rows (elemental emitters); against "
                 "XLA:CPU's fused emitters", jax.clear_caches))
+
+    lmm_reps = reps.assign(y=reps["x"] + 0.3 * (reps["g"] % 5) + np.random.default_rng(7).normal(size=len(reps)))
+
+    def heap(frozen):
+        def run(_):
+            original = _gc.frozen_heap
+            _gc.frozen_heap = original if frozen else contextlib.nullcontext
+            try:
+                return jaxmm.fit("y ~ x + (1 | g)", lmm_reps, by="rep")
+            finally:
+                _gc.frozen_heap = original
+        return run
+
+    ballast = [{"k": i, "v": [i]} for i in range(2_000_000)]  # a process holding many objects, as pandas does
+    out.append(("the garbage collector's heap frozen while a fit is traced", "`_gc.frozen_heap`", heap(True),
+                heap(False), lambda: ballast,
+                "cold by= LMM fit of 200 replicates of 480 rows, 2M Python objects held; against collections "
+                "walking the whole heap", jax.clear_caches))
 
     cbpp = jaxmm.load_example("cbpp")
     state = {}
