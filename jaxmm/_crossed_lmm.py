@@ -1,0 +1,285 @@
+"""The exact linear mixed model with several random-effect terms: blocked profiled ML and REML.
+
+Terms k = 1..K, each a grouping factor with m_k levels and q_k effects, b_k ~ N(0, σ² Λ_k Λ_kᵀ)
+independently. The first term is the one with the most levels. In spherical coordinates
+u = Λ⁻¹b the penalised system is A = I + ΛᵀZᵀZΛ, which splits as
+
+    A = [[M₁, B], [Bᵀ, A₂₂]],   M₁ block diagonal over the first factor's levels (q₁×q₁),
+
+and is factored blockwise: C₁ = chol(M₁) level by level, C_c = C₁⁻¹B, the Schur complement
+S = A₂₂ − C_cᵀC_c over the other terms' r = Σ_{k≥2} m_k q_k effects, and one dense C₂ = chol(S).
+C_c is sparse: a first-factor level meets only the other levels it shares rows with (its
+"cells"), so C_cᵀC_c is a sum over pairs of cells of one first-factor level, never a product
+over all of them. log|A| = Σ log|M₁ᵢ| + log|S|, and the X and y columns are eliminated the
+same way, giving the profiled criteria of :mod:`._lmm` (MATH.md):
+
+    ML:    ℓ   = −½ [ log|A| + n (1 + log(2π·pwrss/n)) ]
+    REML:  ℓ_R = −½ [ log|A| + log|XᵀR⁻¹X| + (n−p)(1 + log(2π·pwrss/(n−p))) ]
+
+The statistics (ZᵀZ by blocks, ZᵀX, Zᵀy, the cells and their pairs) are computed once per
+dataset; each evaluation costs O(m₁q₁²p + pairs·q² + r³/3), independent of the rows.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.scipy.linalg import cho_solve, solve_triangular
+
+from . import _smallmat as sm
+
+_LOG_2PI = 1.8378770664093453
+
+
+class Terms(NamedTuple):
+    """The static shape of the terms: ``q[k]`` effects and ``m[k]`` levels of term k, the
+    first term first (the one with the most levels)."""
+
+    q: tuple
+    m: tuple
+
+    @property
+    def rest(self) -> int:
+        """r: the other terms' effects, level-major within each term."""
+        return sum(q * m for q, m in zip(self.q[1:], self.m[1:]))
+
+    @property
+    def q_rest(self) -> int:
+        return max(self.q[1:])
+
+    def offsets(self) -> list:
+        out, at = [], 0
+        for q, m in zip(self.q[1:], self.m[1:]):
+            out.append(at)
+            at += q * m
+        return out
+
+
+class CrossedStats(NamedTuple):
+    Z1tZ1: jnp.ndarray  # (m₁, q₁, q₁)
+    Z1tX: jnp.ndarray   # (m₁, q₁, p)
+    Z1ty: jnp.ndarray   # (m₁, q₁)
+    Z2tZ2: jnp.ndarray  # (r, r)
+    Z2tX: jnp.ndarray   # (r, p)
+    Z2ty: jnp.ndarray   # (r,)
+    cell_level: jnp.ndarray  # (c,) the first-factor level of each cell
+    cell_term: jnp.ndarray   # (c,) which other term (0 = term 2)
+    cell_cols: jnp.ndarray   # (c, q̄) its effects' columns among the r, r where padded
+    Z1tZ2: jnp.ndarray       # (c, q₁, q̄) the cell's Z₁ᵀZ_k block, zero where padded
+    pair_a: jnp.ndarray      # (n_pairs,) ordered pairs of cells of one first-factor level
+    pair_b: jnp.ndarray
+    XtX: jnp.ndarray
+    Xty: jnp.ndarray
+    yty: jnp.ndarray
+    n: jnp.ndarray
+    half_log_w: jnp.ndarray
+
+
+def crossed_stats(y, X, Zs, codes, terms: Terms, weights=None, offset=None) -> CrossedStats:
+    """The statistics on the host (numpy, float64). ``Zs[k]`` is (n, q_k) and ``codes[k]``
+    (n,) the level of term k in [0, m_k), the first term first."""
+    y, X = np.asarray(y, float), np.asarray(X, float)
+    n = y.shape[0]
+    w = np.ones(n) if weights is None else np.asarray(weights, float)
+    if offset is not None:
+        y = y - np.asarray(offset, float)
+    sw = np.sqrt(w)
+    Xw, yw = X * sw[:, None], y * sw
+    Zw = [np.asarray(Z, float) * sw[:, None] for Z in Zs]
+    g1, q1, m1 = np.asarray(codes[0]), terms.q[0], terms.m[0]
+    Z1 = Zw[0]
+    Z1tZ1 = np.zeros((m1, q1, q1))
+    np.add.at(Z1tZ1, g1, Z1[:, :, None] * Z1[:, None, :])
+    Z1tX = np.zeros((m1, q1, X.shape[1]))
+    np.add.at(Z1tX, g1, Z1[:, :, None] * Xw[:, None, :])
+    Z1ty = np.zeros((m1, q1))
+    np.add.at(Z1ty, g1, Z1 * yw[:, None])
+
+    r, qbar, offsets = terms.rest, terms.q_rest, terms.offsets()
+    # every row's columns among the r (padded with r) and its Z entries there
+    cols = np.full((n, len(Zs) - 1, qbar), r)
+    vals = np.zeros((n, len(Zs) - 1, qbar))
+    for k in range(1, len(Zs)):
+        qk = terms.q[k]
+        cols[:, k - 1, :qk] = offsets[k - 1] + np.asarray(codes[k])[:, None] * qk + np.arange(qk)
+        vals[:, k - 1, :qk] = Zw[k]
+    flat_c, flat_v = cols.reshape(n, -1), vals.reshape(n, -1)
+    Z2tZ2 = np.zeros((r + 1, r + 1))
+    np.add.at(Z2tZ2, (flat_c[:, :, None], flat_c[:, None, :]), flat_v[:, :, None] * flat_v[:, None, :])
+    Z2tX = np.zeros((r + 1, X.shape[1]))
+    np.add.at(Z2tX, flat_c, flat_v[:, :, None] * Xw[:, None, :])
+    Z2ty = np.zeros(r + 1)
+    np.add.at(Z2ty, flat_c, flat_v * yw[:, None])
+
+    # cells: distinct (first-factor level, other term, its level)
+    levels, terms_of, blocks, cell_cols = [], [], [], []
+    for k in range(1, len(Zs)):
+        key = g1.astype(np.int64) * terms.m[k] + np.asarray(codes[k])
+        uniq, inverse = np.unique(key, return_inverse=True)
+        block = np.zeros((uniq.size, q1, qbar))
+        np.add.at(block, inverse, Z1[:, :, None] * vals[:, k - 1, None, :])
+        levels.append(uniq // terms.m[k])
+        terms_of.append(np.full(uniq.size, k - 1))
+        blocks.append(block)
+        first = np.zeros(uniq.size, np.int64)
+        first[inverse] = np.arange(n)
+        cell_cols.append(cols[first, k - 1])
+    cell_level = np.concatenate(levels)
+    order = np.argsort(cell_level, kind="stable")
+    cell_level = cell_level[order]
+    cell_term = np.concatenate(terms_of)[order]
+    Z1tZ2 = np.concatenate(blocks)[order]
+    cell_cols = np.concatenate(cell_cols)[order]
+    # all ordered pairs of cells that share a first-factor level
+    counts = np.bincount(cell_level, minlength=m1)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    per_cell = counts[cell_level]
+    pair_a = np.repeat(np.arange(cell_level.size), per_cell)
+    within = np.arange(pair_a.size) - np.repeat(np.cumsum(per_cell) - per_cell, per_cell)
+    pair_b = starts[cell_level[pair_a]] + within
+    return CrossedStats(
+        Z1tZ1=jnp.asarray(Z1tZ1), Z1tX=jnp.asarray(Z1tX), Z1ty=jnp.asarray(Z1ty),
+        Z2tZ2=jnp.asarray(Z2tZ2[:r, :r]), Z2tX=jnp.asarray(Z2tX[:r]), Z2ty=jnp.asarray(Z2ty[:r]),
+        cell_level=jnp.asarray(cell_level), cell_term=jnp.asarray(cell_term), cell_cols=jnp.asarray(cell_cols),
+        Z1tZ2=jnp.asarray(Z1tZ2), pair_a=jnp.asarray(pair_a), pair_b=jnp.asarray(pair_b),
+        XtX=jnp.asarray(Xw.T @ Xw), Xty=jnp.asarray(Xw.T @ yw), yty=jnp.asarray(yw @ yw),
+        n=jnp.asarray(float(np.sum(w > 0))),
+        half_log_w=jnp.asarray(0.5 * np.sum(np.log(w[w > 0]))),
+    )
+
+
+def _rest_lam_t(lams, V, terms: Terms):
+    """Λ₂ᵀ V for V with the r effects on its first axis (Λ₂ block diagonal, one Λ_k per level)."""
+    parts = []
+    for lam, off, q, m in zip(lams, terms.offsets(), terms.q[1:], terms.m[1:]):
+        block = V[off:off + q * m].reshape((m, q) + V.shape[1:])
+        parts.append(jnp.einsum("ji,lj...->li...", lam, block).reshape((m * q,) + V.shape[1:]))
+    return jnp.concatenate(parts, axis=0)
+
+
+def _padded_rest(lams, terms: Terms):
+    """The other terms' Λ_k, zero-padded to q̄ × q̄ and stacked: (K−1, q̄, q̄)."""
+    qbar = terms.q_rest
+    return jnp.stack([jnp.zeros((qbar, qbar), lam.dtype).at[:lam.shape[0], :lam.shape[1]].set(lam)
+                      for lam in lams])
+
+
+class Reduced(NamedTuple):
+    XtRX: jnp.ndarray
+    XtRy: jnp.ndarray
+    ytRy: jnp.ndarray
+    logdet_A: jnp.ndarray
+    C1: jnp.ndarray  # (m₁, q₁, q₁)
+    Cc: jnp.ndarray  # (c, q₁, q̄)
+    C2: jnp.ndarray  # (r, r)
+    P1: jnp.ndarray  # (m₁, q₁, p)
+    c1: jnp.ndarray  # (m₁, q₁)
+    P2: jnp.ndarray  # (r, p)
+    c2: jnp.ndarray  # (r,)
+
+
+def reduce(lams, stats: CrossedStats, terms: Terms) -> Reduced:
+    """The blocked Cholesky factorisation of A and the elimination of X and y, at the
+    relative factors ``lams`` (one lower-triangular Λ_k per term, the first term first)."""
+    lam1, rest = lams[0], lams[1:]
+    q1, r = terms.q[0], terms.rest
+    dtype = lam1.dtype
+    C1 = sm.cholesky(jnp.eye(q1, dtype=dtype)[None] + jnp.einsum("ji,mjk,kl->mil", lam1, stats.Z1tZ1, lam1))
+    P1 = sm.solve_lower(C1, jnp.einsum("ji,mjp->mip", lam1, stats.Z1tX))
+    c1 = sm.solve_lower(C1, stats.Z1ty @ lam1)
+    padded = _padded_rest(rest, terms)
+    Cc = sm.solve_lower(C1[stats.cell_level],
+                        jnp.einsum("ji,cjk,ckl->cil", lam1, stats.Z1tZ2, padded[stats.cell_term]))
+    # S = I + Λ₂ᵀZ₂ᵀZ₂Λ₂ − C_cᵀC_c, the last over pairs of cells of one first-factor level
+    G = _rest_lam_t(rest, _rest_lam_t(rest, stats.Z2tZ2, terms).T, terms)
+    blocks = jnp.einsum("pia,pib->pab", Cc[stats.pair_a], Cc[stats.pair_b])
+    rows = stats.cell_cols[stats.pair_a][:, :, None]
+    cols = stats.cell_cols[stats.pair_b][:, None, :]
+    S = (jnp.eye(r + 1, dtype=dtype).at[:r, :r].add(G)
+         .at[rows, cols].add(-blocks))[:r, :r]  # padded columns land in row/column r, dropped
+    C2 = jnp.linalg.cholesky(S)
+
+    def eliminate(rhs2, rhs1):  # C₂⁻¹ (Λ₂ᵀ rhs₂ − C_cᵀ rhs₁), rhs₁ per first-factor level
+        per_cell = jnp.einsum("cia,ci...->ca...", Cc, rhs1[stats.cell_level])
+        t = _rest_lam_t(rest, rhs2, terms)
+        t = jnp.concatenate([t, jnp.zeros((1,) + t.shape[1:], dtype)]).at[stats.cell_cols].add(-per_cell)[:r]
+        return solve_triangular(C2, t, lower=True)
+
+    P2 = eliminate(stats.Z2tX, P1)
+    c2 = eliminate(stats.Z2ty, c1)
+    return Reduced(
+        XtRX=stats.XtX - jnp.einsum("mia,mib->ab", P1, P1) - P2.T @ P2,
+        XtRy=stats.Xty - jnp.einsum("mia,mi->a", P1, c1) - P2.T @ c2,
+        ytRy=stats.yty - jnp.sum(c1 * c1) - jnp.sum(c2 * c2),
+        logdet_A=jnp.sum(sm.logdet_from_cholesky(C1)) + 2.0 * jnp.sum(jnp.log(jnp.diagonal(C2))),
+        C1=C1, Cc=Cc, C2=C2, P1=P1, c1=c1, P2=P2, c2=c2,
+    )
+
+
+def _gls(red: Reduced):
+    chol_X = jnp.linalg.cholesky(red.XtRX)
+    beta = cho_solve((chol_X, True), red.XtRy)
+    pwrss = red.ytRy - jnp.sum(beta * red.XtRy)
+    return beta, pwrss, 2.0 * jnp.sum(jnp.log(jnp.diagonal(chol_X))), chol_X
+
+
+def profiled_loglik(lams, stats: CrossedStats, terms: Terms, reml: bool):
+    """Log-likelihood (REML or ML) maximised over β and σ at the relative factors ``lams``."""
+    red = reduce(lams, stats, terms)
+    beta, pwrss, logdet_X, _ = _gls(red)
+    dof = stats.n - beta.shape[0] if reml else stats.n
+    value = red.logdet_A + dof * (1.0 + _LOG_2PI + jnp.log(pwrss / dof))
+    if reml:
+        value = value + logdet_X
+    return -0.5 * value + stats.half_log_w
+
+
+class CrossedSolution(NamedTuple):
+    beta: jnp.ndarray
+    sigma: jnp.ndarray
+    vcov: jnp.ndarray
+    chols: tuple      # σΛ_k per term: the Cholesky factors of D_k
+    ranefs: tuple     # (m_k, q_k) BLUPs per term
+    cond_vars: tuple  # (m_k, q_k, q_k) conditional covariances per term
+
+
+def solution(lams, stats: CrossedStats, terms: Terms, reml: bool) -> CrossedSolution:
+    """Everything that follows from Λ̂: β̂, σ̂, vcov (conditional on Λ), BLUPs, conditional
+    covariances. The latter are the diagonal blocks of σ²ΛA⁻¹Λᵀ; with W = C₂⁻¹C_cᵀ, those
+    of the first term are C₁ᵢ⁻ᵀ(I + W_iᵀW_i)C₁ᵢ⁻¹, those of the others blocks of S⁻¹."""
+    red = reduce(lams, stats, terms)
+    beta, pwrss, _, chol_X = _gls(red)
+    p, r, q1, m1 = beta.shape[0], terms.rest, terms.q[0], terms.m[0]
+    sigma2 = pwrss / (stats.n - p if reml else stats.n)
+    sigma = jnp.sqrt(sigma2)
+    dtype = beta.dtype
+    # back substitution: u₂ = C₂⁻ᵀ(c₂ − P₂β), u₁ = C₁⁻ᵀ(c₁ − P₁β − C_c u₂)
+    C2 = red.C2
+    u2 = solve_triangular(C2, red.c2 - jnp.einsum("rp,p->r", red.P2, beta), lower=True, trans="T")
+    u2_pad = jnp.concatenate([u2, jnp.zeros((1,), dtype)])
+    per_cell = jnp.einsum("cia,ca->ci", red.Cc, u2_pad[stats.cell_cols])
+    t1 = (red.c1 - jnp.einsum("mip,p->mi", red.P1, beta)).at[stats.cell_level].add(-per_cell)
+    u1 = sm.solve_lower_transpose(red.C1, t1)
+    # the first term's conditional covariances: W = C₂⁻¹C_cᵀ column by column (dense r × m₁q₁)
+    Ct = jnp.zeros((r + 1, m1, q1), dtype).at[stats.cell_cols[:, :, None], stats.cell_level[:, None, None],
+                                              jnp.arange(q1)[None, None, :]].add(jnp.swapaxes(red.Cc, 1, 2))[:r]
+    W = solve_triangular(C2, Ct.reshape(r, m1 * q1), lower=True).reshape(r, m1, q1)
+    inner = jnp.eye(q1, dtype=dtype)[None] + jnp.einsum("rmi,rmj->mij", W, W)
+    C1inv = sm.solve_lower(red.C1, jnp.broadcast_to(jnp.eye(q1, dtype=dtype), red.C1.shape))
+    A11 = jnp.swapaxes(C1inv, 1, 2) @ inner @ C1inv
+    S_inv = cho_solve((C2, True), jnp.eye(r, dtype=dtype))
+    lam1, rest = lams[0], lams[1:]
+    sandwich = lambda lam, V: jnp.einsum("ij,mjk,lk->mil", lam, V, lam)
+    ranefs, cond_vars, chols = [u1 @ lam1.T], [sigma2 * sandwich(lam1, A11)], [sigma * lam1]
+    for lam, off, q, m in zip(rest, terms.offsets(), terms.q[1:], terms.m[1:]):
+        idx = off + jnp.arange(m)[:, None] * q + jnp.arange(q)[None, :]
+        ranefs.append(u2[idx] @ lam.T)
+        block = S_inv[idx[:, :, None], idx[:, None, :]]
+        cond_vars.append(sigma2 * sandwich(lam, block))
+        chols.append(sigma * lam)
+    return CrossedSolution(
+        beta=beta, sigma=sigma, vcov=sigma2 * cho_solve((chol_X, True), jnp.eye(p, dtype=dtype)),
+        chols=tuple(chols), ranefs=tuple(ranefs), cond_vars=tuple(cond_vars),
+    )
