@@ -40,7 +40,8 @@ def start_theta(structures, dtype) -> jnp.ndarray:
     return jnp.concatenate([vec_from_chol(jnp.eye(re_dim(s), dtype=dtype), s) for s in structures])
 
 
-def _fit_crossed_lmm(stats: CrossedStats, terms: Terms, structures: tuple, reml: bool, opt=OptOptions()):
+def _fit_crossed_lmm(stats: CrossedStats, terms: Terms, structures: tuple, reml: bool, opt=OptOptions(),
+                     shared: tuple = ()):
     dtype = stats.XtX.dtype
     diag_mask, face_mask = term_masks(structures)
 
@@ -54,12 +55,13 @@ def _fit_crossed_lmm(stats: CrossedStats, terms: Terms, structures: tuple, reml:
 
     best = optimise_and_check(evaluate, start_theta(structures, dtype), jnp.zeros((), dtype), stats, diag_mask,
                               restart_theta, opt, face_mask=face_mask)
-    sol = solution(split_natural(best["phi"], structures), stats, terms, reml)
+    sol = solution(split_natural(best["phi"], structures), stats, terms, reml, shared)
     return dict(
         phi=best["phi"], loglik=-best["value"], grad=best["grad"], hess=best["hess"], status=best["status"],
         decrement=best["decrement"], n_iter=best["n_iter"], n_eval=best["n_eval"],
         beta=sol.beta, sigma=sol.sigma, vcov=sol.vcov, chols=sol.chols, ranefs=sol.ranefs, cond_vars=sol.cond_vars,
+        cross_vars=sol.cross_vars,
     )
 
 
-fit_crossed_lmm = compiled(_fit_crossed_lmm, static_argnames=("terms", "structures", "reml", "opt"), elemental=True)
+fit_crossed_lmm = compiled(_fit_crossed_lmm, static_argnames=("terms", "structures", "reml", "opt", "shared"), elemental=True)

@@ -243,12 +243,17 @@ class CrossedSolution(NamedTuple):
     chols: tuple      # σΛ_k per term: the Cholesky factors of D_k
     ranefs: tuple     # (m_k, q_k) BLUPs per term
     cond_vars: tuple  # (m_k, q_k, q_k) conditional covariances per term
+    cross_vars: tuple  # (m, q_a, q_b) between the terms of each pair in ``shared``
 
 
-def solution(lams, stats: CrossedStats, terms: Terms, reml: bool) -> CrossedSolution:
+def solution(lams, stats: CrossedStats, terms: Terms, reml: bool, shared: tuple = ()) -> CrossedSolution:
     """Everything that follows from Λ̂: β̂, σ̂, vcov (conditional on Λ), BLUPs, conditional
     covariances. The latter are the diagonal blocks of σ²ΛA⁻¹Λᵀ; with W = C₂⁻¹C_cᵀ, those
-    of the first term are C₁ᵢ⁻ᵀ(I + W_iᵀW_i)C₁ᵢ⁻¹, those of the others blocks of S⁻¹."""
+    of the first term are C₁ᵢ⁻ᵀ(I + W_iᵀW_i)C₁ᵢ⁻¹, those of the others blocks of S⁻¹.
+
+    ``shared`` (static): pairs (a, b), a < b, of terms on one factor (the same levels in the
+    same order, as ``(1 | g) + (0 + x | g)``): their level-by-level cross blocks are
+    returned too, −C₁ᵢ⁻ᵀ(S⁻¹C_cᵀ)ᵢᵀ where a is the first term, else blocks of S⁻¹."""
     red = reduce(lams, stats, terms)
     beta, pwrss, _, chol_X = _gls(red)
     p, r, q1, m1 = beta.shape[0], terms.rest, terms.q[0], terms.m[0]
@@ -271,6 +276,16 @@ def solution(lams, stats: CrossedStats, terms: Terms, reml: bool) -> CrossedSolu
     A11 = jnp.swapaxes(C1inv, 1, 2) @ inner @ C1inv
     S_inv = cho_solve((C2, True), jnp.eye(r, dtype=dtype))
     lam1, rest = lams[0], lams[1:]
+    index = [None] + [off + jnp.arange(m)[:, None] * q + jnp.arange(q)[None, :]
+                      for off, q, m in zip(terms.offsets(), terms.q[1:], terms.m[1:])]
+    cross = []
+    for a, b in shared:
+        if a == 0:
+            V = solve_triangular(C2, W.reshape(r, m1 * q1), lower=True, trans="T").reshape(r, m1, q1)
+            block = -jnp.swapaxes(C1inv, 1, 2) @ jnp.swapaxes(V[index[b], jnp.arange(m1)[:, None]], 1, 2)
+        else:
+            block = S_inv[index[a][:, :, None], index[b][:, None, :]]
+        cross.append(sigma2 * jnp.einsum("ij,mjk,lk->mil", lams[a], block, lams[b]))
     sandwich = lambda lam, V: jnp.einsum("ij,mjk,lk->mil", lam, V, lam)
     ranefs, cond_vars, chols = [u1 @ lam1.T], [sigma2 * sandwich(lam1, A11)], [sigma * lam1]
     for lam, off, q, m in zip(rest, terms.offsets(), terms.q[1:], terms.m[1:]):
@@ -281,5 +296,5 @@ def solution(lams, stats: CrossedStats, terms: Terms, reml: bool) -> CrossedSolu
         chols.append(sigma * lam)
     return CrossedSolution(
         beta=beta, sigma=sigma, vcov=sigma2 * cho_solve((chol_X, True), jnp.eye(p, dtype=dtype)),
-        chols=tuple(chols), ranefs=tuple(ranefs), cond_vars=tuple(cond_vars),
+        chols=tuple(chols), ranefs=tuple(ranefs), cond_vars=tuple(cond_vars), cross_vars=tuple(cross),
     )

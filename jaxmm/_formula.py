@@ -34,6 +34,23 @@ class Binding:
 
 
 @dataclasses.dataclass(frozen=True)
+class TermSpec:
+    """One random-effect term of a formula with several: its effects (``random_text`` for
+    formulaic, ``random`` for display), whether they are correlated, and its grouping
+    factor, the interaction of the columns ``factor`` (one column, or ``a:b``), labelled
+    ``label`` (the columns joined by ':')."""
+
+    random: str
+    random_text: str
+    correlated: bool
+    factor: tuple
+
+    @property
+    def label(self) -> str:
+        return ":".join(self.factor)
+
+
+@dataclasses.dataclass(frozen=True)
 class FormulaSpec:
     formula: str
     response: str          # the response as text (a column name or an expression)
@@ -47,6 +64,9 @@ class FormulaSpec:
     random_text: str = "1"
     bindings: tuple = ()
     columns: frozenset = frozenset()  # every table column the formula reads, the group included
+    # a formula with several random-effect terms (or one whose factor is not one column):
+    # every term, in the formula's order (``a/b`` gives a's term, then a:b's)
+    terms: tuple = ()
 
     def display(self, name: str) -> str:
         """A formulaic column name with the placeholders replaced by the terms' text."""
@@ -238,13 +258,22 @@ def parse_formula(formula: str) -> FormulaSpec:
             fixed.append((sign if fixed or sign == "-" else "+", item))
     if not randoms:
         raise FormulaError(f"formula {formula!r} has no random-effect term; add one such as (1 | group)")
-    if len(randoms) > 1:
-        groups = sorted({r.group for r in randoms})
-        raise FormulaError(f"formula {formula!r} has {len(randoms)} random-effect terms (groups {groups}); "
-                           "jaxmm supports exactly one grouping factor")
-    term = randoms[0]
     fixed_text, fixed_display = writer.write(FSum(tuple(fixed))) if fixed else ("1", "1")
-    random_text, random_display = writer.write(term.lhs)
+    terms = []
+    for term in randoms:
+        text, display = writer.write(term.lhs)
+        terms.extend(TermSpec(display, text, term.correlated, factor) for factor in term.factors)
+    if len(terms) > 1 or len(terms[0].factor) > 1:
+        first = terms[0]
+        return FormulaSpec(
+            formula=formula, response=unparse(response), fixed=fixed_display,
+            random=" + ".join(f"({t.random} {'|' if t.correlated else '||'} {t.label})" for t in terms),
+            group=first.label, correlated=first.correlated, offsets=tuple(offsets), response_expr=response,
+            fixed_text=fixed_text, random_text=first.random_text, bindings=tuple(writer.bindings.values()),
+            columns=frozenset(columns_of(response) | columns_of(rhs)), terms=tuple(terms),
+        )
+    term = randoms[0]
+    random_text, random_display = terms[0].random_text, terms[0].random
     return FormulaSpec(
         formula=formula, response=unparse(response), fixed=fixed_display, random=random_display, group=term.group,
         correlated=term.correlated, offsets=tuple(offsets), response_expr=response, fixed_text=fixed_text,

@@ -72,9 +72,14 @@ class FNeg:
 
 @dataclasses.dataclass(frozen=True)
 class Random:
+    """``(lhs | group)``; ``factors``: the grouping factors it stands for, each a tuple of
+    columns whose interaction it is: ``a`` is ``(("a",),)``, ``a:b`` is ``(("a", "b"),)``
+    and ``a/b`` (lme4's nesting) is ``(("a",), ("a", "b"))``, two terms."""
+
     lhs: object
     group: str
     correlated: bool
+    factors: tuple = ()
 
 
 _PRECEDENCE = {"<": 1, "<=": 1, ">": 1, ">=": 1, "==": 1, "!=": 1, "+": 2, "-": 2, "*": 3, "/": 3, "//": 3,
@@ -113,7 +118,7 @@ def columns_of(node) -> set:
     if isinstance(node, Col):
         return {node.name}
     if isinstance(node, Random):
-        return columns_of(node.lhs) | {node.group}
+        return columns_of(node.lhs) | {c for factor in node.factors for c in factor}
     if isinstance(node, Call) and node.func == "C":
         return columns_of(node.args[:1])  # the contrast and levels are not columns
     if isinstance(node, (Num, Str, Lst)):

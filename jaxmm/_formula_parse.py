@@ -295,13 +295,27 @@ class _Parser:
         if bar:
             if self.tok.kind == "op" and self.tok.text == ")":
                 self.fail("expected a grouping column after '|'")
-            group = self.name()
-            if group is not None and self.tok.kind == "end":
+            names, ops = [self.name()], []
+            while names[-1] is not None and self.tok.kind == "op" and self.tok.text in (":", "/"):
+                ops.append(self.tok.text)
+                self.i += 1
+                names.append(self.name())
+            if names[-1] is not None and self.tok.kind == "end":
                 self.fail("unbalanced brackets: expected ')' to close the random-effect term")
-            if group is None or not (self.tok.kind == "op" and self.tok.text == ")"):
-                raise FormulaError(f"grouping factor in {self.text!r} must be a single column name "
-                                   "(nested or crossed factors are not supported yet)")
-            inner = Random(inner, group, bar == "|")
+            if names[-1] is None or not (self.tok.kind == "op" and self.tok.text == ")"):
+                raise FormulaError(f"grouping factor in {self.text!r} must be column names joined by ':' "
+                                   "(their interaction) or '/' (nesting: a/b is a + a:b)")
+            if len(set(names)) < len(names):
+                raise FormulaError(f"grouping factor in {self.text!r} names a column twice")
+            # a/b/c = a + a:b + a:b:c; ':' binds tighter, so each '/' closes a factor
+            factors, current = [], [names[0]]
+            for op, name in zip(ops, names[1:]):
+                if op == "/":
+                    factors.append(tuple(current))
+                current.append(name)
+            factors.append(tuple(current))
+            group = "".join(n + o for n, o in zip(names, ops + [""]))
+            inner = Random(inner, group, bar == "|", tuple(factors))
         self.expect(")", "to close '('")
         return inner
 

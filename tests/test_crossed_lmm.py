@@ -144,3 +144,28 @@ def test_fits_reach_lme4s_optimum(name):
     for label, chol in zip(labels, out["chols"]):
         chol = np.asarray(chol)
         np.testing.assert_allclose(chol @ chol.T, D[label], rtol=1e-3)
+
+
+def test_terms_on_one_factor_get_their_cross_covariances():
+    # (1 | g1) + (0 + x | g1) + (1 | g2) + (0 + x | g2): the conditional covariance of a
+    # level's intercept and slope is not zero although the terms are independent a priori,
+    # both where the first term is one of the pair and where neither is.
+    rng = np.random.default_rng(3)
+    n = 250
+    g1, g2 = rng.integers(0, 30, n), rng.integers(0, 6, n)
+    x = rng.normal(size=n)
+    X = np.column_stack([np.ones(n), x])
+    y = X @ [0.5, 1.0] + rng.normal(size=30)[g1] + x * rng.normal(size=30)[g1] + rng.normal(size=n)
+    Zs, g = [X[:, :1], X[:, 1:], X[:, :1], X[:, 1:]], [g1, g1, g2, g2]
+    w = np.ones(n)
+    terms = Terms(q=(1, 1, 1, 1), m=(30, 30, 6, 6))
+    lams = tuple(jnp.array([[v]]) for v in (0.9, 0.6, 1.1, 0.4))
+    stats = crossed_stats(y, X, Zs, g, terms)
+    sol = solution(lams, stats, terms, True, shared=((0, 1), (2, 3)))
+    _, L, _, A = _dense(y, X, Zs, g, w, terms, lams)
+    cov = float(sol.sigma) ** 2 * L @ np.linalg.inv(A) @ L.T
+    for (a, b), got in zip(((0, 1), (2, 3)), sol.cross_vars):
+        start = np.cumsum((0,) + terms.m)
+        want = np.array([cov[start[a] + i, start[b] + i] for i in range(terms.m[a])])
+        assert np.abs(want).max() > 1e-3  # not zero: the test would not see a zeroed block
+        np.testing.assert_allclose(np.asarray(got)[:, 0, 0], want, rtol=0, atol=1e-13)
