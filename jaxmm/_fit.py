@@ -143,6 +143,11 @@ def fit(formula: str, data, family="gaussian", *, method: str | None = None, tri
     if not (isinstance(verbose, bool) or callable(verbose)):
         raise ArgumentError(f"verbose must be True, False or a function of (iteration, objective, max_abs_grad, "
                             f"elapsed), got {verbose!r}")
+    if spec.terms:
+        from ._crossed_fit import fit_terms
+
+        return fit_terms(spec, data, fam, method, formula, trials=trials, offset=offset, weights=weights,
+                         missing=missing, dtype=dtype, verbose=verbose, by=by, devices=devices, nAGQ=nAGQ)
     fit_options = FitOptions(trials=trials, offset=offset, weights=weights, missing=missing, nAGQ=nAGQ)
     if by is not None:
         if not isinstance(by, str):

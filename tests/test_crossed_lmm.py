@@ -1,21 +1,16 @@
-"""The exact LMM with several random-effect terms (_crossed_lmm, _crossed_engine): the
-blocked factorisation against the dense formulas, its gradient against differences, and
-the fits against lme4's on crossed, nested and two-terms-on-one-factor data."""
-import json
+"""The exact LMM with several random-effect terms (_crossed_lmm): the blocked factorisation
+against the dense formulas, and its gradient against differences. The fits through
+``jaxmm.fit`` are checked against lme4 in test_crossed_fit.py."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pandas as pd
 import pytest
 import scipy.linalg
 
-from jaxmm._crossed_engine import fit_crossed_lmm
 from jaxmm._crossed_lmm import Terms, crossed_stats, profiled_loglik, solution
 
-from conftest import DATA, central_differences, small_jit
-
-CROSSED = DATA / "crossed"
+from conftest import central_differences, small_jit
 
 
 def _three_terms():
@@ -104,46 +99,6 @@ def test_gradient_equals_finite_differences(three_terms):
     value = small_jit(f)
     fd = central_differences(lambda v: float(value(jnp.asarray(v))), flat, np.full(flat.size, 1e-5))
     np.testing.assert_allclose(grad, fd, rtol=1e-6, atol=1e-7)
-
-
-def _codes(values):
-    levels, inverse = np.unique(np.asarray(values).astype(str), return_inverse=True)
-    return inverse, levels.size
-
-
-def _case(name):
-    data = pd.read_csv(CROSSED / f"{name}.csv")
-    ref = json.loads((CROSSED / f"{name}.json").read_text())
-    one = np.ones((len(data), 1))
-    if name == "penicillin_crossed_reml":
-        y, X, spec = data["diameter"], one, [(one, "plate", data["plate"]), (one, "sample", data["sample"])]
-    elif name == "pastes_nested_reml":  # (1 | batch/cask) = (1 | batch) + (1 | batch:cask)
-        nested = data["batch"].astype(str) + ":" + data["cask"].astype(str)
-        y, X, spec = data["strength"], one, [(one, "batch", data["batch"]), (one, "cask:batch", nested)]
-    else:  # (1 | Subject) + (0 + Days | Subject)
-        days = data["Days"].to_numpy(float)[:, None]
-        y, X = data["Reaction"], np.column_stack([one, days])
-        spec = [(one, "Subject", data["Subject"]), (days, "Subject.1", data["Subject"])]
-    coded = [(Z, label, *_codes(v)) for Z, label, v in spec]
-    coded.sort(key=lambda t: -t[3])  # the factor with the most levels first (stable)
-    terms = Terms(q=tuple(t[0].shape[1] for t in coded), m=tuple(t[3] for t in coded))
-    stats = crossed_stats(y.to_numpy(float), X, [t[0] for t in coded], [t[2] for t in coded], terms)
-    return ref, stats, terms, [t[1] for t in coded]
-
-
-@pytest.mark.parametrize("name", ["penicillin_crossed_reml", "pastes_nested_reml", "sleepstudy_two_terms_ml"])
-def test_fits_reach_lme4s_optimum(name):
-    ref, stats, terms, labels = _case(name)
-    out = fit_crossed_lmm(stats, terms, terms.q, ref["method"] == "REML")
-    assert int(out["status"]) == 0
-    # at least lme4's log-likelihood; lme4 stops short by up to 4e-9 here
-    assert float(out["loglik"]) >= ref["loglik"] - 1e-7
-    np.testing.assert_allclose(out["beta"], np.atleast_1d(ref["fixef"]), rtol=1e-6)
-    np.testing.assert_allclose(float(out["sigma"]), ref["sigma"], rtol=1e-5)
-    D = {t["group"]: np.asarray(t["D"]) for t in ref["terms"]}
-    for label, chol in zip(labels, out["chols"]):
-        chol = np.asarray(chol)
-        np.testing.assert_allclose(chol @ chol.T, D[label], rtol=1e-3)
 
 
 def test_terms_on_one_factor_get_their_cross_covariances():

@@ -1,0 +1,129 @@
+"""``fit`` for formulas with several random-effect terms (or a factor that is an interaction):
+the table → each term's effects and factor codes → the blocked statistics → the compiled
+exact LMM (:mod:`._crossed_engine`) → :class:`._crossed_result.CrossedResult`.
+
+So far the gaussian family (exact REML/ML) only; the Laplace fit of several terms is not
+built yet, and the options that split or batch a fit (``by=``, ``devices=``) are refused
+with an error that says so.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+
+from ._crossed_engine import fit_crossed_lmm
+from ._crossed_lmm import Terms, crossed_stats
+from ._crossed_result import CrossedResult, FactorTerm
+from ._design import _rows_from_formula
+from ._grouping import unique_inverse
+from ._sharding import to_host
+from ._optimize import Status
+from ._table import _column, as_pandas
+from .errors import ArgumentError, DataError
+
+
+def _refuse(what: str):
+    raise ArgumentError(f"{what} is not available yet for formulas with several random-effect terms "
+                        "(or an interaction factor such as (1 | a:b)); fit them without it")
+
+
+def _factor_column(data: pd.DataFrame, factor: tuple) -> tuple[pd.DataFrame, str]:
+    """The factor as a column of ``data``: itself for one column; for an interaction a new
+    column (named by its label, made unique) of the present combinations, "a1:b2"."""
+    for name in factor:
+        _column(data, name, "grouping")
+    if len(factor) == 1:
+        return data, factor[0]
+    name = ":".join(factor)
+    while name in data.columns:  # a table column spelled like the label is left alone
+        name += "'"
+    parts = [data[c] for c in factor]
+    missing = np.logical_or.reduce([pd.isna(p).to_numpy() for p in parts])
+    text = parts[0].astype(str)
+    for p in parts[1:]:
+        text = text + ":" + p.astype(str)
+    return data.assign(**{name: text.where(~missing, None)}), name
+
+
+def fit_terms(spec, data, fam, method: str, formula: str, *, trials, offset, weights, missing, dtype, verbose, by,
+              devices, nAGQ) -> CrossedResult:
+    if not fam.exact:
+        raise ArgumentError(f"several random-effect terms are fitted for the gaussian family only so far, "
+                            f"not {fam.name!r} (the Laplace fit of several terms is not built yet)")
+    if by is not None:
+        _refuse("by=")
+    if devices is not None:
+        _refuse("devices=")
+    if dtype != "float64":
+        _refuse("dtype='float32'")
+    if verbose:
+        _refuse("verbose=")
+    if nAGQ != 1:
+        raise ArgumentError("nAGQ > 1 (adaptive quadrature) integrates one random-effect term; this formula has "
+                            f"{len(spec.terms)}, as lme4 refuses too")
+    table = as_pandas(data)
+    if len(table) == 0:
+        raise DataError("the data have no rows")
+    columns = []
+    for term in spec.terms:
+        table, name = _factor_column(table, term.factor)
+        columns.append(name)
+    # The first term's rows are checked against every column of the formula, so rows with
+    # a missing value anywhere are dropped (or named) once, for every term alike.
+    rows = []
+    for k, (term, column) in enumerate(zip(spec.terms, columns)):
+        one = dataclasses.replace(spec, random=term.random, random_text=term.random_text, group=column,
+                                  correlated=term.correlated, terms=())
+        if k == 0:
+            first = _rows_from_formula(one, table, trials=trials, offset=offset, weights=weights, missing=missing,
+                                       check_response=fam.check_response)
+            rows.append(first)
+        else:
+            rows.append(_rows_from_formula(one, first.data, missing="raise"))
+    n = first.y.shape[0]
+    factors = []
+    for term, r in zip(spec.terms, rows):
+        levels, codes = unique_inverse(r.groups)
+        labels = tuple(str(v) for v in np.asarray(levels))
+        if len(labels) < 2:
+            raise DataError(f"grouping factor {term.label!r} has a single level; a random effect needs at least "
+                            "two groups")
+        if len(labels) == n:
+            raise DataError(f"grouping factor {term.label!r} has one level per row: its variance cannot be told "
+                            "apart from the residual variance (lme4 refuses such a model too)")
+        structure = r.Z.shape[1] if term.correlated else (1,) * r.Z.shape[1]
+        factors.append(FactorTerm(term.label, r.re_names, labels, structure, np.asarray(codes), r.Z))
+    # the factor with the most levels first (MixedModels.jl's order), ties in formula order
+    order = sorted(range(len(factors)), key=lambda k: -len(factors[k].levels))
+    ordered = [factors[k] for k in order]
+    terms = Terms(q=tuple(f.Z.shape[1] for f in ordered), m=tuple(len(f.levels) for f in ordered))
+    shared = tuple((a, b) for a in range(len(ordered)) for b in range(a + 1, len(ordered))
+                   if ordered[a].label == ordered[b].label)
+    stats = crossed_stats(first.y, first.X, [f.Z for f in ordered], [f.codes for f in ordered], terms,
+                          weights=first.weights, offset=first.offset)
+    if stats.Z2tZ2.shape[0] > MAX_DENSE_EFFECTS:
+        raise DataError(f"the random-effect terms after the first ({', '.join(f.label for f in ordered[1:])}) have "
+                        f"{stats.Z2tZ2.shape[0]:,} effects: their dense {stats.Z2tZ2.shape[0]:,}² matrix would take "
+                        f"{stats.Z2tZ2.shape[0] ** 2 * 8 / 2**30:.1f} GiB; at most {MAX_DENSE_EFFECTS:,} are fitted")
+    out = fit_crossed_lmm(stats, terms, tuple(f.structure for f in ordered), method == "REML", shared=shared)
+    out = {k: tuple(to_host(x) for x in v) if isinstance(v, tuple) else to_host(v) for k, v in out.items()}
+    p = first.X.shape[1]
+    return CrossedResult(
+        formula=formula, method=method, fixef=pd.Series(np.asarray(out["beta"]), index=list(first.fixef_names)),
+        vcov=pd.DataFrame(np.asarray(out["vcov"]), index=list(first.fixef_names), columns=list(first.fixef_names)),
+        sigma=float(out["sigma"]), loglik=float(out["loglik"]), n_obs=int(np.sum(np.asarray(stats.n))),
+        n_dropped=first.n_dropped, terms=tuple(ordered), chols=tuple(np.asarray(c) for c in out["chols"]),
+        ranefs=tuple(np.asarray(b) for b in out["ranefs"]),
+        cond_vars=tuple(np.asarray(v) for v in out["cond_vars"]), shared=shared,
+        cross_vars=tuple(np.asarray(v) for v in out["cross_vars"]),
+        status=Status(int(out["status"])), n_iter=int(out["n_iter"]), n_eval=int(out["n_eval"]),
+        max_abs_grad=float(np.max(np.abs(out["grad"]))) if np.size(out["grad"]) else 0.0,
+        n_params=p + sum(int(np.sum(np.tril(np.ones((f.Z.shape[1],) * 2)) > 0)) if f.structure == f.Z.shape[1]
+                         else f.Z.shape[1] for f in ordered) + 1,
+    )
+
+
+# The other terms' effects are one dense matrix (r × r, float64): 20,000 of them take 3 GiB.
+MAX_DENSE_EFFECTS = 20_000

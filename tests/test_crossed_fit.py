@@ -1,0 +1,102 @@
+"""``jaxmm.fit`` with several random-effect terms: lme4's fits of crossed (Penicillin), nested
+(Pastes) and two-terms-on-one-factor (sleepstudy) models, lme4's views of the result, and
+the errors for what is not built yet."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import jaxmm
+from jaxmm.errors import ArgumentError, DataError, FormulaError
+
+from conftest import DATA
+
+CROSSED = DATA / "crossed"
+CASES = ["penicillin_crossed_reml", "pastes_nested_reml", "sleepstudy_two_terms_ml"]
+_FITS = {}
+
+
+def _fit(name):
+    if name not in _FITS:
+        ref = json.loads((CROSSED / f"{name}.json").read_text())
+        data = pd.read_csv(CROSSED / f"{name}.csv")
+        _FITS[name] = ref, data, jaxmm.fit(ref["formula"], data, method=ref["method"])
+    return _FITS[name]
+
+
+def _parts(label):
+    return tuple(sorted(label.split(":")))
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_fits_equal_lme4(name):
+    ref, _, res = _fit(name)
+    assert res.converged
+    # at least lme4's log-likelihood (lme4 stops short by up to 5e-9 on these)
+    assert ref["loglik"] - 1e-7 <= res.loglik <= ref["loglik"] + 1e-6
+    np.testing.assert_allclose(res.fixef.to_numpy(), np.atleast_1d(ref["fixef"]), rtol=1e-8)
+    np.testing.assert_allclose(np.sqrt(np.diag(res.vcov.to_numpy())), np.atleast_1d(ref["fixef_se"]), rtol=3e-4)
+    assert res.sigma == pytest.approx(ref["sigma"], rel=1e-5)
+    vc = res.varcorr()
+    assert list(vc["group"])[-1] == "Residual"
+    for term in ref["terms"]:
+        group = term["group"].split(".")[0]  # lme4 names a second term on Subject "Subject.1"
+        rows = vc[[_parts(g) == _parts(group) for g in vc["group"]]].set_index("name")
+        sd = np.sqrt(np.diag(np.atleast_2d(term["D"])))
+        got = rows.loc[np.atleast_1d(term["names"]), "std_dev"].to_numpy()
+        np.testing.assert_allclose(got, sd, rtol=3e-4)
+    assert {_parts(k) for k in res.n_levels} == {_parts(k) for k in ref["n_levels"]}
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_blups_and_conditional_sds_equal_lme4(name):
+    ref, _, res = _fit(name)
+    long = pd.DataFrame(ref["ranef_long"])
+    for grpvar, rows in long.groupby("grpvar"):
+        label = next(k for k in res.ranef if _parts(k) == _parts(grpvar))
+        frame, cv = res.ranef[label], res.cond_var[label]
+        assert cv.shape == (len(frame), frame.shape[1], frame.shape[1])
+        order = [":".join(dict(zip(grpvar.split(":"), str(lv).split(":")))[p] for p in label.split(":"))
+                 for lv in rows["level"]]
+        for term, part in rows.assign(level=order).groupby("term"):
+            c = list(frame.columns).index(term)
+            scale = part["condsd"].abs().max()
+            got = frame.loc[part["level"], term].to_numpy()
+            np.testing.assert_allclose(got, part["condval"], rtol=0, atol=2e-4 * scale)
+            pos = [list(frame.index).index(lv) for lv in part["level"]]
+            np.testing.assert_allclose(np.sqrt(cv[pos, c, c]), part["condsd"], rtol=1e-4)
+
+
+def test_two_terms_on_one_factor_are_one_factor_in_the_views():
+    _, _, res = _fit("sleepstudy_two_terms_ml")
+    assert list(res.ranef) == ["Subject"] and list(res.ranef["Subject"].columns) == ["(Intercept)", "Days"]
+    D = res.D["Subject"]
+    assert D[0, 1] == 0.0 and D[0, 0] > 0 and D[1, 1] > 0  # independent terms a priori
+    # a posteriori the intercept and slope of one subject are correlated
+    assert np.all(np.abs(res.cond_var["Subject"][:, 0, 1]) > 1e-3)
+    text = res.summary()
+    assert "Subject" in text and "Number of obs: 180, groups:  Subject, 18" in text
+
+
+def test_nested_factor_is_the_interaction_of_its_columns():
+    _, data, res = _fit("pastes_nested_reml")
+    assert set(res.n_levels) == {"batch", "batch:cask"}
+    assert res.n_levels["batch:cask"] == data.groupby(["batch", "cask"]).ngroups
+    again = jaxmm.fit("strength ~ 1 + (1 | batch) + (1 | batch:cask)", data)
+    assert again.loglik == pytest.approx(res.loglik, abs=1e-9)
+
+
+def test_what_is_not_built_yet_is_refused_by_name():
+    _, data, _ = _fit("penicillin_crossed_reml")
+    data = data.assign(hit=(data["diameter"] > 23).astype(int))
+    with pytest.raises(ArgumentError, match="gaussian family only so far, not 'binomial'"):
+        jaxmm.fit("hit ~ 1 + (1 | plate) + (1 | sample)", data, family="binomial")
+    with pytest.raises(ArgumentError, match="by= is not available yet"):
+        jaxmm.fit("diameter ~ 1 + (1 | plate) + (1 | sample)", data, by="plate")
+    with pytest.raises(ArgumentError, match="nAGQ > 1"):
+        jaxmm.fit("diameter ~ 1 + (1 | plate) + (1 | sample)", data, nAGQ=3)
+    with pytest.raises(DataError, match="one level per row"):
+        jaxmm.fit("diameter ~ 1 + (1 | plate) + (1 | plate:sample)", data)
+    with pytest.raises(FormulaError, match="names a column twice"):
+        jaxmm.fit("diameter ~ 1 + (1 | plate:plate)", data)
