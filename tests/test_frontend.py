@@ -26,12 +26,13 @@ def test_parse_formula(formula, fixed, random, group):
 
 @pytest.mark.parametrize("formula, words", [
     ("y ~ x", "no random-effect term"),
-    ("y ~ x + (1 | g) + (1 | h)", "exactly one grouping factor"),
+    ("y ~ x + (1 | g:)", "column names joined by ':'"),
     ("y x + (1 | g)", "exactly one '~'"),
     ("y ~ x + (1 | g", "unbalanced"),
     ("~ x + (1 | g)", "no response"),
     ("y ~ x + ( | g)", "nothing before '|'"),
-    ("y ~ x + (1 | g:h)", "single column name"),
+    ("y ~ x + (1 | g/g)", "names a column twice"),
+    ("y ~ x + (1 | g + h)", "column names joined by ':'"),
 ])
 def test_formula_errors(formula, words):
     with pytest.raises(FormulaError, match=words.replace("(", r"\(").replace("|", r"\|")):
