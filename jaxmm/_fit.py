@@ -72,11 +72,13 @@ def fit(formula: str, data, family="gaussian", *, method: str | None = None, tri
         link: str | None = None, offset=None, weights=None, missing: str = "raise", bucket: bool = True,
         dtype: str = "float64", verbose=False, by: str | None = None, devices=None, nAGQ: int = 1,
         REML: bool | None = None):
-    """Fit a (generalised) linear mixed model with one grouping factor.
+    """Fit a (generalised) linear mixed model.
 
     Parameters
     ----------
-    formula : formulaic fixed part plus one lme4 random term, e.g. ``y ~ x + C(period) + (x | subject)``.
+    formula : formulaic fixed part plus lme4 random terms, e.g. ``y ~ x + C(period) + (x | subject)``.
+        Several terms (``(1 | s) + (1 | i)``, ``(1 | a/b)``, ``(1 | a:b)``) are fitted for the
+        gaussian family so far and give a :class:`CrossedResult` (docs/several-terms.md).
     data : a pandas DataFrame (or anything ``pandas.DataFrame`` accepts).
     family : ``"gaussian"`` (exact LMM), ``"binomial"`` (links logit, probit, cloglog),
         ``"poisson"``, ``"negative_binomial"`` (NB2, ``theta`` estimated) or ``"gamma"``

@@ -7,7 +7,7 @@ import jaxmm
 
 PACKAGE = Path(jaxmm.__file__).parent
 # the modules that compute the likelihood and the fit: arrays in, arrays out
-CORE = ("_inner", "_laplace", "_gradient", "_lmm", "_quadrature", "_driver", "_verdict", "_optimize", "_engine",
+CORE = ("_inner", "_laplace", "_gradient", "_lmm", "_crossed_lmm", "_crossed_engine", "_quadrature", "_driver", "_verdict", "_optimize", "_engine",
         "_start", "_smallmat", "_params", "_types", "_families")
 EDGE = {"pandas", "formulaic", "_table", "_design", "_model_matrix", "_plain_matrix", "_fit", "_results"}
 MAX_LINES = 430
