@@ -11,7 +11,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._crossed_lmm import CrossedStats, Terms, profiled_loglik, solution
+from ._crossed_laplace import CrossedRows, _gram, eta_of, laplace_loglik
+from ._crossed_lmm import CrossedStats, Terms, effects, factor, profiled_loglik, solution
 from ._driver import optimise_and_check
 from ._jit import compiled
 from ._optimize import OptOptions
@@ -65,3 +66,54 @@ def _fit_crossed_lmm(stats: CrossedStats, terms: Terms, structures: tuple, reml:
 
 
 fit_crossed_lmm = compiled(_fit_crossed_lmm, static_argnames=("terms", "structures", "reml", "opt", "shared"), elemental=True)
+
+
+def _fit_crossed_glmm(rows: CrossedRows, terms: Terms, structures: tuple, family, opt=OptOptions(),
+                      shared: tuple = ()):
+    """Laplace fit of a GLMM with several terms. φ = (β, the terms' free entries, the log
+    dispersion where the family has one); the modes warm-start each evaluation."""
+    dtype = rows.X.dtype
+    p, nd = rows.X.shape[1], family.n_dispersion
+    nc = sum(n_chol(s) for s in structures)
+    diag, face = term_masks(structures)
+    pad = lambda mask, k: np.concatenate([np.zeros(p, bool), mask, np.zeros(k, bool)])
+    diag_mask, face_mask = pad(diag, nd), pad(face, nd)
+
+    def unpack(phi):
+        dispersion = jnp.exp(phi[p + nc]) if nd else jnp.ones((), dtype)
+        return phi[:p], split_natural(phi[p:p + nc], structures), dispersion
+
+    def evaluate(phi, warm, r):
+        def objective(v):
+            beta, lams, disp = unpack(v)
+            value, modes = laplace_loglik(beta, lams, disp, r, terms, family, *warm)
+            return -value, modes
+        (value, modes), grad = jax.value_and_grad(objective, has_aux=True)(phi)
+        return (value, modes), grad
+
+    def restart_theta(phi):
+        lams = split_natural(phi[p:p + nc], structures)
+        return jnp.concatenate([phi[:p]] + [vec_from_chol(restart_chol(lam, ESCAPE_FLOOR), s)
+                                            for lam, s in zip(lams, structures)] + [phi[p + nc:]])
+
+    # β from least squares of a linear predictor near the data; Λ_k = I; dispersion 1
+    eta0 = family.initial_eta(rows.y, rows.trials) - rows.offset
+    beta0 = jnp.linalg.lstsq(rows.X, eta0)[0]
+    theta0 = jnp.concatenate([beta0, start_theta(structures, dtype), jnp.zeros((nd,), dtype)])
+    warm0 = (jnp.zeros((terms.m[0], terms.q[0]), dtype), jnp.zeros((terms.rest,), dtype))
+    best = optimise_and_check(evaluate, theta0, warm0, rows, diag_mask, restart_theta, opt, face_mask=face_mask)
+    beta, lams, dispersion = unpack(best["phi"])
+    u1, u2 = best["warm"]
+    eta = eta_of(beta, lams, u1, u2, rows, terms)
+    _, _, w = family.kernel_and_derivatives(rows.y, eta, rows.trials, dispersion)
+    f = factor(lams, _gram(w, rows, terms), terms)
+    ranefs, cond_vars, cross = effects(f, rows.cells, lams, terms, u1, u2, shared)
+    return dict(
+        phi=best["phi"], loglik=-best["value"], grad=best["grad"], hess=best["hess"], status=best["status"],
+        decrement=best["decrement"], n_iter=best["n_iter"], n_eval=best["n_eval"], beta=beta,
+        dispersion=dispersion, chols=lams, ranefs=ranefs, cond_vars=cond_vars, cross_vars=cross,
+    )
+
+
+fit_crossed_glmm = compiled(_fit_crossed_glmm, static_argnames=("terms", "structures", "family", "opt", "shared"),
+                            elemental=True)

@@ -2,9 +2,9 @@
 the table → each term's effects and factor codes → the blocked statistics → the compiled
 exact LMM (:mod:`._crossed_engine`) → :class:`._crossed_result.CrossedResult`.
 
-So far the gaussian family (exact REML/ML) only; the Laplace fit of several terms is not
-built yet, and the options that split or batch a fit (``by=``, ``devices=``) are refused
-with an error that says so.
+The gaussian family is the exact LMM (REML/ML), the others the Laplace approximation
+(:mod:`._crossed_laplace`). The options that split or batch a fit (``by=``, ``devices=``),
+float32 and progress lines are refused with an error that says they are not built yet.
 """
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ import dataclasses
 import numpy as np
 import pandas as pd
 
-from ._crossed_engine import fit_crossed_lmm
+from ._crossed_engine import fit_crossed_glmm, fit_crossed_lmm
+from ._crossed_laplace import crossed_rows
 from ._crossed_lmm import Terms, crossed_stats
 from ._crossed_result import CrossedResult, FactorTerm
 from ._design import _rows_from_formula
@@ -49,9 +50,6 @@ def _factor_column(data: pd.DataFrame, factor: tuple) -> tuple[pd.DataFrame, str
 
 def fit_terms(spec, data, fam, method: str, formula: str, *, trials, offset, weights, missing, dtype, verbose, by,
               devices, nAGQ) -> CrossedResult:
-    if not fam.exact:
-        raise ArgumentError(f"several random-effect terms are fitted for the gaussian family only so far, "
-                            f"not {fam.name!r} (the Laplace fit of several terms is not built yet)")
     if by is not None:
         _refuse("by=")
     if devices is not None:
@@ -90,7 +88,7 @@ def fit_terms(spec, data, fam, method: str, formula: str, *, trials, offset, wei
         if len(labels) < 2:
             raise DataError(f"grouping factor {term.label!r} has a single level; a random effect needs at least "
                             "two groups")
-        if len(labels) == n:
+        if len(labels) == n and fam.exact:
             raise DataError(f"grouping factor {term.label!r} has one level per row: its variance cannot be told "
                             "apart from the residual variance (lme4 refuses such a model too)")
         structure = r.Z.shape[1] if term.correlated else (1,) * r.Z.shape[1]
@@ -101,19 +99,28 @@ def fit_terms(spec, data, fam, method: str, formula: str, *, trials, offset, wei
     terms = Terms(q=tuple(f.Z.shape[1] for f in ordered), m=tuple(len(f.levels) for f in ordered))
     shared = tuple((a, b) for a in range(len(ordered)) for b in range(a + 1, len(ordered))
                    if ordered[a].label == ordered[b].label)
-    stats = crossed_stats(first.y, first.X, [f.Z for f in ordered], [f.codes for f in ordered], terms,
-                          weights=first.weights, offset=first.offset)
-    if stats.Z2tZ2.shape[0] > MAX_DENSE_EFFECTS:
+    if terms.rest > MAX_DENSE_EFFECTS:
         raise DataError(f"the random-effect terms after the first ({', '.join(f.label for f in ordered[1:])}) have "
-                        f"{stats.Z2tZ2.shape[0]:,} effects: their dense {stats.Z2tZ2.shape[0]:,}² matrix would take "
-                        f"{stats.Z2tZ2.shape[0] ** 2 * 8 / 2**30:.1f} GiB; at most {MAX_DENSE_EFFECTS:,} are fitted")
-    out = fit_crossed_lmm(stats, terms, tuple(f.structure for f in ordered), method == "REML", shared=shared)
-    out = {k: tuple(to_host(x) for x in v) if isinstance(v, tuple) else to_host(v) for k, v in out.items()}
+                        f"{terms.rest:,} effects: their dense {terms.rest:,}² matrix would take "
+                        f"{terms.rest ** 2 * 8 / 2**30:.1f} GiB; at most {MAX_DENSE_EFFECTS:,} are fitted")
+    structures = tuple(f.structure for f in ordered)
     p = first.X.shape[1]
+    if fam.exact:
+        stats = crossed_stats(first.y, first.X, [f.Z for f in ordered], [f.codes for f in ordered], terms,
+                              weights=first.weights, offset=first.offset)
+        out = _host(fit_crossed_lmm(stats, terms, structures, method == "REML", shared=shared))
+        n_obs, sigma, vcov = int(np.asarray(stats.n)), float(out["sigma"]), np.asarray(out["vcov"])
+    else:
+        rows = crossed_rows(first.y, first.X, [f.Z for f in ordered], [f.codes for f in ordered], terms,
+                            offset=first.offset, trials=first.trials)
+        out = _host(fit_crossed_glmm(rows, terms, structures, fam, shared=shared))
+        n_obs, sigma = n, (float(out["dispersion"]) if fam.n_dispersion else None)
+        # β's covariance: the inverse Hessian of −ℓ in φ, its β block (as for one term)
+        vcov = np.linalg.inv(np.asarray(out["hess"]))[:p, :p]
     return CrossedResult(
         formula=formula, method=method, fixef=pd.Series(np.asarray(out["beta"]), index=list(first.fixef_names)),
-        vcov=pd.DataFrame(np.asarray(out["vcov"]), index=list(first.fixef_names), columns=list(first.fixef_names)),
-        sigma=float(out["sigma"]), loglik=float(out["loglik"]), n_obs=int(np.sum(np.asarray(stats.n))),
+        vcov=pd.DataFrame(vcov, index=list(first.fixef_names), columns=list(first.fixef_names)),
+        sigma=sigma, loglik=float(out["loglik"]), n_obs=n_obs, family=fam.name, link=fam.link,
         n_dropped=first.n_dropped, terms=tuple(ordered), chols=tuple(np.asarray(c) for c in out["chols"]),
         ranefs=tuple(np.asarray(b) for b in out["ranefs"]),
         cond_vars=tuple(np.asarray(v) for v in out["cond_vars"]), shared=shared,
@@ -121,8 +128,12 @@ def fit_terms(spec, data, fam, method: str, formula: str, *, trials, offset, wei
         status=Status(int(out["status"])), n_iter=int(out["n_iter"]), n_eval=int(out["n_eval"]),
         max_abs_grad=float(np.max(np.abs(out["grad"]))) if np.size(out["grad"]) else 0.0,
         n_params=p + sum(int(np.sum(np.tril(np.ones((f.Z.shape[1],) * 2)) > 0)) if f.structure == f.Z.shape[1]
-                         else f.Z.shape[1] for f in ordered) + 1,
+                         else f.Z.shape[1] for f in ordered) + (1 if fam.exact else fam.n_dispersion),
     )
+
+
+def _host(out: dict) -> dict:
+    return {k: tuple(to_host(x) for x in v) if isinstance(v, tuple) else to_host(v) for k, v in out.items()}
 
 
 # The other terms' effects are one dense matrix (r × r, float64): 20,000 of them take 3 GiB.

@@ -70,11 +70,25 @@ class CrossedStats(NamedTuple):
     Z1tZ2: jnp.ndarray       # (c, q₁, q̄) the cell's Z₁ᵀZ_k block, zero where padded
     pair_a: jnp.ndarray      # (n_pairs,) ordered pairs of cells of one first-factor level
     pair_b: jnp.ndarray
+    row_cell: jnp.ndarray    # (n, K−1) each row's cell in each other term (the Laplace fit's sums)
     XtX: jnp.ndarray
     Xty: jnp.ndarray
     yty: jnp.ndarray
     n: jnp.ndarray
     half_log_w: jnp.ndarray
+
+
+def rest_columns(Zs, codes, terms: Terms):
+    """Every row's columns among the other terms' r effects, (n, K−1, q̄) padded with r, and
+    its Z entries there (0 where padded)."""
+    n, offsets = Zs[0].shape[0], terms.offsets()
+    cols = np.full((n, len(Zs) - 1, terms.q_rest), terms.rest)
+    vals = np.zeros((n, len(Zs) - 1, terms.q_rest))
+    for k in range(1, len(Zs)):
+        qk = terms.q[k]
+        cols[:, k - 1, :qk] = offsets[k - 1] + np.asarray(codes[k])[:, None] * qk + np.arange(qk)
+        vals[:, k - 1, :qk] = Zs[k]
+    return cols, vals
 
 
 def crossed_stats(y, X, Zs, codes, terms: Terms, weights=None, offset=None) -> CrossedStats:
@@ -97,14 +111,8 @@ def crossed_stats(y, X, Zs, codes, terms: Terms, weights=None, offset=None) -> C
     Z1ty = np.zeros((m1, q1))
     np.add.at(Z1ty, g1, Z1 * yw[:, None])
 
-    r, qbar, offsets = terms.rest, terms.q_rest, terms.offsets()
-    # every row's columns among the r (padded with r) and its Z entries there
-    cols = np.full((n, len(Zs) - 1, qbar), r)
-    vals = np.zeros((n, len(Zs) - 1, qbar))
-    for k in range(1, len(Zs)):
-        qk = terms.q[k]
-        cols[:, k - 1, :qk] = offsets[k - 1] + np.asarray(codes[k])[:, None] * qk + np.arange(qk)
-        vals[:, k - 1, :qk] = Zw[k]
+    r, qbar = terms.rest, terms.q_rest
+    cols, vals = rest_columns(Zw, codes, terms)
     flat_c, flat_v = cols.reshape(n, -1), vals.reshape(n, -1)
     Z2tZ2 = np.zeros((r + 1, r + 1))
     np.add.at(Z2tZ2, (flat_c[:, :, None], flat_c[:, None, :]), flat_v[:, :, None] * flat_v[:, None, :])
@@ -114,7 +122,7 @@ def crossed_stats(y, X, Zs, codes, terms: Terms, weights=None, offset=None) -> C
     np.add.at(Z2ty, flat_c, flat_v * yw[:, None])
 
     # cells: distinct (first-factor level, other term, its level)
-    levels, terms_of, blocks, cell_cols = [], [], [], []
+    levels, terms_of, blocks, cell_cols, row_cells, start = [], [], [], [], [], 0
     for k in range(1, len(Zs)):
         key = g1.astype(np.int64) * terms.m[k] + np.asarray(codes[k])
         uniq, inverse = np.unique(key, return_inverse=True)
@@ -126,8 +134,12 @@ def crossed_stats(y, X, Zs, codes, terms: Terms, weights=None, offset=None) -> C
         first = np.zeros(uniq.size, np.int64)
         first[inverse] = np.arange(n)
         cell_cols.append(cols[first, k - 1])
+        row_cells.append(start + inverse)
+        start += uniq.size
     cell_level = np.concatenate(levels)
     order = np.argsort(cell_level, kind="stable")
+    position = np.empty(order.size, np.int64)
+    position[order] = np.arange(order.size)
     cell_level = cell_level[order]
     cell_term = np.concatenate(terms_of)[order]
     Z1tZ2 = np.concatenate(blocks)[order]
@@ -144,6 +156,7 @@ def crossed_stats(y, X, Zs, codes, terms: Terms, weights=None, offset=None) -> C
         Z2tZ2=jnp.asarray(Z2tZ2[:r, :r]), Z2tX=jnp.asarray(Z2tX[:r]), Z2ty=jnp.asarray(Z2ty[:r]),
         cell_level=jnp.asarray(cell_level), cell_term=jnp.asarray(cell_term), cell_cols=jnp.asarray(cell_cols),
         Z1tZ2=jnp.asarray(Z1tZ2), pair_a=jnp.asarray(pair_a), pair_b=jnp.asarray(pair_b),
+        row_cell=jnp.asarray(np.stack([position[c] for c in row_cells], axis=1)),
         XtX=jnp.asarray(Xw.T @ Xw), Xty=jnp.asarray(Xw.T @ yw), yty=jnp.asarray(yw @ yw),
         n=jnp.asarray(float(np.sum(w > 0))),
         half_log_w=jnp.asarray(0.5 * np.sum(np.log(w[w > 0]))),
@@ -180,15 +193,25 @@ class Reduced(NamedTuple):
     c2: jnp.ndarray  # (r,)
 
 
-def reduce(lams, stats: CrossedStats, terms: Terms) -> Reduced:
-    """The blocked Cholesky factorisation of A and the elimination of X and y, at the
-    relative factors ``lams`` (one lower-triangular Λ_k per term, the first term first)."""
+class Factor(NamedTuple):
+    """The blocked Cholesky factor of A = I + ΛᵀZᵀWZΛ."""
+
+    C1: jnp.ndarray  # (m₁, q₁, q₁) per first-factor level
+    Cc: jnp.ndarray  # (c, q₁, q̄) C₁⁻¹B per cell
+    C2: jnp.ndarray  # (r, r) of the Schur complement S
+
+    @property
+    def logdet(self):
+        return jnp.sum(sm.logdet_from_cholesky(self.C1)) + 2.0 * jnp.sum(jnp.log(jnp.diagonal(self.C2)))
+
+
+def factor(lams, stats: CrossedStats, terms: Terms) -> Factor:
+    """The blocked factorisation of A from the Gram pieces of ``stats`` (Z₁ᵀZ₁ by level,
+    Z₁ᵀZ₂ by cell, Z₂ᵀZ₂; weighted ones in a Laplace fit) at the relative factors ``lams``."""
     lam1, rest = lams[0], lams[1:]
     q1, r = terms.q[0], terms.rest
     dtype = lam1.dtype
     C1 = sm.cholesky(jnp.eye(q1, dtype=dtype)[None] + jnp.einsum("ji,mjk,kl->mil", lam1, stats.Z1tZ1, lam1))
-    P1 = sm.solve_lower(C1, jnp.einsum("ji,mjp->mip", lam1, stats.Z1tX))
-    c1 = sm.solve_lower(C1, stats.Z1ty @ lam1)
     padded = _padded_rest(rest, terms)
     Cc = sm.solve_lower(C1[stats.cell_level],
                         jnp.einsum("ji,cjk,ckl->cil", lam1, stats.Z1tZ2, padded[stats.cell_term]))
@@ -199,7 +222,38 @@ def reduce(lams, stats: CrossedStats, terms: Terms) -> Reduced:
     cols = stats.cell_cols[stats.pair_b][:, None, :]
     S = (jnp.eye(r + 1, dtype=dtype).at[:r, :r].add(G)
          .at[rows, cols].add(-blocks))[:r, :r]  # padded columns land in row/column r, dropped
-    C2 = jnp.linalg.cholesky(S)
+    return Factor(C1, Cc, jnp.linalg.cholesky(S))
+
+
+def solve(f: Factor, stats: CrossedStats, g1, g2):
+    """x with A x = g, g = (g₁ (m₁, q₁), g₂ (r,)): forward through C₁, C_c, C₂, then back."""
+    r = f.C2.shape[0]
+    y1 = sm.solve_lower(f.C1, g1)
+    t = jnp.concatenate([g2, jnp.zeros((1,), g2.dtype)])
+    t = t.at[stats.cell_cols].add(-jnp.einsum("cia,ci->ca", f.Cc, y1[stats.cell_level]))[:r]
+    x2 = solve_triangular(f.C2, solve_triangular(f.C2, t, lower=True), lower=True, trans="T")
+    x2_pad = jnp.concatenate([x2, jnp.zeros((1,), x2.dtype)])
+    y1 = y1.at[stats.cell_level].add(-jnp.einsum("cia,ca->ci", f.Cc, x2_pad[stats.cell_cols]))
+    return sm.solve_lower_transpose(f.C1, y1), x2
+
+
+def rest_lam(lams, u2, terms: Terms):
+    """Λ₂ u₂: the other terms' effects b₂ from their spherical u₂ (r,)."""
+    parts = []
+    for lam, off, q, m in zip(lams, terms.offsets(), terms.q[1:], terms.m[1:]):
+        parts.append((u2[off:off + q * m].reshape(m, q) @ lam.T).reshape(m * q))
+    return jnp.concatenate(parts)
+
+
+def reduce(lams, stats: CrossedStats, terms: Terms) -> Reduced:
+    """The blocked Cholesky factorisation of A and the elimination of X and y, at the
+    relative factors ``lams`` (one lower-triangular Λ_k per term, the first term first)."""
+    lam1, rest = lams[0], lams[1:]
+    r = terms.rest
+    dtype = lam1.dtype
+    C1, Cc, C2 = f = factor(lams, stats, terms)
+    P1 = sm.solve_lower(C1, jnp.einsum("ji,mjp->mip", lam1, stats.Z1tX))
+    c1 = sm.solve_lower(C1, stats.Z1ty @ lam1)
 
     def eliminate(rhs2, rhs1):  # C₂⁻¹ (Λ₂ᵀ rhs₂ − C_cᵀ rhs₁), rhs₁ per first-factor level
         per_cell = jnp.einsum("cia,ci...->ca...", Cc, rhs1[stats.cell_level])
@@ -213,7 +267,7 @@ def reduce(lams, stats: CrossedStats, terms: Terms) -> Reduced:
         XtRX=stats.XtX - jnp.einsum("mia,mib->ab", P1, P1) - P2.T @ P2,
         XtRy=stats.Xty - jnp.einsum("mia,mi->a", P1, c1) - P2.T @ c2,
         ytRy=stats.yty - jnp.sum(c1 * c1) - jnp.sum(c2 * c2),
-        logdet_A=jnp.sum(sm.logdet_from_cholesky(C1)) + 2.0 * jnp.sum(jnp.log(jnp.diagonal(C2))),
+        logdet_A=f.logdet,
         C1=C1, Cc=Cc, C2=C2, P1=P1, c1=c1, P2=P2, c2=c2,
     )
 
@@ -267,17 +321,35 @@ def solution(lams, stats: CrossedStats, terms: Terms, reml: bool, shared: tuple 
     per_cell = jnp.einsum("cia,ca->ci", red.Cc, u2_pad[stats.cell_cols])
     t1 = (red.c1 - jnp.einsum("mip,p->mi", red.P1, beta)).at[stats.cell_level].add(-per_cell)
     u1 = sm.solve_lower_transpose(red.C1, t1)
-    # the first term's conditional covariances: W = C₂⁻¹C_cᵀ column by column (dense r × m₁q₁)
+    ranefs, cond_vars, cross = effects(Factor(red.C1, red.Cc, C2), stats, lams, terms, u1, u2, shared)
+    chols = tuple(sigma * lam for lam in lams)
+    cond_vars = tuple(sigma2 * v for v in cond_vars)
+    cross = tuple(sigma2 * v for v in cross)
+    return CrossedSolution(
+        beta=beta, sigma=sigma, vcov=sigma2 * cho_solve((chol_X, True), jnp.eye(p, dtype=dtype)),
+        chols=chols, ranefs=ranefs, cond_vars=cond_vars, cross_vars=cross,
+    )
+
+
+def effects(f: Factor, stats: CrossedStats, lams, terms: Terms, u1, u2, shared: tuple = ()):
+    """(b per term, the diagonal blocks of ΛA⁻¹Λᵀ per term and level, and the cross blocks of
+    the pairs in ``shared``) from the spherical effects u and the factor of A. With
+    W = C₂⁻¹C_cᵀ (dense r × m₁q₁), the first term's blocks of A⁻¹ are C₁ᵢ⁻ᵀ(I + W_iᵀW_i)C₁ᵢ⁻¹,
+    the others' blocks of S⁻¹; a cross block with the first term is −C₁ᵢ⁻ᵀ(S⁻¹C_cᵀ)ᵢᵀ."""
+    r, q1, m1 = terms.rest, terms.q[0], terms.m[0]
+    dtype = u1.dtype
+    C2 = f.C2
     Ct = jnp.zeros((r + 1, m1, q1), dtype).at[stats.cell_cols[:, :, None], stats.cell_level[:, None, None],
-                                              jnp.arange(q1)[None, None, :]].add(jnp.swapaxes(red.Cc, 1, 2))[:r]
+                                              jnp.arange(q1)[None, None, :]].add(jnp.swapaxes(f.Cc, 1, 2))[:r]
     W = solve_triangular(C2, Ct.reshape(r, m1 * q1), lower=True).reshape(r, m1, q1)
     inner = jnp.eye(q1, dtype=dtype)[None] + jnp.einsum("rmi,rmj->mij", W, W)
-    C1inv = sm.solve_lower(red.C1, jnp.broadcast_to(jnp.eye(q1, dtype=dtype), red.C1.shape))
+    C1inv = sm.solve_lower(f.C1, jnp.broadcast_to(jnp.eye(q1, dtype=dtype), f.C1.shape))
     A11 = jnp.swapaxes(C1inv, 1, 2) @ inner @ C1inv
     S_inv = cho_solve((C2, True), jnp.eye(r, dtype=dtype))
     lam1, rest = lams[0], lams[1:]
     index = [None] + [off + jnp.arange(m)[:, None] * q + jnp.arange(q)[None, :]
                       for off, q, m in zip(terms.offsets(), terms.q[1:], terms.m[1:])]
+    sandwich = lambda a, V, b: jnp.einsum("ij,mjk,lk->mil", a, V, b)
     cross = []
     for a, b in shared:
         if a == 0:
@@ -285,16 +357,9 @@ def solution(lams, stats: CrossedStats, terms: Terms, reml: bool, shared: tuple 
             block = -jnp.swapaxes(C1inv, 1, 2) @ jnp.swapaxes(V[index[b], jnp.arange(m1)[:, None]], 1, 2)
         else:
             block = S_inv[index[a][:, :, None], index[b][:, None, :]]
-        cross.append(sigma2 * jnp.einsum("ij,mjk,lk->mil", lams[a], block, lams[b]))
-    sandwich = lambda lam, V: jnp.einsum("ij,mjk,lk->mil", lam, V, lam)
-    ranefs, cond_vars, chols = [u1 @ lam1.T], [sigma2 * sandwich(lam1, A11)], [sigma * lam1]
-    for lam, off, q, m in zip(rest, terms.offsets(), terms.q[1:], terms.m[1:]):
-        idx = off + jnp.arange(m)[:, None] * q + jnp.arange(q)[None, :]
+        cross.append(sandwich(lams[a], block, lams[b]))
+    ranefs, cond_vars = [u1 @ lam1.T], [sandwich(lam1, A11, lam1)]
+    for lam, idx in zip(rest, index[1:]):
         ranefs.append(u2[idx] @ lam.T)
-        block = S_inv[idx[:, :, None], idx[:, None, :]]
-        cond_vars.append(sigma2 * sandwich(lam, block))
-        chols.append(sigma * lam)
-    return CrossedSolution(
-        beta=beta, sigma=sigma, vcov=sigma2 * cho_solve((chol_X, True), jnp.eye(p, dtype=dtype)),
-        chols=tuple(chols), ranefs=tuple(ranefs), cond_vars=tuple(cond_vars), cross_vars=tuple(cross),
-    )
+        cond_vars.append(sandwich(lam, S_inv[idx[:, :, None], idx[:, None, :]], lam))
+    return tuple(ranefs), tuple(cond_vars), tuple(cross)

@@ -7,7 +7,11 @@ from ._render import _fmt, _table
 
 
 def summary_text(res) -> str:
-    title = f"Linear mixed model fit by {'REML' if res.method == 'REML' else 'maximum likelihood'}"
+    if res.family == "gaussian":
+        title = f"Linear mixed model fit by {'REML' if res.method == 'REML' else 'maximum likelihood'}"
+    else:
+        title = ("Generalized linear mixed model fit by maximum likelihood (Laplace approximation)\n"
+                 f" Family: {res.family} ( {res.link} )")
     out = [title, f"Formula: {res.formula}", ""]
     if res.method == "REML":
         out += [f"REML criterion at convergence: {res.deviance:.4f}", ""]
@@ -34,7 +38,13 @@ def summary_text(res) -> str:
     out += ["", "Fixed effects:"]
     se = np.sqrt(np.diag(res.vcov.to_numpy()))
     rows = [[str(name), f"{b:.5g}", f"{s:.5g}", f"{b / s:.3f}"] for name, b, s in zip(res.fixef.index, res.fixef, se)]
-    out += _table(rows, ["", "Estimate", "Std. Error", "t value"])
+    if res.family != "gaussian":
+        from math import erfc, sqrt
+
+        from ._render import _pvalue
+        rows = [r + [_pvalue(erfc(abs(float(r[3])) / sqrt(2.0)))] for r in rows]
+    out += _table(rows, ["", "Estimate", "Std. Error"] + (["t value"] if res.family == "gaussian"
+                                                           else ["z value", "Pr(>|z|)"]))
     out += ["", f"Optimizer: {res.message} ({res.n_iter} iterations, {res.n_eval} evaluations, "
             f"max|grad| {res.max_abs_grad:.2g})"]
     if not res.converged:

@@ -36,7 +36,7 @@ class CrossedResult:
     method: str
     fixef: pd.Series
     vcov: pd.DataFrame
-    sigma: float
+    sigma: float | None  # the residual SD (gaussian), gamma's CV, NB's size; None without a dispersion
     loglik: float
     n_obs: int
     n_dropped: int
@@ -52,6 +52,7 @@ class CrossedResult:
     max_abs_grad: float
     n_params: int
     family: str = "gaussian"
+    link: str = "identity"
 
     @property
     def converged(self) -> bool:
@@ -135,7 +136,9 @@ class CrossedResult:
                              for j in range(k) if _same_block(term.structure, k, j))
                 rows.append({"group": term.label, "name": name, "variance": float(D[k, k]), "std_dev": float(sd[k]),
                              "corr": corr})
-        rows.append({"group": "Residual", "name": "", "variance": self.sigma ** 2, "std_dev": self.sigma, "corr": ()})
+        if self.family == "gaussian":
+            rows.append({"group": "Residual", "name": "", "variance": self.sigma ** 2, "std_dev": self.sigma,
+                         "corr": ()})
         return pd.DataFrame(rows)
 
     def summary(self) -> str:
