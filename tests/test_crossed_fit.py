@@ -1,6 +1,7 @@
-"""``jaxmm.fit`` with several random-effect terms: lme4's fits of crossed (Penicillin), nested
-(Pastes) and two-terms-on-one-factor (sleepstudy) models, lme4's views of the result, and
-the errors for what is not built yet."""
+"""``jaxmm.fit`` with several random-effect terms: lme4's and glmmTMB's fits of crossed
+(Penicillin, VerbAgg), nested (Pastes, grouseticks), two-terms-on-one-factor (sleepstudy)
+and observation-level (cbpp, grouseticks) models, lme4's views of the result, and the
+errors for what is not built yet."""
 import json
 
 import numpy as np
@@ -14,6 +15,10 @@ from conftest import DATA
 
 CROSSED = DATA / "crossed"
 CASES = ["penicillin_crossed_reml", "pastes_nested_reml", "sleepstudy_two_terms_ml"]
+GLMM_CASES = ["verbagg_crossed_binomial", "cbpp_observation_level", "grouseticks_three_terms"]
+# BLUPs are lme4's, at lme4's optimum, which VerbAgg's glmmTMB (and jaxmm) pass by 4e-4 in
+# log-likelihood: there the BLUPs agree to 5e-4 SD, elsewhere to 1e-4
+BLUP_TOL = {"verbagg_crossed_binomial": 5e-3}
 _FITS = {}
 
 
@@ -21,7 +26,10 @@ def _fit(name):
     if name not in _FITS:
         ref = json.loads((CROSSED / f"{name}.json").read_text())
         data = pd.read_csv(CROSSED / f"{name}.csv")
-        _FITS[name] = ref, data, jaxmm.fit(ref["formula"], data, method=ref["method"])
+        kw = {"method": ref["method"]} if ref["family"] == "gaussian" else {"family": ref["family"]}
+        if ref.get("trials"):
+            kw["trials"] = ref["trials"]
+        _FITS[name] = ref, data, jaxmm.fit(ref["formula"], data, **kw)
     return _FITS[name]
 
 
@@ -49,7 +57,23 @@ def test_fits_equal_lme4(name):
     assert {_parts(k) for k in res.n_levels} == {_parts(k) for k in ref["n_levels"]}
 
 
-@pytest.mark.parametrize("name", CASES)
+@pytest.mark.parametrize("name", GLMM_CASES)
+def test_laplace_fits_equal_glmmtmb(name):
+    ref, _, res = _fit(name)
+    tmb = ref["glmmTMB"]  # the better optimum on all three (lme4 stops 4e-4 short on VerbAgg)
+    assert res.converged and res.sigma is None
+    assert tmb["loglik"] - 1e-7 <= res.loglik <= tmb["loglik"] + 1e-4
+    se = np.sqrt(np.diag(res.vcov.to_numpy()))
+    np.testing.assert_array_less(np.abs(res.fixef.to_numpy() - np.asarray(tmb["fixef"])) / se, 5e-4)
+    # lme4's standard errors (glmmTMB's are not in the file), from its own optimum
+    np.testing.assert_allclose(se, ref["fixef_se"], rtol=3e-2 if name in BLUP_TOL else 1e-3)
+    vc = res.varcorr().set_index("group")
+    assert "Residual" not in vc.index
+    for group, sd in tmb["sd"].items():
+        assert vc.loc[group, "std_dev"] == pytest.approx(sd, rel=5e-5)
+
+
+@pytest.mark.parametrize("name", CASES + GLMM_CASES)
 def test_blups_and_conditional_sds_equal_lme4(name):
     ref, _, res = _fit(name)
     long = pd.DataFrame(ref["ranef_long"])
@@ -63,9 +87,10 @@ def test_blups_and_conditional_sds_equal_lme4(name):
             c = list(frame.columns).index(term)
             scale = part["condsd"].abs().max()
             got = frame.loc[part["level"], term].to_numpy()
-            np.testing.assert_allclose(got, part["condval"], rtol=0, atol=2e-4 * scale)
+            tol = BLUP_TOL.get(name, 1e-3)
+            np.testing.assert_allclose(got, part["condval"], rtol=0, atol=tol * scale)
             pos = [list(frame.index).index(lv) for lv in part["level"]]
-            np.testing.assert_allclose(np.sqrt(cv[pos, c, c]), part["condsd"], rtol=1e-4)
+            np.testing.assert_allclose(np.sqrt(cv[pos, c, c]), part["condsd"], rtol=tol / 5)
 
 
 def test_two_terms_on_one_factor_are_one_factor_in_the_views():
@@ -89,9 +114,6 @@ def test_nested_factor_is_the_interaction_of_its_columns():
 
 def test_what_is_not_built_yet_is_refused_by_name():
     _, data, _ = _fit("penicillin_crossed_reml")
-    data = data.assign(hit=(data["diameter"] > 23).astype(int))
-    with pytest.raises(ArgumentError, match="gaussian family only so far, not 'binomial'"):
-        jaxmm.fit("hit ~ 1 + (1 | plate) + (1 | sample)", data, family="binomial")
     with pytest.raises(ArgumentError, match="by= is not available yet"):
         jaxmm.fit("diameter ~ 1 + (1 | plate) + (1 | sample)", data, by="plate")
     with pytest.raises(ArgumentError, match="nAGQ > 1"):
