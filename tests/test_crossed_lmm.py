@@ -13,6 +13,10 @@ from jaxmm._crossed_lmm import Terms, crossed_stats, profiled_loglik, solution
 
 from conftest import central_differences, small_jit
 
+# one program each, not the factorisation's operations one by one
+_loglik = small_jit(profiled_loglik, static_argnames=("terms", "reml"))
+_solution = small_jit(solution, static_argnames=("terms", "reml", "shared"))
+
 
 def _three_terms():
     """(x | g1) + (1 | g2) + (x | g3), unbalanced, with prior weights: every shape the
@@ -66,13 +70,13 @@ def test_blocked_loglik_equals_the_dense_formula(three_terms, reml):
     value = np.linalg.slogdet(R)[1] + dof * (1 + np.log(2 * np.pi * (e @ Ri @ e) / dof))
     if reml:
         value += np.linalg.slogdet(XtRX)[1]
-    assert float(profiled_loglik(lams, stats, terms, reml)) == pytest.approx(-0.5 * value, abs=1e-9)
+    assert float(_loglik(lams, stats, terms, reml)) == pytest.approx(-0.5 * value, abs=1e-9)
 
 
 def test_blups_and_conditional_covariances_equal_the_dense_formula(three_terms):
     (y, X, Zs, g, w, terms, lams), stats = three_terms
     Z, L, R, A = _dense(y, X, Zs, g, w, terms, lams)
-    sol = solution(lams, stats, terms, True)
+    sol = _solution(lams, stats, terms, True)
     b = L @ L.T @ Z.T @ np.linalg.solve(R, y - X @ np.asarray(sol.beta))
     cov = float(sol.sigma) ** 2 * L @ np.linalg.inv(A) @ L.T
     at = 0
@@ -117,7 +121,7 @@ def test_terms_on_one_factor_get_their_cross_covariances():
     terms = Terms(q=(1, 1, 1, 1), m=(30, 30, 6, 6))
     lams = tuple(jnp.array([[v]]) for v in (0.9, 0.6, 1.1, 0.4))
     stats = crossed_stats(y, X, Zs, g, terms)
-    sol = solution(lams, stats, terms, True, shared=((0, 1), (2, 3)))
+    sol = _solution(lams, stats, terms, True, shared=((0, 1), (2, 3)))
     _, L, _, A = _dense(y, X, Zs, g, w, terms, lams)
     cov = float(sol.sigma) ** 2 * L @ np.linalg.inv(A) @ L.T
     for (a, b), got in zip(((0, 1), (2, 3)), sol.cross_vars):
@@ -134,7 +138,7 @@ def test_blocked_solve_equals_the_dense_solve(three_terms):
     _, _, _, A = _dense(y, X, Zs, g, w, terms, lams)
     rng = np.random.default_rng(5)
     g1, g2 = rng.normal(size=(terms.m[0], terms.q[0])), rng.normal(size=terms.rest)
-    x1, x2 = solve(factor(lams, stats, terms), stats, jnp.asarray(g1), jnp.asarray(g2))
+    x1, x2 = small_jit(lambda a, b: solve(factor(lams, stats, terms), stats, a, b))(jnp.asarray(g1), jnp.asarray(g2))
     want = np.linalg.solve(A, np.concatenate([g1.ravel(), g2]))
     np.testing.assert_allclose(np.concatenate([np.ravel(x1), x2]), want, rtol=0, atol=1e-12)
 
