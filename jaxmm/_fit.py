@@ -77,8 +77,8 @@ def fit(formula: str, data, family="gaussian", *, method: str | None = None, tri
     Parameters
     ----------
     formula : formulaic fixed part plus lme4 random terms, e.g. ``y ~ x + C(period) + (x | subject)``.
-        Several terms (``(1 | s) + (1 | i)``, ``(1 | a/b)``, ``(1 | a:b)``) are fitted for the
-        gaussian family so far and give a :class:`CrossedResult` (docs/several-terms.md).
+        Several terms (``(1 | s) + (1 | i)``, ``(1 | a/b)``, ``(1 | a:b)``) give a
+        :class:`CrossedResult` (docs/several-terms.md).
     data : a pandas DataFrame (or anything ``pandas.DataFrame`` accepts).
     family : ``"gaussian"`` (exact LMM), ``"binomial"`` (links logit, probit, cloglog),
         ``"poisson"``, ``"negative_binomial"`` (NB2, ``theta`` estimated) or ``"gamma"``
