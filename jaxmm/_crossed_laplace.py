@@ -78,6 +78,13 @@ def _score(s, u1, u2, lams, rows: CrossedRows, terms: Terms):
     return g1, _rest_lam_t(lams[1:], z2s, terms) - u2
 
 
+def _value(beta, lams, dispersion, u1, u2, rows, terms, family):
+    """Σ kernel − ½‖u‖² at u: what a step is judged by (no weights, no factor)."""
+    eta = eta_of(beta, lams, u1, u2, rows, terms)
+    kern = family.kernel(rows.y, eta, rows.trials, dispersion)
+    return jnp.sum(kern) - 0.5 * (jnp.sum(u1 * u1) + jnp.sum(u2 * u2))
+
+
 def _at(beta, lams, dispersion, u1, u2, rows, terms, family):
     """(Σ kernel − ½‖u‖², g, the factor of H) at u."""
     eta = eta_of(beta, lams, u1, u2, rows, terms)
@@ -105,10 +112,10 @@ def modes(beta, lams, dispersion, u1, u2, rows: CrossedRows, terms: Terms, famil
 
         def halve(c):
             step, _ = c
-            return step * 0.5, _at(beta, lams, dispersion, state.u1 + step * 0.5 * d1, state.u2 + step * 0.5 * d2,
-                                   rows, terms, family)[0]
+            return step * 0.5, _value(beta, lams, dispersion, state.u1 + step * 0.5 * d1, state.u2 + step * 0.5 * d2,
+                                      rows, terms, family)
 
-        first = _at(beta, lams, dispersion, state.u1 + d1, state.u2 + d2, rows, terms, family)[0]
+        first = _value(beta, lams, dispersion, state.u1 + d1, state.u2 + d2, rows, terms, family)
         step, new = jax.lax.while_loop(lambda c: ~(c[1] >= value - 1e-12 * jnp.abs(value)) & (c[0] > 1e-4),
                                        halve, (jnp.ones((), value.dtype), first))
         ok = new >= value - 1e-12 * jnp.abs(value)
