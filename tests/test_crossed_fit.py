@@ -3,13 +3,16 @@
 and observation-level (cbpp, grouseticks) models, lme4's views of the result, and the
 errors for what is not built yet."""
 import json
+import warnings
 
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import jaxmm
-from jaxmm.errors import ArgumentError, DataError, FormulaError
+from jaxmm.errors import ArgumentError, DataError, FormulaError, JaxmmError, JaxmmWarning
 
 from conftest import DATA
 
@@ -122,3 +125,35 @@ def test_what_is_not_built_yet_is_refused_by_name():
         jaxmm.fit("diameter ~ 1 + (1 | plate) + (1 | plate:sample)", data)
     with pytest.raises(FormulaError, match="names a column twice"):
         jaxmm.fit("diameter ~ 1 + (1 | plate:plate)", data)
+
+
+@st.composite
+def crossed_problems(draw):
+    family = draw(st.sampled_from(["gaussian", "poisson"]))
+    m1, m2 = draw(st.integers(2, 12)), draw(st.integers(2, 6))
+    n = draw(st.integers(4, 80))
+    rng = np.random.default_rng(draw(st.integers(0, 2**31 - 1)))
+    g, h = rng.integers(0, m1, n), rng.integers(0, m2, n)
+    x = rng.normal(size=n)
+    eta = 0.2 + 0.4 * x + rng.normal(0, 0.5, m1)[g] + rng.normal(0, 0.5, m2)[h]
+    y = eta + rng.normal(size=n) if family == "gaussian" else rng.poisson(np.exp(eta))
+    terms = draw(st.sampled_from(["(1 | g) + (1 | h)", "(x | g) + (1 | h)", "(1 | g/h)", "(1 | g) + (0 + x | g)"]))
+    data = pd.DataFrame({"y": y, "x": x, "g": [f"g{v}" for v in g], "h": [f"h{v}" for v in h]})
+    return family, f"y ~ x + {terms}", data
+
+
+@settings(max_examples=5, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(crossed_problems())
+def test_random_crossed_designs_fit_or_raise_a_jaxmm_error(problem):
+    # whatever the sizes (a level with one row, a factor that ends up with one level, as
+    # many levels as rows), a fit either gives finite estimates or raises jaxmm's own error
+    family, formula, data = problem
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", JaxmmWarning)
+            res = jaxmm.fit(formula, data, family=family)
+    except JaxmmError:
+        return
+    assert np.isfinite(res.loglik) or not res.converged
+    if res.converged:
+        assert np.all(np.isfinite(res.fixef)) and all(np.all(np.isfinite(v)) for v in res.cond_var.values())
