@@ -318,6 +318,45 @@ def small_matrix_decisions(groups=20000, repeats=20):
     return out
 
 
+def crossed_decisions(repeats=10):
+    """The Schur complement of several terms: its pair sum scattered by flat index or by
+    (row, column) pairs, warm, on a crossed design of InstEval's size."""
+    import jax
+    import jax.numpy as jnp
+
+    from jaxmm import _crossed_lmm as cl
+
+    rng = np.random.default_rng(4)
+    n, m1, m2 = 73_421, 2_972, 1_128
+    g1, g2 = rng.integers(0, m1, n), rng.integers(0, m2, n)
+    terms = cl.Terms(q=(1, 1), m=(m1, m2))
+    stats = cl.crossed_stats(rng.normal(size=n), np.ones((n, 1)), [np.ones((n, 1))] * 2, [g1, g2], terms)
+    lams = (jnp.array([[0.3]]), jnp.array([[0.4]]))
+
+    def by_pairs(lams, st):  # the alternative: a scatter with (row, column) index arrays
+        f = cl.factor(lams, st, terms)
+        Cc, r = f.Cc, terms.rest
+        blocks = jnp.einsum("pia,pib->pab", Cc[st.pair_a], Cc[st.pair_b])
+        rows, cols = st.cell_cols[st.pair_a][:, :, None], st.cell_cols[st.pair_b][:, None, :]
+        return jnp.zeros((r + 1, r + 1)).at[rows, cols].add(blocks)
+
+    def flat(lams, st):
+        f = cl.factor(lams, st, terms)
+        Cc, r = f.Cc, terms.rest
+        blocks = jnp.einsum("pia,pib->pab", Cc[st.pair_a], Cc[st.pair_b])
+        target = st.cell_cols[st.pair_a][:, :, None] * (r + 1) + st.cell_cols[st.pair_b][:, None, :]
+        return jnp.zeros(((r + 1) ** 2,)).at[target.reshape(-1)].add(blocks.reshape(-1))
+
+    def timed(fn):
+        jitted = jax.jit(fn)
+        return lambda _: jax.block_until_ready([jitted(lams, stats) for _ in range(repeats)])
+
+    return [("the Schur complement's pair sum scattered by flat index", "`_crossed_lmm.factor`", timed(flat),
+             timed(by_pairs), lambda: None,
+             f"{repeats} factorisations and pair sums of a crossed design of {n:,} rows, {m1:,} × {m2:,} levels "
+             f"({stats.pair_a.shape[0]:,} pairs of cells), warm; against (row, column) index arrays")]
+
+
 def quick_decisions():
     """Small programs at LLVM's optimisation level 0: a first fit, cold (JAX's caches
     cleared first), and the price, a warm fit."""
@@ -433,7 +472,7 @@ def main():
     jax.config.update("jax_enable_x64", True)
     rows = int(args.rows)
     decisions = (host_decisions(rows) + compile_decisions() + fit_decisions(int(args.fit_rows))
-                 + small_matrix_decisions() + quick_decisions() + many_fit_decisions())
+                 + small_matrix_decisions() + crossed_decisions() + quick_decisions() + many_fit_decisions())
     words = [w for w in args.only.split(",") if w]
     lines = []
     for name, where, chosen, alternative, make, setting, *before in decisions:

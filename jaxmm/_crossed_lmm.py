@@ -213,14 +213,12 @@ def factor(lams, stats: CrossedStats, terms: Terms) -> Factor:
     dtype = lam1.dtype
     C1 = sm.cholesky(jnp.eye(q1, dtype=dtype)[None] + jnp.einsum("ji,mjk,kl->mil", lam1, stats.Z1tZ1, lam1))
     padded = _padded_rest(rest, terms)
-    # products over the cells (and pairs) written out: batched q×q dot_generals over millions
-    # of tiny matrices are far slower on XLA:CPU than the fused elementwise sums
-    left = jnp.einsum("ji,cjk->cik", lam1, stats.Z1tZ2)
-    Cc = sm.solve_lower(C1[stats.cell_level], jnp.sum(left[:, :, :, None] * padded[stats.cell_term][:, None], axis=2))
+    Cc = sm.solve_lower(C1[stats.cell_level],
+                        jnp.einsum("ji,cjk,ckl->cil", lam1, stats.Z1tZ2, padded[stats.cell_term]))
     # S = I + Λ₂ᵀZ₂ᵀZ₂Λ₂ − C_cᵀC_c, the last over pairs of cells of one first-factor level
     G = _rest_lam_t(rest, _rest_lam_t(rest, stats.Z2tZ2, terms).T, terms)
-    blocks = jnp.sum(Cc[stats.pair_a][:, :, :, None] * Cc[stats.pair_b][:, :, None, :], axis=1)
-    # one flat index per entry: a scatter with 1-D indices is several times faster on XLA:CPU
+    blocks = jnp.einsum("pia,pib->pab", Cc[stats.pair_a], Cc[stats.pair_b])
+    # one flat index per entry, not a (row, column) pair: faster on XLA:CPU (docs/performance.md)
     target = (stats.cell_cols[stats.pair_a][:, :, None] * (r + 1) + stats.cell_cols[stats.pair_b][:, None, :])
     pairs = jnp.zeros(((r + 1) * (r + 1),), dtype).at[target.reshape(-1)].add(blocks.reshape(-1))
     S = (jnp.eye(r + 1, dtype=dtype).at[:r, :r].add(G) - pairs.reshape(r + 1, r + 1))[:r, :r]  # padding: row/column r
@@ -232,10 +230,10 @@ def solve(f: Factor, stats: CrossedStats, g1, g2):
     r = f.C2.shape[0]
     y1 = sm.solve_lower(f.C1, g1)
     t = jnp.concatenate([g2, jnp.zeros((1,), g2.dtype)])
-    t = t.at[stats.cell_cols].add(-jnp.sum(f.Cc * y1[stats.cell_level][:, :, None], axis=1))[:r]
+    t = t.at[stats.cell_cols].add(-jnp.einsum("cia,ci->ca", f.Cc, y1[stats.cell_level]))[:r]
     x2 = solve_triangular(f.C2, solve_triangular(f.C2, t, lower=True), lower=True, trans="T")
     x2_pad = jnp.concatenate([x2, jnp.zeros((1,), x2.dtype)])
-    y1 = y1.at[stats.cell_level].add(-jnp.sum(f.Cc * x2_pad[stats.cell_cols][:, None, :], axis=2))
+    y1 = y1.at[stats.cell_level].add(-jnp.einsum("cia,ca->ci", f.Cc, x2_pad[stats.cell_cols]))
     return sm.solve_lower_transpose(f.C1, y1), x2
 
 
@@ -258,9 +256,7 @@ def reduce(lams, stats: CrossedStats, terms: Terms) -> Reduced:
     c1 = sm.solve_lower(C1, stats.Z1ty @ lam1)
 
     def eliminate(rhs2, rhs1):  # C₂⁻¹ (Λ₂ᵀ rhs₂ − C_cᵀ rhs₁), rhs₁ per first-factor level
-        at = rhs1[stats.cell_level]
-        per_cell = (jnp.sum(Cc * at[:, :, None], axis=1) if at.ndim == 2
-                    else jnp.sum(Cc[:, :, :, None] * at[:, :, None, :], axis=1))
+        per_cell = jnp.einsum("cia,ci...->ca...", Cc, rhs1[stats.cell_level])
         t = _rest_lam_t(rest, rhs2, terms)
         t = jnp.concatenate([t, jnp.zeros((1,) + t.shape[1:], dtype)]).at[stats.cell_cols].add(-per_cell)[:r]
         return solve_triangular(C2, t, lower=True)
@@ -322,7 +318,7 @@ def solution(lams, stats: CrossedStats, terms: Terms, reml: bool, shared: tuple 
     C2 = red.C2
     u2 = solve_triangular(C2, red.c2 - jnp.einsum("rp,p->r", red.P2, beta), lower=True, trans="T")
     u2_pad = jnp.concatenate([u2, jnp.zeros((1,), dtype)])
-    per_cell = jnp.sum(red.Cc * u2_pad[stats.cell_cols][:, None, :], axis=2)
+    per_cell = jnp.einsum("cia,ca->ci", red.Cc, u2_pad[stats.cell_cols])
     t1 = (red.c1 - jnp.einsum("mip,p->mi", red.P1, beta)).at[stats.cell_level].add(-per_cell)
     u1 = sm.solve_lower_transpose(red.C1, t1)
     ranefs, cond_vars, cross = effects(Factor(red.C1, red.Cc, C2), stats, lams, terms, u1, u2, shared)
