@@ -96,10 +96,14 @@ def fit_terms(spec, data, fam, method: str, formula: str, *, trials, offset, wei
     # the factor with the most levels first (MixedModels.jl's order), ties in formula order
     order = sorted(range(len(factors)), key=lambda k: -len(factors[k].levels))
     ordered = [factors[k] for k in order]
-    terms = Terms(q=tuple(f.Z.shape[1] for f in ordered), m=tuple(len(f.levels) for f in ordered))
+    # two terms, each first-factor level inside one level of the other (school/class, or two
+    # terms on one factor): the remainder stays block diagonal, however many levels
+    nested = len(ordered) == 2 and np.unique(ordered[0].codes.astype(np.int64) * len(ordered[1].levels)
+                                             + ordered[1].codes).size == len(ordered[0].levels)
+    terms = Terms(q=tuple(f.Z.shape[1] for f in ordered), m=tuple(len(f.levels) for f in ordered), nested=nested)
     shared = tuple((a, b) for a in range(len(ordered)) for b in range(a + 1, len(ordered))
                    if ordered[a].label == ordered[b].label)
-    if terms.rest > MAX_DENSE_EFFECTS:
+    if terms.rest > MAX_DENSE_EFFECTS and not nested:
         raise DataError(f"the random-effect terms after the first ({', '.join(f.label for f in ordered[1:])}) have "
                         f"{terms.rest:,} effects: their dense {terms.rest:,}² matrix would take "
                         f"{terms.rest ** 2 * 8 / 2**30:.1f} GiB; at most {MAX_DENSE_EFFECTS:,} are fitted")

@@ -65,8 +65,11 @@ def _gram(w, rows: CrossedRows, terms: Terms) -> CrossedStats:
     Z1tZ2 = sum(jax.ops.segment_sum(Z1w[:, :, None] * rv[:, k, None, :], rows.cells.row_cell[:, k], n_cells)
                 for k in range(k_terms))
     wv = rows.rv * w[:, None]
-    Z2tZ2 = jnp.zeros((r + 1, r + 1), w.dtype).at[rows.rc[:, :, None], rows.rc[:, None, :]].add(
-        wv[:, :, None] * rows.rv[:, None, :])[:r, :r]
+    if terms.nested:  # the blocks of Z₂ᵀWZ₂, one per level of the other term
+        Z2tZ2 = jax.ops.segment_sum(wv[:, :, None] * rows.rv[:, None, :], rows.rc[:, 0] // terms.q[1], terms.m[1])
+    else:
+        Z2tZ2 = jnp.zeros((r + 1, r + 1), w.dtype).at[rows.rc[:, :, None], rows.rc[:, None, :]].add(
+            wv[:, :, None] * rows.rv[:, None, :])[:r, :r]
     return rows.cells._replace(Z1tZ1=Z1tZ1, Z1tZ2=Z1tZ2, Z2tZ2=Z2tZ2)
 
 

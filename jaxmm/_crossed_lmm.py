@@ -39,6 +39,9 @@ class Terms(NamedTuple):
 
     q: tuple
     m: tuple
+    # two terms, the first nested in the second (each first-factor level meets one level of
+    # the other): S is then block diagonal, one q₂×q₂ block per level, and kept so
+    nested: bool = False
 
     @property
     def rest(self) -> int:
@@ -114,8 +117,13 @@ def crossed_stats(y, X, Zs, codes, terms: Terms, weights=None, offset=None) -> C
     r, qbar = terms.rest, terms.q_rest
     cols, vals = rest_columns(Zw, codes, terms)
     flat_c, flat_v = cols.reshape(n, -1), vals.reshape(n, -1)
-    Z2tZ2 = np.zeros((r + 1, r + 1))
-    np.add.at(Z2tZ2, (flat_c[:, :, None], flat_c[:, None, :]), flat_v[:, :, None] * flat_v[:, None, :])
+    if terms.nested:  # (m₂, q₂, q₂): the blocks of a block-diagonal Z₂ᵀZ₂
+        Z2tZ2 = np.zeros((terms.m[1], terms.q[1], terms.q[1]))
+        np.add.at(Z2tZ2, np.asarray(codes[1]), Zw[1][:, :, None] * Zw[1][:, None, :])
+    else:
+        Z2tZ2 = np.zeros((r + 1, r + 1))
+        np.add.at(Z2tZ2, (flat_c[:, :, None], flat_c[:, None, :]), flat_v[:, :, None] * flat_v[:, None, :])
+        Z2tZ2 = Z2tZ2[:r, :r]
     Z2tX = np.zeros((r + 1, X.shape[1]))
     np.add.at(Z2tX, flat_c, flat_v[:, :, None] * Xw[:, None, :])
     Z2ty = np.zeros(r + 1)
@@ -153,7 +161,7 @@ def crossed_stats(y, X, Zs, codes, terms: Terms, weights=None, offset=None) -> C
     pair_b = starts[cell_level[pair_a]] + within
     return CrossedStats(
         Z1tZ1=jnp.asarray(Z1tZ1), Z1tX=jnp.asarray(Z1tX), Z1ty=jnp.asarray(Z1ty),
-        Z2tZ2=jnp.asarray(Z2tZ2[:r, :r]), Z2tX=jnp.asarray(Z2tX[:r]), Z2ty=jnp.asarray(Z2ty[:r]),
+        Z2tZ2=jnp.asarray(Z2tZ2), Z2tX=jnp.asarray(Z2tX[:r]), Z2ty=jnp.asarray(Z2ty[:r]),
         cell_level=jnp.asarray(cell_level), cell_term=jnp.asarray(cell_term), cell_cols=jnp.asarray(cell_cols),
         Z1tZ2=jnp.asarray(Z1tZ2), pair_a=jnp.asarray(pair_a), pair_b=jnp.asarray(pair_b),
         row_cell=jnp.asarray(np.stack([position[c] for c in row_cells], axis=1)),
@@ -202,7 +210,22 @@ class Factor(NamedTuple):
 
     @property
     def logdet(self):
-        return jnp.sum(sm.logdet_from_cholesky(self.C1)) + 2.0 * jnp.sum(jnp.log(jnp.diagonal(self.C2)))
+        return jnp.sum(sm.logdet_from_cholesky(self.C1)) + jnp.sum(_logdet_c2(self.C2))
+
+
+def _logdet_c2(C2):
+    """log|S| from its factor: dense (r, r), or the blocks (m₂, q₂, q₂) of a nested design."""
+    return sm.logdet_from_cholesky(C2) if C2.ndim == 3 else 2.0 * jnp.sum(jnp.log(jnp.diagonal(C2)))
+
+
+def _solve_c2(C2, t, trans: bool = False):
+    """C₂⁻¹t (or C₂⁻ᵀt) for t of shape (r,) or (r, p), C₂ dense or blocks."""
+    if C2.ndim == 2:
+        return solve_triangular(C2, t, lower=True, trans="T" if trans else "N")
+    m, q = C2.shape[:2]
+    blocks = t.reshape((m, q) + t.shape[1:])
+    out = sm.solve_lower_transpose(C2, blocks) if trans else sm.solve_lower(C2, blocks)
+    return out.reshape(t.shape)
 
 
 def factor(lams, stats: CrossedStats, terms: Terms) -> Factor:
@@ -215,6 +238,12 @@ def factor(lams, stats: CrossedStats, terms: Terms) -> Factor:
     padded = _padded_rest(rest, terms)
     Cc = sm.solve_lower(C1[stats.cell_level],
                         jnp.einsum("ji,cjk,ckl->cil", lam1, stats.Z1tZ2, padded[stats.cell_term]))
+    if terms.nested:  # one cell per first-factor level: S's blocks, one per level of the other
+        lam2, q2 = rest[0], terms.q[1]
+        own = jnp.einsum("cia,cib->cab", Cc, Cc)
+        S = (jnp.eye(q2, dtype=dtype)[None] + jnp.einsum("ji,mjk,kl->mil", lam2, stats.Z2tZ2, lam2)
+             - jax.ops.segment_sum(own, stats.cell_cols[:, 0] // q2, terms.m[1]))
+        return Factor(C1, Cc, sm.cholesky(S))
     # S = I + Λ₂ᵀZ₂ᵀZ₂Λ₂ − C_cᵀC_c, the last over pairs of cells of one first-factor level
     G = _rest_lam_t(rest, _rest_lam_t(rest, stats.Z2tZ2, terms).T, terms)
     blocks = jnp.einsum("pia,pib->pab", Cc[stats.pair_a], Cc[stats.pair_b])
@@ -227,11 +256,11 @@ def factor(lams, stats: CrossedStats, terms: Terms) -> Factor:
 
 def solve(f: Factor, stats: CrossedStats, g1, g2):
     """x with A x = g, g = (g₁ (m₁, q₁), g₂ (r,)): forward through C₁, C_c, C₂, then back."""
-    r = f.C2.shape[0]
+    r = g2.shape[0]
     y1 = sm.solve_lower(f.C1, g1)
     t = jnp.concatenate([g2, jnp.zeros((1,), g2.dtype)])
     t = t.at[stats.cell_cols].add(-jnp.einsum("cia,ci->ca", f.Cc, y1[stats.cell_level]))[:r]
-    x2 = solve_triangular(f.C2, solve_triangular(f.C2, t, lower=True), lower=True, trans="T")
+    x2 = _solve_c2(f.C2, _solve_c2(f.C2, t), trans=True)
     x2_pad = jnp.concatenate([x2, jnp.zeros((1,), x2.dtype)])
     y1 = y1.at[stats.cell_level].add(-jnp.einsum("cia,ca->ci", f.Cc, x2_pad[stats.cell_cols]))
     return sm.solve_lower_transpose(f.C1, y1), x2
@@ -259,7 +288,7 @@ def reduce(lams, stats: CrossedStats, terms: Terms) -> Reduced:
         per_cell = jnp.einsum("cia,ci...->ca...", Cc, rhs1[stats.cell_level])
         t = _rest_lam_t(rest, rhs2, terms)
         t = jnp.concatenate([t, jnp.zeros((1,) + t.shape[1:], dtype)]).at[stats.cell_cols].add(-per_cell)[:r]
-        return solve_triangular(C2, t, lower=True)
+        return _solve_c2(C2, t)
 
     P2 = eliminate(stats.Z2tX, P1)
     c2 = eliminate(stats.Z2ty, c1)
@@ -316,7 +345,7 @@ def solution(lams, stats: CrossedStats, terms: Terms, reml: bool, shared: tuple 
     dtype = beta.dtype
     # back substitution: u₂ = C₂⁻ᵀ(c₂ − P₂β), u₁ = C₁⁻ᵀ(c₁ − P₁β − C_c u₂)
     C2 = red.C2
-    u2 = solve_triangular(C2, red.c2 - jnp.einsum("rp,p->r", red.P2, beta), lower=True, trans="T")
+    u2 = _solve_c2(C2, red.c2 - jnp.einsum("rp,p->r", red.P2, beta), trans=True)
     u2_pad = jnp.concatenate([u2, jnp.zeros((1,), dtype)])
     per_cell = jnp.einsum("cia,ca->ci", red.Cc, u2_pad[stats.cell_cols])
     t1 = (red.c1 - jnp.einsum("mip,p->mi", red.P1, beta)).at[stats.cell_level].add(-per_cell)
@@ -339,17 +368,30 @@ def effects(f: Factor, stats: CrossedStats, lams, terms: Terms, u1, u2, shared: 
     r, q1, m1 = terms.rest, terms.q[0], terms.m[0]
     dtype = u1.dtype
     C2 = f.C2
+    sandwich = lambda a, V, b: jnp.einsum("ij,mjk,lk->mil", a, V, b)
+    lam1 = lams[0]
+    C1inv = sm.solve_lower(f.C1, jnp.broadcast_to(jnp.eye(q1, dtype=dtype), f.C1.shape))
+    if terms.nested:
+        # one cell per first-factor level i (the cells are in level order), inside level j(i)
+        # of the other term: A⁻¹'s blocks are C₁ᵢ⁻ᵀ(I + C_cᵢ S_j⁻¹ C_cᵢᵀ)C₁ᵢ⁻¹, S_j⁻¹ and,
+        # for two terms on one factor, −C₁ᵢ⁻ᵀ C_cᵢ S_j⁻¹
+        lam2, q2 = lams[1], terms.q[1]
+        S_inv = sm.cho_inverse(C2)
+        parent = S_inv[stats.cell_cols[:, 0] // q2]
+        inner = jnp.eye(q1, dtype=dtype)[None] + jnp.einsum("mia,mab,mjb->mij", f.Cc, parent, f.Cc)
+        A11 = jnp.swapaxes(C1inv, 1, 2) @ inner @ C1inv
+        cross = tuple(sandwich(lam1, -jnp.swapaxes(C1inv, 1, 2) @ f.Cc @ parent, lam2) for _ in shared)
+        ranefs = (u1 @ lam1.T, u2.reshape(terms.m[1], q2) @ lam2.T)
+        return ranefs, (sandwich(lam1, A11, lam1), sandwich(lam2, S_inv, lam2)), cross
     Ct = jnp.zeros((r + 1, m1, q1), dtype).at[stats.cell_cols[:, :, None], stats.cell_level[:, None, None],
                                               jnp.arange(q1)[None, None, :]].add(jnp.swapaxes(f.Cc, 1, 2))[:r]
     W = solve_triangular(C2, Ct.reshape(r, m1 * q1), lower=True).reshape(r, m1, q1)
     inner = jnp.eye(q1, dtype=dtype)[None] + jnp.einsum("rmi,rmj->mij", W, W)
-    C1inv = sm.solve_lower(f.C1, jnp.broadcast_to(jnp.eye(q1, dtype=dtype), f.C1.shape))
     A11 = jnp.swapaxes(C1inv, 1, 2) @ inner @ C1inv
     S_inv = cho_solve((C2, True), jnp.eye(r, dtype=dtype))
-    lam1, rest = lams[0], lams[1:]
+    rest = lams[1:]
     index = [None] + [off + jnp.arange(m)[:, None] * q + jnp.arange(q)[None, :]
                       for off, q, m in zip(terms.offsets(), terms.q[1:], terms.m[1:])]
-    sandwich = lambda a, V, b: jnp.einsum("ij,mjk,lk->mil", a, V, b)
     cross = []
     for a, b in shared:
         if a == 0:

@@ -205,3 +205,45 @@ def test_laplace_gradient_equals_finite_differences(poisson_crossed):
     value = small_jit(f)
     fd = central_differences(lambda t: float(value(jnp.asarray(t))), v, np.full(v.size, 1e-5))
     np.testing.assert_allclose(grad, fd, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("two_terms_on_one_factor", [False, True])
+def test_nested_designs_keep_the_remainder_block_diagonal(two_terms_on_one_factor):
+    # (1 | outer:inner) + (x | outer), or (1 | g) + (0 + x | g): the blocked remainder gives
+    # the dense one's log-likelihoods (exact and Laplace), BLUPs and conditional covariances
+    from jaxmm._crossed_laplace import crossed_rows, laplace_loglik
+    from jaxmm._families import get_family
+
+    rng = np.random.default_rng(8)
+    n = 200
+    if two_terms_on_one_factor:
+        inner = outer = rng.integers(0, 12, n)
+        q2, m = 1, (12, 12)
+    else:
+        outer = rng.integers(0, 6, n)
+        inner = outer * 5 + rng.integers(0, 5, n)  # 5 classes in each school, numbered apart
+        q2, m = 2, (30, 6)
+    x = rng.normal(size=n)
+    X = np.column_stack([np.ones(n), x])
+    Zs = [np.ones((n, 1)), X[:, 1:] if two_terms_on_one_factor else X]
+    codes = [inner, outer]
+    y = X @ [0.3, 0.5] + rng.normal(size=30)[inner % 30] + rng.normal(size=n)
+    lams = (jnp.array([[0.7]]), jnp.array([[0.5]]) if q2 == 1 else jnp.array([[0.6, 0.0], [0.2, 0.4]]))
+    shared = ((0, 1),) if two_terms_on_one_factor else ()
+    counts = rng.poisson(np.exp(0.1 + 0.2 * x), n).astype(float)
+    out = {}
+    for nested in (False, True):
+        terms = Terms(q=(1, q2), m=m, nested=nested)
+        stats = crossed_stats(y, X, Zs, codes, terms)
+        sol = _solution(lams, stats, terms, True, shared=shared)
+        rows = crossed_rows(counts, X, Zs, codes, terms)
+        u1, u2 = jnp.zeros((m[0], 1)), jnp.zeros(terms.rest)
+        laplace = small_jit(lambda b, ls: laplace_loglik(b, ls, jnp.ones(()), rows, terms, get_family("poisson"),
+                                                          u1, u2)[0])(jnp.array([0.1, 0.2]), lams)
+        out[nested] = (float(_loglik(lams, stats, terms, True)), float(laplace), sol)
+    dense, blocked = out[False], out[True]
+    assert blocked[0] == pytest.approx(dense[0], abs=1e-10)
+    assert blocked[1] == pytest.approx(dense[1], abs=1e-9)
+    for name in ("ranefs", "cond_vars", "cross_vars"):
+        for a, b in zip(getattr(blocked[2], name), getattr(dense[2], name)):
+            np.testing.assert_allclose(a, b, rtol=0, atol=1e-12)
