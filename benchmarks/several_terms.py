@@ -6,7 +6,8 @@
 Problems: lme4's VerbAgg crossed GLMM ``r2 ~ Anger + Gender + btype + situ + (1 | id) + (1 | item)``
 (7,584 rows, 316 × 24), lme4's InstEval LMM ``y ~ service + (1 | s) + (1 | d)`` (73,421 ratings,
 2,972 students × 1,128 lecturers, REML; exported from R's lme4), and a simulated Bernoulli
-``y ~ x + (x | user) + (1 | item)`` of 100,000 rows (5,000 users × 1,000 items, seed 1).
+``y ~ x + (x | user) + (1 | item)`` of 100,000 rows (5,000 users × 1,000 items, seed 1);
+``--problems sim1m`` adds one of 1M rows (50,000 users × 1,000 items).
 jaxmm: *cold* is the first fit in a fresh process (tracing and compilation included, imports
 and reading the CSV excluded), *warm* the median of ``--warm`` more fits in that process.
 R's engines are timed inside R (``system.time`` around the fit, reading excluded), one run
@@ -39,7 +40,11 @@ PROBLEMS = {
                      r="y ~ service + (1 | s) + (1 | d)", factors=("s", "d", "service")),
     "sim100k": dict(formula="y ~ x + (x | user) + (1 | item)", family="binomial",
                     r="y ~ x + (x | user) + (1 | item)", factors=("user", "item")),
+    # not in the default run: 1M rows, 50,000 users × 1,000 items (jaxmm only, in practice)
+    "sim1m": dict(formula="y ~ x + (x | user) + (1 | item)", family="binomial",
+                  r="y ~ x + (x | user) + (1 | item)", factors=("user", "item")),
 }
+SIMULATED = {"sim100k": (100_000, 5_000, 1_000), "sim1m": (1_000_000, 50_000, 1_000)}
 
 
 def _data(name: str, folder: Path) -> Path:
@@ -54,7 +59,7 @@ def _data(name: str, folder: Path) -> Path:
                        check=True)
     else:
         rng = np.random.default_rng(1)
-        n, users, items = 100_000, 5_000, 1_000
+        n, users, items = SIMULATED[name]
         u, i, x = rng.integers(0, users, n), rng.integers(0, items, n), rng.normal(size=n)
         eta = (-0.3 + 0.6 * x + rng.normal(0, 0.8, users)[u] + rng.normal(0, 0.4, users)[u] * x
                + rng.normal(0, 0.5, items)[i])
