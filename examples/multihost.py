@@ -1,4 +1,4 @@
-"""One model fitted across two processes on this machine, as on a cluster.
+"""One model fitted across two processes on one host, as on a cluster.
 
     python examples/multihost.py            # launches 2 worker processes and compares
 

@@ -21,6 +21,7 @@ from ._design import _rows_from_formula
 from ._grouping import unique_inverse
 from ._sharding import to_host
 from ._optimize import Status
+from ._params import n_chol
 from ._table import _column, as_pandas
 from .errors import ArgumentError, DataError
 
@@ -131,8 +132,7 @@ def fit_terms(spec, data, fam, method: str, formula: str, *, trials, offset, wei
         cross_vars=tuple(np.asarray(v) for v in out["cross_vars"]),
         status=Status(int(out["status"])), n_iter=int(out["n_iter"]), n_eval=int(out["n_eval"]),
         max_abs_grad=float(np.max(np.abs(out["grad"]))) if np.size(out["grad"]) else 0.0,
-        n_params=p + sum(int(np.sum(np.tril(np.ones((f.Z.shape[1],) * 2)) > 0)) if f.structure == f.Z.shape[1]
-                         else f.Z.shape[1] for f in ordered) + (1 if fam.exact else fam.n_dispersion),
+        n_params=p + sum(n_chol(f.structure) for f in ordered) + (1 if fam.exact else fam.n_dispersion),
     )
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._render import _fmt, _table
+from ._render import _fmt, _table, criteria_lines, optimizer_lines
 
 
 def summary_text(res) -> str:
@@ -12,15 +12,7 @@ def summary_text(res) -> str:
     else:
         title = ("Generalized linear mixed model fit by maximum likelihood (Laplace approximation)\n"
                  f" Family: {res.family} ( {res.link} )")
-    out = [title, f"Formula: {res.formula}", ""]
-    if res.method == "REML":
-        out += [f"REML criterion at convergence: {res.deviance:.4f}", ""]
-    stats = [["AIC", "BIC", "logLik", "deviance" if res.method != "REML" else "-2*REML"],
-             [f"{res.aic:.1f}", f"{res.bic:.1f}", f"{res.loglik:.4f}", f"{res.deviance:.1f}"]]
-    w = [max(len(a), len(b)) for a, b in zip(*stats)]
-    out.append(" " + "  ".join(s.rjust(k) for s, k in zip(stats[0], w)))
-    out.append(" " + "  ".join(s.rjust(k) for s, k in zip(stats[1], w)))
-    out += ["", "Random effects:"]
+    out = [title, f"Formula: {res.formula}", ""] + criteria_lines(res) + ["Random effects:"]
     vc = res.varcorr()
     with_corr = any(len(c) for c in vc["corr"])
     rows, last = [], None
@@ -30,7 +22,8 @@ def summary_text(res) -> str:
             row.append(" ".join(f"{c:.2f}" for c in r["corr"]))
         rows.append(row)
         last = r.group
-    out += _table_left(rows, ["Groups", "Name", "Variance", "Std.Dev."] + (["Corr"] if with_corr else []))
+    # names left-aligned, numbers right-aligned (lme4's random-effects table)
+    out += _table(rows, ["Groups", "Name", "Variance", "Std.Dev."] + (["Corr"] if with_corr else []), left=2)
     levels = "; ".join(f"{label}, {n}" for label, n in res.n_levels.items())
     out.append(f"Number of obs: {res.n_obs}, groups:  {levels}")
     if res.n_dropped:
@@ -45,15 +38,5 @@ def summary_text(res) -> str:
         rows = [r + [_pvalue(erfc(abs(float(r[3])) / sqrt(2.0)))] for r in rows]
     out += _table(rows, ["", "Estimate", "Std. Error"] + (["t value"] if res.family == "gaussian"
                                                            else ["z value", "Pr(>|z|)"]))
-    out += ["", f"Optimizer: {res.message} ({res.n_iter} iterations, {res.n_eval} evaluations, "
-            f"max|grad| {res.max_abs_grad:.2g})"]
-    if not res.converged:
-        out.append("WARNING: the fit did not converge; estimates may not be at the optimum.")
+    out += [""] + optimizer_lines(res)
     return "\n".join(out)
-
-
-def _table_left(rows, header):
-    """Names left-aligned, numbers right-aligned (lme4's random-effects table)."""
-    widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
-    line = lambda r: "  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
-    return [" " + line(header)] + [" " + line(r) for r in rows]

@@ -8,9 +8,10 @@ def _fmt(x: float, digits: int = 4) -> str:
     return f"{x:.{digits}g}" if abs(x) < 1e5 else f"{x:.{digits}e}"
 
 
-def _table(rows: list[list[str]], header: list[str]) -> list[str]:
+def _table(rows: list[list[str]], header: list[str], left: int = 1) -> list[str]:
+    """Columns padded to a common width: the first ``left`` left-aligned (names), the rest right."""
     widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
-    line = lambda r: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+    line = lambda r: "  ".join(c.ljust(w) if i < left else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
     return [" " + line(header)] + [" " + line(r) for r in rows]
 
 
@@ -39,15 +40,7 @@ def summary_text(res) -> str:
     kind = _model_title(res)
     if res.family != "gaussian":
         kind += f"\n Family: {res.family} ( {res.link} )"
-    out = [kind, f"Formula: {res.formula}", ""]
-    if res.method == "REML":
-        out += [f"REML criterion at convergence: {res.deviance:.4f}", ""]
-    stats = [["AIC", "BIC", "logLik", "deviance" if res.method != "REML" else "-2*REML"],
-             [f"{res.aic:.1f}", f"{res.bic:.1f}", f"{res.loglik:.4f}", f"{res.deviance:.1f}"]]
-    w = [max(len(a), len(b)) for a, b in zip(*stats)]
-    out.append(" " + "  ".join(s.rjust(k) for s, k in zip(stats[0], w)))
-    out.append(" " + "  ".join(s.rjust(k) for s, k in zip(stats[1], w)))
-    out.append("")
+    out = [kind, f"Formula: {res.formula}", ""] + criteria_lines(res)
     out.append("Random effects:")
     names = res.re_names
     sd = np.sqrt(np.diag(res.D))
@@ -81,11 +74,25 @@ def summary_text(res) -> str:
     header = ["", "Estimate", "Std. Error", stat] + ([] if res.family_spec.exact else ["Pr(>|z|)"])
     out += _table(rows, header)
     out.append("")
-    out.append(f"Optimizer: {res.message} ({res.n_iter} iterations, {res.n_eval} evaluations, "
-               f"max|grad| {res.max_abs_grad:.2g})")
+    out += optimizer_lines(res)
+    return "\n".join(out)
+
+
+def criteria_lines(res) -> list[str]:
+    """The REML criterion (REML fits) and the AIC, BIC, logLik and deviance row, as lme4 prints them."""
+    out = [f"REML criterion at convergence: {res.deviance:.4f}", ""] if res.method == "REML" else []
+    stats = [["AIC", "BIC", "logLik", "deviance" if res.method != "REML" else "-2*REML"],
+             [f"{res.aic:.1f}", f"{res.bic:.1f}", f"{res.loglik:.4f}", f"{res.deviance:.1f}"]]
+    w = [max(len(a), len(b)) for a, b in zip(*stats)]
+    return out + [" " + "  ".join(s.rjust(k) for s, k in zip(row, w)) for row in stats] + [""]
+
+
+def optimizer_lines(res) -> list[str]:
+    out = [f"Optimizer: {res.message} ({res.n_iter} iterations, {res.n_eval} evaluations, "
+           f"max|grad| {res.max_abs_grad:.2g})"]
     if not res.converged:
         out.append("WARNING: the fit did not converge; estimates may not be at the optimum.")
-    return "\n".join(out)
+    return out
 
 
 def varcorr_frame(res):
