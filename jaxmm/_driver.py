@@ -125,6 +125,20 @@ class Carry(NamedTuple):
     frozen: jnp.ndarray      # scalar blocks held at 0
 
 
+def anchored(carry, args, dtype):
+    """``carry`` plus a zero taken from every array of ``args`` (summed as ``dtype``).
+
+    Under vmap (by= and the bootstrap) the data are batched but θ₀ and the counters are
+    not. JAX's while-loop batching then traces the body once per carry that turns out to
+    be batched, until none changes, and the nested loops inside do the same. The zero (the
+    bootstrap batches y alone, by= every array) makes every carry batched from the start,
+    so the body is batched once and traced sooner (docs/performance.md). Without vmap it
+    adds 0.
+    """
+    anchor = sum(jnp.sum(jnp.ravel(leaf)[:0]).astype(dtype) for leaf in jax.tree.leaves(args))
+    return jax.tree.map(lambda a: a + anchor.astype(a.dtype), carry)
+
+
 def optimise_and_check(evaluate, theta0, warm0, args, diag_mask, restart_theta, options: OptOptions = OptOptions(),
                        work_dtype=None, face_mask=None, exact_block=None):
     """Minimise ``evaluate(φ, warm, args) -> ((value, new_warm), ∇_φ value)`` and judge the result.
@@ -151,8 +165,8 @@ def optimise_and_check(evaluate, theta0, warm0, args, diag_mask, restart_theta, 
     mask = jnp.asarray(np.asarray(diag_mask, bool))
     face = jnp.asarray(np.zeros_like(np.asarray(diag_mask, bool)) if face_mask is None else np.asarray(face_mask, bool))
     # L-BFGS stops once its own decrement is a hundredth of what the final check allows:
-    # the last iterations of a fit otherwise polish digits the verdict does not need (on
-    # a boundary fit at 13.7k rows, 9 of 58 iterations).
+    # the last iterations of a fit otherwise polish digits the verdict does not need, and a
+    # looser share moves estimates by more than the verdict's digits (docs/performance.md).
     abs_tol, rel_tol = decrement_tolerance(work_dtype or theta0.dtype)
     options = options._replace(dtol_abs=DECREMENT_SHARE * abs_tol, dtol_rel=DECREMENT_SHARE * rel_tol)
     k = theta0.shape[0]
@@ -186,14 +200,7 @@ def optimise_and_check(evaluate, theta0, warm0, args, diag_mask, restart_theta, 
                    n_eval=jnp.zeros((), jnp.int32), early=jnp.zeros((), bool), no_early=jnp.zeros((), bool),
                    frozen=jnp.zeros(k, bool))
 
-    # Under vmap (by= and the bootstrap) the data are batched but θ₀ and the counters are
-    # not. JAX's while-loop batching then traces the body once per carry that turns out to
-    # be batched, until none changes, and the nested loops inside do the same. A zero taken
-    # from every array of the data (the bootstrap batches y alone, by= every array) makes
-    # every carry batched from the start, so the body is batched once and traced sooner
-    # (docs/performance.md). Without vmap it adds 0.
-    anchor = sum(jnp.sum(jnp.ravel(leaf)[:0]).astype(dtype) for leaf in jax.tree.leaves(args))
-    carry0 = jax.tree.map(lambda a: a + anchor.astype(a.dtype), carry0)
+    carry0 = anchored(carry0, args, dtype)
 
     def only_if(pred, fn, *operands):
         """fn(*operands), used only where ``pred`` holds. Each phase's value is chosen by
@@ -258,7 +265,7 @@ def optimise_and_check(evaluate, theta0, warm0, args, diag_mask, restart_theta, 
         # entry (D_jj = L_jj²), so 0 is stationary and the verdict's Hessian tells a boundary
         # optimum from a saddle; a saddle restarts the fit with holding off. It shortens the
         # slowest fits (docs/performance.md). A diagonal with other entries in its block is
-        # not held: there 0 is often not stationary, and the restarts from it slowed fits.
+        # not held: there 0 need not be stationary, and holding them gained little.
         pin_now = (at_opt & (lb_new.it > lb.it) & (lb_new.status < 0) & face & ~frozen
                    & (lb_new.x < _LOG_CANDIDATE) & (lb_new.g > 0) & ~c.no_early)
         freeze = jnp.any(pin_now)

@@ -34,10 +34,9 @@ class InnerOptions(NamedTuple):
     # optimum then compiles and runs without the solver.
     max_iter: int = 100
     # On the largest Newton step |Δu|. The solve stops before taking that step, and the
-    # IFT gradient is off by first order in it: with 1e-10, finite differences of the
-    # gradient over the driver's 1e-6 step put grouseticks' covariance 5.8e-3 apart
-    # between two summation orders (chunked and one chunk); with 1e-13, 7e-8. Newton
-    # converges quadratically, so it costs few passes (1-8 % more on the reference fits).
+    # IFT gradient is off by first order in it, which the driver's finite-difference
+    # Hessian magnifies: a looser tolerance makes the covariance depend on the summation
+    # order (docs/performance.md). Newton converges quadratically, so it costs few passes.
     tol: float = 1e-13
     max_halvings: int = 40
     # How the passes write their sums: the compiled entry point's (_jit.Kernels).

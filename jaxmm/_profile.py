@@ -94,9 +94,8 @@ def _grad_and_hessian(f, x):
     """Gradient and exact Hessian, the latter as forward-over-reverse products one column
     at a time; the gradient is the primal output of those products.
 
-    lax.map rather than jax.hessian: vmapping second-order tangents through the
-    conditional-mode solver stalled XLA:CPU from about 200k rows (docs/performance.md),
-    while the sequential map is also lighter on memory.
+    lax.map rather than jax.hessian: one column's tangents in memory at a time, and no
+    slower (docs/performance.md).
     """
     grad = jax.grad(f)
     grads, cols = jax.lax.map(lambda e: jax.jvp(grad, (x,), (e,)), jnp.eye(x.shape[0], dtype=x.dtype))
