@@ -17,6 +17,7 @@ from ._driver import optimise_and_check
 from ._jit import compiled
 from ._optimize import OptOptions
 from ._params import chol_from_natural, layout_masks, n_chol, re_dim, vec_from_chol
+from ._start import _orthonormalising_map
 from ._verdict import ESCAPE_FLOOR, restart_chol
 
 
@@ -79,9 +80,12 @@ def _fit_crossed_glmm(rows: CrossedRows, terms: Terms, structures: tuple, family
     pad = lambda mask, k: np.concatenate([np.zeros(p, bool), mask, np.zeros(k, bool)])
     diag_mask, face_mask = pad(diag, nd), pad(face, nd)
 
+    # β in orthonormalised coordinates, as for one term (_start._orthonormalising_map)
+    A, A_inv = _orthonormalising_map(rows.X.T @ rows.X, jnp.asarray(rows.X.shape[0], dtype))
+
     def unpack(phi):
         dispersion = jnp.exp(phi[p + nc]) if nd else jnp.ones((), dtype)
-        return phi[:p], split_natural(phi[p:p + nc], structures), dispersion
+        return A @ phi[:p], split_natural(phi[p:p + nc], structures), dispersion
 
     def evaluate(phi, warm, r):
         def objective(v):
@@ -99,7 +103,7 @@ def _fit_crossed_glmm(rows: CrossedRows, terms: Terms, structures: tuple, family
     # β from least squares of a linear predictor near the data; Λ_k = I; dispersion 1
     eta0 = family.initial_eta(rows.y, rows.trials) - rows.offset
     beta0 = jnp.linalg.lstsq(rows.X, eta0)[0]
-    theta0 = jnp.concatenate([beta0, start_theta(structures, dtype), jnp.zeros((nd,), dtype)])
+    theta0 = jnp.concatenate([A_inv @ beta0, start_theta(structures, dtype), jnp.zeros((nd,), dtype)])
     warm0 = (jnp.zeros((terms.m[0], terms.q[0]), dtype), jnp.zeros((terms.rest,), dtype))
     best = optimise_and_check(evaluate, theta0, warm0, rows, diag_mask, restart_theta, opt, face_mask=face_mask)
     beta, lams, dispersion = unpack(best["phi"])
@@ -108,8 +112,12 @@ def _fit_crossed_glmm(rows: CrossedRows, terms: Terms, structures: tuple, family
     _, _, w = family.kernel_and_derivatives(rows.y, eta, rows.trials, dispersion)
     f = factor(lams, _gram(w, rows, terms), terms)
     ranefs, cond_vars, cross = effects(f, rows.cells, lams, terms, u1, u2, shared)
+    # back from the orthonormalised β: φ = M φ_s with M = diag(A, I)
+    k = theta0.shape[0]
+    M_inv = jnp.eye(k, dtype=dtype).at[:p, :p].set(A_inv)
     return dict(
-        phi=best["phi"], loglik=-best["value"], grad=best["grad"], hess=best["hess"], status=best["status"],
+        phi=best["phi"].at[:p].set(beta), loglik=-best["value"], grad=M_inv.T @ best["grad"],
+        hess=M_inv.T @ best["hess"] @ M_inv, status=best["status"],
         decrement=best["decrement"], n_iter=best["n_iter"], n_eval=best["n_eval"], beta=beta,
         dispersion=dispersion, chols=lams, ranefs=ranefs, cond_vars=cond_vars, cross_vars=cross,
     )

@@ -157,3 +157,17 @@ def test_random_crossed_designs_fit_or_raise_a_jaxmm_error(problem):
     assert np.isfinite(res.loglik) or not res.converged
     if res.converged:
         assert np.all(np.isfinite(res.fixef)) and all(np.all(np.isfinite(v)) for v in res.cond_var.values())
+
+
+def test_a_rescaled_covariate_changes_neither_the_laplace_fit_nor_its_cost():
+    """β is optimised in orthonormalised coordinates, as for one term: a covariate in other
+    units (cHEIGHT × 1000) gives the same fit, its coefficient ÷ 1000, in about as many
+    evaluations."""
+    ref, data, res = _fit("grouseticks_three_terms")
+    scaled = jaxmm.fit(ref["formula"], data.assign(cHEIGHT=data["cHEIGHT"] * 1000), family=ref["family"])
+    assert scaled.converged
+    assert scaled.loglik == pytest.approx(res.loglik, abs=1e-7)
+    np.testing.assert_allclose(scaled.fixef["cHEIGHT"] * 1000, res.fixef["cHEIGHT"], rtol=1e-5)
+    np.testing.assert_allclose(scaled.vcov.loc["cHEIGHT", "cHEIGHT"] * 1e6, res.vcov.loc["cHEIGHT", "cHEIGHT"],
+                               rtol=1e-4)
+    assert abs(scaled.n_eval - res.n_eval) <= 6, (scaled.n_eval, res.n_eval)
