@@ -17,7 +17,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._crossed_lmm import CrossedStats, Terms, _rest_lam_t, crossed_stats, factor, rest_columns, rest_lam, solve
+from ._crossed_lmm import (CrossedStats, Terms, _rest_lam_t, crossed_stats, factor, logdet, rest_columns, rest_lam,
+                           solve)
 
 
 class CrossedRows(NamedTuple):
@@ -142,5 +143,5 @@ def laplace_loglik(beta, lams, dispersion, rows: CrossedRows, terms: Terms, fami
     eta = eta_of(beta, lams, v1, v2, rows, terms)
     _, _, w = family.kernel_and_derivatives(rows.y, eta, rows.trials, dispersion)
     logp = jnp.sum(family.logpdf(rows.y, eta, rows.trials, dispersion))
-    logdet = factor(lams, _gram(w, rows, terms), terms).logdet
-    return logp - 0.5 * (jnp.sum(v1 * v1) + jnp.sum(v2 * v2)) - 0.5 * logdet, (m1, m2)
+    log_det = logdet(lams, _gram(w, rows, terms), terms)
+    return logp - 0.5 * (jnp.sum(v1 * v1) + jnp.sum(v2 * v2)) - 0.5 * log_det, (m1, m2)

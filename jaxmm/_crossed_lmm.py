@@ -29,6 +29,7 @@ import numpy as np
 from jax.scipy.linalg import cho_solve, solve_triangular
 
 from . import _smallmat as sm
+from ._spd import logdet_and_forms
 
 _LOG_2PI = 1.8378770664093453
 
@@ -71,7 +72,7 @@ class CrossedStats(NamedTuple):
     cell_term: jnp.ndarray   # (c,) which other term (0 = term 2)
     cell_cols: jnp.ndarray   # (c, q̄) its effects' columns among the r, r where padded
     Z1tZ2: jnp.ndarray       # (c, q₁, q̄) the cell's Z₁ᵀZ_k block, zero where padded
-    pair_a: jnp.ndarray      # (n_pairs,) ordered pairs of cells of one first-factor level
+    pair_a: jnp.ndarray      # (n_pairs,) pairs a ≤ b of cells of one first-factor level
     pair_b: jnp.ndarray
     row_cell: jnp.ndarray    # (n, K−1) each row's cell in each other term (the Laplace fit's sums)
     XtX: jnp.ndarray
@@ -152,13 +153,13 @@ def crossed_stats(y, X, Zs, codes, terms: Terms, weights=None, offset=None) -> C
     cell_term = np.concatenate(terms_of)[order]
     Z1tZ2 = np.concatenate(blocks)[order]
     cell_cols = np.concatenate(cell_cols)[order]
-    # all ordered pairs of cells that share a first-factor level
+    # the pairs a ≤ b of cells that share a first-factor level (S is symmetric: half of them)
     counts = np.bincount(cell_level, minlength=m1)
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    per_cell = counts[cell_level]
-    pair_a = np.repeat(np.arange(cell_level.size), per_cell)
-    within = np.arange(pair_a.size) - np.repeat(np.cumsum(per_cell) - per_cell, per_cell)
-    pair_b = starts[cell_level[pair_a]] + within
+    index = np.arange(cell_level.size)
+    per_cell = starts[cell_level] + counts[cell_level] - index  # cells from a to its level's last
+    pair_a = np.repeat(index, per_cell)
+    pair_b = pair_a + np.arange(pair_a.size) - np.repeat(np.cumsum(per_cell) - per_cell, per_cell)
     return CrossedStats(
         Z1tZ1=jnp.asarray(Z1tZ1), Z1tX=jnp.asarray(Z1tX), Z1ty=jnp.asarray(Z1ty),
         Z2tZ2=jnp.asarray(Z2tZ2), Z2tX=jnp.asarray(Z2tX[:r]), Z2ty=jnp.asarray(Z2ty[:r]),
@@ -228,9 +229,10 @@ def _solve_c2(C2, t, trans: bool = False):
     return out.reshape(t.shape)
 
 
-def factor(lams, stats: CrossedStats, terms: Terms) -> Factor:
-    """The blocked factorisation of A from the Gram pieces of ``stats`` (Z₁ᵀZ₁ by level,
-    Z₁ᵀZ₂ by cell, Z₂ᵀZ₂; weighted ones in a Laplace fit) at the relative factors ``lams``."""
+def schur(lams, stats: CrossedStats, terms: Terms):
+    """(C₁, C_c, S): the first blocks of A's factorisation and the Schur complement S (dense,
+    or the (m₂, q₂, q₂) blocks of a nested design), from the Gram pieces of ``stats`` (Z₁ᵀZ₁
+    by level, Z₁ᵀZ₂ by cell, Z₂ᵀZ₂; weighted ones in a Laplace fit) at the factors ``lams``."""
     lam1, rest = lams[0], lams[1:]
     q1, r = terms.q[0], terms.rest
     dtype = lam1.dtype
@@ -243,15 +245,30 @@ def factor(lams, stats: CrossedStats, terms: Terms) -> Factor:
         own = jnp.einsum("cia,cib->cab", Cc, Cc)
         S = (jnp.eye(q2, dtype=dtype)[None] + jnp.einsum("ji,mjk,kl->mil", lam2, stats.Z2tZ2, lam2)
              - jax.ops.segment_sum(own, stats.cell_cols[:, 0] // q2, terms.m[1]))
-        return Factor(C1, Cc, sm.cholesky(S))
+        return C1, Cc, S
     # S = I + Λ₂ᵀZ₂ᵀZ₂Λ₂ − C_cᵀC_c, the last over pairs of cells of one first-factor level
     G = _rest_lam_t(rest, _rest_lam_t(rest, stats.Z2tZ2, terms).T, terms)
-    blocks = jnp.einsum("pia,pib->pab", Cc[stats.pair_a], Cc[stats.pair_b])
+    # pairs a ≤ b: the sum M over them gives C_cᵀC_c = M + Mᵀ, a cell's own (symmetric) block halved
+    half = jnp.where(stats.pair_a == stats.pair_b, 0.5, 1.0).astype(dtype)
+    blocks = jnp.einsum("pia,pib->pab", Cc[stats.pair_a], Cc[stats.pair_b]) * half[:, None, None]
     # one flat index per entry, not a (row, column) pair: faster on XLA:CPU (docs/performance.md)
     target = (stats.cell_cols[stats.pair_a][:, :, None] * (r + 1) + stats.cell_cols[stats.pair_b][:, None, :])
     pairs = jnp.zeros(((r + 1) * (r + 1),), dtype).at[target.reshape(-1)].add(blocks.reshape(-1))
-    S = (jnp.eye(r + 1, dtype=dtype).at[:r, :r].add(G) - pairs.reshape(r + 1, r + 1))[:r, :r]  # padding: row/column r
-    return Factor(C1, Cc, jnp.linalg.cholesky(S))
+    pairs = pairs.reshape(r + 1, r + 1)[:r, :r]  # padding: row/column r
+    return C1, Cc, jnp.eye(r, dtype=dtype) + G - (pairs + pairs.T)
+
+
+def factor(lams, stats: CrossedStats, terms: Terms) -> Factor:
+    """The blocked factorisation of A at the relative factors ``lams`` (see :func:`schur`)."""
+    C1, Cc, S = schur(lams, stats, terms)
+    return Factor(C1, Cc, sm.cholesky(S) if S.ndim == 3 else jnp.linalg.cholesky(S))
+
+
+def logdet(lams, stats: CrossedStats, terms: Terms):
+    """log|A|, differentiable: a dense S through :func:`._spd.logdet_and_forms`."""
+    C1, _, S = schur(lams, stats, terms)
+    rest = _logdet_c2(sm.cholesky(S)) if S.ndim == 3 else logdet_and_forms(S, jnp.zeros((S.shape[0], 0), S.dtype))[0]
+    return jnp.sum(sm.logdet_from_cholesky(C1)) + jnp.sum(rest)
 
 
 def solve(f: Factor, stats: CrossedStats, g1, g2):
@@ -274,46 +291,60 @@ def rest_lam(lams, u2, terms: Terms):
     return jnp.concatenate(parts)
 
 
+def _eliminated(lams, stats: CrossedStats, terms: Terms):
+    """(C₁, C_c, S, P₁, c₁, T): X and y eliminated through the first blocks, and what is
+    left of them for S, T = Λ₂ᵀZ₂ᵀ[X y] − C_cᵀ[P₁ c₁] (r, p + 1)."""
+    lam1, rest = lams[0], lams[1:]
+    r = terms.rest
+    C1, Cc, S = schur(lams, stats, terms)
+    P1 = sm.solve_lower(C1, jnp.einsum("ji,mjp->mip", lam1, stats.Z1tX))
+    c1 = sm.solve_lower(C1, stats.Z1ty @ lam1)
+    rhs1 = jnp.concatenate([P1, c1[..., None]], axis=-1)
+    per_cell = jnp.einsum("cia,cip->cap", Cc, rhs1[stats.cell_level])
+    T = _rest_lam_t(rest, jnp.concatenate([stats.Z2tX, stats.Z2ty[:, None]], axis=1), terms)
+    T = jnp.concatenate([T, jnp.zeros((1, T.shape[1]), T.dtype)]).at[stats.cell_cols].add(-per_cell)[:r]
+    return C1, Cc, S, P1, c1, T
+
+
+def _reduced(stats: CrossedStats, P1, c1, Q, logdet_A):
+    """X and y's Gram pieces after A is eliminated, with Q = TᵀS⁻¹T."""
+    p = P1.shape[-1]
+    return (stats.XtX - jnp.einsum("mia,mib->ab", P1, P1) - Q[:p, :p],
+            stats.Xty - jnp.einsum("mia,mi->a", P1, c1) - Q[:p, p],
+            stats.yty - jnp.sum(c1 * c1) - Q[p, p], logdet_A)
+
+
 def reduce(lams, stats: CrossedStats, terms: Terms) -> Reduced:
     """The blocked Cholesky factorisation of A and the elimination of X and y, at the
     relative factors ``lams`` (one lower-triangular Λ_k per term, the first term first)."""
-    lam1, rest = lams[0], lams[1:]
-    r = terms.rest
-    dtype = lam1.dtype
-    C1, Cc, C2 = f = factor(lams, stats, terms)
-    P1 = sm.solve_lower(C1, jnp.einsum("ji,mjp->mip", lam1, stats.Z1tX))
-    c1 = sm.solve_lower(C1, stats.Z1ty @ lam1)
-
-    def eliminate(rhs2, rhs1):  # C₂⁻¹ (Λ₂ᵀ rhs₂ − C_cᵀ rhs₁), rhs₁ per first-factor level
-        per_cell = jnp.einsum("cia,ci...->ca...", Cc, rhs1[stats.cell_level])
-        t = _rest_lam_t(rest, rhs2, terms)
-        t = jnp.concatenate([t, jnp.zeros((1,) + t.shape[1:], dtype)]).at[stats.cell_cols].add(-per_cell)[:r]
-        return _solve_c2(C2, t)
-
-    P2 = eliminate(stats.Z2tX, P1)
-    c2 = eliminate(stats.Z2ty, c1)
-    return Reduced(
-        XtRX=stats.XtX - jnp.einsum("mia,mib->ab", P1, P1) - P2.T @ P2,
-        XtRy=stats.Xty - jnp.einsum("mia,mi->a", P1, c1) - P2.T @ c2,
-        ytRy=stats.yty - jnp.sum(c1 * c1) - jnp.sum(c2 * c2),
-        logdet_A=f.logdet,
-        C1=C1, Cc=Cc, C2=C2, P1=P1, c1=c1, P2=P2, c2=c2,
-    )
+    C1, Cc, S, P1, c1, T = _eliminated(lams, stats, terms)
+    f = Factor(C1, Cc, sm.cholesky(S) if S.ndim == 3 else jnp.linalg.cholesky(S))
+    PC = _solve_c2(f.C2, T)
+    XtRX, XtRy, ytRy, logdet_A = _reduced(stats, P1, c1, PC.T @ PC, f.logdet)
+    return Reduced(XtRX=XtRX, XtRy=XtRy, ytRy=ytRy, logdet_A=logdet_A, C1=C1, Cc=Cc, C2=f.C2, P1=P1, c1=c1,
+                   P2=PC[:, :-1], c2=PC[:, -1])
 
 
-def _gls(red: Reduced):
-    chol_X = jnp.linalg.cholesky(red.XtRX)
-    beta = cho_solve((chol_X, True), red.XtRy)
-    pwrss = red.ytRy - jnp.sum(beta * red.XtRy)
+def _gls(XtRX, XtRy, ytRy):
+    chol_X = jnp.linalg.cholesky(XtRX)
+    beta = cho_solve((chol_X, True), XtRy)
+    pwrss = ytRy - jnp.sum(beta * XtRy)
     return beta, pwrss, 2.0 * jnp.sum(jnp.log(jnp.diagonal(chol_X))), chol_X
 
 
 def profiled_loglik(lams, stats: CrossedStats, terms: Terms, reml: bool):
-    """Log-likelihood (REML or ML) maximised over β and σ at the relative factors ``lams``."""
-    red = reduce(lams, stats, terms)
-    beta, pwrss, logdet_X, _ = _gls(red)
+    """Log-likelihood (REML or ML) maximised over β and σ at the relative factors ``lams``.
+    A dense S enters through :func:`._spd.logdet_and_forms` (its derivative from S⁻¹)."""
+    if terms.nested:
+        red = reduce(lams, stats, terms)
+        XtRX, XtRy, ytRy, logdet_A = red.XtRX, red.XtRy, red.ytRy, red.logdet_A
+    else:
+        C1, _, S, P1, c1, T = _eliminated(lams, stats, terms)
+        logdet_S, Q = logdet_and_forms(S, T)
+        XtRX, XtRy, ytRy, logdet_A = _reduced(stats, P1, c1, Q, jnp.sum(sm.logdet_from_cholesky(C1)) + logdet_S)
+    beta, pwrss, logdet_X, _ = _gls(XtRX, XtRy, ytRy)
     dof = stats.n - beta.shape[0] if reml else stats.n
-    value = red.logdet_A + dof * (1.0 + _LOG_2PI + jnp.log(pwrss / dof))
+    value = logdet_A + dof * (1.0 + _LOG_2PI + jnp.log(pwrss / dof))
     if reml:
         value = value + logdet_X
     return -0.5 * value + stats.half_log_w
@@ -338,7 +369,7 @@ def solution(lams, stats: CrossedStats, terms: Terms, reml: bool, shared: tuple 
     same order, as ``(1 | g) + (0 + x | g)``): their level-by-level cross blocks are
     returned too, −C₁ᵢ⁻ᵀ(S⁻¹C_cᵀ)ᵢᵀ where a is the first term, else blocks of S⁻¹."""
     red = reduce(lams, stats, terms)
-    beta, pwrss, _, chol_X = _gls(red)
+    beta, pwrss, _, chol_X = _gls(red.XtRX, red.XtRy, red.ytRy)
     p, r, q1, m1 = beta.shape[0], terms.rest, terms.q[0], terms.m[0]
     sigma2 = pwrss / (stats.n - p if reml else stats.n)
     sigma = jnp.sqrt(sigma2)

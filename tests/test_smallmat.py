@@ -50,3 +50,32 @@ def test_gram_of_many_columns_is_the_symmetric_product():
     G = np.asarray(small_jit(sm.gram)(jnp.asarray(A), jnp.asarray(w)))
     np.testing.assert_allclose(G, A.T @ (A * w[:, None]), rtol=1e-12, atol=1e-12)
     assert np.array_equal(G, G.T)
+
+
+@pytest.mark.parametrize("k", [0, 3])
+def test_dense_logdet_and_forms_and_their_written_derivative(k):
+    """_spd.logdet_and_forms equals numpy's log|S| and TᵀS⁻¹T, and its written VJP equals
+    JAX's derivative of the same functions through a Cholesky factor, for S read as its
+    symmetric part (an asymmetric input, an asymmetric weighting of the forms)."""
+    from jaxmm._spd import logdet_and_forms
+
+    rng = np.random.default_rng(k)
+    B = rng.standard_normal((9, 9))
+    S = B @ B.T + 9 * np.eye(9) + 0.1 * rng.standard_normal((9, 9))  # read as its symmetric part
+    T = rng.standard_normal((9, k))
+    W = rng.standard_normal((k, k))
+    sym = 0.5 * (S + S.T)
+    ld, Q = logdet_and_forms(jnp.asarray(S), jnp.asarray(T))
+    np.testing.assert_allclose(float(ld), np.linalg.slogdet(sym)[1], rtol=1e-12)
+    np.testing.assert_allclose(np.asarray(Q), T.T @ np.linalg.solve(sym, T), rtol=1e-10, atol=1e-12)
+
+    def plain(S, T):
+        C = jnp.linalg.cholesky(S)
+        Y = jax.scipy.linalg.cho_solve((C, True), T)
+        return 2.0 * jnp.sum(jnp.log(jnp.diagonal(C))), T.T @ Y
+
+    loss = lambda f: lambda S, T: (lambda out: 0.7 * out[0] + jnp.sum(jnp.asarray(W) * out[1]))(f(S, T))
+    got = small_jit(jax.grad(loss(logdet_and_forms), argnums=(0, 1)))(jnp.asarray(S), jnp.asarray(T))
+    want = small_jit(jax.grad(loss(plain), argnums=(0, 1)))(jnp.asarray(S), jnp.asarray(T))
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-9, atol=1e-12)
