@@ -351,10 +351,59 @@ def crossed_decisions(repeats=10):
         jitted = jax.jit(fn)
         return lambda _: jax.block_until_ready([jitted(lams, stats) for _ in range(repeats)])
 
-    return [("the Schur complement's pair sum scattered by flat index", "`_crossed_lmm.factor`", timed(flat),
-             timed(by_pairs), lambda: None,
-             f"{repeats} factorisations and pair sums of a crossed design of {n:,} rows, {m1:,} × {m2:,} levels "
-             f"({stats.pair_a.shape[0]:,} pairs of cells), warm; against (row, column) index arrays")]
+    out = [("the Schur complement's pair sum scattered by flat index", "`_crossed_lmm.factor`", timed(flat),
+            timed(by_pairs), lambda: None,
+            f"{repeats} factorisations and pair sums of a crossed design of {n:,} rows, {m1:,} × {m2:,} levels "
+            f"({stats.pair_a.shape[0]:,} pairs a ≤ b of cells), warm; against (row, column) index arrays")]
+
+    # C_cᵀC_c from the pairs a ≤ b (M + Mᵀ, a cell's own block halved) or from every ordered pair
+    Cc, r = cl.factor(lams, stats, terms).Cc, terms.rest
+    a, b = np.asarray(stats.pair_a), np.asarray(stats.pair_b)
+    other = a != b
+    every = (jnp.asarray(np.concatenate([a, b[other]])), jnp.asarray(np.concatenate([b, a[other]])))
+
+    def pair_sum(pa, pb, scale):
+        blocks = jnp.einsum("pia,pib->pab", Cc[pa], Cc[pb]) * scale[:, None, None]
+        target = stats.cell_cols[pa][:, :, None] * (r + 1) + stats.cell_cols[pb][:, None, :]
+        return jnp.zeros(((r + 1) ** 2,)).at[target.reshape(-1)].add(blocks.reshape(-1)).reshape(r + 1, r + 1)
+
+    def half(pa, pb):
+        M = pair_sum(pa, pb, jnp.where(pa == pb, 0.5, 1.0))
+        return M + M.T
+
+    def repeated(fn, *args):
+        jitted = jax.jit(fn)
+        return lambda _: jax.block_until_ready([jitted(*args) for _ in range(repeats)])
+
+    out.append(("C_cᵀC_c summed over the pairs a ≤ b of cells, then M + Mᵀ", "`_crossed_lmm.schur`",
+                repeated(half, stats.pair_a, stats.pair_b),
+                repeated(lambda pa, pb: pair_sum(pa, pb, jnp.ones(pa.shape)), *every), lambda: None,
+                f"{repeats} pair sums at InstEval's size ({a.size:,} pairs a ≤ b), warm; against the "
+                f"{every[0].shape[0]:,} ordered pairs"))
+
+    # the profiled REML criterion's gradient: log|S| and TᵀS⁻¹T with their written derivative,
+    # or JAX's through the Cholesky factor
+    from jax.scipy.linalg import cho_solve
+
+    def plain(S, T):
+        C = jnp.linalg.cholesky(S)
+        return 2.0 * jnp.sum(jnp.log(jnp.diagonal(C))), T.T @ cho_solve((C, True), T)
+
+    def gradient(forms):
+        def run(lams, st):
+            original = cl.logdet_and_forms
+            cl.logdet_and_forms = forms
+            try:
+                return jax.grad(lambda l: cl.profiled_loglik(l, st, terms, True))(lams)
+            finally:
+                cl.logdet_and_forms = original
+        return repeated(jax.jit(run), lams, stats)
+
+    out.append(("log\\|S\\| and TᵀS⁻¹T with their derivative written from S⁻¹", "`_spd.logdet_and_forms`",
+                gradient(cl.logdet_and_forms), gradient(plain), lambda: None,
+                f"{repeats} gradients of the profiled REML criterion at InstEval's size, warm; against JAX's "
+                "derivative through the Cholesky factor"))
+    return out
 
 
 def quick_decisions():

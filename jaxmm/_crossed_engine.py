@@ -12,7 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._crossed_laplace import CrossedRows, _gram, eta_of, laplace_loglik
-from ._crossed_lmm import CrossedStats, Terms, effects, factor, profiled_loglik, solution
+from ._crossed_effects import effects, solution
+from ._crossed_lmm import CrossedStats, Terms, factor, profiled_loglik
 from ._driver import optimise_and_check
 from ._jit import compiled
 from ._optimize import OptOptions

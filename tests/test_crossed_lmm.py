@@ -9,7 +9,8 @@ import pytest
 import scipy.linalg
 import scipy.special
 
-from jaxmm._crossed_lmm import Terms, crossed_stats, profiled_loglik, solution
+from jaxmm._crossed_effects import solution
+from jaxmm._crossed_lmm import Terms, crossed_stats, profiled_loglik
 
 from conftest import central_differences, small_jit
 

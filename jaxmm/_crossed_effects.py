@@ -1,0 +1,100 @@
+"""What follows from the several-term fit's estimates: β̂, σ̂ and vcov of the exact LMM, the
+BLUPs and the conditional covariances of every term, from the blocked factorisation of
+:mod:`._crossed_lmm` (the Laplace fit takes :func:`effects` at its modes)."""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax.numpy as jnp
+from jax.scipy.linalg import cho_solve, solve_triangular
+
+from . import _smallmat as sm
+from ._crossed_lmm import CrossedStats, Factor, Terms, _gls, _solve_c2, reduce
+
+
+class CrossedSolution(NamedTuple):
+    beta: jnp.ndarray
+    sigma: jnp.ndarray
+    vcov: jnp.ndarray
+    chols: tuple      # σΛ_k per term: the Cholesky factors of D_k
+    ranefs: tuple     # (m_k, q_k) BLUPs per term
+    cond_vars: tuple  # (m_k, q_k, q_k) conditional covariances per term
+    cross_vars: tuple  # (m, q_a, q_b) between the terms of each pair in ``shared``
+
+
+def solution(lams, stats: CrossedStats, terms: Terms, reml: bool, shared: tuple = ()) -> CrossedSolution:
+    """Everything that follows from Λ̂: β̂, σ̂, vcov (conditional on Λ), BLUPs, conditional
+    covariances. The latter are the diagonal blocks of σ²ΛA⁻¹Λᵀ; with W = C₂⁻¹C_cᵀ, those
+    of the first term are C₁ᵢ⁻ᵀ(I + W_iᵀW_i)C₁ᵢ⁻¹, those of the others blocks of S⁻¹.
+
+    ``shared`` (static): pairs (a, b), a < b, of terms on one factor (the same levels in the
+    same order, as ``(1 | g) + (0 + x | g)``): their level-by-level cross blocks are
+    returned too, −C₁ᵢ⁻ᵀ(S⁻¹C_cᵀ)ᵢᵀ where a is the first term, else blocks of S⁻¹."""
+    red = reduce(lams, stats, terms)
+    beta, pwrss, _, chol_X = _gls(red.XtRX, red.XtRy, red.ytRy)
+    p, r, q1, m1 = beta.shape[0], terms.rest, terms.q[0], terms.m[0]
+    sigma2 = pwrss / (stats.n - p if reml else stats.n)
+    sigma = jnp.sqrt(sigma2)
+    dtype = beta.dtype
+    # back substitution: u₂ = C₂⁻ᵀ(c₂ − P₂β), u₁ = C₁⁻ᵀ(c₁ − P₁β − C_c u₂)
+    C2 = red.C2
+    u2 = _solve_c2(C2, red.c2 - jnp.einsum("rp,p->r", red.P2, beta), trans=True)
+    u2_pad = jnp.concatenate([u2, jnp.zeros((1,), dtype)])
+    per_cell = jnp.einsum("cia,ca->ci", red.Cc, u2_pad[stats.cell_cols])
+    t1 = (red.c1 - jnp.einsum("mip,p->mi", red.P1, beta)).at[stats.cell_level].add(-per_cell)
+    u1 = sm.solve_lower_transpose(red.C1, t1)
+    ranefs, cond_vars, cross = effects(Factor(red.C1, red.Cc, C2), stats, lams, terms, u1, u2, shared)
+    chols = tuple(sigma * lam for lam in lams)
+    cond_vars = tuple(sigma2 * v for v in cond_vars)
+    cross = tuple(sigma2 * v for v in cross)
+    return CrossedSolution(
+        beta=beta, sigma=sigma, vcov=sigma2 * cho_solve((chol_X, True), jnp.eye(p, dtype=dtype)),
+        chols=chols, ranefs=ranefs, cond_vars=cond_vars, cross_vars=cross,
+    )
+
+
+def effects(f: Factor, stats: CrossedStats, lams, terms: Terms, u1, u2, shared: tuple = ()):
+    """(b per term, the diagonal blocks of ΛA⁻¹Λᵀ per term and level, and the cross blocks of
+    the pairs in ``shared``) from the spherical effects u and the factor of A. With
+    W = C₂⁻¹C_cᵀ (dense r × m₁q₁), the first term's blocks of A⁻¹ are C₁ᵢ⁻ᵀ(I + W_iᵀW_i)C₁ᵢ⁻¹,
+    the others' blocks of S⁻¹; a cross block with the first term is −C₁ᵢ⁻ᵀ(S⁻¹C_cᵀ)ᵢᵀ."""
+    r, q1, m1 = terms.rest, terms.q[0], terms.m[0]
+    dtype = u1.dtype
+    C2 = f.C2
+    sandwich = lambda a, V, b: jnp.einsum("ij,mjk,lk->mil", a, V, b)
+    lam1 = lams[0]
+    C1inv = sm.solve_lower(f.C1, jnp.broadcast_to(jnp.eye(q1, dtype=dtype), f.C1.shape))
+    if terms.nested:
+        # one cell per first-factor level i (the cells are in level order), inside level j(i)
+        # of the other term: A⁻¹'s blocks are C₁ᵢ⁻ᵀ(I + C_cᵢ S_j⁻¹ C_cᵢᵀ)C₁ᵢ⁻¹, S_j⁻¹ and,
+        # for two terms on one factor, −C₁ᵢ⁻ᵀ C_cᵢ S_j⁻¹
+        lam2, q2 = lams[1], terms.q[1]
+        S_inv = sm.cho_inverse(C2)
+        parent = S_inv[stats.cell_cols[:, 0] // q2]
+        inner = jnp.eye(q1, dtype=dtype)[None] + jnp.einsum("mia,mab,mjb->mij", f.Cc, parent, f.Cc)
+        A11 = jnp.swapaxes(C1inv, 1, 2) @ inner @ C1inv
+        cross = tuple(sandwich(lam1, -jnp.swapaxes(C1inv, 1, 2) @ f.Cc @ parent, lam2) for _ in shared)
+        ranefs = (u1 @ lam1.T, u2.reshape(terms.m[1], q2) @ lam2.T)
+        return ranefs, (sandwich(lam1, A11, lam1), sandwich(lam2, S_inv, lam2)), cross
+    Ct = jnp.zeros((r + 1, m1, q1), dtype).at[stats.cell_cols[:, :, None], stats.cell_level[:, None, None],
+                                              jnp.arange(q1)[None, None, :]].add(jnp.swapaxes(f.Cc, 1, 2))[:r]
+    W = solve_triangular(C2, Ct.reshape(r, m1 * q1), lower=True).reshape(r, m1, q1)
+    inner = jnp.eye(q1, dtype=dtype)[None] + jnp.einsum("rmi,rmj->mij", W, W)
+    A11 = jnp.swapaxes(C1inv, 1, 2) @ inner @ C1inv
+    S_inv = cho_solve((C2, True), jnp.eye(r, dtype=dtype))
+    rest = lams[1:]
+    index = [None] + [off + jnp.arange(m)[:, None] * q + jnp.arange(q)[None, :]
+                      for off, q, m in zip(terms.offsets(), terms.q[1:], terms.m[1:])]
+    cross = []
+    for a, b in shared:
+        if a == 0:
+            V = solve_triangular(C2, W.reshape(r, m1 * q1), lower=True, trans="T").reshape(r, m1, q1)
+            block = -jnp.swapaxes(C1inv, 1, 2) @ jnp.swapaxes(V[index[b], jnp.arange(m1)[:, None]], 1, 2)
+        else:
+            block = S_inv[index[a][:, :, None], index[b][:, None, :]]
+        cross.append(sandwich(lams[a], block, lams[b]))
+    ranefs, cond_vars = [u1 @ lam1.T], [sandwich(lam1, A11, lam1)]
+    for lam, idx in zip(rest, index[1:]):
+        ranefs.append(u2[idx] @ lam.T)
+        cond_vars.append(sandwich(lam, S_inv[idx[:, :, None], idx[:, None, :]], lam))
+    return tuple(ranefs), tuple(cond_vars), tuple(cross)
