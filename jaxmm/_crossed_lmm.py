@@ -249,11 +249,22 @@ def schur(lams, stats: CrossedStats, terms: Terms):
     # S = I + Λ₂ᵀZ₂ᵀZ₂Λ₂ − C_cᵀC_c, the last over pairs of cells of one first-factor level
     G = _rest_lam_t(rest, _rest_lam_t(rest, stats.Z2tZ2, terms).T, terms)
     # pairs a ≤ b: the sum M over them gives C_cᵀC_c = M + Mᵀ, a cell's own (symmetric) block halved
-    half = jnp.where(stats.pair_a == stats.pair_b, 0.5, 1.0).astype(dtype)
-    blocks = jnp.einsum("pia,pib->pab", Cc[stats.pair_a], Cc[stats.pair_b]) * half[:, None, None]
+    pa, pb = stats.pair_a, stats.pair_b
+    half = jnp.where(pa == pb, 0.5, 1.0).astype(dtype)
+    # gathered one scalar column at a time: on XLA:CPU several times faster than rows of
+    # (q₁, q̄) (docs/performance.md); pair_a is sorted
+    at_a = lambda col: col.at[pa].get(mode="promise_in_bounds", indices_are_sorted=True)
+    at_b = lambda col: col.at[pb].get(mode="promise_in_bounds")
+    qbar = Cc.shape[2]
+    ca = [[at_a(Cc[:, i, e]) for e in range(qbar)] for i in range(q1)]
+    cb = [[at_b(Cc[:, i, e]) for e in range(qbar)] for i in range(q1)]
+    cols_a = [at_a(stats.cell_cols[:, e]) * (r + 1) for e in range(qbar)]
+    cols_b = [at_b(stats.cell_cols[:, e]) for e in range(qbar)]
     # one flat index per entry, not a (row, column) pair: faster on XLA:CPU (docs/performance.md)
-    target = (stats.cell_cols[stats.pair_a][:, :, None] * (r + 1) + stats.cell_cols[stats.pair_b][:, None, :])
-    pairs = jnp.zeros(((r + 1) * (r + 1),), dtype).at[target.reshape(-1)].add(blocks.reshape(-1))
+    values = jnp.concatenate([half * sum(ca[i][e] * cb[i][f] for i in range(q1))
+                              for e in range(qbar) for f in range(qbar)])
+    target = jnp.concatenate([cols_a[e] + cols_b[f] for e in range(qbar) for f in range(qbar)])
+    pairs = jnp.zeros(((r + 1) * (r + 1),), dtype).at[target].add(values)
     pairs = pairs.reshape(r + 1, r + 1)[:r, :r]  # padding: row/column r
     return C1, Cc, jnp.eye(r, dtype=dtype) + G - (pairs + pairs.T)
 
