@@ -101,18 +101,23 @@ def _at(beta, lams, dispersion, u1, u2, rows, terms, family):
 class InnerState(NamedTuple):
     u1: jnp.ndarray
     u2: jnp.ndarray
-    value: jnp.ndarray
+    f: object            # the factor of H at u (a Factor), once the loop has run
+    decrement: jnp.ndarray
     it: jnp.ndarray
     done: jnp.ndarray
 
 
 def modes(beta, lams, dispersion, u1, u2, rows: CrossedRows, terms: Terms, family, max_iter: int = 50,
-          tol: float = 1e-10):
-    """The joint mode û by Newton's method, halving a step that lowers the objective."""
+          tol: float = 1e-20):
+    """The joint mode û by Newton's method, halving a step that lowers the objective, and the
+    factor of H there. It stops at a point whose Newton decrement is below ``tol`` (or has
+    stopped shrinking quadratically, at the rounding of the gradient) without taking that
+    step: the caller's differentiated Newton step is it, with the factor returned here."""
     def body(state):
         value, (g1, g2), f = _at(beta, lams, dispersion, state.u1, state.u2, rows, terms, family)
         d1, d2 = solve(f, rows.cells, g1, g2)
         decrement = jnp.sum(g1 * d1) + jnp.sum(g2 * d2)
+        converged = (decrement < tol) | ((decrement < 1e-10) & (decrement > 1e-3 * state.decrement))
 
         def halve(c):
             step, _ = c
@@ -122,23 +127,25 @@ def modes(beta, lams, dispersion, u1, u2, rows: CrossedRows, terms: Terms, famil
         first = _value(beta, lams, dispersion, state.u1 + d1, state.u2 + d2, rows, terms, family)
         step, new = jax.lax.while_loop(lambda c: ~(c[1] >= value - 1e-12 * jnp.abs(value)) & (c[0] > 1e-4),
                                        halve, (jnp.ones((), value.dtype), first))
-        ok = new >= value - 1e-12 * jnp.abs(value)
-        return InnerState(jnp.where(ok, state.u1 + step * d1, state.u1), jnp.where(ok, state.u2 + step * d2, state.u2),
-                          jnp.where(ok, new, value), state.it + 1, (decrement < tol) | ~ok)
+        move = (new >= value - 1e-12 * jnp.abs(value)) & ~converged
+        return InnerState(jnp.where(move, state.u1 + step * d1, state.u1), jnp.where(move, state.u2 + step * d2,
+                          state.u2), f, decrement, state.it + 1, ~move)
 
-    start = InnerState(u1, u2, jnp.asarray(-jnp.inf, beta.dtype), jnp.zeros((), jnp.int32), jnp.zeros((), bool))
+    f0 = jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype),
+                      jax.eval_shape(lambda: _at(beta, lams, dispersion, u1, u2, rows, terms, family)[2]))
+    start = InnerState(u1, u2, f0, jnp.asarray(jnp.inf, beta.dtype), jnp.zeros((), jnp.int32), jnp.zeros((), bool))
     out = jax.lax.while_loop(lambda s: ~s.done & (s.it < max_iter), body, start)
-    return out.u1, out.u2
+    return out.u1, out.u2, out.f
 
 
 def laplace_loglik(beta, lams, dispersion, rows: CrossedRows, terms: Terms, family, u1, u2):
     """(ℓ, (û₁, û₂)): the Laplace log-likelihood and the modes (to warm-start the next call)."""
     consts = jax.lax.stop_gradient((beta, lams, dispersion))
-    m1, m2 = modes(*consts, u1, u2, rows, terms, family)
-    m1, m2 = jax.lax.stop_gradient((m1, m2))
+    m1, m2, f = jax.lax.stop_gradient(modes(*consts, u1, u2, rows, terms, family))
     # one differentiated Newton step from the mode: exact first derivatives (module doc)
-    _, (g1, g2), f = _at(beta, lams, dispersion, m1, m2, rows, terms, family)
-    d1, d2 = solve(jax.lax.stop_gradient(f), rows.cells, g1, g2)
+    eta = eta_of(beta, lams, m1, m2, rows, terms)
+    _, s, _ = family.kernel_and_derivatives(rows.y, eta, rows.trials, dispersion)
+    d1, d2 = solve(f, rows.cells, *_score(s, m1, m2, lams, rows, terms))
     v1, v2 = m1 + d1, m2 + d2
     eta = eta_of(beta, lams, v1, v2, rows, terms)
     _, _, w = family.kernel_and_derivatives(rows.y, eta, rows.trials, dispersion)
