@@ -381,6 +381,30 @@ def crossed_decisions(repeats=10):
                 f"{repeats} pair sums at InstEval's size ({a.size:,} pairs a ≤ b), warm; against the "
                 f"{every[0].shape[0]:,} ordered pairs"))
 
+    # the pair products: one scalar column of C_c gathered at a time, or its (q₁, q̄) rows, on a
+    # user × item design's C_c (q₁ = 2)
+    big = cl.Terms(q=(2, 1), m=(50_000, 1_000))
+    n_big = 1_000_000
+    users, items = rng.integers(0, 50_000, n_big), rng.integers(0, 1_000, n_big)
+    x = rng.normal(size=n_big)
+    cells = cl.crossed_stats(np.zeros(n_big), np.zeros((n_big, 1)), [np.column_stack([np.ones(n_big), x]),
+                                                                     np.ones((n_big, 1))], [users, items], big)
+    C = jnp.asarray(rng.normal(size=(cells.cell_level.shape[0], 2, 1)))
+
+    def by_columns(C, pa, pb):
+        at_a = lambda col: col.at[pa].get(mode="promise_in_bounds", indices_are_sorted=True)
+        at_b = lambda col: col.at[pb].get(mode="promise_in_bounds")
+        return sum(at_a(C[:, i, 0]) * at_b(C[:, i, 0]) for i in range(2))
+
+    def by_rows(C, pa, pb):
+        return jnp.einsum("pia,pib->pab", C[pa], C[pb])[:, 0, 0]
+
+    out.append(("the pair products gather one scalar column of C_c at a time", "`_crossed_lmm.schur`",
+                repeated(by_columns, C, cells.pair_a, cells.pair_b),
+                repeated(by_rows, C, cells.pair_a, cells.pair_b), lambda: None,
+                f"{repeats} pair products of a 1M-row user × item design, (x \\| user) + (1 \\| item) "
+                f"({cells.pair_a.shape[0]:,} pairs), warm; against gathering C_c's (2, 1) rows"))
+
     # the profiled REML criterion's gradient: log|S| and TᵀS⁻¹T with their written derivative,
     # or JAX's through the Cholesky factor
     from jax.scipy.linalg import cho_solve
