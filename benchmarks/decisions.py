@@ -452,10 +452,14 @@ def quick_decisions():
     contra = ("use01 ~ age + age2 + urban01 + C(livch) + (urban01 | district)",
               pd.read_csv(ROOT / "tests" / "data" / "contraception_q2.csv"))
     seeds = ("y ~ x + (x | subject)", pd.read_csv(ROOT / "tests" / "data" / "seedlike_bernoulli_q2.csv"))
+    grouse = ("TICKS ~ C(YEAR) + cHEIGHT + (1 | BROOD) + (1 | INDEX) + (1 | LOCATION)",
+              pd.read_csv(ROOT / "tests" / "data" / "crossed" / "grouseticks_three_terms.csv"))
     name = "programs over at most 2,048 rows compile at LLVM's optimisation level 0"
     out = []
     for what, (formula, data), kw, before in (
             ("cold sleepstudy REML fit (180 rows)", sleep, {}, jax.clear_caches),
+            ("cold grouseticks Poisson fit with three terms (403 rows)", grouse, {"family": "poisson"},
+             jax.clear_caches),
             ("cold contraception Bernoulli q = 2 fit (1,934 rows)", contra, {"family": "binomial"}, jax.clear_caches),
             ("warm contraception Bernoulli q = 2 fit (1,934 rows)", contra, {"family": "binomial"}, None)):
         out.append((name, "`_engine.QUICK_MAX_ROWS`", fit_at(None, formula, data, **kw), fit_at(0, formula, data, **kw),

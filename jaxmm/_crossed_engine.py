@@ -15,6 +15,7 @@ from ._crossed_laplace import CrossedRows, _gram, eta_of, laplace_loglik
 from ._crossed_effects import effects, solution
 from ._crossed_lmm import CrossedStats, Terms, factor, profiled_loglik
 from ._driver import optimise_and_check
+from ._engine import quick_rows
 from ._jit import compiled
 from ._optimize import OptOptions
 from ._params import chol_from_natural, layout_masks, n_chol, re_dim, vec_from_chol
@@ -67,7 +68,17 @@ def _fit_crossed_lmm(stats: CrossedStats, terms: Terms, structures: tuple, reml:
     )
 
 
-fit_crossed_lmm = compiled(_fit_crossed_lmm, static_argnames=("terms", "structures", "reml", "opt", "shared"), elemental=True)
+def _quick_lmm(stats: CrossedStats, *args, **kwargs) -> bool:
+    # small data compile at LLVM's quick level, as one-term fits do (_engine.QUICK_MAX_ROWS)
+    return quick_rows(stats.row_cell.shape[0])
+
+
+def _quick_glmm(rows: CrossedRows, *args, **kwargs) -> bool:
+    return quick_rows(rows.y.shape[0])
+
+
+fit_crossed_lmm = compiled(_fit_crossed_lmm, static_argnames=("terms", "structures", "reml", "opt", "shared"),
+                           elemental=True, quick=_quick_lmm)
 
 
 def _fit_crossed_glmm(rows: CrossedRows, terms: Terms, structures: tuple, family, opt=OptOptions(),
@@ -125,4 +136,4 @@ def _fit_crossed_glmm(rows: CrossedRows, terms: Terms, structures: tuple, family
 
 
 fit_crossed_glmm = compiled(_fit_crossed_glmm, static_argnames=("terms", "structures", "family", "opt", "shared"),
-                            elemental=True)
+                            elemental=True, quick=_quick_glmm)
