@@ -3,8 +3,8 @@ the table → each term's effects and factor codes → the blocked statistics �
 exact LMM (:mod:`._crossed_engine`) → :class:`._crossed_result.CrossedResult`.
 
 The gaussian family is the exact LMM (REML/ML), the others the Laplace approximation
-(:mod:`._crossed_laplace`). The options that split or batch a fit (``by=``, ``devices=``),
-float32 and progress lines are refused with an error that says they are not built yet.
+(:mod:`._crossed_laplace`). The options that split or batch a fit (``by=``, ``devices=``) and
+float32 are refused with an error that says they are not built yet.
 """
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import dataclasses
 import numpy as np
 import pandas as pd
 
+from . import _progress
 from ._crossed_engine import fit_crossed_glmm, fit_crossed_lmm
 from ._crossed_laplace import crossed_rows
 from ._crossed_lmm import Terms, crossed_stats
@@ -20,7 +21,7 @@ from ._crossed_result import CrossedResult, FactorTerm
 from ._design import _rows_from_formula
 from ._grouping import unique_inverse
 from ._sharding import to_host
-from ._optimize import Status
+from ._optimize import OptOptions, Status
 from ._params import n_chol
 from ._table import _column, as_pandas
 from .errors import ArgumentError, DataError
@@ -57,8 +58,6 @@ def fit_terms(spec, data, fam, method: str, formula: str, *, trials, offset, wei
         _refuse("devices=")
     if dtype != "float64":
         _refuse("dtype='float32'")
-    if verbose:
-        _refuse("verbose=")
     if nAGQ != 1:
         raise ArgumentError("nAGQ > 1 (adaptive quadrature) integrates one random-effect term; this formula has "
                             f"{len(spec.terms)}, as lme4 refuses too")
@@ -110,15 +109,17 @@ def fit_terms(spec, data, fam, method: str, formula: str, *, trials, offset, wei
                         f"{terms.rest ** 2 * 8 / 2**30:.1f} GiB; at most {MAX_DENSE_EFFECTS:,} are fitted")
     structures = tuple(f.structure for f in ordered)
     p = first.X.shape[1]
+    opt = OptOptions(verbose=bool(verbose))
     if fam.exact:
         stats = crossed_stats(first.y, first.X, [f.Z for f in ordered], [f.codes for f in ordered], terms,
                               weights=first.weights, offset=first.offset)
-        out = _host(fit_crossed_lmm(stats, terms, structures, method == "REML", shared=shared))
+        out = _reported(verbose, lambda: fit_crossed_lmm(stats, terms, structures, method == "REML", opt=opt,
+                                                         shared=shared))
         n_obs, sigma, vcov = int(np.asarray(stats.n)), float(out["sigma"]), np.asarray(out["vcov"])
     else:
         rows = crossed_rows(first.y, first.X, [f.Z for f in ordered], [f.codes for f in ordered], terms,
                             offset=first.offset, trials=first.trials)
-        out = _host(fit_crossed_glmm(rows, terms, structures, fam, shared=shared))
+        out = _reported(verbose, lambda: fit_crossed_glmm(rows, terms, structures, fam, opt=opt, shared=shared))
         n_obs, sigma = n, (float(out["dispersion"]) if fam.n_dispersion else None)
         # β's covariance: the inverse Hessian of −ℓ in φ, its β block (as for one term)
         vcov = np.linalg.inv(np.asarray(out["hess"]))[:p, :p]
@@ -134,6 +135,17 @@ def fit_terms(spec, data, fam, method: str, formula: str, *, trials, offset, wei
         max_abs_grad=float(np.max(np.abs(out["grad"]))) if np.size(out["grad"]) else 0.0,
         n_params=p + sum(n_chol(f.structure) for f in ordered) + (1 if fam.exact else fam.n_dispersion),
     )
+
+
+def _reported(verbose, run) -> dict:
+    """``run()``'s outputs on the host, its optimiser's iterations reported as ``fit``'s
+    ``verbose`` says (:mod:`._progress`)."""
+    if verbose:
+        _progress.start(None if verbose is True else verbose)
+    try:
+        return _host(run())
+    finally:
+        _progress.stop()
 
 
 def _host(out: dict) -> dict:

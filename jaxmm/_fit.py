@@ -149,7 +149,8 @@ def fit(formula: str, data, family="gaussian", *, method: str | None = None, tri
         from ._crossed_fit import fit_terms
 
         return fit_terms(spec, data, fam, method, formula, trials=trials, offset=offset, weights=weights,
-                         missing=missing, dtype=dtype, verbose=verbose, by=by, devices=devices, nAGQ=nAGQ)
+                         missing=missing, dtype=dtype, verbose=_progress_possible(verbose), by=by, devices=devices,
+                         nAGQ=nAGQ)
     fit_options = FitOptions(trials=trials, offset=offset, weights=weights, missing=missing, nAGQ=nAGQ)
     if by is not None:
         if not isinstance(by, str):
@@ -162,11 +163,7 @@ def fit(formula: str, data, family="gaussian", *, method: str | None = None, tri
     mesh = None
     if devices is not None:
         mesh = make_mesh(resolve_devices(devices))
-    if verbose and not _progress.available():
-        warnings.warn("verbose=True prints progress through a JAX host callback, which needs JAX's CPU "
-                      "platform; JAX_PLATFORMS does not list 'cpu' (use e.g. JAX_PLATFORMS=cuda,cpu). "
-                      "Fitting without progress lines.", JaxmmWarning, stacklevel=2)
-        verbose = False
+    verbose = _progress_possible(verbose)
     opt = OptOptions(verbose=bool(verbose))
     nagq = nodes_of(method, nAGQ)
 
@@ -230,6 +227,16 @@ def _tile_rows(fam) -> int:
     """Rows per tile of a fit's design: the Laplace passes sum over tiles, while the exact
     LMM (every gaussian fit) reads the rows once, where the padding would only add rows."""
     return 1 if fam.exact else TILE_ROWS
+
+
+def _progress_possible(verbose):
+    """``verbose``, or False with a warning where no host callback can run."""
+    if verbose and not _progress.available():
+        warnings.warn("verbose=True prints progress through a JAX host callback, which needs JAX's CPU "
+                      "platform; JAX_PLATFORMS does not list 'cpu' (use e.g. JAX_PLATFORMS=cuda,cpu). "
+                      "Fitting without progress lines.", JaxmmWarning, stacklevel=4)
+        return False
+    return verbose
 
 
 def _fit_by(spec, data, fam, method, by, formula, fit_options, dtype, bucket) -> BatchResult:

@@ -127,6 +127,18 @@ def test_what_is_not_built_yet_is_refused_by_name():
         jaxmm.fit("diameter ~ 1 + (1 | plate:plate)", data)
 
 
+def test_progress_reports_the_optimisers_iterations():
+    """verbose=f gets (iteration, −loglik, max|grad|, elapsed) after every accepted iteration,
+    as for one term, and the fit is the one without it."""
+    ref, data, res = _fit("penicillin_crossed_reml")
+    seen = []
+    reported = jaxmm.fit(ref["formula"], data, method=ref["method"], verbose=lambda *a: seen.append(a))
+    assert [a[0] for a in seen] == list(range(len(seen))) and len(seen) >= res.n_iter  # 0: the start
+    assert seen[-1][1] == pytest.approx(-res.loglik, abs=1e-9)
+    assert reported.loglik == res.loglik
+    np.testing.assert_array_equal(reported.fixef.to_numpy(), res.fixef.to_numpy())
+
+
 @st.composite
 def crossed_problems(draw):
     family = draw(st.sampled_from(["gaussian", "poisson"]))
