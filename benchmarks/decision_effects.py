@@ -81,22 +81,43 @@ print(time.perf_counter() - start)
 """
 
 
+_CROSSED_PAGES_CHILD = """
+import sys, time
+import numpy as np
+from jaxmm import _pages
+from jaxmm._crossed_lmm import Terms, crossed_stats
+if sys.argv[1] == "hint":
+    _pages._SET_HUGEPAGE = None
+n = 1_000_000
+rng = np.random.default_rng(0)
+users, items, x = rng.integers(0, 50_000, n), rng.integers(0, 1_000, n), rng.normal(size=n)
+start = time.perf_counter()
+crossed_stats(np.zeros(n), np.zeros((n, 1)), [np.column_stack([np.ones(n), x]), np.ones((n, 1))], [users, items],
+              Terms(q=(2, 1), m=(50_000, 1_000)))
+print(time.perf_counter() - start)
+"""
+
+
 def pages(args):
     """The by= design of 1000 replicates of 2000 rows built in fresh processes, alternating
     numpy's huge-page hint off (jaxmm) and on."""
     defrag = Path("/sys/kernel/mm/transparent_hugepage/defrag")
     # the kernel's choice is the bracketed word of the file
     setting = defrag.read_text().split("[")[-1].split("]")[0] if defrag.exists() else "unknown"
-    times = {"off": [], "hint": []}
-    for _ in range(args.processes):
-        for mode in times:
-            out = subprocess.run([sys.executable, "-c", _PAGES_CHILD, mode], capture_output=True, text=True,
-                                 cwd=ROOT, check=True)
-            times[mode].append(float(out.stdout.split()[-1]))
     show = lambda t: f"{statistics.median(t):.2f} s (range {min(t):.2f}-{max(t):.2f})"
-    return [("numpy's huge-page hint off while designs are built", "`_pages`",
-             f"by= design of 1000 × 2000 rows in {args.processes} fresh processes each; THP defrag "
-             f"`{setting}`; against numpy's hint", "median build time", show(times["off"]), show(times["hint"]))]
+    out = []
+    for child, what in ((_PAGES_CHILD, "by= design of 1000 × 2000 rows"),
+                        (_CROSSED_PAGES_CHILD, "several-term statistics of 1M rows, 50,000 × 1,000 levels")):
+        times = {"off": [], "hint": []}
+        for _ in range(args.processes):
+            for mode in times:
+                run = subprocess.run([sys.executable, "-c", child, mode], capture_output=True, text=True,
+                                     cwd=ROOT, check=True)
+                times[mode].append(float(run.stdout.split()[-1]))
+        out.append(("numpy's huge-page hint off while designs are built", "`_pages`",
+                    f"{what} in {args.processes} fresh processes each; THP defrag `{setting}`; against numpy's "
+                    "hint", "median build time", show(times["off"]), show(times["hint"])))
+    return out
 
 
 def _fit(formula, data, **kw):

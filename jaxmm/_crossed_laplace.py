@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ._pages import small_pages
 from ._crossed_lmm import (CrossedStats, Terms, _rest_lam_t, crossed_stats, factor, logdet, rest_columns, rest_lam,
                            solve)
 
@@ -33,6 +34,7 @@ class CrossedRows(NamedTuple):
     cells: CrossedStats   # the cells, their pairs and each row's cells (Gram fields unused)
 
 
+@small_pages()
 def crossed_rows(y, X, Zs, codes, terms: Terms, offset=None, trials=None) -> CrossedRows:
     """The rows on the device (float64), the first term first."""
     n = y.shape[0]

@@ -29,6 +29,7 @@ import numpy as np
 from jax.scipy.linalg import cho_solve, solve_triangular
 
 from . import _smallmat as sm
+from ._pages import small_pages
 from ._spd import logdet_and_forms
 
 _LOG_2PI = 1.8378770664093453
@@ -95,6 +96,7 @@ def rest_columns(Zs, codes, terms: Terms):
     return cols, vals
 
 
+@small_pages()
 def crossed_stats(y, X, Zs, codes, terms: Terms, weights=None, offset=None) -> CrossedStats:
     """The statistics on the host (numpy, float64). ``Zs[k]`` is (n, q_k) and ``codes[k]``
     (n,) the level of term k in [0, m_k), the first term first."""
