@@ -1,11 +1,10 @@
 """Likelihood-ratio tests between nested fits (lme4's ``anova``)."""
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pandas as pd
 
+from ._criteria import criteria
 from ._engine import fit_lmm
 from ._inference import chi2_sf
 from ._results import MixedModelResult
@@ -48,8 +47,9 @@ def anova(*models, names=None) -> pd.DataFrame:
     rows = []
     for pos, k in enumerate(order):
         m, ll = models[k], loglik[k]
-        row = {"npar": m.npar, "AIC": -2 * ll + 2 * m.npar, "BIC": -2 * ll + math.log(m.n_obs) * m.npar,
-               "loglik": ll, "deviance": -2 * ll, "chisq": np.nan, "df": np.nan, "p": np.nan}
+        crit = criteria(ll, m.npar, m.n_obs)
+        row = {"npar": m.npar, "AIC": crit["AIC"], "BIC": crit["BIC"], "loglik": ll, "deviance": crit["deviance"],
+               "chisq": np.nan, "df": np.nan, "p": np.nan}
         if pos:
             prev = order[pos - 1]
             chisq = max(2.0 * (ll - loglik[prev]), 0.0)

@@ -133,7 +133,7 @@ def fit_terms(spec, data, fam, method: str, formula: str, *, trials, offset, wei
         cross_vars=tuple(np.asarray(v) for v in out["cross_vars"]),
         status=Status(int(out["status"])), n_iter=int(out["n_iter"]), n_eval=int(out["n_eval"]),
         max_abs_grad=float(np.max(np.abs(out["grad"]))) if np.size(out["grad"]) else 0.0,
-        n_params=p + sum(n_chol(f.structure) for f in ordered) + (1 if fam.exact else fam.n_dispersion),
+        npar=p + sum(n_chol(f.structure) for f in ordered) + (1 if fam.exact else fam.n_dispersion),
     )
 
 

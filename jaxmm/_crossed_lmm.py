@@ -221,6 +221,11 @@ def _logdet_c2(C2):
     return sm.logdet_from_cholesky(C2) if C2.ndim == 3 else 2.0 * jnp.sum(jnp.log(jnp.diagonal(C2)))
 
 
+def _chol_c2(S):
+    """The factor of S: dense (r, r), or the blocks (m₂, q₂, q₂) of a nested design."""
+    return sm.cholesky(S) if S.ndim == 3 else jnp.linalg.cholesky(S)
+
+
 def _solve_c2(C2, t, trans: bool = False):
     """C₂⁻¹t (or C₂⁻ᵀt) for t of shape (r,) or (r, p), C₂ dense or blocks."""
     if C2.ndim == 2:
@@ -274,7 +279,7 @@ def schur(lams, stats: CrossedStats, terms: Terms):
 def factor(lams, stats: CrossedStats, terms: Terms) -> Factor:
     """The blocked factorisation of A at the relative factors ``lams`` (see :func:`schur`)."""
     C1, Cc, S = schur(lams, stats, terms)
-    return Factor(C1, Cc, sm.cholesky(S) if S.ndim == 3 else jnp.linalg.cholesky(S))
+    return Factor(C1, Cc, _chol_c2(S))
 
 
 def logdet(lams, stats: CrossedStats, terms: Terms):
@@ -331,7 +336,7 @@ def reduce(lams, stats: CrossedStats, terms: Terms) -> Reduced:
     """The blocked Cholesky factorisation of A and the elimination of X and y, at the
     relative factors ``lams`` (one lower-triangular Λ_k per term, the first term first)."""
     C1, Cc, S, P1, c1, T = _eliminated(lams, stats, terms)
-    f = Factor(C1, Cc, sm.cholesky(S) if S.ndim == 3 else jnp.linalg.cholesky(S))
+    f = Factor(C1, Cc, _chol_c2(S))
     PC = _solve_c2(f.C2, T)
     XtRX, XtRy, ytRy, logdet_A = _reduced(stats, P1, c1, PC.T @ PC, f.logdet)
     return Reduced(XtRX=XtRX, XtRy=XtRy, ytRy=ytRy, logdet_A=logdet_A, C1=C1, Cc=Cc, C2=f.C2, P1=P1, c1=c1,

@@ -14,6 +14,7 @@ import math
 import numpy as np
 import pandas as pd
 
+from ._criteria import Criteria
 from ._optimize import Status
 
 
@@ -31,7 +32,7 @@ class FactorTerm:
 
 
 @dataclasses.dataclass(frozen=True)
-class CrossedResult:
+class CrossedResult(Criteria):
     formula: str
     method: str
     fixef: pd.Series
@@ -50,7 +51,7 @@ class CrossedResult:
     n_iter: int
     n_eval: int
     max_abs_grad: float
-    n_params: int
+    npar: int          # lme4's df of logLik
     family: str = "gaussian"
     link: str = "identity"
 
@@ -61,18 +62,6 @@ class CrossedResult:
     @property
     def message(self) -> str:
         return self.status.message
-
-    @property
-    def deviance(self) -> float:
-        return -2.0 * self.loglik
-
-    @property
-    def aic(self) -> float:
-        return -2.0 * self.loglik + 2 * self.n_params
-
-    @property
-    def bic(self) -> float:
-        return -2.0 * self.loglik + math.log(self.n_obs) * self.n_params
 
     def _factors(self) -> dict:
         """{factor label: indices of its terms}, in the terms' order."""

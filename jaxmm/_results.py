@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pandas as pd
 
+from ._criteria import Criteria
 from ._params import Params, n_chol
 from ._optimize import Status
 from ._quadrature import nodes_of
@@ -26,7 +27,7 @@ class FitOptions:
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class MixedModelResult:
+class MixedModelResult(Criteria):
     """A fitted mixed model.
 
     ``D`` is the estimated covariance of the random-effects distribution (lme4's VarCorr);
@@ -113,19 +114,6 @@ class MixedModelResult:
     def npar(self) -> int:
         structure = self.D.shape[0] if self.re_blocks is None else self.re_blocks
         return len(self.fixef) + n_chol(structure) + self.n_dispersion
-
-    @property
-    def deviance(self) -> float:
-        """−2 log-likelihood (not lme4's conditional deviance of glmer fits)."""
-        return -2.0 * self.loglik
-
-    @property
-    def aic(self) -> float:
-        return -2.0 * self.loglik + 2.0 * self.npar
-
-    @property
-    def bic(self) -> float:
-        return -2.0 * self.loglik + math.log(self.n_obs) * self.npar
 
     @property
     def singular(self) -> bool:
