@@ -24,7 +24,7 @@ import pandas as pd
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
-from decisions import _bernoulli, compare  # noqa: E402
+from decisions import _bernoulli, compare, merge_rows  # noqa: E402
 
 
 def _mb(n_bytes):
@@ -443,14 +443,7 @@ def main():
                             text=True).stdout.strip()
     out = Path(args.out)
     if words and out.exists():  # --only: the other rows are kept
-        key = lambda line: tuple(line.split(" | ")[:3])
-        new = {key(line): line for line in lines}
-        old = out.read_text().splitlines()
-        kept = [new.pop(key(line), line) for line in old]
-        last = max(i for i, line in enumerate(kept) if line.startswith("|"))
-        kept = kept[:last + 1] + list(new.values()) + kept[last + 1:]
-        kept += ["", f"Rows of {', '.join(words)}: `--only {args.only}` at {commit}."]
-        out.write_text("\n".join(kept) + "\n")
+        merge_rows(out, lines, f"Rows of {', '.join(words)}: `--only {args.only}` at {commit}.")
         return
     head = ["# Performance decisions: what else they change", "",
             f"`python benchmarks/decision_effects.py --repeats {args.repeats} --processes {args.processes} "

@@ -535,6 +535,18 @@ def many_fit_decisions():
     return out
 
 
+def merge_rows(path: Path, lines: list, note: str) -> None:
+    """Rerun rows into the table at ``path``: a row with the same decision, place and setting
+    is replaced, a new one goes after the last row; the other rows are kept, and ``note``
+    says which were rerun."""
+    key = lambda line: tuple(line.split(" | ")[:3])
+    new = {key(line): line for line in lines}
+    kept = [new.pop(key(line), line) for line in path.read_text().splitlines()]
+    last = max(i for i, line in enumerate(kept) if line.startswith("|"))
+    kept = kept[:last + 1] + list(new.values()) + kept[last + 1:] + ["", note]
+    path.write_text("\n".join(kept) + "\n")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rows", type=float, default=1e7)
@@ -562,15 +574,8 @@ def main():
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout
     if words and Path(args.out).exists():
         # --only: the other rows of the table are kept, and the header says which were rerun
-        key = lambda line: tuple(line.split(" | ")[:3])
-        new = {key(line): line for line in lines}
-        old = Path(args.out).read_text().splitlines()
-        kept = [new.pop(key(line), line) for line in old]
-        last = max(i for i, line in enumerate(kept) if line.startswith("|"))
-        note = (f"Rows whose decision has {', '.join(repr(w) for w in words)} in its name: "
-                f"`--only {args.only} --repeats {args.repeats}` at {commit.strip()}.")
-        kept = kept[:last + 1] + list(new.values()) + kept[last + 1:] + ["", note]
-        Path(args.out).write_text("\n".join(kept) + "\n")
+        merge_rows(Path(args.out), lines, f"Rows whose decision has {', '.join(repr(w) for w in words)} in its "
+                   f"name: `--only {args.only} --repeats {args.repeats}` at {commit.strip()}.")
         print(f"updated {args.out}")
         return
     head = [
