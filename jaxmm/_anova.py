@@ -7,6 +7,7 @@ import pandas as pd
 from ._criteria import criteria
 from ._engine import fit_lmm
 from ._inference import chi2_sf
+from ._crossed_result import CrossedResult
 from ._results import MixedModelResult
 from ._sharding import to_host
 from .errors import ArgumentError
@@ -14,6 +15,10 @@ from .errors import ArgumentError
 
 def _ml_loglik(res) -> float:
     """The ML log-likelihood of a REML fit, refitted on its stored design."""
+    if isinstance(res, CrossedResult):
+        from ._crossed_refit import refit
+
+        return float(refit(res, reml=False)["loglik"])
     out = fit_lmm(None, res.design, False, blocks=res.re_blocks)
     return float(to_host(out["loglik"]))
 
@@ -28,7 +33,7 @@ def anova(*models, names=None) -> pd.DataFrame:
     if len(models) < 2:
         raise ArgumentError("anova needs at least two fitted models")
     for k, m in enumerate(models):
-        if not isinstance(m, MixedModelResult):
+        if not isinstance(m, (MixedModelResult, CrossedResult)):
             raise ArgumentError(f"anova: argument {k + 1} is a {type(m).__name__}, not a fitted model")
     names = [m.formula for m in models] if names is None else list(names)
     if len(names) != len(models) or len(set(names)) != len(names):

@@ -11,9 +11,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._crossed_laplace import CrossedRows, _gram, eta_of, laplace_loglik
+from ._crossed_laplace import CrossedRows, _gram, crossed_rows, eta_of, laplace_loglik
 from ._crossed_effects import effects, solution
-from ._crossed_lmm import CrossedStats, Terms, factor, profiled_loglik
+from ._crossed_lmm import CrossedStats, Terms, crossed_stats, factor, profiled_loglik
 from ._driver import optimise_and_check
 from ._engine import quick_rows
 from ._jit import compiled
@@ -137,3 +137,22 @@ def _fit_crossed_glmm(rows: CrossedRows, terms: Terms, structures: tuple, family
 
 fit_crossed_glmm = compiled(_fit_crossed_glmm, static_argnames=("terms", "structures", "family", "opt", "shared"),
                             elemental=True, quick=_quick_glmm)
+
+
+def shared_terms(terms) -> tuple:
+    """Pairs (a, b), a < b, of terms on one factor."""
+    return tuple((a, b) for a in range(len(terms)) for b in range(a + 1, len(terms))
+                 if terms[a].label == terms[b].label)
+
+
+def estimate(rows, terms: tuple, fam, reml: bool, opt: OptOptions = OptOptions(), y=None) -> dict:
+    """The compiled fit of the fitted rows (``_crossed_result.FittedRows``) (with response ``y`` in place of theirs, for
+    refits of simulated responses): its outputs on the device."""
+    y = rows.y if y is None else y
+    Zs, codes = [f.Z for f in terms], [f.codes for f in terms]
+    structures, shared = tuple(f.structure for f in terms), shared_terms(terms)
+    if fam.exact:
+        stats = crossed_stats(y, rows.X, Zs, codes, rows.terms, weights=rows.weights, offset=rows.offset)
+        return fit_crossed_lmm(stats, rows.terms, structures, reml, opt=opt, shared=shared)
+    data = crossed_rows(y, rows.X, Zs, codes, rows.terms, offset=rows.offset, trials=rows.trials)
+    return fit_crossed_glmm(data, rows.terms, structures, fam, opt=opt, shared=shared)

@@ -14,14 +14,14 @@ import numpy as np
 import pandas as pd
 
 from . import _progress
-from ._crossed_engine import fit_crossed_glmm, fit_crossed_lmm
-from ._crossed_laplace import crossed_rows
-from ._crossed_lmm import Terms, crossed_stats
-from ._crossed_result import CrossedResult, FactorTerm
+from ._crossed_engine import estimate, shared_terms
+from ._crossed_lmm import Terms
+from ._crossed_result import CrossedResult, FactorTerm, FittedRows
 from ._design import _rows_from_formula
-from ._grouping import unique_inverse
+from ._grouping import interaction, unique_inverse
 from ._sharding import to_host
 from ._optimize import OptOptions, Status
+from ._results import FitOptions
 from ._params import n_chol
 from ._table import _column, as_pandas
 from .errors import ArgumentError, DataError
@@ -35,19 +35,13 @@ def _refuse(what: str):
 def _factor_column(data: pd.DataFrame, factor: tuple) -> tuple[pd.DataFrame, str]:
     """The factor as a column of ``data``: itself for one column; for an interaction a new
     column (named by its label, made unique) of the present combinations, "a1:b2"."""
-    for name in factor:
-        _column(data, name, "grouping")
     if len(factor) == 1:
+        _column(data, factor[0], "grouping")
         return data, factor[0]
     name = ":".join(factor)
     while name in data.columns:  # a table column spelled like the label is left alone
         name += "'"
-    parts = [data[c] for c in factor]
-    missing = np.logical_or.reduce([pd.isna(p).to_numpy() for p in parts])
-    text = parts[0].astype(str)
-    for p in parts[1:]:
-        text = text + ":" + p.astype(str)
-    return data.assign(**{name: text.where(~missing, None)}), name
+    return data.assign(**{name: interaction(data, factor)}), name
 
 
 def fit_terms(spec, data, fam, method: str, formula: str, *, trials, offset, weights, missing, dtype, verbose, by,
@@ -70,10 +64,11 @@ def fit_terms(spec, data, fam, method: str, formula: str, *, trials, offset, wei
         columns.append(name)
     # The first term's rows are checked against every column of the formula, so rows with
     # a missing value anywhere are dropped (or named) once, for every term alike.
-    rows = []
+    rows, specs = [], []
     for k, (term, column) in enumerate(zip(spec.terms, columns)):
         one = dataclasses.replace(spec, random=term.random, random_text=term.random_text, group=column,
                                   correlated=term.correlated, terms=())
+        specs.append(one)
         if k == 0:
             first = _rows_from_formula(one, table, trials=trials, offset=offset, weights=weights, missing=missing,
                                        check_response=fam.check_response)
@@ -82,7 +77,7 @@ def fit_terms(spec, data, fam, method: str, formula: str, *, trials, offset, wei
             rows.append(_rows_from_formula(one, first.data, missing="raise"))
     n = first.y.shape[0]
     factors = []
-    for term, r in zip(spec.terms, rows):
+    for term, r, one in zip(spec.terms, rows, specs):
         levels, codes = unique_inverse(r.groups)
         labels = tuple(str(v) for v in np.asarray(levels))
         if len(labels) < 2:
@@ -92,7 +87,9 @@ def fit_terms(spec, data, fam, method: str, formula: str, *, trials, offset, wei
             raise DataError(f"grouping factor {term.label!r} has one level per row: its variance cannot be told "
                             "apart from the residual variance (lme4 refuses such a model too)")
         structure = r.Z.shape[1] if term.correlated else (1,) * r.Z.shape[1]
-        factors.append(FactorTerm(term.label, r.re_names, labels, structure, np.asarray(codes), r.Z))
+        factors.append(FactorTerm(term.label, r.re_names, labels, structure, np.asarray(codes), r.Z,
+                                  columns=tuple(term.factor), values=np.asarray(levels), spec=one,
+                                  encoders=r.encoders))
     # the factor with the most levels first (MixedModels.jl's order), ties in formula order
     order = sorted(range(len(factors)), key=lambda k: -len(factors[k].levels))
     ordered = [factors[k] for k in order]
@@ -101,28 +98,23 @@ def fit_terms(spec, data, fam, method: str, formula: str, *, trials, offset, wei
     nested = len(ordered) == 2 and np.unique(ordered[0].codes.astype(np.int64) * len(ordered[1].levels)
                                              + ordered[1].codes).size == len(ordered[0].levels)
     terms = Terms(q=tuple(f.Z.shape[1] for f in ordered), m=tuple(len(f.levels) for f in ordered), nested=nested)
-    shared = tuple((a, b) for a in range(len(ordered)) for b in range(a + 1, len(ordered))
-                   if ordered[a].label == ordered[b].label)
     if terms.rest > MAX_DENSE_EFFECTS and not nested:
         raise DataError(f"the random-effect terms after the first ({', '.join(f.label for f in ordered[1:])}) have "
                         f"{terms.rest:,} effects: their dense {terms.rest:,}² matrix would take "
                         f"{terms.rest ** 2 * 8 / 2**30:.1f} GiB; at most {MAX_DENSE_EFFECTS:,} are fitted")
-    structures = tuple(f.structure for f in ordered)
+    fitted = FittedRows(first.X, first.y, first.offset, first.trials, first.weights, first.data.index, terms)
     p = first.X.shape[1]
-    opt = OptOptions(verbose=bool(verbose))
+    out = _reported(verbose, lambda: estimate(fitted, tuple(ordered), fam, method == "REML",
+                                              OptOptions(verbose=bool(verbose))))
     if fam.exact:
-        stats = crossed_stats(first.y, first.X, [f.Z for f in ordered], [f.codes for f in ordered], terms,
-                              weights=first.weights, offset=first.offset)
-        out = _reported(verbose, lambda: fit_crossed_lmm(stats, terms, structures, method == "REML", opt=opt,
-                                                         shared=shared))
-        n_obs, sigma, vcov = int(np.asarray(stats.n)), float(out["sigma"]), np.asarray(out["vcov"])
+        sigma, vcov = float(out["sigma"]), np.asarray(out["vcov"])
     else:
-        rows = crossed_rows(first.y, first.X, [f.Z for f in ordered], [f.codes for f in ordered], terms,
-                            offset=first.offset, trials=first.trials)
-        out = _reported(verbose, lambda: fit_crossed_glmm(rows, terms, structures, fam, opt=opt, shared=shared))
-        n_obs, sigma = n, (float(out["dispersion"]) if fam.n_dispersion else None)
+        sigma = float(out["dispersion"]) if fam.n_dispersion else None
         # β's covariance: the inverse Hessian of −ℓ in φ, its β block (as for one term)
         vcov = np.linalg.inv(np.asarray(out["hess"]))[:p, :p]
+    shared = shared_terms(ordered)
+    # rows of prior weight 0 take no part in the fit (lme4's nobs leaves them out too)
+    n_obs = n if first.weights is None else int(np.sum(first.weights > 0))
     return CrossedResult(
         formula=formula, method=method, fixef=pd.Series(np.asarray(out["beta"]), index=list(first.fixef_names)),
         vcov=pd.DataFrame(vcov, index=list(first.fixef_names), columns=list(first.fixef_names)),
@@ -134,6 +126,8 @@ def fit_terms(spec, data, fam, method: str, formula: str, *, trials, offset, wei
         status=Status(int(out["status"])), n_iter=int(out["n_iter"]), n_eval=int(out["n_eval"]),
         max_abs_grad=float(np.max(np.abs(out["grad"]))) if np.size(out["grad"]) else 0.0,
         npar=p + sum(n_chol(f.structure) for f in ordered) + (1 if fam.exact else fam.n_dispersion),
+        family_spec=fam, fit_options=FitOptions(trials=trials, offset=offset, weights=weights, missing=missing),
+        rows=fitted,
     )
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._render import _fmt, _table, criteria_lines, optimizer_lines
+from ._render import _finite_or_none, _fmt, _table, criteria_lines, optimizer_lines
 
 
 def summary_text(res) -> str:
@@ -40,3 +40,31 @@ def summary_text(res) -> str:
                                                            else ["z value", "Pr(>|z|)"]))
     out += [""] + optimizer_lines(res)
     return "\n".join(out)
+
+
+def result_dict(res) -> dict:
+    """Plain Python values only (None for a value that is not finite), ready for json.dump:
+    the one-term result's fields, with the random effects per grouping factor."""
+    ct = res.coef_table()
+    vc = res.varcorr()
+    return _finite_or_none({
+        "formula": res.formula, "family": res.family, "link": res.link, "method": res.method,
+        "fixef": {k: float(v) for k, v in res.fixef.items()},
+        "se": {k: float(v) for k, v in ct["std_error"].items()},
+        "z": {k: float(v) for k, v in ct["z"].items()},
+        "p": {k: float(v) for k, v in ct["p"].items()},
+        "vcov": res.vcov.to_numpy().tolist(),
+        "varcorr": [{"group": r.group, "name": r["name"], "variance": float(r.variance), "std_dev": float(r.std_dev),
+                     "corr": [float(c) for c in r["corr"]]} for _, r in vc.iterrows()],
+        "D": {label: np.asarray(D).tolist() for label, D in res.D.items()},
+        "sigma": None if res.sigma is None else float(res.sigma),
+        "n_levels": {label: int(n) for label, n in res.n_levels.items()},
+        "ranef": {label: {"names": list(frame.columns), "levels": [str(v) for v in frame.index],
+                          "values": frame.to_numpy().tolist(), "cond_var": np.asarray(res.cond_var[label]).tolist()}
+                  for label, frame in res.ranef.items()},
+        "loglik": float(res.loglik), "aic": float(res.aic), "bic": float(res.bic),
+        "deviance": float(res.deviance), "npar": int(res.npar),
+        "n_obs": int(res.n_obs), "n_dropped": int(res.n_dropped),
+        "convergence": {"converged": bool(res.converged), "message": res.message,
+                        "n_iter": int(res.n_iter), "n_eval": int(res.n_eval), "max_abs_grad": float(res.max_abs_grad)},
+    })

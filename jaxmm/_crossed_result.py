@@ -16,12 +16,17 @@ import pandas as pd
 
 from ._criteria import Criteria
 from ._optimize import Status
+from ._params import same_block
+from ._results import FitOptions
+from .errors import ArgumentError
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)
 class FactorTerm:
     """One term: its factor's label, effect names, level labels, the structure of its
-    covariance (q, or the block sizes of ``||``), and its rows' level codes and effects."""
+    covariance (q, or the block sizes of ``||``), and its rows' level codes and effects;
+    for new data, the factor's columns, its levels as the data held them, and the term's
+    formula and model columns (``_types.Encoders``)."""
 
     label: str
     names: tuple
@@ -29,6 +34,25 @@ class FactorTerm:
     structure: object
     codes: np.ndarray
     Z: np.ndarray
+    columns: tuple = ()
+    values: np.ndarray | None = None
+    spec: object = None
+    encoders: object = None
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class FittedRows:
+    """The fitted rows on the host, in input order (after dropped rows), as lme4 keeps its
+    model frame: what predictions, simulations and refits use. ``terms`` is the static
+    shape of the blocked factorisation (``_crossed_lmm.Terms``)."""
+
+    X: np.ndarray
+    y: np.ndarray
+    offset: np.ndarray | None
+    trials: np.ndarray | None
+    weights: np.ndarray | None
+    index: pd.Index
+    terms: object
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,6 +78,9 @@ class CrossedResult(Criteria):
     npar: int          # lme4's df of logLik
     family: str = "gaussian"
     link: str = "identity"
+    family_spec: object = None  # the _families.Family that was fitted
+    fit_options: FitOptions = FitOptions()
+    rows: FittedRows | None = dataclasses.field(default=None, repr=False)
 
     @property
     def converged(self) -> bool:
@@ -122,13 +149,121 @@ class CrossedResult(Criteria):
             sd = np.sqrt(np.diag(D))
             for k, name in enumerate(term.names):
                 corr = tuple(float(D[k, j] / (sd[k] * sd[j])) if sd[k] * sd[j] > 0 else math.nan
-                             for j in range(k) if _same_block(term.structure, k, j))
+                             for j in range(k) if same_block(term.structure, k, j))
                 rows.append({"group": term.label, "name": name, "variance": float(D[k, k]), "std_dev": float(sd[k]),
                              "corr": corr})
         if self.family == "gaussian":
             rows.append({"group": "Residual", "name": "", "variance": self.sigma ** 2, "std_dev": self.sigma,
                          "corr": ()})
         return pd.DataFrame(rows)
+
+    def coef_table(self) -> pd.DataFrame:
+        """Fixed effects with Wald standard errors, z values and two-sided p-values."""
+        from ._inference import wald_table
+
+        return wald_table(self.fixef, self.vcov)
+
+    def linear_predictors(self) -> tuple[np.ndarray, np.ndarray]:
+        """(Xβ + offset, Xβ + offset + Σ_k Z_k b̂_k) for the fitted rows, in input order."""
+        from ._crossed_predict import linear_predictors
+
+        return linear_predictors(self)
+
+    def predict(self, newdata=None, *, type: str = "response", re="conditional", offset=None) -> pd.Series:
+        """Predictions for the fitted rows (``newdata=None``) or for a new table.
+
+        type : ``"response"`` (the mean, g⁻¹(η)) or ``"link"`` (η).
+        re : ``"conditional"`` adds every term's BLUPs; a list of grouping factors (keys of
+            ``ranef``) adds only theirs (lme4's ``re.form = ~(1 | g)``); ``"zero"`` sets b = 0
+            (``re.form = NA``); ``"population"`` averages over b: the marginal mean
+            E_b[g⁻¹(xβ + Σ_k z_k b_k)]. Levels not seen in fitting get b = 0: they are listed
+            as (factor, level) in the result's ``attrs["new_groups"]``, with a warning.
+        offset : for new data when the fit's ``offset=`` was an array (one value per new row).
+        """
+        from ._crossed_predict import predict
+
+        return predict(self, newdata, type=type, re=re, offset=offset)
+
+    def confint(self, method: str = "wald", level: float = 0.95, **options) -> pd.DataFrame:
+        """Confidence intervals: columns ``lower`` and ``upper``; rows the fixed effects, then
+        each term's SDs and correlations (``sd_<name>|<group>``, ``cor_<a>_<b>|<group>``, as
+        lme4's ``confint(oldNames = FALSE)``), then the dispersion where the family has one.
+
+        ``"wald"``: estimate ± z·SE for the fixed effects, NaN for the variance parameters (as
+        lme4). ``"boot"``: percentile intervals of a parametric bootstrap (``n=500``,
+        ``seed=0`` by default). Profile intervals are built for one random-effect term only.
+        """
+        from ._inference import check_level, normal_quantile
+
+        level = check_level(level)
+        if method == "wald":
+            if options:
+                raise ArgumentError(f"confint(method='wald') takes no options, got {sorted(options)}")
+            from ._crossed_refit import parameter_names
+
+            z = normal_quantile(0.5 + level / 2.0)
+            se = np.sqrt(np.diag(self.vcov.to_numpy()))
+            extra = parameter_names(self)[0]
+            nan = [math.nan] * len(extra)
+            return pd.DataFrame({"lower": list(self.fixef.to_numpy() - z * se) + nan,
+                                 "upper": list(self.fixef.to_numpy() + z * se) + nan},
+                                index=list(self.fixef.index) + extra)
+        if method == "boot":
+            unknown = sorted(set(options) - {"n", "seed"})
+            if unknown:
+                raise ArgumentError(f"confint(method='boot') takes n= and seed=, got {unknown}")
+            from ._inference import boot_intervals
+
+            return boot_intervals(self, level, **options)
+        if method == "profile":
+            raise ArgumentError("confint(method='profile') is not available yet for formulas with several "
+                                "random-effect terms; use method='boot' or 'wald'")
+        raise ArgumentError(f"unknown method {method!r}; choose one of ['wald', 'profile', 'boot']")
+
+    def simulate(self, n: int = 1, seed: int = 0) -> pd.DataFrame:
+        """``n`` new response vectors for the fitted rows (columns ``sim_1`` … ``sim_n``):
+        every term's b_k ~ N(0, D_k) drawn afresh, then y | b (lme4's ``simulate``)."""
+        from ._crossed_refit import simulate
+
+        return simulate(self, n, seed)
+
+    def bootstrap(self, n: int = 500, seed: int = 0) -> pd.DataFrame:
+        """Parametric bootstrap: simulate ``n`` datasets and refit each, one after another
+        through the program that compiled this fit. One row per replicate: the fixed
+        effects, then the rows of ``confint`` for the variance parameters;
+        ``attrs["converged"]`` flags each refit."""
+        from ._crossed_refit import bootstrap
+
+        return bootstrap(self, n, seed)
+
+    def shrinkage(self) -> pd.DataFrame:
+        """D (the prior) against the BLUPs (posterior modes), one row per grouping factor and
+        effect, indexed by (group, term): ``varcorr_var``, ``blup_var``, ``mean_cond_var``,
+        ``shrinkage`` and, where a factor has several effects, the correlations from D and
+        from the BLUPs (see ``MixedModelResult.shrinkage``)."""
+        from ._shrinkage import factor_shrinkage
+
+        return factor_shrinkage(self)
+
+    def ranef_cov(self) -> dict:
+        """{factor: sample covariance of its BLUPs} (ddof = 1, as R's ``var(ranef(fit)$g)``);
+        smaller than ``D[factor]`` because the BLUPs are shrunk towards zero."""
+        from ._shrinkage import factor_ranef_cov
+
+        return factor_ranef_cov(self)
+
+    def to_dict(self) -> dict:
+        """Everything a report needs, as plain JSON-ready Python values."""
+        from ._crossed_render import result_dict
+
+        return result_dict(self)
+
+    def plot_caterpillar(self, path=None):
+        """BLUPs ± 1.96 conditional SD, sorted, one panel per factor and effect (a matplotlib
+        Figure; ``path`` saves a PNG)."""
+        from ._plots import factor_caterpillar
+
+        return factor_caterpillar(self, path=path)
 
     def summary(self) -> str:
         from ._crossed_render import summary_text
@@ -138,9 +273,3 @@ class CrossedResult(Criteria):
     def __repr__(self) -> str:
         return self.summary()
 
-
-def _same_block(structure, i: int, j: int) -> bool:
-    if isinstance(structure, (int, np.integer)):
-        return True
-    block_of = np.repeat(np.arange(len(structure)), structure)
-    return block_of[i] == block_of[j]

@@ -1,9 +1,12 @@
-"""Group codes: the distinct labels of a column and each row's code, and stable orders of
-codes, with fast paths for the layouts tables usually have (sorted, small integer ids)."""
+"""Group codes: the distinct labels of a column (or of an interaction of columns) and each
+row's code, and stable orders of codes, with fast paths for the layouts tables usually have
+(sorted, small integer ids)."""
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+
+from ._table import _column
 
 
 def _is_sorted(a: np.ndarray) -> bool:
@@ -110,3 +113,20 @@ def _value_order(values: np.ndarray) -> np.ndarray:
             if np.array_equal(np.char.str_len(text), lengths):
                 return np.argsort(text, kind="stable")
     return np.argsort(values, kind="stable")
+
+
+def interaction(data: pd.DataFrame, factor: tuple) -> pd.Series:
+    """The combinations of the factor's columns as text ("a1:b2"), missing where any part is."""
+    parts = [pd.Series(_column(data, c, "grouping"), index=data.index) for c in factor]
+    missing = np.logical_or.reduce([pd.isna(p).to_numpy() for p in parts])
+    text = parts[0].astype(str)
+    for p in parts[1:]:
+        text = text + ":" + p.astype(str)
+    return text.where(~missing, None)
+
+
+def factor_keys(data: pd.DataFrame, factor: tuple) -> np.ndarray:
+    """Each row's level of the factor, as the fit's levels are spelled (new data)."""
+    if len(factor) == 1:
+        return np.asarray(_column(data, factor[0], "grouping"))
+    return interaction(data, factor).to_numpy(dtype=object)

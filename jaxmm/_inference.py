@@ -1,6 +1,8 @@
 """Confidence intervals and the distributions they use (computing only; pandas frames out)."""
 from __future__ import annotations
 
+import math
+
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
@@ -30,6 +32,14 @@ def chi2_sf(x: float, df: int) -> float:
 
 def normal_quantile(p: float) -> float:
     return float(ndtri(jnp.asarray(p)))
+
+
+def wald_table(fixef: pd.Series, vcov: pd.DataFrame) -> pd.DataFrame:
+    """Estimates, Wald standard errors, z values and two-sided normal p-values."""
+    se = np.sqrt(np.diag(vcov.to_numpy()))
+    z = fixef.to_numpy() / se
+    p = np.array([math.erfc(abs(v) / math.sqrt(2.0)) for v in z])
+    return pd.DataFrame({"estimate": fixef.to_numpy(), "std_error": se, "z": z, "p": p}, index=fixef.index)
 
 
 def wald_intervals(res, level: float) -> pd.DataFrame:

@@ -127,3 +127,11 @@ def layout_masks(p: int, q, n_dispersion: int):
     diag[p:p + nc] = rows == cols
     scalar[p:p + nc] = scalar_blocks(q)
     return diag, scalar
+
+
+def same_block(structure, i: int, j: int) -> bool:
+    """Whether effects i and j are in one block of D's ``structure`` (q, or block sizes)."""
+    if isinstance(structure, (int, np.integer)):
+        return True
+    block_of = np.repeat(np.arange(len(structure)), structure)
+    return block_of[i] == block_of[j]

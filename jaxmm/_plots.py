@@ -25,30 +25,49 @@ def _save(fig, path):
 
 def caterpillar(res, *, path=None, max_labels: int = 40):
     """BLUPs ± 1.96 conditional SD, sorted, one panel per random effect (lme4's dotplot of ranef)."""
-    plt = _pyplot()
-    names, b = list(res.re_names), np.asarray(res.ranef_array)
     sd = np.sqrt(np.maximum(np.diagonal(np.asarray(res.cond_var), axis1=1, axis2=2), 0.0))
-    m = b.shape[0]
-    height = min(max(3.0, 0.18 * m), 12.0)
-    fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), height), squeeze=False, sharey=False)
-    for k, (ax, name) in enumerate(zip(axes[0], names)):
-        order = np.argsort(b[:, k], kind="stable")
-        y = np.arange(m)
-        # Thin bars and small markers keep 1000 groups readable as a band.
-        lw, ms = (1.2, 4) if m <= 100 else (0.4, 1.5)
-        ax.errorbar(b[order, k], y, xerr=1.96 * sd[order, k], fmt="o", ms=ms, lw=lw, color="tab:blue",
-                    ecolor="tab:blue", alpha=0.8 if m <= 100 else 0.5)
-        ax.axvline(0.0, color="grey", lw=0.8, ls="--")
-        ax.set_xlabel(f"BLUP of {name}  (± 1.96 conditional SD)")
-        if m <= max_labels:
-            ax.set_yticks(y)
-            ax.set_yticklabels([str(res.group_labels[i]) for i in order], fontsize=7)
-        else:
-            ax.set_yticks([])
-        ax.set_ylim(-1, m)
-        ax.set_ylabel(f"{res.group_name} ({m} groups, sorted by BLUP)" if k == 0 else "")
-        ax.set_title(name)
-    fig.suptitle(f"Conditional modes of the random effects: {res.formula}", fontsize=10)
+    panel = (res.group_name, list(res.re_names), np.asarray(res.ranef_array), sd, list(res.group_labels))
+    return _caterpillar([panel], res.formula, path, max_labels)
+
+
+def factor_caterpillar(res, *, path=None, max_labels: int = 40):
+    """:func:`caterpillar` of a fit with several terms: the panels of every grouping factor."""
+    panels = []
+    for label, frame in res.ranef.items():
+        sd = np.sqrt(np.maximum(np.diagonal(res.cond_var[label], axis1=1, axis2=2), 0.0))
+        panels.append((label, list(frame.columns), frame.to_numpy(), sd, list(frame.index)))
+    return _caterpillar(panels, res.formula, path, max_labels)
+
+
+def _caterpillar(panels, formula: str, path, max_labels: int):
+    """One panel per effect of each (factor, effect names, BLUPs, conditional SDs, levels)."""
+    plt = _pyplot()
+    n_panels = sum(len(names) for _, names, *_ in panels)
+    most = max(b.shape[0] for _, _, b, *_ in panels)
+    height = min(max(3.0, 0.18 * most), 12.0)
+    fig, axes = plt.subplots(1, n_panels, figsize=(4.2 * n_panels, height), squeeze=False, sharey=False)
+    axes = iter(axes[0])
+    for group, names, b, sd, labels in panels:
+        m = b.shape[0]
+        for k, name in enumerate(names):
+            ax = next(axes)
+            order = np.argsort(b[:, k], kind="stable")
+            y = np.arange(m)
+            # Thin bars and small markers keep 1000 groups readable as a band.
+            lw, ms = (1.2, 4) if m <= 100 else (0.4, 1.5)
+            ax.errorbar(b[order, k], y, xerr=1.96 * sd[order, k], fmt="o", ms=ms, lw=lw, color="tab:blue",
+                        ecolor="tab:blue", alpha=0.8 if m <= 100 else 0.5)
+            ax.axvline(0.0, color="grey", lw=0.8, ls="--")
+            ax.set_xlabel(f"BLUP of {name}  (± 1.96 conditional SD)")
+            if m <= max_labels:
+                ax.set_yticks(y)
+                ax.set_yticklabels([str(labels[i]) for i in order], fontsize=7)
+            else:
+                ax.set_yticks([])
+            ax.set_ylim(-1, m)
+            ax.set_ylabel(f"{group} ({m} groups, sorted by BLUP)" if k == 0 else "")
+            ax.set_title(name if len(panels) == 1 else f"{name} | {group}")
+    fig.suptitle(f"Conditional modes of the random effects: {formula}", fontsize=10)
     fig.tight_layout()
     return _save(fig, path)
 

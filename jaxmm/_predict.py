@@ -17,53 +17,68 @@ _TYPES = ("response", "link")
 _RE = ("conditional", "zero", "population")
 
 
+def new_columns(spec, enc, newdata: pd.DataFrame, fixed: bool = True):
+    """(X or None, Z) of a new table, with the fitted model's column encoding (``enc``)."""
+    # The response need not be in newdata: only the model frame's columns are evaluated, and
+    # a factor's level that the fit never saw is an error rather than its reference level.
+    table = for_formulaic(model_frame(spec, newdata, enc.levels))
+    try:
+        X = enc.fixed.get_model_matrix(table, na_action="raise") if fixed else None
+        random = enc.random.get_model_matrix(table, na_action="raise")
+    except Exception as exc:  # formulaic raises many types: one clear jaxmm error instead
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise DataError(f"newdata: cannot evaluate the model's columns: {spec.display(msg)}") from None
+    if fixed:
+        X = _as_float("newdata fixed-effects columns", np.asarray(X[list(enc.fixed_kept)], dtype=float))
+    return X, _as_float("newdata random-effects columns", np.asarray(random, dtype=float))
+
+
+def new_offset(spec, newdata: pd.DataFrame, fit_offset, offset):
+    """The offset of new rows: ``offset`` where given, else the fit's offset column, plus the
+    formula's ``offset(...)`` terms (0 where there is none)."""
+    out = 0.0
+    if offset is not None:
+        out = _as_float("offset", np.broadcast_to(np.asarray(offset, dtype=float), (len(newdata),)))
+    elif isinstance(fit_offset, str):
+        out = _as_float(f"offset column {fit_offset!r}", _column(newdata, fit_offset, "offset"))
+    elif fit_offset is not None:
+        raise ArgumentError("the fit's offset= was an array: pass predict(newdata, offset=...) with one value "
+                            "per new row")
+    for expr in spec.offsets:
+        out = out + evaluate(expr, newdata, f"offset({unparse(expr)})")
+    return out
+
+
+def level_positions(levels, keys, group_name: str):
+    """(position of each key among the fitted ``levels``, −1 for a level not seen in fitting;
+    the unseen levels), warning how many rows they hold."""
+    if pd.isna(keys).any():
+        rows = np.flatnonzero(pd.isna(keys))
+        raise DataError(f"newdata: grouping column {group_name!r} has missing values (first rows: "
+                        f"{rows[:5].tolist()})")
+    pos = pd.Index(levels).get_indexer(keys)
+    unseen = pos < 0
+    new_groups = pd.unique(keys[unseen]).tolist() if unseen.any() else []
+    if new_groups:
+        warnings.warn(f"{int(unseen.sum())} row(s) of newdata belong to {len(new_groups)} group(s) of "
+                      f"{group_name!r} not seen in fitting (e.g. {new_groups[:3]}); their random "
+                      "effects are set to 0 (the population value)", JaxmmWarning, stacklevel=5)
+    return pos, new_groups
+
+
 def _new_eta(res, newdata: pd.DataFrame, re: str, offset):
     """η for the rows of a new table, with the fitted model's column encoding."""
     from ._formula import parse_formula
 
     spec = parse_formula(res.formula)
-    enc = res.encoders
-    # The response need not be in newdata: only the model frame's columns are evaluated, and
-    # a factor's level that the fit never saw is an error rather than its reference level.
-    table = for_formulaic(model_frame(spec, newdata, enc.levels))
-    try:
-        fixed = enc.fixed.get_model_matrix(table, na_action="raise")
-        random = enc.random.get_model_matrix(table, na_action="raise")
-    except Exception as exc:  # formulaic raises many types: one clear jaxmm error instead
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise DataError(f"newdata: cannot evaluate the model's columns: {spec.display(msg)}") from None
-    X = _as_float("newdata fixed-effects columns", np.asarray(fixed[list(enc.fixed_kept)], dtype=float))
-    Z = _as_float("newdata random-effects columns", np.asarray(random, dtype=float))
-    eta = X @ res.beta
-    fit_offset = res.fit_options.offset
-    if offset is not None:
-        eta = eta + _as_float("offset", np.broadcast_to(np.asarray(offset, dtype=float), (len(newdata),)))
-    elif isinstance(fit_offset, str):
-        eta = eta + _as_float(f"offset column {fit_offset!r}", _column(newdata, fit_offset, "offset"))
-    elif fit_offset is not None:
-        raise ArgumentError("the fit's offset= was an array: pass predict(newdata, offset=...) with one value "
-                            "per new row")
-    for expr in spec.offsets:
-        eta = eta + evaluate(expr, newdata, f"offset({unparse(expr)})")
+    X, Z = new_columns(spec, res.encoders, newdata)
+    eta = X @ res.beta + new_offset(spec, newdata, res.fit_options.offset, offset)
     new_groups = []
-    if re == "population":
-        return eta, Z, new_groups
     if re == "conditional":
-        groups = pd.Index(list(res.group_labels))
         keys = _column(newdata, res.group_name, "grouping")
-        if pd.isna(keys).any():
-            rows = np.flatnonzero(pd.isna(keys))
-            raise DataError(f"newdata: grouping column {res.group_name!r} has missing values (first rows: "
-                            f"{rows[:5].tolist()})")
-        pos = groups.get_indexer(keys)
-        unseen = pos < 0
-        b = np.where(unseen[:, None], 0.0, res.ranef_array[np.where(unseen, 0, pos)])
+        pos, new_groups = level_positions(list(res.group_labels), keys, res.group_name)
+        b = np.where(pos[:, None] < 0, 0.0, res.ranef_array[np.maximum(pos, 0)])
         eta = eta + np.sum(Z * b, axis=1)
-        if unseen.any():
-            new_groups = pd.unique(keys[unseen]).tolist()
-            warnings.warn(f"{int(unseen.sum())} row(s) of newdata belong to {len(new_groups)} group(s) of "
-                          f"{res.group_name!r} not seen in fitting (e.g. {new_groups[:3]}); their random "
-                          "effects are set to 0 (the population value)", JaxmmWarning, stacklevel=4)
     return eta, Z, new_groups
 
 

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import numpy as np
 import pandas as pd
@@ -141,13 +140,9 @@ class MixedModelResult(Criteria):
 
     def coef_table(self) -> pd.DataFrame:
         """Fixed effects with Wald standard errors, z values and two-sided p-values."""
-        from math import erfc
+        from ._inference import wald_table
 
-        se = np.sqrt(np.diag(self.vcov.to_numpy()))
-        z = self.fixef.to_numpy() / se
-        p = np.array([erfc(abs(v) / math.sqrt(2.0)) for v in z])
-        return pd.DataFrame({"estimate": self.fixef.to_numpy(), "std_error": se, "z": z, "p": p},
-                            index=self.fixef.index)
+        return wald_table(self.fixef, self.vcov)
 
     def linear_predictors(self) -> tuple[np.ndarray, np.ndarray]:
         """(Xβ + offset, Xβ + offset + Z b̂) for the fitted rows, in input order."""

@@ -34,12 +34,19 @@ def unpooled_effects(res, data) -> np.ndarray:
     return np.asarray(b)[info.layout.group_slot]
 
 
-def ranef_cov(res) -> pd.DataFrame:
+def _blup_cov(names, b) -> pd.DataFrame:
     """Sample covariance of the BLUPs (ddof = 1, as R's ``var(ranef(fit))``)."""
-    names = list(res.re_names)
-    b = np.asarray(res.ranef_array)
-    cov = np.cov(b, rowvar=False, ddof=1).reshape(len(names), len(names))
-    return pd.DataFrame(cov, index=names, columns=names)
+    cov = np.cov(np.asarray(b), rowvar=False, ddof=1).reshape(len(names), len(names))
+    return pd.DataFrame(cov, index=list(names), columns=list(names))
+
+
+def ranef_cov(res) -> pd.DataFrame:
+    return _blup_cov(res.re_names, res.ranef_array)
+
+
+def factor_ranef_cov(res) -> dict:
+    """{factor: sample covariance of its BLUPs} of a fit with several terms."""
+    return {label: _blup_cov(list(frame.columns), frame.to_numpy()) for label, frame in res.ranef.items()}
 
 
 def shrinkage_table(res) -> pd.DataFrame:
@@ -53,10 +60,22 @@ def shrinkage_table(res) -> pd.DataFrame:
     mean_cond_var / varcorr_var. For q > 1 the correlations with every other term follow,
     from D (``varcorr_cor_<term>``) and from the BLUPs (``blup_cor_<term>``).
     """
-    names = list(res.re_names)
-    D = np.asarray(res.D)
-    blup = ranef_cov(res).to_numpy()
-    cond = np.mean(np.asarray(res.cond_var), axis=0)
+    return _shrinkage(res.re_names, res.D, res.ranef_array, res.cond_var)
+
+
+def factor_shrinkage(res) -> pd.DataFrame:
+    """:func:`shrinkage_table` for each grouping factor of a fit with several terms, rows
+    indexed by (group, term); a correlation column is NaN for the factors without that effect."""
+    frames = {label: _shrinkage(list(frame.columns), res.D[label], frame.to_numpy(), res.cond_var[label])
+              for label, frame in res.ranef.items()}
+    return pd.concat(frames, names=["group", "term"])
+
+
+def _shrinkage(names, D, b, cond_var) -> pd.DataFrame:
+    names = list(names)
+    D = np.asarray(D)
+    blup = _blup_cov(names, b).to_numpy()
+    cond = np.mean(np.asarray(cond_var), axis=0)
     var = np.diag(D)
     with np.errstate(invalid="ignore", divide="ignore"):
         shrink = np.where(var > 0, 1.0 - np.diag(blup) / np.where(var > 0, var, 1.0), 1.0)
