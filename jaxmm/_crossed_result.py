@@ -193,32 +193,9 @@ class CrossedResult(Criteria):
         lme4). ``"boot"``: percentile intervals of a parametric bootstrap (``n=500``,
         ``seed=0`` by default). Profile intervals are built for one random-effect term only.
         """
-        from ._inference import check_level, normal_quantile
+        from ._inference import confint
 
-        level = check_level(level)
-        if method == "wald":
-            if options:
-                raise ArgumentError(f"confint(method='wald') takes no options, got {sorted(options)}")
-            from ._crossed_refit import parameter_names
-
-            z = normal_quantile(0.5 + level / 2.0)
-            se = np.sqrt(np.diag(self.vcov.to_numpy()))
-            extra = parameter_names(self)[0]
-            nan = [math.nan] * len(extra)
-            return pd.DataFrame({"lower": list(self.fixef.to_numpy() - z * se) + nan,
-                                 "upper": list(self.fixef.to_numpy() + z * se) + nan},
-                                index=list(self.fixef.index) + extra)
-        if method == "boot":
-            unknown = sorted(set(options) - {"n", "seed"})
-            if unknown:
-                raise ArgumentError(f"confint(method='boot') takes n= and seed=, got {unknown}")
-            from ._inference import boot_intervals
-
-            return boot_intervals(self, level, **options)
-        if method == "profile":
-            raise ArgumentError("confint(method='profile') is not available yet for formulas with several "
-                                "random-effect terms; use method='boot' or 'wald'")
-        raise ArgumentError(f"unknown method {method!r}; choose one of ['wald', 'profile', 'boot']")
+        return confint(self, method, level, options, _wald_intervals, _no_profile)
 
     def simulate(self, n: int = 1, seed: int = 0) -> pd.DataFrame:
         """``n`` new response vectors for the fitted rows (columns ``sim_1`` … ``sim_n``):
@@ -273,3 +250,19 @@ class CrossedResult(Criteria):
     def __repr__(self) -> str:
         return self.summary()
 
+
+def _wald_intervals(res: CrossedResult, level: float) -> pd.DataFrame:
+    from ._crossed_refit import parameter_names
+    from ._inference import normal_quantile
+
+    z = normal_quantile(0.5 + level / 2.0)
+    se = np.sqrt(np.diag(res.vcov.to_numpy()))
+    extra = parameter_names(res)[0]
+    nan = [math.nan] * len(extra)
+    return pd.DataFrame({"lower": list(res.fixef.to_numpy() - z * se) + nan,
+                         "upper": list(res.fixef.to_numpy() + z * se) + nan}, index=list(res.fixef.index) + extra)
+
+
+def _no_profile(res, level):
+    raise ArgumentError("confint(method='profile') is not available yet for formulas with several "
+                        "random-effect terms; use method='boot' or 'wald'")

@@ -56,6 +56,24 @@ def wald_intervals(res, level: float) -> pd.DataFrame:
     return pd.DataFrame({"lower": lower, "upper": upper}, index=names)
 
 
+def confint(res, method: str, level, options: dict, wald, profile) -> pd.DataFrame:
+    """``confint``'s arguments checked and dispatched: ``wald(res, level)``,
+    :func:`boot_intervals` or ``profile(res, level)``."""
+    level = check_level(level)
+    allowed = {"boot": {"n", "seed"}}.get(method, set())
+    unknown = sorted(set(options) - allowed)
+    if method in ("wald", "boot", "profile") and unknown:
+        takes = "n= and seed=" if allowed else "no options"
+        raise ArgumentError(f"confint(method={method!r}) takes {takes}, got {unknown}")
+    if method == "wald":
+        return wald(res, level)
+    if method == "boot":
+        return boot_intervals(res, level, **options)
+    if method == "profile":
+        return profile(res, level)
+    raise ArgumentError(f"unknown method {method!r}; choose one of ['wald', 'profile', 'boot']")
+
+
 def check_level(level) -> float:
     if not isinstance(level, (int, float)) or isinstance(level, bool) or not 0.0 < level < 1.0:
         raise ArgumentError(f"level must be a number between 0 and 1, got {level!r}")

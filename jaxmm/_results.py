@@ -10,7 +10,6 @@ from ._criteria import Criteria
 from ._params import Params, n_chol
 from ._optimize import Status
 from ._quadrature import nodes_of
-from .errors import ArgumentError
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -179,27 +178,14 @@ class MixedModelResult(Criteria):
         ``"profile"``: profile-likelihood intervals of every parameter (ML fits), as lme4's
         ``confint(method = "profile")``; an end on a bound (SD 0, correlation ±1) is the bound.
         """
-        from ._inference import check_level, wald_intervals
+        from ._inference import confint, wald_intervals
 
-        level = check_level(level)
-        if method == "wald":
-            if options:
-                raise ArgumentError(f"confint(method='wald') takes no options, got {sorted(options)}")
-            return wald_intervals(self, level)
-        if method == "boot":
-            unknown = sorted(set(options) - {"n", "seed"})
-            if unknown:
-                raise ArgumentError(f"confint(method='boot') takes n= and seed=, got {unknown}")
-            from ._inference import boot_intervals
-
-            return boot_intervals(self, level, **options)
-        if method == "profile":
-            if options:
-                raise ArgumentError(f"confint(method='profile') takes no options, got {sorted(options)}")
+        def profile(res, level):
             from ._profile import profile_intervals
 
-            return profile_intervals(self, level)
-        raise ArgumentError(f"unknown method {method!r}; choose one of ['wald', 'profile', 'boot']")
+            return profile_intervals(res, level)
+
+        return confint(self, method, level, options, wald_intervals, profile)
 
     def simulate(self, n: int = 1, seed: int = 0) -> pd.DataFrame:
         """``n`` new response vectors from the fitted model (columns ``sim_1`` … ``sim_n``,
