@@ -46,7 +46,17 @@ def design(X, Z, y, groups, *, trials=None, offset=None, weights=None, dtype: st
     group): design row k is input row ``row_order(groups)[k]``. Replace the offset with
     ``design._replace(offset=eta[row_order(groups)])``, which is differentiable in ``eta``.
     Group slots follow the sorted unique labels (``np.unique(groups)``). Nothing is padded.
+
+    Several random-effect terms: ``Z`` a list of (n, q_k) matrices and ``groups`` a list of
+    as many (n,) arrays, one per term (crossed or nested factors, or two terms on one
+    factor). The result is a :class:`CrossedDesign`, its rows in input order (``row_order``
+    is the identity); its params are (β, [L_1, …, L_K], dispersion), one Cholesky factor per
+    term in the given order. float64 only.
     """
+    if _several(Z):
+        from ._crossed_arrays import crossed_design
+
+        return crossed_design(X, list(Z), y, groups, trials=trials, offset=offset, weights=weights, dtype=dtype)
     if dtype not in ("float64", "float32"):
         raise ArgumentError(f"dtype must be 'float64' or 'float32', got {dtype!r}")
     n = np.shape(y)[0] if np.ndim(y) else 0
@@ -55,8 +65,16 @@ def design(X, Z, y, groups, *, trials=None, offset=None, weights=None, dtype: st
     return out
 
 
+def _several(Z) -> bool:
+    """Whether ``Z`` is a list of term matrices (several terms) rather than one matrix."""
+    return isinstance(Z, (list, tuple)) and len(Z) > 0 and all(np.ndim(z) == 2 for z in Z)
+
+
 def row_order(groups) -> np.ndarray:
-    """Input row of each design row of :func:`design` (the stable sort by group)."""
+    """Input row of each design row of :func:`design` (the stable sort by group; for a list
+    of grouping arrays, several terms, the rows keep their order)."""
+    if isinstance(groups, (list, tuple)) and len(groups) > 0 and all(np.ndim(g) == 1 for g in groups):
+        return np.arange(np.shape(groups[0])[0])
     _, codes = np.unique(np.asarray(groups), return_inverse=True)
     return np.argsort(codes.ravel(), kind="stable")
 
@@ -115,6 +133,15 @@ def marginal_loglik(params, design: Design, *, family="gaussian", link=None, met
     ``res.params`` and ``res.design`` of a fit.
     """
     fam, nagq = _family_and_nodes(family, link, method, nAGQ)
+    if _is_crossed(design):
+        if nagq > 1:
+            raise ArgumentError("nAGQ > 1 (adaptive quadrature) integrates one random-effect term; this design has "
+                                f"{len(design.order)}")
+        if u0 is not None:
+            raise ArgumentError("u0 (starting modes) is taken for one random-effect term only")
+        from ._crossed_arrays import crossed_loglik
+
+        return crossed_loglik(params, design, fam=fam, reml=method == "REML")
     if nagq > 1:
         check_dimension(design.Z.shape[-1])
     return _loglik(params, design, u0, fam=fam, nagq=nagq, reml=method == "REML", kernels=_kernels())
@@ -139,8 +166,21 @@ def _loglik(params, design: Design, u0, fam, nagq: int, reml: bool, kernels):
 def conditional_modes(params, design: Design, *, family="gaussian", link=None, u0=None):
     """BLUPs b̂ (m, q), the conditional modes of the random effects, and their conditional
     covariances (m, q, q) (the inverse curvature at the mode, L H⁻¹ Lᵀ), one row per group
-    slot of ``design``. Pure and differentiable like :func:`marginal_loglik`."""
+    slot of ``design``. Pure and differentiable like :func:`marginal_loglik`. For a design
+    with several terms, two tuples of those arrays, one per term in the given order."""
+    if _is_crossed(design):
+        if u0 is not None:
+            raise ArgumentError("u0 (starting modes) is taken for one random-effect term only")
+        from ._crossed_arrays import crossed_modes
+
+        return crossed_modes(params, design, fam=get_family(family, link))
     return _modes(params, design, u0, fam=get_family(family, link), kernels=_kernels())
+
+
+def _is_crossed(design) -> bool:
+    from ._crossed_arrays import CrossedDesign  # imported on use: one-term code never loads it
+
+    return isinstance(design, CrossedDesign)
 
 
 @functools.partial(jax.jit, static_argnames=("fam", "kernels"))

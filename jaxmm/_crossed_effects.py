@@ -9,7 +9,7 @@ import jax.numpy as jnp
 from jax.scipy.linalg import cho_solve, solve_triangular
 
 from . import _smallmat as sm
-from ._crossed_lmm import CrossedStats, Factor, Terms, _gls, _solve_c2, reduce
+from ._crossed_lmm import CrossedStats, Factor, Reduced, Terms, _gls, _solve_c2, reduce
 
 
 class CrossedSolution(NamedTuple):
@@ -32,18 +32,12 @@ def solution(lams, stats: CrossedStats, terms: Terms, reml: bool, shared: tuple 
     returned too, −C₁ᵢ⁻ᵀ(S⁻¹C_cᵀ)ᵢᵀ where a is the first term, else blocks of S⁻¹."""
     red = reduce(lams, stats, terms)
     beta, pwrss, _, chol_X = _gls(red.XtRX, red.XtRy, red.ytRy)
-    p, r, q1, m1 = beta.shape[0], terms.rest, terms.q[0], terms.m[0]
+    p = beta.shape[0]
     sigma2 = pwrss / (stats.n - p if reml else stats.n)
     sigma = jnp.sqrt(sigma2)
     dtype = beta.dtype
-    # back substitution: u₂ = C₂⁻ᵀ(c₂ − P₂β), u₁ = C₁⁻ᵀ(c₁ − P₁β − C_c u₂)
-    C2 = red.C2
-    u2 = _solve_c2(C2, red.c2 - jnp.einsum("rp,p->r", red.P2, beta), trans=True)
-    u2_pad = jnp.concatenate([u2, jnp.zeros((1,), dtype)])
-    per_cell = jnp.einsum("cia,ca->ci", red.Cc, u2_pad[stats.cell_cols])
-    t1 = (red.c1 - jnp.einsum("mip,p->mi", red.P1, beta)).at[stats.cell_level].add(-per_cell)
-    u1 = sm.solve_lower_transpose(red.C1, t1)
-    ranefs, cond_vars, cross = effects(Factor(red.C1, red.Cc, C2), stats, lams, terms, u1, u2, shared)
+    u1, u2 = spherical_modes(red, stats, beta)
+    ranefs, cond_vars, cross = effects(Factor(red.C1, red.Cc, red.C2), stats, lams, terms, u1, u2, shared)
     chols = tuple(sigma * lam for lam in lams)
     cond_vars = tuple(sigma2 * v for v in cond_vars)
     cross = tuple(sigma2 * v for v in cross)
@@ -51,6 +45,16 @@ def solution(lams, stats: CrossedStats, terms: Terms, reml: bool, shared: tuple 
         beta=beta, sigma=sigma, vcov=sigma2 * cho_solve((chol_X, True), jnp.eye(p, dtype=dtype)),
         chols=chols, ranefs=ranefs, cond_vars=cond_vars, cross_vars=cross,
     )
+
+
+def spherical_modes(red: Reduced, stats: CrossedStats, beta):
+    """The spherical effects (u₁, u₂) at β, by back substitution through the reduced factor:
+    u₂ = C₂⁻ᵀ(c₂ − P₂β), u₁ = C₁⁻ᵀ(c₁ − P₁β − C_c u₂)."""
+    u2 = _solve_c2(red.C2, red.c2 - jnp.einsum("rp,p->r", red.P2, beta), trans=True)
+    u2_pad = jnp.concatenate([u2, jnp.zeros((1,), u2.dtype)])
+    per_cell = jnp.einsum("cia,ca->ci", red.Cc, u2_pad[stats.cell_cols])
+    t1 = (red.c1 - jnp.einsum("mip,p->mi", red.P1, beta)).at[stats.cell_level].add(-per_cell)
+    return sm.solve_lower_transpose(red.C1, t1), u2
 
 
 def effects(f: Factor, stats: CrossedStats, lams, terms: Terms, u1, u2, shared: tuple = ()):

@@ -15,7 +15,7 @@ import pandas as pd
 
 from . import _progress
 from ._crossed_engine import estimate, shared_terms
-from ._crossed_lmm import Terms
+from ._crossed_lmm import plan_terms
 from ._crossed_result import CrossedResult, FactorTerm, FittedRows
 from ._design import _rows_from_formula
 from ._grouping import interaction, unique_inverse
@@ -90,18 +90,9 @@ def fit_terms(spec, data, fam, method: str, formula: str, *, trials, offset, wei
         factors.append(FactorTerm(term.label, r.re_names, labels, structure, np.asarray(codes), r.Z,
                                   columns=tuple(term.factor), values=np.asarray(levels), spec=one,
                                   encoders=r.encoders))
-    # the factor with the most levels first (MixedModels.jl's order), ties in formula order
-    order = sorted(range(len(factors)), key=lambda k: -len(factors[k].levels))
+    order, terms = plan_terms([f.Z.shape[1] for f in factors], [len(f.levels) for f in factors],
+                              [f.codes for f in factors], [f.label for f in factors])
     ordered = [factors[k] for k in order]
-    # two terms, each first-factor level inside one level of the other (school/class, or two
-    # terms on one factor): the remainder stays block diagonal, however many levels
-    nested = len(ordered) == 2 and np.unique(ordered[0].codes.astype(np.int64) * len(ordered[1].levels)
-                                             + ordered[1].codes).size == len(ordered[0].levels)
-    terms = Terms(q=tuple(f.Z.shape[1] for f in ordered), m=tuple(len(f.levels) for f in ordered), nested=nested)
-    if terms.rest > MAX_DENSE_EFFECTS and not nested:
-        raise DataError(f"the random-effect terms after the first ({', '.join(f.label for f in ordered[1:])}) have "
-                        f"{terms.rest:,} effects: their dense {terms.rest:,}² matrix would take "
-                        f"{terms.rest ** 2 * 8 / 2**30:.1f} GiB; at most {MAX_DENSE_EFFECTS:,} are fitted")
     fitted = FittedRows(first.X, first.y, first.offset, first.trials, first.weights, first.data.index, terms)
     p = first.X.shape[1]
     out = _reported(verbose, lambda: estimate(fitted, tuple(ordered), fam, method == "REML",
@@ -144,7 +135,3 @@ def _reported(verbose, run) -> dict:
 
 def _host(out: dict) -> dict:
     return {k: tuple(to_host(x) for x in v) if isinstance(v, tuple) else to_host(v) for k, v in out.items()}
-
-
-# The other terms' effects are one dense matrix (r × r, float64): 20,000 of them take 3 GiB.
-MAX_DENSE_EFFECTS = 20_000

@@ -31,6 +31,7 @@ from jax.scipy.linalg import cho_solve, solve_triangular
 from . import _smallmat as sm
 from ._pages import small_pages
 from ._spd import logdet_and_forms
+from .errors import DataError
 
 _LOG_2PI = 1.8378770664093453
 
@@ -60,6 +61,28 @@ class Terms(NamedTuple):
             out.append(at)
             at += q * m
         return out
+
+
+# The other terms' effects are one dense matrix (r × r, float64): 20,000 of them take 3 GiB.
+MAX_DENSE_EFFECTS = 20_000
+
+
+def plan_terms(q, m, codes, labels) -> tuple[tuple, Terms]:
+    """(the terms' order, their :class:`Terms`) from each term's effects ``q[k]``, levels
+    ``m[k]`` and row codes: the factor with the most levels first (MixedModels.jl's order),
+    ties in the given order; nested when there are two terms and every first-factor level
+    lies inside one level of the other (school/class, or two terms on one factor), so that
+    the remainder stays block diagonal however many levels. A dense remainder over
+    :data:`MAX_DENSE_EFFECTS` is refused, naming ``labels``."""
+    order = tuple(sorted(range(len(q)), key=lambda k: -m[k]))
+    nested = len(q) == 2 and np.unique(np.asarray(codes[order[0]], np.int64) * m[order[1]]
+                                       + codes[order[1]]).size == m[order[0]]
+    terms = Terms(q=tuple(int(q[k]) for k in order), m=tuple(int(m[k]) for k in order), nested=bool(nested))
+    if terms.rest > MAX_DENSE_EFFECTS and not nested:
+        raise DataError(f"the random-effect terms after the first ({', '.join(str(labels[k]) for k in order[1:])}) "
+                        f"have {terms.rest:,} effects: their dense {terms.rest:,}² matrix would take "
+                        f"{terms.rest ** 2 * 8 / 2**30:.1f} GiB; at most {MAX_DENSE_EFFECTS:,} are fitted")
+    return order, terms
 
 
 class CrossedStats(NamedTuple):
