@@ -40,19 +40,16 @@ def _safe_norm(x):
     return jnp.where(ok, jnp.sqrt(jnp.where(ok, sq, 1.0)), 0.0), ok
 
 
-def _constrained(psi, kind, index, value, phi_hat, scale, p, structure, nd):
-    """Params from the scaled free vector ψ with one parameter held at ``value``."""
-    phi = phi_hat + scale * psi
-    d = re_dim(structure)
-    nc = n_chol(structure)
-    beta = phi[:p]
-    beta = jnp.where(kind == FIXED, beta.at[jnp.clip(index, 0, p - 1)].set(value), beta)
-    L = chol_from_natural(phi[p:p + nc], structure)
+def constrain_chol(L, kind, index, value):
+    """L with one variance parameter held at ``value``: for ``kind`` SD the norm of row
+    ``index`` (its direction stays free), for COR the cosine between rows i and j
+    (``index`` = i·d + j); L as it is for any other kind."""
+    d = L.shape[0]
     k = jnp.clip(index, 0, d - 1)
     row = L[k]
     norm, nonzero = _safe_norm(row)
     # the row's direction is free; a zero row (SD estimated as 0) points along the diagonal
-    unit = jnp.where(nonzero, row / jnp.where(nonzero, norm, 1.0), jnp.zeros(d, phi.dtype).at[k].set(1.0))
+    unit = jnp.where(nonzero, row / jnp.where(nonzero, norm, 1.0), jnp.zeros(d, L.dtype).at[k].set(1.0))
     L = jnp.where(kind == SD, L.at[k].set(value * unit), L)
     if d > 1:
         # cor(i, j) (i < j, index = i·d + j) is the cosine between rows i and j of L: row j
@@ -64,24 +61,36 @@ def _constrained(psi, kind, index, value, phi_hat, scale, p, structure, nd):
         j = jnp.where(is_cor, jnp.clip(index % d, 0, d - 1), 1)
         c = jnp.where(is_cor, jnp.clip(value, -1.0, 1.0), 0.0)
         n_i, ok_i = _safe_norm(L[i])
-        e_i = jnp.where(ok_i, L[i] / jnp.where(ok_i, n_i, 1.0), jnp.zeros(d, phi.dtype).at[i].set(1.0))
+        e_i = jnp.where(ok_i, L[i] / jnp.where(ok_i, n_i, 1.0), jnp.zeros(d, L.dtype).at[i].set(1.0))
         r_j = L[j]
         perp = r_j - jnp.dot(r_j, e_i) * e_i
         n_p, ok_p = _safe_norm(perp)
-        fallback = jnp.zeros(d, phi.dtype).at[j].set(1.0)
+        fallback = jnp.zeros(d, L.dtype).at[j].set(1.0)
         fallback = fallback - jnp.dot(fallback, e_i) * e_i
         n_f, ok_f = _safe_norm(fallback)
         w = jnp.where(ok_p, perp / jnp.where(ok_p, n_p, 1.0), fallback / jnp.where(ok_f, n_f, 1.0))
         n_j, _ = _safe_norm(r_j)
         row_j = n_j * (c * e_i + jnp.sqrt(jnp.maximum(1.0 - c * c, 0.0)) * w)
         L = jnp.where(is_cor, L.at[j].set(row_j), L)
-    if nd:
-        log_disp = jnp.where(kind == DISPERSION, jnp.log(value), phi[p + nc])
-        disp = jnp.exp(log_disp)
-    else:
-        disp = jnp.ones((), phi.dtype)
-    return Params(beta, L, disp)
+    return L
 
+
+def held_beta_and_dispersion(phi, kind, index, value, p: int, nd: int):
+    """(β with β_index held at ``value`` for kind FIXED, the dispersion held for kind
+    DISPERSION) from φ = (β, …, log dispersion)."""
+    beta = phi[:p]
+    beta = jnp.where(kind == FIXED, beta.at[jnp.clip(index, 0, p - 1)].set(value), beta)
+    if not nd:
+        return beta, jnp.ones((), phi.dtype)
+    return beta, jnp.exp(jnp.where(kind == DISPERSION, jnp.log(value), phi[-1]))
+
+
+def _constrained(psi, kind, index, value, phi_hat, scale, p, structure, nd):
+    """Params from the scaled free vector ψ with one parameter held at ``value``."""
+    phi = phi_hat + scale * psi
+    beta, disp = held_beta_and_dispersion(phi, kind, index, value, p, nd)
+    L = constrain_chol(chol_from_natural(phi[p:p + n_chol(structure)], structure), kind, index, value)
+    return Params(beta, L, disp)
 
 
 def _natural_objective(phi, u, design, family, inner, p, q):
@@ -170,6 +179,49 @@ def profile_logliks(design, u_hat, phi_hat, scale, kinds, indices, values, famil
     return jax.vmap(one)(kinds, indices, values)
 
 
+def solve_ends(targets, z: float, loglik_hat: float, logliks) -> tuple[np.ndarray, np.ndarray]:
+    """The interval ends of every target (kind, index, estimate, standard error): where the
+    signed root ζ(v) = ±z, by secant iterations on all parameters and both ends at once,
+    from (ψ̂, 0) with a Wald first step. ``logliks(kinds, indices, values)`` gives ℓ_p at each
+    entry. An end driven onto its bound (SD 0, correlation ±1) is the bound; one not solved
+    to 1e-3 in ζ is NaN."""
+    kinds = np.array([t[0] for t in targets for _ in (0, 1)], np.int32)
+    indices = np.array([t[1] for t in targets for _ in (0, 1)], np.int32)
+    est = np.array([t[2] for t in targets for _ in (0, 1)])
+    side = np.tile([-1.0, 1.0], len(targets))
+    positive = (kinds == SD) | (kinds == DISPERSION)
+    bounded = kinds == COR  # in [-1, 1]
+    goal = side * z
+
+    def zeta(values):
+        drop = np.maximum(2.0 * (loglik_hat - np.asarray(logliks(kinds, indices, values))), 0.0)
+        return np.sign(values - est) * np.sqrt(drop)
+
+    se = np.array([t[3] for t in targets for _ in (0, 1)])
+    v_prev, z_prev = est.copy(), np.zeros_like(est)
+    v = est + goal * se
+    v = np.where(positive & (v <= 0), est / 2.0, v)
+    v = np.where(bounded & (np.abs(v) >= 1), (est + side) / 2.0, v)
+    for _ in range(_SECANT_STEPS):
+        zv = zeta(v)
+        slope = (zv - z_prev) / np.where(v != v_prev, v - v_prev, 1.0)
+        slope = np.where(np.abs(slope) > 1e-12, slope, goal / np.where(se > 0, se, 1.0))
+        v_new = v + (goal - zv) / slope
+        # an SD's lower end cannot pass 0; a variance at 0 that still fits within the interval ends there
+        v_new = np.where(positive & (v_new <= 0), v / 2.0, v_new)
+        # a correlation's end cannot pass ±1: halve the way there instead
+        v_new = np.where(bounded & (np.abs(v_new) >= 1), (v + side) / 2.0, v_new)
+        v_prev, z_prev, v = v, zv, v_new
+    final = zeta(v)
+    # an end that the steps drove onto the parameter's bound (SD 0, correlation ±1) is the
+    # bound itself: the likelihood there is still within the interval
+    at_bound = (positive & (side < 0) & (v < 1e-6 * np.maximum(est, 1.0))) | (bounded & (np.abs(v) > 1 - 1e-6))
+    v = np.where(at_bound, np.where(positive, 0.0, side), v)
+    unsolved = ~at_bound & (np.abs(final - goal) > 1e-3)
+    v = np.where(unsolved, np.nan, v)
+    return v[0::2], v[1::2]
+
+
 @with_frozen_heap
 def profile_intervals(res, level: float) -> pd.DataFrame:
     from ._inference import normal_quantile, variance_parameters
@@ -218,51 +270,16 @@ def profile_intervals(res, level: float) -> pd.DataFrame:
         targets.append((DISPERSION, 0, disp, float(np.sqrt(max(cov[-1, -1], 1e-24))) * disp))
     targets = [t for t in targets if np.isfinite(t[2])]
 
-    z = normal_quantile(0.5 + level / 2.0)
-    kinds = np.array([t[0] for t in targets for _ in (0, 1)], np.int32)
-    indices = np.array([t[1] for t in targets for _ in (0, 1)], np.int32)
-    est = np.array([t[2] for t in targets for _ in (0, 1)])
-    side = np.tile([-1.0, 1.0], len(targets))
-    positive = (kinds == SD) | (kinds == DISPERSION)
-    bounded = kinds == COR  # in [-1, 1]
-    goal = side * z
-
-    def zeta(values):
-        ll = np.asarray(profile_logliks(design, u_hat, phi_hat, scale, jnp.asarray(kinds), jnp.asarray(indices),
-                                        jnp.asarray(values), family, structure, nd, res.nAGQ))
-        drop = np.maximum(2.0 * (loglik_hat - ll), 0.0)
-        return np.sign(values - est) * np.sqrt(drop)
-
-    # secant iterations on ζ(v) = ±z, all parameters and both ends at once, from (ψ̂, 0)
-    se = np.array([t[3] for t in targets for _ in (0, 1)])
-    v_prev, z_prev = est.copy(), np.zeros_like(est)
-    v = est + goal * se
-    v = np.where(positive & (v <= 0), est / 2.0, v)
-    v = np.where(bounded & (np.abs(v) >= 1), (est + side) / 2.0, v)
-    for _ in range(_SECANT_STEPS):
-        zv = zeta(v)
-        slope = (zv - z_prev) / np.where(v != v_prev, v - v_prev, 1.0)
-        slope = np.where(np.abs(slope) > 1e-12, slope, goal / np.where(se > 0, se, 1.0))
-        v_new = v + (goal - zv) / slope
-        # an SD's lower end cannot pass 0; a variance at 0 that still fits within the interval ends there
-        v_new = np.where(positive & (v_new <= 0), v / 2.0, v_new)
-        # a correlation's end cannot pass ±1: halve the way there instead
-        v_new = np.where(bounded & (np.abs(v_new) >= 1), (v + side) / 2.0, v_new)
-        v_prev, z_prev, v = v, zv, v_new
-    final = zeta(v)
-    # an end that the steps drove onto the parameter's bound (SD 0, correlation ±1) is the
-    # bound itself: the likelihood there is still within the interval
-    at_bound = (positive & (side < 0) & (v < 1e-6 * np.maximum(est, 1.0))) | (bounded & (np.abs(v) > 1 - 1e-6))
-    v = np.where(at_bound, np.where(positive, 0.0, side), v)
-    unsolved = ~at_bound & (np.abs(final - goal) > 1e-3)
-    v = np.where(unsolved, np.nan, v)
+    lower, upper = solve_ends(targets, normal_quantile(0.5 + level / 2.0), loglik_hat,
+                              lambda kinds, indices, values: profile_logliks(
+                                  design, u_hat, phi_hat, scale, jnp.asarray(kinds), jnp.asarray(indices),
+                                  jnp.asarray(values), family, structure, nd, res.nAGQ))
 
     re_names = list(res.re_names)
     dispersion = family.dispersion_name
     label = {FIXED: lambda k: res.fixef_names[k], SD: lambda k: f"sd_{re_names[k]}",
              COR: lambda k: f"cor_{re_names[k // d]}_{re_names[k % d]}", DISPERSION: lambda k: dispersion}
     names = [label[kind](index) for kind, index, *_ in targets]
-    lower, upper = v[0::2], v[1::2]
     frame = pd.DataFrame({"lower": lower, "upper": upper}, index=names)
     # rows in confint's order: fixed effects, SDs and correlations, sigma
     order = list(res.fixef_names) + variance_parameters(res.D, res.re_names)[0] + ([dispersion] if nd else [])
