@@ -17,7 +17,7 @@ import numpy as np
 
 from ._crossed_effects import effects, spherical_modes
 from ._crossed_laplace import CrossedRows, _gram, crossed_rows, eta_of, laplace_loglik, modes
-from ._crossed_lmm import Factor, Terms, _gls, factor, plan_terms, reduce
+from ._crossed_lmm import CrossedStats, Factor, Terms, _gls, factor, plan_terms, reduce
 from ._grouping import unique_inverse
 from .errors import ArgumentError, DataError
 
@@ -107,6 +107,15 @@ def crossed_design(X, Zs, y, groups, *, trials=None, offset=None, weights=None, 
     return CrossedDesign(rows, jnp.asarray(w), terms, tuple(order), weights is not None)
 
 
+def fitted_design(res) -> CrossedDesign:
+    """The design of a several-term fit's rows (``CrossedResult``), its terms in the fit's order."""
+    rows, terms = res.rows, res.terms
+    data = crossed_rows(rows.y, rows.X, [t.Z for t in terms], [t.codes for t in terms], rows.terms,
+                        offset=rows.offset, trials=rows.trials)
+    w = np.ones(rows.y.shape[0]) if rows.weights is None else rows.weights
+    return CrossedDesign(data, jnp.asarray(w), rows.terms, tuple(range(len(terms))), rows.weights is not None)
+
+
 def _params(params, design: CrossedDesign, fam):
     """(β, the factors L_k in the engine's order, dispersion), checked against the design."""
     beta, chols, dispersion = params
@@ -130,7 +139,7 @@ def _params(params, design: CrossedDesign, fam):
     return beta.astype(dtype), tuple(out), disp
 
 
-def _lmm_stats(design: CrossedDesign):
+def lmm_stats(design: CrossedDesign):
     """The blocked statistics of the gaussian model (weighted sums of the rows, y less the
     offset), in JAX: ``crossed_stats`` computes the same on the host for ``fit``."""
     rows, w, terms = design.rows, design.weights, design.terms
@@ -148,23 +157,27 @@ def _lmm_stats(design: CrossedDesign):
         half_log_w=0.5 * jnp.sum(jnp.log(jnp.where(w > 0, w, 1.0))))
 
 
+def exact_loglik(beta, chols, sigma, stats: CrossedStats, terms: Terms, reml: bool):
+    """The gaussian log-likelihood at (β, L_k, σ): ℓ = −½[n log 2πσ² + log|A| + r(β)/σ²], r(β)
+    the penalised residual sum at β; REML integrates β out: (n − p) log 2πσ², + log|XᵀRX|,
+    r at β̂ (lme4's criteria)."""
+    red = reduce(tuple(L / sigma for L in chols), stats, terms)
+    _, pwrss_hat, logdet_X, _ = _gls(red.XtRX, red.XtRy, red.ytRy)
+    sigma2 = sigma * sigma
+    if reml:
+        dof = stats.n - beta.shape[0]
+        value = dof * (_LOG_2PI + jnp.log(sigma2)) + red.logdet_A + logdet_X + pwrss_hat / sigma2
+    else:
+        pwrss = red.ytRy - 2.0 * beta @ red.XtRy + beta @ red.XtRX @ beta
+        value = stats.n * (_LOG_2PI + jnp.log(sigma2)) + red.logdet_A + pwrss / sigma2
+    return -0.5 * value + stats.half_log_w
+
+
 @functools.partial(jax.jit, static_argnames=("fam", "reml"))
 def crossed_loglik(params, design: CrossedDesign, fam, reml: bool):
     beta, chols, disp = _params(params, design, fam)
     if fam.exact:
-        # ℓ = −½[n log 2πσ² + log|A| + r(β)/σ²], r(β) the penalised residual sum at β; REML
-        # integrates β out: (n − p) log 2πσ², + log|XᵀR X|, r at β̂ (lme4's criteria)
-        stats = _lmm_stats(design)
-        red = reduce(tuple(L / disp for L in chols), stats, design.terms)
-        beta_hat, pwrss_hat, logdet_X, _ = _gls(red.XtRX, red.XtRy, red.ytRy)
-        sigma2 = disp * disp
-        if reml:
-            dof = stats.n - beta.shape[0]
-            value = dof * (_LOG_2PI + jnp.log(sigma2)) + red.logdet_A + logdet_X + pwrss_hat / sigma2
-        else:
-            pwrss = red.ytRy - 2.0 * beta @ red.XtRy + beta @ red.XtRX @ beta
-            value = stats.n * (_LOG_2PI + jnp.log(sigma2)) + red.logdet_A + pwrss / sigma2
-        return -0.5 * value + stats.half_log_w
+        return exact_loglik(beta, chols, disp, lmm_stats(design), design.terms, reml)
     terms = design.terms
     u1 = jnp.zeros((terms.m[0], terms.q[0]), beta.dtype)
     u2 = jnp.zeros((terms.rest,), beta.dtype)
@@ -178,7 +191,7 @@ def crossed_modes(params, design: CrossedDesign, fam):
     beta, chols, disp = _params(params, design, fam)
     terms = design.terms
     if fam.exact:
-        stats = _lmm_stats(design)
+        stats = lmm_stats(design)
         lams = tuple(L / disp for L in chols)
         red = reduce(lams, stats, terms)
         u1, u2 = spherical_modes(red, stats, beta)

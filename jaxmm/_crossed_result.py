@@ -18,7 +18,6 @@ from ._criteria import Criteria
 from ._optimize import Status
 from ._params import same_block
 from ._results import FitOptions
-from .errors import ArgumentError
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -191,11 +190,12 @@ class CrossedResult(Criteria):
 
         ``"wald"``: estimate ± z·SE for the fixed effects, NaN for the variance parameters (as
         lme4). ``"boot"``: percentile intervals of a parametric bootstrap (``n=500``,
-        ``seed=0`` by default). Profile intervals are built for one random-effect term only.
+        ``seed=0`` by default). ``"profile"``: profile-likelihood intervals of every parameter
+        (ML fits), as lme4's ``confint(method = "profile")``; an end on a bound is the bound.
         """
         from ._inference import confint
 
-        return confint(self, method, level, options, _wald_intervals, _no_profile)
+        return confint(self, method, level, options, _wald_intervals, _profile_intervals)
 
     def simulate(self, n: int = 1, seed: int = 0) -> pd.DataFrame:
         """``n`` new response vectors for the fitted rows (columns ``sim_1`` … ``sim_n``):
@@ -263,6 +263,7 @@ def _wald_intervals(res: CrossedResult, level: float) -> pd.DataFrame:
                          "upper": list(res.fixef.to_numpy() + z * se) + nan}, index=list(res.fixef.index) + extra)
 
 
-def _no_profile(res, level):
-    raise ArgumentError("confint(method='profile') is not available yet for formulas with several "
-                        "random-effect terms; use method='boot' or 'wald'")
+def _profile_intervals(res: CrossedResult, level: float) -> pd.DataFrame:
+    from ._crossed_profile import crossed_profile_intervals
+
+    return crossed_profile_intervals(res, level)

@@ -25,7 +25,7 @@ from ._inner import InnerOptions
 from ._laplace import laplace_loglik, modes_and_cond_var
 from ._optimize import OptOptions, minimize
 from ._quadrature import marginal_loglik
-from ._params import Params, chol_from_natural, n_chol, natural_from_params, params_from_natural, re_dim
+from ._params import Params, chol_from_natural, n_chol, natural_from_params, params_from_natural
 from .errors import ArgumentError
 
 FIXED, SD, DISPERSION, COR = 0, 1, 2, 3
@@ -216,7 +216,13 @@ def solve_ends(targets, z: float, loglik_hat: float, logliks) -> tuple[np.ndarra
     # an end that the steps drove onto the parameter's bound (SD 0, correlation ±1) is the
     # bound itself: the likelihood there is still within the interval
     at_bound = (positive & (side < 0) & (v < 1e-6 * np.maximum(est, 1.0))) | (bounded & (np.abs(v) > 1 - 1e-6))
-    v = np.where(at_bound, np.where(positive, 0.0, side), v)
+    # an end still short of ζ = ±z on the way to its bound, halving towards it: if ζ at the
+    # bound is within ±z, the bound is the end
+    bound = np.where(positive, 0.0, side)
+    towards = ~at_bound & (np.abs(final - goal) > 1e-3) & ((positive & (side < 0)) | bounded)
+    if towards.any():
+        at_bound |= towards & (np.abs(zeta(np.where(towards, bound, v))) <= z)
+    v = np.where(at_bound, bound, v)
     unsolved = ~at_bound & (np.abs(final - goal) > 1e-3)
     v = np.where(unsolved, np.nan, v)
     return v[0::2], v[1::2]
