@@ -16,7 +16,7 @@ from ._anova import anova
 from ._optimize import Status
 from ._results import FitOptions, MixedModelResult
 from ._batch import BatchResult
-from ._crossed_result import CrossedResult
+from ._crossed_result import CrossedBatchResult, CrossedResult
 from ._params import Params
 from ._types import Design
 from ._arrays import conditional_modes, design, marginal_loglik, row_order
@@ -26,7 +26,7 @@ from ._cache import enable_compilation_cache
 if _os.environ.get("JAXMM_CACHE_DIR"):
     enable_compilation_cache()
 
-__all__ = ["fit", "anova", "MixedModelResult", "CrossedResult", "FitOptions", "Status", "BatchResult", "Params", "Design", "design",
+__all__ = ["fit", "anova", "MixedModelResult", "CrossedResult", "CrossedBatchResult", "FitOptions", "Status", "BatchResult", "Params", "Design", "design",
            "row_order", "marginal_loglik", "conditional_modes", "errors", "load_example", "example_model", "fit_example",
            "enable_compilation_cache"]
 __version__ = "0.1.0"

@@ -9,6 +9,7 @@ float32 are refused with an error that says they are not built yet.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -16,7 +17,7 @@ import pandas as pd
 from . import _progress
 from ._crossed_engine import estimate, shared_terms
 from ._crossed_lmm import plan_terms
-from ._crossed_result import CrossedResult, FactorTerm, FittedRows
+from ._crossed_result import CrossedBatchResult, CrossedResult, FactorTerm, FittedRows
 from ._design import _rows_from_formula
 from ._grouping import interaction, unique_inverse
 from ._sharding import to_host
@@ -24,7 +25,7 @@ from ._optimize import OptOptions, Status
 from ._results import FitOptions
 from ._params import n_chol
 from ._table import _column, as_pandas
-from .errors import ArgumentError, DataError
+from .errors import ArgumentError, ConvergenceWarning, DataError, SingularFitWarning
 
 
 def _refuse(what: str):
@@ -45,9 +46,9 @@ def _factor_column(data: pd.DataFrame, factor: tuple) -> tuple[pd.DataFrame, str
 
 
 def fit_terms(spec, data, fam, method: str, formula: str, *, trials, offset, weights, missing, dtype, verbose, by,
-              devices, nAGQ) -> CrossedResult:
-    if by is not None:
-        _refuse("by=")
+              devices, nAGQ):
+    """The fit of a formula with several terms: a :class:`CrossedResult`, or with ``by=`` a
+    :class:`CrossedBatchResult` of one fit per value of that column."""
     if devices is not None:
         _refuse("devices=")
     if dtype != "float64":
@@ -55,6 +56,24 @@ def fit_terms(spec, data, fam, method: str, formula: str, *, trials, offset, wei
     if nAGQ != 1:
         raise ArgumentError("nAGQ > 1 (adaptive quadrature) integrates one random-effect term; this formula has "
                             f"{len(spec.terms)}, as lme4 refuses too")
+    if by is not None:
+        if not isinstance(by, str):
+            raise ArgumentError(f"by must be a column name, got {type(by).__name__}")
+        if verbose:
+            raise ArgumentError("verbose=True reports one optimiser; it is not available with by=")
+    first, factors = _evaluate(spec, data, fam, trials=trials, offset=offset, weights=weights, missing=missing, by=by)
+    options = FitOptions(trials=trials, offset=offset, weights=weights, missing=missing)
+    fitted = FittedRows(first.X, first.y, first.offset, first.trials, first.weights, first.data.index, None)
+    if by is None:
+        return fit_factors(fitted, factors, first.fixef_names, fam, method, formula, options, verbose,
+                           first.n_dropped)
+    return _fit_by(first.data[by].to_numpy(), by, fitted, factors, first.fixef_names, fam, method, formula, options,
+                  first.n_dropped)
+
+
+def _evaluate(spec, data, fam, *, trials, offset, weights, missing, by):
+    """The formula on the table: the first term's rows (fixed part, response, options) and
+    every term's :class:`FactorTerm` (codes and levels over all rows)."""
     table = as_pandas(data)
     if len(table) == 0:
         raise DataError("the data have no rows")
@@ -64,38 +83,41 @@ def fit_terms(spec, data, fam, method: str, formula: str, *, trials, offset, wei
         columns.append(name)
     # The first term's rows are checked against every column of the formula, so rows with
     # a missing value anywhere are dropped (or named) once, for every term alike.
-    rows, specs = [], []
+    factors = []
     for k, (term, column) in enumerate(zip(spec.terms, columns)):
         one = dataclasses.replace(spec, random=term.random, random_text=term.random_text, group=column,
                                   correlated=term.correlated, terms=())
-        specs.append(one)
         if k == 0:
-            first = _rows_from_formula(one, table, trials=trials, offset=offset, weights=weights, missing=missing,
-                                       check_response=fam.check_response)
-            rows.append(first)
+            r = first = _rows_from_formula(one, table, trials=trials, offset=offset, weights=weights,
+                                           missing=missing, check_response=fam.check_response, by=by)
         else:
-            rows.append(_rows_from_formula(one, first.data, missing="raise"))
-    n = first.y.shape[0]
-    factors = []
-    for term, r, one in zip(spec.terms, rows, specs):
+            r = _rows_from_formula(one, first.data, missing="raise")
         levels, codes = unique_inverse(r.groups)
-        labels = tuple(str(v) for v in np.asarray(levels))
-        if len(labels) < 2:
-            raise DataError(f"grouping factor {term.label!r} has a single level; a random effect needs at least "
-                            "two groups")
-        if len(labels) == n and fam.exact:
-            raise DataError(f"grouping factor {term.label!r} has one level per row: its variance cannot be told "
-                            "apart from the residual variance (lme4 refuses such a model too)")
         structure = r.Z.shape[1] if term.correlated else (1,) * r.Z.shape[1]
-        factors.append(FactorTerm(term.label, r.re_names, labels, structure, np.asarray(codes), r.Z,
-                                  columns=tuple(term.factor), values=np.asarray(levels), spec=one,
-                                  encoders=r.encoders))
+        factors.append(FactorTerm(term.label, r.re_names, tuple(str(v) for v in np.asarray(levels)), structure,
+                                  np.asarray(codes), r.Z, columns=tuple(term.factor), values=np.asarray(levels),
+                                  spec=one, encoders=r.encoders))
+    return first, factors
+
+
+def fit_factors(rows: FittedRows, factors, fixef_names, fam, method: str, formula: str, options: FitOptions, verbose,
+                n_dropped: int, where: str = "") -> CrossedResult:
+    """The fit of the rows with the terms ``factors`` (``rows.terms`` is planned here);
+    ``where`` prefixes the errors (a replicate of ``by=``)."""
+    n = rows.y.shape[0]
+    for f in factors:
+        if len(f.levels) < 2:
+            raise DataError(f"{where}grouping factor {f.label!r} has a single level; a random effect needs at least "
+                            "two groups")
+        if len(f.levels) == n and fam.exact:
+            raise DataError(f"{where}grouping factor {f.label!r} has one level per row: its variance cannot be told "
+                            "apart from the residual variance (lme4 refuses such a model too)")
     order, terms = plan_terms([f.Z.shape[1] for f in factors], [len(f.levels) for f in factors],
                               [f.codes for f in factors], [f.label for f in factors])
     ordered = [factors[k] for k in order]
-    fitted = FittedRows(first.X, first.y, first.offset, first.trials, first.weights, first.data.index, terms)
-    p = first.X.shape[1]
-    out = _reported(verbose, lambda: estimate(fitted, tuple(ordered), fam, method == "REML",
+    rows = dataclasses.replace(rows, terms=terms)
+    p = rows.X.shape[1]
+    out = _reported(verbose, lambda: estimate(rows, tuple(ordered), fam, method == "REML",
                                               OptOptions(verbose=bool(verbose))))
     if fam.exact:
         sigma, vcov = float(out["sigma"]), np.asarray(out["vcov"])
@@ -103,22 +125,21 @@ def fit_terms(spec, data, fam, method: str, formula: str, *, trials, offset, wei
         sigma = float(out["dispersion"]) if fam.n_dispersion else None
         # β's covariance: the inverse Hessian of −ℓ in φ, its β block (as for one term)
         vcov = np.linalg.inv(np.asarray(out["hess"]))[:p, :p]
-    shared = shared_terms(ordered)
+    finite = all(np.all(np.isfinite(np.asarray(v))) for v in (out["beta"], vcov, out["loglik"], *out["chols"]))
     # rows of prior weight 0 take no part in the fit (lme4's nobs leaves them out too)
-    n_obs = n if first.weights is None else int(np.sum(first.weights > 0))
+    n_obs = n if rows.weights is None else int(np.sum(rows.weights > 0))
     return CrossedResult(
-        formula=formula, method=method, fixef=pd.Series(np.asarray(out["beta"]), index=list(first.fixef_names)),
-        vcov=pd.DataFrame(vcov, index=list(first.fixef_names), columns=list(first.fixef_names)),
+        formula=formula, method=method, fixef=pd.Series(np.asarray(out["beta"]), index=list(fixef_names)),
+        vcov=pd.DataFrame(vcov, index=list(fixef_names), columns=list(fixef_names)),
         sigma=sigma, loglik=float(out["loglik"]), n_obs=n_obs, family=fam.name, link=fam.link,
-        n_dropped=first.n_dropped, terms=tuple(ordered), chols=tuple(np.asarray(c) for c in out["chols"]),
+        n_dropped=n_dropped, terms=tuple(ordered), chols=tuple(np.asarray(c) for c in out["chols"]),
         ranefs=tuple(np.asarray(b) for b in out["ranefs"]),
-        cond_vars=tuple(np.asarray(v) for v in out["cond_vars"]), shared=shared,
+        cond_vars=tuple(np.asarray(v) for v in out["cond_vars"]), shared=shared_terms(ordered),
         cross_vars=tuple(np.asarray(v) for v in out["cross_vars"]),
-        status=Status(int(out["status"])), n_iter=int(out["n_iter"]), n_eval=int(out["n_eval"]),
-        max_abs_grad=float(np.max(np.abs(out["grad"]))) if np.size(out["grad"]) else 0.0,
+        status=Status(int(out["status"])) if finite else Status.NONFINITE, n_iter=int(out["n_iter"]),
+        n_eval=int(out["n_eval"]), max_abs_grad=float(np.max(np.abs(out["grad"]))) if np.size(out["grad"]) else 0.0,
         npar=p + sum(n_chol(f.structure) for f in ordered) + (1 if fam.exact else fam.n_dispersion),
-        family_spec=fam, fit_options=FitOptions(trials=trials, offset=offset, weights=weights, missing=missing),
-        rows=fitted,
+        family_spec=fam, fit_options=options, rows=rows,
     )
 
 
@@ -135,3 +156,48 @@ def _reported(verbose, run) -> dict:
 
 def _host(out: dict) -> dict:
     return {k: tuple(to_host(x) for x in v) if isinstance(v, tuple) else to_host(v) for k, v in out.items()}
+
+
+def _subset(factor, rows: np.ndarray):
+    """The term restricted to ``rows``, its levels those present there."""
+    present, codes = unique_inverse(factor.codes[rows])
+    return dataclasses.replace(factor, levels=tuple(factor.levels[i] for i in present), codes=np.asarray(codes),
+                               Z=factor.Z[rows], values=factor.values[present])
+
+
+def _fit_by(keys, by: str, rows, factors, fixef_names, fam, method, formula, options, n_dropped):
+    """One fit per value of ``keys`` (the ``by`` column), one after another through the
+    compiled fit: replicates of one shape (the same rows, levels and cells, as a simulation
+    study's) share its program. Unlike one-term fits, they are not vmapped into one call."""
+    try:
+        values, replicate = unique_inverse(keys)
+    except TypeError:
+        raise DataError(f"by column {by!r} mixes values that cannot be sorted (e.g. numbers and text)") from None
+    take = lambda a, mask: None if a is None else a[mask]
+    results = []
+    for r, key in enumerate(values.tolist()):
+        mask = np.flatnonzero(replicate == r)
+        where = f"by={by!r} value {key!r}: "
+        X = rows.X[mask]
+        if np.linalg.matrix_rank(X) < X.shape[1]:
+            raise DataError(f"{where}the fixed-effect columns {list(fixef_names)} are rank deficient in its "
+                            f"{mask.size} rows")
+        sub = dataclasses.replace(rows, X=X, y=rows.y[mask], offset=take(rows.offset, mask),
+                                  trials=take(rows.trials, mask), weights=take(rows.weights, mask),
+                                  index=rows.index[mask])
+        results.append(fit_factors(sub, [_subset(f, mask) for f in factors], fixef_names, fam, method, formula,
+                                   options, False, 0, where=where))
+    batch = CrossedBatchResult(by=by, keys=tuple(values.tolist()), formula=formula, results=tuple(results),
+                               n_dropped=n_dropped)
+    converged = batch.converged.to_numpy()
+    failed = [k for k, c in zip(batch.keys, converged) if not c]
+    if failed:
+        warnings.warn(f"{len(failed)} of {len(batch)} fits did not converge (by={by!r} values {failed[:5]}"
+                      f"{' ...' if len(failed) > 5 else ''}); see .converged and .message", ConvergenceWarning,
+                      stacklevel=5)
+    n_singular = int(np.sum(batch.singular.to_numpy() & converged))
+    if n_singular:
+        warnings.warn(f"{n_singular} of {len(batch)} fits are boundary (singular) fits: a random-effect variance "
+                      "is estimated as zero (or a correlation as ±1); see .singular", SingularFitWarning,
+                      stacklevel=5)
+    return batch

@@ -1,4 +1,5 @@
-"""The result of a fit with several random-effect terms: immutable, with lme4's views of it
+"""The result of a fit with several random-effect terms (and of ``by=``'s fits of one each):
+immutable, with lme4's views of it
 (``VarCorr``, ``ranef`` and ``condVar`` per grouping factor) and a summary in lme4's layout.
 
 Terms on one factor, as ``(1 | g) + (0 + x | g)``, are one factor in ``ranef``, ``cond_var``
@@ -88,6 +89,13 @@ class CrossedResult(Criteria):
     @property
     def message(self) -> str:
         return self.status.message
+
+    @property
+    def singular(self) -> bool:
+        """True when some term's D_k is on the boundary: a relative Cholesky diagonal below
+        1e-4 (lme4's rule; relative to σ for gaussian fits)."""
+        scale = self.sigma if self.family == "gaussian" else 1.0
+        return any(bool(np.any(np.abs(np.diag(c)) / scale < 1e-4)) for c in self.chols)
 
     def _factors(self) -> dict:
         """{factor label: indices of its terms}, in the terms' order."""
@@ -249,6 +257,78 @@ class CrossedResult(Criteria):
 
     def __repr__(self) -> str:
         return self.summary()
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class CrossedBatchResult:
+    """One fit per value of the ``by`` column; ``result[value]`` is its :class:`CrossedResult`.
+    A replicate that did not converge is flagged in ``converged`` (the reason in ``message``)."""
+
+    by: str
+    keys: tuple
+    formula: str
+    results: tuple = dataclasses.field(repr=False)
+    n_dropped: int = 0
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def __iter__(self):
+        return iter(self.keys)
+
+    def __getitem__(self, key) -> CrossedResult:
+        try:
+            return self.results[self.keys.index(key)]
+        except ValueError:
+            raise KeyError(f"{key!r} is not a value of the by column {self.by!r}") from None
+
+    def _series(self, values, name) -> pd.Series:
+        return pd.Series(values, index=pd.Index(list(self.keys), name=self.by), name=name)
+
+    @property
+    def fixef(self) -> pd.DataFrame:
+        return pd.DataFrame([r.fixef for r in self.results], index=pd.Index(list(self.keys), name=self.by))
+
+    @property
+    def loglik(self) -> pd.Series:
+        return self._series([r.loglik for r in self.results], "loglik")
+
+    @property
+    def converged(self) -> pd.Series:
+        return self._series([r.converged for r in self.results], "converged")
+
+    @property
+    def message(self) -> pd.Series:
+        return self._series([r.message for r in self.results], "message")
+
+    @property
+    def singular(self) -> pd.Series:
+        return self._series([r.singular for r in self.results], "singular")
+
+    @property
+    def n_eval(self) -> pd.Series:
+        return self._series([r.n_eval for r in self.results], "n_eval")
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per replicate: the fixed effects, every term's SDs and correlations (the
+        rows of ``confint``), the dispersion where the family has one, loglik and converged."""
+        from ._crossed_refit import parameter_names, term_parameters
+
+        frame = self.fixef
+        names, per_term = parameter_names(self.results[0])
+        for k, labels in enumerate(per_term):
+            values = np.stack([term_parameters(r.terms[k], r.chols[k] @ r.chols[k].T)[1] for r in self.results])
+            for j, label in enumerate(labels):
+                frame[label] = values[:, j]
+        if self.results[0].sigma is not None:
+            frame[names[-1]] = [r.sigma for r in self.results]
+        frame["loglik"] = self.loglik
+        frame["converged"] = self.converged
+        return frame
+
+    def __repr__(self) -> str:
+        return (f"<CrossedBatchResult: {len(self)} fits of {self.formula!r} by {self.by!r}; "
+                f"{int(self.converged.sum())} converged, {int(self.singular.sum())} singular>")
 
 
 def _wald_intervals(res: CrossedResult, level: float) -> pd.DataFrame:

@@ -103,6 +103,8 @@ def fit(formula: str, data, family="gaussian", *, method: str | None = None, tri
         and return a :class:`BatchResult` (``.fixef``, ``.D``, ``.sigma``, ``.loglik``,
         ``.converged`` per value; ``[value]`` for one replicate's full result). The formula
         is evaluated once on the whole table, so every replicate has the same columns.
+        With several random-effect terms the replicates are fitted one after another (those
+        of one shape through one compiled program) into a :class:`CrossedBatchResult`.
     devices : a number N (the first N of ``jax.devices()``) or a list of jax devices: the
         groups are split over them (``jax.sharding``), each device solving its own groups'
         modes; the estimates equal a one-device fit's. ``res.n_devices`` records it.
@@ -148,9 +150,10 @@ def fit(formula: str, data, family="gaussian", *, method: str | None = None, tri
     if spec.terms:
         from ._crossed_fit import fit_terms
 
-        return fit_terms(spec, data, fam, method, formula, trials=trials, offset=offset, weights=weights,
-                         missing=missing, dtype=dtype, verbose=_progress_possible(verbose), by=by, devices=devices,
-                         nAGQ=nAGQ)
+        res = fit_terms(spec, data, fam, method, formula, trials=trials, offset=offset, weights=weights,
+                        missing=missing, dtype=dtype, verbose=_progress_possible(verbose), by=by, devices=devices,
+                        nAGQ=nAGQ)
+        return res if by is not None else _warned(res)
     fit_options = FitOptions(trials=trials, offset=offset, weights=weights, missing=missing, nAGQ=nAGQ)
     if by is not None:
         if not isinstance(by, str):
@@ -204,16 +207,21 @@ def fit(formula: str, data, family="gaussian", *, method: str | None = None, tri
         out = {k: to_host(v) for k, v in out.items()}
     finally:
         _progress.stop()
-    res = _result(out, info, fam, formula, method, blocks, fit_options, design,
-                  n_devices=1 if mesh is None else mesh.size)
+    return _warned(_result(out, info, fam, formula, method, blocks, fit_options, design,
+                           n_devices=1 if mesh is None else mesh.size))
+
+
+def _warned(res):
+    """``res``, after warning that it did not converge or is a boundary (singular) fit (at the
+    caller of ``fit``: past this function, ``fit`` and its heap-freezing wrapper)."""
     if not res.converged:
-        warnings.warn(f"the fit did not converge: {res.message}", ConvergenceWarning, stacklevel=2)
+        warnings.warn(f"the fit did not converge: {res.message}", ConvergenceWarning, stacklevel=4)
     elif res.singular:
         warnings.warn(
             "boundary (singular) fit: a random-effect variance is estimated as zero (or a correlation as "
             "±1), so D is singular. The data do not support this random-effects structure; the fixed "
             "effects are still valid, but consider dropping the term with zero variance.",
-            SingularFitWarning, stacklevel=2)
+            SingularFitWarning, stacklevel=4)
     return res
 
 
@@ -272,12 +280,12 @@ def _fit_by(spec, data, fam, method, by, formula, fit_options, dtype, bucket) ->
     if failed:
         warnings.warn(f"{len(failed)} of {len(keys)} fits did not converge (by={by!r} values {failed[:5]}"
                       f"{' ...' if len(failed) > 5 else ''}); see .converged and .message", ConvergenceWarning,
-                      stacklevel=3)
+                      stacklevel=4)
     n_singular = int(np.sum(singular & converged))
     if n_singular:
         warnings.warn(f"{n_singular} of {len(keys)} fits are boundary (singular) fits: a random-effect variance "
                       "is estimated as zero (or a correlation as ±1); see .singular", SingularFitWarning,
-                      stacklevel=3)
+                      stacklevel=4)
     return batch
 
 

@@ -117,8 +117,8 @@ def test_nested_factor_is_the_interaction_of_its_columns():
 
 def test_what_is_not_built_yet_is_refused_by_name():
     _, data, _ = _fit("penicillin_crossed_reml")
-    with pytest.raises(ArgumentError, match="by= is not available yet"):
-        jaxmm.fit("diameter ~ 1 + (1 | plate) + (1 | sample)", data, by="plate")
+    with pytest.raises(ArgumentError, match="devices= is not available yet"):
+        jaxmm.fit("diameter ~ 1 + (1 | plate) + (1 | sample)", data, devices=1)
     with pytest.raises(ArgumentError, match="nAGQ > 1"):
         jaxmm.fit("diameter ~ 1 + (1 | plate) + (1 | sample)", data, nAGQ=3)
     with pytest.raises(DataError, match="one level per row"):
