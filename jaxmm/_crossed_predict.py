@@ -14,14 +14,14 @@ from .errors import ArgumentError
 
 
 def _chosen_terms(res, re) -> list:
-    """The indices of the terms whose BLUPs enter η: every term for ``"conditional"`` (and
-    ``"population"``, where they are integrated out), none for ``"zero"``, else the terms of
-    the named factors."""
+    """The indices of the terms whose BLUPs enter η: every term for ``"conditional"``, none for
+    ``"zero"`` and ``"population"`` (where b is integrated out), else the terms of the named
+    factors."""
     if isinstance(re, str):
         if re not in _RE:
             raise ArgumentError(f"unknown re {re!r}; choose one of {list(_RE)} or a list of grouping factors "
                                 f"among {list(res.n_levels)}")
-        return [] if re == "zero" else list(range(len(res.terms)))
+        return list(range(len(res.terms))) if re == "conditional" else []
     labels = list(re) if isinstance(re, (list, tuple)) else None
     if labels is None or not all(isinstance(v, str) for v in labels):
         raise ArgumentError(f"re must be one of {list(_RE)} or a list of grouping factors, got {re!r}")
@@ -48,7 +48,7 @@ def _new_parts(res, newdata: pd.DataFrame, offset, chosen):
         X = Xk if X is None else X
         Zs.append(Z)
         if k in chosen:
-            pos, unseen = level_positions(term.values, factor_keys(newdata, term.columns), term.label)
+            pos, unseen = level_positions(term.values, factor_keys(newdata, term.columns), term.label, 6)
             new_groups += [(term.label, v) for v in unseen if (term.label, v) not in new_groups]
         else:
             pos = np.full(len(newdata), -1)

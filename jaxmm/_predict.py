@@ -49,9 +49,10 @@ def new_offset(spec, newdata: pd.DataFrame, fit_offset, offset):
     return out
 
 
-def level_positions(levels, keys, group_name: str):
+def level_positions(levels, keys, group_name: str, stacklevel: int = 5):
     """(position of each key among the fitted ``levels``, −1 for a level not seen in fitting;
-    the unseen levels), warning how many rows they hold."""
+    the unseen levels), warning how many rows they hold (``stacklevel``: at the caller of
+    the result's ``predict``)."""
     if pd.isna(keys).any():
         rows = np.flatnonzero(pd.isna(keys))
         raise DataError(f"newdata: grouping column {group_name!r} has missing values (first rows: "
@@ -62,7 +63,7 @@ def level_positions(levels, keys, group_name: str):
     if new_groups:
         warnings.warn(f"{int(unseen.sum())} row(s) of newdata belong to {len(new_groups)} group(s) of "
                       f"{group_name!r} not seen in fitting (e.g. {new_groups[:3]}); their random "
-                      "effects are set to 0 (the population value)", JaxmmWarning, stacklevel=5)
+                      "effects are set to 0 (the population value)", JaxmmWarning, stacklevel=stacklevel)
     return pos, new_groups
 
 

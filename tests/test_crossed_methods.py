@@ -39,8 +39,9 @@ def test_lmm_predictions_equal_lme4(penicillin):
     new = pd.DataFrame(PEN["newdata"])  # its third plate was not in the fit
     # lme4 and jaxmm reach the same REML optimum to ~1e-7 in the predictions
     np.testing.assert_allclose(res.predict(), PEN["fitted"], atol=1e-5)
-    with pytest.warns(JaxmmWarning, match="1 row.*'plate' not seen"):
+    with pytest.warns(JaxmmWarning, match="1 row.*'plate' not seen") as caught:
         cond = res.predict(new)
+    assert caught[0].filename == __file__
     assert cond.attrs["new_groups"] == [("plate", "zz")]
     np.testing.assert_allclose(cond, PEN["conditional"], atol=1e-5)
     np.testing.assert_allclose(res.predict(new, re="zero"), PEN["zero"], atol=1e-5)
