@@ -16,6 +16,7 @@ import pandas as pd
 from ._crossed_arrays import CrossedDesign, exact_loglik, fitted_design, lmm_stats
 from ._crossed_engine import split_natural
 from ._crossed_laplace import laplace_loglik
+from ._engine import quick_rows
 from ._gc import with_frozen_heap
 from ._jit import compiled
 from ._optimize import OptOptions, minimize
@@ -49,7 +50,16 @@ def _targets_of(phi, p: int, structures, pairs):
     return jnp.concatenate(sds + ([jnp.stack(cors)] if cors else []))
 
 
-@compiled(static_argnames=("family", "structures", "pairs", "nd"), elemental=True)
+def _quick_start(design: CrossedDesign, *args, **kwargs) -> bool:
+    # small data compile at LLVM's quick level, as the fits do (_engine.QUICK_MAX_ROWS)
+    return quick_rows(design.rows.X.shape[0])
+
+
+def _quick_logliks(design: CrossedDesign, warm, phi_hat, scale, kinds, *args, **kwargs) -> bool:
+    return quick_rows(kinds.shape[0] * design.rows.X.shape[0])
+
+
+@compiled(static_argnames=("family", "structures", "pairs", "nd"), elemental=True, quick=_quick_start)
 def crossed_profile_start(design: CrossedDesign, phi_hat, family, structures, pairs, nd: int):
     """The modes at the estimate, the variance parameters with their gradients in φ, and the
     Hessian of −ℓ in φ there (which scales the free parameters and gives the first step)."""
@@ -62,7 +72,7 @@ def crossed_profile_start(design: CrossedDesign, phi_hat, family, structures, pa
     return warm, targets(phi_hat), jax.jacrev(targets)(phi_hat), _grad_and_hessian(f, phi_hat)[1]
 
 
-@compiled(static_argnames=("family", "structures", "nd"), elemental=True)
+@compiled(static_argnames=("family", "structures", "nd"), elemental=True, quick=_quick_logliks)
 def crossed_profile_logliks(design: CrossedDesign, warm, phi_hat, scale, kinds, indices, values, family, structures,
                             nd: int):
     """ℓ_p at each (kind, index, value): one constrained fit per entry, vmapped."""
