@@ -119,12 +119,15 @@ def fit_factors(rows: FittedRows, factors, fixef_names, fam, method: str, formul
     p = rows.X.shape[1]
     out = _reported(verbose, lambda: estimate(rows, tuple(ordered), fam, method == "REML",
                                               OptOptions(verbose=bool(verbose))))
+    cov_natural = None
     if fam.exact:
         sigma, vcov = float(out["sigma"]), np.asarray(out["vcov"])
     else:
         sigma = float(out["dispersion"]) if fam.n_dispersion else None
-        # β's covariance: the inverse Hessian of −ℓ in φ, its β block (as for one term)
-        vcov = np.linalg.inv(np.asarray(out["hess"]))[:p, :p]
+        # the covariance of φ = (β, the factors' free entries, log dispersion): the inverse
+        # Hessian of −ℓ; β's is its first block (as for one term)
+        cov_natural = np.linalg.inv(np.asarray(out["hess"]))
+        vcov = cov_natural[:p, :p]
     finite = all(np.all(np.isfinite(np.asarray(v))) for v in (out["beta"], vcov, out["loglik"], *out["chols"]))
     # rows of prior weight 0 take no part in the fit (lme4's nobs leaves them out too)
     n_obs = n if rows.weights is None else int(np.sum(rows.weights > 0))
@@ -139,7 +142,7 @@ def fit_factors(rows: FittedRows, factors, fixef_names, fam, method: str, formul
         status=Status(int(out["status"])) if finite else Status.NONFINITE, n_iter=int(out["n_iter"]),
         n_eval=int(out["n_eval"]), max_abs_grad=float(np.max(np.abs(out["grad"]))) if np.size(out["grad"]) else 0.0,
         npar=p + sum(n_chol(f.structure) for f in ordered) + (1 if fam.exact else fam.n_dispersion),
-        family_spec=fam, fit_options=options, rows=rows,
+        family_spec=fam, fit_options=options, rows=rows, cov_natural=cov_natural,
     )
 
 

@@ -81,6 +81,8 @@ class CrossedResult(Criteria):
     family_spec: object = None  # the _families.Family that was fitted
     fit_options: FitOptions = FitOptions()
     rows: FittedRows | None = dataclasses.field(default=None, repr=False)
+    # Laplace fits: the covariance of φ = (β, the factors' free entries, log dispersion)
+    cov_natural: np.ndarray | None = dataclasses.field(default=None, repr=False)
 
     @property
     def converged(self) -> bool:
@@ -229,6 +231,16 @@ class CrossedResult(Criteria):
         from ._shrinkage import factor_shrinkage
 
         return factor_shrinkage(self)
+
+    def marginal_coefs(self) -> pd.DataFrame:
+        """Population-averaged (marginal) coefficients, as ``MixedModelResult.marginal_coefs``:
+        the marginal mean of every fitted row averaged over all the terms' effects (a row's
+        variance is Σ_k z_k D_k z_kᵀ, the terms being independent), then the least-squares
+        regression of g(μ) (less any offset) on X; standard errors by the delta method. For
+        an identity link they are the fixed effects themselves."""
+        from ._marginal import terms_marginal_coefs
+
+        return terms_marginal_coefs(self)
 
     def ranef_cov(self) -> dict:
         """{factor: sample covariance of its BLUPs} (ddof = 1, as R's ``var(ranef(fit)$g)``);

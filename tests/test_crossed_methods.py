@@ -176,3 +176,26 @@ def test_cli_writes_the_report_and_plot_of_several_terms(tmp_path, capsys, penic
     assert report["n_levels"] == {"plate": 24, "sample": 6}
     np.testing.assert_allclose(report["ranef"]["sample"]["values"], res.ranef["sample"].to_numpy(), rtol=1e-12)
     assert out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_marginal_coefs_average_over_every_term(penicillin, verbagg):
+    _, lmm = penicillin
+    pd.testing.assert_frame_equal(lmm.marginal_coefs(), lmm.coef_table())  # identity link: β itself
+    _, res = verbagg
+    X = res.rows.X
+    x, w = np.polynomial.hermite_e.hermegauss(60)
+
+    def marginal_beta(phi):  # (β, SD of id, SD of item): μ by quadrature, then least squares
+        sd = np.hypot(phi[-2], phi[-1])  # the terms are independent: their variances add
+        mu = (1 / (1 + np.exp(-((X @ phi[:-2])[:, None] + sd * x[None])))) @ w / w.sum()
+        return np.linalg.lstsq(X, np.log(mu / (1 - mu)), rcond=None)[0]
+
+    phi = np.concatenate([res.fixef.to_numpy(), [res.chols[0][0, 0], res.chols[1][0, 0]]])
+    table = res.marginal_coefs()
+    np.testing.assert_allclose(table["estimate"], marginal_beta(phi), rtol=1e-8)
+    # attenuated towards 0, as a logit's population-averaged effects are
+    assert np.all(np.abs(table["estimate"]) < np.abs(res.fixef))
+    # the delta method with a Jacobian by central differences
+    J = np.column_stack([(marginal_beta(phi + e) - marginal_beta(phi - e)) / 2e-6 for e in 1e-6 * np.eye(phi.size)])
+    cov = J @ res.cov_natural[:phi.size, :phi.size] @ J.T
+    np.testing.assert_allclose(table["std_error"], np.sqrt(np.diag(cov)), rtol=1e-5)
