@@ -68,3 +68,19 @@ def result_dict(res) -> dict:
         "convergence": {"converged": bool(res.converged), "message": res.message,
                         "n_iter": int(res.n_iter), "n_eval": int(res.n_eval), "max_abs_grad": float(res.max_abs_grad)},
     })
+
+
+def summary_html(res) -> str:
+    """Notebook rendering: the summary's header, random-effects and fixed-effects tables."""
+    import html
+
+    kind = "Linear mixed model" if res.family == "gaussian" else f"GLMM, {res.family} ({res.link})"
+    levels = ", ".join(f"{html.escape(label)} {n}" for label, n in res.n_levels.items())
+    stats = (f"logLik {res.loglik:.4f} &nbsp; AIC {res.aic:.1f} &nbsp; BIC {res.bic:.1f} &nbsp; obs {res.n_obs} "
+             f"&nbsp; levels: {levels}")
+    status = "converged" if res.converged else "<b>NOT converged</b>: " + html.escape(res.message)
+    vc = res.varcorr().assign(corr=lambda f: [" ".join(f"{c:.2f}" for c in cs) for cs in f["corr"]])
+    return "".join([f"<div><b>{html.escape(kind)}</b> ({res.method})<br><code>{html.escape(res.formula)}</code><br>"
+                    f"{stats}<br>{status}", "<p><b>Random effects</b></p>",
+                    vc.to_html(index=False, na_rep="", float_format="%.4g"), "<p><b>Fixed effects</b></p>",
+                    res.coef_table().to_html(float_format="%.4g"), "</div>"])

@@ -267,6 +267,11 @@ class CrossedResult(Criteria):
 
         return summary_text(self)
 
+    def _repr_html_(self) -> str:
+        from ._crossed_render import summary_html
+
+        return summary_html(self)
+
     def __repr__(self) -> str:
         return self.summary()
 

@@ -176,6 +176,8 @@ def test_cli_writes_the_report_and_plot_of_several_terms(tmp_path, capsys, penic
     assert report["n_levels"] == {"plate": 24, "sample": 6}
     np.testing.assert_allclose(report["ranef"]["sample"]["values"], res.ranef["sample"].to_numpy(), rtol=1e-12)
     assert out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    page = res._repr_html_()  # a notebook's view: the same tables
+    assert "levels: plate 24, sample 6" in page and page.count("<table") == 2
 
 
 def test_marginal_coefs_average_over_every_term(penicillin, verbagg):
