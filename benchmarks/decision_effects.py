@@ -385,21 +385,21 @@ def negligible_search(args):
     import tempfile
 
     import jaxmm
-    from jaxmm import _crossed_fit
+    from jaxmm import _crossed_engine
     from jaxmm._optimize import OptOptions
     from several_terms import _data
 
     data = pd.read_csv(_data("insteval", Path(tempfile.mkdtemp())), dtype={"s": str, "d": str, "service": str})
-    program = _crossed_fit.fit_crossed_lmm
+    program = _crossed_engine.fit_crossed_lmm
     found = {}
     for stop in (True, False):
-        _crossed_fit.fit_crossed_lmm = lambda *a, _s=stop, **k: program(*a, opt=OptOptions(negligible_stop=_s), **k)
+        _crossed_engine.fit_crossed_lmm = lambda *a, _s=stop, **k: program(*a, opt=OptOptions(negligible_stop=_s), **k)
         try:
             fit = lambda _: jaxmm.fit("y ~ C(service) + (1 | s) + (1 | d)", data)
             res = fit(None)
             times = [_timed_once(fit) for _ in range(args.repeats)]
         finally:
-            _crossed_fit.fit_crossed_lmm = program
+            _crossed_engine.fit_crossed_lmm = program
         found[stop] = f"{res.n_eval}; {statistics.median(times):.2f} s"
     return [("a rejected line-search trial seeking a negligible decrease ends the search",
              "`_optimize.OptOptions.negligible_stop`",

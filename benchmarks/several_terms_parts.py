@@ -42,23 +42,23 @@ def parts(name: str, folder: Path, repeats: int) -> list[str]:
     import jax.numpy as jnp
 
     import jaxmm
-    from jaxmm import _crossed_engine, _crossed_fit, _crossed_laplace, _crossed_lmm
+    from jaxmm import _crossed_engine, _crossed_laplace, _crossed_lmm
 
     spec = PROBLEMS[name]
     data = pd.read_csv(_data(name, folder), dtype={c: str for c in spec["factors"]})
     captured = {}
     program = {"gaussian": "fit_crossed_lmm"}.get(spec["family"], "fit_crossed_glmm")
-    original = getattr(_crossed_fit, program)
+    original = getattr(_crossed_engine, program)
 
     def grab(*args, **kwargs):
         captured.update(args=args, kwargs=kwargs)
         return original(*args, **kwargs)
 
-    setattr(_crossed_fit, program, grab)
+    setattr(_crossed_engine, program, grab)
     try:
         res = jaxmm.fit(spec["formula"], data, family=spec["family"])
     finally:
-        setattr(_crossed_fit, program, original)
+        setattr(_crossed_engine, program, original)
     args, kwargs = captured["args"], captured["kwargs"]
     compiled = getattr(_crossed_engine, program)
     key = ("cpu", True, False)
