@@ -21,12 +21,12 @@ from ._params import Params
 from ._types import Design
 from ._arrays import conditional_modes, design, marginal_loglik, row_order
 from ._examples import example_model, fit_example, load_example
-from ._cache import enable_compilation_cache
+from ._cache import disable_compilation_cache, enable_by_default as _enable_cache, enable_compilation_cache
 
-if _os.environ.get("JAXMM_CACHE_DIR"):
-    enable_compilation_cache()
+# The persistent compilation cache is on unless JAXMM_NO_CACHE=1 (see _cache).
+_enable_cache()
 
 __all__ = ["fit", "anova", "MixedModelResult", "CrossedResult", "CrossedBatchResult", "FitOptions", "Status", "BatchResult", "Params", "Design", "design",
            "row_order", "marginal_loglik", "conditional_modes", "errors", "load_example", "example_model", "fit_example",
-           "enable_compilation_cache"]
+           "enable_compilation_cache", "disable_compilation_cache"]
 __version__ = "0.1.0"

@@ -33,6 +33,9 @@ def _parser() -> argparse.ArgumentParser:
     fit.add_argument("--dtype", default="float64", choices=["float64", "float32"])
     fit.add_argument("--json", default=None, metavar="PATH", help="also write the result as JSON")
     fit.add_argument("--plot", default=None, metavar="PATH", help="also write a caterpillar plot (PNG)")
+    for sub in (ex, fit):
+        sub.add_argument("--no-cache", action="store_true",
+                         help="compile afresh and keep nothing on disk (as JAXMM_NO_CACHE=1)")
     return ap
 
 
@@ -71,6 +74,11 @@ def main(argv=None) -> int:
 def _run(args) -> int:
     try:
         from ._examples import EXAMPLES, fit_example
+
+        if args.no_cache:
+            from ._cache import disable_compilation_cache
+
+            disable_compilation_cache()
 
         if args.command == "example":
             if args.name is None:

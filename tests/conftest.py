@@ -151,6 +151,14 @@ def _programs_on_disk(tmp_path_factory):
     folder = base.parent / "xla-cache" if base.name.startswith("popen-gw") else base / "xla-cache"
     jaxmm.enable_compilation_cache(folder)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    # processes the tests start (the CLI, sharded fits) use this run's folder too, not the
+    # user's cache folder, which jaxmm uses by default
+    saved_env = os.environ.get("JAXMM_CACHE_DIR")
+    os.environ["JAXMM_CACHE_DIR"] = str(folder)
     yield
     for name, value in saved.items():
         jax.config.update(name, value)
+    if saved_env is None:
+        os.environ.pop("JAXMM_CACHE_DIR", None)
+    else:
+        os.environ["JAXMM_CACHE_DIR"] = saved_env
