@@ -183,7 +183,12 @@ class compiled:
         if self._fun is None:
             return compiled(args[0], static_argnames=self._static, elemental=self._elemental, quick=self._quick)
         while self._pending:  # a program compiling in the background (prefetch) is waited for, not compiled twice
-            self._pending.pop().join()
+            thread = self._pending.pop()
+            if thread.is_alive():
+                from . import _progress
+
+                with _progress.compiling():
+                    thread.join()
         key = self._key(args, kwargs)
         kwargs = self._with_kernels(key, kwargs)
         try:

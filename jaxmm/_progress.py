@@ -11,10 +11,15 @@ progress needs JAX's CPU platform: with ``JAX_PLATFORMS=cuda`` alone there is no
 """
 from __future__ import annotations
 
+import contextlib
 import sys
+import threading
 import time
 
 DELAY = 2.0
+# a compile the fit waits for longer than this gets one line, so that a first fit of a model
+# shape does not sit silent for seconds before its first iteration
+COMPILE_DELAY = 1.0
 _state = {"start": None, "shown": False, "sink": None}
 
 
@@ -48,6 +53,24 @@ def report(iteration, objective, max_grad) -> None:
         _state["shown"] = True
     print(f"jaxmm: {int(iteration):4d}  {float(objective):.6f}  {float(max_grad):.2e}  {elapsed:.1f}s",
           file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def compiling():
+    """Around a wait for a program being compiled: one line on stderr if the wait passes
+    :data:`COMPILE_DELAY` seconds (line reports only; a function gets iterations only)."""
+    if _state["start"] is None or _state["sink"] is not None:
+        yield
+        return
+    timer = threading.Timer(COMPILE_DELAY, lambda: print(
+        "jaxmm: compiling the fit's program (once per model shape; the compilation cache keeps it for later "
+        "processes) ...", file=sys.stderr, flush=True))
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
 
 
 def stop() -> None:

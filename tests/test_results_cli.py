@@ -113,10 +113,42 @@ def test_verbose_progress_after_the_delay(capsys, monkeypatch, reference_fit):
         return
     res = jaxmm.fit(ref["formula"], data, family="binomial", trials="size", verbose=True)
     err = capsys.readouterr().err
-    lines = [l for l in err.splitlines() if l.startswith("jaxmm: ") and "iteration" not in l]
+    lines = [l for l in err.splitlines() if l.startswith("jaxmm: ") and "iteration" not in l and "compiling" not in l]
     assert len(lines) == res.n_iter + 1  # the start, then every accepted iteration
     monkeypatch.setattr(progress, "DELAY", 1e9)  # a quick fit stays silent
+    monkeypatch.setattr(progress, "COMPILE_DELAY", 1e9)
     jaxmm.fit(ref["formula"], data, family="binomial", trials="size", verbose=True)
+    assert capsys.readouterr().err == ""
+
+
+def test_a_wait_for_a_compile_gets_one_line_after_a_second(capsys, monkeypatch):
+    """A fit waiting for its program's compile (prefetched on a background thread) says so
+    once the wait passes COMPILE_DELAY; quick waits and progress functions get no line."""
+    import threading
+    import time
+
+    import jaxmm._progress as progress
+    from jaxmm._jit import compiled
+
+    monkeypatch.setattr(progress, "COMPILE_DELAY", 0.05)
+    program = compiled(lambda x: x + 1)
+    progress.start(None)
+    try:
+        program._pending.append(threading.Thread(target=time.sleep, args=(0.5,)))  # a compile under way
+        program._pending[-1].start()
+        assert float(program(1.0)) == 2.0
+        with progress.compiling():  # a wait shorter than the delay
+            pass
+    finally:
+        progress.stop()
+    err = capsys.readouterr().err
+    assert err.count("jaxmm: compiling the fit's program") == 1
+    progress.start(lambda *a: None)  # a function receives iterations only
+    try:
+        with progress.compiling():
+            time.sleep(0.3)
+    finally:
+        progress.stop()
     assert capsys.readouterr().err == ""
 
 
