@@ -223,6 +223,46 @@ class CrossedResult(Criteria):
 
         return bootstrap(self, n, seed)
 
+    def tidy(self, effects="fixed", conf_int: bool = False, conf_level: float = 0.95,
+             conf_method: str = "wald") -> pd.DataFrame:
+        """broom.mixed's ``tidy``: ``effects`` ``"fixed"``, ``"ran_pars"``, ``"ran_vals"``,
+        ``"ran_coefs"`` (or a list), columns ``effect, group, level, term, estimate,
+        std_error, statistic, p_value, conf_low, conf_high`` where they apply (``_tidy.tidy``)."""
+        from ._tidy import tidy
+
+        return tidy(self, effects, conf_int, conf_level, conf_method)
+
+    def glance(self) -> pd.DataFrame:
+        """One row: ``nobs, sigma, loglik, aic, bic``, ``deviance`` or ``reml_crit``, ``df_residual``."""
+        from ._tidy import glance
+
+        return glance(self)
+
+    def augment(self, data=None) -> pd.DataFrame:
+        """The fitted rows (``data``'s columns first, when given) with ``.fitted``, ``.resid``,
+        ``.fixed`` and ``.mu`` (``_tidy.augment``)."""
+        from ._tidy import augment
+
+        return augment(self, data)
+
+    def coef(self) -> dict:
+        """lme4's ``coef``: {group: per level, the fixed effects plus that level's BLUPs}."""
+        from ._tidy import coef
+
+        return coef(self)
+
+    def fitted(self) -> pd.Series:
+        """The conditional mean of every fitted row (lme4's ``fitted``)."""
+        from ._tidy import fitted
+
+        return fitted(self)
+
+    def residuals(self, type: str = "response") -> pd.Series:
+        """lme4's residuals: ``"response"``, ``"pearson"`` or ``"deviance"``."""
+        from ._tidy import residuals
+
+        return residuals(self, type)
+
     def shrinkage(self) -> pd.DataFrame:
         """D (the prior) against the BLUPs (posterior modes), one row per grouping factor and
         effect, indexed by (group, term): ``varcorr_var``, ``blup_var``, ``mean_cond_var``,

@@ -1,0 +1,259 @@
+"""Tidy frames of a fit in the vocabulary that broom.mixed (and pymer4) share, in snake_case:
+``tidy`` (fixed effects, variance parameters, BLUPs, per-group coefficients), ``glance`` (one
+row of fit statistics), ``augment`` (fitted values and residuals per row), and lme4's
+``coef``, ``fitted`` and ``residuals``. For one-term (``MixedModelResult``) and several-term
+(``CrossedResult``) fits alike: each gives its rows and random effects through
+:func:`_observed` and :func:`_factors`.
+"""
+from __future__ import annotations
+
+import math
+
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+
+from ._inference import normal_quantile, wald_table
+from .errors import ArgumentError
+
+EFFECTS = ("fixed", "ran_pars", "ran_vals", "ran_coefs")
+RESIDUALS = ("response", "pearson", "deviance")
+
+
+def _observed(res):
+    """(index, y, trials, weights, Xβ + offset, η, μ) of the fitted rows, in input order; y on
+    the response's scale (a binomial's successes), μ the conditional mean per trial."""
+    fixed, eta = res.linear_predictors()
+    if hasattr(res, "rows"):  # several terms: the rows as the fit kept them
+        rows = res.rows
+        y, trials, weights, index = rows.y, rows.trials, rows.weights, rows.index
+    else:
+        from ._sharding import to_host
+
+        slot = res.layout.row_slot
+        y, trials, weights = (to_host(a)[slot] for a in (res.design.y, res.design.trials, res.design.weights))
+        index = res.row_index
+    n = len(index)
+    trials = np.ones(n) if trials is None else np.asarray(trials, float)
+    weights = np.ones(n) if weights is None else np.asarray(weights, float)
+    mu = np.asarray(res.family_spec.inverse_link(jnp.asarray(eta)))
+    return index, np.asarray(y, float), trials, weights, np.asarray(fixed), np.asarray(eta), mu
+
+
+def _nb_size(res):
+    return res.nb_size if hasattr(res, "nb_size") else res.sigma
+
+
+def _factors(res):
+    """[(group, effect names, level labels, BLUPs (m, q), conditional covariances (m, q, q),
+    [(names, D block) per term])]: one entry per grouping factor."""
+    if hasattr(res, "terms"):
+        out = []
+        for label, frame in res.ranef.items():
+            terms = [(t.names, c @ c.T, t.structure) for t, c in zip(res.terms, res.chols) if t.label == label]
+            out.append((label, list(frame.columns), [str(v) for v in frame.index], frame.to_numpy(),
+                        np.asarray(res.cond_var[label]), terms))
+        return out
+    structure = len(res.re_names) if res.re_blocks is None else tuple(res.re_blocks)
+    return [(res.group_name, list(res.re_names), [str(v) for v in res.group_labels], np.asarray(res.ranef_array),
+             np.asarray(res.cond_var), [(tuple(res.re_names), np.asarray(res.D), structure)])]
+
+
+def fitted(res) -> pd.Series:
+    """The conditional mean of every fitted row (a binomial's per trial), lme4's ``fitted``."""
+    index, *_, mu = _observed(res)
+    return pd.Series(mu, index=index, name="fitted")
+
+
+def residuals(res, type: str = "response") -> pd.Series:
+    """lme4's residuals: ``response`` (y − μ, a binomial's proportion less μ), ``pearson``
+    (divided by the family's variance function, times √weight; no dispersion) or ``deviance``
+    (the signed square root of each row's unit deviance)."""
+    if type not in RESIDUALS:
+        raise ArgumentError(f"unknown residual type {type!r}; choose one of {list(RESIDUALS)}")
+    index, y, trials, weights, _, _, mu = _observed(res)
+    name = res.family
+    if name == "binomial":
+        y = y / trials
+    if type == "response":
+        values = y - mu
+    elif type == "pearson":
+        variance = {"gaussian": lambda: np.ones_like(mu), "binomial": lambda: mu * (1 - mu) / trials,
+                    "poisson": lambda: mu, "gamma": lambda: mu * mu,
+                    "negative_binomial": lambda: mu + mu * mu / _nb_size(res)}[name]()
+        values = (y - mu) * np.sqrt(weights / variance)
+    else:
+        values = np.sign(y - mu) * np.sqrt(np.maximum(_unit_deviance(name, y, mu, trials, weights, res), 0.0))
+    return pd.Series(values, index=index, name=f"{type}_residual")
+
+
+def _xlogy(x, y):
+    """x log y, 0 where x is 0."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(x == 0, 0.0, x * np.log(np.where(x == 0, 1.0, y)))
+
+
+def _unit_deviance(name, y, mu, trials, weights, res):
+    if name == "gaussian":
+        return weights * (y - mu) ** 2
+    if name == "binomial":
+        return 2 * trials * (_xlogy(y, y / mu) + _xlogy(1 - y, (1 - y) / (1 - mu)))
+    if name == "poisson":
+        return 2 * (_xlogy(y, y / mu) - (y - mu))
+    if name == "gamma":
+        return 2 * (-np.log(y / mu) + (y - mu) / mu)
+    k = _nb_size(res)
+    return 2 * (_xlogy(y, y / mu) - (y + k) * np.log((y + k) / (mu + k)))
+
+
+def glance(res) -> pd.DataFrame:
+    """One row: ``nobs, sigma, loglik, aic, bic``, then ``reml_crit`` (REML fits) or
+    ``deviance`` (lme4's: −2 loglik for an LMM, the sum of squared deviance residuals for a
+    GLMM), and ``df_residual`` (nobs less the number of parameters)."""
+    row = {"nobs": res.n_obs, "sigma": 1.0 if res.sigma is None or res.family == "negative_binomial" else res.sigma,
+           "loglik": res.loglik, "aic": res.aic, "bic": res.bic}
+    if res.method == "REML":
+        row["reml_crit"] = -2.0 * res.loglik
+    elif res.family == "gaussian":
+        row["deviance"] = -2.0 * res.loglik
+    else:
+        row["deviance"] = float(np.sum(residuals(res, "deviance") ** 2))
+    row["df_residual"] = res.n_obs - res.npar
+    return pd.DataFrame([row])
+
+
+def augment(res, data=None) -> pd.DataFrame:
+    """The fitted rows with ``.fitted`` (η, conditional on the BLUPs), ``.resid`` (response
+    residuals for gaussian fits, deviance residuals otherwise, as lme4's default),
+    ``.fixed`` (Xβ + offset) and ``.mu`` (the conditional mean). ``data``: the fitted table,
+    whose columns come first (its rows as fitted, after any dropped for missing values)."""
+    index, _, _, _, fixed, eta, mu = _observed(res)
+    if data is None:
+        out = pd.DataFrame(index=index)
+    else:
+        from ._table import as_pandas
+
+        data = as_pandas(data)
+        missing = index.difference(data.index)
+        if len(missing):
+            raise ArgumentError(f"augment: data lacks {len(missing)} of the fitted rows (first index labels: "
+                                f"{list(missing[:5])}); pass the table the model was fitted to")
+        out = data.loc[index].copy()
+    resid = residuals(res, "response" if res.family == "gaussian" else "deviance")
+    return out.assign(**{".fitted": eta, ".resid": resid.to_numpy(), ".fixed": fixed, ".mu": mu})
+
+
+def coef(res) -> dict:
+    """lme4's ``coef``: {group: one row per level, the fixed effects plus the level's BLUP of
+    every effect that is also a fixed effect}."""
+    beta = res.fixef
+    out = {}
+    for group, names, levels, b, *_ in _factors(res):
+        frame = pd.DataFrame(np.tile(beta.to_numpy(), (len(levels), 1)), index=levels, columns=list(beta.index))
+        for k, name in enumerate(names):
+            if name in frame.columns:
+                frame[name] = frame[name].to_numpy() + b[:, k]
+        frame.index.name = group
+        out[group] = frame
+    return out
+
+
+def _ran_pars(res) -> list[dict]:
+    """SDs and correlations of every term in lme4's order (each SD, then its correlations
+    with the effects after it in its block), then the residual SD of a gaussian fit."""
+    from ._params import same_block
+
+    rows = []
+    for group, *_, terms in _factors(res):
+        for names, D, structure in terms:
+            sd = np.sqrt(np.diag(D))
+            for i, name in enumerate(names):
+                rows.append({"group": group, "term": f"sd__{name}", "estimate": float(sd[i]), "key": ("sd", name)})
+                for j in range(i + 1, len(names)):
+                    if same_block(structure, i, j):
+                        rho = float(D[i, j] / (sd[i] * sd[j])) if sd[i] * sd[j] > 0 else math.nan
+                        rows.append({"group": group, "term": f"cor__{name}.{names[j]}", "estimate": rho,
+                                     "key": ("cor", name, names[j])})
+    if res.family == "gaussian":
+        rows.append({"group": "Residual", "term": "sd__Observation", "estimate": float(res.sigma), "key": ("sigma",)})
+    return rows
+
+
+def tidy(res, effects="fixed", conf_int: bool = False, conf_level: float = 0.95, conf_method: str = "wald"):
+    """broom.mixed's ``tidy``: one row per estimate, the columns ``effect, group, level,
+    term, estimate, std_error, statistic, p_value, conf_low, conf_high`` where they apply.
+    ``effects``: one of, or a list of, ``fixed``, ``ran_pars``, ``ran_vals``, ``ran_coefs``.
+    ``conf_int`` adds intervals: Wald for the fixed effects; for ``ran_pars`` those of
+    ``confint(conf_method)`` (``"profile"`` or ``"boot"``; Wald gives none, as in lme4)."""
+    chosen = [effects] if isinstance(effects, str) else list(effects)
+    unknown = [e for e in chosen if e not in EFFECTS]
+    if unknown or not chosen:
+        raise ArgumentError(f"effects must be among {list(EFFECTS)}, got {effects!r}")
+    frames = [_TIDY[e](res, conf_int, conf_level, conf_method) for e in chosen]
+    out = pd.concat(frames, ignore_index=True)
+    order = ["effect", "group", "level", "term", "estimate", "std_error", "statistic", "p_value", "conf_low",
+             "conf_high"]
+    return out[[c for c in order if c in out.columns]]
+
+
+def _fixed(res, conf_int, conf_level, conf_method):
+    table = wald_table(res.fixef, res.vcov)
+    out = pd.DataFrame({"effect": "fixed", "term": list(table.index), "estimate": table["estimate"].to_numpy(),
+                        "std_error": table["std_error"].to_numpy(), "statistic": table["z"].to_numpy()})
+    if res.family != "gaussian":  # as broom.mixed: lmer's t statistics come without p-values
+        out["p_value"] = table["p"].to_numpy()
+    if conf_int:
+        z = normal_quantile(0.5 + conf_level / 2.0)
+        out["conf_low"] = out["estimate"] - z * out["std_error"]
+        out["conf_high"] = out["estimate"] + z * out["std_error"]
+    return out
+
+
+def _ran_pars_frame(res, conf_int, conf_level, conf_method):
+    rows = _ran_pars(res)
+    out = pd.DataFrame({"effect": "ran_pars", "group": [r["group"] for r in rows], "term": [r["term"] for r in rows],
+                        "estimate": [r["estimate"] for r in rows]})
+    if conf_int:
+        ci = res.confint(conf_method, level=conf_level)
+        names = [_confint_row(res, r) for r in rows]
+        out["conf_low"] = [ci.loc[n, "lower"] if n in ci.index else math.nan for n in names]
+        out["conf_high"] = [ci.loc[n, "upper"] if n in ci.index else math.nan for n in names]
+    return out
+
+
+def _confint_row(res, row) -> str:
+    """The row of ``res.confint()`` that a variance parameter of :func:`_ran_pars` is."""
+    key, suffix = row["key"], "" if not hasattr(res, "terms") else f"|{row['group']}"
+    if key[0] == "sigma":
+        return "sigma"
+    if key[0] == "sd":
+        return f"sd_{key[1]}{suffix}"
+    return f"cor_{key[1]}_{key[2]}{suffix}"
+
+
+def _ran_vals(res, conf_int, conf_level, conf_method):
+    parts = []
+    for group, names, levels, b, cond, _ in _factors(res):
+        sd = np.sqrt(np.maximum(np.diagonal(cond, axis1=1, axis2=2), 0.0))
+        for k, name in enumerate(names):  # term by term, levels within, as broom.mixed
+            part = pd.DataFrame({"effect": "ran_vals", "group": group, "level": levels, "term": name,
+                                 "estimate": b[:, k], "std_error": sd[:, k]})
+            if conf_int:
+                z = normal_quantile(0.5 + conf_level / 2.0)
+                part["conf_low"], part["conf_high"] = b[:, k] - z * sd[:, k], b[:, k] + z * sd[:, k]
+            parts.append(part)
+    return pd.concat(parts, ignore_index=True)
+
+
+def _ran_coefs(res, conf_int, conf_level, conf_method):
+    if conf_int:
+        raise ArgumentError("tidy(effects='ran_coefs') has no intervals (as in broom.mixed)")
+    parts = []
+    for group, frame in coef(res).items():
+        for term in frame.columns:
+            parts.append(pd.DataFrame({"effect": "ran_coefs", "group": group, "level": list(frame.index),
+                                       "term": term, "estimate": frame[term].to_numpy()}))
+    return pd.concat(parts, ignore_index=True)
+
+
+_TIDY = {"fixed": _fixed, "ran_pars": _ran_pars_frame, "ran_vals": _ran_vals, "ran_coefs": _ran_coefs}
