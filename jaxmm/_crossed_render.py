@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._render import _finite_or_none, _fmt, _table, criteria_lines, optimizer_lines
+from ._render import _finite_or_none, _fmt, _table, criteria_lines, fixed_effects_lines, optimizer_lines
 
 
 def summary_text(res) -> str:
@@ -28,16 +28,7 @@ def summary_text(res) -> str:
     out.append(f"Number of obs: {res.n_obs}, groups:  {levels}")
     if res.n_dropped:
         out.append(f"({res.n_dropped} rows with missing values dropped)")
-    out += ["", "Fixed effects:"]
-    se = np.sqrt(np.diag(res.vcov.to_numpy()))
-    rows = [[str(name), f"{b:.5g}", f"{s:.5g}", f"{b / s:.3f}"] for name, b, s in zip(res.fixef.index, res.fixef, se)]
-    if res.family != "gaussian":
-        from math import erfc, sqrt
-
-        from ._render import _pvalue
-        rows = [r + [_pvalue(erfc(abs(float(r[3])) / sqrt(2.0)))] for r in rows]
-    out += _table(rows, ["", "Estimate", "Std. Error"] + (["t value"] if res.family == "gaussian"
-                                                           else ["z value", "Pr(>|z|)"]))
+    out += ["", "Fixed effects:"] + fixed_effects_lines(res)
     out += [""] + optimizer_lines(res)
     return "\n".join(out)
 
@@ -45,13 +36,14 @@ def summary_text(res) -> str:
 def result_dict(res) -> dict:
     """Plain Python values only (None for a value that is not finite), ready for json.dump:
     the one-term result's fields, with the random effects per grouping factor."""
-    ct = res.coef_table()
+    ct, wald = res.coef_table(), res.coef_table(ddf="normal")
     vc = res.varcorr()
     return _finite_or_none({
         "formula": res.formula, "family": res.family, "link": res.link, "method": res.method,
         "fixef": {k: float(v) for k, v in res.fixef.items()},
         "se": {k: float(v) for k, v in ct["std_error"].items()},
-        "z": {k: float(v) for k, v in ct["z"].items()},
+        "z": {k: float(v) for k, v in wald["z"].items()},
+        "df": {k: float(v) for k, v in ct["df"].items()} if "df" in ct.columns else None,
         "p": {k: float(v) for k, v in ct["p"].items()},
         "vcov": res.vcov.to_numpy().tolist(),
         "varcorr": [{"group": r.group, "name": r["name"], "variance": float(r.variance), "std_dev": float(r.std_dev),

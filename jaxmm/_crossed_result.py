@@ -166,11 +166,14 @@ class CrossedResult(Criteria):
                          "corr": ()})
         return pd.DataFrame(rows)
 
-    def coef_table(self) -> pd.DataFrame:
-        """Fixed effects with Wald standard errors, z values and two-sided p-values."""
-        from ._inference import wald_table
+    def coef_table(self, ddf=None) -> pd.DataFrame:
+        """The fixed effects with their standard errors and tests. Gaussian fits: ``ddf=
+        "Satterthwaite"`` (default) gives estimate, std_error, df, t and p on Satterthwaite's
+        degrees of freedom, as lmerTest; ``"normal"`` (every other family) estimate,
+        std_error, z and p against the standard normal."""
+        from ._inference import coef_table
 
-        return wald_table(self.fixef, self.vcov)
+        return coef_table(self, ddf)
 
     def linear_predictors(self) -> tuple[np.ndarray, np.ndarray]:
         """(Xβ + offset, Xβ + offset + Σ_k Z_k b̂_k) for the fitted rows, in input order."""

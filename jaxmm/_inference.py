@@ -42,6 +42,31 @@ def wald_table(fixef: pd.Series, vcov: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({"estimate": fixef.to_numpy(), "std_error": se, "z": z, "p": p}, index=fixef.index)
 
 
+DDF = ("Satterthwaite", "normal")
+
+
+def coef_table(res, ddf=None) -> pd.DataFrame:
+    """The fixed effects' table: for a gaussian fit with ``ddf="Satterthwaite"`` (its
+    default) estimate, std_error, df, t and p from Student's t on Satterthwaite's df (as
+    lmerTest); otherwise (``"normal"``, every other family) estimate, std_error, z and p."""
+    exact = res.family == "gaussian"
+    ddf = ("Satterthwaite" if exact else "normal") if ddf is None else ddf
+    if ddf not in DDF:
+        raise ArgumentError(f"ddf must be one of {list(DDF)}, got {ddf!r}")
+    table = wald_table(res.fixef, res.vcov)
+    if ddf == "normal":
+        return table
+    if not exact:
+        raise ArgumentError(f"ddf='Satterthwaite' applies to gaussian fits; a {res.family} fit has z statistics "
+                            "(ddf='normal')")
+    from ._satterthwaite import one_term_df, t_two_sided, terms_df
+
+    df = terms_df(res) if hasattr(res, "terms") else one_term_df(res)
+    t = table["z"].to_numpy()
+    return pd.DataFrame({"estimate": table["estimate"], "std_error": table["std_error"], "df": df, "t": t,
+                         "p": np.asarray(t_two_sided(t, df))}, index=table.index)
+
+
 def wald_intervals(res, level: float) -> pd.DataFrame:
     z = normal_quantile(0.5 + level / 2.0)
     se = np.sqrt(np.diag(res.vcov_array))

@@ -63,19 +63,23 @@ def summary_text(res) -> str:
         out.append(f"Dispersion parameter (nb_size, lme4's theta): {_fmt(res.nb_size)}")
     out.append("")
     out.append("Fixed effects:")
-    ct = res.coef_table()
-    stat = "t value" if res.family_spec.exact else "z value"
-    rows = []
-    for name, r in ct.iterrows():
-        row = [str(name), f"{r.estimate:.5g}", f"{r.std_error:.5g}", f"{r.z:.3f}"]
-        if res.family != "gaussian":
-            row.append(_pvalue(r.p))
-        rows.append(row)
-    header = ["", "Estimate", "Std. Error", stat] + ([] if res.family_spec.exact else ["Pr(>|z|)"])
-    out += _table(rows, header)
+    out += fixed_effects_lines(res)
     out.append("")
     out += optimizer_lines(res)
     return "\n".join(out)
+
+
+def fixed_effects_lines(res) -> list[str]:
+    """The fixed-effects table: for gaussian fits with Satterthwaite's df, t and p (as
+    lmerTest's summary), for the others with z and p."""
+    ct = res.coef_table()
+    if "df" in ct.columns:
+        rows = [[str(name), f"{r.estimate:.5g}", f"{r.std_error:.5g}", f"{r.df:.2f}", f"{r.t:.3f}", _pvalue(r.p)]
+                for name, r in ct.iterrows()]
+        return _table(rows, ["", "Estimate", "Std. Error", "df", "t value", "Pr(>|t|)"])
+    rows = [[str(name), f"{r.estimate:.5g}", f"{r.std_error:.5g}", f"{r.z:.3f}", _pvalue(r.p)]
+            for name, r in ct.iterrows()]
+    return _table(rows, ["", "Estimate", "Std. Error", "z value", "Pr(>|z|)"])
 
 
 def criteria_lines(res) -> list[str]:
@@ -132,13 +136,14 @@ def _finite_or_none(value):
 def result_dict(res) -> dict:
     """Plain Python values only (floats, ints, strings, lists, dicts, None for a value that is
     not finite), ready for json.dump."""
-    ct = res.coef_table()
+    ct, wald = res.coef_table(), res.coef_table(ddf="normal")
     labels = [str(g) for g in res.group_labels]
     return _finite_or_none({
         "formula": res.formula, "family": res.family, "link": res.link, "method": res.method, "nAGQ": res.nAGQ,
         "fixef": {k: float(v) for k, v in res.fixef.items()},
         "se": {k: float(v) for k, v in ct["std_error"].items()},
-        "z": {k: float(v) for k, v in ct["z"].items()},
+        "z": {k: float(v) for k, v in wald["z"].items()},
+        "df": {k: float(v) for k, v in ct["df"].items()} if "df" in ct.columns else None,
         "p": {k: float(v) for k, v in ct["p"].items()},
         "vcov": np.asarray(res.vcov_array).tolist(),
         "re_names": list(res.re_names),

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from ._inference import normal_quantile, wald_table
+from ._inference import normal_quantile
 from .errors import ArgumentError
 
 EFFECTS = ("fixed", "ran_pars", "ran_vals", "ran_coefs")
@@ -181,7 +181,8 @@ def _ran_pars(res) -> list[dict]:
 
 def tidy(res, effects="fixed", conf_int: bool = False, conf_level: float = 0.95, conf_method: str = "wald"):
     """broom.mixed's ``tidy``: one row per estimate, the columns ``effect, group, level,
-    term, estimate, std_error, statistic, p_value, conf_low, conf_high`` where they apply.
+    term, estimate, std_error, statistic, df, p_value, conf_low, conf_high`` where they apply
+    (gaussian fits' fixed effects: t on Satterthwaite's df, as for an lmerTest fit).
     ``effects``: one of, or a list of, ``fixed``, ``ran_pars``, ``ran_vals``, ``ran_coefs``.
     ``conf_int`` adds intervals: Wald for the fixed effects; for ``ran_pars`` those of
     ``confint(conf_method)`` (``"profile"`` or ``"boot"``; Wald gives none, as in lme4)."""
@@ -191,17 +192,21 @@ def tidy(res, effects="fixed", conf_int: bool = False, conf_level: float = 0.95,
         raise ArgumentError(f"effects must be among {list(EFFECTS)}, got {effects!r}")
     frames = [_TIDY[e](res, conf_int, conf_level, conf_method) for e in chosen]
     out = pd.concat(frames, ignore_index=True)
-    order = ["effect", "group", "level", "term", "estimate", "std_error", "statistic", "p_value", "conf_low",
+    order = ["effect", "group", "level", "term", "estimate", "std_error", "statistic", "df", "p_value", "conf_low",
              "conf_high"]
     return out[[c for c in order if c in out.columns]]
 
 
 def _fixed(res, conf_int, conf_level, conf_method):
-    table = wald_table(res.fixef, res.vcov)
+    # gaussian fits: t on Satterthwaite's df (broom.mixed's columns for an lmerTest fit)
+    table = res.coef_table()
+    satterthwaite = "df" in table.columns
     out = pd.DataFrame({"effect": "fixed", "term": list(table.index), "estimate": table["estimate"].to_numpy(),
-                        "std_error": table["std_error"].to_numpy(), "statistic": table["z"].to_numpy()})
-    if res.family != "gaussian":  # as broom.mixed: lmer's t statistics come without p-values
-        out["p_value"] = table["p"].to_numpy()
+                        "std_error": table["std_error"].to_numpy(),
+                        "statistic": table["t" if satterthwaite else "z"].to_numpy()})
+    if satterthwaite:
+        out["df"] = table["df"].to_numpy()
+    out["p_value"] = table["p"].to_numpy()
     if conf_int:
         z = normal_quantile(0.5 + conf_level / 2.0)
         out["conf_low"] = out["estimate"] - z * out["std_error"]

@@ -41,7 +41,8 @@ def test_tidy_equals_broom_mixed(fits, name):
     np.testing.assert_allclose(fixed["std_error"], expected["std.error"], rtol=tol["se"])
     np.testing.assert_allclose(fixed[["conf_low", "conf_high"]], expected[["conf.low", "conf.high"]],
                                atol=tol["atol"] + 2 * tol["se"] * expected["std.error"].max())
-    assert ("p_value" in fixed.columns) == (name == "cbpp")  # lmer's t values come without p, as in broom.mixed
+    # gaussian: t on Satterthwaite's df with its p (broom.mixed's columns for an lmerTest fit)
+    assert ("df" in fixed.columns) == (name == "sleepstudy") and "p_value" in fixed.columns
     pars, expected = res.tidy("ran_pars"), _frame(ref["ran_pars"])
     assert pars["group"].tolist() == expected["group"].tolist() and pars["term"].tolist() == expected["term"].tolist()
     np.testing.assert_allclose(pars["estimate"], expected["estimate"], rtol=1e-3)

@@ -1,0 +1,109 @@
+"""Satterthwaite's degrees of freedom for the fixed effects of a linear mixed model, as
+lmerTest computes them, with autodiff in place of its finite differences.
+
+For a coefficient βⱼ with variance vⱼ(φ) = [σ²(XᵀR⁻¹X)⁻¹]ⱼⱼ, a function of the variance
+parameters φ (the free entries of every L, then σ), and A the asymptotic covariance of φ̂
+(the inverse Hessian of −ℓ, REML or ML as fitted, at φ̂):
+
+    df = 2 vⱼ² / (∇vⱼᵀ A ∇vⱼ)
+
+The statistic t = β̂ⱼ/√vⱼ is referred to Student's t on df. The formula is invariant to how
+φ parametrises the variances, so the result is lmerTest's, which uses lme4's θ and σ. For an
+ML fit the likelihood is the one profiled over β (lmerTest's too).
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.scipy.special import betainc
+
+from ._jit import compiled
+from ._params import chol_from_natural, free_entries, n_chol
+
+
+def t_two_sided(t, df):
+    """P(|T| > |t|) for Student's T on ``df`` degrees of freedom."""
+    t, df = jnp.asarray(t), jnp.asarray(df)
+    return betainc(df / 2.0, 0.5, df / (df + t * t))
+
+
+def _df(phi, vcov, minus_loglik):
+    V = vcov(phi)
+    J = jax.jacfwd(lambda v: jnp.diagonal(vcov(v)))(phi)
+    A = jnp.linalg.pinv(jax.hessian(minus_loglik)(phi))
+    return 2.0 * jnp.diagonal(V) ** 2 / jnp.einsum("jk,kl,jl->j", J, A, J)
+
+
+# small programs whose compile, not their run, is the cost: LLVM's quick level (_jit)
+@compiled(static_argnames=("reml", "structure"), elemental=True, quick=True)
+def _one_term(phi, stats, reml: bool, structure, kernels=None):
+    from ._lmm import _gls, _reduce, lmm_loglik, lmm_reml_loglik
+    from ._params import Params
+
+    p = stats.XtX.shape[0]
+    unpack = lambda v: (chol_from_natural(v[:-1], structure), v[-1])
+
+    def vcov(v):
+        L, sigma = unpack(v)
+        return sigma ** 2 * jnp.linalg.inv(_reduce(L / sigma, stats, kernels).XtRX)
+
+    def minus_loglik(v):
+        L, sigma = unpack(v)
+        if reml:
+            return -lmm_reml_loglik(Params(jnp.zeros(p, v.dtype), L, sigma), stats, kernels)
+        beta = _gls(_reduce(L / sigma, stats, kernels))[0]
+        return -lmm_loglik(Params(beta, L, sigma), stats, kernels)
+
+    return _df(phi, vcov, minus_loglik)
+
+
+def one_term_df(res) -> np.ndarray:
+    """Satterthwaite's df of every fixed effect of a gaussian ``MixedModelResult``."""
+    from ._jit import kernels_for
+    from ._lmm import lmm_stats
+
+    structure = res.D.shape[0] if res.re_blocks is None else tuple(res.re_blocks)
+    L = np.asarray(res.params.chol)
+    phi = np.concatenate([L[free_entries(structure)], [float(res.sigma)]])
+    kernels = kernels_for(jax.default_backend())
+    stats = lmm_stats(res.design, jnp.float64, kernels)
+    return np.asarray(_one_term(phi, stats, res.method == "REML", structure))
+
+
+@compiled(static_argnames=("reml", "structures"), elemental=True, quick=True)
+def _terms(phi, design, reml: bool, structures):
+    from ._crossed_arrays import exact_loglik, lmm_stats
+    from ._crossed_lmm import _gls, reduce
+
+    stats = lmm_stats(design)
+    nc = sum(n_chol(s) for s in structures)
+
+    def unpack(v):
+        chols, at = [], 0
+        for s in structures:
+            chols.append(chol_from_natural(v[at:at + n_chol(s)], s))
+            at += n_chol(s)
+        return tuple(chols), v[nc]
+
+    def vcov(v):
+        chols, sigma = unpack(v)
+        return sigma ** 2 * jnp.linalg.inv(reduce(tuple(L / sigma for L in chols), stats, design.terms).XtRX)
+
+    def minus_loglik(v):
+        chols, sigma = unpack(v)
+        red = reduce(tuple(L / sigma for L in chols), stats, design.terms)
+        beta = _gls(red.XtRX, red.XtRy, red.ytRy)[0]
+        return -exact_loglik(beta, chols, sigma, stats, design.terms, reml)
+
+    return _df(phi, vcov, minus_loglik)
+
+
+def terms_df(res) -> np.ndarray:
+    """Satterthwaite's df of every fixed effect of a gaussian ``CrossedResult``."""
+    from ._crossed_arrays import fitted_design
+
+    structures = tuple(t.structure for t in res.terms)
+    phi = np.concatenate([np.asarray(L)[free_entries(s)] for L, s in zip(res.chols, structures)]
+                         + [[float(res.sigma)]])
+    return np.asarray(_terms(phi, fitted_design(res), res.method == "REML", structures))

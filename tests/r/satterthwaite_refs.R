@@ -1,0 +1,34 @@
+#!/usr/bin/env Rscript
+## satterthwaite_refs.R -- lmerTest's Satterthwaite degrees of freedom, t statistics and
+## p-values (summary(fit)$coefficients) for tests/test_satterthwaite.py.
+##
+## Usage (from the project root): cd tests/data && Rscript ../r/satterthwaite_refs.R
+## Fits (lmerTest 3.1-3 over lme4 1.1-31): sleepstudy REML and ML, the simulated big LMM (31k
+## rows, 20 to 104 per group, REML), Penicillin's crossed factors (REML); writes
+## satterthwaite_refs.json.
+suppressPackageStartupMessages({
+  library(lmerTest)
+  library(jsonlite)
+})
+
+coefs <- function(fit) {
+  s <- summary(fit)$coefficients
+  list(names = rownames(s), estimate = unname(s[, "Estimate"]), std_error = unname(s[, "Std. Error"]),
+       df = unname(s[, "df"]), t = unname(s[, "t value"]), p = unname(s[, "Pr(>|t|)"]))
+}
+sleep <- read.csv("sleepstudy_reml.csv")
+sleep$Subject <- factor(sleep$Subject)
+big <- read.csv("big_lmm_reml.csv")
+pen <- read.csv("crossed/penicillin_crossed_reml.csv")
+out <- list(
+  sleepstudy_reml = c(list(formula = "Reaction ~ Days + (Days | Subject)", method = "REML"),
+                      coefs(lmer(Reaction ~ Days + (Days | Subject), sleep))),
+  sleepstudy_ml = c(list(formula = "Reaction ~ Days + (Days | Subject)", method = "ML"),
+                    coefs(lmer(Reaction ~ Days + (Days | Subject), sleep, REML = FALSE))),
+  big = c(list(formula = "y ~ x + C(cat3) + (x | g)", method = "REML"),
+          coefs(lmer(y ~ x + cat3 + (x | g), big))),
+  penicillin = c(list(formula = "diameter ~ 1 + (1 | plate) + (1 | sample)", method = "REML"),
+                 coefs(lmer(diameter ~ 1 + (1 | plate) + (1 | sample), pen))),
+  versions = list(R = R.version.string, lme4 = as.character(packageVersion("lme4")),
+                  lmerTest = as.character(packageVersion("lmerTest"))))
+writeLines(toJSON(out, digits = NA, auto_unbox = TRUE, pretty = TRUE), "satterthwaite_refs.json")
