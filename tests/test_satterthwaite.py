@@ -13,7 +13,7 @@ from jaxmm.errors import ArgumentError
 
 from conftest import DATA
 
-REF = json.loads((DATA / "satterthwaite_refs.json").read_text())
+REF = json.loads((DATA / "r_outputs" / "satterthwaite_refs.json").read_text())
 SLEEP = pd.read_csv(DATA / "sleepstudy_reml.csv")
 DATASETS = {"sleepstudy_reml": lambda: SLEEP, "sleepstudy_ml": lambda: SLEEP,
             "big": lambda: pd.read_csv(DATA / "big_lmm_reml.csv"),

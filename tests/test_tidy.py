@@ -12,7 +12,7 @@ from jaxmm.errors import ArgumentError
 
 from conftest import DATA
 
-REF = json.loads((DATA / "tidy_refs.json").read_text())
+REF = json.loads((DATA / "r_outputs" / "tidy_refs.json").read_text())
 # jaxmm's and lme4's optima agree to 2e-4 in sleepstudy's fitted values (of ~250) and to 1e-3
 # in cbpp's, whose jaxmm log-likelihood is 3e-4 higher; lme4's glmer standard errors come
 # from a finite-difference Hessian and differ by 0.6 %

@@ -2,7 +2,7 @@
 ## satterthwaite_refs.R -- lmerTest's Satterthwaite degrees of freedom, t statistics and
 ## p-values (summary(fit)$coefficients) for tests/test_satterthwaite.py.
 ##
-## Usage (from the project root): cd tests/data && Rscript ../r/satterthwaite_refs.R
+## Usage (from the project root): cd tests/data && Rscript ../r/satterthwaite_refs.R && mv satterthwaite_refs.json r_outputs/
 ## Fits (lmerTest 3.1-3 over lme4 1.1-31): sleepstudy REML and ML, the simulated big LMM (31k
 ## rows, 20 to 104 per group, REML), Penicillin's crossed factors (REML); writes
 ## satterthwaite_refs.json.

@@ -2,7 +2,7 @@
 ## tidy_refs.R -- broom.mixed's tidy/glance/augment and lme4's coef, fitted and residuals for
 ## tests/test_tidy.py.
 ##
-## Usage (from the project root): cd tests/data && Rscript ../r/tidy_refs.R
+## Usage (from the project root): cd tests/data && Rscript ../r/tidy_refs.R && mv tidy_refs.json r_outputs/
 ## Reads sleepstudy_reml.csv (lmer, REML) and cbpp_binomial.csv (glmer, binomial with trials);
 ## writes tidy_refs.json. broom.mixed 0.2.9 (Debian's r-cran-broom.mixed), lme4 1.1-31.
 suppressPackageStartupMessages({
