@@ -125,6 +125,8 @@ def _rows_from_formula(spec: FormulaSpec, data, *, trials=None, offset=None, wei
     re_names = tuple(_lme4_names([spec.display(n) for n in random.columns]))
     del random
     trials_arr = None if trials is None else _as_float(f"trials column {trials!r}", _column(data, trials, "trials"))
+    if spec.trials_expr is not None:  # cbind(successes, failures): the trials are their sum
+        trials_arr = evaluate(spec.trials_expr, data, f"the trials of {spec.formula.split('~')[0].strip()}")
     offset_arr = _row_values(data, offset, "offset")
     # offset(...) terms in the formula add to offset= (as in R, where all offsets are summed)
     for expr in spec.offsets:

@@ -139,6 +139,11 @@ def fit(formula: str, data, family="gaussian", *, method: str | None = None, tri
         method = "AGHQ"
     if trials is not None and fam.name != "binomial":
         raise ArgumentError(f"trials= applies only to the binomial family, not {fam.name!r}")
+    if spec.trials_expr is not None:
+        if fam.name != "binomial":
+            raise ArgumentError(f"a cbind(successes, failures) response is binomial; the family is {fam.name!r}")
+        if trials is not None:
+            raise ArgumentError("the response cbind(successes, failures) gives the trials; drop trials=")
     if weights is not None and fam.name != "gaussian":
         raise ArgumentError(f"weights= (prior weights) applies only to the gaussian family, not {fam.name!r}; "
                             "for binomial counts use trials=")

@@ -67,6 +67,8 @@ class FormulaSpec:
     # a formula with several random-effect terms (or one whose factor is not one column):
     # every term, in the formula's order (``a/b`` gives a's term, then a:b's)
     terms: tuple = ()
+    # a binomial response written cbind(successes, failures): successes + failures, the trials
+    trials_expr: object = None
 
     def display(self, name: str) -> str:
         """A formulaic column name with the placeholders replaced by the terms' text."""
@@ -238,9 +240,22 @@ def unparse_formula(node) -> str:
     return _Writer("").write(node)[1]
 
 
+def _response(response, formula: str):
+    """(the response expression, the trials expression of ``cbind(successes, failures)`` or None)."""
+    if not (isinstance(response, Call) and response.func == "cbind"):
+        check_expression(response, formula)
+        return response, None
+    if len(response.args) != 2 or response.kwargs:
+        raise FormulaError(f"cbind(successes, failures) takes two columns or expressions, in {formula!r}")
+    for arg in response.args:
+        check_expression(arg, formula)
+    successes, failures = response.args
+    return successes, Bin("+", successes, failures)
+
+
 def parse_formula(formula: str) -> FormulaSpec:
-    response, rhs = parse(formula)
-    check_expression(response, formula)
+    whole_response, rhs = parse(formula)
+    response, trials = _response(whole_response, formula)
     writer = _Writer(formula)
     fixed, randoms, offsets = [], [], []
     for sign, item in rhs.items:
@@ -270,7 +285,7 @@ def parse_formula(formula: str) -> FormulaSpec:
             random=" + ".join(f"({t.random} {'|' if t.correlated else '||'} {t.label})" for t in terms),
             group=first.label, correlated=first.correlated, offsets=tuple(offsets), response_expr=response,
             fixed_text=fixed_text, random_text=first.random_text, bindings=tuple(writer.bindings.values()),
-            columns=frozenset(columns_of(response) | columns_of(rhs)), terms=tuple(terms),
+            columns=frozenset(columns_of(whole_response) | columns_of(rhs)), terms=tuple(terms), trials_expr=trials,
         )
     term = randoms[0]
     random_text, random_display = terms[0].random_text, terms[0].random
@@ -278,5 +293,5 @@ def parse_formula(formula: str) -> FormulaSpec:
         formula=formula, response=unparse(response), fixed=fixed_display, random=random_display, group=term.group,
         correlated=term.correlated, offsets=tuple(offsets), response_expr=response, fixed_text=fixed_text,
         random_text=random_text, bindings=tuple(writer.bindings.values()),
-        columns=frozenset(columns_of(response) | columns_of(rhs)),
+        columns=frozenset(columns_of(whole_response) | columns_of(rhs)), trials_expr=trials,
     )

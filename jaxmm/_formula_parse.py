@@ -36,7 +36,8 @@ NUMERIC_FUNCTIONS = frozenset({
 # Transforms with state (a mean, a scale, polynomial coefficients) that predict reuses: formulaic's.
 STATEFUL_FUNCTIONS = frozenset({"center", "scale", "standardize", "poly"})
 CONTRASTS = {"Treatment": "treatment", "Sum": "sum", "Helmert": "helmert", "Diff": "diff", "Poly": "poly"}
-FUNCTIONS = NUMERIC_FUNCTIONS | STATEFUL_FUNCTIONS | {"C", "I", "offset"}
+# R's spellings: factor(x) is C(x); cbind(successes, failures) is a binomial response only
+FUNCTIONS = NUMERIC_FUNCTIONS | STATEFUL_FUNCTIONS | {"C", "I", "offset", "factor", "cbind"}
 
 _TOKEN = re.compile(r"""
   (?P<ws>[ \t\r\n\f\v]+)
@@ -239,7 +240,7 @@ class _Parser:
                     self.fail("a positional argument after a keyword argument")
                 else:
                     args.append(self.expr())
-        return Call(func, tuple(args), tuple(kwargs))
+        return Call("C" if func == "factor" else func, tuple(args), tuple(kwargs))
 
     # -- formulas --
     def formula(self):

@@ -185,3 +185,24 @@ def test_factor_columns_are_named_as_lme4_names_them():
     # other codings and non-identifiers are left as formulaic writes them
     assert _lme4_names(["C(c, contr.sum)[S.a]", "`a b`[T.c]"]) == ["C(c, contr.sum)[S.a]", "`a b`[T.c]"]
     assert _lme4_names(["Intercept", "c[T.b]", "cb"]) == ["(Intercept)", "c[T.b]", "cb"]
+
+
+def test_lme4_spellings_cbind_and_factor(cbpp):
+    """``cbind(successes, failures) ~`` is the binomial fit with trials = their sum, and
+    ``factor(x)`` is ``C(x)``; both are read by jaxmm's parser, and refused elsewhere."""
+    data = cbpp.assign(failures=cbpp["size"] - cbpp["incidence"])
+    with_trials = jaxmm.fit("incidence ~ C(period) + (1 | herd)", data, family="binomial", trials="size")
+    for response in ("cbind(incidence, failures)", "cbind(incidence, size - incidence)"):
+        res = jaxmm.fit(f"{response} ~ factor(period) + (1 | herd)", data, family="binomial")
+        assert res.loglik == pytest.approx(with_trials.loglik, abs=1e-10)
+        pd.testing.assert_series_equal(res.fixef, with_trials.fixef, rtol=1e-8)
+    assert list(res.fixef.index) == ["(Intercept)", "period2", "period3", "period4"]
+    np.testing.assert_allclose(res.residuals("pearson"), with_trials.residuals("pearson"), rtol=1e-8)
+    with pytest.raises(jaxmm.errors.ArgumentError, match="response is binomial"):
+        jaxmm.fit("cbind(incidence, failures) ~ 1 + (1 | herd)", data, family="poisson")
+    with pytest.raises(jaxmm.errors.ArgumentError, match="drop trials="):
+        jaxmm.fit("cbind(incidence, failures) ~ 1 + (1 | herd)", data, family="binomial", trials="size")
+    for bad in ("incidence ~ cbind(size, failures) + (1 | herd)", "log(cbind(incidence, failures)) ~ 1 + (1 | herd)",
+                "cbind(incidence) ~ 1 + (1 | herd)", "cbind(incidence, failures, size) ~ 1 + (1 | herd)"):
+        with pytest.raises(jaxmm.errors.FormulaError):
+            jaxmm.fit(bad, data, family="binomial")
