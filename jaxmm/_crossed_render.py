@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._render import _finite_or_none, _fmt, _table, criteria_lines, fixed_effects_lines, optimizer_lines
+from ._render import (_finite_or_none, _fmt, _table, correlation_lines, criteria_lines, data_lines,
+                      fixed_effects_lines, optimizer_lines, residual_lines)
 
 
 def summary_text(res) -> str:
@@ -12,7 +13,8 @@ def summary_text(res) -> str:
     else:
         title = ("Generalized linear mixed model fit by maximum likelihood (Laplace approximation)\n"
                  f" Family: {res.family} ( {res.link} )")
-    out = [title, f"Formula: {res.formula}", ""] + criteria_lines(res) + ["Random effects:"]
+    out = ([title, f"Formula: {res.formula}"] + data_lines(res) + [""] + criteria_lines(res) + residual_lines(res)
+           + ["Random effects:"])
     vc = res.varcorr()
     with_corr = any(len(c) for c in vc["corr"])
     rows, last = [], None
@@ -29,7 +31,7 @@ def summary_text(res) -> str:
     if res.n_dropped:
         out.append(f"({res.n_dropped} rows with missing values dropped)")
     out += ["", "Fixed effects:"] + fixed_effects_lines(res)
-    out += [""] + optimizer_lines(res)
+    out += [""] + correlation_lines(res) + optimizer_lines(res)
     return "\n".join(out)
 
 

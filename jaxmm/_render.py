@@ -40,7 +40,7 @@ def summary_text(res) -> str:
     kind = _model_title(res)
     if res.family != "gaussian":
         kind += f"\n Family: {res.family} ( {res.link} )"
-    out = [kind, f"Formula: {res.formula}", ""] + criteria_lines(res)
+    out = [kind, f"Formula: {res.formula}"] + data_lines(res) + [""] + criteria_lines(res) + residual_lines(res)
     out.append("Random effects:")
     names = res.re_names
     sd = np.sqrt(np.diag(res.D))
@@ -57,7 +57,7 @@ def summary_text(res) -> str:
         rows.append(row)
     if res.sigma is not None:
         rows.append(["Residual", "", _fmt(res.sigma**2), _fmt(res.sigma)] + ([""] if with_corr else []))
-    out += [" " + r for r in _table([[c for c in r] for r in rows], header)]
+    out += [" " + r for r in _table([[c for c in r] for r in rows], header, left=2)]  # names left-aligned, as lme4
     out.append(f"Number of obs: {res.n_obs}, groups:  {res.group_name}, {res.n_groups}")
     if res.nb_size is not None:
         out.append(f"Dispersion parameter (nb_size, lme4's theta): {_fmt(res.nb_size)}")
@@ -65,6 +65,7 @@ def summary_text(res) -> str:
     out.append("Fixed effects:")
     out += fixed_effects_lines(res)
     out.append("")
+    out += correlation_lines(res)
     out += optimizer_lines(res)
     return "\n".join(out)
 
@@ -82,11 +83,58 @@ def fixed_effects_lines(res) -> list[str]:
     return _table(rows, ["", "Estimate", "Std. Error", "z value", "Pr(>|z|)"])
 
 
+def data_lines(res) -> list[str]:
+    """What the fit used besides the formula, as lme4's header names it: prior weights, an
+    offset, binomial trials, and the rows dropped for missing values."""
+    opts, out = res.fit_options, []
+    for label, value in (("Weights", opts.weights), ("Offset", opts.offset), ("Trials", opts.trials)):
+        if value is not None:
+            out.append(f"{label}: " + (value if isinstance(value, str) else f"an array of {np.size(value)} values"))
+    if res.n_dropped:
+        out.append(f"Rows dropped for missing values: {res.n_dropped}")
+    return out
+
+
+def residual_lines(res) -> list[str]:
+    """lme4's "Scaled residuals": quantiles of the Pearson residuals (divided by σ for an LMM)."""
+    r = res.residuals("pearson").to_numpy() / (res.sigma if res.family == "gaussian" else 1.0)
+    q = np.quantile(r, [0.0, 0.25, 0.5, 0.75, 1.0])
+    return ["Scaled residuals:"] + _table([[f"{v:.4f}" for v in q]], ["Min", "1Q", "Median", "3Q", "Max"], left=0) + [""]
+
+
+def _abbreviated(name: str, length: int = 6) -> str:
+    """R's ``abbreviate(name, 6)`` as lme4's summary uses it: lower-case vowels dropped from
+    the end (not the first letter), then lower-case letters, then the end cut."""
+    chars = list(name)
+    for drop in ("aeiou", "abcdefghijklmnopqrstuvwxyz"):
+        k = len(chars) - 1
+        while len(chars) > length and k > 0:
+            if chars[k] in drop and not chars[k - 1].isspace():
+                del chars[k]
+            k -= 1
+    return "".join(chars[:length])
+
+
+def correlation_lines(res) -> list[str]:
+    """lme4's "Correlation of Fixed Effects" (for 2 to 12 fixed effects): the lower triangle."""
+    vcov = res.vcov.to_numpy()
+    p = vcov.shape[0]
+    if not 1 < p <= 12:
+        return []
+    sd = np.sqrt(np.diag(vcov))
+    corr = vcov / np.outer(sd, sd)
+    names = [str(n) for n in res.vcov.index]
+    rows = [[names[i]] + [f"{corr[i, j]:.3f}" for j in range(i)] + [""] * (p - 1 - i) for i in range(1, p)]
+    return ["Correlation of Fixed Effects:"] + _table(rows, [""] + [_abbreviated(n) for n in names[:-1]]) + [""]
+
+
 def criteria_lines(res) -> list[str]:
-    """The REML criterion (REML fits) and the AIC, BIC, logLik and deviance row, as lme4 prints them."""
+    """The REML criterion (REML fits) and the AIC, BIC, logLik, deviance and df.resid row, as
+    lme4 prints them."""
     out = [f"REML criterion at convergence: {res.deviance:.4f}", ""] if res.method == "REML" else []
-    stats = [["AIC", "BIC", "logLik", "deviance" if res.method != "REML" else "-2*REML"],
-             [f"{res.aic:.1f}", f"{res.bic:.1f}", f"{res.loglik:.4f}", f"{res.deviance:.1f}"]]
+    stats = [["AIC", "BIC", "logLik", "deviance" if res.method != "REML" else "-2*REML", "df.resid"],
+             [f"{res.aic:.1f}", f"{res.bic:.1f}", f"{res.loglik:.4f}", f"{res.deviance:.1f}",
+              f"{res.n_obs - res.npar}"]]
     w = [max(len(a), len(b)) for a, b in zip(*stats)]
     return out + [" " + "  ".join(s.rjust(k) for s, k in zip(row, w)) for row in stats] + [""]
 

@@ -183,3 +183,25 @@ def test_verbose_without_a_cpu_platform_warns_and_fits(capsys, monkeypatch, refe
         res = jaxmm.fit(ref["formula"], data, family="binomial", trials="size", verbose=True)
     assert capsys.readouterr().err == ""
     assert res.loglik == quiet.loglik
+
+
+def test_summary_has_lme4s_sections(reference_fit):
+    """Scaled residuals (quantiles of the Pearson residuals over σ), the correlation of the
+    fixed effects with R's abbreviated names, df.resid, and what the fit used besides the formula."""
+    from jaxmm._render import _abbreviated
+
+    _, _, res = reference_fit("cbpp_binomial")
+    text = res.summary()
+    lines = text.splitlines()
+    assert "Trials: size" in lines
+    q = np.quantile(res.residuals("pearson"), [0, 0.25, 0.5, 0.75, 1])
+    at = lines.index("Scaled residuals:")
+    assert lines[at + 2].split() == [f"{v:.4f}" for v in q]
+    assert lines[lines.index([l for l in lines if "df.resid" in l][0]) + 1].split()[-1] == str(56 - 5)
+    corr = res.vcov.to_numpy()[3, 1] / np.sqrt(res.vcov.to_numpy()[3, 3] * res.vcov.to_numpy()[1, 1])
+    row = [l for l in lines if l.strip().startswith("period4") and len(l.split()) == 4][0]
+    assert row.split()[2] == f"{corr:.3f}"
+    assert "(Intr)  perid2  perid3" in text
+    # R: abbreviate(c("(Intercept)", "GenderM", "btypescold", "situself", "Days"), 6)
+    assert [_abbreviated(n) for n in ["(Intercept)", "GenderM", "btypescold", "situself", "Days"]] == \
+        ["(Intr)", "GendrM", "btypsc", "sitslf", "Days"]
