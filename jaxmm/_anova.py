@@ -1,4 +1,5 @@
-"""Likelihood-ratio tests between nested fits (lme4's ``anova``)."""
+"""Likelihood-ratio tests between nested fits (lme4's ``anova``), and the F tests of one linear
+mixed model's fixed-effect terms on Satterthwaite's degrees of freedom (lmerTest's ``anova``)."""
 from __future__ import annotations
 
 import numpy as np
@@ -24,14 +25,18 @@ def _ml_loglik(res) -> float:
 
 
 def anova(*models, names=None) -> pd.DataFrame:
-    """Likelihood-ratio tests between nested models fitted to the same rows, as lme4's
+    """With one gaussian fit, the F tests of its fixed-effect terms (:func:`f_tests`, as
+    lmerTest's ``anova``). With several: likelihood-ratio tests between nested models fitted
+    to the same rows, as lme4's
     ``anova``: models sorted by their number of parameters, each tested against the one
     before. REML fits are refitted by ML first (lme4's default ``refit = TRUE``), since
     REML criteria of models with different fixed effects are not comparable; the refitted
     models are listed in ``attrs["refitted"]``.
     """
+    if len(models) == 1 and isinstance(models[0], (MixedModelResult, CrossedResult)) and names is None:
+        return f_tests(models[0])
     if len(models) < 2:
-        raise ArgumentError("anova needs at least two fitted models")
+        raise ArgumentError("anova needs one linear mixed model (F tests of its terms) or two or more fitted models")
     for k, m in enumerate(models):
         if not isinstance(m, (MixedModelResult, CrossedResult)):
             raise ArgumentError(f"anova: argument {k + 1} is a {type(m).__name__}, not a fitted model")
@@ -65,3 +70,41 @@ def anova(*models, names=None) -> pd.DataFrame:
     table["df"] = table["df"].astype("Int64")
     table.attrs["refitted"] = refitted
     return table
+
+
+def f_tests(res) -> pd.DataFrame:
+    """lmerTest's ``anova`` of one LMM: for each fixed-effect term but the intercept, the F
+    test that its coefficients are all 0, its denominator df by Satterthwaite's method
+    (:func:`._satterthwaite.f_test`); columns sum_sq, mean_sq, num_df, den_df, F, p.
+
+    A term inside an interaction (``x`` beside ``x:C(f)``) is refused: its test then depends
+    on the contrasts (lmerTest's type III construction), which is not built; the interaction
+    itself, and every term of a model without interactions, is tested as lmerTest does."""
+    from ._formula import parse_formula
+    from ._satterthwaite import f_test, pieces
+
+    if not isinstance(res, (MixedModelResult, CrossedResult)):
+        raise ArgumentError(f"anova: the argument is a {type(res).__name__}, not a fitted model")
+    if res.family != "gaussian":
+        raise ArgumentError(f"F tests of one fit are for linear mixed models, not {res.family!r}; compare nested "
+                            "fits with anova(m0, m1)")
+    encoders = res.terms[0].encoders if isinstance(res, CrossedResult) else res.encoders
+    spec, model = parse_formula(res.formula), encoders.fixed
+    kept = list(encoders.fixed_kept)
+    terms = [t for t in model.term_slices if str(t) != "1"]
+    factors = {t: {str(f) for f in t.factors} for t in terms}
+    parts, beta, sigma2 = pieces(res), res.fixef.to_numpy(), float(res.sigma) ** 2
+    rows, labels = [], []
+    for term in terms:
+        outer = [u for u in terms if factors[term] < factors[u]]
+        if outer:
+            raise ArgumentError(f"anova: the F test of {spec.display(str(term))!r}, a term inside the interaction "
+                                f"{spec.display(str(outer[0]))!r}, depends on the contrasts (lmerTest's type III); "
+                                "it is not built. Compare fits with and without the term: anova(m0, m1)")
+        columns = [kept.index(name) for name in model.column_names[model.term_slices[term]] if name in kept]
+        if not columns:  # every column aliased and dropped
+            continue
+        F, q, ddf, p = f_test(parts, beta, np.eye(len(beta))[columns])
+        rows.append({"sum_sq": F * q * sigma2, "mean_sq": F * sigma2, "num_df": q, "den_df": ddf, "F": F, "p": p})
+        labels.append(spec.display(str(term)))
+    return pd.DataFrame(rows, index=labels)

@@ -59,9 +59,9 @@ def coef_table(res, ddf=None) -> pd.DataFrame:
     if not exact:
         raise ArgumentError(f"ddf='Satterthwaite' applies to gaussian fits; a {res.family} fit has z statistics "
                             "(ddf='normal')")
-    from ._satterthwaite import one_term_df, t_two_sided, terms_df
+    from ._satterthwaite import coefficient_df, t_two_sided
 
-    df = terms_df(res) if hasattr(res, "terms") else one_term_df(res)
+    df = coefficient_df(res)
     t = table["z"].to_numpy()
     return pd.DataFrame({"estimate": table["estimate"], "std_error": table["std_error"], "df": df, "t": t,
                          "p": np.asarray(t_two_sided(t, df))}, index=table.index)

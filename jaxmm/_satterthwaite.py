@@ -28,11 +28,18 @@ def t_two_sided(t, df):
     return betainc(df / 2.0, 0.5, df / (df + t * t))
 
 
-def _df(phi, vcov, minus_loglik):
-    V = vcov(phi)
-    J = jax.jacfwd(lambda v: jnp.diagonal(vcov(v)))(phi)
-    A = jnp.linalg.pinv(jax.hessian(minus_loglik)(phi))
-    return 2.0 * jnp.diagonal(V) ** 2 / jnp.einsum("jk,kl,jl->j", J, A, J)
+def _pieces(phi, vcov, minus_loglik):
+    """(V = vcov(β̂), ∂V/∂φ (p, p, k), A = the inverse Hessian of −ℓ in φ) at φ̂."""
+    return vcov(phi), jax.jacfwd(vcov)(phi), jnp.linalg.pinv(jax.hessian(minus_loglik)(phi))
+
+
+def contrast_df(pieces, C) -> np.ndarray:
+    """Satterthwaite's df of every row c of C: 2 (cVcᵀ)² / (∇(cVcᵀ)ᵀ A ∇(cVcᵀ))."""
+    V, dV, A = (np.asarray(a) for a in pieces)
+    C = np.atleast_2d(C)
+    var = np.einsum("ri,ij,rj->r", C, V, C)
+    grad = np.einsum("ri,ijk,rj->rk", C, dV, C)
+    return 2.0 * var ** 2 / np.einsum("rk,kl,rl->r", grad, A, grad)
 
 
 # small programs whose compile, not their run, is the cost: LLVM's quick level (_jit)
@@ -55,11 +62,11 @@ def _one_term(phi, stats, reml: bool, structure, kernels=None):
         beta = _gls(_reduce(L / sigma, stats, kernels))[0]
         return -lmm_loglik(Params(beta, L, sigma), stats, kernels)
 
-    return _df(phi, vcov, minus_loglik)
+    return _pieces(phi, vcov, minus_loglik)
 
 
-def one_term_df(res) -> np.ndarray:
-    """Satterthwaite's df of every fixed effect of a gaussian ``MixedModelResult``."""
+def _one_term_pieces(res):
+    """:func:`_pieces` of a gaussian ``MixedModelResult``."""
     from ._jit import kernels_for
     from ._lmm import lmm_stats
 
@@ -68,7 +75,7 @@ def one_term_df(res) -> np.ndarray:
     phi = np.concatenate([L[free_entries(structure)], [float(res.sigma)]])
     kernels = kernels_for(jax.default_backend())
     stats = lmm_stats(res.design, jnp.float64, kernels)
-    return np.asarray(_one_term(phi, stats, res.method == "REML", structure))
+    return _one_term(phi, stats, res.method == "REML", structure)
 
 
 @compiled(static_argnames=("reml", "structures"), elemental=True, quick=True)
@@ -96,14 +103,41 @@ def _terms(phi, design, reml: bool, structures):
         beta = _gls(red.XtRX, red.XtRy, red.ytRy)[0]
         return -exact_loglik(beta, chols, sigma, stats, design.terms, reml)
 
-    return _df(phi, vcov, minus_loglik)
+    return _pieces(phi, vcov, minus_loglik)
 
 
-def terms_df(res) -> np.ndarray:
-    """Satterthwaite's df of every fixed effect of a gaussian ``CrossedResult``."""
+def _terms_pieces(res):
+    """:func:`_pieces` of a gaussian ``CrossedResult``."""
     from ._crossed_arrays import fitted_design
 
     structures = tuple(t.structure for t in res.terms)
     phi = np.concatenate([np.asarray(L)[free_entries(s)] for L, s in zip(res.chols, structures)]
                          + [[float(res.sigma)]])
-    return np.asarray(_terms(phi, fitted_design(res), res.method == "REML", structures))
+    return _terms(phi, fitted_design(res), res.method == "REML", structures)
+
+
+def pieces(res):
+    """(V, ∂V/∂φ, A) of a gaussian fit with one or several terms."""
+    return _terms_pieces(res) if hasattr(res, "terms") else _one_term_pieces(res)
+
+
+def coefficient_df(res) -> np.ndarray:
+    """Satterthwaite's df of every fixed effect."""
+    return contrast_df(pieces(res), np.eye(len(res.fixef)))
+
+
+def f_test(pieces_, beta, L) -> tuple[float, int, float, float]:
+    """(F, numerator df, denominator df, p) of the hypothesis Lβ = 0, as lmerTest's
+    ``contestMD``: F = (Lβ)ᵀ(LVLᵀ)⁻¹(Lβ)/q; LVLᵀ's eigenvectors give q independent contrasts
+    with df νᵢ, and the F's denominator df is 2E/(E − q) with E = Σ νᵢ/(νᵢ − 2) over νᵢ > 2."""
+    V = np.asarray(pieces_[0])
+    L = np.atleast_2d(L)
+    q = L.shape[0]
+    values, vectors = np.linalg.eigh(L @ V @ L.T)
+    contrasts = vectors.T @ L
+    F = float(np.sum((contrasts @ beta) ** 2 / values) / q)
+    nu = contrast_df(pieces_, contrasts)
+    E = float(np.sum(nu[nu > 2] / (nu[nu > 2] - 2.0)))
+    ddf = 2.0 * E / (E - q) if E > q else float("nan")
+    p = float(betainc(ddf / 2.0, q / 2.0, ddf / (ddf + q * F))) if np.isfinite(ddf) else float("nan")
+    return F, q, ddf, p

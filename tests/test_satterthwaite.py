@@ -1,6 +1,7 @@
 """Satterthwaite's degrees of freedom and t tests of the fixed effects of LMMs against
 lmerTest (tests/r/satterthwaite_refs.R): sleepstudy by REML and by ML, an unbalanced 31k-row
-LMM with a factor (20 to 104 rows per group), and Penicillin's crossed factors."""
+LMM with a factor (20 to 104 rows per group), and Penicillin's crossed factors; and the F
+tests of lmerTest's anova, one and two numerator df."""
 import json
 
 import numpy as np
@@ -20,11 +21,20 @@ DATASETS = {"sleepstudy_reml": lambda: SLEEP, "sleepstudy_ml": lambda: SLEEP,
             "penicillin": lambda: pd.read_csv(DATA / "crossed" / "penicillin_crossed_reml.csv")}
 
 
+_FITS = {}
+
+
+def _fit(name):
+    if name not in _FITS:
+        ref = REF[name]
+        _FITS[name] = jaxmm.fit(ref["formula"], DATASETS[name](), method=ref["method"])
+    return _FITS[name]
+
+
 @pytest.mark.parametrize("name", list(DATASETS))
 def test_degrees_of_freedom_and_p_values_equal_lmertest(name):
     ref = REF[name]
-    res = jaxmm.fit(ref["formula"], DATASETS[name](), method=ref["method"])
-    table = res.coef_table()
+    table = _fit(name).coef_table()
     assert list(table.columns) == ["estimate", "std_error", "df", "t", "p"]
     # lmerTest differentiates by finite differences: its df agree with the autodiff ones to 9e-5
     np.testing.assert_allclose(table["df"], np.atleast_1d(ref["df"]), rtol=5e-4)
@@ -55,3 +65,30 @@ def test_summary_and_the_other_tables_follow_the_choice():
     with pytest.raises(ArgumentError, match="applies to gaussian fits"):
         cbpp.coef_table(ddf="Satterthwaite")
     assert "Pr(>|z|)" in cbpp.summary()
+
+
+@pytest.mark.parametrize("name,fit", [("anova_big", "big"), ("anova_sleepstudy", "sleepstudy_reml")])
+def test_f_tests_of_the_terms_equal_lmertests_anova(name, fit):
+    ref = {k: np.atleast_1d(v) for k, v in REF[name].items() if k != "formula"}
+    res = _fit(fit)
+    table = jaxmm.anova(res)
+    assert list(table.columns) == ["sum_sq", "mean_sq", "num_df", "den_df", "F", "p"]
+    assert [t.replace("C(", "").rstrip(")") for t in table.index] == list(ref["terms"])
+    assert table["num_df"].tolist() == list(ref["num_df"])
+    np.testing.assert_allclose(table["den_df"], ref["den_df"], rtol=5e-4)
+    np.testing.assert_allclose(table["F"], ref["F"], rtol=1e-4)  # the optima's t agree to 2e-5
+    keep = ref["p"] > 1e-12
+    np.testing.assert_allclose(table["p"][keep], ref["p"][keep], rtol=5e-3)
+    # one numerator df: F is t², on the coefficient's own df
+    t = res.coef_table()
+    assert table.loc[table.index[0], "F"] == pytest.approx(t["t"].iloc[1] ** 2, rel=1e-10)
+    assert table.loc[table.index[0], "den_df"] == pytest.approx(t["df"].iloc[1], rel=1e-10)
+
+
+def test_f_tests_refuse_what_they_cannot_answer():
+    big = DATASETS["big"]()
+    res = jaxmm.fit("y ~ x * C(cat3) + (x | g)", big.iloc[:4000])
+    with pytest.raises(ArgumentError, match="'x', a term inside the interaction 'x:C\\(cat3\\)'"):
+        jaxmm.anova(res)
+    with pytest.raises(ArgumentError, match="for linear mixed models, not 'binomial'"):
+        jaxmm.anova(jaxmm.fit_example("cbpp"))

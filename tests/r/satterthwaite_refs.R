@@ -4,8 +4,9 @@
 ##
 ## Usage (from the project root): cd tests/data && Rscript ../r/satterthwaite_refs.R && mv satterthwaite_refs.json r_outputs/
 ## Fits (lmerTest 3.1-3 over lme4 1.1-31): sleepstudy REML and ML, the simulated big LMM (31k
-## rows, 20 to 104 per group, REML), Penicillin's crossed factors (REML); writes
-## satterthwaite_refs.json.
+## rows, 20 to 104 per group, REML), Penicillin's crossed factors (REML); and lmerTest's anova
+## (F tests of the fixed-effect terms) of sleepstudy and of the big LMM with and without an
+## interaction; writes satterthwaite_refs.json.
 suppressPackageStartupMessages({
   library(lmerTest)
   library(jsonlite)
@@ -20,6 +21,13 @@ sleep <- read.csv("sleepstudy_reml.csv")
 sleep$Subject <- factor(sleep$Subject)
 big <- read.csv("big_lmm_reml.csv")
 pen <- read.csv("crossed/penicillin_crossed_reml.csv")
+# lmerTest's anova (type III, Satterthwaite): F, numerator and denominator df and p per term
+ftests <- function(fit) {
+  a <- anova(fit)
+  list(terms = rownames(a), F = unname(a[, "F value"]), num_df = unname(a[, "NumDF"]),
+       den_df = unname(a[, "DenDF"]), p = unname(a[, "Pr(>F)"]))
+}
+big_x <- lmer(y ~ x * cat3 + (x | g), big)
 out <- list(
   sleepstudy_reml = c(list(formula = "Reaction ~ Days + (Days | Subject)", method = "REML"),
                       coefs(lmer(Reaction ~ Days + (Days | Subject), sleep))),
@@ -27,6 +35,10 @@ out <- list(
                     coefs(lmer(Reaction ~ Days + (Days | Subject), sleep, REML = FALSE))),
   big = c(list(formula = "y ~ x + C(cat3) + (x | g)", method = "REML"),
           coefs(lmer(y ~ x + cat3 + (x | g), big))),
+  anova_big = c(list(formula = "y ~ x + C(cat3) + (x | g)"), ftests(lmer(y ~ x + cat3 + (x | g), big))),
+  anova_interaction = c(list(formula = "y ~ x * C(cat3) + (x | g)"), ftests(big_x)),
+  anova_sleepstudy = c(list(formula = "Reaction ~ Days + (Days | Subject)"),
+                       ftests(lmer(Reaction ~ Days + (Days | Subject), sleep))),
   penicillin = c(list(formula = "diameter ~ 1 + (1 | plate) + (1 | sample)", method = "REML"),
                  coefs(lmer(diameter ~ 1 + (1 | plate) + (1 | sample), pen))),
   versions = list(R = R.version.string, lme4 = as.character(packageVersion("lme4")),
