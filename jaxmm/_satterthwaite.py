@@ -44,10 +44,11 @@ def contrast_df(pieces, C) -> np.ndarray:
 
 # small programs whose compile, not their run, is the cost: LLVM's quick level (_jit)
 @compiled(static_argnames=("reml", "structure"), elemental=True, quick=True)
-def _one_term(phi, stats, reml: bool, structure, kernels=None):
-    from ._lmm import _gls, _reduce, lmm_loglik, lmm_reml_loglik
+def _one_term(phi, design, reml: bool, structure, kernels=None):
+    from ._lmm import _gls, _reduce, lmm_loglik, lmm_reml_loglik, lmm_stats
     from ._params import Params
 
+    stats = lmm_stats(design, phi.dtype, kernels)  # in the program: op by op, each op compiles on its own
     p = stats.XtX.shape[0]
     unpack = lambda v: (chol_from_natural(v[:-1], structure), v[-1])
 
@@ -67,15 +68,10 @@ def _one_term(phi, stats, reml: bool, structure, kernels=None):
 
 def _one_term_pieces(res):
     """:func:`_pieces` of a gaussian ``MixedModelResult``."""
-    from ._jit import kernels_for
-    from ._lmm import lmm_stats
-
     structure = res.D.shape[0] if res.re_blocks is None else tuple(res.re_blocks)
     L = np.asarray(res.params.chol)
     phi = np.concatenate([L[free_entries(structure)], [float(res.sigma)]])
-    kernels = kernels_for(jax.default_backend())
-    stats = lmm_stats(res.design, jnp.float64, kernels)
-    return _one_term(phi, stats, res.method == "REML", structure)
+    return _one_term(phi, res.design, res.method == "REML", structure)
 
 
 @compiled(static_argnames=("reml", "structures"), elemental=True, quick=True)
