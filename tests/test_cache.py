@@ -15,7 +15,6 @@ from jaxmm.errors import ArgumentError
 
 FIT = ("import jax, jaxmm; r = jaxmm.fit_example('cbpp'); "
        "print(jax.config.jax_compilation_cache_dir, repr(r.loglik))")
-WHERE = "import jax, jaxmm; print(jax.config.jax_compilation_cache_dir)"
 
 
 def _env(**values):
@@ -42,27 +41,33 @@ def test_cache_is_on_by_default_written_and_reused(tmp_path):
     assert sorted(p.name for p in folder.iterdir()) == files
 
 
-def test_the_cache_is_turned_off_by_the_environment_and_the_cli(tmp_path, capsys):
-    assert _run(WHERE, _env(XDG_CACHE_HOME=str(tmp_path), JAXMM_NO_CACHE="1")).stdout.strip() == "None"
+def test_the_cache_is_turned_off_by_the_environment_the_cli_or_an_unwritable_folder(tmp_path, capsys, monkeypatch):
+    """What ``import jaxmm`` does (``_cache.enable_by_default``), run here with the environment
+    a process would have, and the CLI's --no-cache."""
     from jaxmm._cli import main
 
     saved = jax.config.jax_compilation_cache_dir
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
     try:
+        monkeypatch.setenv("JAXMM_CACHE_DIR", str(tmp_path / "xla"))
+        monkeypatch.setenv("JAXMM_NO_CACHE", "1")
+        assert _cache.enable_by_default() is None and not (tmp_path / "xla").exists()
+        monkeypatch.delenv("JAXMM_NO_CACHE")
+        monkeypatch.setenv("JAXMM_CACHE_DIR", str(blocker / "xla"))  # a folder inside a file cannot be made
+        jax.config.update("jax_compilation_cache_dir", None)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            assert _cache.enable_by_default() is None
+        assert jax.config.jax_compilation_cache_dir is None
+        with pytest.raises(ArgumentError, match="cannot be created or written"):
+            jaxmm.enable_compilation_cache(blocker / "xla")
+        jax.config.update("jax_compilation_cache_dir", saved)
         assert main(["example", "--no-cache"]) == 0  # lists the examples, with the cache off
         assert jax.config.jax_compilation_cache_dir is None
     finally:
         jax.config.update("jax_compilation_cache_dir", saved)
     assert "cbpp" in capsys.readouterr().out
-
-
-def test_a_folder_that_cannot_be_written_leaves_the_cache_off_without_error(tmp_path):
-    blocker = tmp_path / "a-file"
-    blocker.write_text("")
-    env = _env(JAXMM_CACHE_DIR=str(blocker / "xla"))  # a folder inside a file cannot be made
-    out = _run(WHERE, env)
-    assert out.stdout.split() == ["None"] and out.stderr == ""
-    with pytest.raises(ArgumentError, match="cannot be created or written"):
-        jaxmm.enable_compilation_cache(blocker / "xla")
 
 
 def test_jax_warnings_about_unwritten_entries_are_silenced(tmp_path):
