@@ -55,7 +55,7 @@ class FittedRows:
     terms: object
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)
 class CrossedResult(Criteria):
     formula: str
     method: str
