@@ -262,3 +262,45 @@ def _ran_coefs(res, conf_int, conf_level, conf_method):
 
 
 _TIDY = {"fixed": _fixed, "ran_pars": _ran_pars_frame, "ran_vals": _ran_vals, "ran_coefs": _ran_coefs}
+
+
+class TidyViews:
+    """The tables of a result (one or several terms): ``coef_table`` and the methods of
+    :mod:`._tidy`."""
+
+    def coef_table(self, ddf=None) -> pd.DataFrame:
+        """The fixed effects with their standard errors and tests. Gaussian fits: ``ddf=
+        "Satterthwaite"`` (default) gives estimate, std_error, df, t and p on Satterthwaite's
+        degrees of freedom, as lmerTest; ``"normal"`` (every other family) estimate,
+        std_error, z and p against the standard normal."""
+        from ._inference import coef_table
+
+        return coef_table(self, ddf)
+
+    def tidy(self, effects="fixed", conf_int: bool = False, conf_level: float = 0.95,
+             conf_method: str = "wald") -> pd.DataFrame:
+        """broom.mixed's ``tidy``: ``effects`` ``"fixed"``, ``"ran_pars"``, ``"ran_vals"``,
+        ``"ran_coefs"`` (or a list), columns ``effect, group, level, term, estimate,
+        std_error, statistic, p_value, conf_low, conf_high`` where they apply (``_tidy.tidy``)."""
+        return tidy(self, effects, conf_int, conf_level, conf_method)
+
+    def glance(self) -> pd.DataFrame:
+        """One row: ``nobs, sigma, loglik, aic, bic``, ``deviance`` or ``reml_crit``, ``df_residual``."""
+        return glance(self)
+
+    def augment(self, data=None) -> pd.DataFrame:
+        """The fitted rows (``data``'s columns first, when given) with ``.fitted``, ``.resid``,
+        ``.fixed`` and ``.mu`` (``_tidy.augment``)."""
+        return augment(self, data)
+
+    def coef(self) -> dict:
+        """lme4's ``coef``: {group: per level, the fixed effects plus that level's BLUPs}."""
+        return coef(self)
+
+    def fitted(self) -> pd.Series:
+        """The conditional mean of every fitted row (lme4's ``fitted``)."""
+        return fitted(self)
+
+    def residuals(self, type: str = "response") -> pd.Series:
+        """lme4's residuals: ``"response"``, ``"pearson"`` or ``"deviance"``."""
+        return residuals(self, type)
