@@ -85,7 +85,8 @@ def fit(formula: str, data, family="gaussian", *, method: str | None = None, tri
         (Laplace). For gamma, ``sigma`` is the coefficient of variation 1/√shape.
     method : ``"REML"`` (gaussian default) or ``"ML"``; ``"laplace"`` for other families, or
         ``"AGHQ"`` with ``nAGQ`` > 1 (which selects it by itself, as in lme4).
-    trials : column with binomial trial counts; without it a binomial response is 0/1.
+    trials : column with binomial trial counts; without it a binomial response is 0/1 (or write
+        the response as lme4 does, ``cbind(successes, failures) ~ ...``).
     link : the link function; the canonical one by default.
     offset : a column name or array added to the linear predictor; ``offset(expr)`` terms in
         the formula are added to it.
