@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._render import (_finite_or_none, _fmt, _table, correlation_lines, criteria_lines, data_lines,
+from ._render import (_finite_or_none, _table, aligned, correlation_lines, criteria_lines, data_lines,
                       fixed_effects_lines, optimizer_lines, residual_lines)
 
 
@@ -18,8 +18,9 @@ def summary_text(res) -> str:
     vc = res.varcorr()
     with_corr = any(len(c) for c in vc["corr"])
     rows, last = [], None
-    for _, r in vc.iterrows():
-        row = [r.group if r.group != last else "", r["name"], _fmt(r.variance), _fmt(r.std_dev)]
+    var_text, sd_text = aligned(vc["variance"], 4), aligned(vc["std_dev"], 4)
+    for (_, r), v, sd in zip(vc.iterrows(), var_text, sd_text):
+        row = [r.group if r.group != last else "", r["name"], v, sd]
         if with_corr:
             row.append(" ".join(f"{c:.2f}" for c in r["corr"]))
         rows.append(row)

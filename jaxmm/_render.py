@@ -8,6 +8,18 @@ def _fmt(x: float, digits: int = 4) -> str:
     return f"{x:.{digits}g}" if abs(x) < 1e5 else f"{x:.{digits}e}"
 
 
+def aligned(values, digits: int) -> list[str]:
+    """A column of numbers with one number of decimals, enough for ``digits`` significant
+    digits in its smallest non-zero entry (at most 6), so the decimal points line up, as R
+    prints a column; very large or small entries in scientific notation."""
+    values = np.asarray(values, dtype=float)
+    finite = np.abs(values[np.isfinite(values) & (values != 0)])
+    if finite.size and (finite.max() >= 1e6 or finite.min() < 1e-4):
+        return [f"{v:.{digits - 1}e}" for v in values]
+    decimals = int(np.clip(digits - 1 - np.floor(np.log10(finite.min())), 0, 6)) if finite.size else 0
+    return [f"{v:.{decimals}f}" for v in values]
+
+
 def _table(rows: list[list[str]], header: list[str], left: int = 1) -> list[str]:
     """Columns padded to a common width: the first ``left`` left-aligned (names), the rest right."""
     widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
@@ -50,13 +62,16 @@ def summary_text(res) -> str:
     with_corr = bool(np.any(same_block & ~np.eye(len(names), dtype=bool)))
     header = ["Groups", "Name", "Variance", "Std.Dev."] + (["Corr"] if with_corr else [])
     rows = []
+    variances = list(np.diag(res.D)) + ([res.sigma ** 2] if res.sigma is not None else [])
+    sds = list(sd) + ([res.sigma] if res.sigma is not None else [])
+    var_text, sd_text = aligned(variances, 4), aligned(sds, 4)
     for k, name in enumerate(names):
-        row = [res.group_name if k == 0 else "", name, _fmt(res.D[k, k]), _fmt(sd[k])]
+        row = [res.group_name if k == 0 else "", name, var_text[k], sd_text[k]]
         if with_corr:
             row.append(" ".join(f"{corr[k, j]:.2f}" for j in range(k) if same_block[k, j]))
         rows.append(row)
     if res.sigma is not None:
-        rows.append(["Residual", "", _fmt(res.sigma**2), _fmt(res.sigma)] + ([""] if with_corr else []))
+        rows.append(["Residual", "", var_text[-1], sd_text[-1]] + ([""] if with_corr else []))
     out += [" " + r for r in _table([[c for c in r] for r in rows], header, left=2)]  # names left-aligned, as lme4
     out.append(f"Number of obs: {res.n_obs}, groups:  {res.group_name}, {res.n_groups}")
     if res.nb_size is not None:
@@ -74,12 +89,12 @@ def fixed_effects_lines(res) -> list[str]:
     """The fixed-effects table: for gaussian fits with Satterthwaite's df, t and p (as
     lmerTest's summary), for the others with z and p."""
     ct = res.coef_table()
+    est, se = aligned(ct["estimate"], 5), aligned(ct["std_error"], 4)
     if "df" in ct.columns:
-        rows = [[str(name), f"{r.estimate:.5g}", f"{r.std_error:.5g}", f"{r.df:.2f}", f"{r.t:.3f}", _pvalue(r.p)]
-                for name, r in ct.iterrows()]
+        rows = [[str(name), e, s, f"{r.df:.2f}", f"{r.t:.3f}", _pvalue(r.p)]
+                for (name, r), e, s in zip(ct.iterrows(), est, se)]
         return _table(rows, ["", "Estimate", "Std. Error", "df", "t value", "Pr(>|t|)"])
-    rows = [[str(name), f"{r.estimate:.5g}", f"{r.std_error:.5g}", f"{r.z:.3f}", _pvalue(r.p)]
-            for name, r in ct.iterrows()]
+    rows = [[str(name), e, s, f"{r.z:.3f}", _pvalue(r.p)] for (name, r), e, s in zip(ct.iterrows(), est, se)]
     return _table(rows, ["", "Estimate", "Std. Error", "z value", "Pr(>|z|)"])
 
 

@@ -205,3 +205,18 @@ def test_summary_has_lme4s_sections(reference_fit):
     # R: abbreviate(c("(Intercept)", "GenderM", "btypescold", "situself", "Days"), 6)
     assert [_abbreviated(n) for n in ["(Intercept)", "GenderM", "btypescold", "situself", "Days"]] == \
         ["(Intr)", "GendrM", "btypsc", "sitslf", "Days"]
+
+
+def test_summary_columns_line_up_their_decimals():
+    """Each column of numbers has one number of decimals (enough for the smallest entry), as R
+    prints them: sleepstudy's fixed effects read as lme4's 251.405 / 10.467 and 6.825 / 1.546."""
+    from jaxmm._render import aligned
+
+    assert aligned([251.40510, 10.467286], 5) == ["251.405", "10.467"]
+    assert aligned([6.8246, 1.54579], 4) == ["6.825", "1.546"]
+    assert aligned([612.09, 35.072, 654.94], 4) == ["612.09", "35.07", "654.94"]
+    assert aligned([0.0, 1.5], 4) == ["0.000", "1.500"]
+    assert aligned([2.5e-7, 1.0], 4) == ["2.500e-07", "1.000e+00"]
+    text = jaxmm.fit_example("sleepstudy").summary()
+    rows = [l.split() for l in text.splitlines() if l.strip().startswith(("(Intercept)", "Days"))]
+    assert [len(r[1].split(".")[1]) for r in rows[-2:]] == [3, 3]  # the fixed effects' estimates
