@@ -14,6 +14,7 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pandas as pd
 
 from ._crossed_effects import effects, spherical_modes
 from ._crossed_laplace import CrossedRows, _gram, crossed_rows, eta_of, laplace_loglik, modes
@@ -94,6 +95,9 @@ def crossed_design(X, Zs, y, groups, *, trials=None, offset=None, weights=None, 
         g = np.asarray(g)
         if g.shape != (n,):
             raise ArgumentError(f"groups[{k}] must have shape ({n},), got {g.shape}")
+        if pd.isna(g).any():
+            rows = np.flatnonzero(pd.isna(g))
+            raise DataError(f"groups[{k}] has {rows.size} missing value(s) (first rows: {rows[:5].tolist()})")
         labels, code = unique_inverse(g)
         codes.append(np.asarray(code))
         levels.append(len(labels))

@@ -136,6 +136,9 @@ def test_array_arguments_are_checked(cbpp):
     with pytest.raises(ArgumentError, match=r"Z\[1\] must be an \(n, k\) matrix"):
         jaxmm.design(np.ones((n, 1)), [np.ones((n, 1)), np.ones((n - 1, 1))], np.zeros(n),
                      [PEN["plate"].to_numpy()] * 2)
+    with pytest.raises(jaxmm.errors.DataError, match=r"groups\[1\] has 1 missing value\(s\) \(first rows: \[3\]\)"):
+        jaxmm.design(np.ones((n, 1)), [np.ones((n, 1))] * 2, np.zeros(n),
+                     [PEN["plate"].to_numpy(), PEN["sample"].where(PEN.index != 3).to_numpy()])
     params = (np.zeros(4), [np.eye(1), np.eye(2)], 1.0)
     with pytest.raises(ArgumentError, match=r"params.chol\[1\] has shape \(2, 2\); term 1 has q = 1"):
         jaxmm.marginal_loglik(params, design, family="binomial")
