@@ -139,7 +139,7 @@ PIECES = [
     # formula pieces
     "+", "-", "*", ":", "/", "**", "|", "||", "~", "(", ")", "[", "]", ",", "=", "%", "^", "@", ";", "0", "1",
     "x", "z", "f", "g", "y", "`my col`", "(1 | g)", "(x | g)", "(x || g)", "offset(z)", "offset(", "{x / 10}",
-    "I(x ** 2)", "log(z)", " ",
+    "I(x ** 2)", "log(z)", " ", "cbind(", "factor(", "cbind(y, z)",
 ]
 FRAMES = st.sampled_from([("", ""), ("y ~ ", ""), ("y ~ x + ", " + (1 | g)"), ("y ~ ", " + (x | g)"),
                           ("", " ~ x + (1 | g)")])
@@ -148,11 +148,12 @@ ADVERSARIAL = st.builds(lambda frame, parts: frame[0] + "".join(parts) + frame[1
 # Formulas of valid terms joined by formula operators, some with an adversarial piece spliced in.
 TERMS = ["x", "z", "f", "C(f)", "C(f, Sum)", "C(f, Treatment('c'))", "C(f, levels=['c', 'b', 'a'])", "log(z)",
          "{x / 10}", "I(x ** 2)", "center(z)", "poly(x, 2)", "`my col`", "C", "C(C)", "0", "1", "sqrt(abs(z - 3))",
-         "I(x > 1)", "I(f == 'a')", "{z % 2}", "exp(x)", "offset(z)", "log(z - 1)", "x:f", "(x + z)", "(x + f) ** 2"]
+         "I(x > 1)", "I(f == 'a')", "{z % 2}", "exp(x)", "offset(z)", "log(z - 1)", "x:f", "(x + z)", "(x + f) ** 2",
+         "factor(f)", "cbind(x, z)"]
 STRUCTURED = st.builds(
     lambda response, terms, ops, random, splice: (
         response + " ~ " + "".join(t + o for t, o in zip(terms, ops)) + terms[-1] + " + " + random + splice),
-    st.sampled_from(["y", "log(y + 1)", "I(y * 2)", "z", "{y}", "`my col`"]),
+    st.sampled_from(["y", "log(y + 1)", "I(y * 2)", "z", "{y}", "`my col`", "cbind(y, z)"]),
     st.lists(st.sampled_from(TERMS), min_size=1, max_size=5),
     st.lists(st.sampled_from([" + ", " - ", ":", " * ", " / "]), min_size=4, max_size=4),
     st.sampled_from(["(1 | g)", "(x | g)", "(x || g)", "(0 + x | g)", "(log(z) | g)", "(C(f) || g)"]),
