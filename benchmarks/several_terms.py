@@ -7,7 +7,8 @@ Problems: lme4's VerbAgg crossed GLMM ``r2 ~ Anger + Gender + btype + situ + (1 
 (7,584 rows, 316 × 24), lme4's InstEval LMM ``y ~ service + (1 | s) + (1 | d)`` (73,421 ratings,
 2,972 students × 1,128 lecturers, REML; exported from R's lme4), and a simulated Bernoulli
 ``y ~ x + (x | user) + (1 | item)`` of 100,000 rows (5,000 users × 1,000 items, seed 1);
-``--problems sim1m`` adds one of 1M rows (50,000 users × 1,000 items).
+``--problems sim1m`` adds one of 1M rows (50,000 users × 1,000 items), ``sim10m`` one of 10M rows
+(500,000 users × 2,000 items; ``--warm 0`` times the cold fit alone).
 jaxmm: *cold* is the first fit in a fresh process (tracing and compilation included, imports
 and reading the CSV excluded), *warm* the median of ``--warm`` more fits in that process.
 R's engines are timed inside R (``system.time`` around the fit, reading excluded), one run
@@ -43,8 +44,11 @@ PROBLEMS = {
     # not in the default run: 1M rows, 50,000 users × 1,000 items (jaxmm only, in practice)
     "sim1m": dict(formula="y ~ x + (x | user) + (1 | item)", family="binomial",
                   r="y ~ x + (x | user) + (1 | item)", factors=("user", "item")),
+    "sim10m": dict(formula="y ~ x + (x | user) + (1 | item)", family="binomial",
+                   r="y ~ x + (x | user) + (1 | item)", factors=("user", "item")),
 }
-SIMULATED = {"sim100k": (100_000, 5_000, 1_000), "sim1m": (1_000_000, 50_000, 1_000)}
+SIMULATED = {"sim100k": (100_000, 5_000, 1_000), "sim1m": (1_000_000, 50_000, 1_000),
+             "sim10m": (10_000_000, 500_000, 2_000)}
 
 
 def _data(name: str, folder: Path) -> Path:
@@ -82,7 +86,7 @@ def child(name: str, path: str, warm: int) -> None:
         start = time.perf_counter()
         res = jaxmm.fit(spec["formula"], data, family=spec["family"])
         times.append(time.perf_counter() - start)
-    print(json.dumps({"cold": times[0], "warm": statistics.median(times[1:]), "loglik": res.loglik,
+    print(json.dumps({"cold": times[0], "warm": statistics.median(times[1:]) if warm else None, "loglik": res.loglik,
                       "converged": bool(res.converged)}))
 
 
