@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import jax
 import jax.numpy as jnp
-from jax.scipy.linalg import cho_solve, solve_triangular
+from jax.scipy.linalg import cho_solve
 
 from . import _smallmat as sm
 from ._crossed_lmm import CrossedStats, Factor, Reduced, Terms, _gls, _solve_c2, reduce
@@ -60,8 +61,8 @@ def spherical_modes(red: Reduced, stats: CrossedStats, beta):
 def effects(f: Factor, stats: CrossedStats, lams, terms: Terms, u1, u2, shared: tuple = ()):
     """(b per term, the diagonal blocks of ΛA⁻¹Λᵀ per term and level, and the cross blocks of
     the pairs in ``shared``) from the spherical effects u and the factor of A. With
-    W = C₂⁻¹C_cᵀ (dense r × m₁q₁), the first term's blocks of A⁻¹ are C₁ᵢ⁻ᵀ(I + W_iᵀW_i)C₁ᵢ⁻¹,
-    the others' blocks of S⁻¹; a cross block with the first term is −C₁ᵢ⁻ᵀ(S⁻¹C_cᵀ)ᵢᵀ."""
+    W = C₂⁻¹C_cᵀ, the first term's blocks of A⁻¹ are C₁ᵢ⁻ᵀ(I + W_iᵀW_i)C₁ᵢ⁻¹, the others'
+    blocks of S⁻¹; a cross block with the first term is −C₁ᵢ⁻ᵀ(S⁻¹C_cᵀ)ᵢᵀ."""
     r, q1, m1 = terms.rest, terms.q[0], terms.m[0]
     dtype = u1.dtype
     C2 = f.C2
@@ -80,20 +81,26 @@ def effects(f: Factor, stats: CrossedStats, lams, terms: Terms, u1, u2, shared: 
         cross = tuple(sandwich(lam1, -jnp.swapaxes(C1inv, 1, 2) @ f.Cc @ parent, lam2) for _ in shared)
         ranefs = (u1 @ lam1.T, u2.reshape(terms.m[1], q2) @ lam2.T)
         return ranefs, (sandwich(lam1, A11, lam1), sandwich(lam2, S_inv, lam2)), cross
-    Ct = jnp.zeros((r + 1, m1, q1), dtype).at[stats.cell_cols[:, :, None], stats.cell_level[:, None, None],
-                                              jnp.arange(q1)[None, None, :]].add(jnp.swapaxes(f.Cc, 1, 2))[:r]
-    W = solve_triangular(C2, Ct.reshape(r, m1 * q1), lower=True).reshape(r, m1, q1)
-    inner = jnp.eye(q1, dtype=dtype)[None] + jnp.einsum("rmi,rmj->mij", W, W)
-    A11 = jnp.swapaxes(C1inv, 1, 2) @ inner @ C1inv
+    # W_iᵀW_i = Σ over the pairs of cells c, d of level i of C_c,c S⁻¹[cols c, cols d] C_c,dᵀ: the
+    # Schur complement's pairs again, never the dense r × m₁q₁ W (16 GB at 500k levels × 2k)
     S_inv = cho_solve((C2, True), jnp.eye(r, dtype=dtype))
+    S_pad = jnp.zeros((r + 1, r + 1), dtype).at[:r, :r].set(S_inv)  # the padding column r is 0
+    pa, pb, cols = stats.pair_a, stats.pair_b, stats.cell_cols
+    X = jnp.einsum("pia,pab,pjb->pij", f.Cc[pa], S_pad[cols[pa][:, :, None], cols[pb][:, None, :]], f.Cc[pb])
+    X = X + jnp.where((pa != pb)[:, None, None], jnp.swapaxes(X, 1, 2), 0.0)  # pairs a < b count both ways
+    inner = jnp.eye(q1, dtype=dtype)[None] + jax.ops.segment_sum(X, stats.cell_level[pa], m1)
+    A11 = jnp.swapaxes(C1inv, 1, 2) @ inner @ C1inv
     rest = lams[1:]
     index = [None] + [off + jnp.arange(m)[:, None] * q + jnp.arange(q)[None, :]
                       for off, q, m in zip(terms.offsets(), terms.q[1:], terms.m[1:])]
     cross = []
     for a, b in shared:
         if a == 0:
-            V = solve_triangular(C2, W.reshape(r, m1 * q1), lower=True, trans="T").reshape(r, m1, q1)
-            block = -jnp.swapaxes(C1inv, 1, 2) @ jnp.swapaxes(V[index[b], jnp.arange(m1)[:, None]], 1, 2)
+            # (S⁻¹C_cᵀ) at term b's effects of level i: a sum over the level's cells
+            rows = index[b][stats.cell_level]  # (cells, q_b)
+            per_cell = jnp.einsum("cba,cia->cbi", S_pad[rows[:, :, None], cols[:, None, :]], f.Cc)
+            V = jax.ops.segment_sum(per_cell, stats.cell_level, m1)  # (m₁, q_b, q₁)
+            block = -jnp.swapaxes(C1inv, 1, 2) @ jnp.swapaxes(V, 1, 2)
         else:
             block = S_inv[index[a][:, :, None], index[b][:, None, :]]
         cross.append(sandwich(lams[a], block, lams[b]))
