@@ -81,7 +81,7 @@ def f_tests(res) -> pd.DataFrame:
     on the contrasts (lmerTest's type III construction), which is not built; the interaction
     itself, and every term of a model without interactions, is tested as lmerTest does."""
     from ._formula import parse_formula
-    from ._satterthwaite import f_test, pieces
+    from ._satterthwaite import f_test
 
     if not isinstance(res, (MixedModelResult, CrossedResult)):
         raise ArgumentError(f"anova: the argument is a {type(res).__name__}, not a fitted model")
@@ -93,7 +93,7 @@ def f_tests(res) -> pd.DataFrame:
     kept = list(encoders.fixed_kept)
     terms = [t for t in model.term_slices if str(t) != "1"]
     factors = {t: {str(f) for f in t.factors} for t in terms}
-    parts, beta, sigma2 = pieces(res), res.fixef.to_numpy(), float(res.sigma) ** 2
+    parts, beta, sigma2 = res._satterthwaite, res.fixef.to_numpy(), float(res.sigma) ** 2
     rows, labels = [], []
     for term in terms:
         outer = [u for u in terms if factors[term] < factors[u]]

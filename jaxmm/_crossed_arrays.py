@@ -17,8 +17,9 @@ import numpy as np
 import pandas as pd
 
 from ._crossed_effects import effects, spherical_modes
-from ._crossed_laplace import CrossedRows, _gram, crossed_rows, eta_of, laplace_loglik, modes
-from ._crossed_lmm import CrossedStats, Factor, Terms, _gls, factor, plan_terms, reduce
+from ._crossed_engine import effects_at_modes
+from ._crossed_laplace import CrossedRows, _gram, crossed_rows, laplace_loglik, modes
+from ._crossed_lmm import CrossedStats, Factor, Terms, _gls, plan_terms, reduce
 from ._grouping import unique_inverse
 from .errors import ArgumentError, DataError
 
@@ -205,9 +206,7 @@ def crossed_modes(params, design: CrossedDesign, fam):
         rows = design.rows
         u1, u2, _ = modes(beta, chols, disp, jnp.zeros((terms.m[0], terms.q[0]), beta.dtype),
                           jnp.zeros((terms.rest,), beta.dtype), rows, terms, fam)
-        eta = eta_of(beta, chols, u1, u2, rows, terms)
-        _, _, w = fam.kernel_and_derivatives(rows.y, eta, rows.trials, disp)
-        b, cond, _ = effects(factor(chols, _gram(w, rows, terms), terms), rows.cells, chols, terms, u1, u2)
+        b, cond, _ = effects_at_modes(beta, chols, disp, u1, u2, rows, terms, fam)
     position = {k: i for i, k in enumerate(design.order)}
     given = sorted(position)
     return tuple(b[position[k]] for k in given), tuple(cond[position[k]] for k in given)

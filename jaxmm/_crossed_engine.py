@@ -81,6 +81,14 @@ fit_crossed_lmm = compiled(_fit_crossed_lmm, static_argnames=("terms", "structur
                            elemental=True, quick=_quick_lmm)
 
 
+def effects_at_modes(beta, lams, dispersion, u1, u2, rows: CrossedRows, terms: Terms, family, shared: tuple = ()):
+    """BLUPs, conditional covariances and shared cross blocks (:func:`effects`) at the modes
+    (u₁, u₂), from the factor of the Hessian there."""
+    eta = eta_of(beta, lams, u1, u2, rows, terms)
+    _, _, w = family.kernel_and_derivatives(rows.y, eta, rows.trials, dispersion)
+    return effects(factor(lams, _gram(w, rows, terms), terms), rows.cells, lams, terms, u1, u2, shared)
+
+
 def _fit_crossed_glmm(rows: CrossedRows, terms: Terms, structures: tuple, family, opt=OptOptions(),
                       shared: tuple = ()):
     """Laplace fit of a GLMM with several terms. φ = (β, the terms' free entries, the log
@@ -120,10 +128,7 @@ def _fit_crossed_glmm(rows: CrossedRows, terms: Terms, structures: tuple, family
     best = optimise_and_check(evaluate, theta0, warm0, rows, diag_mask, restart_theta, opt, face_mask=face_mask)
     beta, lams, dispersion = unpack(best["phi"])
     u1, u2 = best["warm"]
-    eta = eta_of(beta, lams, u1, u2, rows, terms)
-    _, _, w = family.kernel_and_derivatives(rows.y, eta, rows.trials, dispersion)
-    f = factor(lams, _gram(w, rows, terms), terms)
-    ranefs, cond_vars, cross = effects(f, rows.cells, lams, terms, u1, u2, shared)
+    ranefs, cond_vars, cross = effects_at_modes(beta, lams, dispersion, u1, u2, rows, terms, family, shared)
     # back from the orthonormalised β: φ = M φ_s with M = diag(A, I)
     k = theta0.shape[0]
     M_inv = jnp.eye(k, dtype=dtype).at[:p, :p].set(A_inv)

@@ -20,7 +20,7 @@ from ._crossed_lmm import plan_terms
 from ._crossed_result import CrossedBatchResult, CrossedResult, FactorTerm, FittedRows
 from ._design import _rows_from_formula
 from ._grouping import interaction, unique_inverse
-from ._sharding import to_host
+from ._sharding import outputs_to_host
 from ._optimize import OptOptions, Status
 from ._results import FitOptions
 from ._params import n_chol
@@ -152,13 +152,9 @@ def _reported(verbose, run) -> dict:
     if verbose:
         _progress.start(None if verbose is True else verbose)
     try:
-        return _host(run())
+        return outputs_to_host(run())
     finally:
         _progress.stop()
-
-
-def _host(out: dict) -> dict:
-    return {k: tuple(to_host(x) for x in v) if isinstance(v, tuple) else to_host(v) for k, v in out.items()}
 
 
 def _subset(factor, rows: np.ndarray):

@@ -18,7 +18,7 @@ from ._inference import variance_parameters
 from ._jit import compiled
 from ._optimize import Status
 from ._params import same_block
-from ._sharding import to_host
+from ._sharding import outputs_to_host, to_host
 from ._simulate import _check_n_seed
 from .errors import ConvergenceWarning
 
@@ -60,9 +60,8 @@ def refit(res, y=None, reml: bool | None = None) -> dict:
     (the fit's own method by default): the fit's outputs, on the host."""
     reml = res.method == "REML" if reml is None else reml
     out = estimate(res.rows, res.terms, res.family_spec, reml, y=y)
-    return {k: tuple(to_host(v) for v in out[k]) if isinstance(out[k], tuple) else to_host(out[k])
-            for k in ("beta", "chols", "status", "loglik") + (("sigma",) if res.family_spec.exact else
-                                                                 ("dispersion",))}
+    return outputs_to_host(out, ("beta", "chols", "status", "loglik", "sigma" if res.family_spec.exact else
+                                 "dispersion"))
 
 
 def term_parameters(term, D):

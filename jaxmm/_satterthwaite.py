@@ -79,15 +79,11 @@ def _terms(phi, design, reml: bool, structures):
     from ._crossed_arrays import exact_loglik, lmm_stats
     from ._crossed_lmm import _gls, reduce
 
+    from ._crossed_engine import split_natural
+
     stats = lmm_stats(design)
     nc = sum(n_chol(s) for s in structures)
-
-    def unpack(v):
-        chols, at = [], 0
-        for s in structures:
-            chols.append(chol_from_natural(v[at:at + n_chol(s)], s))
-            at += n_chol(s)
-        return tuple(chols), v[nc]
+    unpack = lambda v: (split_natural(v[:nc], structures), v[nc])
 
     def vcov(v):
         chols, sigma = unpack(v)
@@ -113,13 +109,15 @@ def _terms_pieces(res):
 
 
 def pieces(res):
-    """(V, ∂V/∂φ, A) of a gaussian fit with one or several terms."""
-    return _terms_pieces(res) if hasattr(res, "terms") else _one_term_pieces(res)
+    """(V, ∂V/∂φ, A) of a gaussian fit with one or several terms, as numpy arrays (what a
+    result keeps once computed: ``TidyViews._satterthwaite``)."""
+    out = _terms_pieces(res) if hasattr(res, "terms") else _one_term_pieces(res)
+    return tuple(np.asarray(a) for a in out)
 
 
 def coefficient_df(res) -> np.ndarray:
     """Satterthwaite's df of every fixed effect."""
-    return contrast_df(pieces(res), np.eye(len(res.fixef)))
+    return contrast_df(res._satterthwaite, np.eye(len(res.fixef)))
 
 
 def f_test(pieces_, beta, L) -> tuple[float, int, float, float]:

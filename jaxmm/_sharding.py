@@ -61,3 +61,9 @@ def to_host(x) -> np.ndarray:
     from jax.experimental import multihost_utils
 
     return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+
+def outputs_to_host(out: dict, keys=None) -> dict:
+    """A fit's outputs (arrays, or tuples of them per term) as numpy arrays; ``keys`` selects."""
+    keys = out.keys() if keys is None else keys
+    return {k: tuple(to_host(x) for x in out[k]) if isinstance(out[k], tuple) else to_host(out[k]) for k in keys}

@@ -7,6 +7,7 @@ row of fit statistics), ``augment`` (fitted values and residuals per row), and l
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import jax.numpy as jnp
@@ -267,6 +268,14 @@ _TIDY = {"fixed": _fixed, "ran_pars": _ran_pars_frame, "ran_vals": _ran_vals, "r
 class TidyViews:
     """The tables of a result (one or several terms): ``coef_table`` and the methods of
     :mod:`._tidy`."""
+
+    @functools.cached_property
+    def _satterthwaite(self):
+        """(V, ∂V/∂φ, A) of a gaussian fit, computed once: summary, tidy, to_dict and anova
+        all read Satterthwaite's df, which costs seconds for a large dense remainder."""
+        from ._satterthwaite import pieces
+
+        return pieces(self)
 
     def coef_table(self, ddf=None) -> pd.DataFrame:
         """The fixed effects with their standard errors and tests. Gaussian fits: ``ddf=
