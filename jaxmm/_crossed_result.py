@@ -294,32 +294,24 @@ class CrossedBatchResult:
         except ValueError:
             raise KeyError(f"{key!r} is not a value of the by column {self.by!r}") from None
 
-    def _series(self, values, name) -> pd.Series:
-        return pd.Series(values, index=pd.Index(list(self.keys), name=self.by), name=name)
+    def _index(self) -> pd.Index:
+        return pd.Index(list(self.keys), name=self.by)
+
+    def _per_replicate(name: str):
+        """A Series of every replicate's ``name`` (``loglik``, ``converged`` ...)."""
+        return property(lambda self: pd.Series([getattr(r, name) for r in self.results], index=self._index(),
+                                               name=name), doc=f"Every replicate's {name}.")
 
     @property
     def fixef(self) -> pd.DataFrame:
-        return pd.DataFrame([r.fixef for r in self.results], index=pd.Index(list(self.keys), name=self.by))
+        return pd.DataFrame([r.fixef for r in self.results], index=self._index())
 
-    @property
-    def loglik(self) -> pd.Series:
-        return self._series([r.loglik for r in self.results], "loglik")
-
-    @property
-    def converged(self) -> pd.Series:
-        return self._series([r.converged for r in self.results], "converged")
-
-    @property
-    def message(self) -> pd.Series:
-        return self._series([r.message for r in self.results], "message")
-
-    @property
-    def singular(self) -> pd.Series:
-        return self._series([r.singular for r in self.results], "singular")
-
-    @property
-    def n_eval(self) -> pd.Series:
-        return self._series([r.n_eval for r in self.results], "n_eval")
+    loglik = _per_replicate("loglik")
+    converged = _per_replicate("converged")
+    message = _per_replicate("message")
+    singular = _per_replicate("singular")
+    n_eval = _per_replicate("n_eval")
+    del _per_replicate
 
     def to_frame(self) -> pd.DataFrame:
         """One row per replicate: the fixed effects, every term's SDs and correlations (the
