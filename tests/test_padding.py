@@ -252,11 +252,14 @@ def test_sorted_and_shuffled_rows_give_the_same_design():
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
-@pytest.mark.parametrize("tile", [1, 4])
-@pytest.mark.parametrize("chunk_rows", [200, 1 << 20])
-@pytest.mark.parametrize("shuffled", [False, True])
-@pytest.mark.parametrize("dtype", ["float64", "float32"])
-@pytest.mark.parametrize("given", [False, True])
+# Five two-way choices in 8 cases, not 32: the rows of an orthogonal array (L8), in which
+# every pair of choices takes each of its 4 combinations twice.
+_L8 = [(0, 0, 0, 0, 0), (0, 0, 1, 1, 1), (0, 1, 0, 1, 1), (0, 1, 1, 0, 0),
+       (1, 0, 0, 1, 0), (1, 0, 1, 0, 1), (1, 1, 0, 0, 1), (1, 1, 1, 1, 0)]
+
+
+@pytest.mark.parametrize("tile,chunk_rows,shuffled,dtype,given", [
+    ((1, 4)[a], (200, 1 << 20)[b], bool(c), ("float64", "float32")[d], bool(e)) for a, b, c, d, e in _L8])
 def test_device_layout_equals_host_layout(tile, chunk_rows, shuffled, dtype, given):
     """Accelerators pad large designs on the device (make_design's device_layout); every
     array must equal the host-padded one: blocks or one block, tiles or rows, sorted or
@@ -342,12 +345,15 @@ def test_device_layout_of_a_factor_holds_no_column_per_level(monkeypatch):
     assert temps < 4 * 8 * layout.n_rows, temps  # a few columns, not one per level (9 x 8 bytes a row)
 
 
-@pytest.mark.parametrize("dtype", ["float64", "float32"])
-@pytest.mark.parametrize("chunk_rows", [200, 1 << 20])
-@pytest.mark.parametrize("tile", [1, 4])
-@pytest.mark.parametrize("x_sources,z_sources", [((None, "x", "k"), (None, "k")), ((), ("x",)),
-                                                  ((None, ("f", "b"), "x", ("f", "c")), (None, ("f", "c")))])
-def test_plain_matrices_laid_out_on_the_device_equal_filled_ones(dtype, chunk_rows, tile, x_sources, z_sources):
+_SOURCES = [((None, "x", "k"), (None, "k")), ((), ("x",)), ((None, ("f", "b"), "x", ("f", "c")), (None, ("f", "c")))]
+
+
+# Each source set twice, so that every pair of choices (a source set and a two-way choice,
+# or two two-way choices) takes each of its combinations: 6 cases, not 24.
+@pytest.mark.parametrize("sources,dtype,chunk_rows,tile", [
+    (_SOURCES[s], ("float64", "float32")[a], (200, 1 << 20)[b], (1, 4)[c])
+    for s, a, b, c in [(0, 0, 0, 0), (0, 1, 1, 1), (1, 0, 1, 1), (1, 1, 0, 0), (2, 0, 0, 1), (2, 1, 1, 0)]])
+def test_plain_matrices_laid_out_on_the_device_equal_filled_ones(sources, dtype, chunk_rows, tile):
     """Plain model matrices (intercept, table columns and indicators of a factor's levels) are
     built on the device from the distinct table columns and level codes; the design must equal
     the one from the filled matrices."""
@@ -359,7 +365,7 @@ def test_plain_matrices_laid_out_on_the_device_equal_filled_ones(dtype, chunk_ro
     n = g.size
     table = pd.DataFrame({"x": rng.normal(size=n), "k": rng.integers(-5, 2 ** 25, n),  # k: not exact in float32
                           "f": rng.choice(["a", "b", "c"], n)})  # a factor: indicators of its levels
-    X, Z = PlainMatrix(x_sources, table), PlainMatrix(z_sources, table)
+    X, Z = (PlainMatrix(names, table) for names in sources)
     y = rng.integers(0, 2, n).astype(float)
     common = dict(chunk_rows=chunk_rows, tile=tile, dtype=dtype, weights=rng.uniform(0.5, 2, n))
     host, _, lay = make_design(np.asarray(X), np.asarray(Z), y, g, device_layout=False, **common)
