@@ -18,7 +18,7 @@ import pandas as pd
 
 from ._crossed_effects import effects, spherical_modes
 from ._crossed_engine import effects_at_modes
-from ._crossed_laplace import CrossedRows, _gram, crossed_rows, laplace_loglik, modes
+from ._crossed_laplace import CrossedRows, _gram, crossed_rows, laplace_loglik, modes, widened
 from ._crossed_lmm import CrossedStats, Factor, Terms, _gls, plan_terms, reduce
 from ._grouping import unique_inverse
 from .errors import ArgumentError, DataError
@@ -80,8 +80,8 @@ def _vector(name: str, a, n: int) -> np.ndarray:
 def crossed_design(X, Zs, y, groups, *, trials=None, offset=None, weights=None, dtype: str = "float64"):
     """A :class:`CrossedDesign` from arrays: ``Zs`` one (n, q_k) matrix and ``groups`` one
     (n,) array of codes or labels per term (:func:`._arrays.design` with lists)."""
-    if dtype != "float64":
-        raise ArgumentError("dtype='float32' is not available yet for several random-effect terms")
+    if dtype not in ("float64", "float32"):
+        raise ArgumentError(f"dtype must be 'float64' or 'float32', got {dtype!r}")
     if not isinstance(groups, (list, tuple)) or len(groups) != len(Zs):
         raise ArgumentError(f"Z is a list of {len(Zs)} term matrices: groups must be a list of as many grouping "
                             "arrays, one per term")
@@ -105,7 +105,7 @@ def crossed_design(X, Zs, y, groups, *, trials=None, offset=None, weights=None, 
     order, terms = plan_terms([Z.shape[1] for Z in Zs], levels, codes, [f"term {k}" for k in range(len(Zs))])
     rows = crossed_rows(y, X, [Zs[k] for k in order], [codes[k] for k in order], terms,
                         offset=None if offset is None else _vector("offset", offset, n),
-                        trials=None if trials is None else _vector("trials", trials, n))
+                        trials=None if trials is None else _vector("trials", trials, n), dtype=dtype)
     w = np.ones(n) if weights is None else _vector("weights", weights, n)
     if np.any(w < 0):
         raise DataError("weights must not be negative")
@@ -116,7 +116,7 @@ def fitted_design(res) -> CrossedDesign:
     """The design of a several-term fit's rows (``CrossedResult``), its terms in the fit's order."""
     rows, terms = res.rows, res.terms
     data = crossed_rows(rows.y, rows.X, [t.Z for t in terms], [t.codes for t in terms], rows.terms,
-                        offset=rows.offset, trials=rows.trials)
+                        offset=rows.offset, trials=rows.trials, dtype=rows.dtype)
     w = np.ones(rows.y.shape[0]) if rows.weights is None else rows.weights
     return CrossedDesign(data, jnp.asarray(w), rows.terms, tuple(range(len(terms))), rows.weights is not None)
 
@@ -147,7 +147,7 @@ def _params(params, design: CrossedDesign, fam):
 def lmm_stats(design: CrossedDesign):
     """The blocked statistics of the gaussian model (weighted sums of the rows, y less the
     offset), in JAX: ``crossed_stats`` computes the same on the host for ``fit``."""
-    rows, w, terms = design.rows, design.weights, design.terms
+    rows, w, terms = widened(design.rows, design.weights.dtype), design.weights, design.terms
     m1, r = terms.m[0], terms.rest
     yt = rows.y - rows.offset
     Z1w = rows.Z1 * w[:, None]

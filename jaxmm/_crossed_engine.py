@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._crossed_laplace import CrossedRows, _gram, crossed_rows, eta_of, laplace_loglik
+from ._crossed_laplace import CrossedRows, _gram, _per_row, crossed_rows, eta_of, laplace_loglik
 from ._crossed_effects import effects, solution
 from ._crossed_lmm import CrossedStats, Terms, crossed_stats, factor, profiled_loglik
 from ._driver import optimise_and_check
@@ -85,15 +85,17 @@ def effects_at_modes(beta, lams, dispersion, u1, u2, rows: CrossedRows, terms: T
     """BLUPs, conditional covariances and shared cross blocks (:func:`effects`) at the modes
     (u₁, u₂), from the factor of the Hessian there."""
     eta = eta_of(beta, lams, u1, u2, rows, terms)
-    _, _, w = family.kernel_and_derivatives(rows.y, eta, rows.trials, dispersion)
-    return effects(factor(lams, _gram(w, rows, terms), terms), rows.cells, lams, terms, u1, u2, shared)
+    _, _, w = _per_row(family, rows, eta, dispersion)
+    return effects(factor(lams, _gram(w, rows, terms, u1.dtype), terms), rows.cells, lams, terms, u1, u2, shared)
 
 
 def _fit_crossed_glmm(rows: CrossedRows, terms: Terms, structures: tuple, family, opt=OptOptions(),
                       shared: tuple = ()):
     """Laplace fit of a GLMM with several terms. φ = (β, the terms' free entries, the log
-    dispersion where the family has one); the modes warm-start each evaluation."""
-    dtype = rows.X.dtype
+    dispersion where the family has one); the modes warm-start each evaluation. θ, the
+    modes and every sum over rows are float64 (unless x64 is off) whatever the rows' dtype."""
+    dtype, work = jnp.result_type(float), rows.X.dtype
+    X = rows.X.astype(dtype)
     p, nd = rows.X.shape[1], family.n_dispersion
     nc = sum(n_chol(s) for s in structures)
     diag, face = term_masks(structures)
@@ -101,7 +103,7 @@ def _fit_crossed_glmm(rows: CrossedRows, terms: Terms, structures: tuple, family
     diag_mask, face_mask = pad(diag, nd), pad(face, nd)
 
     # β in orthonormalised coordinates, as for one term (_start._orthonormalising_map)
-    A, A_inv = _orthonormalising_map(rows.X.T @ rows.X, jnp.asarray(rows.X.shape[0], dtype))
+    A, A_inv = _orthonormalising_map(X.T @ X, jnp.asarray(X.shape[0], dtype))
 
     def unpack(phi):
         dispersion = jnp.exp(phi[p + nc]) if nd else jnp.ones((), dtype)
@@ -121,11 +123,12 @@ def _fit_crossed_glmm(rows: CrossedRows, terms: Terms, structures: tuple, family
                                             for lam, s in zip(lams, structures)] + [phi[p + nc:]])
 
     # β from least squares of a linear predictor near the data; Λ_k = I; dispersion 1
-    eta0 = family.initial_eta(rows.y, rows.trials) - rows.offset
-    beta0 = jnp.linalg.lstsq(rows.X, eta0)[0]
+    eta0 = family.initial_eta(rows.y.astype(dtype), rows.trials.astype(dtype)) - rows.offset.astype(dtype)
+    beta0 = jnp.linalg.lstsq(X, eta0)[0]
     theta0 = jnp.concatenate([A_inv @ beta0, start_theta(structures, dtype), jnp.zeros((nd,), dtype)])
     warm0 = (jnp.zeros((terms.m[0], terms.q[0]), dtype), jnp.zeros((terms.rest,), dtype))
-    best = optimise_and_check(evaluate, theta0, warm0, rows, diag_mask, restart_theta, opt, face_mask=face_mask)
+    best = optimise_and_check(evaluate, theta0, warm0, rows, diag_mask, restart_theta, opt, face_mask=face_mask,
+                              work_dtype=work)
     beta, lams, dispersion = unpack(best["phi"])
     u1, u2 = best["warm"]
     ranefs, cond_vars, cross = effects_at_modes(beta, lams, dispersion, u1, u2, rows, terms, family, shared)
@@ -157,7 +160,11 @@ def estimate(rows, terms: tuple, fam, reml: bool, opt: OptOptions = OptOptions()
     Zs, codes = [f.Z for f in terms], [f.codes for f in terms]
     structures, shared = tuple(f.structure for f in terms), shared_terms(terms)
     if fam.exact:
-        stats = crossed_stats(y, rows.X, Zs, codes, rows.terms, weights=rows.weights, offset=rows.offset)
+        # float32 rows are the data rounded to float32; their statistics are summed in float64
+        # once, so the fit's arithmetic is float64 either way
+        kind = lambda a: None if a is None else np.asarray(a, rows.dtype)
+        stats = crossed_stats(kind(y), kind(rows.X), [kind(Z) for Z in Zs], codes, rows.terms,
+                              weights=kind(rows.weights), offset=kind(rows.offset))
         return fit_crossed_lmm(stats, rows.terms, structures, reml, opt=opt, shared=shared)
-    data = crossed_rows(y, rows.X, Zs, codes, rows.terms, offset=rows.offset, trials=rows.trials)
+    data = crossed_rows(y, rows.X, Zs, codes, rows.terms, offset=rows.offset, trials=rows.trials, dtype=rows.dtype)
     return fit_crossed_glmm(data, rows.terms, structures, fam, opt=opt, shared=shared)

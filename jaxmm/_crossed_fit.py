@@ -3,8 +3,8 @@ the table → each term's effects and factor codes → the blocked statistics �
 exact LMM (:mod:`._crossed_engine`) → :class:`._crossed_result.CrossedResult`.
 
 The gaussian family is the exact LMM (REML/ML), the others the Laplace approximation
-(:mod:`._crossed_laplace`). The options that split or batch a fit (``by=``, ``devices=``) and
-float32 are refused with an error that says they are not built yet.
+(:mod:`._crossed_laplace`). ``devices=`` is refused with an error that says it is not built
+yet.
 """
 from __future__ import annotations
 
@@ -51,8 +51,6 @@ def fit_terms(spec, data, fam, method: str, formula: str, *, trials, offset, wei
     :class:`CrossedBatchResult` of one fit per value of that column."""
     if devices is not None:
         _refuse("devices=")
-    if dtype != "float64":
-        _refuse("dtype='float32'")
     if nAGQ != 1:
         raise ArgumentError("nAGQ > 1 (adaptive quadrature) integrates one random-effect term; this formula has "
                             f"{len(spec.terms)}, as lme4 refuses too")
@@ -63,7 +61,7 @@ def fit_terms(spec, data, fam, method: str, formula: str, *, trials, offset, wei
             raise ArgumentError("verbose=True reports one optimiser; it is not available with by=")
     first, factors = _evaluate(spec, data, fam, trials=trials, offset=offset, weights=weights, missing=missing, by=by)
     options = FitOptions(trials=trials, offset=offset, weights=weights, missing=missing)
-    fitted = FittedRows(first.X, first.y, first.offset, first.trials, first.weights, first.data.index, None)
+    fitted = FittedRows(first.X, first.y, first.offset, first.trials, first.weights, first.data.index, None, dtype)
     if by is None:
         return fit_factors(fitted, factors, first.fixef_names, fam, method, formula, options, verbose,
                            first.n_dropped)

@@ -8,6 +8,10 @@ information −∂²log p/∂η². The modes come from Newton's method on the bl
 iteration (Z₁ᵀWZ₁ by level, Z₁ᵀWZ₂ by cell, Z₂ᵀWZ₂ dense). Derivatives in θ: the modes are
 found without gradients, then moved by one Newton step that is differentiated; at the mode
 its derivative is the implicit function theorem's dû/dθ = H⁻¹∂g/∂θ, so ℓ's gradient is exact.
+
+The rows may be float32 (``fit(dtype="float32")``): η and the family's per-row terms are then
+computed in float32, and every sum over rows (the Gram pieces, the score, ℓ) is taken in the
+parameters' float64, as the one-term fit does, so the blocked factorisation is float64 alone.
 """
 from __future__ import annotations
 
@@ -35,69 +39,85 @@ class CrossedRows(NamedTuple):
 
 
 @small_pages()
-def crossed_rows(y, X, Zs, codes, terms: Terms, offset=None, trials=None) -> CrossedRows:
-    """The rows on the device (float64), the first term first."""
+def crossed_rows(y, X, Zs, codes, terms: Terms, offset=None, trials=None, dtype="float64") -> CrossedRows:
+    """The rows on the device (their floats as ``dtype``), the first term first."""
     n = y.shape[0]
     cells = crossed_stats(np.zeros(n), np.zeros((n, 1)), Zs, codes, terms)  # the cells; Gram fields unused
     cols, vals = rest_columns([np.asarray(Z, float) for Z in Zs], codes, terms)
+    floats = lambda a: jnp.asarray(np.asarray(a, dtype))
     return CrossedRows(
-        y=jnp.asarray(y, float), X=jnp.asarray(X, float),
-        offset=jnp.asarray(np.zeros(n) if offset is None else offset, float),
-        trials=jnp.asarray(np.ones(n) if trials is None else trials, float),
-        Z1=jnp.asarray(Zs[0], float), g1=jnp.asarray(codes[0]),
-        rc=jnp.asarray(cols.reshape(n, -1)), rv=jnp.asarray(vals.reshape(n, -1)), cells=cells,
+        y=floats(y), X=floats(X), offset=floats(np.zeros(n) if offset is None else offset),
+        trials=floats(np.ones(n) if trials is None else trials),
+        Z1=floats(Zs[0]), g1=jnp.asarray(codes[0]),
+        rc=jnp.asarray(cols.reshape(n, -1)), rv=floats(vals.reshape(n, -1)), cells=cells,
     )
 
 
+def widened(rows: CrossedRows, dtype) -> CrossedRows:
+    """The rows with their floats as ``dtype`` (for sums taken row by row in float64)."""
+    return rows._replace(**{k: getattr(rows, k).astype(dtype) for k in ("y", "X", "offset", "trials", "Z1", "rv")})
+
+
 def eta_of(beta, lams, u1, u2, rows: CrossedRows, terms: Terms):
-    b1 = u1 @ lams[0].T
-    b2 = jnp.concatenate([rest_lam(lams[1:], u2, terms), jnp.zeros((1,), u2.dtype)])
-    return (rows.X @ beta + rows.offset + jnp.sum(rows.Z1 * b1[rows.g1], axis=1)
+    """η in the rows' dtype."""
+    work = rows.X.dtype
+    b1 = (u1 @ lams[0].T).astype(work)
+    b2 = jnp.concatenate([rest_lam(lams[1:], u2, terms), jnp.zeros((1,), u2.dtype)]).astype(work)
+    return (rows.X @ beta.astype(work) + rows.offset + jnp.sum(rows.Z1 * b1[rows.g1], axis=1)
             + jnp.sum(rows.rv * b2[rows.rc], axis=1))
 
 
-def _gram(w, rows: CrossedRows, terms: Terms) -> CrossedStats:
-    """The weighted Gram pieces, in the statistics' places."""
+def _per_row(family, rows: CrossedRows, eta, dispersion):
+    """(kernel, score, weight) of every row, in the rows' dtype."""
+    return family.kernel_and_derivatives(rows.y, eta, rows.trials, dispersion.astype(rows.X.dtype))
+
+
+def _gram(w, rows: CrossedRows, terms: Terms, acc=None) -> CrossedStats:
+    """The weighted Gram pieces, in the statistics' places, summed as ``acc`` (float64 unless
+    x64 is off; the row products are in the rows' dtype)."""
+    acc = acc or jnp.result_type(float)
     m1, r = terms.m[0], terms.rest
     n_cells = rows.cells.cell_level.shape[0]
     Z1w = rows.Z1 * w[:, None]
-    Z1tZ1 = jax.ops.segment_sum(Z1w[:, :, None] * rows.Z1[:, None, :], rows.g1, m1)
+    Z1tZ1 = jax.ops.segment_sum((Z1w[:, :, None] * rows.Z1[:, None, :]).astype(acc), rows.g1, m1)
     k_terms = rows.cells.row_cell.shape[1]
     qbar = rows.rv.shape[1] // k_terms
     rv = rows.rv.reshape(rows.rv.shape[0], k_terms, qbar)
-    Z1tZ2 = sum(jax.ops.segment_sum(Z1w[:, :, None] * rv[:, k, None, :], rows.cells.row_cell[:, k], n_cells)
+    Z1tZ2 = sum(jax.ops.segment_sum((Z1w[:, :, None] * rv[:, k, None, :]).astype(acc), rows.cells.row_cell[:, k],
+                                    n_cells)
                 for k in range(k_terms))
     wv = rows.rv * w[:, None]
     if terms.nested:  # the blocks of Z₂ᵀWZ₂, one per level of the other term
-        Z2tZ2 = jax.ops.segment_sum(wv[:, :, None] * rows.rv[:, None, :], rows.rc[:, 0] // terms.q[1], terms.m[1])
+        Z2tZ2 = jax.ops.segment_sum((wv[:, :, None] * rows.rv[:, None, :]).astype(acc), rows.rc[:, 0] // terms.q[1],
+                                    terms.m[1])
     else:
-        Z2tZ2 = jnp.zeros((r + 1, r + 1), w.dtype).at[rows.rc[:, :, None], rows.rc[:, None, :]].add(
-            wv[:, :, None] * rows.rv[:, None, :])[:r, :r]
+        Z2tZ2 = jnp.zeros((r + 1, r + 1), acc).at[rows.rc[:, :, None], rows.rc[:, None, :]].add(
+            (wv[:, :, None] * rows.rv[:, None, :]).astype(acc))[:r, :r]
     return rows.cells._replace(Z1tZ1=Z1tZ1, Z1tZ2=Z1tZ2, Z2tZ2=Z2tZ2)
 
 
 def _score(s, u1, u2, lams, rows: CrossedRows, terms: Terms):
     """g = ΛᵀZᵀs − u, the gradient of Σ log p − ½‖u‖² in u."""
-    m1, r = terms.m[0], terms.rest
-    g1 = jax.ops.segment_sum(rows.Z1 * s[:, None], rows.g1, m1) @ lams[0] - u1
-    z2s = jnp.zeros((r + 1,), s.dtype).at[rows.rc].add(rows.rv * s[:, None])[:r]
+    m1, r, acc = terms.m[0], terms.rest, u1.dtype
+    g1 = jax.ops.segment_sum((rows.Z1 * s[:, None]).astype(acc), rows.g1, m1) @ lams[0] - u1
+    z2s = jnp.zeros((r + 1,), acc).at[rows.rc].add((rows.rv * s[:, None]).astype(acc))[:r]
     return g1, _rest_lam_t(lams[1:], z2s, terms) - u2
 
 
 def _value(beta, lams, dispersion, u1, u2, rows, terms, family):
     """Σ kernel − ½‖u‖² at u: what a step is judged by (no weights, no factor)."""
     eta = eta_of(beta, lams, u1, u2, rows, terms)
-    kern = family.kernel(rows.y, eta, rows.trials, dispersion)
-    return jnp.sum(kern) - 0.5 * (jnp.sum(u1 * u1) + jnp.sum(u2 * u2))
+    kern = family.kernel(rows.y, eta, rows.trials, dispersion.astype(eta.dtype))
+    return jnp.sum(kern.astype(u1.dtype)) - 0.5 * (jnp.sum(u1 * u1) + jnp.sum(u2 * u2))
 
 
 def _at(beta, lams, dispersion, u1, u2, rows, terms, family):
     """(Σ kernel − ½‖u‖², g, the factor of H) at u."""
     eta = eta_of(beta, lams, u1, u2, rows, terms)
-    kern, s, w = family.kernel_and_derivatives(rows.y, eta, rows.trials, dispersion)
+    kern, s, w = _per_row(family, rows, eta, dispersion)
     g1, g2 = _score(s, u1, u2, lams, rows, terms)
-    value = jnp.sum(kern) - 0.5 * (jnp.sum(u1 * u1) + jnp.sum(u2 * u2))
-    return value, (g1, g2), factor(lams, _gram(w, rows, terms), terms)
+    value = jnp.sum(kern.astype(u1.dtype)) - 0.5 * (jnp.sum(u1 * u1) + jnp.sum(u2 * u2))
+    return value, (g1, g2), factor(lams, _gram(w, rows, terms, u1.dtype), terms)
 
 
 class InnerState(NamedTuple):
@@ -146,11 +166,14 @@ def laplace_loglik(beta, lams, dispersion, rows: CrossedRows, terms: Terms, fami
     m1, m2, f = jax.lax.stop_gradient(modes(*consts, u1, u2, rows, terms, family))
     # one differentiated Newton step from the mode: exact first derivatives (module doc)
     eta = eta_of(beta, lams, m1, m2, rows, terms)
-    _, s, _ = family.kernel_and_derivatives(rows.y, eta, rows.trials, dispersion)
+    _, s, _ = _per_row(family, rows, eta, dispersion)
     d1, d2 = solve(f, rows.cells, *_score(s, m1, m2, lams, rows, terms))
     v1, v2 = m1 + d1, m2 + d2
     eta = eta_of(beta, lams, v1, v2, rows, terms)
-    _, _, w = family.kernel_and_derivatives(rows.y, eta, rows.trials, dispersion)
-    logp = jnp.sum(family.logpdf(rows.y, eta, rows.trials, dispersion))
-    log_det = logdet(lams, _gram(w, rows, terms), terms)
+    _, _, w = _per_row(family, rows, eta, dispersion)
+    # the log-density's normalising terms (log-gammas) in float64 from the rows' values:
+    # they are large and cancel in no difference
+    acc = m1.dtype
+    logp = jnp.sum(family.logpdf(rows.y.astype(acc), eta.astype(acc), rows.trials.astype(acc), dispersion))
+    log_det = logdet(lams, _gram(w, rows, terms, acc), terms)
     return logp - 0.5 * (jnp.sum(v1 * v1) + jnp.sum(v2 * v2)) - 0.5 * log_det, (m1, m2)

@@ -45,7 +45,8 @@ class FactorTerm:
 class FittedRows:
     """The fitted rows on the host, in input order (after dropped rows), as lme4 keeps its
     model frame: what predictions, simulations and refits use. ``terms`` is the static
-    shape of the blocked factorisation (``_crossed_lmm.Terms``)."""
+    shape of the blocked factorisation (``_crossed_lmm.Terms``); ``dtype`` the precision the
+    rows are fitted in (``fit``'s ``dtype``)."""
 
     X: np.ndarray
     y: np.ndarray
@@ -54,6 +55,7 @@ class FittedRows:
     weights: np.ndarray | None
     index: pd.Index
     terms: object
+    dtype: str = "float64"
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
