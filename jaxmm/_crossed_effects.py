@@ -73,12 +73,14 @@ def effects(f: Factor, stats: CrossedStats, lams, terms: Terms, u1, u2, shared: 
         # one cell per first-factor level i (the cells are in level order), inside level j(i)
         # of the other term: A⁻¹'s blocks are C₁ᵢ⁻ᵀ(I + C_cᵢ S_j⁻¹ C_cᵢᵀ)C₁ᵢ⁻¹, S_j⁻¹ and,
         # for two terms on one factor, −C₁ᵢ⁻ᵀ C_cᵢ S_j⁻¹
+        # (cells past the m₁th are padding: devices=, _crossed_shard)
         lam2, q2 = lams[1], terms.q[1]
         S_inv = sm.cho_inverse(C2)
-        parent = S_inv[stats.cell_cols[:, 0] // q2]
-        inner = jnp.eye(q1, dtype=dtype)[None] + jnp.einsum("mia,mab,mjb->mij", f.Cc, parent, f.Cc)
+        Cc = f.Cc[:m1]
+        parent = S_inv[stats.cell_cols[:m1, 0] // q2]
+        inner = jnp.eye(q1, dtype=dtype)[None] + jnp.einsum("mia,mab,mjb->mij", Cc, parent, Cc)
         A11 = jnp.swapaxes(C1inv, 1, 2) @ inner @ C1inv
-        cross = tuple(sandwich(lam1, -jnp.swapaxes(C1inv, 1, 2) @ f.Cc @ parent, lam2) for _ in shared)
+        cross = tuple(sandwich(lam1, -jnp.swapaxes(C1inv, 1, 2) @ Cc @ parent, lam2) for _ in shared)
         ranefs = (u1 @ lam1.T, u2.reshape(terms.m[1], q2) @ lam2.T)
         return ranefs, (sandwich(lam1, A11, lam1), sandwich(lam2, S_inv, lam2)), cross
     # W_iᵀW_i = Σ over the pairs of cells c, d of level i of C_c,c S⁻¹[cols c, cols d] C_c,dᵀ: the

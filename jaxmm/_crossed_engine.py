@@ -14,6 +14,7 @@ import numpy as np
 from ._crossed_laplace import CrossedRows, _gram, _per_row, crossed_rows, eta_of, laplace_loglik
 from ._crossed_effects import effects, solution
 from ._crossed_lmm import CrossedStats, Terms, crossed_stats, factor, profiled_loglik
+from ._crossed_shard import n_real_rows, pad_rows, pad_stats, place_rows, place_stats
 from ._driver import optimise_and_check
 from ._engine import quick_rows
 from ._jit import compiled
@@ -103,7 +104,7 @@ def _fit_crossed_glmm(rows: CrossedRows, terms: Terms, structures: tuple, family
     diag_mask, face_mask = pad(diag, nd), pad(face, nd)
 
     # β in orthonormalised coordinates, as for one term (_start._orthonormalising_map)
-    A, A_inv = _orthonormalising_map(X.T @ X, jnp.asarray(X.shape[0], dtype))
+    A, A_inv = _orthonormalising_map(X.T @ X, n_real_rows(rows).astype(dtype))
 
     def unpack(phi):
         dispersion = jnp.exp(phi[p + nc]) if nd else jnp.ones((), dtype)
@@ -153,9 +154,10 @@ def shared_terms(terms) -> tuple:
                  if terms[a].label == terms[b].label)
 
 
-def estimate(rows, terms: tuple, fam, reml: bool, opt: OptOptions = OptOptions(), y=None) -> dict:
+def estimate(rows, terms: tuple, fam, reml: bool, opt: OptOptions = OptOptions(), y=None, mesh=None) -> dict:
     """The compiled fit of the fitted rows (``_crossed_result.FittedRows``) (with response ``y`` in place of theirs, for
-    refits of simulated responses): its outputs on the device."""
+    refits of simulated responses): its outputs on the device. ``mesh``: split the fit over
+    its devices (:mod:`._crossed_shard`)."""
     y = rows.y if y is None else y
     Zs, codes = [f.Z for f in terms], [f.codes for f in terms]
     structures, shared = tuple(f.structure for f in terms), shared_terms(terms)
@@ -165,6 +167,10 @@ def estimate(rows, terms: tuple, fam, reml: bool, opt: OptOptions = OptOptions()
         kind = lambda a: None if a is None else np.asarray(a, rows.dtype)
         stats = crossed_stats(kind(y), kind(rows.X), [kind(Z) for Z in Zs], codes, rows.terms,
                               weights=kind(rows.weights), offset=kind(rows.offset))
+        if mesh is not None:
+            stats = place_stats(pad_stats(stats, rows.terms, mesh.size), mesh)
         return fit_crossed_lmm(stats, rows.terms, structures, reml, opt=opt, shared=shared)
     data = crossed_rows(y, rows.X, Zs, codes, rows.terms, offset=rows.offset, trials=rows.trials, dtype=rows.dtype)
+    if mesh is not None:
+        data = place_rows(pad_rows(data, rows.terms, mesh.size), mesh)
     return fit_crossed_glmm(data, rows.terms, structures, fam, opt=opt, shared=shared)

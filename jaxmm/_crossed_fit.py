@@ -3,8 +3,8 @@ the table → each term's effects and factor codes → the blocked statistics �
 exact LMM (:mod:`._crossed_engine`) → :class:`._crossed_result.CrossedResult`.
 
 The gaussian family is the exact LMM (REML/ML), the others the Laplace approximation
-(:mod:`._crossed_laplace`). ``devices=`` is refused with an error that says it is not built
-yet.
+(:mod:`._crossed_laplace`); ``devices=`` splits the cells, the pairs of cells and a GLMM's
+rows over the devices (:mod:`._crossed_shard`).
 """
 from __future__ import annotations
 
@@ -20,17 +20,12 @@ from ._crossed_lmm import plan_terms
 from ._crossed_result import CrossedBatchResult, CrossedResult, FactorTerm, FittedRows
 from ._design import _rows_from_formula
 from ._grouping import interaction, unique_inverse
-from ._sharding import outputs_to_host
+from ._sharding import make_mesh, outputs_to_host, resolve_devices
 from ._optimize import OptOptions, Status
 from ._results import FitOptions
 from ._params import n_chol
 from ._table import _column, as_pandas
 from .errors import ArgumentError, ConvergenceWarning, DataError, SingularFitWarning
-
-
-def _refuse(what: str):
-    raise ArgumentError(f"{what} is not available yet for formulas with several random-effect terms "
-                        "(or an interaction factor such as (1 | a:b)); fit them without it")
 
 
 def _factor_column(data: pd.DataFrame, factor: tuple) -> tuple[pd.DataFrame, str]:
@@ -49,8 +44,11 @@ def fit_terms(spec, data, fam, method: str, formula: str, *, trials, offset, wei
               devices, nAGQ):
     """The fit of a formula with several terms: a :class:`CrossedResult`, or with ``by=`` a
     :class:`CrossedBatchResult` of one fit per value of that column."""
+    mesh = None
     if devices is not None:
-        _refuse("devices=")
+        if by is not None:
+            raise ArgumentError("devices= splits one fit over devices; it cannot be combined with by=")
+        mesh = make_mesh(resolve_devices(devices))
     if nAGQ != 1:
         raise ArgumentError("nAGQ > 1 (adaptive quadrature) integrates one random-effect term; this formula has "
                             f"{len(spec.terms)}, as lme4 refuses too")
@@ -64,7 +62,7 @@ def fit_terms(spec, data, fam, method: str, formula: str, *, trials, offset, wei
     fitted = FittedRows(first.X, first.y, first.offset, first.trials, first.weights, first.data.index, None, dtype)
     if by is None:
         return fit_factors(fitted, factors, first.fixef_names, fam, method, formula, options, verbose,
-                           first.n_dropped)
+                           first.n_dropped, mesh=mesh)
     return _fit_by(first.data[by].to_numpy(), by, fitted, factors, first.fixef_names, fam, method, formula, options,
                   first.n_dropped)
 
@@ -99,9 +97,10 @@ def _evaluate(spec, data, fam, *, trials, offset, weights, missing, by):
 
 
 def fit_factors(rows: FittedRows, factors, fixef_names, fam, method: str, formula: str, options: FitOptions, verbose,
-                n_dropped: int, where: str = "") -> CrossedResult:
+                n_dropped: int, where: str = "", mesh=None) -> CrossedResult:
     """The fit of the rows with the terms ``factors`` (``rows.terms`` is planned here);
-    ``where`` prefixes the errors (a replicate of ``by=``)."""
+    ``where`` prefixes the errors (a replicate of ``by=``); ``mesh`` splits the fit over its
+    devices."""
     n = rows.y.shape[0]
     for f in factors:
         if len(f.levels) < 2:
@@ -116,7 +115,7 @@ def fit_factors(rows: FittedRows, factors, fixef_names, fam, method: str, formul
     rows = dataclasses.replace(rows, terms=terms)
     p = rows.X.shape[1]
     out = _reported(verbose, lambda: estimate(rows, tuple(ordered), fam, method == "REML",
-                                              OptOptions(verbose=bool(verbose))))
+                                              OptOptions(verbose=bool(verbose)), mesh=mesh))
     cov_natural = None
     if fam.exact:
         sigma, vcov = float(out["sigma"]), np.asarray(out["vcov"])
@@ -141,6 +140,7 @@ def fit_factors(rows: FittedRows, factors, fixef_names, fam, method: str, formul
         n_eval=int(out["n_eval"]), max_abs_grad=float(np.max(np.abs(out["grad"]))) if np.size(out["grad"]) else 0.0,
         npar=p + sum(n_chol(f.structure) for f in ordered) + (1 if fam.exact else fam.n_dispersion),
         family_spec=fam, fit_options=options, rows=rows, cov_natural=cov_natural,
+        n_devices=1 if mesh is None else mesh.size,
     )
 
 

@@ -36,6 +36,7 @@ class CrossedRows(NamedTuple):
     rc: jnp.ndarray       # (n, J) the other terms' columns among the r (r where padded), J = (K−1)q̄
     rv: jnp.ndarray       # (n, J) their Z entries (0 where padded)
     cells: CrossedStats   # the cells, their pairs and each row's cells (Gram fields unused)
+    mask: jnp.ndarray | None = None  # (n,) 0 on padding rows (devices=: _crossed_shard), else None
 
 
 @small_pages()
@@ -55,7 +56,8 @@ def crossed_rows(y, X, Zs, codes, terms: Terms, offset=None, trials=None, dtype=
 
 def widened(rows: CrossedRows, dtype) -> CrossedRows:
     """The rows with their floats as ``dtype`` (for sums taken row by row in float64)."""
-    return rows._replace(**{k: getattr(rows, k).astype(dtype) for k in ("y", "X", "offset", "trials", "Z1", "rv")})
+    floats = ("y", "X", "offset", "trials", "Z1", "rv") + (() if rows.mask is None else ("mask",))
+    return rows._replace(**{k: getattr(rows, k).astype(dtype) for k in floats})
 
 
 def eta_of(beta, lams, u1, u2, rows: CrossedRows, terms: Terms):
@@ -68,8 +70,13 @@ def eta_of(beta, lams, u1, u2, rows: CrossedRows, terms: Terms):
 
 
 def _per_row(family, rows: CrossedRows, eta, dispersion):
-    """(kernel, score, weight) of every row, in the rows' dtype."""
-    return family.kernel_and_derivatives(rows.y, eta, rows.trials, dispersion.astype(rows.X.dtype))
+    """(kernel, score, weight) of every row, in the rows' dtype; 0 on padding rows."""
+    out = family.kernel_and_derivatives(rows.y, eta, rows.trials, dispersion.astype(rows.X.dtype))
+    return out if rows.mask is None else tuple(v * rows.mask for v in out)
+
+
+def _masked(rows: CrossedRows, values):
+    return values if rows.mask is None else values * rows.mask
 
 
 def _gram(w, rows: CrossedRows, terms: Terms, acc=None) -> CrossedStats:
@@ -107,7 +114,7 @@ def _score(s, u1, u2, lams, rows: CrossedRows, terms: Terms):
 def _value(beta, lams, dispersion, u1, u2, rows, terms, family):
     """Σ kernel − ½‖u‖² at u: what a step is judged by (no weights, no factor)."""
     eta = eta_of(beta, lams, u1, u2, rows, terms)
-    kern = family.kernel(rows.y, eta, rows.trials, dispersion.astype(eta.dtype))
+    kern = _masked(rows, family.kernel(rows.y, eta, rows.trials, dispersion.astype(eta.dtype)))
     return jnp.sum(kern.astype(u1.dtype)) - 0.5 * (jnp.sum(u1 * u1) + jnp.sum(u2 * u2))
 
 
@@ -174,6 +181,8 @@ def laplace_loglik(beta, lams, dispersion, rows: CrossedRows, terms: Terms, fami
     # the log-density's normalising terms (log-gammas) in float64 from the rows' values:
     # they are large and cancel in no difference
     acc = m1.dtype
-    logp = jnp.sum(family.logpdf(rows.y.astype(acc), eta.astype(acc), rows.trials.astype(acc), dispersion))
+    mask = None if rows.mask is None else rows.mask.astype(acc)
+    logp = jnp.sum(_masked(rows._replace(mask=mask),
+                           family.logpdf(rows.y.astype(acc), eta.astype(acc), rows.trials.astype(acc), dispersion)))
     log_det = logdet(lams, _gram(w, rows, terms, acc), terms)
     return logp - 0.5 * (jnp.sum(v1 * v1) + jnp.sum(v2 * v2)) - 0.5 * log_det, (m1, m2)

@@ -86,6 +86,7 @@ class CrossedResult(Criteria, TidyViews):
     rows: FittedRows | None = dataclasses.field(default=None, repr=False)
     # Laplace fits: the covariance of φ = (β, the factors' free entries, log dispersion)
     cov_natural: np.ndarray | None = dataclasses.field(default=None, repr=False)
+    n_devices: int = 1  # devices the fit was split over (fit(devices=...))
 
     @property
     def converged(self) -> bool:

@@ -134,10 +134,12 @@ def test_float32_rows_agree_with_float64(name, tol, ll_tol):
     assert beta_gap + chol_gap > 0  # the float32 rows were really used
 
 
-def test_what_is_not_built_yet_is_refused_by_name():
+def test_what_cannot_be_fitted_is_refused_by_name():
     _, data, _ = _fit("penicillin_crossed_reml")
-    with pytest.raises(ArgumentError, match="devices= is not available yet"):
-        jaxmm.fit("diameter ~ 1 + (1 | plate) + (1 | sample)", data, devices=1)
+    with pytest.raises(ArgumentError, match="devices= splits one fit over devices; it cannot be combined with by="):
+        jaxmm.fit("diameter ~ 1 + (1 | plate) + (1 | sample)", data.assign(r=1), devices=1, by="r")
+    with pytest.raises(ArgumentError, match="devices=0"):
+        jaxmm.fit("diameter ~ 1 + (1 | plate) + (1 | sample)", data, devices=0)
     with pytest.raises(ArgumentError, match="nAGQ > 1"):
         jaxmm.fit("diameter ~ 1 + (1 | plate) + (1 | sample)", data, nAGQ=3)
     with pytest.raises(DataError, match="one level per row"):

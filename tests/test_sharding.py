@@ -36,6 +36,18 @@ def test_sharded_fit_equals_single_device(sharded, family):
     assert r["ranef_index"]
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("name,n_devices", [("cbpp_observation_level", 3), ("pastes_nested_reml", 4)])
+def test_several_terms_split_over_devices_equal_one_device(sharded, name, n_devices):
+    # measured: log-likelihoods within 2e-10, everything else within 1e-10 (the GLMM's vcov,
+    # from differences of gradients) and 1e-11
+    r = sharded[name]
+    assert r["n_devices"] == [1, n_devices] and all(r["converged"])
+    assert r["loglik"] < 2e-9 and r["vcov"] < 1e-9
+    for key in ("fixef", "chols", "ranef", "cond_var"):
+        assert r[key] < 1e-10, (key, r[key])
+
+
 def test_devices_argument_errors():
     import pandas as pd
 

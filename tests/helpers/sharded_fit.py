@@ -4,6 +4,7 @@ largest differences as JSON (tests/test_sharding.py)."""
 import json
 import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -48,6 +49,24 @@ def main():
             ranef=max(diff(one.ranef, four.ranef), diff(one.ranef, listed.ranef)),
             ranef_index=bool(one.ranef.index.equals(four.ranef.index)),
         )
+    # several terms: the rows, the pairs of cells and a GLMM's rows split (_crossed_shard);
+    # 3 devices pad the cells, pairs and rows, the nested LMM's blocks are one per level
+    crossed = Path(__file__).parent.parent / "data" / "crossed"
+    for name, family, kw, n_devices in [("cbpp_observation_level", "binomial", {"trials": "size"}, 3),
+                                        ("pastes_nested_reml", "gaussian", {}, 4)]:
+        ref = json.loads((crossed / f"{name}.json").read_text())
+        table = pd.read_csv(crossed / f"{name}.csv")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", jaxmm.errors.JaxmmWarning)
+            one = jaxmm.fit(ref["formula"], table, family, **kw)
+            split = jaxmm.fit(ref["formula"], table, family, devices=n_devices, **kw)
+        diff = lambda a, b: float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
+        out[name] = dict(
+            n_devices=[one.n_devices, split.n_devices], converged=[one.converged, split.converged],
+            loglik=abs(one.loglik - split.loglik), fixef=diff(one.fixef, split.fixef), vcov=diff(one.vcov, split.vcov),
+            chols=max(diff(a, b) for a, b in zip(one.chols, split.chols)),
+            ranef=max(diff(a, b) for a, b in zip(one.ranefs, split.ranefs)),
+            cond_var=max(diff(a, b) for a, b in zip(one.cond_vars, split.cond_vars)))
     json.dump(out, sys.stdout)
 
 
