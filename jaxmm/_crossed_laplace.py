@@ -82,7 +82,7 @@ def _masked(rows: CrossedRows, values):
 def _gram(w, rows: CrossedRows, terms: Terms, acc=None) -> CrossedStats:
     """The weighted Gram pieces, in the statistics' places, summed as ``acc`` (float64 unless
     x64 is off; the row products are in the rows' dtype)."""
-    acc = acc or jnp.result_type(float)
+    acc = jnp.result_type(float) if acc is None else acc
     m1, r = terms.m[0], terms.rest
     n_cells = rows.cells.cell_level.shape[0]
     Z1w = rows.Z1 * w[:, None]

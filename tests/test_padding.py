@@ -14,7 +14,7 @@ from scipy.stats import multivariate_normal
 import jaxmm
 from jaxmm._layout import bucket_size
 from jaxmm._place_rows import make_design
-from jaxmm._engine import fit_glmm, fit_lmm
+from jaxmm._engine import fit_glmm
 from jaxmm._families import get_family
 from jaxmm._laplace import laplace_loglik
 from jaxmm._lmm import lmm_loglik, lmm_stats
