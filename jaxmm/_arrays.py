@@ -51,7 +51,8 @@ def design(X, Z, y, groups, *, trials=None, offset=None, weights=None, dtype: st
     as many (n,) arrays, one per term (crossed or nested factors, or two terms on one
     factor). The result is a :class:`CrossedDesign`, its rows in input order (``row_order``
     is the identity); its params are (β, [L_1, …, L_K], dispersion), one Cholesky factor per
-    term in the given order. float64 only.
+    term in the given order. ``dtype="float32"`` stores the rows in float32; the sums over
+    rows are float64.
     """
     if _several(Z):
         from ._crossed_arrays import crossed_design
