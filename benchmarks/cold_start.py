@@ -14,12 +14,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from provenance import commit, machine  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -86,13 +86,11 @@ def main():
         rows.append(f"| {name} | {e:.2f} | {w:.3f} | " + (f"{r_med:.3f} | {e / r_med:.0f}× | {w / r_med:.1f}× |"
                                                            if r_med else "n/a | | |"))
         print(rows[-1], flush=True)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE, capture_output=True,
-                            text=True).stdout.strip()
     import jax
 
     head = ["# A first fit in a fresh process: empty and warm compilation cache", "",
-            f"`python benchmarks/cold_start.py --problems {args.problems} --repeats {args.repeats}` at {commit}, "
-            f"{platform.machine()} with {os.cpu_count()} cores, jax {jax.__version__}. Seconds of `fit()` alone in a "
+            f"`python benchmarks/cold_start.py --problems {args.problems} --repeats {args.repeats}` at {commit()}, "
+            f"{machine()}, jax {jax.__version__}. Seconds of `fit()` alone in a "
             "fresh process (import and reading excluded), medians; lme4's fit timed inside a fresh Rscript.", "",
             "| problem | empty cache s | warm cache s | lme4 s | empty / lme4 | warm / lme4 |",
             "|---|---:|---:|---:|---:|---:|"]

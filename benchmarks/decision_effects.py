@@ -10,8 +10,6 @@ the table there); docs/performance.md points here from each row. Timed rows use
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -25,6 +23,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 from decisions import _bernoulli, compare, merge_rows  # noqa: E402
+from provenance import commit, machine  # noqa: E402
 
 
 def _mb(n_bytes):
@@ -439,15 +438,13 @@ def main():
             line = "| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |"
             print(line, flush=True)
             lines.append(line)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                            text=True).stdout.strip()
     out = Path(args.out)
     if words and out.exists():  # --only: the other rows are kept
-        merge_rows(out, lines, f"Rows of {', '.join(words)}: `--only {args.only}` at {commit}.")
+        merge_rows(out, lines, f"Rows of {', '.join(words)}: `--only {args.only}` at {commit()}.")
         return
     head = ["# Performance decisions: what else they change", "",
             f"`python benchmarks/decision_effects.py --repeats {args.repeats} --processes {args.processes} "
-            f"--refits {args.refits}` at {commit}, {platform.machine()} with {os.cpu_count()} cores, "
+            f"--refits {args.refits}` at {commit()}, {machine()}, "
             f"jax {jax.__version__}, numpy {np.__version__}. Timed rows: medians of {args.repeats} alternating "
             "runs each.", "",
             "| decision | where | setting | measure | jaxmm | alternative |", "|---|---|---|---|---:|---:|"]

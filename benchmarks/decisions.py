@@ -18,15 +18,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import platform
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from provenance import commit, machine  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -571,18 +570,17 @@ def main():
         line = f"| {name} | {where} | {setting} | {a:.3f} | {b:.3f} | {b / a:.2f} |"
         print(line, flush=True)
         lines.append(line)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout
     if words and Path(args.out).exists():
         # --only: the other rows of the table are kept, and the header says which were rerun
         merge_rows(Path(args.out), lines, f"Rows whose decision has {', '.join(repr(w) for w in words)} in its "
-                   f"name: `--only {args.only} --repeats {args.repeats}` at {commit.strip()}.")
+                   f"name: `--only {args.only} --repeats {args.repeats}` at {commit()}.")
         print(f"updated {args.out}")
         return
     head = [
         "# Performance decisions against their alternatives", "",
         f"`python benchmarks/decisions.py --rows {args.rows:.0e} --fit-rows {args.fit_rows:.0e} "
-        f"--repeats {args.repeats}` at {commit.strip()}, "
-        f"{platform.machine()} with {__import__('os').cpu_count()} cores, jax {jax.__version__}, "
+        f"--repeats {args.repeats}` at {commit()}, "
+        f"{machine()}, jax {jax.__version__}, "
         f"numpy {np.__version__}, pandas {pd.__version__}. Medians of {args.repeats} alternating runs each, "
         "after one untimed call of each.", "",
         "| decision | where | setting | jaxmm (s) | alternative (s) | alternative / jaxmm |",

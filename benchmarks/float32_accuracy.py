@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import platform
-import subprocess
 import sys
 import warnings
 from pathlib import Path
@@ -23,6 +22,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import problems as P  # noqa: E402
+from provenance import commit  # noqa: E402
 
 
 def _fresh_programs():
@@ -67,12 +67,11 @@ def main(argv=None):
                 print(rows[-1], flush=True)
         _driver.POLISH_ABOVE = shipped
 
-    rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE, capture_output=True, text=True).stdout.strip()
     lines = [
         "# float32 against float64",
         "",
         f"- **Machine:** {platform.processor() or platform.machine()}, backend {jax.default_backend()} "
-        f"({jax.devices()[0].device_kind}); jax {jax.__version__}; jaxmm at {rev or 'unknown'}",
+        f"({jax.devices()[0].device_kind}); jax {jax.__version__}; jaxmm at {commit()}",
         f"- **Command:** `python benchmarks/float32_accuracy.py --problems {args.problems}`",
         "",
         "*polish*: the driver's Newton step for a converged fit whose decrement is above "

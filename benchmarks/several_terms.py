@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -30,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from provenance import commit, machine  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -146,13 +145,11 @@ def main():
             warm = f"{r['warm']:.3f}" if r.get("warm") else "—"
             ll = f"{r['loglik']:.4f}" if r.get("loglik") is not None else "—"
             rows.append(f"| {name} | {n:,} | {engine} | {cold} | {warm} | {ll} | {ratio} | {r.get('note', '')} |")
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                            text=True).stdout.strip()
     r_version = subprocess.run(["Rscript", "-e", "cat(R.version.string, as.character(packageVersion('lme4')), "
                                 "as.character(packageVersion('glmmTMB')))"], capture_output=True, text=True).stdout
     head = ["# Several random-effect terms: jaxmm, lme4 and glmmTMB", "",
             f"`python benchmarks/several_terms.py --problems {args.problems} --engines {args.engines} "
-            f"--warm {args.warm}` at {commit}, {platform.machine()} with {os.cpu_count()} cores; {r_version} "
+            f"--warm {args.warm}` at {commit()}, {machine()}; {r_version} "
             "(lme4, glmmTMB). Seconds of one fit; jaxmm *cold* is a fresh process's first fit, compile "
             "included; R's engines have no compile step. *engine / jaxmm cold*: how many times longer "
             "the engine took than jaxmm's cold fit.", "",

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -27,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from provenance import commit, machine  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 FORMULA = "y ~ x + (1 | subject) + (1 | item)"
@@ -88,12 +88,10 @@ def main():
     ours = pd.Series(jax_out["loglik"], index=[int(k) for k in jax_out["keys"]])
     diff = (ours - r_ll.reindex(ours.index)).to_numpy()
     cold, warm = jax_out["times"][0], statistics.median(jax_out["times"][1:])
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE, capture_output=True,
-                            text=True).stdout.strip()
     lines = [
         "# A simulation study with crossed random effects: `by=` against an lmer loop", "",
         f"`python benchmarks/several_terms_by.py --replicates {args.replicates} --repeats {args.repeats}` at "
-        f"{commit}, {platform.machine()} with {os.cpu_count()} cores. {args.replicates} replicates of 288 rows "
+        f"{commit()}, {machine()}. {args.replicates} replicates of 288 rows "
         f"(24 subjects × 12 items), `{FORMULA}`, REML; seconds for all replicates.", "",
         "| engine | cold s | warm s | per replicate (warm) ms | lmer loop / jaxmm |",
         "|---|---:|---:|---:|---:|",

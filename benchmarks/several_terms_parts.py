@@ -23,6 +23,7 @@ import pandas as pd
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from several_terms import PROBLEMS, _data  # noqa: E402
+from provenance import commit, machine  # noqa: E402
 
 
 def _median(fn, repeats):
@@ -118,15 +119,9 @@ def main():
     for name in args.problems.split(","):
         lines += parts(name, folder, args.repeats)
         print(lines[-1], flush=True)
-    import os
-    import platform
-    import subprocess
-
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE, capture_output=True,
-                            text=True).stdout.strip()
     head = ["# Several random-effect terms: where a fit's time goes", "",
             f"`python benchmarks/several_terms_parts.py --problems {args.problems} --repeats {args.repeats}` at "
-            f"{commit}, {platform.machine()} with {os.cpu_count()} cores, jax {jax.__version__}. The compile split "
+            f"{commit()}, {machine()}, jax {jax.__version__}. The compile split "
             "is of a fresh trace; the warm fit runs the compiled program; the pieces are warm medians at Λ_k = I/2 "
             "(a Laplace objective from the modes there: one Newton iteration, then the differentiated step).", ""]
     text = "\n".join(head + lines) + "\n"
