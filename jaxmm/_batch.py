@@ -10,8 +10,25 @@ import pandas as pd
 from ._results import MixedModelResult
 
 
+class ByKeys:
+    """A mapping of the ``by`` column's values (``keys``) to replicates: its length,
+    iteration over the keys, and a key's position (a KeyError naming the column if absent)."""
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def __iter__(self):
+        return iter(self.keys)
+
+    def _position(self, key) -> int:
+        try:
+            return self.keys.index(key)
+        except ValueError:
+            raise KeyError(f"{key!r} is not a value of the by column {self.by!r}") from None
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
-class BatchResult:
+class BatchResult(ByKeys):
     """One fitted model per value of the ``by`` column, all fitted in one compiled call.
 
     Columns of estimates are indexed by the ``by`` values; ``result[value]`` gives the
@@ -42,17 +59,8 @@ class BatchResult:
         for arr in self.arrays.values():
             arr.flags.writeable = False
 
-    def __len__(self) -> int:
-        return len(self.keys)
-
-    def __iter__(self):
-        return iter(self.keys)
-
     def __getitem__(self, key) -> MixedModelResult:
-        try:
-            r = self.keys.index(key)
-        except ValueError:
-            raise KeyError(f"{key!r} is not a value of the by column {self.by!r}") from None
+        r = self._position(key)
         if r not in self._cache:
             self._cache[r] = self.single(r)
         return self._cache[r]

@@ -15,6 +15,7 @@ import math
 import numpy as np
 import pandas as pd
 
+from ._batch import ByKeys
 from ._criteria import Criteria
 from ._tidy import TidyViews
 from ._optimize import Status
@@ -275,7 +276,7 @@ class CrossedResult(Criteria, TidyViews):
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class CrossedBatchResult:
+class CrossedBatchResult(ByKeys):
     """One fit per value of the ``by`` column; ``result[value]`` is its :class:`CrossedResult`.
     A replicate that did not converge is flagged in ``converged`` (the reason in ``message``)."""
 
@@ -285,17 +286,8 @@ class CrossedBatchResult:
     results: tuple = dataclasses.field(repr=False)
     n_dropped: int = 0
 
-    def __len__(self) -> int:
-        return len(self.keys)
-
-    def __iter__(self):
-        return iter(self.keys)
-
     def __getitem__(self, key) -> CrossedResult:
-        try:
-            return self.results[self.keys.index(key)]
-        except ValueError:
-            raise KeyError(f"{key!r} is not a value of the by column {self.by!r}") from None
+        return self.results[self._position(key)]
 
     def _index(self) -> pd.Index:
         return pd.Index(list(self.keys), name=self.by)
