@@ -72,11 +72,11 @@ def eta_of(beta, lams, u1, u2, rows: CrossedRows, terms: Terms):
 def _per_row(family, rows: CrossedRows, eta, dispersion):
     """(kernel, score, weight) of every row, in the rows' dtype; 0 on padding rows."""
     out = family.kernel_and_derivatives(rows.y, eta, rows.trials, dispersion.astype(rows.X.dtype))
-    return out if rows.mask is None else tuple(v * rows.mask for v in out)
+    return tuple(_masked(rows, v) for v in out)
 
 
 def _masked(rows: CrossedRows, values):
-    return values if rows.mask is None else values * rows.mask
+    return values if rows.mask is None else values * rows.mask.astype(values.dtype)
 
 
 def _gram(w, rows: CrossedRows, terms: Terms, acc=None) -> CrossedStats:
@@ -181,8 +181,7 @@ def laplace_loglik(beta, lams, dispersion, rows: CrossedRows, terms: Terms, fami
     # the log-density's normalising terms (log-gammas) in float64 from the rows' values:
     # they are large and cancel in no difference
     acc = m1.dtype
-    mask = None if rows.mask is None else rows.mask.astype(acc)
-    logp = jnp.sum(_masked(rows._replace(mask=mask),
-                           family.logpdf(rows.y.astype(acc), eta.astype(acc), rows.trials.astype(acc), dispersion)))
+    logp = jnp.sum(_masked(rows, family.logpdf(rows.y.astype(acc), eta.astype(acc), rows.trials.astype(acc),
+                                               dispersion)))
     log_det = logdet(lams, _gram(w, rows, terms, acc), terms)
     return logp - 0.5 * (jnp.sum(v1 * v1) + jnp.sum(v2 * v2)) - 0.5 * log_det, (m1, m2)

@@ -17,14 +17,13 @@ family's support.
 """
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import Mesh
 
 from ._crossed_laplace import CrossedRows
 from ._crossed_lmm import CrossedStats, Terms
-from ._engine import GROUP_AXIS
+from ._sharding import place
 
 _CELL_FIELDS = ("cell_level", "cell_term", "cell_cols", "Z1tZ2")
 _PAIR_FIELDS = ("pair_a", "pair_b")
@@ -76,27 +75,17 @@ def pad_stats(stats: CrossedStats, terms: Terms, n_devices: int) -> CrossedStats
     return padded._replace(row_cell=_padded(stats.row_cell, total, pad_cell))
 
 
-def _place(tree, mesh: Mesh, split: bool):
-    sharding = NamedSharding(mesh, PartitionSpec(GROUP_AXIS) if split else PartitionSpec())
-
-    def one(a):
-        a = np.asarray(a)
-        return jax.make_array_from_callback(a.shape, sharding, lambda index: a[index])
-
-    return jax.tree.map(one, tree)
-
-
 def place_stats(stats: CrossedStats, mesh: Mesh) -> CrossedStats:
     """Pairs and row cells split over the mesh; the rest, the cells included, replicated (a
     device's pairs gather from every cell: split cells were all-gathered at every
     factorisation)."""
     split = set(_PAIR_FIELDS + ("row_cell",))
-    return CrossedStats(*(_place(getattr(stats, k), mesh, k in split) for k in CrossedStats._fields))
+    return CrossedStats(*(place(getattr(stats, k), mesh, k in split) for k in CrossedStats._fields))
 
 
 def place_rows(rows: CrossedRows, mesh: Mesh) -> CrossedRows:
     """The rows split over the mesh (their cells and pairs as :func:`place_stats`)."""
-    out = {k: _place(getattr(rows, k), mesh, True) for k in _ROW_FIELDS}
+    out = {k: place(getattr(rows, k), mesh) for k in _ROW_FIELDS}
     return CrossedRows(cells=place_stats(rows.cells, mesh), **out)
 
 

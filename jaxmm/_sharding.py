@@ -43,9 +43,10 @@ def make_mesh(devices: list) -> Mesh:
     return Mesh(np.array(devices), (GROUP_AXIS,))
 
 
-def place(host_design, mesh: Mesh):
-    """The design's host arrays as global arrays sharded along their leading (row or group) axis."""
-    sharding = NamedSharding(mesh, PartitionSpec(GROUP_AXIS))
+def place(host_design, mesh: Mesh, split: bool = True):
+    """The design's host arrays as global arrays sharded along their leading (row or group)
+    axis, or with ``split=False`` replicated on every device of the mesh."""
+    sharding = NamedSharding(mesh, PartitionSpec(GROUP_AXIS) if split else PartitionSpec())
 
     def one(arr):
         arr = np.asarray(arr)
