@@ -8,7 +8,8 @@ Problems: lme4's VerbAgg crossed GLMM ``r2 ~ Anger + Gender + btype + situ + (1 
 2,972 students × 1,128 lecturers, REML; exported from R's lme4), and a simulated Bernoulli
 ``y ~ x + (x | user) + (1 | item)`` of 100,000 rows (5,000 users × 1,000 items, seed 1);
 ``--problems sim1m`` adds one of 1M rows (50,000 users × 1,000 items), ``sim10m`` one of 10M rows
-(500,000 users × 2,000 items; ``--warm 0`` times the cold fit alone).
+(500,000 users × 2,000 items; ``--warm 0`` times the cold fit alone), ``nested1m`` a gaussian
+``y ~ x + (1 | district/school/class)`` of 1M rows (5,000 districts × 10 schools × 4 classes, REML).
 jaxmm: *cold* is the first fit in a fresh process (tracing and compilation included, imports
 and reading the CSV excluded), *warm* the median of ``--warm`` more fits in that process.
 R's engines are timed inside R (``system.time`` around the fit, reading excluded), one run
@@ -45,6 +46,8 @@ PROBLEMS = {
                   r="y ~ x + (x | user) + (1 | item)", factors=("user", "item")),
     "sim10m": dict(formula="y ~ x + (x | user) + (1 | item)", family="binomial",
                    r="y ~ x + (x | user) + (1 | item)", factors=("user", "item")),
+    "nested1m": dict(formula="y ~ x + (1 | district/school/klass)", family="gaussian",
+                     r="y ~ x + (1 | district/school/klass)", factors=("district", "school", "klass")),
 }
 SIMULATED = {"sim100k": (100_000, 5_000, 1_000), "sim1m": (1_000_000, 50_000, 1_000),
              "sim10m": (10_000_000, 500_000, 2_000)}
@@ -60,6 +63,15 @@ def _data(name: str, folder: Path) -> Path:
         subprocess.run(["Rscript", "-e", f"suppressMessages(library(lme4)); data(InstEval); "
                         f"write.csv(InstEval[, c('y', 's', 'd', 'service')], '{path}', row.names = FALSE)"],
                        check=True)
+    elif name == "nested1m":
+        rng = np.random.default_rng(1)
+        n, districts = 1_000_000, 5_000
+        klass = rng.integers(0, districts * 40, n)  # the class's number among all 200,000
+        school, district, x = klass // 4, klass // 40, rng.normal(size=n)
+        y = (1 + 0.5 * x + rng.normal(0, 0.5, districts)[district] + rng.normal(0, 0.4, districts * 10)[school]
+             + rng.normal(0, 0.3, districts * 40)[klass] + rng.normal(size=n))
+        pd.DataFrame({"y": y, "x": x, "district": district, "school": school % 10, "klass": klass % 4}).to_csv(
+            path, index=False)
     else:
         rng = np.random.default_rng(1)
         n, users, items = SIMULATED[name]

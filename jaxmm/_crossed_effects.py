@@ -10,7 +10,8 @@ import jax.numpy as jnp
 from jax.scipy.linalg import cho_solve
 
 from . import _smallmat as sm
-from ._crossed_lmm import CrossedStats, Factor, Reduced, Terms, _gls, _solve_c2, reduce
+from . import _nested_chain as chain
+from ._crossed_lmm import CrossedStats, Factor, Reduced, Terms, _gls, _solve_c2, first_rows, reduce
 
 
 class CrossedSolution(NamedTuple):
@@ -68,21 +69,24 @@ def effects(f: Factor, stats: CrossedStats, lams, terms: Terms, u1, u2, shared: 
     C2 = f.C2
     sandwich = lambda a, V, b: jnp.einsum("ij,mjk,lk->mil", a, V, b)
     lam1 = lams[0]
-    C1inv = sm.solve_lower(f.C1, jnp.broadcast_to(jnp.eye(q1, dtype=dtype), f.C1.shape))
     if terms.nested:
-        # one cell per first-factor level i (the cells are in level order), inside level j(i)
-        # of the other term: A⁻¹'s blocks are C₁ᵢ⁻ᵀ(I + C_cᵢ S_j⁻¹ C_cᵢᵀ)C₁ᵢ⁻¹, S_j⁻¹ and,
-        # for two terms on one factor, −C₁ᵢ⁻ᵀ C_cᵢ S_j⁻¹
-        # (cells past the m₁th are padding: devices=, _crossed_shard)
-        lam2, q2 = lams[1], terms.q[1]
-        S_inv = sm.cho_inverse(C2)
-        Cc = f.Cc[:m1]
-        parent = S_inv[stats.cell_cols[:m1, 0] // q2]
-        inner = jnp.eye(q1, dtype=dtype)[None] + jnp.einsum("mia,mab,mjb->mij", Cc, parent, Cc)
-        A11 = jnp.swapaxes(C1inv, 1, 2) @ inner @ C1inv
-        cross = tuple(sandwich(lam1, -jnp.swapaxes(C1inv, 1, 2) @ Cc @ parent, lam2) for _ in shared)
-        ranefs = (u1 @ lam1.T, u2.reshape(terms.m[1], q2) @ lam2.T)
-        return ranefs, (sandwich(lam1, A11, lam1), sandwich(lam2, S_inv, lam2)), cross
+        # the inverse's blocks over each level and its ancestors, the outermost term's first
+        # (_nested_chain.extend): a level's conditional covariance is their top-left block, a
+        # cross block between two terms on one factor the block at the later term's columns
+        F1, parent = first_rows(f.Cc, stats, terms)
+        above = chain.inverse_blocks(C2)
+        full = [chain.extend(f.C1, F1, above[0][parent])] + above
+        cross = []
+        for a, b in shared:
+            at = sum(terms.q[a:b])
+            cross.append(sandwich(lams[a], full[a][:, :terms.q[a], at:at + terms.q[b]], lams[b]))
+        ranefs, cond_vars = [u1 @ lam1.T], []
+        for lam, off, q, m in zip(lams[1:], terms.offsets(), terms.q[1:], terms.m[1:]):
+            ranefs.append(u2[off:off + q * m].reshape(m, q) @ lam.T)
+        for lam, blocks, q in zip(lams, full, terms.q):
+            cond_vars.append(sandwich(lam, blocks[:, :q, :q], lam))
+        return tuple(ranefs), tuple(cond_vars), tuple(cross)
+    C1inv = sm.solve_lower(f.C1, jnp.broadcast_to(jnp.eye(q1, dtype=dtype), f.C1.shape))
     # W_iᵀW_i = Σ over the pairs of cells c, d of level i of C_c,c S⁻¹[cols c, cols d] C_c,dᵀ: the
     # Schur complement's pairs again, never the dense r × m₁q₁ W (16 GB at 500k levels × 2k)
     S_inv = cho_solve((C2, True), jnp.eye(r, dtype=dtype))

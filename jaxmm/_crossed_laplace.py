@@ -94,9 +94,15 @@ def _gram(w, rows: CrossedRows, terms: Terms, acc=None) -> CrossedStats:
                                     n_cells)
                 for k in range(k_terms))
     wv = rows.rv * w[:, None]
-    if terms.nested:  # the blocks of Z₂ᵀWZ₂, one per level of the other term
-        Z2tZ2 = jax.ops.segment_sum((wv[:, :, None] * rows.rv[:, None, :]).astype(acc), rows.rc[:, 0] // terms.q[1],
-                                    terms.m[1])
+    if terms.nested:  # Z₂ᵀWZ₂'s rows in the chain's pattern: each level against its own and its ancestors' effects
+        Z2tZ2 = []
+        for k in range(k_terms):
+            q = terms.q[k + 1]
+            own = rv[:, k, :q] * w[:, None]
+            right = jnp.concatenate([rv[:, j, :terms.q[j + 1]] for j in range(k, k_terms)], axis=1)
+            level = (rows.rc[:, k * qbar] - terms.offsets()[k]) // q  # padding rows: past the last level, dropped
+            Z2tZ2.append(jax.ops.segment_sum((own[:, :, None] * right[:, None, :]).astype(acc), level, terms.m[k + 1]))
+        Z2tZ2 = tuple(Z2tZ2)
     else:
         Z2tZ2 = jnp.zeros((r + 1, r + 1), acc).at[rows.rc[:, :, None], rows.rc[:, None, :]].add(
             (wv[:, :, None] * rows.rv[:, None, :]).astype(acc))[:r, :r]

@@ -7,7 +7,9 @@ u = Λ⁻¹b the penalised system is A = I + ΛᵀZᵀZΛ, which splits as
     A = [[M₁, B], [Bᵀ, A₂₂]],   M₁ block diagonal over the first factor's levels (q₁×q₁),
 
 and is factored blockwise: C₁ = chol(M₁) level by level, C_c = C₁⁻¹B, the Schur complement
-S = A₂₂ − C_cᵀC_c over the other terms' r = Σ_{k≥2} m_k q_k effects, and one dense C₂ = chol(S).
+S = A₂₂ − C_cᵀC_c over the other terms' r = Σ_{k≥2} m_k q_k effects, and one dense C₂ = chol(S)
+(or, when the terms are nested in one another, S and C₂ in the block-sparse pattern of
+:mod:`._nested_chain`).
 C_c is sparse: a first-factor level meets only the other levels it shares rows with (its
 "cells"), so C_cᵀC_c is a sum over pairs of cells of one first-factor level, never a product
 over all of them. log|A| = Σ log|M₁ᵢ| + log|S|, and the X and y columns are eliminated the
@@ -29,6 +31,7 @@ import numpy as np
 from jax.scipy.linalg import cho_solve, solve_triangular
 
 from . import _smallmat as sm
+from . import _nested_chain as chain
 from ._pages import small_pages
 from ._spd import logdet_and_forms
 from .errors import DataError
@@ -42,8 +45,8 @@ class Terms(NamedTuple):
 
     q: tuple
     m: tuple
-    # two terms, the first nested in the second (each first-factor level meets one level of
-    # the other): S is then block diagonal, one q₂×q₂ block per level, and kept so
+    # a chain: every term nested in the next (each of its levels meets one level of the next
+    # term), so S keeps the block-sparse pattern of _nested_chain however many levels
     nested: bool = False
 
     @property
@@ -70,13 +73,13 @@ MAX_DENSE_EFFECTS = 20_000
 def plan_terms(q, m, codes, labels) -> tuple[tuple, Terms]:
     """(the terms' order, their :class:`Terms`) from each term's effects ``q[k]``, levels
     ``m[k]`` and row codes: the factor with the most levels first (MixedModels.jl's order),
-    ties in the given order; nested when there are two terms and every first-factor level
-    lies inside one level of the other (school/class, or two terms on one factor), so that
-    the remainder stays block diagonal however many levels. A dense remainder over
+    ties in the given order; nested when in that order every term's levels lie each inside one
+    level of the next (class in school in district, or two terms on one factor), so that the
+    remainder stays block sparse however many levels. A dense remainder over
     :data:`MAX_DENSE_EFFECTS` is refused, naming ``labels``."""
     order = tuple(sorted(range(len(q)), key=lambda k: -m[k]))
-    nested = len(q) == 2 and np.unique(np.asarray(codes[order[0]], np.int64) * m[order[1]]
-                                       + codes[order[1]]).size == m[order[0]]
+    nested = all(np.unique(np.asarray(codes[a], np.int64) * m[b] + codes[b]).size == m[a]
+                 for a, b in zip(order, order[1:]))
     terms = Terms(q=tuple(int(q[k]) for k in order), m=tuple(int(m[k]) for k in order), nested=bool(nested))
     if terms.rest > MAX_DENSE_EFFECTS and not nested:
         raise DataError(f"the random-effect terms after the first ({', '.join(str(labels[k]) for k in order[1:])}) "
@@ -89,7 +92,7 @@ class CrossedStats(NamedTuple):
     Z1tZ1: jnp.ndarray  # (m₁, q₁, q₁)
     Z1tX: jnp.ndarray   # (m₁, q₁, p)
     Z1ty: jnp.ndarray   # (m₁, q₁)
-    Z2tZ2: jnp.ndarray  # (r, r)
+    Z2tZ2: jnp.ndarray  # (r, r), or nested: per other term its levels' rows (m_k, q_k, Q_k) (_nested_chain)
     Z2tX: jnp.ndarray   # (r, p)
     Z2ty: jnp.ndarray   # (r,)
     cell_level: jnp.ndarray  # (c,) the first-factor level of each cell
@@ -104,6 +107,7 @@ class CrossedStats(NamedTuple):
     yty: jnp.ndarray
     n: jnp.ndarray
     half_log_w: jnp.ndarray
+    parents: tuple = ()  # nested: per other term but the last, each level's level in the next
 
 
 def rest_columns(Zs, codes, terms: Terms):
@@ -143,9 +147,21 @@ def crossed_stats(y, X, Zs, codes, terms: Terms, weights=None, offset=None) -> C
     r, qbar = terms.rest, terms.q_rest
     cols, vals = rest_columns(Zw, codes, terms)
     flat_c, flat_v = cols.reshape(n, -1), vals.reshape(n, -1)
-    if terms.nested:  # (m₂, q₂, q₂): the blocks of a block-diagonal Z₂ᵀZ₂
-        Z2tZ2 = np.zeros((terms.m[1], terms.q[1], terms.q[1]))
-        np.add.at(Z2tZ2, np.asarray(codes[1]), Zw[1][:, :, None] * Zw[1][:, None, :])
+    parents = ()
+    if terms.nested:  # Z₂ᵀZ₂ in the chain's pattern: a level's rows against its own and its ancestors' effects
+        Z2tZ2 = []
+        for k in range(1, len(Zs)):
+            right = np.concatenate(Zw[k:], axis=1)
+            block = np.zeros((terms.m[k], terms.q[k], right.shape[1]))
+            np.add.at(block, np.asarray(codes[k]), Zw[k][:, :, None] * right[:, None, :])
+            Z2tZ2.append(jnp.asarray(block))
+        Z2tZ2 = tuple(Z2tZ2)
+        parents = []
+        for k in range(1, len(Zs) - 1):
+            parent = np.zeros(terms.m[k], np.int64)
+            parent[np.asarray(codes[k])] = np.asarray(codes[k + 1])
+            parents.append(jnp.asarray(parent))
+        parents = tuple(parents)
     else:
         Z2tZ2 = np.zeros((r + 1, r + 1))
         np.add.at(Z2tZ2, (flat_c[:, :, None], flat_c[:, None, :]), flat_v[:, :, None] * flat_v[:, None, :])
@@ -187,13 +203,13 @@ def crossed_stats(y, X, Zs, codes, terms: Terms, weights=None, offset=None) -> C
     pair_b = pair_a + np.arange(pair_a.size) - np.repeat(np.cumsum(per_cell) - per_cell, per_cell)
     return CrossedStats(
         Z1tZ1=jnp.asarray(Z1tZ1), Z1tX=jnp.asarray(Z1tX), Z1ty=jnp.asarray(Z1ty),
-        Z2tZ2=jnp.asarray(Z2tZ2), Z2tX=jnp.asarray(Z2tX[:r]), Z2ty=jnp.asarray(Z2ty[:r]),
+        Z2tZ2=Z2tZ2 if terms.nested else jnp.asarray(Z2tZ2), Z2tX=jnp.asarray(Z2tX[:r]), Z2ty=jnp.asarray(Z2ty[:r]),
         cell_level=jnp.asarray(cell_level), cell_term=jnp.asarray(cell_term), cell_cols=jnp.asarray(cell_cols),
         Z1tZ2=jnp.asarray(Z1tZ2), pair_a=jnp.asarray(pair_a), pair_b=jnp.asarray(pair_b),
         row_cell=jnp.asarray(np.stack([position[c] for c in row_cells], axis=1)),
         XtX=jnp.asarray(Xw.T @ Xw), Xty=jnp.asarray(Xw.T @ yw), yty=jnp.asarray(yw @ yw),
         n=jnp.asarray(float(np.sum(w > 0))),
-        half_log_w=jnp.asarray(0.5 * np.sum(np.log(w[w > 0]))),
+        half_log_w=jnp.asarray(0.5 * np.sum(np.log(w[w > 0]))), parents=parents,
     )
 
 
@@ -232,36 +248,54 @@ class Factor(NamedTuple):
 
     C1: jnp.ndarray  # (m₁, q₁, q₁) per first-factor level
     Cc: jnp.ndarray  # (c, q₁, q̄) C₁⁻¹B per cell
-    C2: jnp.ndarray  # (r, r) of the Schur complement S
+    C2: jnp.ndarray  # (r, r) of the Schur complement S, or nested a _nested_chain.ChainFactor
 
     @property
     def logdet(self):
-        return jnp.sum(sm.logdet_from_cholesky(self.C1)) + jnp.sum(_logdet_c2(self.C2))
+        return jnp.sum(sm.logdet_from_cholesky(self.C1)) + _logdet_c2(self.C2)
 
 
 def _logdet_c2(C2):
-    """log|S| from its factor: dense (r, r), or the blocks (m₂, q₂, q₂) of a nested design."""
-    return sm.logdet_from_cholesky(C2) if C2.ndim == 3 else 2.0 * jnp.sum(jnp.log(jnp.diagonal(C2)))
+    """log|S| from its factor: dense (r, r), or a nested design's chain factor."""
+    return C2.logdet if isinstance(C2, chain.ChainFactor) else 2.0 * jnp.sum(jnp.log(jnp.diagonal(C2)))
 
 
 def _chol_c2(S):
-    """The factor of S: dense (r, r), or the blocks (m₂, q₂, q₂) of a nested design."""
-    return sm.cholesky(S) if S.ndim == 3 else jnp.linalg.cholesky(S)
+    """The factor of S: dense (r, r), or a nested design's chain factor."""
+    return chain.cholesky(S) if isinstance(S, chain.Chain) else jnp.linalg.cholesky(S)
 
 
 def _solve_c2(C2, t, trans: bool = False):
-    """C₂⁻¹t (or C₂⁻ᵀt) for t of shape (r,) or (r, p), C₂ dense or blocks."""
-    if C2.ndim == 2:
-        return solve_triangular(C2, t, lower=True, trans="T" if trans else "N")
-    m, q = C2.shape[:2]
-    blocks = t.reshape((m, q) + t.shape[1:])
-    out = sm.solve_lower_transpose(C2, blocks) if trans else sm.solve_lower(C2, blocks)
-    return out.reshape(t.shape)
+    """C₂⁻¹t (or C₂⁻ᵀt) for t of shape (r,) or (r, p), C₂ dense or a chain factor."""
+    if isinstance(C2, chain.ChainFactor):
+        return chain.solve(C2, t, trans)
+    return solve_triangular(C2, t, lower=True, trans="T" if trans else "N")
+
+
+def first_rows(Cc, stats: CrossedStats, terms: Terms):
+    """A nested design's C_c by first-factor level, (m₁, q₁, Q₂) against the effects of the
+    level's ancestors in term order, and each level's parent in term 2 (its cells are in level
+    order, term 2's first; cells past the last level's are padding: devices=, _crossed_shard)."""
+    m1, k_rest = terms.m[0], len(terms.q) - 1
+    cells = Cc[:m1 * k_rest].reshape((m1, k_rest) + Cc.shape[1:])
+    F1 = jnp.concatenate([cells[:, k, :, :terms.q[k + 1]] for k in range(k_rest)], axis=2)
+    return F1, stats.cell_cols[:m1 * k_rest:k_rest, 0] // terms.q[1]
+
+
+def _chain_rest(rest, blocks, parents, terms: Terms) -> chain.Chain:
+    """I + Λ₂ᵀZ₂ᵀZ₂Λ₂ of a nested design in the chain's pattern, from the rows of Z₂ᵀZ₂."""
+    rows = []
+    for k, block in enumerate(blocks):
+        q = terms.q[k + 1]
+        right = jax.scipy.linalg.block_diag(*rest[k:])
+        rows.append(jnp.eye(q, block.shape[2], dtype=block.dtype)[None]
+                    + jnp.einsum("ji,mjk,kl->mil", rest[k], block, right))
+    return chain.Chain(tuple(rows), parents)
 
 
 def schur(lams, stats: CrossedStats, terms: Terms):
     """(C₁, C_c, S): the first blocks of A's factorisation and the Schur complement S (dense,
-    or the (m₂, q₂, q₂) blocks of a nested design), from the Gram pieces of ``stats`` (Z₁ᵀZ₁
+    or a nested design's :class:`._nested_chain.Chain`), from the Gram pieces of ``stats`` (Z₁ᵀZ₁
     by level, Z₁ᵀZ₂ by cell, Z₂ᵀZ₂; weighted ones in a Laplace fit) at the factors ``lams``."""
     lam1, rest = lams[0], lams[1:]
     q1, r = terms.q[0], terms.rest
@@ -270,11 +304,10 @@ def schur(lams, stats: CrossedStats, terms: Terms):
     padded = _padded_rest(rest, terms)
     Cc = sm.solve_lower(C1[stats.cell_level],
                         jnp.einsum("ji,cjk,ckl->cil", lam1, stats.Z1tZ2, padded[stats.cell_term]))
-    if terms.nested:  # one cell per first-factor level: S's blocks, one per level of the other
-        lam2, q2 = rest[0], terms.q[1]
-        own = jnp.einsum("cia,cib->cab", Cc, Cc)
-        S = (jnp.eye(q2, dtype=dtype)[None] + jnp.einsum("ji,mjk,kl->mil", lam2, stats.Z2tZ2, lam2)
-             - jax.ops.segment_sum(own, stats.cell_cols[:, 0] // q2, terms.m[1]))
+    if terms.nested:  # each first-factor level meets one level of every other term
+        F1, parent = first_rows(Cc, stats, terms)
+        S = chain.subtract_below(_chain_rest(rest, stats.Z2tZ2, stats.parents, terms),
+                                 jnp.einsum("mia,mib->mab", F1, F1), parent, terms.m[1])
         return C1, Cc, S
     # S = I + Λ₂ᵀZ₂ᵀZ₂Λ₂ − C_cᵀC_c, the last over pairs of cells of one first-factor level
     G = _rest_lam_t(rest, _rest_lam_t(rest, stats.Z2tZ2, terms).T, terms)
@@ -308,8 +341,9 @@ def factor(lams, stats: CrossedStats, terms: Terms) -> Factor:
 def logdet(lams, stats: CrossedStats, terms: Terms):
     """log|A|, differentiable: a dense S through :func:`._spd.logdet_and_forms`."""
     C1, _, S = schur(lams, stats, terms)
-    rest = _logdet_c2(sm.cholesky(S)) if S.ndim == 3 else logdet_and_forms(S, jnp.zeros((S.shape[0], 0), S.dtype))[0]
-    return jnp.sum(sm.logdet_from_cholesky(C1)) + jnp.sum(rest)
+    nested = isinstance(S, chain.Chain)
+    rest = chain.cholesky(S).logdet if nested else logdet_and_forms(S, jnp.zeros((S.shape[0], 0), S.dtype))[0]
+    return jnp.sum(sm.logdet_from_cholesky(C1)) + rest
 
 
 def solve(f: Factor, stats: CrossedStats, g1, g2):

@@ -208,42 +208,47 @@ def test_laplace_gradient_equals_finite_differences(poisson_crossed):
     np.testing.assert_allclose(grad, fd, rtol=1e-6, atol=1e-6)
 
 
-@pytest.mark.parametrize("two_terms_on_one_factor", [False, True])
-def test_nested_designs_keep_the_remainder_block_diagonal(two_terms_on_one_factor):
-    # (1 | outer:inner) + (x | outer), or (1 | g) + (0 + x | g): the blocked remainder gives
-    # the dense one's log-likelihoods (exact and Laplace), BLUPs and conditional covariances
+@pytest.mark.parametrize("design", ["three_levels", "terms_on_shared_factors"])
+def test_nested_designs_keep_the_remainder_block_sparse(design):
+    # (1 | district/school/class) with (x | school), or (1 | g) + (0 + x | g) + (1 | h) + (0 + x | h)
+    # with g inside h: the chain's block-sparse remainder gives the dense one's log-likelihoods
+    # (exact and Laplace), BLUPs, conditional covariances and cross blocks
     from jaxmm._crossed_laplace import crossed_rows, laplace_loglik
     from jaxmm._families import get_family
 
     rng = np.random.default_rng(8)
     n = 200
-    if two_terms_on_one_factor:
-        inner = outer = rng.integers(0, 12, n)
-        q2, m = 1, (12, 12)
-    else:
-        outer = rng.integers(0, 6, n)
-        inner = outer * 5 + rng.integers(0, 5, n)  # 5 classes in each school, numbered apart
-        q2, m = 2, (30, 6)
     x = rng.normal(size=n)
     X = np.column_stack([np.ones(n), x])
-    Zs = [np.ones((n, 1)), X[:, 1:] if two_terms_on_one_factor else X]
-    codes = [inner, outer]
-    y = X @ [0.3, 0.5] + rng.normal(size=30)[inner % 30] + rng.normal(size=n)
-    lams = (jnp.array([[0.7]]), jnp.array([[0.5]]) if q2 == 1 else jnp.array([[0.6, 0.0], [0.2, 0.4]]))
-    shared = ((0, 1),) if two_terms_on_one_factor else ()
+    one, slope = np.ones((n, 1)), X[:, 1:]
+    if design == "three_levels":
+        klass = rng.permutation(np.arange(n) % 60)  # 5 classes in each of 12 schools, 4 in each of 3 districts
+        codes, m = [klass, klass // 5, klass // 20], (60, 12, 3)
+        Zs, shared = [one, X, one], ()
+        lams = (jnp.array([[0.7]]), jnp.array([[0.6, 0.0], [0.2, 0.4]]), jnp.array([[0.9]]))
+    else:
+        g = rng.permutation(np.arange(n) % 12)
+        codes, m = [g, g, g // 3, g // 3], (12, 12, 4, 4)
+        Zs, shared = [one, slope, one, slope], ((0, 1), (2, 3))
+        lams = tuple(jnp.array([[v]]) for v in (0.7, 0.5, 0.8, 0.3))
+    q = tuple(Z.shape[1] for Z in Zs)
+    y = X @ [0.3, 0.5] + rng.normal(size=m[0])[codes[0]] + rng.normal(size=m[-1])[codes[-1]] + rng.normal(size=n)
     counts = rng.poisson(np.exp(0.1 + 0.2 * x), n).astype(float)
     out = {}
     for nested in (False, True):
-        terms = Terms(q=(1, q2), m=m, nested=nested)
+        terms = Terms(q=q, m=m, nested=nested)
         stats = crossed_stats(y, X, Zs, codes, terms)
         sol = _solution(lams, stats, terms, True, shared=shared)
         rows = crossed_rows(counts, X, Zs, codes, terms)
-        u1, u2 = jnp.zeros((m[0], 1)), jnp.zeros(terms.rest)
+        u1, u2 = jnp.zeros((m[0], q[0])), jnp.zeros(terms.rest)
         laplace = small_jit(lambda b, ls: laplace_loglik(b, ls, jnp.ones(()), rows, terms, get_family("poisson"),
                                                           u1, u2)[0])(jnp.array([0.1, 0.2]), lams)
-        out[nested] = (float(_loglik(lams, stats, terms, True)), float(laplace), sol)
+        grad = small_jit(jax.grad(profiled_loglik), static_argnames=("terms", "reml"))(lams, stats, terms, True)
+        out[nested] = (float(_loglik(lams, stats, terms, True)), float(laplace), sol, grad)
     dense, blocked = out[False], out[True]
     assert blocked[0] == pytest.approx(dense[0], abs=1e-10)
+    for a, b in zip(blocked[3], dense[3]):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-9)
     assert blocked[1] == pytest.approx(dense[1], abs=1e-9)
     for name in ("ranefs", "cond_vars", "cross_vars"):
         for a, b in zip(getattr(blocked[2], name), getattr(dense[2], name)):
