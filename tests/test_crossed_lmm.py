@@ -253,3 +253,20 @@ def test_nested_designs_keep_the_remainder_block_sparse(design):
     for name in ("ranefs", "cond_vars", "cross_vars"):
         for a, b in zip(getattr(blocked[2], name), getattr(dense[2], name)):
             np.testing.assert_allclose(a, b, rtol=0, atol=1e-12)
+
+
+def test_plan_terms_keeps_nested_chains_sparse_and_refuses_a_large_dense_remainder():
+    # 30,000 classes in 10,000 schools in 2,500 districts: 12,500 effects after the first term,
+    # a chain whatever the given order; the same sizes crossed (a factor not holding the
+    # other's levels) over 20,000 dense effects are refused, naming the terms and the memory
+    from jaxmm._crossed_lmm import plan_terms
+    from jaxmm.errors import DataError
+
+    klass = np.arange(60_000) % 30_000
+    order, terms = plan_terms([1, 1, 1], [2_500, 30_000, 10_000], [klass // 12, klass, klass // 3], ["d", "c", "s"])
+    assert order == (1, 2, 0) and terms.nested and terms.m == (30_000, 10_000, 2_500)
+    moved = np.concatenate([np.arange(30_000), np.arange(30_000) + 1]) % 10_000  # a class's two rows differ
+    assert not plan_terms([1, 1], [30_000, 10_000], [klass, moved], ["a", "b"])[1].nested
+    crossed = np.arange(60_000) % 21_000
+    with pytest.raises(DataError, match=r"\(b\) have 21,000 effects.*3\.3 GiB"):
+        plan_terms([1, 1], [30_000, 21_000], [klass, crossed], ["a", "b"])
