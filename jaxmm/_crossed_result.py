@@ -61,6 +61,69 @@ class FittedRows:
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class CrossedResult(Criteria, TidyViews):
+    """A fitted mixed model with several random-effect terms, as ``fit`` returns it (immutable).
+
+    Terms on one factor, as ``(1 | g) + (0 + x | g)``, are one factor in ``ranef``,
+    ``cond_var`` and ``D`` (their effects side by side; ``D``'s cross block is zero, as the
+    model has it, while ``cond_var`` keeps the conditional covariances between them).
+
+    Attributes
+    ----------
+    formula, method, family, link : str
+        The model as fitted.
+    fixef : pandas.Series
+        The fixed effects.
+    vcov : pandas.DataFrame
+        Their covariance (conditional on the variance parameters for an LMM).
+    sigma : float or None
+        The residual SD (gaussian), the gamma's coefficient of variation, the negative
+        binomial's size; None without a dispersion.
+    loglik : float
+        The maximised log-likelihood (the REML criterion for REML fits).
+    n_obs, n_dropped : int
+        Rows fitted, and rows dropped for missing values.
+    terms : tuple
+        Each term's factor label, effect names, levels and rows, the factor with the most
+        levels first.
+    chols : tuple of numpy.ndarray
+        The Cholesky factor of each term's covariance D_k.
+    ranefs, cond_vars : tuple of numpy.ndarray
+        Each term's BLUPs (m_k, q_k) and their conditional covariances (m_k, q_k, q_k).
+    shared, cross_vars : tuple
+        The pairs of terms on one factor and their conditional cross covariances.
+    status : Status
+        The optimiser's verdict.
+    n_iter, n_eval : int
+        Optimiser iterations and objective evaluations.
+    max_abs_grad : float
+        The largest absolute gradient at the estimate.
+    npar : int
+        Estimated parameters (lme4's ``df`` of ``logLik``).
+    family_spec : object
+        The fitted family.
+    fit_options : FitOptions
+        What ``fit`` was given besides formula, data and family.
+    rows : object
+        The fitted rows, kept for predictions and refits.
+    cov_natural : numpy.ndarray or None
+        Laplace fits: the covariance of all natural parameters.
+    n_devices : int
+        Devices the fit was split over.
+
+    Examples
+    --------
+    >>> import jaxmm
+    >>> data = jaxmm.load_example("grouseticks")
+    >>> g = jaxmm.fit("TICKS ~ C(YEAR) + cHEIGHT + (1 | BROOD) + (1 | LOCATION)", data, family="poisson")
+    >>> g.n_levels
+    {'BROOD': 118, 'LOCATION': 63}
+    >>> g.fixef.round(3)
+    (Intercept)    0.467
+    YEAR96         1.166
+    YEAR97        -0.978
+    cHEIGHT       -0.024
+    dtype: float64
+    """
     formula: str
     method: str
     fixef: pd.Series
@@ -91,16 +154,45 @@ class CrossedResult(Criteria, TidyViews):
 
     @property
     def converged(self) -> bool:
+        """True when the Hessian is positive definite and the Newton decrement is below 1e-8.
+
+        Examples
+        --------
+        >>> import jaxmm
+        >>> data = jaxmm.load_example("grouseticks")
+        >>> jaxmm.fit("TICKS ~ C(YEAR) + cHEIGHT + (1 | BROOD) + (1 | LOCATION)", data,
+        ...           family="poisson").converged
+        True
+        """
         return self.status == Status.CONVERGED
 
     @property
     def message(self) -> str:
+        """Why the optimiser stopped, in words.
+
+        Examples
+        --------
+        >>> import jaxmm
+        >>> data = jaxmm.load_example("grouseticks")
+        >>> jaxmm.fit("TICKS ~ C(YEAR) + cHEIGHT + (1 | BROOD) + (1 | LOCATION)", data,
+        ...           family="poisson").message
+        'converged: Newton decrement below tolerance at a positive-definite Hessian'
+        """
         return self.status.message
 
     @property
     def singular(self) -> bool:
-        """True when some term's D_k is on the boundary: a relative Cholesky diagonal below
-        1e-4 (lme4's rule; relative to σ for gaussian fits)."""
+        """True when some term's D_k is on the boundary: a relative Cholesky diagonal below 1e-4
+        (lme4's rule; relative to σ for gaussian fits).
+
+        Examples
+        --------
+        >>> import jaxmm
+        >>> data = jaxmm.load_example("grouseticks")
+        >>> jaxmm.fit("TICKS ~ C(YEAR) + cHEIGHT + (1 | BROOD) + (1 | LOCATION)", data,
+        ...           family="poisson").singular
+        False
+        """
         scale = self.sigma if self.family == "gaussian" else 1.0
         return any(bool(np.any(np.abs(np.diag(c)) / scale < 1e-4)) for c in self.chols)
 
@@ -113,11 +205,31 @@ class CrossedResult(Criteria, TidyViews):
 
     @property
     def n_levels(self) -> dict:
+        """The number of levels of every grouping factor.
+
+        Examples
+        --------
+        >>> import jaxmm
+        >>> data = jaxmm.load_example("grouseticks")
+        >>> jaxmm.fit("TICKS ~ C(YEAR) + cHEIGHT + (1 | BROOD) + (1 | LOCATION)", data,
+        ...           family="poisson").n_levels
+        {'BROOD': 118, 'LOCATION': 63}
+        """
         return {label: len(self.terms[ks[0]].levels) for label, ks in self._factors().items()}
 
     @property
     def D(self) -> dict:
-        """{factor: its effects' prior covariance}; terms on one factor are independent."""
+        """Each grouping factor's prior covariance of its effects (lme4's VarCorr); terms on one
+        factor are independent, so their cross block is zero.
+
+        Examples
+        --------
+        >>> import jaxmm
+        >>> data = jaxmm.load_example("grouseticks")
+        >>> g = jaxmm.fit("TICKS ~ C(YEAR) + cHEIGHT + (1 | BROOD) + (1 | LOCATION)", data, family="poisson")
+        >>> {k: v.round(3) for k, v in g.D.items()}
+        {'BROOD': array([[0.592]]), 'LOCATION': array([[0.33]])}
+        """
         out = {}
         for label, ks in self._factors().items():
             blocks = [c @ c.T for c in (self.chols[k] for k in ks)]
@@ -131,14 +243,35 @@ class CrossedResult(Criteria, TidyViews):
 
     @property
     def ranef(self) -> dict:
-        """{factor: DataFrame of its BLUPs, one row per level, one column per effect}."""
+        """Each grouping factor's BLUPs: a DataFrame with one row per level, one column per effect.
+
+        Examples
+        --------
+        >>> import jaxmm
+        >>> data = jaxmm.load_example("grouseticks")
+        >>> g = jaxmm.fit("TICKS ~ C(YEAR) + cHEIGHT + (1 | BROOD) + (1 | LOCATION)", data, family="poisson")
+        >>> g.ranef["BROOD"].head(2).round(3)
+             (Intercept)
+        501       -0.647
+        502       -0.506
+        """
         return {label: pd.DataFrame(np.hstack([self.ranefs[k] for k in ks]), index=list(self.terms[ks[0]].levels),
                                     columns=[n for k in ks for n in self.terms[k].names])
                 for label, ks in self._factors().items()}
 
     @property
     def cond_var(self) -> dict:
-        """{factor: (levels, q, q) conditional covariances of its effects, rows as in ``ranef``}."""
+        """Each grouping factor's conditional covariances of its effects, (levels, q, q), rows as in
+        ``ranef`` (lme4's ``condVar``).
+
+        Examples
+        --------
+        >>> import jaxmm
+        >>> data = jaxmm.load_example("grouseticks")
+        >>> g = jaxmm.fit("TICKS ~ C(YEAR) + cHEIGHT + (1 | BROOD) + (1 | LOCATION)", data, family="poisson")
+        >>> g.cond_var["LOCATION"].shape
+        (63, 1, 1)
+        """
         cross = dict(zip(self.shared, self.cross_vars))
         out = {}
         for label, ks in self._factors().items():
@@ -155,8 +288,25 @@ class CrossedResult(Criteria, TidyViews):
         return out
 
     def varcorr(self) -> pd.DataFrame:
-        """lme4's VarCorr: one row per term and effect (group, name, variance, std_dev, and
-        the correlations with the effects above it in its term), then Residual."""
+        """lme4's ``VarCorr`` table.
+
+        Returns
+        -------
+        pandas.DataFrame
+            One row per term and effect (``group``, ``name``, ``variance``, ``std_dev``, and
+            ``corr``: the correlations with the effects above it in its term), then ``Residual``
+            for gaussian fits.
+
+        Examples
+        --------
+        >>> import jaxmm
+        >>> data = jaxmm.load_example("grouseticks")
+        >>> g = jaxmm.fit("TICKS ~ C(YEAR) + cHEIGHT + (1 | BROOD) + (1 | LOCATION)", data, family="poisson")
+        >>> g.varcorr()[["group", "variance", "std_dev"]].round(3)
+              group  variance  std_dev
+        0     BROOD     0.592    0.770
+        1  LOCATION     0.330    0.574
+        """
         rows = []
         for term, chol in zip(self.terms, self.chols):
             D = chol @ chol.T
@@ -172,96 +322,294 @@ class CrossedResult(Criteria, TidyViews):
         return pd.DataFrame(rows)
 
     def linear_predictors(self) -> tuple[np.ndarray, np.ndarray]:
-        """(Xβ + offset, Xβ + offset + Σ_k Z_k b̂_k) for the fitted rows, in input order."""
+        """The fitted rows' linear predictors without and with the random effects.
+
+        Returns
+        -------
+        tuple of numpy.ndarray
+            (Xβ + offset, Xβ + offset + Σ_k Z_k b̂_k), each (n_obs,), in input order.
+
+        Examples
+        --------
+        >>> import jaxmm
+        >>> data = jaxmm.load_example("grouseticks")
+        >>> g = jaxmm.fit("TICKS ~ C(YEAR) + cHEIGHT + (1 | BROOD) + (1 | LOCATION)", data, family="poisson")
+        >>> fixed, full = g.linear_predictors()
+        >>> fixed[:2].round(3), full[:2].round(3)
+        (array([0.402, 0.402]), array([-0.605, -0.605]))
+        """
         from ._crossed_predict import linear_predictors
 
         return linear_predictors(self)
 
     def predict(self, newdata=None, *, type: str = "response", re="conditional", offset=None) -> pd.Series:
-        """Predictions for the fitted rows (``newdata=None``) or for a new table.
+        """Predictions for the fitted rows or for a new table (lme4's ``predict``).
 
-        type : ``"response"`` (the mean, g⁻¹(η)) or ``"link"`` (η).
-        re : ``"conditional"`` adds every term's BLUPs; a list of grouping factors (keys of
+        Parameters
+        ----------
+        newdata : table, optional
+            New rows with the formula's columns; None predicts the fitted rows.
+        type : {"response", "link"}
+            The mean g⁻¹(η) or the linear predictor η.
+        re : {"conditional", "zero", "population"} or list of str
+            ``"conditional"`` adds every term's BLUPs; a list of grouping factors (keys of
             ``ranef``) adds only theirs (lme4's ``re.form = ~(1 | g)``); ``"zero"`` sets b = 0
             (``re.form = NA``); ``"population"`` averages over b: the marginal mean
-            E_b[g⁻¹(xβ + Σ_k z_k b_k)]. Levels not seen in fitting get b = 0: they are listed
-            as (factor, level) in the result's ``attrs["new_groups"]``, with a warning.
-        offset : for new data when the fit's ``offset=`` was an array (one value per new row).
+            E_b[g⁻¹(xβ + Σ_k z_k b_k)]. Levels not seen in fitting get b = 0: they are listed as
+            (factor, level) in the result's ``attrs["new_groups"]``, with a warning.
+        offset : array, optional
+            For new data when the fit's ``offset=`` was an array (one value per new row).
+
+        Returns
+        -------
+        pandas.Series
+            One prediction per row.
+
+        Examples
+        --------
+        >>> import jaxmm
+        >>> data = jaxmm.load_example("grouseticks")
+        >>> g = jaxmm.fit("TICKS ~ C(YEAR) + cHEIGHT + (1 | BROOD) + (1 | LOCATION)", data, family="poisson")
+        >>> g.predict(re=["LOCATION"]).head(2).round(3)
+        0    1.043
+        1    1.043
+        Name: fit, dtype: float64
         """
         from ._crossed_predict import predict
 
         return predict(self, newdata, type=type, re=re, offset=offset)
 
     def confint(self, method: str = "wald", level: float = 0.95, **options) -> pd.DataFrame:
-        """Confidence intervals: columns ``lower`` and ``upper``; rows the fixed effects, then
-        each term's SDs and correlations (``sd_<name>|<group>``, ``cor_<a>_<b>|<group>``, as
-        lme4's ``confint(oldNames = FALSE)``), then the dispersion where the family has one.
+        """Confidence intervals of every parameter.
 
         ``"wald"``: estimate ± z·SE for the fixed effects, NaN for the variance parameters (as
-        lme4). ``"boot"``: percentile intervals of a parametric bootstrap (``n=500``,
-        ``seed=0`` by default). ``"profile"``: profile-likelihood intervals of every parameter
-        (ML fits), as lme4's ``confint(method = "profile")``; an end on a bound is the bound.
+        lme4). ``"boot"``: percentile intervals of a parametric bootstrap (``n=500``, ``seed=0`` by
+        default). ``"profile"``: profile-likelihood intervals of every parameter (ML fits), as
+        lme4's ``confint(method = "profile")``; an end on a bound is the bound.
+
+        Parameters
+        ----------
+        method : {"wald", "profile", "boot"}
+            How the intervals are found.
+        level : float
+            The coverage.
+        **options
+            ``n`` and ``seed`` for ``"boot"``.
+
+        Returns
+        -------
+        pandas.DataFrame
+            Columns ``lower`` and ``upper``; rows the fixed effects, then each term's SDs and
+            correlations (``sd_<name>|<group>``, ``cor_<a>_<b>|<group>``, as lme4's
+            ``confint(oldNames = FALSE)``), then the dispersion where the family has one.
+
+        Examples
+        --------
+        >>> import jaxmm
+        >>> data = jaxmm.load_example("grouseticks")
+        >>> g = jaxmm.fit("TICKS ~ C(YEAR) + cHEIGHT + (1 | BROOD) + (1 | LOCATION)", data, family="poisson")
+        >>> g.confint().round(3).iloc[[3, 4]]
+                              lower  upper
+        cHEIGHT              -0.030 -0.017
+        sd_(Intercept)|BROOD    NaN    NaN
         """
         from ._inference import confint
 
         return confint(self, method, level, options, _wald_intervals, _profile_intervals)
 
     def simulate(self, n: int = 1, seed: int = 0) -> pd.DataFrame:
-        """``n`` new response vectors for the fitted rows (columns ``sim_1`` … ``sim_n``):
-        every term's b_k ~ N(0, D_k) drawn afresh, then y | b (lme4's ``simulate``)."""
+        """New responses for the fitted rows: every term's b_k ~ N(0, D_k) drawn afresh, then y | b
+        (lme4's ``simulate``).
+
+        Parameters
+        ----------
+        n : int
+            How many response vectors.
+        seed : int
+            The random seed.
+
+        Returns
+        -------
+        pandas.DataFrame
+            Columns ``sim_1`` … ``sim_n``, one row per fitted row.
+
+        Examples
+        --------
+        >>> import jaxmm
+        >>> data = jaxmm.load_example("grouseticks")
+        >>> g = jaxmm.fit("TICKS ~ C(YEAR) + cHEIGHT + (1 | BROOD) + (1 | LOCATION)", data, family="poisson")
+        >>> g.simulate(2, seed=1).shape
+        (403, 2)
+        """
         from ._crossed_refit import simulate
 
         return simulate(self, n, seed)
 
     def bootstrap(self, n: int = 500, seed: int = 0) -> pd.DataFrame:
-        """Parametric bootstrap: simulate ``n`` datasets and refit each, one after another
-        through the program that compiled this fit. One row per replicate: the fixed
-        effects, then the rows of ``confint`` for the variance parameters;
-        ``attrs["converged"]`` flags each refit."""
+        """Parametric bootstrap: simulate ``n`` datasets and refit each, one after another through
+        the program that compiled this fit.
+
+        Parameters
+        ----------
+        n : int
+            Replicates.
+        seed : int
+            The random seed of the simulations.
+
+        Returns
+        -------
+        pandas.DataFrame
+            One row per replicate: the fixed effects, then the rows of ``confint`` for the
+            variance parameters; ``attrs["converged"]`` flags each refit.
+
+        Examples
+        --------
+        >>> import jaxmm
+        >>> data = jaxmm.load_example("grouseticks")
+        >>> g = jaxmm.fit("TICKS ~ C(YEAR) + cHEIGHT + (1 | BROOD) + (1 | LOCATION)", data, family="poisson")
+        >>> g.bootstrap(5, seed=1).shape
+        (5, 6)
+        """
         from ._crossed_refit import bootstrap
 
         return bootstrap(self, n, seed)
 
     def shrinkage(self) -> pd.DataFrame:
         """D (the prior) against the BLUPs (posterior modes), one row per grouping factor and
-        effect, indexed by (group, term): ``varcorr_var``, ``blup_var``, ``mean_cond_var``,
-        ``shrinkage`` and, where a factor has several effects, the correlations from D and
-        from the BLUPs (see ``MixedModelResult.shrinkage``)."""
+        effect.
+
+        Returns
+        -------
+        pandas.DataFrame
+            Indexed by (group, term): ``varcorr_var``, ``blup_var``, ``mean_cond_var``,
+            ``shrinkage`` and, where a factor has several effects, the correlations from D and
+            from the BLUPs (as ``MixedModelResult.shrinkage``).
+
+        Examples
+        --------
+        >>> import jaxmm
+        >>> data = jaxmm.load_example("grouseticks")
+        >>> g = jaxmm.fit("TICKS ~ C(YEAR) + cHEIGHT + (1 | BROOD) + (1 | LOCATION)", data, family="poisson")
+        >>> g.shrinkage()[["varcorr_var", "blup_var"]].round(3)
+                              varcorr_var  blup_var
+        group    term
+        BROOD    (Intercept)        0.592     0.302
+        LOCATION (Intercept)        0.330     0.121
+        """
         from ._shrinkage import factor_shrinkage
 
         return factor_shrinkage(self)
 
     def marginal_coefs(self) -> pd.DataFrame:
-        """Population-averaged (marginal) coefficients, as ``MixedModelResult.marginal_coefs``:
-        the marginal mean of every fitted row averaged over all the terms' effects (a row's
-        variance is Σ_k z_k D_k z_kᵀ, the terms being independent), then the least-squares
-        regression of g(μ) (less any offset) on X; standard errors by the delta method. For
-        an identity link they are the fixed effects themselves."""
+        """Population-averaged (marginal) coefficients, as ``MixedModelResult.marginal_coefs``.
+
+        The marginal mean of every fitted row averages over all the terms' effects (a row's
+        variance is Σ_k z_k D_k z_kᵀ, the terms being independent); then the least-squares
+        regression of g(μ) (less any offset) on X, standard errors by the delta method. For an
+        identity link they are the fixed effects themselves.
+
+        Returns
+        -------
+        pandas.DataFrame
+            ``estimate``, ``std_error``, ``z`` and ``p`` per fixed effect.
+
+        Examples
+        --------
+        >>> import jaxmm
+        >>> data = jaxmm.load_example("grouseticks")
+        >>> g = jaxmm.fit("TICKS ~ C(YEAR) + cHEIGHT + (1 | BROOD) + (1 | LOCATION)", data, family="poisson")
+        >>> g.marginal_coefs()["estimate"].round(3)
+        (Intercept)    0.928
+        YEAR96         1.166
+        YEAR97        -0.978
+        cHEIGHT       -0.024
+        Name: estimate, dtype: float64
+        """
         from ._marginal import terms_marginal_coefs
 
         return terms_marginal_coefs(self)
 
     def ranef_cov(self) -> dict:
-        """{factor: sample covariance of its BLUPs} (ddof = 1, as R's ``var(ranef(fit)$g)``);
-        smaller than ``D[factor]`` because the BLUPs are shrunk towards zero."""
+        """Each factor's sample covariance of its BLUPs (ddof = 1, as R's ``var(ranef(fit)$g)``);
+        smaller than ``D[factor]`` because the BLUPs are shrunk towards zero.
+
+        Returns
+        -------
+        dict of str to pandas.DataFrame
+
+        Examples
+        --------
+        >>> import jaxmm
+        >>> data = jaxmm.load_example("grouseticks")
+        >>> g = jaxmm.fit("TICKS ~ C(YEAR) + cHEIGHT + (1 | BROOD) + (1 | LOCATION)", data, family="poisson")
+        >>> round(float(g.ranef_cov()["BROOD"].iloc[0, 0]), 3)
+        0.302
+        """
         from ._shrinkage import factor_ranef_cov
 
         return factor_ranef_cov(self)
 
     def to_dict(self) -> dict:
-        """Everything a report needs, as plain JSON-ready Python values."""
+        """Everything a report needs, as plain JSON-ready Python values (the CLI's ``--json``).
+
+        Returns
+        -------
+        dict
+
+        Examples
+        --------
+        >>> import jaxmm
+        >>> data = jaxmm.load_example("grouseticks")
+        >>> g = jaxmm.fit("TICKS ~ C(YEAR) + cHEIGHT + (1 | BROOD) + (1 | LOCATION)", data, family="poisson")
+        >>> round(g.to_dict()["loglik"], 3)
+        -987.938
+        """
         from ._crossed_render import result_dict
 
         return result_dict(self)
 
     def plot_caterpillar(self, path=None):
-        """BLUPs ± 1.96 conditional SD, sorted, one panel per factor and effect (a matplotlib
-        Figure; ``path`` saves a PNG)."""
+        """The BLUPs ± 1.96 conditional SD, sorted, one panel per factor and effect (matplotlib).
+
+        Parameters
+        ----------
+        path : str or path, optional
+            Where to save the figure as a PNG.
+
+        Returns
+        -------
+        matplotlib.figure.Figure
+
+        Examples
+        --------
+        >>> import jaxmm
+        >>> data = jaxmm.load_example("grouseticks")
+        >>> g = jaxmm.fit("TICKS ~ C(YEAR) + cHEIGHT + (1 | BROOD) + (1 | LOCATION)", data, family="poisson")
+        >>> len(g.plot_caterpillar().axes)
+        2
+        """
         from ._plots import factor_caterpillar
 
         return factor_caterpillar(self, path=path)
 
     def summary(self) -> str:
+        """The fit in lme4's ``summary`` layout, with the number of levels of every factor.
+
+        Returns
+        -------
+        str
+
+        Examples
+        --------
+        >>> import jaxmm
+        >>> data = jaxmm.load_example("grouseticks")
+        >>> g = jaxmm.fit("TICKS ~ C(YEAR) + cHEIGHT + (1 | BROOD) + (1 | LOCATION)", data, family="poisson")
+        >>> print(g.summary())  # doctest: +ELLIPSIS
+        Generalized linear mixed model fit by maximum likelihood (Laplace approximation)
+        ...
+        Number of obs: 403, groups:  BROOD, 118; LOCATION, 63
+        ...
+        """
         from ._crossed_render import summary_text
 
         return summary_text(self)

@@ -278,38 +278,172 @@ class TidyViews:
         return pieces(self)
 
     def coef_table(self, ddf=None) -> pd.DataFrame:
-        """The fixed effects with their standard errors and tests. Gaussian fits: ``ddf=
-        "Satterthwaite"`` (default) gives estimate, std_error, df, t and p on Satterthwaite's
-        degrees of freedom, as lmerTest; ``"normal"`` (every other family) estimate,
-        std_error, z and p against the standard normal."""
+        """The fixed effects with their standard errors and tests.
+
+        Parameters
+        ----------
+        ddf : {"Satterthwaite", "normal"}, optional
+            Gaussian fits: ``"Satterthwaite"`` (default) tests on Satterthwaite's degrees of
+            freedom, as lmerTest; ``"normal"`` (every other family's) against the standard normal.
+
+        Returns
+        -------
+        pandas.DataFrame
+            ``estimate``, ``std_error``, then ``df``, ``t`` and ``p`` (Satterthwaite) or ``z`` and
+            ``p`` (normal), one row per fixed effect.
+
+        Examples
+        --------
+        >>> import jaxmm
+        >>> jaxmm.fit_example("sleepstudy").coef_table().round(4)
+                     estimate  std_error    df        t    p
+        (Intercept)  251.4051     6.8246  17.0  36.8383  0.0
+        Days          10.4673     1.5458  17.0   6.7715  0.0
+        """
         from ._inference import coef_table
 
         return coef_table(self, ddf)
 
     def tidy(self, effects="fixed", conf_int: bool = False, conf_level: float = 0.95,
              conf_method: str = "wald") -> pd.DataFrame:
-        """broom.mixed's ``tidy``: ``effects`` ``"fixed"``, ``"ran_pars"``, ``"ran_vals"``,
-        ``"ran_coefs"`` (or a list), columns ``effect, group, level, term, estimate,
-        std_error, statistic, p_value, conf_low, conf_high`` where they apply (``_tidy.tidy``)."""
+        """broom.mixed's ``tidy``: one row per estimate.
+
+        Parameters
+        ----------
+        effects : str or list of str
+            ``"fixed"``, ``"ran_pars"`` (SDs and correlations), ``"ran_vals"`` (BLUPs and their
+            conditional SDs), ``"ran_coefs"`` (per-group coefficients), or a list of them.
+        conf_int : bool
+            Add ``conf_low`` and ``conf_high``: Wald for fixed effects and BLUPs; for ``ran_pars``
+            those of ``confint(conf_method)`` (Wald gives none, as in lme4).
+        conf_level : float
+            The intervals' coverage.
+        conf_method : {"wald", "profile", "boot"}
+            The intervals of the variance parameters.
+
+        Returns
+        -------
+        pandas.DataFrame
+            The columns ``effect, group, level, term, estimate, std_error, statistic, df, p_value,
+            conf_low, conf_high`` where they apply (gaussian fits' fixed effects: t on
+            Satterthwaite's df, as for an lmerTest fit).
+
+        Examples
+        --------
+        >>> import jaxmm
+        >>> jaxmm.fit_example("sleepstudy").tidy("ran_pars").round(3)
+             effect     group                   term  estimate
+        0  ran_pars   Subject        sd__(Intercept)    24.740
+        1  ran_pars   Subject  cor__(Intercept).Days     0.066
+        2  ran_pars   Subject               sd__Days     5.922
+        3  ran_pars  Residual        sd__Observation    25.592
+        """
         return tidy(self, effects, conf_int, conf_level, conf_method)
 
     def glance(self) -> pd.DataFrame:
-        """One row: ``nobs, sigma, loglik, aic, bic``, ``deviance`` or ``reml_crit``, ``df_residual``."""
+        """broom.mixed's ``glance``: one row of fit statistics.
+
+        Returns
+        -------
+        pandas.DataFrame
+            ``nobs, sigma, loglik, aic, bic``, then ``reml_crit`` (REML fits) or ``deviance``
+            (lme4's: −2 loglik for an LMM, the sum of squared deviance residuals for a GLMM), and
+            ``df_residual`` (nobs less the number of parameters).
+
+        Examples
+        --------
+        >>> import jaxmm
+        >>> jaxmm.fit_example("sleepstudy").glance().round(3)
+           nobs   sigma   loglik       aic       bic  reml_crit  df_residual
+        0   180  25.592 -871.814  1755.628  1774.786   1743.628          174
+        """
         return glance(self)
 
     def augment(self, data=None) -> pd.DataFrame:
-        """The fitted rows (``data``'s columns first, when given) with ``.fitted``, ``.resid``,
-        ``.fixed`` and ``.mu`` (``_tidy.augment``)."""
+        """broom.mixed's ``augment``: the fitted rows with fitted values and residuals.
+
+        Parameters
+        ----------
+        data : table, optional
+            The fitted table, whose columns come first (its rows as fitted, after any dropped
+            for missing values).
+
+        Returns
+        -------
+        pandas.DataFrame
+            ``.fitted`` (η, conditional on the BLUPs), ``.resid`` (response residuals for gaussian
+            fits, deviance residuals otherwise, as lme4's default), ``.fixed`` (Xβ + offset) and
+            ``.mu`` (the conditional mean).
+
+        Examples
+        --------
+        >>> import jaxmm
+        >>> jaxmm.fit_example("sleepstudy").augment().head(2).round(3)
+           .fitted  .resid   .fixed      .mu
+        0  253.664  -4.104  251.405  253.664
+        1  273.330 -14.625  261.872  273.330
+        """
         return augment(self, data)
 
     def coef(self) -> dict:
-        """lme4's ``coef``: {group: per level, the fixed effects plus that level's BLUPs}."""
+        """lme4's ``coef``: each group's coefficients, the fixed effects plus its BLUPs.
+
+        Returns
+        -------
+        dict of str to pandas.DataFrame
+            One frame per grouping factor, one row per level; a column gains the level's BLUP
+            where the effect is random too.
+
+        Examples
+        --------
+        >>> import jaxmm
+        >>> jaxmm.fit_example("sleepstudy").coef()["Subject"].head(2).round(3)
+                 (Intercept)    Days
+        Subject
+        308          253.664  19.666
+        309          211.007   1.848
+        """
         return coef(self)
 
     def fitted(self) -> pd.Series:
-        """The conditional mean of every fitted row (lme4's ``fitted``)."""
+        """The conditional mean of every fitted row (a binomial's per trial), lme4's ``fitted``.
+
+        Returns
+        -------
+        pandas.Series
+            Indexed as the fitted rows.
+
+        Examples
+        --------
+        >>> import jaxmm
+        >>> jaxmm.fit_example("sleepstudy").fitted().head(2).round(3)
+        0    253.664
+        1    273.330
+        Name: fitted, dtype: float64
+        """
         return fitted(self)
 
     def residuals(self, type: str = "response") -> pd.Series:
-        """lme4's residuals: ``"response"``, ``"pearson"`` or ``"deviance"``."""
+        """lme4's residuals of the fitted rows.
+
+        Parameters
+        ----------
+        type : {"response", "pearson", "deviance"}
+            y − μ (a binomial's proportion less μ); that divided by the family's variance
+            function, times √weight (no dispersion); or the signed square root of each row's unit
+            deviance.
+
+        Returns
+        -------
+        pandas.Series
+            Indexed as the fitted rows.
+
+        Examples
+        --------
+        >>> import jaxmm
+        >>> jaxmm.fit_example("cbpp").residuals("deviance").head(2).round(3)
+        0   -1.438
+        1    0.989
+        Name: deviance_residual, dtype: float64
+        """
         return residuals(self, type)
