@@ -25,13 +25,44 @@ def _ml_loglik(res) -> float:
 
 
 def anova(*models, names=None) -> pd.DataFrame:
-    """With one gaussian fit, the F tests of its fixed-effect terms (:func:`f_tests`, as
-    lmerTest's ``anova``). With several: likelihood-ratio tests between nested models fitted
-    to the same rows, as lme4's
-    ``anova``: models sorted by their number of parameters, each tested against the one
-    before. REML fits are refitted by ML first (lme4's default ``refit = TRUE``), since
-    REML criteria of models with different fixed effects are not comparable; the refitted
-    models are listed in ``attrs["refitted"]``.
+    """Likelihood-ratio tests between nested fits (lme4's ``anova``), or the F tests of one
+    linear mixed model's terms (lmerTest's ``anova``).
+
+    With several models: fitted to the same rows, sorted by their number of parameters, each
+    tested against the one before. REML fits are refitted by ML first (lme4's default
+    ``refit = TRUE``), since REML criteria of models with different fixed effects are not
+    comparable; the refitted models are listed in ``attrs["refitted"]``. With one gaussian
+    fit: for each fixed-effect term but the intercept, the F test that its coefficients are
+    all 0, on Satterthwaite's denominator degrees of freedom. A term inside an interaction
+    (``x`` beside ``x:C(f)``) is refused: its test depends on the contrasts (lmerTest's type
+    III construction), which is not built.
+
+    Parameters
+    ----------
+    *models : MixedModelResult or CrossedResult
+        One gaussian fit, or two or more fits of one family to the same response and rows.
+    names : list of str, optional
+        A label per model (the formulas by default).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Several models: one row per model with ``npar, AIC, BIC, loglik, deviance, chisq,
+        df, p``. One model: one row per term with ``sum_sq, mean_sq, num_df, den_df, F, p``.
+
+    Examples
+    --------
+    >>> import jaxmm
+    >>> data = jaxmm.load_example("sleepstudy")
+    >>> m0 = jaxmm.fit("Reaction ~ Days + (1 | Subject)", data)
+    >>> m1 = jaxmm.fit("Reaction ~ Days + (Days | Subject)", data)
+    >>> jaxmm.anova(m0, m1, names=["intercept", "slope"])[["npar", "loglik", "chisq", "df"]].round(2)
+               npar   loglik  chisq    df
+    intercept     4  -897.04    NaN  <NA>
+    slope         6  -875.97  42.14     2
+    >>> jaxmm.anova(m1)[["num_df", "den_df", "F"]].round(2)
+          num_df  den_df      F
+    Days       1    17.0  45.85
     """
     if len(models) == 1 and isinstance(models[0], (MixedModelResult, CrossedResult)) and names is None:
         return f_tests(models[0])

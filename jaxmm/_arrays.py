@@ -35,24 +35,50 @@ def _kernels():
 
 
 def design(X, Z, y, groups, *, trials=None, offset=None, weights=None, dtype: str = "float64") -> Design:
-    """A :class:`Design` pytree from arrays (numpy or anything ``np.asarray`` takes).
-
-    X: (n, p) fixed-effects columns; Z: (n, q) random-effects columns; y: (n,) response
-    (successes for a binomial with ``trials``); groups: (n,) integer codes or labels of the
-    grouping factor. ``trials``, ``offset`` (a known part of the linear predictor) and
-    prior ``weights`` are optional (n,) arrays.
+    """The fit's data as a :class:`Design` pytree, from arrays (no formula, no pandas).
 
     The rows are stored sorted by group (a stable sort, so rows keep their order within a
     group): design row k is input row ``row_order(groups)[k]``. Replace the offset with
     ``design._replace(offset=eta[row_order(groups)])``, which is differentiable in ``eta``.
     Group slots follow the sorted unique labels (``np.unique(groups)``). Nothing is padded.
 
-    Several random-effect terms: ``Z`` a list of (n, q_k) matrices and ``groups`` a list of
-    as many (n,) arrays, one per term (crossed or nested factors, or two terms on one
-    factor). The result is a :class:`CrossedDesign`, its rows in input order (``row_order``
-    is the identity); its params are (β, [L_1, …, L_K], dispersion), one Cholesky factor per
-    term in the given order. ``dtype="float32"`` stores the rows in float32; the sums over
-    rows are float64.
+    Several random-effect terms: ``Z`` a list of (n, q_k) matrices and ``groups`` a list of as
+    many (n,) arrays, one per term (crossed or nested factors, or two terms on one factor).
+    The result is a ``CrossedDesign``, its rows in input order (``row_order`` is the
+    identity); its params are (β, [L_1, …, L_K], dispersion), one Cholesky factor per term in
+    the given order.
+
+    Parameters
+    ----------
+    X : array_like
+        (n, p) fixed-effects columns.
+    Z : array_like or list of array_like
+        (n, q) random-effects columns, or one (n, q_k) matrix per term.
+    y : array_like
+        (n,) response (successes for a binomial with ``trials``).
+    groups : array_like or list of array_like
+        (n,) integer codes or labels of the grouping factor, or one per term.
+    trials : array_like, optional
+        (n,) binomial trials.
+    offset : array_like, optional
+        (n,) a known part of the linear predictor.
+    weights : array_like, optional
+        (n,) prior weights.
+    dtype : {"float64", "float32"}
+        The precision of the stored rows (several terms: sums over rows stay float64).
+
+    Returns
+    -------
+    Design or CrossedDesign
+
+    Examples
+    --------
+    >>> import jaxmm, numpy as np
+    >>> data = jaxmm.load_example("sleepstudy")
+    >>> X = np.column_stack([np.ones(len(data)), data["Days"]])
+    >>> d = jaxmm.design(X, X, data["Reaction"].to_numpy(), data["Subject"].to_numpy())
+    >>> d.X.shape, d.n_groups
+    ((180, 2), 18)
     """
     if _several(Z):
         from ._crossed_arrays import crossed_design
@@ -72,8 +98,25 @@ def _several(Z) -> bool:
 
 
 def row_order(groups) -> np.ndarray:
-    """Input row of each design row of :func:`design` (the stable sort by group; for a list
-    of grouping arrays, several terms, the rows keep their order)."""
+    """The input row of each design row of :func:`design`.
+
+    Parameters
+    ----------
+    groups : array_like or list of array_like
+        The grouping labels given to :func:`design`.
+
+    Returns
+    -------
+    numpy.ndarray
+        The stable sort by group (for a list of grouping arrays, several terms, the identity:
+        the rows keep their order).
+
+    Examples
+    --------
+    >>> import jaxmm
+    >>> jaxmm.row_order([2, 1, 2, 0])
+    array([3, 1, 0, 2])
+    """
     if isinstance(groups, (list, tuple)) and len(groups) > 0 and all(np.ndim(g) == 1 for g in groups):
         return np.arange(np.shape(groups[0])[0])
     _, codes = np.unique(np.asarray(groups), return_inverse=True)
@@ -119,19 +162,47 @@ def marginal_loglik(params, design: Design, *, family="gaussian", link=None, met
                     nAGQ: int = 1, u0=None):
     """The marginal log-likelihood log p(y) at ``params``, a pure JAX function.
 
-    ``params``: a :class:`Params` (or any (β, L, dispersion) triple): β (p,), the lower
-    Cholesky factor L (q, q) of D = L Lᵀ (its diagonal may be 0 or negative: D ignores
-    column signs), and the dispersion (σ for gaussian, the size for negative binomial, the CV for
-    gamma; ignored by families without one). ``method``: ``"laplace"`` (with ``nAGQ`` > 1,
-    adaptive Gauss–Hermite quadrature, q ≤ 3); gaussian models are exact: ``"ML"`` (the
-    same as ``"laplace"``) or ``"REML"`` (the restricted likelihood, in which β does not
-    enter). ``u0``: optional (m, q) spherical modes to start the inner
-    Newton solver from (zeros by default).
-
     Jittable, vmappable (over params or designs), and differentiable in ``params`` and in
-    every float field of ``design`` (e.g. ``design.offset``), exactly: the conditional
-    modes enter through the implicit function theorem. It equals ``res.loglik`` at
-    ``res.params`` and ``res.design`` of a fit.
+    every float field of ``design`` (e.g. ``design.offset``), exactly: the conditional modes
+    enter through the implicit function theorem. It equals ``res.loglik`` at ``res.params``
+    and ``res.design`` of a fit.
+
+    Parameters
+    ----------
+    params : Params or tuple
+        (β (p,), the lower Cholesky factor L (q, q) of D = L Lᵀ, the dispersion): σ for
+        gaussian, the size for negative binomial, the CV for gamma; ignored by families
+        without one. L's diagonal may be 0 or negative (D ignores column signs). Several
+        terms: a list of factors, one per term.
+    design : Design
+        From :func:`design` or a fit's ``res.design``.
+    family : str
+        As for ``fit``.
+    link : str, optional
+        The link (the family's canonical one by default).
+    method : {"laplace", "AGHQ", "ML", "REML"}
+        ``"laplace"`` (with ``nAGQ`` > 1, adaptive Gauss–Hermite quadrature, q ≤ 3);
+        gaussian models are exact: ``"ML"`` (the same as ``"laplace"``) or ``"REML"`` (the
+        restricted likelihood, in which β does not enter).
+    nAGQ : int
+        Quadrature nodes per random effect.
+    u0 : array_like, optional
+        (m, q) spherical modes to start the inner Newton solver from (zeros by default).
+
+    Returns
+    -------
+    jax.Array
+        The scalar log-likelihood.
+
+    Examples
+    --------
+    >>> import jax, jaxmm
+    >>> res = jaxmm.fit_example("sleepstudy")
+    >>> round(float(jaxmm.marginal_loglik(res.params, res.design, method="REML")), 4)
+    -871.8141
+    >>> grad = jax.grad(jaxmm.marginal_loglik)(res.params, res.design, method="REML")
+    >>> grad.chol.shape
+    (2, 2)
     """
     fam, nagq = _family_and_nodes(family, link, method, nAGQ)
     if _is_crossed(design):
@@ -165,10 +236,39 @@ def _loglik(params, design: Design, u0, fam, nagq: int, reml: bool, kernels):
 
 
 def conditional_modes(params, design: Design, *, family="gaussian", link=None, u0=None):
-    """BLUPs b̂ (m, q), the conditional modes of the random effects, and their conditional
-    covariances (m, q, q) (the inverse curvature at the mode, L H⁻¹ Lᵀ), one row per group
-    slot of ``design``. Pure and differentiable like :func:`marginal_loglik`. For a design
-    with several terms, two tuples of those arrays, one per term in the given order."""
+    """The BLUPs and their conditional covariances at ``params``, a pure JAX function.
+
+    Pure and differentiable like :func:`marginal_loglik`.
+
+    Parameters
+    ----------
+    params : Params or tuple
+        (β, L, dispersion), as for :func:`marginal_loglik`.
+    design : Design
+        From :func:`design` or a fit's ``res.design``.
+    family : str
+        As for ``fit``.
+    link : str, optional
+        The link.
+    u0 : array_like, optional
+        Starting spherical modes (one term only).
+
+    Returns
+    -------
+    tuple of jax.Array
+        b̂ (m, q), the conditional modes, and their conditional covariances (m, q, q) (the
+        inverse curvature at the mode, L H⁻¹ Lᵀ), one row per group slot of ``design``; for
+        several terms, two tuples of those arrays, one per term in the given order.
+
+    Examples
+    --------
+    >>> import jaxmm
+    >>> res = jaxmm.fit_example("sleepstudy")
+    >>> b, cond_var = jaxmm.conditional_modes(res.params, res.design)
+    >>> b[:2].round(3)
+    Array([[  2.259,   9.199],
+           [-40.399,  -8.62 ]], dtype=float64)
+    """
     if _is_crossed(design):
         if u0 is not None:
             raise ArgumentError("u0 (starting modes) is taken for one random-effect term only")

@@ -49,11 +49,34 @@ def _writable(path: Path) -> bool:
 
 def enable_compilation_cache(path: str | os.PathLike | None = None) -> Path:
     """Keep compiled fits on disk and reuse them in later processes (on by default; this
-    chooses another folder, or turns the cache back on after :func:`disable_compilation_cache`).
+    chooses another folder, or turns the cache back on after
+    :func:`disable_compilation_cache`).
 
     A fit compiles in a second or two the first time a model shape is seen; with the cache a
-    new process loads the compiled program instead. Returns the folder; raises
-    ``ArgumentError`` when ``path`` cannot be written.
+    new process loads the compiled program instead.
+
+    Parameters
+    ----------
+    path : str or path, optional
+        The folder (by default ``JAXMM_CACHE_DIR``, else the user's cache folder).
+
+    Returns
+    -------
+    pathlib.Path
+        The folder in use.
+
+    Raises
+    ------
+    ArgumentError
+        When ``path`` cannot be created or written.
+
+    Examples
+    --------
+    >>> import jaxmm, tempfile
+    >>> folder = jaxmm.enable_compilation_cache(tempfile.mkdtemp())
+    >>> folder.is_dir()
+    True
+    >>> jaxmm.disable_compilation_cache()
     """
     path = default_cache_dir() if path is None else Path(path).expanduser()
     if not _writable(path):
@@ -70,7 +93,17 @@ def _use(path: Path) -> None:
 
 
 def disable_compilation_cache() -> None:
-    """Compile every program afresh in this process and write nothing to disk."""
+    """Compile every program afresh in this process and write nothing to disk.
+
+    Returns
+    -------
+    None
+
+    Examples
+    --------
+    >>> import jaxmm
+    >>> jaxmm.disable_compilation_cache()
+    """
     jax.config.update("jax_compilation_cache_dir", None)
 
 

@@ -28,21 +28,70 @@ def _check(name: str) -> None:
 
 
 def load_example(name: str) -> pd.DataFrame:
-    """The data of a shipped example as a DataFrame."""
+    """The data of a shipped example (sleepstudy, cbpp, grouseticks, contraception, seedlike).
+
+    Parameters
+    ----------
+    name : str
+        The example's name.
+
+    Returns
+    -------
+    pandas.DataFrame
+
+    Examples
+    --------
+    >>> import jaxmm
+    >>> jaxmm.load_example("cbpp").shape
+    (56, 5)
+    """
     _check(name)
     with resources.files("jaxmm").joinpath("data", EXAMPLES[name][0]).open("r") as fh:
         return pd.read_csv(fh)
 
 
 def example_model(name: str) -> tuple[str, dict]:
-    """(formula, keyword arguments for fit) of a shipped example."""
+    """The model a shipped example is usually fitted with.
+
+    Parameters
+    ----------
+    name : str
+        The example's name.
+
+    Returns
+    -------
+    tuple
+        (formula, keyword arguments for ``fit``).
+
+    Examples
+    --------
+    >>> import jaxmm
+    >>> jaxmm.example_model("cbpp")
+    ('incidence ~ C(period) + (1 | herd)', {'family': 'binomial', 'trials': 'size'})
+    """
     _check(name)
     _, formula, kwargs = EXAMPLES[name]
     return formula, dict(kwargs)
 
 
 def fit_example(name: str):
-    """Fit a shipped example with its usual model."""
+    """Fit a shipped example with its usual model (what ``jaxmm example NAME`` prints).
+
+    Parameters
+    ----------
+    name : str
+        The example's name.
+
+    Returns
+    -------
+    MixedModelResult
+
+    Examples
+    --------
+    >>> import jaxmm
+    >>> round(jaxmm.fit_example("sleepstudy").loglik, 3)
+    -871.814
+    """
     from ._fit import fit
 
     formula, kwargs = example_model(name)

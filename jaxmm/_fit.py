@@ -72,57 +72,92 @@ def fit(formula: str, data, family="gaussian", *, method: str | None = None, tri
         link: str | None = None, offset=None, weights=None, missing: str = "raise", bucket: bool = True,
         dtype: str = "float64", verbose=False, by: str | None = None, devices=None, nAGQ: int = 1,
         REML: bool | None = None):
-    """Fit a (generalised) linear mixed model.
+    """Fit a (generalised) linear mixed model, as lme4's ``lmer`` and ``glmer``.
 
     Parameters
     ----------
-    formula : formulaic fixed part plus lme4 random terms, e.g. ``y ~ x + C(period) + (x | subject)``.
-        Several terms (``(1 | s) + (1 | i)``, ``(1 | a/b)``, ``(1 | a:b)``) give a
-        :class:`CrossedResult` (docs/several-terms.md).
-    data : a pandas DataFrame (or anything ``pandas.DataFrame`` accepts).
-    family : ``"gaussian"`` (exact LMM), ``"binomial"`` (links logit, probit, cloglog),
-        ``"poisson"``, ``"negative_binomial"`` (NB2, ``theta`` estimated) or ``"gamma"``
-        (Laplace). For gamma, ``sigma`` is the coefficient of variation 1/√shape.
-    method : ``"REML"`` (gaussian default) or ``"ML"``; ``"laplace"`` for other families, or
+    formula : str
+        formulaic's fixed part plus lme4's random terms, e.g.
+        ``y ~ x + C(period) + (x | subject)``. Several terms (``(1 | s) + (1 | i)``,
+        ``(1 | a/b)``, ``(1 | a:b)``) give a :class:`CrossedResult`.
+    data : table
+        A pandas, polars or pyarrow table (or anything ``pandas.DataFrame`` accepts).
+    family : str
+        ``"gaussian"`` (exact LMM), ``"binomial"`` (links logit, probit, cloglog),
+        ``"poisson"``, ``"negative_binomial"`` (NB2, its size estimated) or ``"gamma"`` (log
+        link; ``sigma`` is the coefficient of variation 1/√shape), the others by Laplace.
+    method : str, optional
+        ``"REML"`` (gaussian default) or ``"ML"``; ``"laplace"`` for other families, or
         ``"AGHQ"`` with ``nAGQ`` > 1 (which selects it by itself, as in lme4).
-    trials : column with binomial trial counts; without it a binomial response is 0/1 (or write
+    trials : str, optional
+        The column of binomial trial counts; without it a binomial response is 0/1 (or write
         the response as lme4 does, ``cbind(successes, failures) ~ ...``).
-    link : the link function; the canonical one by default.
-    offset : a column name or array added to the linear predictor; ``offset(expr)`` terms in
-        the formula are added to it.
-    weights : prior weights (a column name or array) for the gaussian family: row i has
-        residual variance σ²/wᵢ, as lme4's ``weights=``.
-    missing : ``"raise"`` (default) names each used column with missing values and their
-        rows; ``"drop"`` drops those rows and records their number as ``n_dropped``.
-    bucket : pad rows and groups up to the next of a coarse ladder of sizes (at most 25 %
-        more) with inert rows, so that datasets of similar size reuse one compiled fit.
-        The estimates do not change; ``False`` compiles for the exact shape.
-    verbose : ``True`` prints progress (iteration, −loglik, max|gradient|) on stderr once a fit
-        has run for about 2 s; a function ``f(iteration, objective, max_abs_grad, elapsed)``
-        is called after every accepted iteration instead (objective: −loglik).
-    by : a column name: fit one model per value of it, all in one compiled, vmapped call,
-        and return a :class:`BatchResult` (``.fixef``, ``.D``, ``.sigma``, ``.loglik``,
-        ``.converged`` per value; ``[value]`` for one replicate's full result). The formula
-        is evaluated once on the whole table, so every replicate has the same columns.
-        With several random-effect terms the replicates are fitted one after another (those
-        of one shape through one compiled program) into a :class:`CrossedBatchResult`.
-    devices : a number N (the first N of ``jax.devices()``) or a list of jax devices: the
-        groups are split over them (``jax.sharding``), each device solving its own groups'
-        modes; the estimates equal a one-device fit's. ``res.n_devices`` records it.
-        Works across processes under ``jax.distributed.initialize()``.
-    REML : lme4's spelling for gaussian models: ``REML=True`` is ``method="REML"``,
+    link : str, optional
+        The link function; the canonical one by default.
+    offset : str or array_like, optional
+        A column name or array added to the linear predictor; ``offset(expr)`` terms in the
+        formula are added to it.
+    weights : str or array_like, optional
+        Prior weights for the gaussian family: row i has residual variance σ²/wᵢ, as lme4's
+        ``weights=``.
+    missing : {"raise", "drop"}
+        ``"raise"`` names each used column with missing values and their rows; ``"drop"``
+        drops those rows and records their number as ``n_dropped``.
+    bucket : bool
+        Pad rows and groups up to the next of a coarse ladder of sizes (at most 25 % more)
+        with inert rows, so that datasets of similar size reuse one compiled fit. The estimates
+        do not change; ``False`` compiles for the exact shape.
+    dtype : {"float64", "float32"}
+        The precision of the stored rows and of the row- and group-level arithmetic. float32
+        halves memory traffic (the GPU option); parameters, the optimiser and sums over groups
+        stay float64, and the exact LMM accumulates its statistics in float64.
+    verbose : bool or callable
+        ``True`` prints progress (iteration, −loglik, max|gradient|) on stderr once a fit has
+        run for about 2 s; a function ``f(iteration, objective, max_abs_grad, elapsed)`` is
+        called after every accepted iteration instead (objective: −loglik).
+    by : str, optional
+        A column: fit one model per value of it, all in one compiled, vmapped call, into a
+        :class:`BatchResult` (several terms: one after another, into a
+        :class:`CrossedBatchResult`). The formula is evaluated once on the whole table, so
+        every replicate has the same columns.
+    devices : int or list, optional
+        A number N (the first N of ``jax.devices()``) or a list of jax devices: the groups (or
+        a several-term fit's rows and pairs of cells) are split over them with
+        ``jax.sharding``; the estimates equal a one-device fit's. Works across processes
+        under ``jax.distributed.initialize()``.
+    nAGQ : int
+        Nodes per random effect of adaptive Gauss–Hermite quadrature (lme4's argument). 1 is
+        the Laplace approximation; k > 1 integrates each subject's random effects with a
+        product rule of k^q nodes centred at the mode and scaled by the conditional
+        covariance, for q ≤ 3 (lme4 allows only q = 1). The reported log-likelihood is the
+        integral itself (lme4's ``logLik`` for nAGQ > 1 subtracts the saturated model's).
+    REML : bool, optional
+        lme4's spelling for gaussian models: ``REML=True`` is ``method="REML"``,
         ``REML=False`` is ``method="ML"``.
-    nAGQ : nodes per random effect of adaptive Gauss–Hermite quadrature (lme4's argument).
-        1 (default) is the Laplace approximation; k > 1 integrates each subject's random
-        effects with a product rule of k^q nodes centred at the mode and scaled by the
-        conditional covariance, for q ≤ 3 (lme4 allows only q = 1). The reported
-        log-likelihood is the integral itself; lme4's ``logLik`` for nAGQ > 1 is that minus
-        the saturated model's log-likelihood. Gaussian fits are exact for every k.
-    dtype : ``"float64"`` (default) or ``"float32"``: the precision of the stored rows and
-        of the row- and group-level arithmetic. float32 halves memory traffic (the GPU
-        option); parameters, the optimiser and sums over groups stay in float64, and the
-        exact LMM accumulates its statistics in float64. Expect estimates to agree with
-        float64 to a few significant digits (benchmarks/float32_accuracy.py).
+
+    Returns
+    -------
+    MixedModelResult, CrossedResult, BatchResult or CrossedBatchResult
+        One random-effect term, several, or one fit per ``by`` value.
+
+    Raises
+    ------
+    FormulaError, DataError, ArgumentError
+        For every input problem, naming the column or argument.
+
+    Examples
+    --------
+    >>> import jaxmm
+    >>> data = jaxmm.load_example("cbpp")
+    >>> res = jaxmm.fit("incidence ~ C(period) + (1 | herd)", data, family="binomial", trials="size")
+    >>> res.fixef.round(3)
+    (Intercept)   -1.399
+    period2       -0.992
+    period3       -1.129
+    period4       -1.580
+    Name: estimate, dtype: float64
+    >>> round(res.loglik, 4)
+    -92.0263
     """
     if missing not in ("raise", "drop"):
         raise ArgumentError(f"missing must be 'raise' or 'drop', got {missing!r}")

@@ -16,6 +16,29 @@ import optax
 
 
 class Status(enum.IntEnum):
+    """Why the optimiser stopped (``res.status``); ``message`` says it in words.
+
+    Attributes
+    ----------
+    CONVERGED
+        The Newton decrement is below tolerance at a positive-definite Hessian.
+    STALLED
+        The objective no longer decreases; the gradient is not below tolerance.
+    MAX_ITER
+        The maximum number of iterations was reached.
+    NONFINITE
+        The objective or gradient is not finite.
+    NOT_PD
+        Stopped where the Hessian is not positive definite.
+    SEPARATED
+        A fixed effect diverges (complete or quasi-complete separation).
+
+    Examples
+    --------
+    >>> import jaxmm
+    >>> jaxmm.fit_example("sleepstudy").status is jaxmm.Status.CONVERGED
+    True
+    """
     CONVERGED = 0      # relative gradient below gtol
     STALLED = 1        # no decrease for several iterations, or the line search found no better point
     MAX_ITER = 2
@@ -25,6 +48,14 @@ class Status(enum.IntEnum):
 
     @property
     def message(self) -> str:
+        """The status in words (``res.message``).
+
+        Examples
+        --------
+        >>> import jaxmm
+        >>> jaxmm.Status.MAX_ITER.message
+        'stopped: reached the maximum number of iterations'
+        """
         return {
             Status.CONVERGED: "converged: Newton decrement below tolerance at a positive-definite Hessian",
             Status.STALLED: "stopped: objective no longer decreases; gradient not below tolerance",

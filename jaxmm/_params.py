@@ -19,11 +19,24 @@ import numpy as np
 
 
 class Params(NamedTuple):
-    """Parameters of a GLMM.
+    """The parameters of a one-term model, as :func:`marginal_loglik` takes them (a pytree).
 
-    beta:       (p,) fixed effects.
-    chol:       (q, q) lower-triangular L with D = L Lᵀ and a positive diagonal.
-    dispersion: () the family's dispersion (σ for gaussian); 1.0 where the family has none.
+    Attributes
+    ----------
+    beta : jax.Array
+        (p,) fixed effects.
+    chol : jax.Array
+        (q, q) lower-triangular L with D = L Lᵀ.
+    dispersion : jax.Array
+        () the family's dispersion (σ for gaussian); 1.0 where the family has none.
+
+    Examples
+    --------
+    >>> import jaxmm
+    >>> res = jaxmm.fit_example("sleepstudy")
+    >>> res.params.chol.round(3)
+    array([[24.74 ,  0.   ],
+           [ 0.388,  5.909]])
     """
 
     beta: jnp.ndarray

@@ -18,18 +18,38 @@ if TYPE_CHECKING:  # annotations only: the numeric core never imports pandas thr
 
 
 class Design(NamedTuple):
-    """Arrays describing one dataset, rows sorted by group.
+    """One dataset's arrays, rows sorted by group (a pytree; :func:`design` makes it).
 
-    X: (N, p) fixed-effects model matrix.     Z: (N, q) random-effects model matrix.
-    y: (N,) response (successes for binomial). trials: (N,) binomial trials (ones otherwise).
-    offset: (N,) known part of the linear predictor.
-    weights: (N,) per-row weights. For the exact LMM they are prior weights (row variance
-        σ²/w); in the Laplace likelihood they multiply each row's log density. Weight 0
-        removes a row in both, which is how padded rows are made inert.
-    group: (N,) int32 group code in [0, m).   counts: (m,) rows per group (padding excluded).
-    tile_group: None, or (T,) int32 group of each tile of N/T consecutive rows. Each tile
-        lies inside one group (groups start on a tile boundary, their last tile padded
-        with weight-0 rows), so per-group sums are sums within tiles, then over tiles.
+    Attributes
+    ----------
+    X : jax.Array
+        (N, p) fixed-effects model matrix.
+    Z : jax.Array
+        (N, q) random-effects model matrix.
+    y : jax.Array
+        (N,) response (successes for binomial).
+    trials : jax.Array
+        (N,) binomial trials (ones otherwise).
+    offset : jax.Array
+        (N,) known part of the linear predictor.
+    weights : jax.Array
+        (N,) per-row weights. For the exact LMM they are prior weights (row variance σ²/w);
+        in the Laplace likelihood they multiply each row's log density. Weight 0 removes a row
+        in both, which is how padded rows are made inert.
+    group : jax.Array
+        (N,) int32 group code in [0, m).
+    counts : jax.Array
+        (m,) rows per group (padding excluded).
+    tile_group : jax.Array or None
+        None, or (T,) int32 group of each tile of N/T consecutive rows: each tile lies inside
+        one group, so per-group sums are sums within tiles, then over tiles.
+
+    Examples
+    --------
+    >>> import jaxmm
+    >>> d = jaxmm.fit_example("sleepstudy").design
+    >>> d.X.shape[1], d.Z.shape[1]
+    (2, 2)
     """
 
     X: jnp.ndarray
@@ -44,6 +64,15 @@ class Design(NamedTuple):
 
     @property
     def n_groups(self) -> int:
+        """The number of group slots, m (padded ones included in a fit's design).
+
+        Examples
+        --------
+        >>> import jaxmm, numpy as np
+        >>> d = jaxmm.design(np.ones((4, 1)), np.ones((4, 1)), np.zeros(4), [0, 0, 1, 1])
+        >>> d.n_groups
+        2
+        """
         return self.counts.shape[0]
 
 
