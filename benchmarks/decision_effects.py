@@ -148,12 +148,12 @@ def decrement_share(args):
         finally:
             _driver.DECREMENT_SHARE = original
     jax.clear_caches()
-    tight = float(fits[1e-4][2].D[1, 1])
+    tight = float(fits[1e-4][2].D.iloc[1, 1])
 
     def show(share):
         a, b, c = fits[share]
-        rescaled = abs(float(b.D[1, 1]) / (49 * float(a.D[1, 1])) - 1)
-        return f"{c.n_iter}; {abs(float(c.D[1, 1]) / tight - 1):.0e}; {rescaled:.0e}"
+        rescaled = abs(float(b.D.iloc[1, 1]) / (49 * float(a.D.iloc[1, 1])) - 1)
+        return f"{c.n_iter}; {abs(float(c.D.iloc[1, 1]) / tight - 1):.0e}; {rescaled:.0e}"
 
     return [("the optimiser stops at 1 % of the verdict's allowance", "`_driver.DECREMENT_SHARE`",
              "contraception Bernoulli (urban01 | district), sleepstudy REML with Days and Days/7; against 0.1",

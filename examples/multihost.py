@@ -40,7 +40,7 @@ def data():
 
 
 def summary(res) -> dict:
-    return {"loglik": res.loglik, "fixef": res.fixef.tolist(), "D": res.D.tolist(), "converged": res.converged,
+    return {"loglik": res.loglik, "fixef": res.fixef.tolist(), "D": res.D_array.tolist(), "converged": res.converged,
             "n_devices": res.n_devices}
 
 

@@ -219,16 +219,18 @@ class CrossedResult(Criteria, TidyViews):
 
     @property
     def D(self) -> dict:
-        """Each grouping factor's prior covariance of its effects (lme4's VarCorr); terms on one
-        factor are independent, so their cross block is zero.
+        """Each grouping factor's prior covariance of its effects (lme4's VarCorr), a DataFrame
+        labelled by the effects; terms on one factor are independent, so their cross block is
+        zero.
 
         Examples
         --------
         >>> import jaxmm
         >>> data = jaxmm.load_example("grouseticks")
         >>> g = jaxmm.fit("TICKS ~ C(YEAR) + cHEIGHT + (1 | BROOD) + (1 | LOCATION)", data, family="poisson")
-        >>> {k: v.round(3) for k, v in g.D.items()}
-        {'BROOD': array([[0.592]]), 'LOCATION': array([[0.33]])}
+        >>> g.D["BROOD"].round(3)
+                     (Intercept)
+        (Intercept)        0.592
         """
         out = {}
         for label, ks in self._factors().items():
@@ -238,7 +240,8 @@ class CrossedResult(Criteria, TidyViews):
             for b in blocks:
                 D[at:at + b.shape[0], at:at + b.shape[0]] = b
                 at += b.shape[0]
-            out[label] = D
+            names = [n for k in ks for n in self.terms[k].names]
+            out[label] = pd.DataFrame(D, index=names, columns=names)
         return out
 
     @property

@@ -357,7 +357,7 @@ def _result(out, info, fam, formula, method, blocks, fit_options, design, n_devi
         group_labels=info.group_labels,
         beta=out["beta"],
         vcov_array=out["vcov"],
-        D=out["chol"] @ out["chol"].T,
+        D_array=out["chol"] @ out["chol"].T,
         sigma=float(out["dispersion"]) if fam.n_dispersion and fam.dispersion_name == "sigma" else None,
         nb_size=float(out["dispersion"]) if fam.dispersion_name == "nb_size" else None,
         ranef_array=out["ranef"][layout.group_slot],

@@ -73,7 +73,7 @@ def wald_intervals(res, level: float) -> pd.DataFrame:
     names = list(res.fixef_names)
     lower, upper = list(res.beta - z * se), list(res.beta + z * se)
     # As lme4's confint(method = "Wald"): no Wald intervals for the variance parameters.
-    extra = variance_parameters(res.D, res.re_names)[0] + (["sigma"] if res.sigma is not None else []) + (
+    extra = variance_parameters(res.D_array, res.re_names)[0] + (["sigma"] if res.sigma is not None else []) + (
         ["nb_size"] if res.nb_size is not None else [])
     names += extra
     lower += [np.nan] * len(extra)

@@ -76,7 +76,7 @@ def marginal_coefs(res) -> pd.DataFrame:
 
     if res.link == "identity":
         return wald_table(res.fixef, res.vcov)
-    structure = res.D.shape[0] if res.re_blocks is None else tuple(res.re_blocks)
+    structure = res.D_array.shape[0] if res.re_blocks is None else tuple(res.re_blocks)
     p, nc = len(res.beta), n_chol(structure)
     # (β, L): the dispersion, if any, does not enter the population-averaged β
     phi = natural_from_params(res.params, 0, structure)

@@ -239,15 +239,15 @@ def profile_intervals(res, level: float) -> pd.DataFrame:
     if res.family_spec.exact and res.fit_options.weights is not None:
         raise ArgumentError("profile intervals are not available for gaussian fits with prior weights")
     family = res.family_spec
-    structure = res.D.shape[0] if res.re_blocks is None else tuple(res.re_blocks)
+    structure = res.D_array.shape[0] if res.re_blocks is None else tuple(res.re_blocks)
     nd = res.n_dispersion
-    p, d = len(res.beta), res.D.shape[0]
+    p, d = len(res.beta), res.D_array.shape[0]
     design = res.design
     params = Params(jnp.asarray(res.params.beta), jnp.asarray(res.params.chol), jnp.asarray(res.params.dispersion))
     phi_hat = natural_from_params(params, nd, structure)
     # the correlations profiled: every pair of a correlated block whose SDs are not 0
-    sd_hat = np.sqrt(np.diag(res.D))
-    same_block = ~np.isclose(np.asarray(res.D), 0.0) | (res.re_blocks is None)
+    sd_hat = np.sqrt(np.diag(res.D_array))
+    same_block = ~np.isclose(res.D_array, 0.0) | (res.re_blocks is None)
     pairs = tuple((i, j) for j in range(d) for i in range(j) if res.re_blocks is None or same_block[i, j])
     # the modes at the estimate, the variance parameters' gradients and (gaussian fits) the
     # curvature, which scale the free parameters and give the first secant step (a Wald step)
@@ -288,5 +288,5 @@ def profile_intervals(res, level: float) -> pd.DataFrame:
     names = [label[kind](index) for kind, index, *_ in targets]
     frame = pd.DataFrame({"lower": lower, "upper": upper}, index=names)
     # rows in confint's order: fixed effects, SDs and correlations, sigma
-    order = list(res.fixef_names) + variance_parameters(res.D, res.re_names)[0] + ([dispersion] if nd else [])
+    order = list(res.fixef_names) + variance_parameters(res.D_array, res.re_names)[0] + ([dispersion] if nd else [])
     return frame.reindex(order)

@@ -55,14 +55,14 @@ def summary_text(res) -> str:
     out = [kind, f"Formula: {res.formula}"] + data_lines(res) + [""] + criteria_lines(res) + residual_lines(res)
     out.append("Random effects:")
     names = res.re_names
-    sd = np.sqrt(np.diag(res.D))
+    sd = np.sqrt(np.diag(res.D_array))
     corr = res.corr.to_numpy()
     # Correlations are shown within blocks only: under (x || g) they are zero by construction.
     same_block = _correlated_pairs(res)
     with_corr = bool(np.any(same_block & ~np.eye(len(names), dtype=bool)))
     header = ["Groups", "Name", "Variance", "Std.Dev."] + (["Corr"] if with_corr else [])
     rows = []
-    variances = list(np.diag(res.D)) + ([res.sigma ** 2] if res.sigma is not None else [])
+    variances = list(np.diag(res.D_array)) + ([res.sigma ** 2] if res.sigma is not None else [])
     sds = list(sd) + ([res.sigma] if res.sigma is not None else [])
     var_text, sd_text = aligned(variances, 4), aligned(sds, 4)
     for k, name in enumerate(names):
@@ -169,12 +169,12 @@ def varcorr_frame(res):
     import pandas as pd
 
     names = list(res.re_names)
-    sd = np.sqrt(np.diag(res.D))
+    sd = np.sqrt(np.diag(res.D_array))
     corr = res.corr.to_numpy()
     same_block = _correlated_pairs(res)
     rows = []
     for k, name in enumerate(names):
-        row = {"group": res.group_name, "name": name, "variance": float(res.D[k, k]), "std_dev": float(sd[k])}
+        row = {"group": res.group_name, "name": name, "variance": float(res.D_array[k, k]), "std_dev": float(sd[k])}
         for j in range(len(names) - 1):
             row[f"corr_{names[j]}"] = float(corr[k, j]) if j < k and same_block[k, j] else np.nan
         rows.append(row)
@@ -210,8 +210,8 @@ def result_dict(res) -> dict:
         "p": {k: float(v) for k, v in ct["p"].items()},
         "vcov": np.asarray(res.vcov_array).tolist(),
         "re_names": list(res.re_names),
-        "D": np.asarray(res.D).tolist(),
-        "sd": [float(v) for v in np.sqrt(np.diag(res.D))],
+        "D": res.D_array.tolist(),
+        "sd": [float(v) for v in np.sqrt(np.diag(res.D_array))],
         "sigma": None if res.sigma is None else float(res.sigma),
         "nb_size": None if res.nb_size is None else float(res.nb_size),
         "group": res.group_name,

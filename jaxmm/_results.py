@@ -67,8 +67,8 @@ class MixedModelResult(Criteria, TidyViews):
         β̂ (p,), as ``fixef`` without labels.
     vcov_array : numpy.ndarray
         vcov (p, p), as ``vcov`` without labels.
-    D : numpy.ndarray
-        The random effects' covariance (q, q).
+    D_array : numpy.ndarray
+        The random effects' covariance (q, q), as ``D`` without labels.
     sigma : float or None
         The residual SD (gaussian), the gamma's coefficient of variation, else None.
     ranef_array : numpy.ndarray
@@ -124,8 +124,9 @@ class MixedModelResult(Criteria, TidyViews):
     Days            10.467
     Name: estimate, dtype: float64
     >>> res.D.round(2)
-    array([[612.09,   9.6 ],
-           [  9.6 ,  35.07]])
+                 (Intercept)   Days
+    (Intercept)       612.09   9.60
+    Days                9.60  35.07
     """
 
     formula: str
@@ -138,7 +139,7 @@ class MixedModelResult(Criteria, TidyViews):
     group_labels: tuple
     beta: np.ndarray
     vcov_array: np.ndarray
-    D: np.ndarray
+    D_array: np.ndarray
     sigma: float | None
     ranef_array: np.ndarray
     cond_var: np.ndarray
@@ -172,7 +173,7 @@ class MixedModelResult(Criteria, TidyViews):
 
     def __post_init__(self):
         # Arrays are frozen too: a result is a record of one fit, not a scratch pad.
-        for name in ("beta", "vcov_array", "D", "ranef_array", "cond_var"):
+        for name in ("beta", "vcov_array", "D_array", "ranef_array", "cond_var"):
             arr = np.array(getattr(self, name), dtype=np.float64)
             arr.flags.writeable = False
             object.__setattr__(self, name, arr)
@@ -216,6 +217,22 @@ class MixedModelResult(Criteria, TidyViews):
         return pd.DataFrame(self.vcov_array, index=names, columns=names)
 
     @property
+    def D(self) -> pd.DataFrame:
+        """The random effects' covariance (lme4's ``VarCorr``), labelled by the random effects;
+        ``D_array`` is the same (q, q) array without labels.
+
+        Examples
+        --------
+        >>> import jaxmm
+        >>> jaxmm.fit_example("sleepstudy").D.round(2)
+                     (Intercept)   Days
+        (Intercept)       612.09   9.60
+        Days                9.60  35.07
+        """
+        names = list(self.re_names)
+        return pd.DataFrame(self.D_array, index=names, columns=names)
+
+    @property
     def ranef(self) -> pd.DataFrame:
         """The conditional modes (BLUPs), one row per group, indexed by the data's group labels.
 
@@ -255,7 +272,7 @@ class MixedModelResult(Criteria, TidyViews):
         >>> jaxmm.fit_example("sleepstudy").npar
         6
         """
-        structure = self.D.shape[0] if self.re_blocks is None else self.re_blocks
+        structure = self.D_array.shape[0] if self.re_blocks is None else self.re_blocks
         return len(self.fixef) + n_chol(structure) + self.n_dispersion
 
     @property
@@ -287,7 +304,7 @@ class MixedModelResult(Criteria, TidyViews):
         Days            5.922
         dtype: float64
         """
-        return pd.Series(np.sqrt(np.diag(self.D)), index=list(self.re_names))
+        return pd.Series(np.sqrt(np.diag(self.D_array)), index=list(self.re_names))
 
     @property
     def corr(self) -> pd.DataFrame:
@@ -301,9 +318,9 @@ class MixedModelResult(Criteria, TidyViews):
         (Intercept)        1.000  0.066
         Days               0.066  1.000
         """
-        sd = np.sqrt(np.diag(self.D))
+        sd = np.sqrt(np.diag(self.D_array))
         with np.errstate(invalid="ignore", divide="ignore"):
-            c = self.D / np.outer(sd, sd)
+            c = self.D_array / np.outer(sd, sd)
         return pd.DataFrame(c, index=list(self.re_names), columns=list(self.re_names))
 
     def linear_predictors(self) -> tuple[np.ndarray, np.ndarray]:

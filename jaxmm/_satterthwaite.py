@@ -68,7 +68,7 @@ def _one_term(phi, design, reml: bool, structure, kernels=None):
 
 def _one_term_pieces(res):
     """:func:`_pieces` of a gaussian ``MixedModelResult``."""
-    structure = res.D.shape[0] if res.re_blocks is None else tuple(res.re_blocks)
+    structure = res.D_array.shape[0] if res.re_blocks is None else tuple(res.re_blocks)
     L = np.asarray(res.params.chol)
     phi = np.concatenate([L[free_entries(structure)], [float(res.sigma)]])
     return _one_term(phi, res.design, res.method == "REML", structure)

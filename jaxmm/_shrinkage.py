@@ -27,7 +27,8 @@ def unpooled_effects(res, data) -> np.ndarray:
                                        missing=opts.missing)
     if tuple(info.group_labels) != tuple(res.group_labels):
         raise ValueError("data do not match the fit: different groups")
-    L = np.linalg.cholesky(res.D + 1e-12 * np.trace(res.D) * np.eye(res.D.shape[0]))
+    D = res.D_array
+    L = np.linalg.cholesky(D + 1e-12 * np.trace(D) * np.eye(D.shape[0]))
     # the fitted dispersion of any family (σ, the NB size, the gamma CV; 1 where there is none)
     params = Params(np.asarray(res.beta), WIDEN * L, np.asarray(res.params.dispersion, dtype=np.float64))
     b, _ = conditional_modes(params, design, family=res.family_spec)  # one compiled program
@@ -60,13 +61,13 @@ def shrinkage_table(res) -> pd.DataFrame:
     mean_cond_var / varcorr_var. For q > 1 the correlations with every other term follow,
     from D (``varcorr_cor_<term>``) and from the BLUPs (``blup_cor_<term>``).
     """
-    return _shrinkage(res.re_names, res.D, res.ranef_array, res.cond_var)
+    return _shrinkage(res.re_names, res.D_array, res.ranef_array, res.cond_var)
 
 
 def factor_shrinkage(res) -> pd.DataFrame:
     """:func:`shrinkage_table` for each grouping factor of a fit with several terms, rows
     indexed by (group, term); a correlation column is NaN for the factors without that effect."""
-    frames = {label: _shrinkage(list(frame.columns), res.D[label], frame.to_numpy(), res.cond_var[label])
+    frames = {label: _shrinkage(list(frame.columns), res.D[label].to_numpy(), frame.to_numpy(), res.cond_var[label])
               for label, frame in res.ranef.items()}
     return pd.concat(frames, names=["group", "term"])
 

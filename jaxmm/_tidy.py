@@ -57,7 +57,7 @@ def _factors(res):
         return out
     structure = len(res.re_names) if res.re_blocks is None else tuple(res.re_blocks)
     return [(res.group_name, list(res.re_names), [str(v) for v in res.group_labels], np.asarray(res.ranef_array),
-             np.asarray(res.cond_var), [(tuple(res.re_names), np.asarray(res.D), structure)])]
+             np.asarray(res.cond_var), [(tuple(res.re_names), res.D_array, structure)])]
 
 
 def fitted(res) -> pd.Series:

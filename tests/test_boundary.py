@@ -73,7 +73,7 @@ def test_laplace_variance_finished_at_exactly_zero():
         warnings.simplefilter("ignore", jaxmm.errors.SingularFitWarning)
         res = jaxmm.fit("y ~ x + (1 | g)", data, "poisson")
     assert res.converged, res.message
-    assert res.D[0, 0] == 0.0 and res.singular
+    assert res.D.iloc[0, 0] == 0.0 and res.singular
     assert np.all(res.ranef.to_numpy() == 0.0)
     X = np.column_stack([np.ones(len(data)), data["x"]])
     beta, loglik = _poisson_glm(X, data["y"].to_numpy(float))
@@ -153,6 +153,6 @@ def test_a_random_intercept_variance_going_to_zero():
         res = jaxmm.fit("y ~ 1 + (1 | subject)", data)
     assert res.converged and res.singular, res.message
     assert res.loglik >= -5264.25993932 - 1e-7
-    assert res.D[0, 0] == 0.0
+    assert res.D.iloc[0, 0] == 0.0
     assert res.fixef.iloc[0] == pytest.approx(0.963988372622, rel=1e-9)
     assert res.sigma ** 2 == pytest.approx(11.3046479844, rel=1e-8)

@@ -38,7 +38,7 @@ def test_each_replicate_equals_its_own_fit(batch):
     frame = res.to_frame()
     assert list(frame.columns) == ["(Intercept)", "x", "sd_(Intercept)|subj", "sd_(Intercept)|item", "sigma",
                                    "loglik", "converged"]
-    assert frame.loc["r2", "sd_(Intercept)|item"] == pytest.approx(np.sqrt(res["r2"].D["item"][0, 0]), rel=1e-12)
+    assert frame.loc["r2", "sd_(Intercept)|item"] == pytest.approx(np.sqrt(res["r2"].D["item"].iloc[0, 0]), rel=1e-12)
     assert frame["converged"].all()
     with pytest.raises(KeyError, match="not a value of the by column 'rep'"):
         res["r9"]
@@ -62,4 +62,4 @@ def test_a_term_with_no_variance_is_a_boundary_fit_warned_at_the_callers_line():
     with pytest.warns(SingularFitWarning, match="boundary") as caught:
         res = jaxmm.fit(FORMULA, data)
     assert caught[0].filename == __file__
-    assert res.singular and res.D["item"][0, 0] < 1e-8 * res.D["subj"][0, 0]
+    assert res.singular and res.D["item"].iloc[0, 0] < 1e-8 * res.D["subj"].iloc[0, 0]

@@ -99,8 +99,9 @@ def test_blups_and_conditional_sds_equal_lme4(name):
 def test_two_terms_on_one_factor_are_one_factor_in_the_views():
     _, _, res = _fit("sleepstudy_two_terms_ml")
     assert list(res.ranef) == ["Subject"] and list(res.ranef["Subject"].columns) == ["(Intercept)", "Days"]
-    D = res.D["Subject"]
-    assert D[0, 1] == 0.0 and D[0, 0] > 0 and D[1, 1] > 0  # independent terms a priori
+    D = res.D["Subject"]  # labelled by the effects of both terms
+    assert list(D.columns) == ["(Intercept)", "Days"]
+    assert D.iloc[0, 1] == 0.0 and D.iloc[0, 0] > 0 and D.iloc[1, 1] > 0  # independent terms a priori
     # a posteriori the intercept and slope of one subject are correlated
     assert np.all(np.abs(res.cond_var["Subject"][:, 0, 1]) > 1e-3)
     text = res.summary()

@@ -124,7 +124,7 @@ def test_simulated_responses_have_the_models_covariance(penicillin):
     same_sample = data["sample"].to_numpy()[:, None] == data["sample"].to_numpy()[None]
     # rows of one plate and two samples covary by σ²_plate; of one sample and two plates by
     # σ²_sample; of neither not at all; a row varies by σ²_plate + σ²_sample + σ²
-    v_plate, v_sample, v_res = res.D["plate"][0, 0], res.D["sample"][0, 0], res.sigma ** 2
+    v_plate, v_sample, v_res = res.D["plate"].iloc[0, 0], res.D["sample"].iloc[0, 0], res.sigma ** 2
     assert C[same_plate & ~same_sample].mean() == pytest.approx(v_plate, rel=0.08)
     assert C[same_sample & ~same_plate].mean() == pytest.approx(v_sample, rel=0.08)
     assert C[~same_sample & ~same_plate].mean() == pytest.approx(0.0, abs=0.05)
@@ -142,7 +142,7 @@ def test_bootstrap_refits_equal_fits_of_the_simulated_responses(penicillin):
     assert row["(Intercept)"] == pytest.approx(again.fixef.iloc[0], rel=1e-9)
     assert row["sigma"] == pytest.approx(again.sigma, rel=1e-6)
     for label in ("plate", "sample"):
-        assert row[f"sd_(Intercept)|{label}"] == pytest.approx(np.sqrt(again.D[label][0, 0]), rel=1e-5)
+        assert row[f"sd_(Intercept)|{label}"] == pytest.approx(np.sqrt(again.D[label].iloc[0, 0]), rel=1e-5)
     ci = res.confint("boot", n=3, seed=5)
     np.testing.assert_allclose(ci["lower"], boot.quantile(0.025), rtol=1e-12)
 
@@ -158,7 +158,7 @@ def test_shrinkage_per_factor_from_lme4s_blups(penicillin):
         # lme4's BLUPs and conditional SDs agree with jaxmm's to 1e-6 relative
         assert row["blup_var"] == pytest.approx(np.var(part["condval"], ddof=1), rel=1e-5)
         assert row["mean_cond_var"] == pytest.approx(np.mean(np.square(part["condsd"])), rel=1e-5)
-        assert row["varcorr_var"] == pytest.approx(res.D[label][0, 0], rel=1e-12)
+        assert row["varcorr_var"] == pytest.approx(res.D[label].iloc[0, 0], rel=1e-12)
         assert res.ranef_cov()[label].iloc[0, 0] == pytest.approx(row["blup_var"], rel=1e-12)
         # the BLUPs are shrunk: their variance is below D's
         assert 0 < row["shrinkage"] < 1

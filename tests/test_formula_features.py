@@ -35,7 +35,7 @@ def test_uncorrelated_random_effects_match_lme4(sleepstudy, method):
     np.testing.assert_allclose(np.sqrt(np.diag(res.vcov)), ref["se"], rtol=1e-4)
     np.testing.assert_allclose(res.sd.values, ref["sd"], rtol=1e-4)
     assert res.sigma == pytest.approx(ref["sigma"], rel=1e-5)
-    assert res.D[0, 1] == 0.0 and res.D[1, 0] == 0.0
+    assert res.D.iloc[0, 1] == 0.0 and res.D.iloc[1, 0] == 0.0
     assert res.npar == 5  # 2 fixed effects, 2 variances, sigma: lme4's df for logLik
     random_effects = res.summary().split("Random effects:")[1].split("Fixed effects:")[0]
     assert "Corr" not in random_effects  # no correlation column under ||
@@ -46,7 +46,7 @@ def test_uncorrelated_glmm_has_a_diagonal_D():
     res = jaxmm.fit(ref["formula"].replace("|", "||"), data, family="binomial")
     full = jaxmm.fit(ref["formula"], data, family="binomial")
     assert res.converged
-    assert res.D[0, 1] == 0.0
+    assert res.D.iloc[0, 1] == 0.0
     assert res.npar == full.npar - 1
     assert res.loglik <= full.loglik + 1e-8  # a constrained model cannot fit better
 
@@ -166,7 +166,7 @@ def test_transforms_in_fixed_and_random_parts(sleepstudy):
     base = jaxmm.fit("Reaction ~ Days + (Days | Subject)", sleepstudy, method="ML")
     weeks = jaxmm.fit("Reaction ~ Days + ({Days / 7} | Subject)", sleepstudy, method="ML")
     assert weeks.loglik == pytest.approx(base.loglik, abs=1e-7)
-    assert weeks.D[1, 1] == pytest.approx(49 * base.D[1, 1], rel=1e-5)
+    assert weeks.D.iloc[1, 1] == pytest.approx(49 * base.D.iloc[1, 1], rel=1e-5)
     assert weeks.re_names == ("(Intercept)", "Days / 7")
     data = sleepstudy.assign(half=(sleepstudy["Days"] >= 5).astype(int))
     res = jaxmm.fit("Reaction ~ Days * C(half) + I(Days ** 2) + (1 | Subject)", data, method="ML")

@@ -104,7 +104,11 @@ def test_result_is_immutable_and_labelled(reference_fit):
     with pytest.raises(dataclasses.FrozenInstanceError):
         res.loglik = 0.0
     with pytest.raises(ValueError, match="read-only"):
-        res.D[0, 0] = 1.0
+        res.D_array[0, 0] = 1.0
+    D = res.D  # labelled, and the caller's own copy
+    assert list(D.index) == list(D.columns) == ["(Intercept)"]
+    D.iloc[0, 0] = 1.0
+    assert res.D.iloc[0, 0] == res.D_array[0, 0] != 1.0
     edited = res.fixef
     edited.iloc[0] = 99.0  # a returned Series is the caller's own copy
     assert res.fixef.iloc[0] != 99.0

@@ -44,7 +44,7 @@ def test_gamma_matches_glmmtmb(gamma_fit):
     sd = np.sqrt(np.diag(res.D))
     np.testing.assert_allclose(sd, ref["sd"], rtol=1e-3)
     if ref["cor"] is not None:
-        assert res.D[0, 1] / (sd[0] * sd[1]) == pytest.approx(ref["cor"], abs=1e-3)
+        assert res.D.iloc[0, 1] / (sd[0] * sd[1]) == pytest.approx(ref["cor"], abs=1e-3)
     # σ is the coefficient of variation 1/√shape, as glmmTMB's and lme4's sigma()
     assert res.sigma == pytest.approx(ref["sigma"], rel=1e-4)
     assert res.npar == len(ref["fixef"]) + len(ref["sd"]) * (len(ref["sd"]) + 1) // 2 + 1

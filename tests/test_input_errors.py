@@ -94,7 +94,7 @@ def test_observation_level_random_effects_of_counts_are_allowed():
     rng = np.random.default_rng(3)
     data = pd.DataFrame({"y": rng.poisson(np.exp(1 + rng.normal(0, 0.5, 200))), "g": np.arange(200)})
     res = jaxmm.fit("y ~ 1 + (1 | g)", data, family="poisson")
-    assert res.converged and res.D[0, 0] > 0.05  # the overdispersion is found
+    assert res.converged and res.D.iloc[0, 0] > 0.05  # the overdispersion is found
 
 
 def test_lme4s_REML_argument():

@@ -80,7 +80,7 @@ def test_quadrature_equals_brute_force_integration(cbpp):
     _, res, _ = cbpp
     design, prm = res.design, _params(res)
     u0 = jnp.zeros((design.n_groups, 1))
-    sd = float(np.sqrt(res.D[0, 0]))
+    sd = float(np.sqrt(res.D.iloc[0, 0]))
     eta = np.asarray(design.X @ prm.beta)
     y, n = np.asarray(design.y), np.asarray(design.trials)
     group, weights = np.asarray(design.group), np.asarray(design.weights)
@@ -107,7 +107,7 @@ def test_cbpp_nagq25_matches_lme4(cbpp):
     se = np.sqrt(np.diag(res.vcov_array))
     np.testing.assert_array_less(np.abs(res.fixef.to_numpy() - ref["fixef"]), 0.02 * se)
     np.testing.assert_allclose(se, ref["se"], rtol=1e-3)
-    assert res.D[0, 0] == pytest.approx(ref["D"], rel=1e-3)
+    assert res.D.iloc[0, 0] == pytest.approx(ref["D"], rel=1e-3)
     assert "Adaptive Gauss-Hermite Quadrature, nAGQ = 25" in res.summary()
     assert res.loglik != pytest.approx(laplace.loglik, abs=0.01)
 

@@ -95,7 +95,7 @@ def test_unpooled_estimates_bracket_the_blups(reference_fit):
     raw = unpooled_effects(res, data)[:, 0]
     blup = res.ranef.to_numpy()[:, 0]
     n = np.bincount(g)
-    d, s2 = res.D[0, 0], res.sigma**2
+    d, s2 = res.D.iloc[0, 0], res.sigma**2
     own = data.groupby("g")["y"].mean().to_numpy() - res.fixef.iloc[0]
     np.testing.assert_allclose(raw, own, rtol=1e-3, atol=1e-3)  # prior 10⁴·D: nearly unpooled
     np.testing.assert_allclose(blup, own * n * d / (n * d + s2), rtol=1e-6, atol=1e-8)

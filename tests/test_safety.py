@@ -262,7 +262,7 @@ def test_boundary_lmm_converges_at_zero_variance():
     data = pd.DataFrame({"y": rng.standard_normal(60), "x": rng.standard_normal(60), "g": np.repeat(np.arange(6), 10)})
     with pytest.warns(jaxmm.errors.SingularFitWarning):
         res = jaxmm.fit("y ~ x + (1 | g)", data)
-    assert res.converged and res.singular and res.D[0, 0] == 0.0
+    assert res.converged and res.singular and res.D.iloc[0, 0] == 0.0
     # the boundary is the optimum: any positive variance is worse
     from jaxmm._design import design_from_formula
     from jaxmm._formula import parse_formula

@@ -80,10 +80,10 @@ def test_poisson_marginal_coefficients_are_exact(ticks):
     m = ticks.marginal_coefs()
     assert list(m.columns) == ["estimate", "std_error", "z", "p"] and list(m.index) == list(ticks.fixef.index)
     shift = np.zeros(len(m))
-    shift[0] = ticks.D[0, 0] / 2
+    shift[0] = ticks.D.iloc[0, 0] / 2
     np.testing.assert_allclose(m["estimate"].to_numpy(), ticks.beta + shift, atol=1e-12)
     pop = ticks.predict(re="population", type="link").to_numpy()
-    np.testing.assert_allclose(pop, ticks.predict(re="zero", type="link").to_numpy() + ticks.D[0, 0] / 2, atol=1e-12)
+    np.testing.assert_allclose(pop, ticks.predict(re="zero", type="link").to_numpy() + ticks.D.iloc[0, 0] / 2, atol=1e-12)
     np.testing.assert_allclose(ticks.predict(re="population").to_numpy(), np.exp(pop), rtol=1e-12)
 
 
@@ -102,7 +102,7 @@ def test_logit_marginal_means_and_attenuation():
     res = jaxmm.fit("incidence ~ C(period) + (1 | herd)", jaxmm.load_example("cbpp"), "binomial", trials="size")
     pop = res.predict(re="population").to_numpy()
     eta = res.predict(re="zero", type="link").to_numpy()
-    draws = np.random.default_rng(0).normal(0.0, np.sqrt(res.D[0, 0]), 400_000)
+    draws = np.random.default_rng(0).normal(0.0, np.sqrt(res.D.iloc[0, 0]), 400_000)
     for i in (0, 5, 30):
         p = 1 / (1 + np.exp(-(eta[i] + draws)))
         assert pop[i] == pytest.approx(p.mean(), abs=4 * p.std() / np.sqrt(draws.size))

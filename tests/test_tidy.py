@@ -92,7 +92,7 @@ def test_several_terms_have_the_same_views():
     res = jaxmm.fit("diameter ~ 1 + (1 | plate) + (1 | sample)", data)
     pars = res.tidy("ran_pars")
     assert pars["group"].tolist() == ["plate", "sample", "Residual"]
-    np.testing.assert_allclose(pars["estimate"], [np.sqrt(res.D["plate"][0, 0]), np.sqrt(res.D["sample"][0, 0]),
+    np.testing.assert_allclose(pars["estimate"], [np.sqrt(res.D["plate"].iloc[0, 0]), np.sqrt(res.D["sample"].iloc[0, 0]),
                                                    res.sigma], rtol=1e-12)
     vals = res.tidy("ran_vals")
     assert vals.groupby("group").size().to_dict() == {"plate": 24, "sample": 6}
