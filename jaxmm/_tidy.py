@@ -126,8 +126,10 @@ def glance(res) -> pd.DataFrame:
 def augment(res, data=None) -> pd.DataFrame:
     """The fitted rows with ``.fitted`` (η, conditional on the BLUPs), ``.resid`` (response
     residuals for gaussian fits, deviance residuals otherwise, as lme4's default),
-    ``.fixed`` (Xβ + offset) and ``.mu`` (the conditional mean). ``data``: the fitted table,
-    whose columns come first (its rows as fitted, after any dropped for missing values)."""
+    ``.fixed`` (Xβ + offset) and ``.mu`` (the conditional mean); a one-term LMM's also
+    ``.hat`` and ``.cooksd`` (lme4's ``hatvalues`` and ``cooks.distance``, :mod:`._influence`).
+    ``data``: the fitted table, whose columns come first (its rows as fitted, after any
+    dropped for missing values)."""
     index, _, _, _, fixed, eta, mu = _observed(res)
     if data is None:
         out = pd.DataFrame(index=index)
@@ -141,7 +143,14 @@ def augment(res, data=None) -> pd.DataFrame:
                                 f"{list(missing[:5])}); pass the table the model was fitted to")
         out = data.loc[index].copy()
     resid = residuals(res, "response" if res.family == "gaussian" else "deviance")
-    return out.assign(**{".fitted": eta, ".resid": resid.to_numpy(), ".fixed": fixed, ".mu": mu})
+    columns = {".fitted": eta, ".resid": resid.to_numpy()}
+    if res.family == "gaussian" and not hasattr(res, "terms"):
+        # leverage and Cook's distance of a one-term LMM (lme4 warns that a GLMM's make no sense)
+        from ._influence import cooks_distance, hat_values
+
+        hat = hat_values(res)
+        columns.update({".hat": hat, ".cooksd": cooks_distance(res, hat, residuals(res, "pearson").to_numpy())})
+    return out.assign(**columns, **{".fixed": fixed, ".mu": mu})
 
 
 def coef(res) -> dict:
@@ -372,16 +381,18 @@ class TidyViews:
         -------
         pandas.DataFrame
             ``.fitted`` (η, conditional on the BLUPs), ``.resid`` (response residuals for gaussian
-            fits, deviance residuals otherwise, as lme4's default), ``.fixed`` (Xβ + offset) and
-            ``.mu`` (the conditional mean).
+            fits, deviance residuals otherwise, as lme4's default), for a one-term LMM ``.hat``
+            (leverage) and ``.cooksd`` (Cook's distance) as lme4's ``hatvalues`` and
+            ``cooks.distance``, then ``.fixed`` (Xβ + offset) and ``.mu`` (the conditional mean).
 
         Examples
         --------
         >>> import jaxmm
-        >>> jaxmm.fit_example("sleepstudy").augment().head(2).round(3)
-           .fitted  .resid   .fixed      .mu
-        0  253.664  -4.104  251.405  253.664
-        1  273.330 -14.625  261.872  273.330
+        >>> jaxmm.fit_example("sleepstudy").augment().head(3).round(4)
+            .fitted   .resid    .hat  .cooksd    .fixed       .mu
+        0  253.6637  -4.1037  0.2293   0.0050  251.4051  253.6637
+        1  273.3299 -14.6252  0.1697   0.0402  261.8724  273.3299
+        2  292.9962 -42.1956  0.1268   0.2261  272.3397  292.9962
         """
         return augment(self, data)
 

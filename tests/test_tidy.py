@@ -78,6 +78,28 @@ def test_glance_augment_and_residuals_equal_lme4(fits, name):
         res.residuals("studentized")
 
 
+def test_leverage_and_cooks_distance_equal_lme4(fits):
+    # lme4's hatvalues and cooks.distance (broom.mixed's .hat, .cooksd) of sleepstudy and of a
+    # weighted, unbalanced fit; measured: .hat within 1.1e-6, .cooksd within 1.7e-5 (the two
+    # optima differ by about 1e-6 relative)
+    data, res = fits["sleepstudy"]
+    aug = res.augment()
+    assert list(aug.columns) == [".fitted", ".resid", ".hat", ".cooksd", ".fixed", ".mu"]
+    np.testing.assert_allclose(aug[".hat"], REF["sleepstudy"]["augment"][".hat"], rtol=0, atol=1e-5)
+    np.testing.assert_allclose(aug[".cooksd"], REF["sleepstudy"]["augment"][".cooksd"], rtol=0, atol=2e-4)
+    weighted = data.assign(w=1 + (data["Days"] % 3) / 2)
+    subject = weighted["Subject"].rank(method="dense").astype(int)  # R's factor codes
+    weighted = weighted[~((weighted["Days"] == 9) & (subject % 3 == 0))]
+    fit = jaxmm.fit("Reaction ~ Days + (Days | Subject)", weighted, weights="w")
+    assert fit.loglik == pytest.approx(REF["weighted"]["logLik"], abs=1e-6)
+    aug = fit.augment()
+    np.testing.assert_allclose(aug[".hat"], REF["weighted"]["hat"], rtol=0, atol=1e-5)
+    np.testing.assert_allclose(aug[".cooksd"], REF["weighted"]["cooksd"], rtol=0, atol=2e-4)
+    # the fitted values are H y: the hat values sum to the model's effective degrees of freedom,
+    # between p and p + Σq
+    assert 2 < aug[".hat"].sum() < 2 + 2 * 18
+
+
 def test_coef_adds_each_levels_blups_to_the_fixed_effects(fits):
     _, res = fits["sleepstudy"]
     table = res.coef()["Subject"]
