@@ -33,9 +33,10 @@ def anova(*models, names=None) -> pd.DataFrame:
     ``refit = TRUE``), since REML criteria of models with different fixed effects are not
     comparable; the refitted models are listed in ``attrs["refitted"]``. With one gaussian
     fit: for each fixed-effect term but the intercept, the F test that its coefficients are
-    all 0, on Satterthwaite's denominator degrees of freedom. A term inside an interaction
-    (``x`` beside ``x:C(f)``) is refused: its test depends on the contrasts (lmerTest's type
-    III construction), which is not built.
+    all 0, on Satterthwaite's denominator degrees of freedom, type III as lmerTest's default:
+    a term inside an interaction (``x`` beside ``x:C(f)``) is tested on the unweighted average
+    over the other factors' levels (a numeric variable's effect at 0), for treatment-coded
+    factors with every cell present; other codings are refused.
 
     Parameters
     ----------
@@ -105,12 +106,10 @@ def anova(*models, names=None) -> pd.DataFrame:
 
 def f_tests(res) -> pd.DataFrame:
     """lmerTest's ``anova`` of one LMM: for each fixed-effect term but the intercept, the F
-    test that its coefficients are all 0, its denominator df by Satterthwaite's method
-    (:func:`._satterthwaite.f_test`); columns sum_sq, mean_sq, num_df, den_df, F, p.
-
-    A term inside an interaction (``x`` beside ``x:C(f)``) is refused: its test then depends
-    on the contrasts (lmerTest's type III construction), which is not built; the interaction
-    itself, and every term of a model without interactions, is tested as lmerTest does."""
+    test that its coefficients are all 0 (type III: a term inside an interaction is tested on
+    the unweighted average over the other factors' levels, :func:`_type3_rows`), its
+    denominator df by Satterthwaite's method (:func:`._satterthwaite.f_test`); columns sum_sq,
+    mean_sq, num_df, den_df, F, p."""
     from ._formula import parse_formula
     from ._satterthwaite import f_test
 
@@ -123,19 +122,78 @@ def f_tests(res) -> pd.DataFrame:
     spec, model = parse_formula(res.formula), encoders.fixed
     kept = list(encoders.fixed_kept)
     terms = [t for t in model.term_slices if str(t) != "1"]
-    factors = {t: {str(f) for f in t.factors} for t in terms}
+    factors = {t: [str(f) for f in t.factors] for t in terms}
+    names = {t: list(model.column_names[model.term_slices[t]]) for t in terms}
     parts, beta, sigma2 = res._satterthwaite, res.fixef.to_numpy(), float(res.sigma) ** 2
     rows, labels = [], []
     for term in terms:
-        outer = [u for u in terms if factors[term] < factors[u]]
+        outer = [u for u in terms if set(factors[term]) < set(factors[u])]
         if outer:
-            raise ArgumentError(f"anova: the F test of {spec.display(str(term))!r}, a term inside the interaction "
-                                f"{spec.display(str(outer[0]))!r}, depends on the contrasts (lmerTest's type III); "
-                                "it is not built. Compare fits with and without the term: anova(m0, m1)")
-        columns = [kept.index(name) for name in model.column_names[model.term_slices[term]] if name in kept]
-        if not columns:  # every column aliased and dropped
+            L = _type3_rows(term, outer, factors, names, kept, spec)
+        else:
+            columns = [kept.index(name) for name in names[term] if name in kept]
+            L = np.eye(len(beta))[columns]
+        if not len(L):  # every column aliased and dropped
             continue
-        F, q, ddf, p = f_test(parts, beta, np.eye(len(beta))[columns])
+        F, q, ddf, p = f_test(parts, beta, L)
         rows.append({"sum_sq": F * q * sigma2, "mean_sq": F * sigma2, "num_df": q, "den_df": ddf, "F": F, "p": p})
         labels.append(spec.display(str(term)))
     return pd.DataFrame(rows, index=labels)
+
+
+def _type3_rows(term, outer, factors, names, kept, spec) -> np.ndarray:
+    """The contrasts of a term inside interactions, as lmerTest's type III for treatment
+    coding: each of the term's columns plus, for every interaction containing it, that
+    interaction's columns at the same levels of the term's factors, weighted by the mean of
+    the other factors' treatment codes (1/levels each; 0 for a numeric variable, whose
+    effect is taken at 0). This is the hypothesis that the term's unweighted marginal means
+    (or average slope) are equal, whatever the cell counts. A factor coded otherwise, or
+    without its main effect in the model, and empty cells (aliased columns) are refused."""
+    display = lambda t: repr(spec.display(str(t)))
+
+    def refuse(why):
+        raise ArgumentError(f"anova: the type III F test of {display(term)}, a term inside the interaction "
+                            f"{display(outer[0])}, is built for treatment-coded factors with their main effects "
+                            f"and every cell present; here {why}. Compare fits with and without the term: "
+                            "anova(m0, m1)")
+
+    def split(column, term_factors):
+        pieces = column.split(":")
+        if len(pieces) != len(term_factors):
+            refuse(f"the column {column!r} cannot be read")
+        return dict(zip(term_factors, pieces))
+
+    main = {tuple(f): t for t, f in factors.items() if len(f) == 1}
+    weight_of = {}
+    for u in outer:
+        for f in set(factors[u]) - set(factors[term]):
+            own = main.get((f,))
+            if own is None:
+                refuse(f"{spec.display(f)!r} has no main effect")
+            columns = names[own]
+            if columns == [f]:
+                weight_of[f] = 0.0  # a numeric variable
+            elif all(c.startswith(f + "[T.") for c in columns):
+                weight_of[f] = 1.0 / (len(columns) + 1)
+            else:
+                refuse(f"{spec.display(f)!r} is not treatment-coded")
+    position = {name: k for k, name in enumerate(kept)}
+    L = []
+    for column in names[term]:
+        if column not in position:
+            refuse(f"the column {column!r} is aliased (an empty cell)")
+        own = split(column, factors[term])
+        row = np.zeros(len(kept))
+        row[position[column]] = 1.0
+        for u in outer:
+            for other in names[u]:
+                pieces = split(other, factors[u])
+                if any(pieces[f] != own[f] for f in factors[term]):
+                    continue
+                weight = float(np.prod([weight_of[f] for f in pieces if f not in own]))
+                if weight:
+                    if other not in position:
+                        refuse(f"the column {other!r} is aliased (an empty cell)")
+                    row[position[other]] += weight
+        L.append(row)
+    return np.array(L)

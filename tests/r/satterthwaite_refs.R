@@ -5,8 +5,9 @@
 ## Usage (from the project root): cd tests/data && Rscript ../r/satterthwaite_refs.R && mv satterthwaite_refs.json r_outputs/
 ## Fits (lmerTest 3.1-3 over lme4 1.1-31): sleepstudy REML and ML, the simulated big LMM (31k
 ## rows, 20 to 104 per group, REML), Penicillin's crossed factors (REML); and lmerTest's anova
-## (F tests of the fixed-effect terms) of sleepstudy and of the big LMM with and without an
-## interaction; writes satterthwaite_refs.json.
+## (F tests of the fixed-effect terms, type III) of sleepstudy, of the big LMM, and of its first
+## 4,000 rows with a numeric-by-factor and a factor-by-factor interaction (band: x cut at
+## -0.5 and 0.5); writes satterthwaite_refs.json.
 suppressPackageStartupMessages({
   library(lmerTest)
   library(jsonlite)
@@ -27,7 +28,10 @@ ftests <- function(fit) {
   list(terms = rownames(a), F = unname(a[, "F value"]), num_df = unname(a[, "NumDF"]),
        den_df = unname(a[, "DenDF"]), p = unname(a[, "Pr(>F)"]))
 }
-big_x <- lmer(y ~ x * cat3 + (x | g), big)
+head4k <- big[1:4000, ]
+head4k$band <- ifelse(head4k$x < -0.5, "a_lo", ifelse(head4k$x < 0.5, "b_mid", "c_hi"))
+big_x <- lmer(y ~ x * cat3 + (x | g), head4k)
+big_f <- lmer(y ~ cat3 * band + (1 | g), head4k)
 out <- list(
   sleepstudy_reml = c(list(formula = "Reaction ~ Days + (Days | Subject)", method = "REML"),
                       coefs(lmer(Reaction ~ Days + (Days | Subject), sleep))),
@@ -37,6 +41,7 @@ out <- list(
           coefs(lmer(y ~ x + cat3 + (x | g), big))),
   anova_big = c(list(formula = "y ~ x + C(cat3) + (x | g)"), ftests(lmer(y ~ x + cat3 + (x | g), big))),
   anova_interaction = c(list(formula = "y ~ x * C(cat3) + (x | g)"), ftests(big_x)),
+  anova_factorial = c(list(formula = "y ~ C(cat3) * C(band) + (1 | g)"), ftests(big_f)),
   anova_sleepstudy = c(list(formula = "Reaction ~ Days + (Days | Subject)"),
                        ftests(lmer(Reaction ~ Days + (Days | Subject), sleep))),
   penicillin = c(list(formula = "diameter ~ 1 + (1 | plate) + (1 | sample)", method = "REML"),
