@@ -17,8 +17,8 @@ def _parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="command", required=True)
     ex = sub.add_parser("example", help="fit a dataset shipped with jaxmm and print the summary")
     ex.add_argument("name", nargs="?", help="example name; omit to list them")
-    fit = sub.add_parser("fit", help="fit a model to a CSV or Parquet file and print the summary")
-    fit.add_argument("data", help="CSV file, or Parquet (.parquet/.pq; needs pyarrow)")
+    fit = sub.add_parser("fit", help="fit a model to a CSV file or a Parquet dataset and print the summary")
+    fit.add_argument("data", help="CSV file, or a Parquet file (.parquet/.pq) or directory of them (needs pyarrow)")
     fit.add_argument("formula", help="e.g. 'y ~ x + (x | subject)'")
     fit.add_argument("--family", default="gaussian", help="gaussian (default), binomial, poisson, negative_binomial or gamma")
     fit.add_argument("--method", default=None, help="REML (gaussian default) or ML; laplace otherwise")
@@ -40,16 +40,14 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _read_table(path: str):
+    import os
+
     import pandas as pd
 
     lower = path.lower()
+    if os.path.isdir(path) or lower.endswith((".parquet", ".pq")):
+        return path  # a Parquet dataset: fit reads the model's columns alone (_dataset)
     try:
-        if lower.endswith((".parquet", ".pq")):
-            try:
-                import pyarrow  # noqa: F401
-            except ImportError:
-                raise ValueError('reading Parquet needs pyarrow: pip install "jaxmm[parquet]"') from None
-            return pd.read_parquet(path)
         return pd.read_csv(path)
     except (OSError, ValueError) as exc:
         if "pyarrow" in str(exc):

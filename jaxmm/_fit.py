@@ -6,6 +6,7 @@ import warnings
 import jax
 import numpy as np
 
+from ._dataset import is_dataset, read_columns, used_columns
 from ._batch import BatchResult
 from ._batch_design import designs_by
 from ._design import place_design, plan_design
@@ -80,8 +81,11 @@ def fit(formula: str, data, family="gaussian", *, method: str | None = None, tri
         formulaic's fixed part plus lme4's random terms, e.g.
         ``y ~ x + C(period) + (x | subject)``. Several terms (``(1 | s) + (1 | i)``,
         ``(1 | a/b)``, ``(1 | a:b)``) give a :class:`CrossedResult`.
-    data : table
-        A pandas, polars or pyarrow table (or anything ``pandas.DataFrame`` accepts).
+    data : table or path
+        A pandas, polars or pyarrow table (or anything ``pandas.DataFrame`` accepts), or a
+        Parquet dataset: the path of a file or a directory of files, or a
+        ``pyarrow.dataset.Dataset``, of which only the columns the model uses are read,
+        record batch by record batch.
     family : str
         ``"gaussian"`` (exact LMM), ``"binomial"`` (links logit, probit, cloglog),
         ``"poisson"``, ``"negative_binomial"`` (NB2, its size estimated) or ``"gamma"`` (log
@@ -166,6 +170,8 @@ def fit(formula: str, data, family="gaussian", *, method: str | None = None, tri
     fam = get_family(family, link)
     method = _resolve_method(fam, _method_from_reml(fam, method, REML))
     spec = parse_formula(formula)
+    if is_dataset(data):  # a Parquet dataset: only the columns the model uses are read
+        data = read_columns(data, used_columns(spec, trials, offset, weights, by))
     nAGQ = check_nodes(nAGQ)
     if method == "AGHQ" and nAGQ == 1:
         raise ArgumentError("method='AGHQ' needs the number of quadrature nodes: pass nAGQ=k with k > 1 "

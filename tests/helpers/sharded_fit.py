@@ -40,6 +40,19 @@ def main():
             listed = jaxmm.fit(formula, df, family, devices=jax.devices()[1:3]) if family == "gaussian" else four
             four = listed if four is None else four
         diff = lambda a, b: float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
+        if family == "gaussian":  # the same split fit from a Parquet dataset (_dataset)
+            import tempfile
+
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            folder = Path(tempfile.mkdtemp())
+            for k, rows in enumerate(np.array_split(np.arange(len(df)), 3)):
+                pq.write_table(pa.Table.from_pandas(df.iloc[rows], preserve_index=False), folder / f"{k}.parquet")
+            from_dataset = jaxmm.fit(formula, folder, family, devices=jax.devices()[1:3])
+            out["dataset"] = dict(n_devices=from_dataset.n_devices, loglik=abs(from_dataset.loglik - listed.loglik),
+                                  fixef=diff(from_dataset.fixef, listed.fixef),
+                                  ranef=diff(from_dataset.ranef, listed.ranef))
         out[family] = dict(
             n_devices=[one.n_devices, four.n_devices, listed.n_devices],
             converged=[one.converged, four.converged, listed.converged],

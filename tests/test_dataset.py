@@ -1,0 +1,86 @@
+"""Parquet datasets as a fit's data (_dataset): only the model's columns are read, batch by
+batch, and the fit equals the in-memory one (one term, several terms, by=; devices= in
+tests/helpers/sharded_fit.py)."""
+import numpy as np
+import pandas as pd
+import pytest
+
+pa = pytest.importorskip("pyarrow")
+pq = pytest.importorskip("pyarrow.parquet")
+
+import jaxmm  # noqa: E402
+from jaxmm._dataset import read_columns  # noqa: E402
+from jaxmm.errors import DataError  # noqa: E402
+
+from conftest import DATA  # noqa: E402
+
+
+def _write(frame: pd.DataFrame, folder, parts: int = 3, row_group_size: int = 7):
+    """The table as ``parts`` Parquet files of small row groups (many record batches)."""
+    folder.mkdir()
+    for k, rows in enumerate(np.array_split(np.arange(len(frame)), parts)):
+        pq.write_table(pa.Table.from_pandas(frame.iloc[rows], preserve_index=False), folder / f"part{k}.parquet",
+                       row_group_size=row_group_size)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def cbpp(tmp_path_factory):
+    data = pd.read_csv(DATA / "cbpp_binomial.csv")
+    # text groups and period, a column the model does not use, one missing herd label
+    data = data.assign(herd="h" + data["herd"].astype(str), period="p" + data["period"].astype(str),
+                       unused=np.arange(len(data)) * 0.5)
+    data.loc[5, "herd"] = None
+    return data, _write(data, tmp_path_factory.mktemp("cbpp") / "dataset")
+
+
+def test_a_dataset_fits_as_the_table_does(cbpp):
+    data, folder = cbpp
+    formula = "incidence ~ C(period) + (1 | herd)"
+    table = jaxmm.fit(formula, data, family="binomial", trials="size", missing="drop")
+    for source in (folder, str(folder), pa.dataset.dataset(str(folder), format="parquet")):
+        res = jaxmm.fit(formula, source, family="binomial", trials="size", missing="drop")
+        assert res.n_dropped == table.n_dropped == 1
+        assert res.loglik == table.loglik
+        np.testing.assert_array_equal(res.fixef, table.fixef)
+        assert list(res.ranef.index) == list(table.ranef.index) and list(res.fixef.index) == list(table.fixef.index)
+        np.testing.assert_array_equal(res.ranef, table.ranef)
+
+
+def test_only_the_models_columns_are_read(cbpp):
+    data, folder = cbpp
+    frame = read_columns(folder, {"incidence", "size", "herd", "period"})
+    assert list(frame.columns) == ["herd", "incidence", "size", "period"]  # the dataset's order
+    assert isinstance(frame["herd"].dtype, pd.StringDtype)  # Arrow-backed text, no object per row
+    assert frame["herd"].isna().sum() == 1 and frame["herd"].astype(object).equals(data["herd"].astype(object))
+    np.testing.assert_array_equal(frame["incidence"], data["incidence"])
+
+
+def test_several_terms_and_by_from_a_dataset(tmp_path):
+    data = pd.read_csv(DATA / "crossed" / "penicillin_crossed_reml.csv")
+    data = pd.concat([data.assign(rep="a"), data.assign(rep="b", diameter=data["diameter"] + np.arange(len(data)) % 3)])
+    folder = _write(data, tmp_path / "pen", parts=2, row_group_size=50)
+    formula = "diameter ~ 1 + (1 | plate) + (1 | sample)"
+    table, dataset = jaxmm.fit(formula, data, by="rep"), jaxmm.fit(formula, folder, by="rep")
+    np.testing.assert_array_equal(dataset.loglik, table.loglik)
+    np.testing.assert_array_equal(dataset["b"].ranef["plate"], table["b"].ranef["plate"])
+
+
+def test_dataset_errors_name_the_path_or_column(tmp_path, cbpp):
+    _, folder = cbpp
+    with pytest.raises(DataError, match=r"column\(s\) \['weight'\] are not in the dataset"):
+        jaxmm.fit("incidence ~ weight + (1 | herd)", folder, family="binomial", trials="size")
+    with pytest.raises(DataError, match="neither a table nor an existing Parquet file or directory"):
+        jaxmm.fit("y ~ 1 + (1 | g)", tmp_path / "nowhere")
+    (tmp_path / "data.csv").write_text("y,g\n1,a\n")
+    with pytest.raises(DataError, match="is a file but not Parquet"):
+        jaxmm.fit("y ~ 1 + (1 | g)", str(tmp_path / "data.csv"))
+
+
+def test_the_cli_fits_a_dataset_directory(cbpp, capsys):
+    from jaxmm._cli import main
+
+    _, folder = cbpp
+    assert main(["fit", str(folder), "incidence ~ C(period) + (1 | herd)", "--family", "binomial",
+                 "--trials", "size", "--missing", "drop"]) == 0
+    assert "Number of obs: 55, groups:  herd, 15" in capsys.readouterr().out
