@@ -68,5 +68,8 @@ def read_columns(data, columns: set) -> pd.DataFrame:
     absent = sorted(c for c in columns if c not in names)
     if absent:
         raise DataError(f"column(s) {absent} are not in the dataset (its columns: {names[:20]})")
-    table = dataset.to_table(columns=[c for c in names if c in columns])
+    try:
+        table = dataset.to_table(columns=[c for c in names if c in columns])
+    except Exception as exc:  # noqa: BLE001 - a file of the dataset that cannot be read
+        raise DataError(f"cannot read the Parquet dataset: {str(exc).splitlines()[0]}") from None
     return table.to_pandas(split_blocks=True, self_destruct=True)

@@ -72,6 +72,10 @@ def test_dataset_errors_name_the_path_or_column(tmp_path, cbpp):
         jaxmm.fit("incidence ~ weight + (1 | herd)", folder, family="binomial", trials="size")
     with pytest.raises(DataError, match="neither a table nor an existing Parquet file or directory"):
         jaxmm.fit("y ~ 1 + (1 | g)", tmp_path / "nowhere")
+    broken = _write(pd.DataFrame({"y": [1.0, 2.0], "g": ["a", "b"]}), tmp_path / "broken", parts=2)
+    (broken / "part1.parquet").write_bytes(b"not parquet")  # found when the files are read
+    with pytest.raises(DataError, match="cannot read the Parquet dataset"):
+        jaxmm.fit("y ~ 1 + (1 | g)", broken)
     (tmp_path / "data.csv").write_text("y,g\n1,a\n")
     with pytest.raises(DataError, match="is a file but not Parquet"):
         jaxmm.fit("y ~ 1 + (1 | g)", str(tmp_path / "data.csv"))

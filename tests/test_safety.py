@@ -304,7 +304,8 @@ def test_cli_unreadable_files_are_one_line(tmp_path, capsys):
     for path in (tmp_path / "missing.csv", bad):
         assert main(["fit", str(path), "y ~ 1 + (1 | g)"]) == 2
         err = capsys.readouterr().err
-        assert err.startswith("jaxmm: error: cannot read data file") and err.count("\n") == 1
+        assert err.startswith(("jaxmm: error: cannot read data file", "jaxmm: error: cannot read the Parquet dataset"))
+        assert err.count("\n") == 1
 
 
 @pytest.mark.parametrize("formula, kwargs, words", [
