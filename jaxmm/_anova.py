@@ -35,8 +35,8 @@ def anova(*models, names=None) -> pd.DataFrame:
     fit: for each fixed-effect term but the intercept, the F test that its coefficients are
     all 0, on Satterthwaite's denominator degrees of freedom, type III as lmerTest's default:
     a term inside an interaction (``x`` beside ``x:C(f)``) is tested on the unweighted average
-    over the other factors' levels (a numeric variable's effect at 0), for treatment-coded
-    factors with every cell present; other codings are refused.
+    over the other factors' levels (a numeric variable's effect at 0), whatever the coding,
+    with every cell present.
 
     Parameters
     ----------
@@ -141,21 +141,25 @@ def f_tests(res) -> pd.DataFrame:
     return pd.DataFrame(rows, index=labels)
 
 
+# formulaic's column names of the codings whose columns sum to 0 over the levels
+ZERO_SUM_CODES = ("[S.", "[H.", "[D.", "[.")
+
+
 def _type3_rows(term, outer, factors, names, kept, spec) -> np.ndarray:
-    """The contrasts of a term inside interactions, as lmerTest's type III for treatment
-    coding: each of the term's columns plus, for every interaction containing it, that
-    interaction's columns at the same levels of the term's factors, weighted by the mean of
-    the other factors' treatment codes (1/levels each; 0 for a numeric variable, whose
-    effect is taken at 0). This is the hypothesis that the term's unweighted marginal means
-    (or average slope) are equal, whatever the cell counts. A factor coded otherwise, or
-    without its main effect in the model, and empty cells (aliased columns) are refused."""
+    """The contrasts of a term inside interactions, as lmerTest's type III: each of the
+    term's columns plus, for every interaction containing it, that interaction's columns at
+    the same levels of the term's factors, weighted by the mean over the levels of the other
+    factors' codes (treatment: 1/levels; sum, Helmert, difference, polynomial: 0; a numeric
+    variable: 0, its effect taken at 0). This is the hypothesis that the term's unweighted
+    marginal means (or average slope) are equal, whatever the cell counts and codings. A
+    factor without its main effect in the model, and empty cells (aliased columns), are
+    refused."""
     display = lambda t: repr(spec.display(str(t)))
 
     def refuse(why):
         raise ArgumentError(f"anova: the type III F test of {display(term)}, a term inside the interaction "
-                            f"{display(outer[0])}, is built for treatment-coded factors with their main effects "
-                            f"and every cell present; here {why}. Compare fits with and without the term: "
-                            "anova(m0, m1)")
+                            f"{display(outer[0])}, is built for factors with their main effects and every cell "
+                            f"present; here {why}. Compare fits with and without the term: anova(m0, m1)")
 
     def split(column, term_factors):
         pieces = column.split(":")
@@ -174,9 +178,11 @@ def _type3_rows(term, outer, factors, names, kept, spec) -> np.ndarray:
             if columns == [f]:
                 weight_of[f] = 0.0  # a numeric variable
             elif all(c.startswith(f + "[T.") for c in columns):
-                weight_of[f] = 1.0 / (len(columns) + 1)
+                weight_of[f] = 1.0 / (len(columns) + 1)  # each treatment code's mean over the levels
+            elif all(c.startswith(tuple(f + code for code in ZERO_SUM_CODES)) for c in columns):
+                weight_of[f] = 0.0  # sum, Helmert, difference and polynomial codes average to 0
             else:
-                refuse(f"{spec.display(f)!r} is not treatment-coded")
+                refuse(f"{spec.display(f)!r} has a coding whose mean over its levels is not known")
     position = {name: k for k, name in enumerate(kept)}
     L = []
     for column in names[term]:
