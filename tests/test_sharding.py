@@ -70,8 +70,8 @@ def test_devices_argument_errors():
 @pytest.mark.slow
 def test_two_processes_agree_with_one():
     # examples/multihost.py: 2 processes joined by jax.distributed.initialize on localhost
-    # (2 CPU devices each) fit one model over all 4 devices; it exits non-zero unless both
-    # agree with a single-process fit within 1e-8.
+    # (2 CPU devices each) fit a one-term and a two-term (crossed) model over all 4 devices;
+    # it exits non-zero unless both processes agree with single-process fits within 1e-8.
     script = Path(__file__).parent.parent / "examples" / "multihost.py"
     proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=600,
                           env=dict(os.environ, JAX_PLATFORMS="cpu"))
