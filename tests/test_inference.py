@@ -1,6 +1,5 @@
 """Inference against lme4 (issue 7): predictions, likelihood-ratio tests, Wald intervals.
 lme4's numbers come from tests/r/issue7_refs.R (lme4 1.1.31), with the R call beside each."""
-import warnings
 
 import numpy as np
 import pandas as pd
