@@ -21,6 +21,7 @@ from ._params import Params
 from ._types import Design
 from ._arrays import conditional_modes, design, marginal_loglik, row_order
 from ._examples import example_model, fit_example, load_example
+from ._dataset import partition_dataset
 from ._cache import disable_compilation_cache, enable_by_default as _enable_cache, enable_compilation_cache
 
 # The persistent compilation cache is on unless JAXMM_NO_CACHE=1 (see _cache).
@@ -28,5 +29,5 @@ _enable_cache()
 
 __all__ = ["fit", "anova", "MixedModelResult", "CrossedResult", "CrossedBatchResult", "FitOptions", "Status", "BatchResult", "Params", "Design", "design",
            "row_order", "marginal_loglik", "conditional_modes", "errors", "load_example", "example_model", "fit_example",
-           "enable_compilation_cache", "disable_compilation_cache"]
+           "enable_compilation_cache", "disable_compilation_cache", "partition_dataset"]
 __version__ = "0.1.0"

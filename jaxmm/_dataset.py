@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from .errors import ArgumentError, DataError
@@ -73,3 +74,78 @@ def read_columns(data, columns: set) -> pd.DataFrame:
     except Exception as exc:  # noqa: BLE001 - a file of the dataset that cannot be read
         raise DataError(f"cannot read the Parquet dataset: {str(exc).splitlines()[0]}") from None
     return table.to_pandas(split_blocks=True, self_destruct=True)
+
+
+PART_COLUMN = "jaxmm_part"
+
+
+def partition_dataset(data, group: str, n_parts: int, out):
+    """Write a table or a Parquet dataset as a Parquet dataset partitioned by a hash of a
+    grouping column, so that every group's rows lie in one part and a process can read the
+    parts of its groups alone.
+
+    The rows are streamed a record batch at a time into ``out/jaxmm_part=k/`` (Hive-style
+    directories), k = hash(group value) mod ``n_parts``, the hash being pandas'
+    ``hash_array`` of the values as stored (the same on every machine and run). The rows of
+    one part keep their order.
+
+    Parameters
+    ----------
+    data : table or path
+        A pandas, polars or pyarrow table, or a Parquet dataset (as ``fit`` takes it).
+    group : str
+        The grouping column.
+    n_parts : int
+        The number of parts, at least 1.
+    out : str or path
+        A folder that does not exist yet.
+
+    Returns
+    -------
+    pathlib.Path
+        ``out``, which ``fit`` reads as a dataset.
+
+    Examples
+    --------
+    >>> import jaxmm, tempfile, pathlib
+    >>> out = pathlib.Path(tempfile.mkdtemp()) / "cbpp"
+    >>> jaxmm.partition_dataset(jaxmm.load_example("cbpp"), "herd", 4, out).name
+    'cbpp'
+    >>> sorted(p.name for p in out.iterdir())
+    ['jaxmm_part=0', 'jaxmm_part=1', 'jaxmm_part=2', 'jaxmm_part=3']
+    >>> res = jaxmm.fit("incidence ~ C(period) + (1 | herd)", out, family="binomial", trials="size")
+    >>> round(res.loglik, 4)
+    -92.0263
+    """
+    import pyarrow as pa
+    import pyarrow.dataset as ds
+
+    if not isinstance(n_parts, int) or isinstance(n_parts, bool) or n_parts < 1:
+        raise ArgumentError(f"n_parts must be a positive integer, got {n_parts!r}")
+    out = Path(out)
+    if out.exists():
+        raise ArgumentError(f"out {str(out)!r} exists already; partition_dataset writes a new folder")
+    if is_dataset(data):
+        source = open_dataset(data)
+        schema, batches = source.schema, source.to_batches()
+    else:
+        from ._table import as_pandas
+
+        table = pa.Table.from_pandas(as_pandas(data), preserve_index=False)
+        schema, batches = table.schema, table.to_batches()
+    if group not in schema.names:
+        raise DataError(f"grouping column {group!r} is not in the data (columns: {schema.names[:20]})")
+    if PART_COLUMN in schema.names:
+        raise DataError(f"the data already hold a column {PART_COLUMN!r}")
+    target = schema.append(pa.field(PART_COLUMN, pa.int32()))
+
+    def with_parts():
+        for batch in batches:
+            values = batch.column(group).to_pandas()
+            part = (pd.util.hash_array(values.to_numpy(dtype=object) if values.dtype == object else values.to_numpy())
+                    % np.uint64(n_parts)).astype(np.int32)
+            yield pa.RecordBatch.from_arrays(batch.columns + [pa.array(part)], schema=target)
+
+    ds.write_dataset(with_parts(), str(out), schema=target, format="parquet", partitioning=[PART_COLUMN],
+                     partitioning_flavor="hive", use_threads=False, preserve_order=True)
+    return out

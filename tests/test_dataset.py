@@ -88,3 +88,29 @@ def test_the_cli_fits_a_dataset_directory(cbpp, capsys):
     assert main(["fit", str(folder), "incidence ~ C(period) + (1 | herd)", "--family", "binomial",
                  "--trials", "size", "--missing", "drop"]) == 0
     assert "Number of obs: 55, groups:  herd, 15" in capsys.readouterr().out
+
+
+def test_partition_dataset_puts_each_group_in_one_part(tmp_path, cbpp):
+    data, folder = cbpp
+    data = data.dropna(subset=["herd"])
+    out = jaxmm.partition_dataset(folder, "herd", 3, tmp_path / "parts")  # a dataset in, streamed
+    back = pa.dataset.dataset(str(out), format="parquet", partitioning="hive").to_table().to_pandas()
+    assert back.groupby("herd")["jaxmm_part"].nunique().max() == 1 and back["jaxmm_part"].nunique() == 3
+    assert len(back) == len(data) + 1  # the row with a missing herd is written too
+    formula = "incidence ~ C(period) + (1 | herd)"
+    table = jaxmm.fit(formula, data, family="binomial", trials="size")
+    parts = jaxmm.fit(formula, out, family="binomial", trials="size", missing="drop")
+    assert parts.loglik == pytest.approx(table.loglik, abs=1e-10)
+    np.testing.assert_allclose(parts.fixef, table.fixef, rtol=0, atol=1e-9)
+    # the same parts from a pandas table (the hash is of the values, not of where they came from)
+    again = jaxmm.partition_dataset(data, "herd", 3, tmp_path / "again")
+    first = pa.dataset.dataset(str(again), format="parquet", partitioning="hive").to_table().to_pandas()
+    assert dict(zip(first["herd"], first["jaxmm_part"])) == dict(zip(back["herd"].dropna(), back["jaxmm_part"]))
+    from jaxmm.errors import ArgumentError
+
+    with pytest.raises(ArgumentError, match="exists already"):
+        jaxmm.partition_dataset(data, "herd", 3, out)
+    with pytest.raises(ArgumentError, match="n_parts must be a positive integer"):
+        jaxmm.partition_dataset(data, "herd", 0, tmp_path / "none")
+    with pytest.raises(DataError, match="grouping column 'flock' is not in the data"):
+        jaxmm.partition_dataset(data, "flock", 2, tmp_path / "none")
