@@ -47,10 +47,25 @@ def open_dataset(data):
     if path.is_file() and path.suffix.lower() not in (".parquet", ".pq"):
         raise DataError(f"data {str(path)!r} is a file but not Parquet (.parquet/.pq); read other formats "
                         "into a table first")
+    files = [str(path)] if path.is_file() else _parquet_files(path)
     try:
-        return ds.dataset(str(path), format="parquet")
+        return ds.dataset(files, format="parquet", partition_base_dir=None if path.is_file() else str(path))
     except Exception as exc:  # noqa: BLE001 - pyarrow's errors are of several types
         raise DataError(f"cannot read the Parquet dataset {str(path)!r}: {str(exc).splitlines()[0]}") from None
+
+
+def _parquet_files(folder: Path) -> list:
+    """The .parquet/.pq files under a folder, in name order; hidden and ``_``-prefixed entries
+    (Spark's _SUCCESS, .crc files) and every other file are left out. None found is an error
+    rather than a dataset of nothing."""
+    found = []
+    for root, dirs, names in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith((".", "_")))
+        found += [os.path.join(root, n) for n in sorted(names)
+                  if not n.startswith((".", "_")) and n.lower().endswith((".parquet", ".pq"))]
+    if not found:
+        raise DataError(f"data {str(folder)!r} is a directory with no .parquet or .pq files")
+    return found
 
 
 def used_columns(spec, *named) -> set:

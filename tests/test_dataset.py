@@ -77,6 +77,8 @@ def test_dataset_errors_name_the_path_or_column(tmp_path, cbpp):
     with pytest.raises(DataError, match="cannot read the Parquet dataset"):
         jaxmm.fit("y ~ 1 + (1 | g)", broken)
     (tmp_path / "data.csv").write_text("y,g\n1,a\n")
+    with pytest.raises(DataError, match="is a directory with no .parquet or .pq files"):
+        jaxmm.fit("y ~ 1 + (1 | g)", DATA / "r_outputs")  # a folder of JSON files
     with pytest.raises(DataError, match="is a file but not Parquet"):
         jaxmm.fit("y ~ 1 + (1 | g)", str(tmp_path / "data.csv"))
 
