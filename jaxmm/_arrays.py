@@ -35,7 +35,7 @@ def _kernels():
 
 
 def design(X, Z, y, groups, *, trials=None, offset=None, weights=None, dtype: str = "float64") -> Design:
-    """The fit's data as a :class:`Design` pytree, from arrays (no formula, no pandas).
+    """The fit's data as a ``Design`` pytree, from arrays (no formula, no pandas).
 
     The rows are stored sorted by group (a stable sort, so rows keep their order within a
     group): design row k is input row ``row_order(groups)[k]``. Replace the offset with
@@ -98,12 +98,12 @@ def _several(Z) -> bool:
 
 
 def row_order(groups) -> np.ndarray:
-    """The input row of each design row of :func:`design`.
+    """The input row of each design row of ``design``.
 
     Parameters
     ----------
     groups : array_like or list of array_like
-        The grouping labels given to :func:`design`.
+        The grouping labels given to ``design``.
 
     Returns
     -------
@@ -175,7 +175,7 @@ def marginal_loglik(params, design: Design, *, family="gaussian", link=None, met
         without one. L's diagonal may be 0 or negative (D ignores column signs). Several
         terms: a list of factors, one per term.
     design : Design
-        From :func:`design` or a fit's ``res.design``.
+        From ``design`` or a fit's ``res.design``.
     family : str
         As for ``fit``.
     link : str, optional
@@ -238,14 +238,14 @@ def _loglik(params, design: Design, u0, fam, nagq: int, reml: bool, kernels):
 def conditional_modes(params, design: Design, *, family="gaussian", link=None, u0=None):
     """The BLUPs and their conditional covariances at ``params``, a pure JAX function.
 
-    Pure and differentiable like :func:`marginal_loglik`.
+    Pure and differentiable like ``marginal_loglik``.
 
     Parameters
     ----------
     params : Params or tuple
-        (β, L, dispersion), as for :func:`marginal_loglik`.
+        (β, L, dispersion), as for ``marginal_loglik``.
     design : Design
-        From :func:`design` or a fit's ``res.design``.
+        From ``design`` or a fit's ``res.design``.
     family : str
         As for ``fit``.
     link : str, optional

@@ -33,7 +33,7 @@ class BatchResult(ByKeys):
     (``fit(..., by=column)`` with one random-effect term).
 
     Estimates are indexed by the ``by`` values; ``result[value]`` gives one replicate's full
-    :class:`MixedModelResult`; ``len``, iteration and ``in`` go over the values. A replicate
+    ``MixedModelResult``; ``len``, iteration and ``in`` go over the values. A replicate
     that did not converge is flagged in ``converged`` (with the reason in ``message``) and
     leaves the others as they are.
 

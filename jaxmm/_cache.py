@@ -50,7 +50,7 @@ def _writable(path: Path) -> bool:
 def enable_compilation_cache(path: str | os.PathLike | None = None) -> Path:
     """Keep compiled fits on disk and reuse them in later processes (on by default; this
     chooses another folder, or turns the cache back on after
-    :func:`disable_compilation_cache`).
+    ``disable_compilation_cache``).
 
     A fit compiles in a second or two the first time a model shape is seen; with the cache a
     new process loads the compiled program instead.

@@ -632,7 +632,7 @@ class CrossedBatchResult(ByKeys):
     (``fit(..., by=column)``), fitted one after another, those of one shape through one
     compiled program.
 
-    ``result[value]`` is one replicate's :class:`CrossedResult`; ``len``, iteration and
+    ``result[value]`` is one replicate's ``CrossedResult``; ``len``, iteration and
     ``in`` go over the values. A replicate that did not converge is flagged in ``converged``
     (the reason in ``message``).
 
@@ -673,7 +673,7 @@ class CrossedBatchResult(ByKeys):
 
     def _per_replicate(name: str):
         """A Series of every replicate's ``name`` (``loglik``, ``converged`` ...)."""
-        doc = f"""Every replicate's ``{name}`` (as :class:`CrossedResult`'s), indexed by the ``by`` values.
+        doc = f"""Every replicate's ``{name}`` (as ``CrossedResult``'s), indexed by the ``by`` values.
 
         Examples
         --------

@@ -80,7 +80,7 @@ def fit(formula: str, data, family="gaussian", *, method: str | None = None, tri
     formula : str
         formulaic's fixed part plus lme4's random terms, e.g.
         ``y ~ x + C(period) + (x | subject)``. Several terms (``(1 | s) + (1 | i)``,
-        ``(1 | a/b)``, ``(1 | a:b)``) give a :class:`CrossedResult`.
+        ``(1 | a/b)``, ``(1 | a:b)``) give a ``CrossedResult``.
     data : table or path
         A pandas, polars or pyarrow table (or anything ``pandas.DataFrame`` accepts), or a
         Parquet dataset: the path of a file or a directory of files, or a
@@ -121,8 +121,8 @@ def fit(formula: str, data, family="gaussian", *, method: str | None = None, tri
         called after every accepted iteration instead (objective: −loglik).
     by : str, optional
         A column: fit one model per value of it, all in one compiled, vmapped call, into a
-        :class:`BatchResult` (several terms: one after another, into a
-        :class:`CrossedBatchResult`). The formula is evaluated once on the whole table, so
+        ``BatchResult`` (several terms: one after another, into a
+        ``CrossedBatchResult``). The formula is evaluated once on the whole table, so
         every replicate has the same columns.
     devices : int or list, optional
         A number N (the first N of ``jax.devices()``) or a list of jax devices: the groups (or
@@ -349,7 +349,7 @@ def _outcome(fam, info, out) -> tuple[Status, str]:
 
 
 def _result(out, info, fam, formula, method, blocks, fit_options, design, n_devices=1) -> MixedModelResult:
-    """One fit's engine output (host arrays) and labels as a :class:`MixedModelResult`."""
+    """One fit's engine output (host arrays) and labels as a ``MixedModelResult``."""
     layout = info.layout
     status, message = _outcome(fam, info, out)
     return MixedModelResult(

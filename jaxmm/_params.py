@@ -19,7 +19,7 @@ import numpy as np
 
 
 class Params(NamedTuple):
-    """The parameters of a one-term model, as :func:`marginal_loglik` takes them (a pytree).
+    """The parameters of a one-term model, as ``marginal_loglik`` takes them (a pytree).
 
     Attributes
     ----------

@@ -18,7 +18,7 @@ if TYPE_CHECKING:  # annotations only: the numeric core never imports pandas thr
 
 
 class Design(NamedTuple):
-    """One dataset's arrays, rows sorted by group (a pytree; :func:`design` makes it).
+    """One dataset's arrays, rows sorted by group (a pytree; ``design`` makes it).
 
     Attributes
     ----------

@@ -1,6 +1,6 @@
 """Exceptions raised by jaxmm.
 
-Every input problem raises a subclass of :class:`JaxmmError`, which is itself a
+Every input problem raises a subclass of ``JaxmmError``, which is itself a
 ``ValueError`` so that generic handlers keep working.
 """
 
