@@ -60,8 +60,11 @@ def worker(process_id: int, port: int, n_processes: int) -> None:
 
     res = jaxmm.fit(FORMULA, data(), "binomial", devices=len(jax.devices()))
     crossed = jaxmm.fit(CROSSED, data(), "binomial", devices=len(jax.devices()))
+    import resource
+
     print(json.dumps({"process": jax.process_index(), "local_devices": len(jax.local_devices()),
-                      "global_devices": len(jax.devices()), **summary(res), "crossed": summary(crossed)}), flush=True)
+                      "global_devices": len(jax.devices()), **summary(res), "crossed": summary(crossed),
+                      "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}), flush=True)
     jax.distributed.shutdown()
 
 
@@ -86,7 +89,7 @@ def main(n_processes: int = 2) -> int:
     single["crossed"] = summary(jaxmm.fit(CROSSED, data(), "binomial"))
     for r in results:
         print(f"process {r['process']}: {r['local_devices']} local of {r['global_devices']} devices, "
-              f"loglik {r['loglik']:.10f}, fixef {np.round(r['fixef'], 8).tolist()}")
+              f"loglik {r['loglik']:.10f}, fixef {np.round(r['fixef'], 8).tolist()}, peak RSS {r['peak_mb']:.0f} MB")
     print(f"single process:            loglik {single['loglik']:.10f}, fixef {np.round(single['fixef'], 8).tolist()}")
     print(f"two crossed terms: loglik {results[0]['crossed']['loglik']:.10f} over {2 * n_processes} devices, "
           f"{single['crossed']['loglik']:.10f} in one process")
