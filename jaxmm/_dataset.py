@@ -10,6 +10,7 @@ still built in memory from that table (streaming it into the design is not built
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,17 +23,16 @@ def is_dataset(data) -> bool:
     """Whether ``data`` names a Parquet dataset: a path, or a ``pyarrow.dataset.Dataset``."""
     if isinstance(data, (str, os.PathLike)):
         return True
-    dataset_module = _pyarrow_dataset(required=False)
+    # a Dataset exists only once its module is imported: a table's fit imports nothing here
+    dataset_module = sys.modules.get("pyarrow.dataset")
     return dataset_module is not None and isinstance(data, dataset_module.Dataset)
 
 
-def _pyarrow_dataset(required: bool = True):
+def _pyarrow_dataset():
     try:
         import pyarrow.dataset as ds
     except ImportError:
-        if required:
-            raise ArgumentError('reading a Parquet dataset needs pyarrow: pip install "jaxmm[parquet]"') from None
-        return None
+        raise ArgumentError('reading a Parquet dataset needs pyarrow: pip install "jaxmm[parquet]"') from None
     return ds
 
 

@@ -7,6 +7,7 @@ import pytest
 
 pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
+pytest.importorskip("pyarrow.dataset")  # pa.dataset below
 
 import jaxmm  # noqa: E402
 from jaxmm._dataset import read_columns  # noqa: E402
