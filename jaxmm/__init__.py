@@ -16,7 +16,8 @@ from ._anova import anova
 from ._optimize import Status
 from ._results import FitOptions, MixedModelResult
 from ._batch import BatchResult
-from ._crossed_result import CrossedBatchResult, CrossedResult
+from ._crossed_result import CrossedResult
+from ._crossed_batch import CrossedBatchResult
 from ._params import Params
 from ._types import Design
 from ._arrays import conditional_modes, design, marginal_loglik, row_order

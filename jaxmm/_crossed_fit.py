@@ -17,7 +17,8 @@ import pandas as pd
 from . import _progress
 from ._crossed_engine import estimate, shared_terms
 from ._crossed_lmm import plan_terms
-from ._crossed_result import CrossedBatchResult, CrossedResult, FactorTerm, FittedRows
+from ._crossed_batch import CrossedBatchResult
+from ._crossed_result import CrossedResult, FactorTerm, FittedRows
 from ._design import _rows_from_formula
 from ._grouping import interaction, unique_inverse
 from ._sharding import make_mesh, outputs_to_host, resolve_devices
