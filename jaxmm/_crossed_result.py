@@ -158,9 +158,7 @@ class CrossedResult(Criteria, TidyViews):
         Examples
         --------
         >>> import jaxmm
-        >>> data = jaxmm.load_example("grouseticks")
-        >>> jaxmm.fit("TICKS ~ C(YEAR) + cHEIGHT + (1 | BROOD) + (1 | LOCATION)", data,
-        ...           family="poisson").converged
+        >>> jaxmm.fit_example("grouseticks_terms").converged
         True
         """
         return self.status == Status.CONVERGED
@@ -172,9 +170,7 @@ class CrossedResult(Criteria, TidyViews):
         Examples
         --------
         >>> import jaxmm
-        >>> data = jaxmm.load_example("grouseticks")
-        >>> jaxmm.fit("TICKS ~ C(YEAR) + cHEIGHT + (1 | BROOD) + (1 | LOCATION)", data,
-        ...           family="poisson").message
+        >>> jaxmm.fit_example("grouseticks_terms").message
         'converged: Newton decrement below tolerance at a positive-definite Hessian'
         """
         return self.status.message
@@ -187,9 +183,7 @@ class CrossedResult(Criteria, TidyViews):
         Examples
         --------
         >>> import jaxmm
-        >>> data = jaxmm.load_example("grouseticks")
-        >>> jaxmm.fit("TICKS ~ C(YEAR) + cHEIGHT + (1 | BROOD) + (1 | LOCATION)", data,
-        ...           family="poisson").singular
+        >>> jaxmm.fit_example("grouseticks_terms").singular
         False
         """
         scale = self.sigma if self.family == "gaussian" else 1.0
@@ -209,9 +203,7 @@ class CrossedResult(Criteria, TidyViews):
         Examples
         --------
         >>> import jaxmm
-        >>> data = jaxmm.load_example("grouseticks")
-        >>> jaxmm.fit("TICKS ~ C(YEAR) + cHEIGHT + (1 | BROOD) + (1 | LOCATION)", data,
-        ...           family="poisson").n_levels
+        >>> jaxmm.fit_example("grouseticks_terms").n_levels
         {'BROOD': 118, 'LOCATION': 63}
         """
         return {label: len(self.terms[ks[0]].levels) for label, ks in self._factors().items()}
@@ -225,8 +217,7 @@ class CrossedResult(Criteria, TidyViews):
         Examples
         --------
         >>> import jaxmm
-        >>> data = jaxmm.load_example("grouseticks")
-        >>> g = jaxmm.fit("TICKS ~ C(YEAR) + cHEIGHT + (1 | BROOD) + (1 | LOCATION)", data, family="poisson")
+        >>> g = jaxmm.fit_example("grouseticks_terms")
         >>> g.D["BROOD"].round(3)
                      (Intercept)
         (Intercept)        0.592
@@ -250,8 +241,7 @@ class CrossedResult(Criteria, TidyViews):
         Examples
         --------
         >>> import jaxmm
-        >>> data = jaxmm.load_example("grouseticks")
-        >>> g = jaxmm.fit("TICKS ~ C(YEAR) + cHEIGHT + (1 | BROOD) + (1 | LOCATION)", data, family="poisson")
+        >>> g = jaxmm.fit_example("grouseticks_terms")
         >>> g.ranef["BROOD"].head(2).round(3)
              (Intercept)
         501       -0.647
@@ -269,8 +259,7 @@ class CrossedResult(Criteria, TidyViews):
         Examples
         --------
         >>> import jaxmm
-        >>> data = jaxmm.load_example("grouseticks")
-        >>> g = jaxmm.fit("TICKS ~ C(YEAR) + cHEIGHT + (1 | BROOD) + (1 | LOCATION)", data, family="poisson")
+        >>> g = jaxmm.fit_example("grouseticks_terms")
         >>> g.cond_var["LOCATION"].shape
         (63, 1, 1)
         """
@@ -302,8 +291,7 @@ class CrossedResult(Criteria, TidyViews):
         Examples
         --------
         >>> import jaxmm
-        >>> data = jaxmm.load_example("grouseticks")
-        >>> g = jaxmm.fit("TICKS ~ C(YEAR) + cHEIGHT + (1 | BROOD) + (1 | LOCATION)", data, family="poisson")
+        >>> g = jaxmm.fit_example("grouseticks_terms")
         >>> g.varcorr()[["group", "variance", "std_dev"]].round(3)
               group  variance  std_dev
         0     BROOD     0.592    0.770
@@ -334,8 +322,7 @@ class CrossedResult(Criteria, TidyViews):
         Examples
         --------
         >>> import jaxmm
-        >>> data = jaxmm.load_example("grouseticks")
-        >>> g = jaxmm.fit("TICKS ~ C(YEAR) + cHEIGHT + (1 | BROOD) + (1 | LOCATION)", data, family="poisson")
+        >>> g = jaxmm.fit_example("grouseticks_terms")
         >>> fixed, full = g.linear_predictors()
         >>> fixed[:2].round(3), full[:2].round(3)
         (array([0.402, 0.402]), array([-0.605, -0.605]))
@@ -370,8 +357,7 @@ class CrossedResult(Criteria, TidyViews):
         Examples
         --------
         >>> import jaxmm
-        >>> data = jaxmm.load_example("grouseticks")
-        >>> g = jaxmm.fit("TICKS ~ C(YEAR) + cHEIGHT + (1 | BROOD) + (1 | LOCATION)", data, family="poisson")
+        >>> g = jaxmm.fit_example("grouseticks_terms")
         >>> g.predict(re=["LOCATION"]).head(2).round(3)
         0    1.043
         1    1.043
@@ -408,8 +394,7 @@ class CrossedResult(Criteria, TidyViews):
         Examples
         --------
         >>> import jaxmm
-        >>> data = jaxmm.load_example("grouseticks")
-        >>> g = jaxmm.fit("TICKS ~ C(YEAR) + cHEIGHT + (1 | BROOD) + (1 | LOCATION)", data, family="poisson")
+        >>> g = jaxmm.fit_example("grouseticks_terms")
         >>> g.confint().round(3).iloc[[3, 4]]
                               lower  upper
         cHEIGHT              -0.030 -0.017
@@ -438,8 +423,7 @@ class CrossedResult(Criteria, TidyViews):
         Examples
         --------
         >>> import jaxmm
-        >>> data = jaxmm.load_example("grouseticks")
-        >>> g = jaxmm.fit("TICKS ~ C(YEAR) + cHEIGHT + (1 | BROOD) + (1 | LOCATION)", data, family="poisson")
+        >>> g = jaxmm.fit_example("grouseticks_terms")
         >>> g.simulate(2, seed=1).shape
         (403, 2)
         """
@@ -467,8 +451,7 @@ class CrossedResult(Criteria, TidyViews):
         Examples
         --------
         >>> import jaxmm
-        >>> data = jaxmm.load_example("grouseticks")
-        >>> g = jaxmm.fit("TICKS ~ C(YEAR) + cHEIGHT + (1 | BROOD) + (1 | LOCATION)", data, family="poisson")
+        >>> g = jaxmm.fit_example("grouseticks_terms")
         >>> g.bootstrap(5, seed=1).shape
         (5, 6)
         """
@@ -490,8 +473,7 @@ class CrossedResult(Criteria, TidyViews):
         Examples
         --------
         >>> import jaxmm
-        >>> data = jaxmm.load_example("grouseticks")
-        >>> g = jaxmm.fit("TICKS ~ C(YEAR) + cHEIGHT + (1 | BROOD) + (1 | LOCATION)", data, family="poisson")
+        >>> g = jaxmm.fit_example("grouseticks_terms")
         >>> g.shrinkage()[["varcorr_var", "blup_var"]].round(3)
                               varcorr_var  blup_var
         group    term
@@ -518,8 +500,7 @@ class CrossedResult(Criteria, TidyViews):
         Examples
         --------
         >>> import jaxmm
-        >>> data = jaxmm.load_example("grouseticks")
-        >>> g = jaxmm.fit("TICKS ~ C(YEAR) + cHEIGHT + (1 | BROOD) + (1 | LOCATION)", data, family="poisson")
+        >>> g = jaxmm.fit_example("grouseticks_terms")
         >>> g.marginal_coefs()["estimate"].round(3)
         (Intercept)    0.928
         YEAR96         1.166
@@ -542,8 +523,7 @@ class CrossedResult(Criteria, TidyViews):
         Examples
         --------
         >>> import jaxmm
-        >>> data = jaxmm.load_example("grouseticks")
-        >>> g = jaxmm.fit("TICKS ~ C(YEAR) + cHEIGHT + (1 | BROOD) + (1 | LOCATION)", data, family="poisson")
+        >>> g = jaxmm.fit_example("grouseticks_terms")
         >>> round(float(g.ranef_cov()["BROOD"].iloc[0, 0]), 3)
         0.302
         """
@@ -561,8 +541,7 @@ class CrossedResult(Criteria, TidyViews):
         Examples
         --------
         >>> import jaxmm
-        >>> data = jaxmm.load_example("grouseticks")
-        >>> g = jaxmm.fit("TICKS ~ C(YEAR) + cHEIGHT + (1 | BROOD) + (1 | LOCATION)", data, family="poisson")
+        >>> g = jaxmm.fit_example("grouseticks_terms")
         >>> round(g.to_dict()["loglik"], 3)
         -987.938
         """
@@ -585,8 +564,7 @@ class CrossedResult(Criteria, TidyViews):
         Examples
         --------
         >>> import jaxmm
-        >>> data = jaxmm.load_example("grouseticks")
-        >>> g = jaxmm.fit("TICKS ~ C(YEAR) + cHEIGHT + (1 | BROOD) + (1 | LOCATION)", data, family="poisson")
+        >>> g = jaxmm.fit_example("grouseticks_terms")
         >>> len(g.plot_caterpillar().axes)
         2
         """
@@ -604,8 +582,7 @@ class CrossedResult(Criteria, TidyViews):
         Examples
         --------
         >>> import jaxmm
-        >>> data = jaxmm.load_example("grouseticks")
-        >>> g = jaxmm.fit("TICKS ~ C(YEAR) + cHEIGHT + (1 | BROOD) + (1 | LOCATION)", data, family="poisson")
+        >>> g = jaxmm.fit_example("grouseticks_terms")
         >>> print(g.summary())  # doctest: +ELLIPSIS
         Generalized linear mixed model fit by maximum likelihood (Laplace approximation)
         ...

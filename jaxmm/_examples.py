@@ -16,6 +16,9 @@ EXAMPLES: dict[str, tuple[str, str, dict]] = {
     "sleepstudy": ("sleepstudy.csv", "Reaction ~ Days + (Days | Subject)", {}),
     "cbpp": ("cbpp.csv", "incidence ~ C(period) + (1 | herd)", {"family": "binomial", "trials": "size"}),
     "grouseticks": ("grouseticks.csv", "TICKS ~ C(YEAR) + cHEIGHT + (1 | LOCATION)", {"family": "poisson"}),
+    # several random-effect terms: broods nested in locations (lme4's grouseticks model less INDEX)
+    "grouseticks_terms": ("grouseticks.csv", "TICKS ~ C(YEAR) + cHEIGHT + (1 | BROOD) + (1 | LOCATION)",
+                          {"family": "poisson"}),
     "contraception": ("contraception.csv", "use01 ~ age + age2 + urban01 + C(livch) + (urban01 | district)",
                       {"family": "binomial"}),
     "seedlike": ("seedlike.csv", "y ~ x + (x | subject)", {"family": "binomial"}),
@@ -84,7 +87,7 @@ def fit_example(name: str):
 
     Returns
     -------
-    MixedModelResult
+    MixedModelResult or CrossedResult
 
     Examples
     --------
