@@ -81,7 +81,7 @@ def _run(args) -> int:
         if args.command == "example":
             if args.name is None:
                 for name, (_, formula, kw) in EXAMPLES.items():
-                    print(f"{name:<14} {formula}  {kw}")
+                    print(f"{name:<{max(map(len, EXAMPLES)) + 1}} {formula}  {kw}")
                 return 0
             print(fit_example(args.name).summary())
             return 0
