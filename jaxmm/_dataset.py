@@ -91,6 +91,18 @@ def read_columns(data, columns: set) -> pd.DataFrame:
     return table.to_pandas(split_blocks=True, self_destruct=True)
 
 
+def release_table() -> None:
+    """Return a read table's memory once the design holds its rows. pandas' tables sit in
+    reference cycles, which a fit's frozen heap leaves to a later collection, and Arrow's
+    pool keeps freed pages for reuse: at 10M rows the two held 0.5 GB through the fit."""
+    import gc
+
+    import pyarrow as pa
+
+    gc.collect()
+    pa.default_memory_pool().release_unused()
+
+
 PART_COLUMN = "jaxmm_part"
 
 

@@ -6,7 +6,7 @@ import warnings
 import jax
 import numpy as np
 
-from ._dataset import is_dataset, read_columns, used_columns
+from ._dataset import is_dataset, read_columns, release_table, used_columns
 from ._batch import BatchResult
 from ._batch_design import designs_by
 from ._design import place_design, plan_design
@@ -170,7 +170,8 @@ def fit(formula: str, data, family="gaussian", *, method: str | None = None, tri
     fam = get_family(family, link)
     method = _resolve_method(fam, _method_from_reml(fam, method, REML))
     spec = parse_formula(formula)
-    if is_dataset(data):  # a Parquet dataset: only the columns the model uses are read
+    from_dataset = is_dataset(data)
+    if from_dataset:  # a Parquet dataset: only the columns the model uses are read
         data = read_columns(data, used_columns(spec, trials, offset, weights, by))
     nAGQ = check_nodes(nAGQ)
     if method == "AGHQ" and nAGQ == 1:
@@ -233,6 +234,11 @@ def fit(formula: str, data, family="gaussian", *, method: str | None = None, tri
         # longer part, runs without the GIL and overlaps the layout (docs/performance.md).
         lowered.wait()
     design, info = place_design(planned, dtype=dtype, host=mesh is not None, tile=tile)
+    # The table and its host rows end here: a dataset's table (owned by this call) is freed
+    # before the fit's temporaries are allocated rather than held beside them.
+    del planned, data
+    if from_dataset:
+        release_table()
     if mesh is not None:
         design = place(design, mesh)
     if method == "AGHQ":
