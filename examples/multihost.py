@@ -1,14 +1,20 @@
-"""One model fitted across two processes on one host, as on a cluster.
+"""One model fitted across several processes on one host, as on a cluster.
 
     python examples/multihost.py [N]        # launches N worker processes (2 by default) and compares
 
 Each worker is a separate JAX process with 2 CPU devices. ``jax.distributed.initialize``
-joins them into one runtime with 4 global devices, and ``jaxmm.fit(..., devices=4)``
+joins them into one runtime with 2N global devices, and ``jaxmm.fit(..., devices=2N)``
 shards the groups over all of them: each process places only its own devices' blocks of
 the design, solves those groups' modes, and the sums over groups are all-reduced across
-processes. A model with two crossed random-effect terms is fitted the same way (its rows and
-pairs of cells split over the devices). Both workers print the same estimates; the launcher
-checks both models against ordinary single-process fits.
+processes.
+
+The launcher writes the table as a Parquet dataset partitioned by a hash of the group
+(``jaxmm.partition_dataset``) and as one plain Parquet file. Given a dataset, each worker
+reads only the rows of its own groups: whole parts of the partitioned one, and the rows
+whose group hashes to it from the plain file. A model with two crossed random-effect terms
+is fitted from the in-memory table (every process reads it all; its rows and pairs of cells
+split over the devices). The launcher checks every fit against an ordinary single-process
+fit of the whole table, and each worker reports its rows and its peak memory.
 
 On a GPU cluster the same code runs with one process per host (or per GPU):
 ``jax.distributed.initialize()`` reads the coordinator address, process count and id from
@@ -20,13 +26,17 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 
 import numpy as np
 
 FORMULA = "y ~ x + (x | g)"
+# a text factor: every process builds its columns with the levels of all the rows
+FACTORS = "y ~ x + C(site) + (x | g)"
 # several random-effect terms: rows and pairs of cells split over the processes' devices
 CROSSED = "y ~ x + (1 | g) + (1 | h)"
 
@@ -41,16 +51,21 @@ def data():
     b = rng.normal(size=(n, 2)) * [0.9, 0.5]
     h = rng.integers(0, 30, g.size)
     eta = -0.4 + 0.7 * x + b[g, 0] + b[g, 1] * x + rng.normal(scale=0.6, size=30)[h]
-    return pd.DataFrame({"y": rng.binomial(1, 1 / (1 + np.exp(-eta))), "x": x, "g": g, "h": h})
+    site = np.array(["north", "south", "east"])[rng.integers(0, 3, g.size)]
+    return pd.DataFrame({"y": rng.binomial(1, 1 / (1 + np.exp(-eta))), "x": x, "g": g, "h": h, "site": site})
 
 
 def summary(res) -> dict:
     D = [np.asarray(d).tolist() for d in res.D.values()] if isinstance(res.D, dict) else res.D_array.tolist()
-    return {"loglik": res.loglik, "fixef": res.fixef.tolist(), "D": D, "converged": res.converged,
-            "n_devices": res.n_devices}
+    out = {"loglik": res.loglik, "fixef": res.fixef.tolist(), "D": D, "converged": res.converged,
+           "n_devices": res.n_devices, "n_obs": res.n_obs}
+    if not isinstance(res.D, dict):  # the modes of every group, by label, and the rows this process holds
+        out["ranef"] = res.ranef_array[np.argsort(np.asarray(res.group_labels))].tolist()
+        out["own_rows"] = len(res.row_index)
+    return out
 
 
-def worker(process_id: int, port: int, n_processes: int) -> None:
+def worker(process_id: int, port: int, n_processes: int, folder: str) -> None:
     import jax
 
     # CPU devices of different processes talk through gloo (GPUs would use NCCL).
@@ -58,12 +73,20 @@ def worker(process_id: int, port: int, n_processes: int) -> None:
     jax.distributed.initialize(f"localhost:{port}", num_processes=n_processes, process_id=process_id)
     import jaxmm
 
-    res = jaxmm.fit(FORMULA, data(), "binomial", devices=len(jax.devices()))
-    crossed = jaxmm.fit(CROSSED, data(), "binomial", devices=len(jax.devices()))
+    devices = len(jax.devices())
+    res = jaxmm.fit(FORMULA, os.path.join(folder, "parts"), "binomial", devices=devices)
+    factors = jaxmm.fit(FACTORS, os.path.join(folder, "table.parquet"), "binomial", devices=devices)
+    crossed = jaxmm.fit(CROSSED, data(), "binomial", devices=devices)
+    try:  # one group's response is out of the Bernoulli support: every process raises, none hangs
+        jaxmm.fit(FORMULA, os.path.join(folder, "bad.parquet"), "binomial", devices=devices)
+        refused = None
+    except jaxmm.errors.DataError as exc:
+        refused = str(exc)
     import resource
 
     print(json.dumps({"process": jax.process_index(), "local_devices": len(jax.local_devices()),
-                      "global_devices": len(jax.devices()), **summary(res), "crossed": summary(crossed),
+                      "global_devices": devices, **summary(res), "factors": summary(factors),
+                      "crossed": summary(crossed), "refused": refused,
                       "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}), flush=True)
     jax.distributed.shutdown()
 
@@ -72,9 +95,16 @@ def main(n_processes: int = 2) -> int:
     with socket.socket() as s:
         s.bind(("localhost", 0))
         port = s.getsockname()[1]
+    import jaxmm
+
+    folder = tempfile.mkdtemp(prefix="jaxmm_multihost_")
+    jaxmm.partition_dataset(data(), "g", 8, os.path.join(folder, "parts"))
+    data().to_parquet(os.path.join(folder, "table.parquet"), index=False)
+    data().assign(y=lambda d: np.where(d.g == 7, 2, d.y)).to_parquet(os.path.join(folder, "bad.parquet"), index=False)
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
-    procs = [subprocess.Popen([sys.executable, __file__, "--worker", str(i), str(port), str(n_processes)], env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(n_processes)]
+    procs = [subprocess.Popen([sys.executable, __file__, "--worker", str(i), str(port), str(n_processes), folder],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for i in range(n_processes)]
     results = []
     for p in procs:
         out, err = p.communicate(timeout=600)
@@ -83,28 +113,37 @@ def main(n_processes: int = 2) -> int:
             return 1
         results.append(json.loads(out.strip().splitlines()[-1]))
 
-    import jaxmm
-
+    shutil.rmtree(folder)
     single = summary(jaxmm.fit(FORMULA, data(), "binomial"))
+    single["factors"] = summary(jaxmm.fit(FACTORS, data(), "binomial"))
     single["crossed"] = summary(jaxmm.fit(CROSSED, data(), "binomial"))
     for r in results:
-        print(f"process {r['process']}: {r['local_devices']} local of {r['global_devices']} devices, "
-              f"loglik {r['loglik']:.10f}, fixef {np.round(r['fixef'], 8).tolist()}, peak RSS {r['peak_mb']:.0f} MB")
-    print(f"single process:            loglik {single['loglik']:.10f}, fixef {np.round(single['fixef'], 8).tolist()}")
-    print(f"two crossed terms: loglik {results[0]['crossed']['loglik']:.10f} over {2 * n_processes} devices, "
-          f"{single['crossed']['loglik']:.10f} in one process")
-    def gap(a, b):
-        return max(abs(a["loglik"] - b["loglik"]), float(np.max(np.abs(np.subtract(a["fixef"], b["fixef"])))),
-                   float(np.max(np.abs(np.subtract(a["D"], b["D"])))))
+        print(f"process {r['process']}: {r['local_devices']} local of {r['global_devices']} devices, read "
+              f"{r['own_rows']} and {r['factors']['own_rows']} of {r['n_obs']} rows, loglik {r['loglik']:.10f}, "
+              f"fixef {np.round(r['fixef'], 8).tolist()}, peak RSS {r['peak_mb']:.0f} MB")
+    print(f"single process: {'':>38} loglik {single['loglik']:.10f}, fixef {np.round(single['fixef'], 8).tolist()}")
+    for name in ("factors", "crossed"):
+        print(f"{name}: loglik {results[0][name]['loglik']:.10f} over {2 * n_processes} devices, "
+              f"{single[name]['loglik']:.10f} in one process")
 
-    worst = max(max(gap(r, single), gap(r["crossed"], single["crossed"])) for r in results)
-    ok = worst < 1e-8 and all(s["converged"] and s["n_devices"] == 2 * n_processes for r in results for s in (r, r["crossed"]))
+    def gap(a, b):
+        keys = ("fixef", "D") + (("ranef",) if "ranef" in b else ())
+        return max([abs(a["loglik"] - b["loglik"])] + [float(np.max(np.abs(np.subtract(a[k], b[k])))) for k in keys])
+
+    for r in results:
+        print(f"process {r['process']} refused the bad response: {r['refused']}")
+    fits = [(r[k], single[k]) for r in results for k in ("factors", "crossed")] + [(r, single) for r in results]
+    worst = max(gap(a, b) for a, b in fits)
+    ok = (worst < 1e-8 and all(a["converged"] and a["n_devices"] == 2 * n_processes and a["n_obs"] == b["n_obs"]
+                               for a, b in fits)
+          and sum(r["own_rows"] for r in results) == single["n_obs"] == sum(r["factors"]["own_rows"] for r in results)
+          and all(r["refused"] and "response 'y'" in r["refused"] for r in results))
     print(f"largest difference from the single-process fit: {worst:.2e} -> {'agree' if ok else 'DISAGREE'}")
     return 0 if ok else 1
 
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--worker":
-        worker(int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]))
+        worker(int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5])
     else:
         sys.exit(main(int(sys.argv[1]) if len(sys.argv) > 1 else 2))

@@ -15,7 +15,8 @@ def aliased_columns(X, rtol: float = 1e-7, *, gram: np.ndarray | None = None) ->
     between 1e-16 and 1e-12 (the threshold is rtol² = 1e-14) the QR decides instead.
 
     ``gram``: XᵀX where the caller has it; ``X`` may then be a function that returns the
-    matrix, called only where the QR decides.
+    matrix, called only where the QR decides, or None where no process holds all the rows
+    (the Gram matrix then decides alone).
     """
     if gram is None:
         gram = X.T @ X
@@ -32,7 +33,7 @@ def aliased_columns(X, rtol: float = 1e-7, *, gram: np.ndarray | None = None) ->
         if rjj2 > 0 and norms2[j] > 0:
             R[j, j:] = r[j:] / np.sqrt(rjj2)
         # an aliased column contributes no row of R: later columns see the same span
-    if np.any((ratios > 1e-16) & (ratios < 1e-12)):
+    if X is not None and np.any((ratios > 1e-16) & (ratios < 1e-12)):
         X = X() if callable(X) else X
         if X.shape[0] < p:  # rows of zeros change no residual; R then has a diagonal entry per column
             X = np.vstack([X, np.zeros((p - X.shape[0], p))])

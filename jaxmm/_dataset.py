@@ -9,6 +9,7 @@ still built in memory from that table (streaming it into the design is not built
 """
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -104,6 +105,7 @@ def release_table() -> None:
 
 
 PART_COLUMN = "jaxmm_part"
+PARTITION_FILE = "_jaxmm_partition.json"
 
 
 def partition_dataset(data, group: str, n_parts: int, out):
@@ -168,11 +170,19 @@ def partition_dataset(data, group: str, n_parts: int, out):
 
     def with_parts():
         for batch in batches:
-            values = batch.column(group).to_pandas()
-            part = (pd.util.hash_array(values.to_numpy(dtype=object) if values.dtype == object else values.to_numpy())
-                    % np.uint64(n_parts)).astype(np.int32)
+            part = hash_parts(batch.column(group), n_parts).astype(np.int32)
             yield pa.RecordBatch.from_arrays(batch.columns + [pa.array(part)], schema=target)
 
     ds.write_dataset(with_parts(), str(out), schema=target, format="parquet", partitioning=[PART_COLUMN],
                      partitioning_flavor="hive", use_threads=False, preserve_order=True)
+    # what a fit's processes read to take whole parts (the leading _ keeps it out of the data)
+    (out / PARTITION_FILE).write_text(json.dumps({"group": group, "n_parts": n_parts}))
     return out
+
+
+def hash_parts(values, n_parts: int) -> np.ndarray:
+    """The part in [0, n_parts) of each value of an Arrow column: pandas' ``hash_array`` of
+    the values as stored, the same on every machine and run."""
+    values = values.to_pandas()
+    raw = values.to_numpy(dtype=object) if values.dtype == object else values.to_numpy()
+    return pd.util.hash_array(raw) % np.uint64(n_parts)

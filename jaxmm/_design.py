@@ -45,10 +45,12 @@ class _Rows(NamedTuple):
 
 
 def _rows_from_formula(spec: FormulaSpec, data, *, trials=None, offset=None, weights=None, missing="raise",
-                       check_response=None, by=None, defer_plain: bool = False) -> _Rows:
+                       check_response=None, by=None, defer_plain: bool = False, total=None) -> _Rows:
     """The formula's host arrays, every row and value checked. ``defer_plain=True`` leaves
     the plain matrices unfilled (:class:`PlainMatrix`), for :func:`make_design` to lay out
-    once a fit has started compiling."""
+    once a fit has started compiling. ``total``: where the rows are one process's share of
+    a job's, the sum of an array over the processes (``_collective.total``), so that the
+    aliased columns are found from all the rows' Gram matrix."""
     data = as_pandas(data)
     if len(data) == 0:
         raise DataError("the data have no rows")
@@ -99,10 +101,12 @@ def _rows_from_formula(spec: FormulaSpec, data, *, trials=None, offset=None, wei
     fixed_spec = fixed.model_spec
     if x_sources is None:
         X = np.asarray(fixed, dtype=np.float64)
-        dropped = aliased_columns(X)
-    else:
+        dropped = aliased_columns(X) if total is None else aliased_columns(None, gram=total(X.T @ X))
+    elif total is None:
         dropped = aliased_columns(lambda: _plain_matrix(x_sources, frame, levels),
                                   gram=_plain_gram(x_sources, frame, levels))
+    else:
+        dropped = aliased_columns(None, gram=total(_plain_gram(x_sources, frame, levels)))
     del fixed  # formulaic's frames: at 10M rows each held copy is hundreds of MB
     if dropped:
         names = [fixed_names[j] for j in dropped]

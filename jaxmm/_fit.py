@@ -170,8 +170,9 @@ def fit(formula: str, data, family="gaussian", *, method: str | None = None, tri
     fam = get_family(family, link)
     method = _resolve_method(fam, _method_from_reml(fam, method, REML))
     spec = parse_formula(formula)
-    from_dataset = is_dataset(data)
-    if from_dataset:  # a Parquet dataset: only the columns the model uses are read
+    from_dataset, data_source = is_dataset(data), data
+    own_groups = from_dataset and devices is not None and not spec.terms and by is None and jax.process_count() > 1
+    if from_dataset and not own_groups:  # a Parquet dataset: only the columns the model uses are read
         data = read_columns(data, used_columns(spec, trials, offset, weights, by))
     nAGQ = check_nodes(nAGQ)
     if method == "AGHQ" and nAGQ == 1:
@@ -219,6 +220,20 @@ def fit(formula: str, data, family="gaussian", *, method: str | None = None, tri
     nagq = nodes_of(method, nAGQ)
 
     tile = _tile_rows(fam)
+    if own_groups:
+        # each process reads only its own groups of the dataset
+        from ._process_fit import fit_own_rows
+
+        if verbose:
+            _progress.start(None if verbose is True else verbose)
+        try:
+            return _warned(fit_own_rows(
+                spec, data_source, fam, method, mesh, options=fit_options, dtype=dtype, bucket=bucket, tile=tile,
+                nagq=nagq, opt=opt, blocks_of=_re_blocks, one_row=_one_row_per_group,
+                result=lambda out, info, design, blocks, n_obs: _result(
+                    out, info, fam, formula, method, blocks, fit_options, design, n_devices=mesh.size, n_obs=n_obs)))
+        finally:
+            _progress.stop()
     planned = plan_design(spec, data, trials=trials, offset=offset, weights=weights, bucket=bucket, missing=missing,
                           check_response=fam.check_response, min_chunks=1 if mesh is None else mesh.size, tile=tile,
                           chunk_rows=default_chunk_rows(autodiff=method == "AGHQ"))
@@ -354,8 +369,10 @@ def _outcome(fam, info, out) -> tuple[Status, str]:
     return status, status.message
 
 
-def _result(out, info, fam, formula, method, blocks, fit_options, design, n_devices=1) -> MixedModelResult:
-    """One fit's engine output (host arrays) and labels as a ``MixedModelResult``."""
+def _result(out, info, fam, formula, method, blocks, fit_options, design, n_devices=1,
+            n_obs=None) -> MixedModelResult:
+    """One fit's engine output (host arrays) and labels as a ``MixedModelResult``;
+    ``n_obs`` where the layout holds only this process's rows."""
     layout = info.layout
     status, message = _outcome(fam, info, out)
     return MixedModelResult(
@@ -375,7 +392,7 @@ def _result(out, info, fam, formula, method, blocks, fit_options, design, n_devi
         ranef_array=out["ranef"][layout.group_slot],
         cond_var=out["cond_var"][layout.group_slot],
         loglik=float(out["loglik"]),
-        n_obs=layout.row_slot.size,
+        n_obs=layout.row_slot.size if n_obs is None else n_obs,
         n_groups=layout.group_slot.size,
         converged=status == Status.CONVERGED,
         message=message,

@@ -49,11 +49,7 @@ def plan_shapes(codes: np.ndarray, m: int, *, bucket: bool = False, chunk_rows: 
     shapes.
     """
     chunk_rows = default_chunk_rows() if chunk_rows is None else chunk_rows
-    counts = np.bincount(codes, minlength=m)
-    order = None if _is_sorted(codes) else _code_order(codes, m)  # keeps the within-group row order
-    start = np.concatenate([[0], np.cumsum(counts)[:-1]])  # first sorted row of each group
-    span = -(-counts // tile) * tile  # design rows of each group
-    at = np.concatenate([[0], np.cumsum(span)[:-1]])  # its first row in one unbroken layout
+    counts, order, start, span, at = _spans(codes, m, tile)
     total = int(at[-1] + span[-1])
     round_up = lambda k: -(-k // tile) * tile
     if total <= chunk_rows and min_chunks == 1:
@@ -70,16 +66,7 @@ def plan_shapes(codes: np.ndarray, m: int, *, bucket: bool = False, chunk_rows: 
             rows_per = round_up(max(-(-total // n_target) + biggest, 2 * bucket_size(biggest)))
         else:  # split a small design evenly over min_chunks chunks
             rows_per = round_up(-(-total // min_chunks) + biggest)
-        # A group starting before k·step + step ends before k·step + step + biggest, so
-        # every chunk of groups that start in one window of `step` rows fits in rows_per.
-        step = rows_per - biggest
-        chunk = at // step
-        n_chunks = int(chunk[-1]) + 1
-        used = np.unique(chunk)
-        if used.size != n_chunks:  # windows with no group starting in them: close the gaps
-            chunk = np.searchsorted(used, chunk)
-            n_chunks = used.size
-        groups_per = int(np.bincount(chunk).max())
+        chunk, n_chunks, groups_per = _chunks_of(at, rows_per - biggest)
         n_chunks = -(-n_chunks // min_chunks) * min_chunks
     if bucket:
         rows_per, groups_per = round_up(bucket_size(rows_per)), bucket_size(groups_per)
@@ -88,6 +75,50 @@ def plan_shapes(codes: np.ndarray, m: int, *, bucket: bool = False, chunk_rows: 
             raise ValueError(f"size {size} cannot hold a layout of {n_chunks} x ({rows_per}, {groups_per}) "
                              f"in tiles of {tile} rows")
         rows_per, groups_per = size
+    shape = LayoutShape(n_chunks * rows_per, n_chunks * groups_per, n_chunks, m)
+    return LayoutPlan(shape, codes, counts, order, start, at, chunk, rows_per, groups_per)
+
+
+def _spans(codes: np.ndarray, m: int, tile: int):
+    """(rows of each group, the rows' stable order by group or None where sorted, each
+    group's first sorted row, its design rows, its first row in one unbroken layout)."""
+    counts = np.bincount(codes, minlength=m)
+    order = None if _is_sorted(codes) else _code_order(codes, m)  # keeps the within-group row order
+    start = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    span = -(-counts // tile) * tile
+    at = np.concatenate([[0], np.cumsum(span)[:-1]])
+    return counts, order, start, span, at
+
+
+def _chunks_of(at: np.ndarray, step: int):
+    """(chunk of each group, chunks, most groups in one) where the groups starting in one
+    window of ``step`` rows share a chunk: a group starting before k·step + step ends before
+    k·step + step + biggest, so each chunk fits in step + biggest rows."""
+    chunk = at // step
+    n_chunks = int(chunk[-1]) + 1
+    used = np.unique(chunk)
+    if used.size != n_chunks:  # windows with no group starting in them: close the gaps
+        chunk = np.searchsorted(used, chunk)
+        n_chunks = used.size
+    return chunk, n_chunks, int(np.bincount(chunk).max())
+
+
+def plan_in_chunks(codes: np.ndarray, m: int, rows_per: int, *, groups_per: int | None = None,
+                   n_chunks: int | None = None, tile: int = 1, bucket: bool = False) -> LayoutPlan:
+    """A layout in chunks of exactly ``rows_per`` rows, as the processes of a job agree on
+    it (each lays out its own groups). ``groups_per`` and ``n_chunks`` fix those too (they
+    must hold the groups); where None, as few as the groups need (``bucket`` rounds the
+    group slots up as :func:`plan_shapes` does)."""
+    counts, order, start, span, at = _spans(codes, m, tile)
+    if rows_per % tile or rows_per <= int(span.max()):
+        raise ValueError(f"chunks of {rows_per} rows cannot hold groups of up to {int(span.max())} rows "
+                         f"in tiles of {tile}")
+    chunk, needed, most = _chunks_of(at, rows_per - int(span.max()))
+    if groups_per is None:
+        groups_per = bucket_size(most) if bucket else most
+    n_chunks = needed if n_chunks is None else n_chunks
+    if groups_per < most or n_chunks < needed:
+        raise ValueError(f"{n_chunks} chunks of {groups_per} groups cannot hold a layout of {needed} x {most}")
     shape = LayoutShape(n_chunks * rows_per, n_chunks * groups_per, n_chunks, m)
     return LayoutPlan(shape, codes, counts, order, start, at, chunk, rows_per, groups_per)
 

@@ -117,3 +117,31 @@ def test_partition_dataset_puts_each_group_in_one_part(tmp_path, cbpp):
         jaxmm.partition_dataset(data, "herd", 0, tmp_path / "none")
     with pytest.raises(DataError, match="grouping column 'flock' is not in the data"):
         jaxmm.partition_dataset(data, "flock", 2, tmp_path / "none")
+
+
+@pytest.mark.parametrize("n_processes", [3, 4])
+def test_each_process_reads_the_rows_of_its_own_groups(tmp_path, cbpp, n_processes):
+    # a job's process p reads the parts k = p mod P of a dataset partitioned on the model's
+    # group, and otherwise the rows whose group hashes to it; either way each group is read
+    # by one process, and all of them read every row once (examples/multihost.py fits them)
+    from jaxmm._process_rows import hash_partition_files, own_rows
+
+    data, folder = cbpp
+    data = data.dropna(subset=["herd"])
+    parts = jaxmm.partition_dataset(data, "herd", 6, tmp_path / "parts")
+    files = hash_partition_files(parts, "herd")
+    assert set(files) <= set(range(6)) and hash_partition_files(parts, "period") is None
+    assert hash_partition_files(folder, "herd") is None  # not partitioned: read by filtering
+    columns = {"incidence", "size", "herd", "period"}
+    for source in (parts, folder):
+        shares = [own_rows(source, columns, "herd", p, n_processes) for p in range(n_processes)]
+        herds = [set(share["herd"].dropna()) for share in shares]
+        assert sum(len(h) for h in herds) == len(set().union(*herds)) == data["herd"].nunique()
+        both = pd.concat(shares).dropna(subset=["herd"]).astype({"herd": object, "period": object})
+        key = ["herd", "period", "incidence", "size"]
+        assert both.sort_values(key)[key].reset_index(drop=True).equals(
+            data.astype({"herd": object, "period": object}).sort_values(key)[key].reset_index(drop=True))
+    own = own_rows(parts, columns, "herd", 1, n_processes)
+    expected = pa.dataset.dataset([f for k in sorted(files) if k % n_processes == 1 for f in files[k]],
+                                  format="parquet").to_table().to_pandas()
+    assert set(own["herd"]) == set(expected["herd"]) and len(own) == len(expected)

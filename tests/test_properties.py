@@ -189,6 +189,33 @@ def test_layout_keeps_the_row_order_within_each_group():
     assert np.all(slots[1:][~same] > slots[:-1][~same])
 
 
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(1, 9), min_size=1, max_size=60), st.sampled_from([1, 4]), st.integers(0, 20),
+       st.integers(0, 3), st.integers(0, 3))
+def test_a_layout_in_agreed_chunks_holds_every_group_in_one_chunk(sizes, tile, extra, more_groups, more_chunks):
+    # the processes of a job lay out their own groups in chunks of the rows they agreed on
+    from jaxmm._layout import layout_slots, plan_in_chunks
+
+    codes = np.repeat(np.arange(len(sizes)), sizes)
+    biggest = -(-max(sizes) // tile) * tile
+    rows_per = biggest + tile * (1 + extra)
+    least = plan_in_chunks(codes, len(sizes), rows_per, tile=tile)
+    plan = plan_in_chunks(codes, len(sizes), rows_per, groups_per=least.groups_per + more_groups,
+                          n_chunks=least.shape.chunks + more_chunks, tile=tile)
+    assert plan.shape.n_rows == plan.shape.chunks * rows_per and plan.shape.chunks == least.shape.chunks + more_chunks
+    lay = layout_slots(plan)
+    chunk_of_row = lay.row_slot // rows_per
+    chunk_of_group = lay.group_slot // plan.groups_per
+    assert np.all(chunk_of_row == chunk_of_group[codes])  # each group's rows in its own chunk
+    assert np.unique(lay.row_slot).size == codes.size and np.unique(lay.group_slot).size == len(sizes)
+    assert lay.row_slot.max() < plan.shape.n_rows and np.all(lay.row_slot[np.r_[0, np.cumsum(sizes)[:-1]]] % tile == 0)
+    with pytest.raises(ValueError, match="cannot hold"):
+        plan_in_chunks(codes, len(sizes), biggest, tile=tile)
+    if least.groups_per > 1:
+        with pytest.raises(ValueError, match="cannot hold"):
+            plan_in_chunks(codes, len(sizes), rows_per, groups_per=least.groups_per - 1, tile=tile)
+
+
 @settings(max_examples=80, deadline=None)
 @given(st.lists(st.text(max_size=6), max_size=40, unique=True))
 def test_strings_are_ordered_as_python_orders_them(values):
