@@ -1,13 +1,14 @@
 """A fit from a Parquet dataset against the in-memory path: time and peak memory, one run.
 
     python benchmarks/dataset_memory.py [--problem binomial-q2-10M-balanced] [--parts 8]
-                                        [--text-groups] [--out benchmarks/results/dataset_memory.md]
+                                        [--text-groups] [--dtype float64]
+                                        [--out benchmarks/results/dataset_memory.md]
 
 The problem's table (benchmarks/problems.py) is written once as a directory of ``--parts``
 Parquet files (``--text-groups``: the group codes as text ids, "g0000123", as real data often
 hold them). Each path then runs in a fresh process: *in memory* reads the whole dataset with
 ``pandas.read_parquet`` and fits the table; *dataset* passes the directory to ``fit``, which
-reads the model's columns batch by batch (jaxmm/_dataset.py). Reported: seconds from the read
+streams the model's columns batch by batch into the design (jaxmm/_stream_design.py). Reported: seconds from the read
 to the fitted result (compile included), the child's peak RSS, and the log-likelihoods.
 """
 from __future__ import annotations
@@ -42,6 +43,7 @@ def main():
     ap.add_argument("--problem", default="binomial-q2-10M-balanced")
     ap.add_argument("--parts", type=int, default=8)
     ap.add_argument("--text-groups", action="store_true")
+    ap.add_argument("--dtype", default="float64", choices=("float64", "float32"))
     ap.add_argument("--out", default=str(HERE / "results" / "dataset_memory.md"))
     args = ap.parse_args()
     sys.path.insert(0, str(HERE))
@@ -52,6 +54,7 @@ def main():
     from problems import generate, get
 
     frame, formula, kwargs = generate(get(args.problem))
+    kwargs = {**kwargs, "dtype": args.dtype}
     if args.text_groups:
         frame["g"] = np.char.add("g", np.char.zfill(frame["g"].to_numpy().astype(str), 7))
     folder = Path(tempfile.mkdtemp(prefix="jaxmm_dataset_"))
@@ -69,7 +72,7 @@ def main():
     base = rows[0][1]
     lines = ["# A fit from a Parquet dataset against the in-memory path", "",
              f"`python benchmarks/dataset_memory.py --problem {args.problem} --parts {args.parts}"
-             f"{' --text-groups' if args.text_groups else ''}` at {commit()}, {machine()}. {n:,} rows, "
+             f"{' --text-groups' if args.text_groups else ''} --dtype {args.dtype}` at {commit()}, {machine()}. {n:,} rows, "
              f"`{formula}` {kwargs}, written as {args.parts} Parquet files. One fresh process per path: "
              "seconds from reading to the fitted result (compile included), the process's peak RSS.", "",
              "| path | seconds | peak RSS MB | time / in memory | memory / in memory | loglik |",

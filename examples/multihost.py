@@ -62,6 +62,8 @@ def summary(res) -> dict:
     if not isinstance(res.D, dict):  # the modes of every group, by label, and the rows this process holds
         out["ranef"] = res.ranef_array[np.argsort(np.asarray(res.group_labels))].tolist()
         out["own_rows"] = len(res.row_index)
+        fitted = res.predict().to_numpy()  # the fitted rows' probabilities: this process's rows
+        out["fitted"] = [fitted.size, fitted.sum(), fitted @ fitted]
     return out
 
 
@@ -134,6 +136,11 @@ def main(n_processes: int = 2) -> int:
         print(f"process {r['process']} refused the bad response: {r['refused']}")
     fits = [(r[k], single[k]) for r in results for k in ("factors", "crossed")] + [(r, single) for r in results]
     worst = max(gap(a, b) for a, b in fits)
+    # the processes' rows' fitted values add up to the table's (count, sum, sum of squares)
+    for name in (None, "factors"):
+        shares = [(r if name is None else r[name])["fitted"] for r in results]
+        whole = (single if name is None else single[name])["fitted"]
+        worst = max(worst, float(np.max(np.abs(np.sum(shares, axis=0) - whole))))
     ok = (worst < 1e-8 and all(a["converged"] and a["n_devices"] == 2 * n_processes and a["n_obs"] == b["n_obs"]
                                for a, b in fits)
           and sum(r["own_rows"] for r in results) == single["n_obs"] == sum(r["factors"]["own_rows"] for r in results)

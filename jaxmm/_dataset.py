@@ -2,10 +2,10 @@
 
 ``fit(formula, "path/to/dir")`` (a Parquet file, a directory of them, or a
 ``pyarrow.dataset.Dataset``) reads the formula's columns (and those named by ``trials=``,
-``offset=``, ``weights=`` and ``by=``), never the others, record batch by record batch, into
-one pandas table of those columns for the design builder: the table ``pandas.read_parquet``
-would give for them, so the fit is the in-memory fit of the same rows. The design itself is
-still built in memory from that table (streaming it into the design is not built).
+``offset=``, ``weights=`` and ``by=``), never the others, record batch by record batch. A
+one-term model's design is streamed from the batches (``_stream_design``); other fits read one
+pandas table of those columns here (:func:`read_columns`): the table ``pandas.read_parquet``
+would give for them, so the fit is the in-memory fit of the same rows.
 """
 from __future__ import annotations
 
@@ -88,8 +88,13 @@ def read_columns(data, columns: set) -> pd.DataFrame:
     try:
         table = dataset.to_table(columns=[c for c in names if c in columns])
     except Exception as exc:  # noqa: BLE001 - a file of the dataset that cannot be read
-        raise DataError(f"cannot read the Parquet dataset: {str(exc).splitlines()[0]}") from None
+        raise read_error(exc) from None
     return table.to_pandas(split_blocks=True, self_destruct=True)
+
+
+def read_error(exc: Exception) -> DataError:
+    """The DataError of a dataset file that cannot be read (pyarrow's errors are of several types)."""
+    return DataError(f"cannot read the Parquet dataset: {str(exc).splitlines()[0]}")
 
 
 def release_table() -> None:
@@ -116,7 +121,9 @@ def partition_dataset(data, group: str, n_parts: int, out):
     The rows are streamed a record batch at a time into ``out/jaxmm_part=k/`` (Hive-style
     directories), k = hash(group value) mod ``n_parts``, the hash being pandas'
     ``hash_array`` of the values as stored (the same on every machine and run). The rows of
-    one part keep their order.
+    one part keep their order. A record of the grouping column and the number of parts
+    (``out/_jaxmm_partition.json``) lets each process of a ``jax.distributed`` fit of a model
+    grouped by that column read only its own parts (k mod processes = its index).
 
     Parameters
     ----------

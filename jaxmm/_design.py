@@ -45,12 +45,14 @@ class _Rows(NamedTuple):
 
 
 def _rows_from_formula(spec: FormulaSpec, data, *, trials=None, offset=None, weights=None, missing="raise",
-                       check_response=None, by=None, defer_plain: bool = False, total=None) -> _Rows:
+                       check_response=None, by=None, defer_plain: bool = False, total=None,
+                       aliasing: bool = True) -> _Rows:
     """The formula's host arrays, every row and value checked. ``defer_plain=True`` leaves
     the plain matrices unfilled (:class:`PlainMatrix`), for :func:`make_design` to lay out
     once a fit has started compiling. ``total``: where the rows are one process's share of
     a job's, the sum of an array over the processes (``_collective.total``), so that the
-    aliased columns are found from all the rows' Gram matrix."""
+    aliased columns are found from all the rows' Gram matrix. ``aliasing=False`` keeps every
+    column (the caller finds the aliased ones from rows it sees later)."""
     data = as_pandas(data)
     if len(data) == 0:
         raise DataError("the data have no rows")
@@ -101,6 +103,9 @@ def _rows_from_formula(spec: FormulaSpec, data, *, trials=None, offset=None, wei
     fixed_spec = fixed.model_spec
     if x_sources is None:
         X = np.asarray(fixed, dtype=np.float64)
+    if not aliasing:
+        dropped = []
+    elif x_sources is None:
         dropped = aliased_columns(X) if total is None else aliased_columns(None, gram=total(X.T @ X))
     elif total is None:
         dropped = aliased_columns(lambda: _plain_matrix(x_sources, frame, levels),
@@ -128,6 +133,20 @@ def _rows_from_formula(spec: FormulaSpec, data, *, trials=None, offset=None, wei
                         {**_factor_levels_of(fixed_spec, frame), **_factor_levels_of(random.model_spec, frame)})
     re_names = tuple(_lme4_names([spec.display(n) for n in random.columns]))
     del random
+    trials_arr, offset_arr, weights_arr = _row_arrays(spec, data, y, trials, offset, weights, check_response)
+    if pd.isna(groups).any():
+        rows = np.flatnonzero(pd.isna(groups))
+        raise DataError(f"grouping column {spec.group!r} has {rows.size} missing value(s) (first rows: {rows[:5].tolist()})")
+    fill = PlainMatrix if defer_plain else _plain_matrix
+    X = fill(x_sources, frame, levels) if X is None else X
+    Z = fill(z_sources, frame, levels) if Z is None else Z
+    return _Rows(X, Z, y, trials_arr, offset_arr, weights_arr, groups, tuple(fixed_names), re_names, n_dropped, data,
+                 encoders)
+
+
+def _row_arrays(spec: FormulaSpec, data: pd.DataFrame, y, trials, offset, weights, check_response):
+    """(trials, offset, weights) of the table's rows, each None where not given, with the
+    response checked against the family's support and the weights against negatives."""
     trials_arr = None if trials is None else _as_float(f"trials column {trials!r}", _column(data, trials, "trials"))
     if spec.trials_expr is not None:  # cbind(successes, failures): the trials are their sum
         trials_arr = evaluate(spec.trials_expr, data, f"the trials of {spec.formula.split('~')[0].strip()}")
@@ -141,16 +160,9 @@ def _rows_from_formula(spec: FormulaSpec, data, *, trials=None, offset=None, wei
         problem = check_response(y, 1.0 if trials_arr is None else trials_arr)
         if problem:
             raise DataError(f"response {spec.response!r}: {problem}")
-    if pd.isna(groups).any():
-        rows = np.flatnonzero(pd.isna(groups))
-        raise DataError(f"grouping column {spec.group!r} has {rows.size} missing value(s) (first rows: {rows[:5].tolist()})")
     if weights_arr is not None:
         _nonnegative_weights(weights_arr)  # before a fit starts compiling
-    fill = PlainMatrix if defer_plain else _plain_matrix
-    X = fill(x_sources, frame, levels) if X is None else X
-    Z = fill(z_sources, frame, levels) if Z is None else Z
-    return _Rows(X, Z, y, trials_arr, offset_arr, weights_arr, groups, tuple(fixed_names), re_names, n_dropped, data,
-                 encoders)
+    return trials_arr, offset_arr, weights_arr
 
 
 def _info(spec, rows: _Rows, labels, layout, X, row_index=None) -> DesignInfo:
@@ -177,11 +189,19 @@ class PlannedDesign(NamedTuple):
     rows: _Rows
     groups: GroupPlan
 
+    @property
+    def re_names(self) -> tuple:
+        return self.rows.re_names
+
     def abstract(self, dtype, tile: int) -> Design:
         """The design :func:`place_design` builds on the default device, as shapes and dtypes."""
         shape = self.groups.layout.shape
         return abstract_design(shape.n_rows, shape.n_groups, len(self.rows.fixef_names), len(self.rows.re_names),
                                dtype, tile)
+
+    def place(self, *, dtype="float64", host: bool = False, tile: int = TILE_ROWS):
+        """:func:`place_design` of this plan."""
+        return place_design(self, dtype=dtype, host=host, tile=tile)
 
 
 @small_pages()

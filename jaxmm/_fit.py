@@ -9,7 +9,8 @@ import numpy as np
 from ._dataset import is_dataset, read_columns, release_table, used_columns
 from ._batch import BatchResult
 from ._batch_design import designs_by
-from ._design import place_design, plan_design
+from ._design import plan_design
+from ._stream_design import plan_streamed, streamable
 from ._types import TILE_ROWS, default_chunk_rows
 from ._engine import fit_glmm_batch, fit_lmm_batch, fit_one, prefetch_one
 from ._families import get_family
@@ -171,8 +172,13 @@ def fit(formula: str, data, family="gaussian", *, method: str | None = None, tri
     method = _resolve_method(fam, _method_from_reml(fam, method, REML))
     spec = parse_formula(formula)
     from_dataset, data_source = is_dataset(data), data
-    own_groups = from_dataset and devices is not None and not spec.terms and by is None and jax.process_count() > 1
-    if from_dataset and not own_groups:  # a Parquet dataset: only the columns the model uses are read
+    # A one-term fit's design is streamed from a dataset (_stream_design), and under
+    # jax.distributed each process reads only its own groups (_process_fit); other fits
+    # (and transforms whose state is learnt from all the rows) read a table of the used columns.
+    one_term = from_dataset and not spec.terms and by is None and streamable(spec, offset, weights)
+    own_groups = one_term and devices is not None and jax.process_count() > 1
+    stream = one_term and not own_groups
+    if from_dataset and not (own_groups or stream):
         data = read_columns(data, used_columns(spec, trials, offset, weights, by))
     nAGQ = check_nodes(nAGQ)
     if method == "AGHQ" and nAGQ == 1:
@@ -234,11 +240,12 @@ def fit(formula: str, data, family="gaussian", *, method: str | None = None, tri
                     out, info, fam, formula, method, blocks, fit_options, design, n_devices=mesh.size, n_obs=n_obs)))
         finally:
             _progress.stop()
-    planned = plan_design(spec, data, trials=trials, offset=offset, weights=weights, bucket=bucket, missing=missing,
-                          check_response=fam.check_response, min_chunks=1 if mesh is None else mesh.size, tile=tile,
-                          chunk_rows=default_chunk_rows(autodiff=method == "AGHQ"))
+    planned = (plan_streamed if stream else plan_design)(
+        spec, data, trials=trials, offset=offset, weights=weights, bucket=bucket, missing=missing,
+        check_response=fam.check_response, min_chunks=1 if mesh is None else mesh.size, tile=tile,
+        chunk_rows=default_chunk_rows(autodiff=method == "AGHQ"))
     shape = planned.groups.layout.shape
-    q = len(planned.rows.re_names)
+    q = len(planned.re_names)
     if mesh is None and shape.levels >= 2 and not (method == "AGHQ" and q > MAX_QUADRATURE_DIM):  # else raised below
         # The fit's program compiles on a background thread while the host lays out and
         # transfers the rows (at 10M rows about a second of host work).
@@ -248,11 +255,11 @@ def fit(formula: str, data, family="gaussian", *, method: str | None = None, tri
         # side the two took turns, so the layout waits for the lowering. XLA's compile, the
         # longer part, runs without the GIL and overlaps the layout (docs/performance.md).
         lowered.wait()
-    design, info = place_design(planned, dtype=dtype, host=mesh is not None, tile=tile)
+    design, info = planned.place(dtype=dtype, host=mesh is not None, tile=tile)
     # The table and its host rows end here: a dataset's table (owned by this call) is freed
     # before the fit's temporaries are allocated rather than held beside them.
     del planned, data
-    if from_dataset:
+    if from_dataset and not stream:
         release_table()
     if mesh is not None:
         design = place(design, mesh)

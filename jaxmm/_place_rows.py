@@ -13,7 +13,7 @@ from ._layout import GroupPlan, layout_slots, plan_groups, tile_groups
 from ._pages import small_pages
 from ._plain_matrix import PlainMatrix
 from ._table import _as_float
-from ._types import TILE_ROWS, Design
+from ._types import TILE_ROWS, Design, Layout
 from .errors import DataError
 
 
@@ -42,6 +42,19 @@ def _row_columns(X, Z, y, trials, offset, weights) -> dict:
     (a scalar), so the layouts need not build an array of ones or zeros on the host."""
     given = dict(X=X, Z=Z, y=y, trials=trials, offset=offset, weights=weights)
     return {name: _DEFAULTS[name] if values is None else values for name, values in given.items()}
+
+
+def aligned_full(shape, fill, dtype) -> np.ndarray:
+    """``np.full`` at a 64-byte aligned address. JAX's CPU client takes such an array as a
+    device buffer without copying it; numpy's large arrays sit 16 bytes past a page, and are
+    copied (at 10M rows a float64 design held twice)."""
+    dtype = np.dtype(dtype)
+    size = int(np.prod(shape)) * dtype.itemsize
+    raw = np.empty(size + 64, np.uint8)
+    start = (-raw.ctypes.data) % 64
+    out = raw[start:start + size].view(dtype).reshape(shape)
+    out[...] = fill
+    return out
 
 
 def to_device(values, dtype=None):
@@ -132,6 +145,26 @@ def _nonnegative_weights(weights) -> np.ndarray:
     return weights
 
 
+def group_counts(layout: Layout, codes: np.ndarray) -> np.ndarray:
+    """(n_groups,) rows of each group slot (0 in padding slots)."""
+    counts = np.zeros(layout.n_groups)
+    counts[layout.group_slot] = np.bincount(codes, minlength=layout.group_slot.size)
+    return counts
+
+
+def row_groups(layout: Layout, codes: np.ndarray, tile: int):
+    """(group slot of each design row, group of each tile or None): padding rows belong to
+    the last group slot of their chunk, and with tiles, to the group of their tile."""
+    padding_group = np.repeat(np.arange(layout.chunks) * (layout.n_groups // layout.chunks)
+                              + layout.n_groups // layout.chunks - 1, layout.n_rows // layout.chunks)
+    group = padding_group.astype(np.int32)
+    group[layout.row_slot] = layout.group_slot[codes]
+    if tile > 1:
+        tile_group, group = tile_groups(group, tile)
+        return group, tile_group
+    return group, None
+
+
 @small_pages()
 def make_design(X, Z, y, groups, *, trials=None, offset=None, weights=None, dtype=jnp.float64,
                 bucket: bool = False, chunk_rows: int | None = None, size=None, min_chunks: int = 1,
@@ -173,8 +206,7 @@ def make_design(X, Z, y, groups, *, trials=None, offset=None, weights=None, dtyp
     if plan is None:
         plan = plan_groups(groups, bucket=bucket, chunk_rows=chunk_rows, size=size, min_chunks=min_chunks, tile=tile)
     labels, codes, layout = plan.labels, plan.codes, layout_slots(plan.layout)
-    counts = np.zeros(layout.n_groups)
-    counts[layout.group_slot] = np.bincount(codes, minlength=len(labels))
+    counts = group_counts(layout, codes)
     given = _row_columns(X, Z, y, None if trials is None else _as_float("trials", trials),
                          None if offset is None else _as_float("offset", offset), weights)
     if device_layout:
@@ -214,13 +246,7 @@ def make_design(X, Z, y, groups, *, trials=None, offset=None, weights=None, dtyp
             out[layout.row_slot] = values
         return to_array(out, kind)
 
-    padding_group = np.repeat(np.arange(layout.chunks) * (layout.n_groups // layout.chunks)
-                              + layout.n_groups // layout.chunks - 1, layout.n_rows // layout.chunks)
-    group = padding_group.astype(np.int32)
-    group[layout.row_slot] = layout.group_slot[codes]
-    tile_group = None
-    if tile > 1:
-        tile_group, group = tile_groups(group, tile)
+    group, tile_group = row_groups(layout, codes, tile)
     design = Design(
         **{name: place(values, _FILLS[name]) for name, values in given.items()},
         group=to_array(group, jnp.int32),

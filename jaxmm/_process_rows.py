@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ._dataset import PART_COLUMN, PARTITION_FILE, hash_parts, open_dataset, read_columns
+from ._dataset import PART_COLUMN, PARTITION_FILE, hash_parts, open_dataset, read_columns, read_error
 from .errors import DataError
 
 _PART_DIR = re.compile(rf"(?:^|/){PART_COLUMN}=(\d+)(?:/|$)")
@@ -73,8 +73,8 @@ def _filtered(data, columns: set, group: str, process: int, n_processes: int) ->
         for batch in dataset.to_batches(columns=names):
             mine = hash_parts(batch.column(group), n_processes) == np.uint64(process)
             kept.append(batch.filter(pa.array(mine)))
-    except (OSError, pa.ArrowException) as exc:
-        raise DataError(f"cannot read the Parquet dataset: {str(exc).splitlines()[0]}") from None
+    except Exception as exc:  # noqa: BLE001 - pyarrow's errors are of several types
+        raise read_error(exc) from None
     schema = dataset.schema
     table = pa.Table.from_batches(kept, schema=pa.schema([schema.field(c) for c in names]))
     return table.to_pandas(split_blocks=True, self_destruct=True)

@@ -81,6 +81,15 @@ def _response(spec: FormulaSpec, data: pd.DataFrame) -> np.ndarray:
 def _missing_rows(data: pd.DataFrame, columns: list[str], arrays: dict, missing: str):
     """Boolean mask of rows to drop (missing="drop"), or a DataError naming every column with
     missing values (missing="raise")."""
+    mask, report = missing_report(data, columns, arrays)
+    if report and missing == "raise":
+        raise missing_error(report)
+    return mask
+
+
+def missing_report(data: pd.DataFrame, columns: list[str], arrays: dict, start: int = 0):
+    """(mask of rows with a missing value, [(column, how many, first rows)]); an infinite
+    value is a DataError whatever ``missing`` says. Rows are counted from ``start``."""
     mask = np.zeros(len(data), bool)
     report = []
     for col in columns:
@@ -92,14 +101,14 @@ def _missing_rows(data: pd.DataFrame, columns: list[str], arrays: dict, missing:
             continue  # one pass for the common case; NaN and inf are told apart below
         bad = pd.isna(values).to_numpy()
         if bad.any():
-            report.append((repr(col), bad))
+            report.append((repr(col), int(bad.sum()), (np.flatnonzero(bad)[:5] + start).tolist()))
             mask |= bad
         if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
             # inf is not "missing": it is an error whatever `missing` says
             inf = np.isinf(values.to_numpy(dtype=float, na_value=0.0))
             if inf.any():
                 raise DataError(f"column {col!r} has {int(inf.sum())} infinite value(s) "
-                                f"(first rows: {np.flatnonzero(inf)[:5].tolist()})")
+                                f"(first rows: {(np.flatnonzero(inf)[:5] + start).tolist()})")
     for name, arr in arrays.items():
         if arr is None or isinstance(arr, str):
             continue
@@ -108,14 +117,16 @@ def _missing_rows(data: pd.DataFrame, columns: list[str], arrays: dict, missing:
             continue  # a wrong shape is reported where the array is read
         bad = np.asarray(pd.isna(values))
         if bad.any():
-            report.append((name, bad))
+            report.append((name, int(bad.sum()), (np.flatnonzero(bad)[:5] + start).tolist()))
             mask |= bad
-    if report and missing == "raise":
-        parts = [f"{name}: {int(bad.sum())} row(s) (first rows: {np.flatnonzero(bad)[:5].tolist()})"
-                 for name, bad in report]
-        raise DataError("missing values in " + "; ".join(parts)
-                        + ". Remove them, or pass missing=\"drop\" to drop those rows")
-    return mask
+    return mask, report
+
+
+def missing_error(report) -> DataError:
+    """The DataError of a :func:`missing_report`'s columns (missing="raise")."""
+    parts = [f"{name}: {count} row(s) (first rows: {rows[:5]})" for name, count, rows in report]
+    return DataError("missing values in " + "; ".join(parts)
+                     + ". Remove them, or pass missing=\"drop\" to drop those rows")
 
 
 def _row_values(data: pd.DataFrame, spec, role: str):

@@ -67,6 +67,39 @@ def test_several_terms_and_by_from_a_dataset(tmp_path):
     np.testing.assert_array_equal(dataset["b"].ranef["plate"], table["b"].ranef["plate"])
 
 
+def test_a_streamed_design_takes_its_encodings_and_checks_from_all_the_batches(tmp_path):
+    # a one-term fit's design is streamed batch by batch (_stream_design): each file here holds
+    # one period only (a factor's levels come from all the batches), a column is constant in
+    # every batch but not over the data (no aliasing), rows with a missing value are dropped
+    # from the later files only, and a stateful transform is read as a table instead
+    data = pd.read_csv(DATA / "cbpp_binomial.csv").sort_values("period", kind="stable").reset_index(drop=True)
+    data["block"] = data["period"].astype(float)  # constant within each file, not aliased overall
+    data.loc[[40, 51], "incidence"] = np.nan
+    folder = tmp_path / "periods"
+    folder.mkdir()
+    for k, rows in data.groupby("period").groups.items():
+        pq.write_table(pa.Table.from_pandas(data.loc[rows], preserve_index=False), folder / f"p{k}.parquet",
+                       row_group_size=5)
+    for formula in ("incidence ~ C(period) + (1 | herd)", "incidence ~ block + (1 | herd)",
+                    "incidence ~ scale(block) + (1 | herd)"):
+        table = jaxmm.fit(formula, data, family="binomial", trials="size", missing="drop")
+        res = jaxmm.fit(formula, folder, family="binomial", trials="size", missing="drop")
+        assert res.n_dropped == 2 and list(res.fixef.index) == list(table.fixef.index)
+        assert res.loglik == table.loglik
+        np.testing.assert_array_equal(res.ranef, table.ranef)
+        assert list(res.row_index) == list(table.row_index)  # the dataset's row numbers of the fitted rows
+    # aliased over all the rows, though in no single batch: dropped as in the table's fit
+    data["twice"] = 2 * data["block"]
+    folder2 = _write(data, tmp_path / "aliased", parts=2, row_group_size=5)
+    with pytest.warns(jaxmm.errors.JaxmmWarning, match=r"dropping aliased column\(s\) \['twice'\]"):
+        res = jaxmm.fit("incidence ~ block + twice + (1 | herd)", folder2, family="binomial", trials="size",
+                        missing="drop")
+    assert list(res.fixef.index) == ["(Intercept)", "block"]
+    # a problem's rows are counted from the dataset's first row, not the batch's
+    with pytest.raises(DataError, match=r"missing values in 'incidence': 2 row\(s\) \(first rows: \[40, 51\]\)"):
+        jaxmm.fit("incidence ~ block + (1 | herd)", folder, family="binomial", trials="size")
+
+
 def test_dataset_errors_name_the_path_or_column(tmp_path, cbpp):
     _, folder = cbpp
     with pytest.raises(DataError, match=r"column\(s\) \['weight'\] are not in the dataset"):

@@ -1,0 +1,254 @@
+"""A one-term fit's design streamed from a Parquet dataset, record batch by record batch: no
+table of all the rows is ever built, only the design's own arrays.
+
+Two passes over the model's columns. The first numbers the groups (each batch's labels,
+then all batches' merged), finds the rows with missing values, and notes the first row of
+every value of each column that is not floating point (factors' levels); the layout is
+planned from the group codes alone. formulaic's encodings (factor levels, contrasts) then
+come from a sample of the rows that holds every level. The second pass evaluates the model's
+columns batch by batch with those encodings, checks them, and writes each batch's values,
+already in the design's precision, to their rows of the design; the aliased fixed-effect
+columns are found from the Gram matrix summed over the batches.
+
+Formulas with transforms whose state is learnt from all the rows (``center``, ``scale``,
+``standardize``, ``poly``) are read as a table instead (``_dataset.read_columns``).
+"""
+from __future__ import annotations
+
+import re
+import warnings
+from typing import NamedTuple
+
+import numpy as np
+import pandas as pd
+
+from ._column_stats import aliased_columns
+from ._dataset import open_dataset, release_table
+from ._design import _row_arrays, _rows_from_formula
+from ._formula_eval import model_frame
+from ._grouping import _mixed_groups, unique_inverse
+from ._layout import GroupPlan, layout_slots, plan_shapes
+from ._model_matrix import _HEAD_ROWS, for_formulaic
+from ._place_rows import _DEFAULTS, _FILLS, aligned_full, group_counts, row_groups, to_device
+from ._table import _as_float, _group_column, _response, missing_error, missing_report
+from ._types import Design, DesignInfo, abstract_design
+from .errors import DataError, JaxmmWarning
+
+BATCH_ROWS = 1 << 20
+# A column with more distinct values than this is no factor: its values are not sampled.
+_MOST_LEVELS = 100_000
+_STATEFUL = re.compile(r"\b(center|scale|standardize|poly)\(")
+
+
+def streamable(spec, offset, weights) -> bool:
+    """Whether a dataset fit's design can be streamed: transforms without state learnt from
+    all the rows, and offset=/weights= given as columns (an array is aligned to a table)."""
+    return (not _STATEFUL.search(f"{spec.fixed_text} {spec.random_text}")
+            and not any(v is not None and not isinstance(v, str) for v in (offset, weights)))
+
+
+def _shifted(step, start: int):
+    """``step()``, its DataError's "first rows: [...]" counted from the dataset's first row."""
+    try:
+        return step()
+    except DataError as exc:
+        if not start:
+            raise
+        shift = lambda m: "first rows: [" + ", ".join(str(int(v) + start) for v in m.group(1).split(", ")) + "]"
+        raise DataError(re.sub(r"first rows: \[([\d, ]+)\]", shift, str(exc))) from None
+
+
+class StreamedPlan(NamedTuple):
+    """The first pass's outcome: everything the design's shapes depend on."""
+
+    spec: object
+    dataset: object
+    columns: list
+    options: dict           # trials, offset, weights, missing, check_response
+    groups: GroupPlan
+    kept: np.ndarray | None  # the dataset rows fitted, where some were dropped (missing="drop")
+    sample: object          # _design._Rows of the sampled rows: names and encodings
+    n_dropped: int
+
+    @property
+    def re_names(self) -> tuple:
+        return self.sample.re_names
+
+    def abstract(self, dtype, tile: int) -> Design:
+        shape = self.groups.layout.shape
+        return abstract_design(shape.n_rows, shape.n_groups, len(self.sample.fixef_names), len(self.re_names),
+                               dtype, tile)
+
+    def place(self, *, dtype="float64", host: bool = False, tile: int):
+        return place_streamed(self, dtype=dtype, host=host, tile=tile)
+
+
+def plan_streamed(spec, data, *, trials=None, offset=None, weights=None, bucket=False, missing="raise",
+                  check_response=None, min_chunks: int = 1, tile: int, chunk_rows: int | None = None) -> StreamedPlan:
+    """The first pass over a dataset: group codes, missing rows, levels, and the layout."""
+    dataset = open_dataset(data)
+    schema = dataset.schema
+    named = [c for c in (trials, offset, weights) if isinstance(c, str)]
+    wanted = spec.columns | {spec.group} | set(named)
+    absent = sorted(c for c in wanted if c not in schema.names)
+    if absent:
+        raise DataError(f"column(s) {absent} are not in the dataset (its columns: {schema.names[:20]})")
+    columns = [c for c in schema.names if c in wanted]
+    import pyarrow as pa
+
+    factors = [c for c in columns if c != spec.group and not pa.types.is_floating(schema.field(c).type)]
+    first_row = {c: {} for c in factors}
+    labels, codes, dropped, start = [], [], [], 0
+    batch = table = None
+    unfilled = {} if missing == "raise" else None  # column -> [rows, first rows], over the batches
+    for batch in _batches(dataset, columns):
+        table = batch.to_pandas(split_blocks=True, self_destruct=True)
+        n = len(table)
+        drop, report = missing_report(table, columns, {}, start)
+        for name, count, first in report if unfilled is not None else ():  # as one table's report
+            seen = unfilled.setdefault(name, [0, []])
+            seen[0] += count
+            seen[1] = (seen[1] + first)[:5]
+        if drop.any():
+            dropped.append(np.flatnonzero(drop) + start)
+            table = table.loc[~drop]
+        groups = _group_column(table, spec.group)
+        try:
+            batch_labels, batch_codes = unique_inverse(groups)
+        except TypeError:
+            raise DataError(_mixed_groups(groups, spec.group)) from None
+        labels.append(np.asarray(batch_labels))
+        codes.append(batch_codes.astype(np.int32))  # a batch's codes index its own labels
+        for c in factors:
+            firsts = None if first_row[c] is None else table[c].drop_duplicates()
+            if firsts is None or len(first_row[c]) + len(firsts) > _MOST_LEVELS:
+                first_row[c] = None
+                continue
+            for value, row in zip(firsts.tolist(), firsts.index.tolist()):
+                first_row[c].setdefault(value, row + start)
+        start += n
+    del batch, table
+    if unfilled:
+        raise missing_error([(name, count, first) for name, (count, first) in unfilled.items()])
+    dropped = np.concatenate(dropped) if dropped else np.zeros(0, np.int64)
+    if start == dropped.size:
+        raise DataError("the data have no rows" if not start else
+                        f"every row has a missing value in the model's columns {columns}")
+    kept = np.delete(np.arange(start), dropped) if dropped.size else None
+    all_labels, where = unique_inverse(np.concatenate(labels))
+    bounds = np.cumsum([0] + [lab.size for lab in labels])
+    index = np.int32 if all_labels.size < 2 ** 31 else np.int64
+    codes = np.concatenate([where[bounds[b]:bounds[b + 1]].astype(index)[c] for b, c in enumerate(codes)]) \
+        if codes else np.zeros(0, index)
+    layout = plan_shapes(codes, all_labels.size, bucket=bucket, chunk_rows=chunk_rows, min_chunks=min_chunks,
+                         tile=tile)
+    rows = set(range(min(_HEAD_ROWS, start))) if kept is None else set(kept[:_HEAD_ROWS].tolist())
+    rows.update(r for levels in first_row.values() if levels for r in levels.values())
+    sample = dataset.take(sorted(rows), columns=columns).to_pandas()
+    options = dict(trials=trials, offset=offset, weights=weights, missing=missing, check_response=check_response)
+    sampled = _rows_from_formula(spec, sample, trials=trials, offset=offset, weights=weights, aliasing=False)
+    del sample
+    release_table()  # the batches' and the sample's pages
+    return StreamedPlan(spec, dataset, columns, options, GroupPlan(all_labels, codes, layout), kept, sampled,
+                        int(dropped.size))
+
+
+def _batches(dataset, columns):
+    from ._dataset import read_error
+
+    try:
+        # Arrow reads ahead 16 batches of 4 files by default, each held in its pool: the
+        # design's pass needs one batch at a time
+        yield from dataset.to_batches(columns=columns, batch_size=BATCH_ROWS, batch_readahead=1,
+                                      fragment_readahead=1)
+    except Exception as exc:  # noqa: BLE001 - a file of the dataset that cannot be read
+        raise read_error(exc) from None
+
+
+def place_streamed(plan: StreamedPlan, *, dtype="float64", host: bool = False, tile: int):
+    """The second pass: the design's arrays filled batch by batch, and its DesignInfo."""
+    spec, options, sample = plan.spec, plan.options, plan.sample
+    layout = layout_slots(plan.groups.layout)
+    kind = np.dtype(dtype)
+    p, q = len(sample.fixef_names), len(sample.re_names)
+    given = {"trials": options["trials"] is not None or spec.trials_expr is not None,
+             "offset": options["offset"] is not None or bool(spec.offsets), "weights": options["weights"] is not None}
+    # aligned, the filled arrays become the device's buffers on the CPU without a copy
+    arrays = {"X": aligned_full((layout.n_rows, p), 0.0, kind), "Z": aligned_full((layout.n_rows, q), 0.0, kind),
+              "y": aligned_full(layout.n_rows, _FILLS["y"], kind)}
+    # trials and offset not given are their padding value; weights are 1 on rows, 0 on padding
+    arrays.update({k: aligned_full(layout.n_rows, _FILLS[k], kind) for k, on in given.items() if on or k == "weights"})
+    gram, sums, done, start = np.zeros((p, p)), np.zeros(p), 0, 0
+    enc = sample.encoders
+    for batch in _batches(plan.dataset, plan.columns):
+        table = batch.to_pandas(split_blocks=True, self_destruct=True)
+        n = len(table)
+        if plan.kept is not None:
+            mine = plan.kept[np.searchsorted(plan.kept, start):np.searchsorted(plan.kept, start + n)] - start
+            table = table.iloc[mine]
+        values = _shifted(lambda: _batch_values(spec, enc, table, options), start)
+        slots = layout.row_slot[done:done + len(table)]
+        for name, v in values.items():
+            arrays[name][slots] = v
+        if not given["weights"]:
+            arrays["weights"][slots] = _DEFAULTS["weights"]
+        gram += values["X"].T @ values["X"]
+        sums += values["X"].sum(axis=0)
+        done += len(table)
+        start += n
+    del batch, table, values
+    release_table()
+    dropped = aliased_columns(None, gram=gram)
+    fixef_names, encoders = sample.fixef_names, enc
+    if dropped:
+        names = [fixef_names[j] for j in dropped]
+        warnings.warn(f"fixed-effect model matrix is rank deficient; dropping aliased column(s) {names}",
+                      JaxmmWarning, stacklevel=5)
+        keep = [j for j in range(p) if j not in dropped]
+        arrays["X"] = _aligned_copy(arrays["X"][:, keep])
+        fixef_names = tuple(fixef_names[j] for j in keep)
+        encoders = enc._replace(fixed_kept=tuple(enc.fixed_kept[j] for j in keep))
+        gram, sums = gram[np.ix_(keep, keep)], sums[keep]
+    n_obs = done
+    var = np.diag(gram) / n_obs - (sums / n_obs) ** 2
+    x_scale = tuple(float(np.sqrt(v)) if v > 1e-300 else 1.0 for v in var)
+    group, tile_group = (None if a is None else _aligned_copy(a) for a in row_groups(layout, plan.groups.codes, tile))
+    to_array = (lambda a, kind: a) if host else to_device
+    counts = _aligned_copy(group_counts(layout, plan.groups.codes).astype(kind))
+    columns = {}
+    for name in ("X", "Z", "y", "trials", "offset", "weights"):
+        values = arrays.pop(name, None)
+        columns[name] = to_array(aligned_full(layout.n_rows, _FILLS[name], kind) if values is None else values, dtype)
+        del values
+    design = Design(**columns, group=to_array(group, np.int32), counts=to_array(counts, dtype),
+                    tile_group=None if tile_group is None else to_array(tile_group, np.int32))
+    release_table()  # the batches' tables sit in reference cycles; Arrow's pool keeps their pages
+    info = DesignInfo(fixef_names=fixef_names, re_names=sample.re_names, group_name=spec.group,
+                      group_labels=tuple(plan.groups.labels.tolist()), response=spec.response, layout=layout,
+                      n_dropped=plan.n_dropped, x_scale=x_scale, encoders=encoders,
+                      row_index=pd.RangeIndex(n_obs) if plan.kept is None else pd.Index(plan.kept))
+    return design, info
+
+
+def _aligned_copy(values: np.ndarray) -> np.ndarray:
+    out = aligned_full(values.shape, 0, values.dtype)
+    out[...] = values
+    return out
+
+
+def _batch_values(spec, enc, table: pd.DataFrame, options) -> dict:
+    """One batch's model columns (with the fit's encodings) and row values, checked."""
+    frame = for_formulaic(model_frame(spec, table, enc.levels))
+    try:
+        fixed = enc.fixed.get_model_matrix(frame, na_action="raise")
+        random = enc.random.get_model_matrix(frame, na_action="raise")
+    except Exception as exc:  # noqa: BLE001 - formulaic raises many types: one clear jaxmm error instead
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise DataError(f"cannot evaluate the model's columns: {spec.display(msg)}") from None
+    y = _as_float(f"response {spec.response!r}", _response(spec, table))
+    trials, offset, weights = _row_arrays(spec, table, y, options["trials"], options["offset"], options["weights"],
+                                          options["check_response"])
+    out = {"X": _as_float("X", np.asarray(fixed[list(enc.fixed_kept)], dtype=np.float64)),
+           "Z": _as_float("Z", np.asarray(random, dtype=np.float64)), "y": y}
+    out.update({k: v for k, v in (("trials", trials), ("offset", offset), ("weights", weights)) if v is not None})
+    return out
