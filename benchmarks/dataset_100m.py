@@ -104,7 +104,7 @@ def check(folder: Path, fitted: dict) -> dict:
     theta = np.concatenate([fitted["beta"], np.asarray(fitted["chol"])[lower]])
     steps = 1e-4 * np.maximum(np.abs(theta), 0.1)
     total, grad, hess = 0.0, np.zeros(theta.size), np.zeros((theta.size, theta.size))
-    for part in sorted((folder / "parts").iterdir()):
+    for part in sorted((folder / "parts").glob("jaxmm_part=*")):
         table = pq.read_table(part, columns=["g", "x", "y"])
         x, g = table.column("x").to_numpy(), table.column("g").to_numpy()
         X = np.column_stack([np.ones_like(x), x])

@@ -79,11 +79,13 @@ def worker(process_id: int, port: int, n_processes: int, folder: str) -> None:
     res = jaxmm.fit(FORMULA, os.path.join(folder, "parts"), "binomial", devices=devices)
     factors = jaxmm.fit(FACTORS, os.path.join(folder, "table.parquet"), "binomial", devices=devices)
     crossed = jaxmm.fit(CROSSED, data(), "binomial", devices=devices)
-    try:  # one group's response is out of the Bernoulli support: every process raises, none hangs
-        jaxmm.fit(FORMULA, os.path.join(folder, "bad.parquet"), "binomial", devices=devices)
-        refused = None
-    except jaxmm.errors.DataError as exc:
-        refused = str(exc)
+    refused = []  # one group's response out of the Bernoulli support (found after the processes
+    for bad in ("bad_y.parquet", "bad_x.parquet"):  # summed their Gram matrices), one's x missing
+        try:  # (found before): every process raises, none waits for the others
+            jaxmm.fit(FORMULA, os.path.join(folder, bad), "binomial", devices=devices)
+            refused.append(None)
+        except jaxmm.errors.DataError as exc:
+            refused.append(str(exc))
     import resource
 
     print(json.dumps({"process": jax.process_index(), "local_devices": len(jax.local_devices()),
@@ -102,7 +104,9 @@ def main(n_processes: int = 2) -> int:
     folder = tempfile.mkdtemp(prefix="jaxmm_multihost_")
     jaxmm.partition_dataset(data(), "g", 8, os.path.join(folder, "parts"))
     data().to_parquet(os.path.join(folder, "table.parquet"), index=False)
-    data().assign(y=lambda d: np.where(d.g == 7, 2, d.y)).to_parquet(os.path.join(folder, "bad.parquet"), index=False)
+    data().assign(y=lambda d: np.where(d.g == 7, 2, d.y)).to_parquet(os.path.join(folder, "bad_y.parquet"), index=False)
+    data().assign(x=lambda d: np.where(d.g == 8, np.nan, d.x)).to_parquet(os.path.join(folder, "bad_x.parquet"),
+                                                                          index=False)
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
     procs = [subprocess.Popen([sys.executable, __file__, "--worker", str(i), str(port), str(n_processes), folder],
                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -133,7 +137,8 @@ def main(n_processes: int = 2) -> int:
         return max([abs(a["loglik"] - b["loglik"])] + [float(np.max(np.abs(np.subtract(a[k], b[k])))) for k in keys])
 
     for r in results:
-        print(f"process {r['process']} refused the bad response: {r['refused']}")
+        print(f"process {r['process']} refused the bad response: {r['refused'][0]}\n{'':>10}and the missing x: "
+              f"{r['refused'][1]}")
     fits = [(r[k], single[k]) for r in results for k in ("factors", "crossed")] + [(r, single) for r in results]
     worst = max(gap(a, b) for a, b in fits)
     # the processes' rows' fitted values add up to the table's (count, sum, sum of squares)
@@ -144,7 +149,8 @@ def main(n_processes: int = 2) -> int:
     ok = (worst < 1e-8 and all(a["converged"] and a["n_devices"] == 2 * n_processes and a["n_obs"] == b["n_obs"]
                                for a, b in fits)
           and sum(r["own_rows"] for r in results) == single["n_obs"] == sum(r["factors"]["own_rows"] for r in results)
-          and all(r["refused"] and "response 'y'" in r["refused"] for r in results))
+          and all(r["refused"][0] and "response 'y'" in r["refused"][0] for r in results)
+          and all(r["refused"][1] and "missing values in 'x'" in r["refused"][1] for r in results))
     print(f"largest difference from the single-process fit: {worst:.2e} -> {'agree' if ok else 'DISAGREE'}")
     return 0 if ok else 1
 

@@ -180,8 +180,11 @@ def partition_dataset(data, group: str, n_parts: int, out):
             part = hash_parts(batch.column(group), n_parts).astype(np.int32)
             yield pa.RecordBatch.from_arrays(batch.columns + [pa.array(part)], schema=target)
 
+    # Row groups of at least 4M / n_parts rows: a part written a batch at a time otherwise
+    # holds one small row group per batch, slow to read; the writer then holds about 4M rows.
     ds.write_dataset(with_parts(), str(out), schema=target, format="parquet", partitioning=[PART_COLUMN],
-                     partitioning_flavor="hive", use_threads=False, preserve_order=True)
+                     partitioning_flavor="hive", use_threads=False, preserve_order=True,
+                     min_rows_per_group=max(1024, (1 << 22) // n_parts), max_rows_per_group=1 << 22)
     # what a fit's processes read to take whole parts (the leading _ keeps it out of the data)
     (out / PARTITION_FILE).write_text(json.dumps({"group": group, "n_parts": n_parts}))
     return out

@@ -50,10 +50,11 @@ def aligned_full(shape, fill, dtype) -> np.ndarray:
     copied (at 10M rows a float64 design held twice)."""
     dtype = np.dtype(dtype)
     size = int(np.prod(shape)) * dtype.itemsize
-    raw = np.empty(size + 64, np.uint8)
+    raw = np.zeros(size + 64, np.uint8)  # fresh pages are zero: a fill of 0 writes nothing
     start = (-raw.ctypes.data) % 64
     out = raw[start:start + size].view(dtype).reshape(shape)
-    out[...] = fill
+    if fill != 0:
+        out[...] = fill
     return out
 
 

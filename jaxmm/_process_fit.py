@@ -8,42 +8,25 @@ few host values a design depends on through all the rows: the factor levels, the
 fixed-effect columns (from the summed Gram matrix), the layout's sizes, and the group
 labels; inside it only parameters and per-parameter sums cross processes, as in any
 sharded fit. A problem in one process's rows is raised by every process (naming the one
-that found it), so that none is left waiting in a collective.
+that found it), so that none is left waiting in a collective (``_collective.agreed``).
 """
 from __future__ import annotations
-
-import dataclasses
 
 import jax
 import numpy as np
 import pandas as pd
 from jax.sharding import NamedSharding, PartitionSpec
 
-from ._collective import gather_arrays, gather_json, maximum, total
+from ._collective import agreed, gather_arrays, gather_json, maximum, total
 from ._dataset import release_table, used_columns
-from ._design import _info, _rows_from_formula
+from ._design import _rows_from_formula
 from ._engine import GROUP_AXIS, fit_one
 from ._layout import GroupPlan, plan_groups, plan_in_chunks
 from ._place_rows import make_design
 from ._sharding import to_host
 from ._process_rows import own_rows
-from ._types import Layout, default_chunk_rows
+from ._types import DesignInfo, Layout, default_chunk_rows
 from .errors import ArgumentError, DataError
-
-
-def agreed(step):
-    """``step()`` in every process, or the first problem any of them met raised in all."""
-    try:
-        value, problem = step(), None
-    except Exception as exc:  # noqa: BLE001 - re-raised here, and reported to the other processes
-        value, problem = None, exc
-    reports = gather_json(None if problem is None else str(problem))
-    if problem is not None:
-        raise problem
-    for k, report in enumerate(reports):
-        if report is not None:
-            raise DataError(f"process {k} of the job could not build its rows: {report}")
-    return value
 
 
 def mesh_processes(mesh) -> tuple[int, int]:
@@ -158,9 +141,9 @@ def fit_own_rows(spec, data, fam, method, mesh, *, options, dtype, bucket, tile,
     groups_per, chunks = (int(v) for v in maximum([trial.groups_per, trial.shape.chunks]))
     chunks = -(-chunks // per) * per
     plan = plan_in_chunks(local.codes, m, rows_per, groups_per=groups_per, n_chunks=chunks, tile=tile)
-    host, labels, layout = make_design(rows.X, rows.Z, rows.y, rows.groups, trials=rows.trials, offset=rows.offset,
-                                       weights=rows.weights, dtype=dtype, host=True, tile=tile,
-                                       plan=GroupPlan(local.labels, local.codes, plan))
+    host, _, layout = agreed(lambda: make_design(
+        rows.X, rows.Z, rows.y, rows.groups, trials=rows.trials, offset=rows.offset, weights=rows.weights,
+        dtype=dtype, host=True, tile=tile, plan=GroupPlan(local.labels, local.codes, plan)))
     first_chunk = position // per * chunks
     row_shift, group_shift = first_chunk * rows_per, first_chunk * groups_per
     host = host._replace(group=host.group + np.int32(group_shift),
@@ -177,8 +160,10 @@ def fit_own_rows(spec, data, fam, method, mesh, *, options, dtype, bucket, tile,
         whys = gather_json(one_row(fam, host))
         if all(whys):
             raise DataError(f"every group of {spec.group!r} has a single row: {whys[0]} (lme4 refuses such a model too)")
-    info = dataclasses.replace(_info(spec, rows, tuple(all_labels.tolist()), global_layout, rows.X),
-                               n_dropped=n_dropped, x_scale=_scales(rows.X, n_obs))
+    info = DesignInfo(fixef_names=rows.fixef_names, re_names=rows.re_names, group_name=spec.group,
+                      group_labels=tuple(all_labels.tolist()), response=spec.response, layout=global_layout,
+                      n_dropped=n_dropped, x_scale=_scales(rows.X, n_obs), encoders=rows.encoders,
+                      row_index=rows.data.index)
     del rows, host
     release_table()
     blocks = blocks_of(spec, design.Z.shape[1])

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from ._column_stats import aliased_columns
-from ._dataset import open_dataset, release_table
+from ._dataset import open_dataset, read_error, release_table
 from ._design import _row_arrays, _rows_from_formula
 from ._formula_eval import model_frame
 from ._grouping import _mixed_groups, unique_inverse
@@ -128,6 +128,7 @@ def plan_streamed(spec, data, *, trials=None, offset=None, weights=None, bucket=
                 first_row[c].setdefault(value, row + start)
         start += n
     del batch, table
+    release_table()
     if unfilled:
         raise missing_error([(name, count, first) for name, (count, first) in unfilled.items()])
     dropped = np.concatenate(dropped) if dropped else np.zeros(0, np.int64)
@@ -137,9 +138,9 @@ def plan_streamed(spec, data, *, trials=None, offset=None, weights=None, bucket=
     kept = np.delete(np.arange(start), dropped) if dropped.size else None
     all_labels, where = unique_inverse(np.concatenate(labels))
     bounds = np.cumsum([0] + [lab.size for lab in labels])
-    index = np.int32 if all_labels.size < 2 ** 31 else np.int64
-    codes = np.concatenate([where[bounds[b]:bounds[b + 1]].astype(index)[c] for b, c in enumerate(codes)]) \
-        if codes else np.zeros(0, index)
+    # intp codes, as a table's: the layout's radix order of int32 codes is slower (docs/performance.md)
+    codes = np.concatenate([where[bounds[b]:bounds[b + 1]][c] for b, c in enumerate(codes)]) \
+        if codes else np.zeros(0, np.intp)
     layout = plan_shapes(codes, all_labels.size, bucket=bucket, chunk_rows=chunk_rows, min_chunks=min_chunks,
                          tile=tile)
     rows = set(range(min(_HEAD_ROWS, start))) if kept is None else set(kept[:_HEAD_ROWS].tolist())
@@ -154,15 +155,26 @@ def plan_streamed(spec, data, *, trials=None, offset=None, weights=None, bucket=
 
 
 def _batches(dataset, columns):
-    from ._dataset import read_error
+    """The dataset's rows as Arrow tables of about BATCH_ROWS rows: files written in many
+    small row groups (``partition_dataset``'s parts hold one per written batch) are read as
+    large tables, since each table's evaluation has a fixed cost (formulaic's, ~4 ms)."""
+    import pyarrow as pa
 
+    pending, rows = [], 0
     try:
-        # Arrow reads ahead 16 batches of 4 files by default, each held in its pool: the
-        # design's pass needs one batch at a time
-        yield from dataset.to_batches(columns=columns, batch_size=BATCH_ROWS, batch_readahead=1,
-                                      fragment_readahead=1)
+        # Arrow reads ahead 16 batches of 4 files by default, each held in its pool (0.4 GB
+        # at 10M rows); one ahead was as fast here
+        for batch in dataset.to_batches(columns=columns, batch_size=BATCH_ROWS, batch_readahead=1,
+                                        fragment_readahead=1):
+            pending.append(batch)
+            rows += batch.num_rows
+            if rows >= BATCH_ROWS:
+                yield pa.Table.from_batches(pending)
+                pending, rows = [], 0
     except Exception as exc:  # noqa: BLE001 - a file of the dataset that cannot be read
         raise read_error(exc) from None
+    if pending:
+        yield pa.Table.from_batches(pending)
 
 
 def place_streamed(plan: StreamedPlan, *, dtype="float64", host: bool = False, tile: int):
@@ -189,14 +201,19 @@ def place_streamed(plan: StreamedPlan, *, dtype="float64", host: bool = False, t
         values = _shifted(lambda: _batch_values(spec, enc, table, options), start)
         slots = layout.row_slot[done:done + len(table)]
         for name, v in values.items():
-            arrays[name][slots] = v
+            if name in ("X", "Z"):  # column by column, from formulaic's columns
+                for j, column in enumerate(v):
+                    arrays[name][slots, j] = column
+            else:
+                arrays[name][slots] = v
         if not given["weights"]:
             arrays["weights"][slots] = _DEFAULTS["weights"]
-        gram += values["X"].T @ values["X"]
-        sums += values["X"].sum(axis=0)
+        X = values["X"]
+        gram += np.array([[a @ b for b in X] for a in X]).reshape(p, p)
+        sums += np.array([a.sum() for a in X])
         done += len(table)
         start += n
-    del batch, table, values
+    del batch, table, values, X
     release_table()
     dropped = aliased_columns(None, gram=gram)
     fixef_names, encoders = sample.fixef_names, enc
@@ -248,7 +265,12 @@ def _batch_values(spec, enc, table: pd.DataFrame, options) -> dict:
     y = _as_float(f"response {spec.response!r}", _response(spec, table))
     trials, offset, weights = _row_arrays(spec, table, y, options["trials"], options["offset"], options["weights"],
                                           options["check_response"])
-    out = {"X": _as_float("X", np.asarray(fixed[list(enc.fixed_kept)], dtype=np.float64)),
-           "Z": _as_float("Z", np.asarray(random, dtype=np.float64)), "y": y}
+    out = {"X": _columns("X", fixed, enc.fixed_kept), "Z": _columns("Z", random, random.columns), "y": y}
     out.update({k: v for k, v in (("trials", trials), ("offset", offset), ("weights", weights)) if v is not None})
     return out
+
+
+def _columns(what: str, frame: pd.DataFrame, names) -> list:
+    """formulaic's model matrix as float64 columns, each checked finite (a whole array of
+    the frame would be a copy, written once more into the design)."""
+    return [_as_float(f"{what} column {name!r}", frame[name].to_numpy(dtype=np.float64)) for name in names]
