@@ -22,6 +22,7 @@ from ._dataset import release_table, used_columns
 from ._design import _rows_from_formula
 from ._engine import GROUP_AXIS, fit_one
 from ._layout import GroupPlan, plan_groups, plan_in_chunks
+from ._pages import small_pages
 from ._place_rows import make_design
 from ._sharding import to_host
 from ._process_rows import own_rows
@@ -105,6 +106,7 @@ def _labels(labels: np.ndarray, slots: np.ndarray, group: str):
     return everyone, slots
 
 
+@small_pages()
 def fit_own_rows(spec, data, fam, method, mesh, *, options, dtype, bucket, tile, nagq, opt, blocks_of, one_row,
                  result):
     """The fit of ``data`` (a dataset) over ``mesh``'s processes, each reading its groups:

@@ -29,6 +29,7 @@ from ._formula_eval import model_frame
 from ._grouping import _mixed_groups, unique_inverse
 from ._layout import GroupPlan, layout_slots, plan_shapes
 from ._model_matrix import _HEAD_ROWS, for_formulaic
+from ._pages import small_pages
 from ._place_rows import _DEFAULTS, _FILLS, aligned_full, group_counts, row_groups, to_device
 from ._table import _as_float, _group_column, _response, missing_error, missing_report
 from ._types import Design, DesignInfo, abstract_design
@@ -83,6 +84,7 @@ class StreamedPlan(NamedTuple):
         return place_streamed(self, dtype=dtype, host=host, tile=tile)
 
 
+@small_pages()
 def plan_streamed(spec, data, *, trials=None, offset=None, weights=None, bucket=False, missing="raise",
                   check_response=None, min_chunks: int = 1, tile: int, chunk_rows: int | None = None) -> StreamedPlan:
     """The first pass over a dataset: group codes, missing rows, levels, and the layout."""
@@ -177,6 +179,7 @@ def _batches(dataset, columns):
         yield pa.Table.from_batches(pending)
 
 
+@small_pages()
 def place_streamed(plan: StreamedPlan, *, dtype="float64", host: bool = False, tile: int):
     """The second pass: the design's arrays filled batch by batch, and its DesignInfo."""
     spec, options, sample = plan.spec, plan.options, plan.sample
