@@ -140,7 +140,7 @@ def plan_streamed(spec, data, *, trials=None, offset=None, weights=None, bucket=
     kept = np.delete(np.arange(start), dropped) if dropped.size else None
     all_labels, where = unique_inverse(np.concatenate(labels))
     bounds = np.cumsum([0] + [lab.size for lab in labels])
-    # intp codes, as a table's: the layout's radix order of int32 codes is slower (docs/performance.md)
+    # intp codes, as a table's: the layout's radix order ran slower on int32 codes
     codes = np.concatenate([where[bounds[b]:bounds[b + 1]][c] for b, c in enumerate(codes)]) \
         if codes else np.zeros(0, np.intp)
     layout = plan_shapes(codes, all_labels.size, bucket=bucket, chunk_rows=chunk_rows, min_chunks=min_chunks,
