@@ -148,7 +148,7 @@ def partition_dataset(data, group: str, n_parts: int, out):
     >>> jaxmm.partition_dataset(jaxmm.load_example("cbpp"), "herd", 4, out).name
     'cbpp'
     >>> sorted(p.name for p in out.iterdir())
-    ['jaxmm_part=0', 'jaxmm_part=1', 'jaxmm_part=2', 'jaxmm_part=3']
+    ['_jaxmm_partition.json', 'jaxmm_part=0', 'jaxmm_part=1', 'jaxmm_part=2', 'jaxmm_part=3']
     >>> res = jaxmm.fit("incidence ~ C(period) + (1 | herd)", out, family="binomial", trials="size")
     >>> round(res.loglik, 4)
     -92.0263
