@@ -52,6 +52,7 @@ def data():
     h = rng.integers(0, 30, g.size)
     eta = -0.4 + 0.7 * x + b[g, 0] + b[g, 1] * x + rng.normal(scale=0.6, size=30)[h]
     site = np.array(["north", "south", "east"])[rng.integers(0, 3, g.size)]
+    site[g == 3] = "west"  # a level of one group's rows, so of one process's share
     return pd.DataFrame({"y": rng.binomial(1, 1 / (1 + np.exp(-eta))), "x": x, "g": g, "h": h, "site": site})
 
 

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from ._column_stats import aliased_columns
-from ._dataset import open_dataset, read_error, release_table
+from ._dataset import hash_parts, open_dataset, read_error, release_table
 from ._design import _row_arrays, _rows_from_formula
 from ._formula_eval import model_frame
 from ._grouping import _mixed_groups, unique_inverse
@@ -70,6 +70,7 @@ class StreamedPlan(NamedTuple):
     kept: np.ndarray | None  # the dataset rows fitted, where some were dropped (missing="drop")
     sample: object          # _design._Rows of the sampled rows: names and encodings
     n_dropped: int
+    share: tuple | None = None  # (group column, process, processes): one process's rows
 
     @property
     def re_names(self) -> tuple:
@@ -80,14 +81,20 @@ class StreamedPlan(NamedTuple):
         return abstract_design(shape.n_rows, shape.n_groups, len(self.sample.fixef_names), len(self.re_names),
                                dtype, tile)
 
-    def place(self, *, dtype="float64", host: bool = False, tile: int):
-        return place_streamed(self, dtype=dtype, host=host, tile=tile)
+    def place(self, *, dtype="float64", host: bool = False, tile: int, total=None):
+        return place_streamed(self, dtype=dtype, host=host, tile=tile, total=total)
 
 
 @small_pages()
 def plan_streamed(spec, data, *, trials=None, offset=None, weights=None, bucket=False, missing="raise",
-                  check_response=None, min_chunks: int = 1, tile: int, chunk_rows: int | None = None) -> StreamedPlan:
-    """The first pass over a dataset: group codes, missing rows, levels, and the layout."""
+                  check_response=None, min_chunks: int = 1, tile: int, chunk_rows: int | None = None,
+                  share=None, layout_of=None, agree_levels=None) -> StreamedPlan:
+    """The first pass over a dataset: group codes, missing rows, levels, and the layout.
+
+    For one process's share of a job's rows (``_process_fit``): ``share`` = (group column,
+    process, processes) keeps the rows whose group hashes to the process; ``layout_of(codes,
+    m)`` plans the layout the processes agree on; ``agree_levels({column: levels})`` returns
+    every text column's levels over all the processes."""
     dataset = open_dataset(data)
     schema = dataset.schema
     named = [c for c in (trials, offset, weights) if isinstance(c, str)]
@@ -99,18 +106,18 @@ def plan_streamed(spec, data, *, trials=None, offset=None, weights=None, bucket=
     import pyarrow as pa
 
     factors = [c for c in columns if c != spec.group and not pa.types.is_floating(schema.field(c).type)]
-    first_row = {c: {} for c in factors}
-    labels, codes, dropped, start = [], [], [], 0
+    seen = {c: set() for c in factors}  # the values met so far; None past _MOST_LEVELS
+    labels, codes, dropped, samples, start, kept_rows = [], [], [], [], 0, 0
     batch = table = None
     unfilled = {} if missing == "raise" else None  # column -> [rows, first rows], over the batches
-    for batch in _batches(dataset, columns):
+    for batch in _batches(dataset, columns, share):
         table = batch.to_pandas(split_blocks=True, self_destruct=True)
         n = len(table)
         drop, report = missing_report(table, columns, {}, start)
         for name, count, first in report if unfilled is not None else ():  # as one table's report
-            seen = unfilled.setdefault(name, [0, []])
-            seen[0] += count
-            seen[1] = (seen[1] + first)[:5]
+            so_far = unfilled.setdefault(name, [0, []])
+            so_far[0] += count
+            so_far[1] = (so_far[1] + first)[:5]
         if drop.any():
             dropped.append(np.flatnonzero(drop) + start)
             table = table.loc[~drop]
@@ -121,13 +128,20 @@ def plan_streamed(spec, data, *, trials=None, offset=None, weights=None, bucket=
             raise DataError(_mixed_groups(groups, spec.group)) from None
         labels.append(np.asarray(batch_labels))
         codes.append(batch_codes.astype(np.int32))  # a batch's codes index its own labels
+        # the sample: the first rows, and a row of every value of each factor when first met
+        rows = set(table.index[:max(0, _HEAD_ROWS - kept_rows)])
         for c in factors:
-            firsts = None if first_row[c] is None else table[c].drop_duplicates()
-            if firsts is None or len(first_row[c]) + len(firsts) > _MOST_LEVELS:
-                first_row[c] = None
+            firsts = None if seen[c] is None else table[c].drop_duplicates()
+            if firsts is None or len(seen[c]) + len(firsts) > _MOST_LEVELS:
+                seen[c] = None
                 continue
             for value, row in zip(firsts.tolist(), firsts.index.tolist()):
-                first_row[c].setdefault(value, row + start)
+                if value not in seen[c]:
+                    seen[c].add(value)
+                    rows.add(row)
+        if rows:
+            samples.append(table.loc[sorted(rows)])
+        kept_rows += len(table)
         start += n
     del batch, table
     release_table()
@@ -135,28 +149,34 @@ def plan_streamed(spec, data, *, trials=None, offset=None, weights=None, bucket=
         raise missing_error([(name, count, first) for name, (count, first) in unfilled.items()])
     dropped = np.concatenate(dropped) if dropped else np.zeros(0, np.int64)
     if start == dropped.size:
-        raise DataError("the data have no rows" if not start else
-                        f"every row has a missing value in the model's columns {columns}")
+        raise DataError(("the data have no rows" if share is None else f"process {share[1]} of {share[2]} holds no "
+                         f"group of {spec.group!r}: fewer groups than processes, or few parts; use fewer processes")
+                        if not start else f"every row has a missing value in the model's columns {columns}")
     kept = np.delete(np.arange(start), dropped) if dropped.size else None
     all_labels, where = unique_inverse(np.concatenate(labels))
     bounds = np.cumsum([0] + [lab.size for lab in labels])
     # intp codes, as a table's: the layout's radix order ran slower on int32 codes
     codes = np.concatenate([where[bounds[b]:bounds[b + 1]][c] for b, c in enumerate(codes)]) \
         if codes else np.zeros(0, np.intp)
-    layout = plan_shapes(codes, all_labels.size, bucket=bucket, chunk_rows=chunk_rows, min_chunks=min_chunks,
-                         tile=tile)
-    rows = set(range(min(_HEAD_ROWS, start))) if kept is None else set(kept[:_HEAD_ROWS].tolist())
-    rows.update(r for levels in first_row.values() if levels for r in levels.values())
-    sample = dataset.take(sorted(rows), columns=columns).to_pandas()
+    layout = (layout_of(codes, all_labels.size) if layout_of is not None else
+              plan_shapes(codes, all_labels.size, bucket=bucket, chunk_rows=chunk_rows, min_chunks=min_chunks,
+                          tile=tile))
+    sample = pd.concat(samples)
+    if agree_levels is not None:  # a text level another process holds is a category here too
+        text = [c for c in factors if pa.types.is_string(schema.field(c).type) or pa.types.is_large_string(
+            schema.field(c).type) or pa.types.is_dictionary(schema.field(c).type)]
+        levels = agree_levels({c: sorted(map(str, seen[c] or ())) for c in text})
+        for c in text:
+            sample[c] = pd.Categorical(sample[c].astype(object), categories=levels[c])
     options = dict(trials=trials, offset=offset, weights=weights, missing=missing, check_response=check_response)
     sampled = _rows_from_formula(spec, sample, trials=trials, offset=offset, weights=weights, aliasing=False)
-    del sample
+    del sample, samples
     release_table()  # the batches' and the sample's pages
     return StreamedPlan(spec, dataset, columns, options, GroupPlan(all_labels, codes, layout), kept, sampled,
-                        int(dropped.size))
+                        int(dropped.size), share)
 
 
-def _batches(dataset, columns):
+def _batches(dataset, columns, share=None):
     """The dataset's rows as Arrow tables of about BATCH_ROWS rows: files written in many
     small row groups (``partition_dataset``'s parts hold one per written batch) are read as
     large tables, since each table's evaluation has a fixed cost (formulaic's, ~4 ms)."""
@@ -168,11 +188,16 @@ def _batches(dataset, columns):
         # at 10M rows); one ahead was as fast here
         for batch in dataset.to_batches(columns=columns, batch_size=BATCH_ROWS, batch_readahead=1,
                                         fragment_readahead=1):
+            if share is not None:  # the rows of this process's groups
+                group, process, n_processes = share
+                batch = batch.filter(pa.array(hash_parts(batch.column(group), n_processes) == np.uint64(process)))
             pending.append(batch)
             rows += batch.num_rows
             if rows >= BATCH_ROWS:
                 yield pa.Table.from_batches(pending)
                 pending, rows = [], 0
+    except DataError:
+        raise
     except Exception as exc:  # noqa: BLE001 - a file of the dataset that cannot be read
         raise read_error(exc) from None
     if pending:
@@ -180,8 +205,10 @@ def _batches(dataset, columns):
 
 
 @small_pages()
-def place_streamed(plan: StreamedPlan, *, dtype="float64", host: bool = False, tile: int):
-    """The second pass: the design's arrays filled batch by batch, and its DesignInfo."""
+def place_streamed(plan: StreamedPlan, *, dtype="float64", host: bool = False, tile: int, total=None):
+    """The second pass: the design's arrays filled batch by batch, and its DesignInfo.
+    ``total``: the sum of an array over a job's processes, where the plan is one's share
+    (aliased columns and column scales are then those of all the rows)."""
     spec, options, sample = plan.spec, plan.options, plan.sample
     layout = layout_slots(plan.groups.layout)
     kind = np.dtype(dtype)
@@ -195,7 +222,7 @@ def place_streamed(plan: StreamedPlan, *, dtype="float64", host: bool = False, t
     arrays.update({k: aligned_full(layout.n_rows, _FILLS[k], kind) for k, on in given.items() if on or k == "weights"})
     gram, sums, done, start = np.zeros((p, p)), np.zeros(p), 0, 0
     enc = sample.encoders
-    for batch in _batches(plan.dataset, plan.columns):
+    for batch in _batches(plan.dataset, plan.columns, plan.share):
         table = batch.to_pandas(split_blocks=True, self_destruct=True)
         n = len(table)
         if plan.kept is not None:
@@ -218,6 +245,10 @@ def place_streamed(plan: StreamedPlan, *, dtype="float64", host: bool = False, t
         start += n
     del batch, table, values, X
     release_table()
+    n_all = done
+    if total is not None:
+        summed = total(np.concatenate([gram.ravel(), sums, [float(done)]]))
+        gram, sums, n_all = summed[:p * p].reshape(p, p), summed[p * p:p * p + p], float(summed[-1])
     dropped = aliased_columns(None, gram=gram)
     fixef_names, encoders = sample.fixef_names, enc
     if dropped:
@@ -230,7 +261,7 @@ def place_streamed(plan: StreamedPlan, *, dtype="float64", host: bool = False, t
         encoders = enc._replace(fixed_kept=tuple(enc.fixed_kept[j] for j in keep))
         gram, sums = gram[np.ix_(keep, keep)], sums[keep]
     n_obs = done
-    var = np.diag(gram) / n_obs - (sums / n_obs) ** 2
+    var = np.diag(gram) / n_all - (sums / n_all) ** 2
     x_scale = tuple(float(np.sqrt(v)) if v > 1e-300 else 1.0 for v in var)
     group, tile_group = (None if a is None else _aligned_copy(a) for a in row_groups(layout, plan.groups.codes, tile))
     to_array = (lambda a, kind: a) if host else to_device

@@ -157,7 +157,9 @@ def test_each_process_reads_the_rows_of_its_own_groups(tmp_path, cbpp, n_process
     # a job's process p reads the parts k = p mod P of a dataset partitioned on the model's
     # group, and otherwise the rows whose group hashes to it; either way each group is read
     # by one process, and all of them read every row once (examples/multihost.py fits them)
-    from jaxmm._process_rows import hash_partition_files, own_rows
+    from jaxmm._dataset import open_dataset
+    from jaxmm._process_rows import hash_partition_files, own_parts
+    from jaxmm._stream_design import _batches
 
     data, folder = cbpp
     data = data.dropna(subset=["herd"])
@@ -165,16 +167,22 @@ def test_each_process_reads_the_rows_of_its_own_groups(tmp_path, cbpp, n_process
     files = hash_partition_files(parts, "herd")
     assert set(files) <= set(range(6)) and hash_partition_files(parts, "period") is None
     assert hash_partition_files(folder, "herd") is None  # not partitioned: read by filtering
-    columns = {"incidence", "size", "herd", "period"}
-    for source in (parts, folder):
-        shares = [own_rows(source, columns, "herd", p, n_processes) for p in range(n_processes)]
+    columns = ["herd", "incidence", "size", "period"]
+
+    def rows(source, share=None):
+        tables = [t.to_pandas() for t in _batches(source, columns, share)]
+        return pd.concat(tables) if tables else pd.DataFrame(columns=columns)
+
+    for by_parts in (True, False):
+        shares = [rows(own_parts(parts, files, p, n_processes)) if by_parts else
+                  rows(open_dataset(folder), ("herd", p, n_processes)) for p in range(n_processes)]
         herds = [set(share["herd"].dropna()) for share in shares]
         assert sum(len(h) for h in herds) == len(set().union(*herds)) == data["herd"].nunique()
         both = pd.concat(shares).dropna(subset=["herd"]).astype({"herd": object, "period": object})
         key = ["herd", "period", "incidence", "size"]
         assert both.sort_values(key)[key].reset_index(drop=True).equals(
             data.astype({"herd": object, "period": object}).sort_values(key)[key].reset_index(drop=True))
-    own = own_rows(parts, columns, "herd", 1, n_processes)
-    expected = pa.dataset.dataset([f for k in sorted(files) if k % n_processes == 1 for f in files[k]],
-                                  format="parquet").to_table().to_pandas()
-    assert set(own["herd"]) == set(expected["herd"]) and len(own) == len(expected)
+    empty = next((p for p in range(8) if not any(k % 8 == p for k in files)), None)
+    if empty is not None:  # a process that would hold no part is told so
+        with pytest.raises(DataError, match=f"process {empty} of 8 holds no part"):
+            own_parts(parts, files, empty, 8)
