@@ -13,8 +13,8 @@ memory, and the log-likelihood against float64.
    Laplace likelihood is a sum over groups, and every group lies in one part), with its
    float64 gradient and (by central differences of the gradient) Hessian in (β, the lower
    entries of L); the float64 optimum's log-likelihood is then ℓ + ½ gᵀ(−H)⁻¹g to second order.
-   A float64 fit of all the rows at once needs about 21 GB (2.25 GB at 10M rows), more than
-   this machine's 23 GB leave beside the system.
+   A float64 fit of all the rows at once would hold about 21 GB (2.1 GB peak at 10M rows,
+   results/dataset_memory.md), which a 24 GB host cannot spare; the parts each hold 1/16.
 """
 from __future__ import annotations
 
@@ -126,6 +126,13 @@ def check(folder: Path, fitted: dict) -> dict:
             "seconds": time.perf_counter() - start}
 
 
+def _memory_gb() -> float:
+    """The host's physical memory."""
+    import os
+
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2 ** 30
+
+
 def child(step: str, args) -> dict:
     out = subprocess.run([sys.executable, __file__, "--step", step, *sys.argv[1:]], capture_output=True, text=True)
     if out.returncode:
@@ -166,7 +173,7 @@ def main():
     rel = lambda a, b: abs(a - b) / abs(b)
     lines = ["# 100M rows from a partitioned Parquet dataset on one machine", "",
              f"`python benchmarks/dataset_100m.py --rows {args.rows} --groups {args.groups} --parts {args.parts} "
-             f"--dtype {args.dtype}` at {commit()}, {machine()}, 23 GB of memory. Bernoulli `{FORMULA}`, "
+             f"--dtype {args.dtype}` at {commit()}, {machine()}, {_memory_gb():.0f} GB of memory. Bernoulli `{FORMULA}`, "
              f"{args.rows:,} rows in {args.groups:,} groups, {args.parts} hash parts of `g`.", ""]
     if written:
         lines += [f"Simulating and writing: {written['simulate_s']:.0f} s, partitioning included "
