@@ -36,7 +36,7 @@ CHILD = """
 import json, resource, sys, time
 sys.path.insert(0, {root!r})
 import numpy as np, jax
-import jaxmm, jaxmm._pages, jaxmm._stream_design as S
+import jaxmm, jaxmm._pages, jaxmm._stream_design as S, jaxmm._stream_batches as B
 from jaxmm._formula import parse_formula
 variant = {variant!r}
 if variant == "unaligned":
@@ -44,11 +44,11 @@ if variant == "unaligned":
     S._aligned_copy = lambda values: np.array(values)
 elif variant == "batch by batch":
     import pyarrow as pa
-    def one_at_a_time(dataset, columns):
-        for batch in dataset.to_batches(columns=columns, batch_size=S.BATCH_ROWS, batch_readahead=1,
+    def one_at_a_time(dataset, columns, share=None):
+        for batch in dataset.to_batches(columns=columns, batch_size=B.BATCH_ROWS, batch_readahead=1,
                                         fragment_readahead=1):
             yield pa.Table.from_batches([batch])
-    S._batches = one_at_a_time
+    B.batches = one_at_a_time
 elif variant == "huge pages":
     jaxmm._pages._SET_HUGEPAGE = None
 spec = parse_formula({formula!r})

@@ -6,12 +6,14 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ._dataset import is_dataset, open_dataset
 from ._design import _info, _rows_from_formula
 from ._formula import FormulaSpec
 from ._grouping import _is_sorted, _mixed_groups, stable_order, unique_inverse
 from ._layout import bucket_size, tile_groups
 from ._pages import small_pages
 from ._place_rows import _FILLS, _row_columns, to_device
+from ._stream_rows import streamed_rows
 from ._types import AUTODIFF_CHUNK_ROWS, TILE_ROWS, Design, Layout
 from .errors import ArgumentError, DataError
 
@@ -24,11 +26,15 @@ def designs_by(spec: FormulaSpec, data, by: str, *, trials=None, offset=None, we
 
     Returns (Design with a leading replicate axis, [DesignInfo per replicate], by values,
     number of rows dropped for missing values).
-    The formula is evaluated once on the whole table, so every replicate has the same
-    fixed-effect columns (factor levels included).
+    The formula is evaluated once on the whole table (or streamed once from a dataset), so
+    every replicate has the same fixed-effect columns (factor levels included).
     """
-    rows = _rows_from_formula(spec, data, trials=trials, offset=offset, weights=weights, missing=missing,
-                              check_response=check_response, by=by)
+    if is_dataset(data):  # the rows streamed from the dataset, without a table
+        rows = streamed_rows([spec], open_dataset(data), factors={}, trials=trials, offset=offset, weights=weights,
+                             missing=missing, check_response=check_response, by=by)[0]
+    else:
+        rows = _rows_from_formula(spec, data, trials=trials, offset=offset, weights=weights, missing=missing,
+                                  check_response=check_response, by=by)
     keys = rows.data[by].to_numpy()
     try:
         values, codes = unique_inverse(keys)
@@ -43,7 +49,7 @@ def designs_by(spec: FormulaSpec, data, by: str, *, trials=None, offset=None, we
     # Every replicate at once (a loop over thousands of replicates costs more than the fit):
     # a (replicate, group) pair per row, pairs sorted by replicate then group label.
     try:
-        labels, gcode = unique_inverse(np.asarray(rows.groups))
+        labels, gcode = unique_inverse(rows.groups)
     except TypeError:
         raise DataError(_mixed_groups(rows.groups, spec.group)) from None
     pair_of_row = codes.astype(np.int64) * len(labels) + gcode.ravel()

@@ -19,8 +19,10 @@ from ._crossed_engine import estimate, shared_terms
 from ._crossed_lmm import plan_terms
 from ._crossed_batch import CrossedBatchResult
 from ._crossed_result import CrossedResult, FactorTerm, FittedRows
+from ._dataset import is_dataset, open_dataset, used_columns
 from ._design import _rows_from_formula
 from ._grouping import interaction, unique_inverse
+from ._stream_rows import streamed_rows
 from ._sharding import make_mesh, outputs_to_host, resolve_devices
 from ._optimize import OptOptions, Status
 from ._results import FitOptions
@@ -29,16 +31,15 @@ from ._table import _column, as_pandas
 from .errors import ArgumentError, ConvergenceWarning, DataError, SingularFitWarning
 
 
-def _factor_column(data: pd.DataFrame, factor: tuple) -> tuple[pd.DataFrame, str]:
-    """The factor as a column of ``data``: itself for one column; for an interaction a new
-    column (named by its label, made unique) of the present combinations, "a1:b2"."""
+def _factor_name(columns, factor: tuple) -> str:
+    """The grouping column of a term's factor: its column, or for an interaction a new column
+    named by its label (made unique against ``columns``), holding the combinations "a1:b2"."""
     if len(factor) == 1:
-        _column(data, factor[0], "grouping")
-        return data, factor[0]
+        return factor[0]
     name = ":".join(factor)
-    while name in data.columns:  # a table column spelled like the label is left alone
+    while name in columns:  # a table column spelled like the label is left alone
         name += "'"
-    return data.assign(**{name: interaction(data, factor)}), name
+    return name
 
 
 def fit_terms(spec, data, fam, method: str, formula: str, *, trials, offset, weights, missing, dtype, verbose, by,
@@ -69,32 +70,43 @@ def fit_terms(spec, data, fam, method: str, formula: str, *, trials, offset, wei
 
 
 def _evaluate(spec, data, fam, *, trials, offset, weights, missing, by):
-    """The formula on the table: the first term's rows (fixed part, response, options) and
-    every term's :class:`FactorTerm` (codes and levels over all rows)."""
-    table = as_pandas(data)
-    if len(table) == 0:
-        raise DataError("the data have no rows")
-    columns = []
-    for term in spec.terms:
-        table, name = _factor_column(table, term.factor)
-        columns.append(name)
-    # The first term's rows are checked against every column of the formula, so rows with
-    # a missing value anywhere are dropped (or named) once, for every term alike.
+    """The formula on the table, or streamed from a dataset: the first term's rows (fixed
+    part, response, options) and every term's :class:`FactorTerm` (codes and levels over all
+    rows)."""
+    streamed = is_dataset(data)
+    if streamed:
+        table = open_dataset(data)
+        names = [c for c in table.schema.names if c in used_columns(spec, trials, offset, weights, by)]
+    else:
+        table = as_pandas(data)
+        if len(table) == 0:
+            raise DataError("the data have no rows")
+        names = list(table.columns)
+    columns = [_factor_name(names, term.factor) for term in spec.terms]
+    derived = {c: term.factor for term, c in zip(spec.terms, columns) if len(term.factor) > 1}
+    specs = [dataclasses.replace(spec, random=term.random, random_text=term.random_text, group=column,
+                                 correlated=term.correlated, terms=()) for term, column in zip(spec.terms, columns)]
+    if streamed:
+        rows = streamed_rows(specs, table, factors=derived, trials=trials, offset=offset, weights=weights,
+                             missing=missing, check_response=fam.check_response, by=by)
+    else:
+        for term in spec.terms:
+            for c in term.factor:
+                _column(table, c, "grouping")
+        table = table.assign(**{c: interaction(table, parts) for c, parts in derived.items()})
+        # The first term's rows are checked against every column of the formula, so rows with
+        # a missing value anywhere are dropped (or named) once, for every term alike.
+        first = _rows_from_formula(specs[0], table, trials=trials, offset=offset, weights=weights, missing=missing,
+                                   check_response=fam.check_response, by=by)
+        rows = [first] + [_rows_from_formula(one, first.data, missing="raise") for one in specs[1:]]
     factors = []
-    for k, (term, column) in enumerate(zip(spec.terms, columns)):
-        one = dataclasses.replace(spec, random=term.random, random_text=term.random_text, group=column,
-                                  correlated=term.correlated, terms=())
-        if k == 0:
-            r = first = _rows_from_formula(one, table, trials=trials, offset=offset, weights=weights,
-                                           missing=missing, check_response=fam.check_response, by=by)
-        else:
-            r = _rows_from_formula(one, first.data, missing="raise")
+    for term, one, r in zip(spec.terms, specs, rows):
         levels, codes = unique_inverse(r.groups)
         structure = r.Z.shape[1] if term.correlated else (1,) * r.Z.shape[1]
         factors.append(FactorTerm(term.label, r.re_names, tuple(str(v) for v in np.asarray(levels)), structure,
                                   np.asarray(codes), r.Z, columns=tuple(term.factor), values=np.asarray(levels),
                                   spec=one, encoders=r.encoders))
-    return first, factors
+    return rows[0], factors
 
 
 def fit_factors(rows: FittedRows, factors, fixef_names, fam, method: str, formula: str, options: FitOptions, verbose,

@@ -10,7 +10,8 @@ from ._dataset import is_dataset, read_columns, release_table, used_columns
 from ._batch import BatchResult
 from ._batch_design import designs_by
 from ._design import plan_design
-from ._stream_design import plan_streamed, streamable
+from ._stream_batches import streamable
+from ._stream_design import plan_streamed
 from ._types import TILE_ROWS, default_chunk_rows
 from ._engine import fit_glmm_batch, fit_lmm_batch, fit_one, prefetch_one
 from ._families import get_family
@@ -172,13 +173,16 @@ def fit(formula: str, data, family="gaussian", *, method: str | None = None, tri
     method = _resolve_method(fam, _method_from_reml(fam, method, REML))
     spec = parse_formula(formula)
     from_dataset, data_source = is_dataset(data), data
-    # A one-term fit's design is streamed from a dataset (_stream_design), and under
-    # jax.distributed each process reads only its own groups (_process_fit); other fits
-    # (and transforms whose state is learnt from all the rows) read a table of the used columns.
-    one_term = from_dataset and not spec.terms and by is None and streamable(spec, offset, weights)
-    own_groups = one_term and devices is not None and jax.process_count() > 1
+    # A dataset is streamed: a one-term fit's design (_stream_design), under jax.distributed
+    # each process reading only its own groups (_process_fit), and the rows of several-term
+    # and by= fits (_stream_rows). Transforms whose state is learnt from all the rows at once
+    # (center, scale, standardize, poly) read a table of the used columns instead.
+    streamed = from_dataset and streamable(spec)
+    one_term = streamed and not spec.terms and by is None
+    arrays = any(v is not None and not isinstance(v, str) for v in (offset, weights))  # aligned to all the rows
+    own_groups = one_term and devices is not None and jax.process_count() > 1 and not arrays
     stream = one_term and not own_groups
-    if from_dataset and not (own_groups or stream):
+    if from_dataset and not streamed:
         data = read_columns(data, used_columns(spec, trials, offset, weights, by))
     nAGQ = check_nodes(nAGQ)
     if method == "AGHQ" and nAGQ == 1:
@@ -259,7 +263,7 @@ def fit(formula: str, data, family="gaussian", *, method: str | None = None, tri
     # The table and its host rows end here: a dataset's table (owned by this call) is freed
     # before the fit's temporaries are allocated rather than held beside them.
     del planned, data
-    if from_dataset and not stream:
+    if from_dataset and not streamed:
         release_table()
     if mesh is not None:
         design = place(design, mesh)

@@ -1,21 +1,16 @@
 """A one-term fit's design streamed from a Parquet dataset, record batch by record batch: no
 table of all the rows is ever built, only the design's own arrays.
 
-Two passes over the model's columns. The first numbers the groups (each batch's labels,
-then all batches' merged), finds the rows with missing values, and notes the first row of
-every value of each column that is not floating point (factors' levels); the layout is
-planned from the group codes alone. formulaic's encodings (factor levels, contrasts) then
-come from a sample of the rows that holds every level. The second pass evaluates the model's
-columns batch by batch with those encodings, checks them, and writes each batch's values,
-already in the design's precision, to their rows of the design; the aliased fixed-effect
-columns are found from the Gram matrix summed over the batches.
-
-Formulas with transforms whose state is learnt from all the rows (``center``, ``scale``,
-``standardize``, ``poly``) are read as a table instead (``_dataset.read_columns``).
+Two passes over the model's columns (``_stream_batches``). The first numbers the groups,
+finds the rows with missing values and samples a row of every factor level; the layout is
+planned from the group codes alone, and formulaic's encodings (factor levels, contrasts)
+come from the sample. The second pass evaluates the model's columns batch by batch with
+those encodings, checks them, and writes each batch's values, already in the design's
+precision, to their rows of the design; the aliased fixed-effect columns are found from the
+Gram matrix summed over the batches.
 """
 from __future__ import annotations
 
-import re
 import warnings
 from typing import NamedTuple
 
@@ -23,40 +18,14 @@ import numpy as np
 import pandas as pd
 
 from ._column_stats import aliased_columns
-from ._dataset import hash_parts, open_dataset, read_error, release_table
-from ._design import _row_arrays, _rows_from_formula
-from ._formula_eval import model_frame
-from ._grouping import _mixed_groups, unique_inverse
+from ._dataset import open_dataset, release_table
+from ._design import _rows_from_formula
 from ._layout import GroupPlan, layout_slots, plan_shapes
-from ._model_matrix import _HEAD_ROWS, for_formulaic
 from ._pages import small_pages
 from ._place_rows import _DEFAULTS, _FILLS, aligned_full, group_counts, row_groups, to_device
-from ._table import _as_float, _group_column, _response, missing_error, missing_report
+from ._stream_batches import aligned_arrays, batch_values, level_columns, row_options, scan, shifted, tables
 from ._types import Design, DesignInfo, abstract_design
 from .errors import DataError, JaxmmWarning
-
-BATCH_ROWS = 1 << 20
-# A column with more distinct values than this is no factor: its values are not sampled.
-_MOST_LEVELS = 100_000
-_STATEFUL = re.compile(r"\b(center|scale|standardize|poly)\(")
-
-
-def streamable(spec, offset, weights) -> bool:
-    """Whether a dataset fit's design can be streamed: transforms without state learnt from
-    all the rows, and offset=/weights= given as columns (an array is aligned to a table)."""
-    return (not _STATEFUL.search(f"{spec.fixed_text} {spec.random_text}")
-            and not any(v is not None and not isinstance(v, str) for v in (offset, weights)))
-
-
-def _shifted(step, start: int):
-    """``step()``, its DataError's "first rows: [...]" counted from the dataset's first row."""
-    try:
-        return step()
-    except DataError as exc:
-        if not start:
-            raise
-        shift = lambda m: "first rows: [" + ", ".join(str(int(v) + start) for v in m.group(1).split(", ")) + "]"
-        raise DataError(re.sub(r"first rows: \[([\d, ]+)\]", shift, str(exc))) from None
 
 
 class StreamedPlan(NamedTuple):
@@ -103,105 +72,33 @@ def plan_streamed(spec, data, *, trials=None, offset=None, weights=None, bucket=
     if absent:
         raise DataError(f"column(s) {absent} are not in the dataset (its columns: {schema.names[:20]})")
     columns = [c for c in schema.names if c in wanted]
-    import pyarrow as pa
-
-    factors = [c for c in columns if c != spec.group and not pa.types.is_floating(schema.field(c).type)]
-    seen = {c: set() for c in factors}  # the values met so far; None past _MOST_LEVELS
-    labels, codes, dropped, samples, start, kept_rows = [], [], [], [], 0, 0
-    batch = table = None
-    unfilled = {} if missing == "raise" else None  # column -> [rows, first rows], over the batches
-    for batch in _batches(dataset, columns, share):
-        table = batch.to_pandas(split_blocks=True, self_destruct=True)
-        n = len(table)
-        drop, report = missing_report(table, columns, {}, start)
-        for name, count, first in report if unfilled is not None else ():  # as one table's report
-            so_far = unfilled.setdefault(name, [0, []])
-            so_far[0] += count
-            so_far[1] = (so_far[1] + first)[:5]
-        if drop.any():
-            dropped.append(np.flatnonzero(drop) + start)
-            table = table.loc[~drop]
-        groups = _group_column(table, spec.group)
-        try:
-            batch_labels, batch_codes = unique_inverse(groups)
-        except TypeError:
-            raise DataError(_mixed_groups(groups, spec.group)) from None
-        labels.append(np.asarray(batch_labels))
-        codes.append(batch_codes.astype(np.int32))  # a batch's codes index its own labels
-        # the sample: the first rows, and a row of every value of each factor when first met
-        rows = set(table.index[:max(0, _HEAD_ROWS - kept_rows)])
-        for c in factors:
-            firsts = None if seen[c] is None else table[c].drop_duplicates()
-            if firsts is None or len(seen[c]) + len(firsts) > _MOST_LEVELS:
-                seen[c] = None
-                continue
-            for value, row in zip(firsts.tolist(), firsts.index.tolist()):
-                if value not in seen[c]:
-                    seen[c].add(value)
-                    rows.add(row)
-        if rows:
-            samples.append(table.loc[sorted(rows)])
-        kept_rows += len(table)
-        start += n
-    del batch, table
-    release_table()
-    if unfilled:
-        raise missing_error([(name, count, first) for name, (count, first) in unfilled.items()])
-    dropped = np.concatenate(dropped) if dropped else np.zeros(0, np.int64)
-    if start == dropped.size:
-        raise DataError(("the data have no rows" if share is None else f"process {share[1]} of {share[2]} holds no "
-                         f"group of {spec.group!r}: fewer groups than processes, or few parts; use fewer processes")
-                        if not start else f"every row has a missing value in the model's columns {columns}")
-    kept = np.delete(np.arange(start), dropped) if dropped.size else None
-    all_labels, where = unique_inverse(np.concatenate(labels))
-    bounds = np.cumsum([0] + [lab.size for lab in labels])
-    # intp codes, as a table's: the layout's radix order ran slower on int32 codes
-    codes = np.concatenate([where[bounds[b]:bounds[b + 1]][c] for b, c in enumerate(codes)]) \
-        if codes else np.zeros(0, np.intp)
+    arrays = {"offset": offset, "weights": weights}
+    aligned_arrays(dataset, arrays)
+    levels = level_columns(spec, schema)
+    found = scan(dataset, columns, groups=[spec.group], levels=levels, report=columns, missing=missing, share=share,
+                 arrays=arrays)
+    all_labels, codes = found.labels[0], found.codes[0]
     layout = (layout_of(codes, all_labels.size) if layout_of is not None else
               plan_shapes(codes, all_labels.size, bucket=bucket, chunk_rows=chunk_rows, min_chunks=min_chunks,
                           tile=tile))
-    sample = pd.concat(samples)
+    sample = found.sample
     if agree_levels is not None:  # a text level another process holds is a category here too
-        text = [c for c in factors if pa.types.is_string(schema.field(c).type) or pa.types.is_large_string(
+        import pyarrow as pa
+
+        text = [c for c in levels if pa.types.is_string(schema.field(c).type) or pa.types.is_large_string(
             schema.field(c).type) or pa.types.is_dictionary(schema.field(c).type)]
-        levels = agree_levels({c: sorted(map(str, seen[c] or ())) for c in text})
+        agreed = agree_levels({c: sorted(map(str, found.seen[c] or ())) for c in text})
         for c in text:
-            sample[c] = pd.Categorical(sample[c].astype(object), categories=levels[c])
+            sample[c] = pd.Categorical(sample[c].astype(object), categories=agreed[c])
     options = dict(trials=trials, offset=offset, weights=weights, missing=missing, check_response=check_response)
-    sampled = _rows_from_formula(spec, sample, trials=trials, offset=offset, weights=weights, aliasing=False)
-    del sample, samples
+    # the sample gives names and encodings; arrays of offset=/weights= are read with the batches
+    sampled = _rows_from_formula(spec, sample, trials=trials, offset=offset if isinstance(offset, str) else None,
+                                 weights=weights if isinstance(weights, str) else None, aliasing=False)
+    kept, n_dropped = found.kept, found.n_rows - codes.size
+    del sample, found
     release_table()  # the batches' and the sample's pages
     return StreamedPlan(spec, dataset, columns, options, GroupPlan(all_labels, codes, layout), kept, sampled,
-                        int(dropped.size), share)
-
-
-def _batches(dataset, columns, share=None):
-    """The dataset's rows as Arrow tables of about BATCH_ROWS rows: files written in many
-    small row groups (``partition_dataset``'s parts hold one per written batch) are read as
-    large tables, since each table's evaluation has a fixed cost (formulaic's, ~4 ms)."""
-    import pyarrow as pa
-
-    pending, rows = [], 0
-    try:
-        # Arrow reads ahead 16 batches of 4 files by default, each held in its pool (0.4 GB
-        # at 10M rows); one ahead was as fast here
-        for batch in dataset.to_batches(columns=columns, batch_size=BATCH_ROWS, batch_readahead=1,
-                                        fragment_readahead=1):
-            if share is not None:  # the rows of this process's groups
-                group, process, n_processes = share
-                batch = batch.filter(pa.array(hash_parts(batch.column(group), n_processes) == np.uint64(process)))
-            pending.append(batch)
-            rows += batch.num_rows
-            if rows >= BATCH_ROWS:
-                yield pa.Table.from_batches(pending)
-                pending, rows = [], 0
-    except DataError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - a file of the dataset that cannot be read
-        raise read_error(exc) from None
-    if pending:
-        yield pa.Table.from_batches(pending)
+                        n_dropped, share)
 
 
 @small_pages()
@@ -220,15 +117,10 @@ def place_streamed(plan: StreamedPlan, *, dtype="float64", host: bool = False, t
               "y": aligned_full(layout.n_rows, _FILLS["y"], kind)}
     # trials and offset not given are their padding value; weights are 1 on rows, 0 on padding
     arrays.update({k: aligned_full(layout.n_rows, _FILLS[k], kind) for k, on in given.items() if on or k == "weights"})
-    gram, sums, done, start = np.zeros((p, p)), np.zeros(p), 0, 0
+    gram, sums, done = np.zeros((p, p)), np.zeros(p), 0
     enc = sample.encoders
-    for batch in _batches(plan.dataset, plan.columns, plan.share):
-        table = batch.to_pandas(split_blocks=True, self_destruct=True)
-        n = len(table)
-        if plan.kept is not None:
-            mine = plan.kept[np.searchsorted(plan.kept, start):np.searchsorted(plan.kept, start + n)] - start
-            table = table.iloc[mine]
-        values = _shifted(lambda: _batch_values(spec, enc, table, options), start)
+    for start, table in tables(plan.dataset, plan.columns, plan.share, kept=plan.kept):
+        values = shifted(lambda: batch_values(spec, enc, table, row_options(options, start, table.index)), start)
         slots = layout.row_slot[done:done + len(table)]
         for name, v in values.items():
             arrays[name][slots] = v
@@ -238,8 +130,7 @@ def place_streamed(plan: StreamedPlan, *, dtype="float64", host: bool = False, t
         gram += X.T @ X
         sums += X.sum(axis=0)
         done += len(table)
-        start += n
-    del batch, table, values, X
+    del table, values, X
     release_table()
     n_all = done
     if total is not None:
@@ -281,29 +172,3 @@ def _aligned_copy(values: np.ndarray) -> np.ndarray:
     out = aligned_full(values.shape, 0, values.dtype)
     out[...] = values
     return out
-
-
-def _batch_values(spec, enc, table: pd.DataFrame, options) -> dict:
-    """One batch's model columns (with the fit's encodings) and row values, checked."""
-    frame = for_formulaic(model_frame(spec, table, enc.levels))
-    try:
-        fixed = enc.fixed.get_model_matrix(frame, na_action="raise")
-        random = enc.random.get_model_matrix(frame, na_action="raise")
-    except Exception as exc:  # noqa: BLE001 - formulaic raises many types: one clear jaxmm error instead
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise DataError(f"cannot evaluate the model's columns: {spec.display(msg)}") from None
-    y = _as_float(f"response {spec.response!r}", _response(spec, table))
-    trials, offset, weights = _row_arrays(spec, table, y, options["trials"], options["offset"], options["weights"],
-                                          options["check_response"])
-    out = {"X": _columns("X", fixed, enc.fixed_kept), "Z": _columns("Z", random, random.columns), "y": y}
-    out.update({k: v for k, v in (("trials", trials), ("offset", offset), ("weights", weights)) if v is not None})
-    return out
-
-
-def _columns(what: str, frame: pd.DataFrame, names) -> np.ndarray:
-    """formulaic's model matrix as one float64 array, filled column by column (pandas'
-    conversion of the whole frame interleaves its blocks, several times slower), checked finite."""
-    out = np.empty((len(frame), len(names)))
-    for j, name in enumerate(names):
-        out[:, j] = frame[name].to_numpy(dtype=np.float64)
-    return _as_float(what, out)

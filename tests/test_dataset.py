@@ -25,6 +25,23 @@ def _write(frame: pd.DataFrame, folder, parts: int = 3, row_group_size: int = 7)
     return folder
 
 
+@pytest.fixture
+def small_batches(monkeypatch):
+    """Tables of 16 rows: a test's small dataset is then many batches, as a large one is."""
+    monkeypatch.setattr("jaxmm._stream_batches.BATCH_ROWS", 16)
+
+
+@pytest.fixture
+def streamed(monkeypatch):
+    """A fit that reads the dataset as one table fails: its rows must be streamed."""
+    import importlib
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the dataset was read as one table")
+
+    monkeypatch.setattr(importlib.import_module("jaxmm._fit"), "read_columns", refuse)
+
+
 @pytest.fixture(scope="module")
 def cbpp(tmp_path_factory):
     data = pd.read_csv(DATA / "cbpp_binomial.csv")
@@ -57,17 +74,69 @@ def test_only_the_models_columns_are_read(cbpp):
     np.testing.assert_array_equal(frame["incidence"], data["incidence"])
 
 
-def test_several_terms_and_by_from_a_dataset(tmp_path):
+def test_several_terms_and_by_stream_from_a_dataset(tmp_path, small_batches, streamed):
     data = pd.read_csv(DATA / "crossed" / "penicillin_crossed_reml.csv")
-    data = pd.concat([data.assign(rep="a"), data.assign(rep="b", diameter=data["diameter"] + np.arange(len(data)) % 3)])
+    data = pd.concat([data.assign(rep="a"), data.assign(rep="b", diameter=data["diameter"] + np.arange(len(data)) % 3)],
+                     ignore_index=True)
     folder = _write(data, tmp_path / "pen", parts=2, row_group_size=50)
-    formula = "diameter ~ 1 + (1 | plate) + (1 | sample)"
-    table, dataset = jaxmm.fit(formula, data, by="rep"), jaxmm.fit(formula, folder, by="rep")
-    np.testing.assert_array_equal(dataset.loglik, table.loglik)
-    np.testing.assert_array_equal(dataset["b"].ranef["plate"], table["b"].ranef["plate"])
+    for formula in ("diameter ~ 1 + (1 | plate) + (1 | sample)", "diameter ~ 1 + (1 | plate)"):
+        table, dataset = jaxmm.fit(formula, data, by="rep"), jaxmm.fit(formula, folder, by="rep")
+        np.testing.assert_array_equal(dataset.loglik, table.loglik)
+        plates = (lambda r: r.ranef["plate"]) if "sample" in formula else (lambda r: r.ranef)
+        np.testing.assert_array_equal(plates(dataset["b"]), plates(table["b"]))
+        assert dataset["b"].fitted().index.equals(table["b"].fitted().index)  # the dataset's row numbers
 
 
-def test_a_streamed_design_takes_its_encodings_and_checks_from_all_the_batches(tmp_path):
+def test_a_nested_model_streams_its_interaction_levels_drops_and_row_numbers(tmp_path, small_batches, streamed):
+    # batch:cask is labelled batch by batch; a fixed factor's level is met in the last file
+    # only; rows with a missing covariate are dropped from several batches; and the error of
+    # missing="raise" counts rows from the dataset's first, as the table's does
+    data = pd.read_csv(DATA / "crossed" / "pastes_nested_reml.csv")
+    data["x"] = np.random.default_rng(0).normal(size=len(data))
+    data["shift"] = np.where(np.arange(len(data)) >= 50, "night", "day")
+    data.loc[[7, 23, 44], "x"] = np.nan
+    folder = _write(data, tmp_path / "pastes", parts=3, row_group_size=5)
+    formula = "strength ~ x + shift + (1 | batch:cask) + (1 | batch)"
+    table = jaxmm.fit(formula, data, missing="drop")
+    res = jaxmm.fit(formula, folder, missing="drop")
+    assert res.n_dropped == table.n_dropped == 3 and res.loglik == table.loglik
+    np.testing.assert_array_equal(res.fixef, table.fixef)
+    assert list(res.fixef.index) == list(table.fixef.index) == ["(Intercept)", "x", "shiftnight"]
+    for name in ("batch", "batch:cask"):
+        assert res.ranef[name].index.equals(table.ranef[name].index)
+        np.testing.assert_array_equal(res.ranef[name], table.ranef[name])
+    np.testing.assert_array_equal(res.fitted(), table.fitted())
+    assert list(res.fitted().index) == list(table.fitted().index)  # the dataset's row numbers
+    np.testing.assert_array_equal(res.predict(data.iloc[:9].fillna(0.0)), table.predict(data.iloc[:9].fillna(0.0)))
+    data.loc[[30, 52], "cask"] = None
+    with pytest.raises(DataError) as from_table:
+        jaxmm.fit(formula, data)
+    with pytest.raises(DataError) as from_dataset:
+        jaxmm.fit(formula, _write(data, tmp_path / "holes", parts=3, row_group_size=5))
+    assert str(from_dataset.value) == str(from_table.value)
+    assert "'x': 3 row(s) (first rows: [7, 23, 44])" in str(from_table.value)
+
+
+def test_offset_and_weights_arrays_stream_with_the_dataset_rows(tmp_path, small_batches, streamed):
+    # arrays hold one value per dataset row; rows dropped for a missing value drop theirs
+    data = pd.read_csv(DATA / "sleepstudy_reml.csv")
+    data.loc[[3, 100], "Reaction"] = np.nan
+    folder = _write(data, tmp_path / "sleep", parts=3, row_group_size=9)
+    weights = 1.0 + (np.arange(len(data)) % 4) / 2
+    offset = np.sin(np.arange(len(data)))
+    for formula in ("Reaction ~ Days + (Days | Subject)", "Reaction ~ Days + (1 | Subject) + (0 + Days | Subject)"):
+        table = jaxmm.fit(formula, data, weights=weights, offset=offset, missing="drop")
+        res = jaxmm.fit(formula, folder, weights=weights, offset=offset, missing="drop")
+        assert res.loglik == table.loglik and res.n_dropped == 2
+        np.testing.assert_array_equal(res.fixef, table.fixef)
+    with pytest.raises(DataError, match=r"offset has shape \(3,\); expected one value per row \(180\)"):
+        jaxmm.fit("Reaction ~ Days + (1 | Subject)", folder, offset=offset[:3], missing="drop")
+    weights[5] = np.nan  # a missing weight is a missing value of its row
+    with pytest.raises(DataError, match=r"weights: 1 row\(s\) \(first rows: \[5\]\)"):
+        jaxmm.fit("Reaction ~ Days + (1 | Subject)", folder, weights=weights)
+
+
+def test_a_streamed_design_takes_its_encodings_and_checks_from_all_the_batches(tmp_path, small_batches):
     # a one-term fit's design is streamed batch by batch (_stream_design): each file here holds
     # one period only (a factor's levels come from all the batches), a column is constant in
     # every batch but not over the data (no aliasing), rows with a missing value are dropped
@@ -159,7 +228,7 @@ def test_each_process_reads_the_rows_of_its_own_groups(tmp_path, cbpp, n_process
     # by one process, and all of them read every row once (examples/multihost.py fits them)
     from jaxmm._dataset import open_dataset
     from jaxmm._process_rows import hash_partition_files, own_parts
-    from jaxmm._stream_design import _batches
+    from jaxmm._stream_batches import batches
 
     data, folder = cbpp
     data = data.dropna(subset=["herd"])
@@ -170,7 +239,7 @@ def test_each_process_reads_the_rows_of_its_own_groups(tmp_path, cbpp, n_process
     columns = ["herd", "incidence", "size", "period"]
 
     def rows(source, share=None):
-        tables = [t.to_pandas() for t in _batches(source, columns, share)]
+        tables = [t.to_pandas() for t in batches(source, columns, share)]
         return pd.concat(tables) if tables else pd.DataFrame(columns=columns)
 
     for by_parts in (True, False):

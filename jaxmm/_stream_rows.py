@@ -1,0 +1,99 @@
+"""The rows of a fit that keeps them in input order (several random-effect terms, ``by=``),
+streamed from a Parquet dataset: the host arrays ``_design._rows_from_formula`` gives from a
+table, built record batch by record batch without one.
+
+Two passes (``_stream_batches``): the first numbers every term's groups, finds the rows with
+missing values and samples a row of every factor level, from which formulaic's encodings
+come; the second evaluates each batch with them and writes its rows to the arrays, whose
+length is known by then. The aliased fixed-effect columns come from the Gram matrix summed
+over the batches.
+"""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+
+from ._column_stats import aliased_columns
+from ._dataset import release_table, used_columns
+from ._design import _Rows, _rows_from_formula
+from ._grouping import interaction
+from ._pages import small_pages
+from ._stream_batches import aligned_arrays, batch_values, level_columns, model_columns, row_options, scan, shifted, \
+    tables
+from .errors import DataError, JaxmmWarning
+
+
+@small_pages()
+def streamed_rows(specs, dataset, *, factors: dict, trials=None, offset=None, weights=None, missing="raise",
+                  check_response=None, by=None) -> list:
+    """One :class:`_design._Rows` per spec, in the dataset's row order less the dropped rows:
+    the first spec's with the fixed part, response and options (its ``data`` a table of the
+    ``by`` column alone, indexed by the dataset's row numbers), the others' with their term's
+    Z, groups (a ``pd.Categorical``), names and encodings. ``factors``: the grouping columns
+    that are interactions, {name: columns}, labelled on each batch as a table's fit labels them."""
+    first = specs[0]
+    schema = dataset.schema
+    wanted = used_columns(first, trials, offset, weights, by)
+    absent = sorted(c for c in wanted if c not in schema.names)
+    if absent:
+        raise DataError(f"column(s) {absent} are not in the dataset (its columns: {schema.names[:20]})")
+    columns = [c for c in schema.names if c in wanted]
+    arrays = {"offset": offset, "weights": weights}
+    aligned_arrays(dataset, arrays)
+    prepare = None
+    if factors:
+        prepare = lambda table: table.assign(**{name: interaction(table, parts) for name, parts in factors.items()})
+    # the columns a table's fit reports missing values in: the read ones, then the first
+    # term's interaction (its grouping column)
+    report = columns + [first.group] * (first.group in factors)
+    found = scan(dataset, columns, groups=[s.group for s in specs], levels=level_columns(first, schema),
+                 report=report, missing=missing, prepare=prepare, collect=[by] if by is not None else [],
+                 arrays=arrays)
+    # the sample gives names and encodings; arrays of offset=/weights= are read with the batches
+    sampled = [_rows_from_formula(specs[0], found.sample, trials=trials,
+                                  offset=offset if isinstance(offset, str) else None,
+                                  weights=weights if isinstance(weights, str) else None, aliasing=False)]
+    sampled += [_rows_from_formula(s, found.sample, aliasing=False) for s in specs[1:]]
+    n = found.codes[0].size
+    options = dict(trials=trials, offset=offset, weights=weights, check_response=check_response)
+    given = {"trials": trials is not None or first.trials_expr is not None,
+             "offset": offset is not None or bool(first.offsets), "weights": weights is not None}
+    p = len(sampled[0].fixef_names)
+    # column-major, as a table's matrices are: the statistics' sums then run in the same order
+    X, y = np.empty((n, p), order="F"), np.empty(n)
+    Zs = [np.empty((n, len(r.re_names)), order="F") for r in sampled]
+    extra = {k: np.empty(n) for k, on in given.items() if on}
+    gram, done = np.zeros((p, p)), 0
+    for start, table in tables(dataset, columns, prepare=prepare, kept=found.kept):
+        values = shifted(lambda: batch_values(first, sampled[0].encoders, table,
+                                              row_options(options, start, table.index)), start)
+        rows = slice(done, done + len(table))
+        X[rows], Zs[0][rows], y[rows] = values["X"], values["Z"], values["y"]
+        for name, out in extra.items():
+            out[rows] = values[name]
+        for spec, r, Z in zip(specs[1:], sampled[1:], Zs[1:]):
+            Z[rows] = shifted(lambda: model_columns(spec, r.encoders, table, fixed=False)[1], start)
+        gram += values["X"].T @ values["X"]
+        done = rows.stop
+    del table, values
+    release_table()
+    fixef_names, encoders = sampled[0].fixef_names, sampled[0].encoders
+    dropped = aliased_columns(None, gram=gram)
+    if dropped:
+        warnings.warn(f"fixed-effect model matrix is rank deficient; dropping aliased column(s) "
+                      f"{[fixef_names[j] for j in dropped]}", JaxmmWarning, stacklevel=6)
+        keep = [j for j in range(p) if j not in dropped]
+        X, fixef_names = X[:, keep], tuple(fixef_names[j] for j in keep)
+        encoders = encoders._replace(fixed_kept=tuple(encoders.fixed_kept[j] for j in keep))
+    index = pd.RangeIndex(n) if found.kept is None else pd.Index(found.kept)
+    data = pd.DataFrame({by: found.collected[by]} if by is not None else {}, index=index)
+    n_dropped = found.n_rows - n
+    groups = [pd.Categorical.from_codes(codes, categories=pd.Index(labels))
+              for codes, labels in zip(found.codes, found.labels)]
+    out = [_Rows(X, Zs[0], y, extra.get("trials"), extra.get("offset"), extra.get("weights"), groups[0], fixef_names,
+                 sampled[0].re_names, n_dropped, data, encoders)]
+    out += [_Rows(None, Z, None, None, None, None, g, (), r.re_names, n_dropped, None, r.encoders)
+            for Z, g, r in zip(Zs[1:], groups[1:], sampled[1:])]
+    return out
