@@ -2,10 +2,9 @@
 
 ``fit(formula, "path/to/dir")`` (a Parquet file, a directory of them, or a
 ``pyarrow.dataset.Dataset``) reads the formula's columns (and those named by ``trials=``,
-``offset=``, ``weights=`` and ``by=``), never the others, record batch by record batch. A
-one-term model's design is streamed from the batches (``_stream_design``); other fits read one
-pandas table of those columns here (:func:`read_columns`): the table ``pandas.read_parquet``
-would give for them, so the fit is the in-memory fit of the same rows.
+``offset=``, ``weights=`` and ``by=``), never the others, record batch by record batch, into
+the design (``_stream_design``, ``_stream_rows``): no table of all the rows is built, and the
+fit is the in-memory fit of the same rows.
 """
 from __future__ import annotations
 
@@ -73,23 +72,6 @@ def used_columns(spec, *named) -> set:
     """The columns a fit reads: the formula's (its grouping factors included) and those named
     by ``trials=``, ``offset=``, ``weights=`` and ``by=``."""
     return set(spec.columns) | {c for c in named if isinstance(c, str)}
-
-
-def read_columns(data, columns: set) -> pd.DataFrame:
-    """The dataset's ``columns`` (in the dataset's order) as one pandas table. Arrow's scanner
-    reads only those columns, a record batch at a time; the conversion frees each Arrow column
-    as it is converted (``self_destruct``), and text stays Arrow-backed strings, which the
-    design builder numbers without making a Python object per row."""
-    dataset = open_dataset(data)
-    names = dataset.schema.names
-    absent = sorted(c for c in columns if c not in names)
-    if absent:
-        raise DataError(f"column(s) {absent} are not in the dataset (its columns: {names[:20]})")
-    try:
-        table = dataset.to_table(columns=[c for c in names if c in columns])
-    except Exception as exc:  # noqa: BLE001 - a file of the dataset that cannot be read
-        raise read_error(exc) from None
-    return table.to_pandas(split_blocks=True, self_destruct=True)
 
 
 def read_error(exc: Exception) -> DataError:

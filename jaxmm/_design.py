@@ -46,13 +46,14 @@ class _Rows(NamedTuple):
 
 def _rows_from_formula(spec: FormulaSpec, data, *, trials=None, offset=None, weights=None, missing="raise",
                        check_response=None, by=None, defer_plain: bool = False, total=None,
-                       aliasing: bool = True) -> _Rows:
+                       aliasing: bool = True, state=None) -> _Rows:
     """The formula's host arrays, every row and value checked. ``defer_plain=True`` leaves
     the plain matrices unfilled (:class:`PlainMatrix`), for :func:`make_design` to lay out
     once a fit has started compiling. ``total``: where the rows are one process's share of
     a job's, the sum of an array over the processes (``_collective.total``), so that the
     aliased columns are found from all the rows' Gram matrix. ``aliasing=False`` keeps every
-    column (the caller finds the aliased ones from rows it sees later)."""
+    column (the caller finds the aliased ones from rows it sees later). ``state``: the
+    stateful transforms' state learnt from other rows (``_stream_state``)."""
     data = as_pandas(data)
     if len(data) == 0:
         raise DataError("the data have no rows")
@@ -97,7 +98,7 @@ def _rows_from_formula(spec: FormulaSpec, data, *, trials=None, offset=None, wei
     if fixed is not None:
         x_sources = _checked_sources(fixed, frame, rows, levels)
     if x_sources is None:
-        fixed = _model_matrix(spec.fixed_text, frame, "fixed-effects formula", spec)
+        fixed = _model_matrix(spec.fixed_text, frame, "fixed-effects formula", spec, state)
     raw_names = list(fixed.columns)
     fixed_names = _lme4_names([spec.display(n) for n in raw_names])
     fixed_spec = fixed.model_spec
@@ -127,7 +128,7 @@ def _rows_from_formula(spec: FormulaSpec, data, *, trials=None, offset=None, wei
     z_sources = None if random is None else _checked_sources(random, frame, rows, levels)
     Z = None
     if z_sources is None:
-        random = _model_matrix(spec.random_text, frame, "random-effects term", spec)
+        random = _model_matrix(spec.random_text, frame, "random-effects term", spec, state)
         Z = np.asarray(random, dtype=np.float64)
     encoders = Encoders(fixed_spec, random.model_spec, tuple(raw_names),
                         {**_factor_levels_of(fixed_spec, frame), **_factor_levels_of(random.model_spec, frame)})

@@ -6,11 +6,11 @@ import warnings
 import jax
 import numpy as np
 
-from ._dataset import is_dataset, read_columns, release_table, used_columns
+from ._dataset import is_dataset
 from ._batch import BatchResult
 from ._batch_design import designs_by
 from ._design import plan_design
-from ._stream_batches import streamable
+from ._stream_state import stateful
 from ._stream_design import plan_streamed
 from ._types import TILE_ROWS, default_chunk_rows
 from ._engine import fit_glmm_batch, fit_lmm_batch, fit_one, prefetch_one
@@ -172,18 +172,15 @@ def fit(formula: str, data, family="gaussian", *, method: str | None = None, tri
     fam = get_family(family, link)
     method = _resolve_method(fam, _method_from_reml(fam, method, REML))
     spec = parse_formula(formula)
-    from_dataset, data_source = is_dataset(data), data
-    # A dataset is streamed: a one-term fit's design (_stream_design), under jax.distributed
-    # each process reading only its own groups (_process_fit), and the rows of several-term
-    # and by= fits (_stream_rows). Transforms whose state is learnt from all the rows at once
-    # (center, scale, standardize, poly) read a table of the used columns instead.
-    streamed = from_dataset and streamable(spec)
-    one_term = streamed and not spec.terms and by is None
-    arrays = any(v is not None and not isinstance(v, str) for v in (offset, weights))  # aligned to all the rows
-    own_groups = one_term and devices is not None and jax.process_count() > 1 and not arrays
+    from_dataset = is_dataset(data)
+    # A dataset is streamed, never read as one table: a one-term fit's design (_stream_design),
+    # under jax.distributed each process reading only its own groups (_process_fit), and the
+    # rows of several-term and by= fits (_stream_rows).
+    one_term = from_dataset and not spec.terms and by is None
+    # arrays are aligned to all the rows, and a transform's state is learnt from all of them
+    whole = stateful(spec) or any(v is not None and not isinstance(v, str) for v in (offset, weights))
+    own_groups = one_term and devices is not None and jax.process_count() > 1 and not whole
     stream = one_term and not own_groups
-    if from_dataset and not streamed:
-        data = read_columns(data, used_columns(spec, trials, offset, weights, by))
     nAGQ = check_nodes(nAGQ)
     if method == "AGHQ" and nAGQ == 1:
         raise ArgumentError("method='AGHQ' needs the number of quadrature nodes: pass nAGQ=k with k > 1 "
@@ -238,7 +235,7 @@ def fit(formula: str, data, family="gaussian", *, method: str | None = None, tri
             _progress.start(None if verbose is True else verbose)
         try:
             return _warned(fit_own_rows(
-                spec, data_source, fam, method, mesh, options=fit_options, dtype=dtype, bucket=bucket, tile=tile,
+                spec, data, fam, method, mesh, options=fit_options, dtype=dtype, bucket=bucket, tile=tile,
                 nagq=nagq, opt=opt, blocks_of=_re_blocks, one_row=_one_row_per_group,
                 result=lambda out, info, design, blocks, n_obs: _result(
                     out, info, fam, formula, method, blocks, fit_options, design, n_devices=mesh.size, n_obs=n_obs)))
@@ -260,11 +257,8 @@ def fit(formula: str, data, family="gaussian", *, method: str | None = None, tri
         # longer part, runs without the GIL and overlaps the layout (docs/performance.md).
         lowered.wait()
     design, info = planned.place(dtype=dtype, host=mesh is not None, tile=tile)
-    # The table and its host rows end here: a dataset's table (owned by this call) is freed
-    # before the fit's temporaries are allocated rather than held beside them.
+    # The table and its host rows end here, before the fit's temporaries are allocated.
     del planned, data
-    if from_dataset and not streamed:
-        release_table()
     if mesh is not None:
         design = place(design, mesh)
     if method == "AGHQ":

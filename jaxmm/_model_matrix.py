@@ -41,12 +41,16 @@ def for_formulaic(data: pd.DataFrame) -> pd.DataFrame:
     return data.astype(dict.fromkeys(text, object)) if text else data
 
 
-def _model_matrix(text: str, frame: pd.DataFrame, what: str, spec=None):
+def _model_matrix(text: str, frame: pd.DataFrame, what: str, spec=None, state=None):
     """formulaic's model matrix of jaxmm's formula ``text`` over the model frame; its errors
-    as one jaxmm error, in the user's terms (``spec.display``)."""
-    from formulaic import model_matrix
+    as one jaxmm error, in the user's terms (``spec.display``). ``state``: the stateful
+    transforms' state, where it was learnt from other rows than the frame's."""
+    from formulaic import ModelSpec, model_matrix
 
     try:
+        if state:
+            return ModelSpec(formula=text, transform_state=state).get_model_matrix(for_formulaic(frame),
+                                                                                   na_action="raise")
         return model_matrix(text, for_formulaic(frame), na_action="raise")
     except Exception as exc:  # formulaic raises many types; one clear jaxmm error instead
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__

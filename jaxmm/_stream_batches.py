@@ -24,14 +24,6 @@ from .errors import DataError
 BATCH_ROWS = 1 << 20
 # A column with more distinct values than this is no factor: its values are not sampled.
 _MOST_LEVELS = 100_000
-_STATEFUL = re.compile(r"\b(center|scale|standardize|poly)\(")
-
-
-def streamable(spec) -> bool:
-    """Whether a dataset fit's rows can be streamed: no transform whose state (a mean, a
-    scale, orthogonal polynomials) formulaic learns from all the rows at once."""
-    texts = [spec.fixed_text, spec.random_text, *(t.random_text for t in spec.terms)]
-    return not any(_STATEFUL.search(t) for t in texts)
 
 
 def level_columns(spec, schema) -> list:
@@ -114,18 +106,19 @@ class Scanned(NamedTuple):
     sample: pd.DataFrame    # the first kept rows and one of every value of the level columns
     seen: dict              # level column -> its values (None past _MOST_LEVELS)
     collected: dict         # column -> its kept rows' values (a by= column)
+    arguments: dict         # frame column -> its kept rows' values (stateful transforms' arguments)
 
 
 def scan(dataset, columns, *, groups, levels, report, missing, share=None, prepare=None, collect=(),
-         arrays=None) -> Scanned:
+         arrays=None, arguments=None) -> Scanned:
     """The first pass over ``columns`` of the dataset: each grouping column's codes (each
     batch's labels, then all merged), the rows with a missing value in ``report`` or in the
     ``arrays`` (offset=/weights= given as one value per dataset row; ``missing="raise"``
     names them as one table's report would), a sample holding every value of the ``levels``
-    columns, and the kept rows' values of ``collect``."""
+    columns, and the kept rows' values of ``collect`` and of ``arguments(table)`` (a dict)."""
     seen = {c: set() for c in levels}
     labels, codes = [[] for _ in groups], [[] for _ in groups]
-    gathered = {c: [] for c in collect}
+    gathered, argued = {c: [] for c in collect}, {}
     dropped, samples, n_rows, kept_rows = [], [], 0, 0
     unfilled = {} if missing == "raise" else None  # column -> [rows, first rows], over the batches
     for start, table in tables(dataset, columns, share, prepare):
@@ -148,6 +141,8 @@ def scan(dataset, columns, *, groups, levels, report, missing, share=None, prepa
             codes[k].append(batch_codes.astype(np.int32))  # a batch's codes index its own labels
         for c in collect:
             gathered[c].append(table[c].to_numpy())
+        for c, values in (arguments(table) if arguments is not None else {}).items():
+            argued.setdefault(c, []).append(values)
         # the sample: the first rows, and a row of every value of each level column when first met
         rows = set(table.index[:max(0, _HEAD_ROWS - kept_rows)])
         for c in levels:
@@ -181,7 +176,8 @@ def scan(dataset, columns, *, groups, levels, report, missing, share=None, prepa
         merged_labels.append(all_labels)
         merged_codes.append(np.concatenate([where[bounds[b]:bounds[b + 1]][c] for b, c in enumerate(batch_codes)]))
     return Scanned(merged_labels, merged_codes, np.delete(np.arange(n_rows), dropped) if dropped.size else None,
-                   n_rows, pd.concat(samples), seen, {c: np.concatenate(v) for c, v in gathered.items()})
+                   n_rows, pd.concat(samples), seen, {c: np.concatenate(v) for c, v in gathered.items()},
+                   {c: np.concatenate(v) for c, v in argued.items()})
 
 
 def aligned_arrays(dataset, options: dict) -> None:

@@ -24,6 +24,7 @@ from ._layout import GroupPlan, layout_slots, plan_shapes
 from ._pages import small_pages
 from ._place_rows import _DEFAULTS, _FILLS, aligned_full, group_counts, row_groups, to_device
 from ._stream_batches import aligned_arrays, batch_values, level_columns, row_options, scan, shifted, tables
+from ._stream_state import argument_columns, arguments_of, learnt_state
 from ._types import Design, DesignInfo, abstract_design
 from .errors import DataError, JaxmmWarning
 
@@ -75,8 +76,9 @@ def plan_streamed(spec, data, *, trials=None, offset=None, weights=None, bucket=
     arrays = {"offset": offset, "weights": weights}
     aligned_arrays(dataset, arrays)
     levels = level_columns(spec, schema)
+    learnt = argument_columns(spec)  # a share's state would be its rows' (fit refuses that)
     found = scan(dataset, columns, groups=[spec.group], levels=levels, report=columns, missing=missing, share=share,
-                 arrays=arrays)
+                 arrays=arrays, arguments=arguments_of(spec, learnt) if learnt else None)
     all_labels, codes = found.labels[0], found.codes[0]
     layout = (layout_of(codes, all_labels.size) if layout_of is not None else
               plan_shapes(codes, all_labels.size, bucket=bucket, chunk_rows=chunk_rows, min_chunks=min_chunks,
@@ -91,9 +93,11 @@ def plan_streamed(spec, data, *, trials=None, offset=None, weights=None, bucket=
         for c in text:
             sample[c] = pd.Categorical(sample[c].astype(object), categories=agreed[c])
     options = dict(trials=trials, offset=offset, weights=weights, missing=missing, check_response=check_response)
-    # the sample gives names and encodings; arrays of offset=/weights= are read with the batches
+    # the sample gives names and encodings, its transforms' state learnt from all the rows;
+    # arrays of offset=/weights= are read with the batches
+    state = learnt_state([spec], found.arguments) if learnt else None
     sampled = _rows_from_formula(spec, sample, trials=trials, offset=offset if isinstance(offset, str) else None,
-                                 weights=weights if isinstance(weights, str) else None, aliasing=False)
+                                 weights=weights if isinstance(weights, str) else None, aliasing=False, state=state)
     kept, n_dropped = found.kept, found.n_rows - codes.size
     del sample, found
     release_table()  # the batches' and the sample's pages

@@ -20,6 +20,7 @@ from ._dataset import release_table, used_columns
 from ._design import _Rows, _rows_from_formula
 from ._grouping import interaction
 from ._pages import small_pages
+from ._stream_state import argument_columns, arguments_of, learnt_state
 from ._stream_batches import aligned_arrays, batch_values, level_columns, model_columns, row_options, scan, shifted, \
     tables
 from .errors import DataError, JaxmmWarning
@@ -48,14 +49,17 @@ def streamed_rows(specs, dataset, *, factors: dict, trials=None, offset=None, we
     # the columns a table's fit reports missing values in: the read ones, then the first
     # term's interaction (its grouping column)
     report = columns + [first.group] * (first.group in factors)
+    learnt = tuple(sorted({c for s in specs for c in argument_columns(s)}))  # every term's transforms
     found = scan(dataset, columns, groups=[s.group for s in specs], levels=level_columns(first, schema),
                  report=report, missing=missing, prepare=prepare, collect=[by] if by is not None else [],
-                 arrays=arrays)
-    # the sample gives names and encodings; arrays of offset=/weights= are read with the batches
+                 arrays=arrays, arguments=arguments_of(first, learnt) if learnt else None)
+    # the sample gives names and encodings, its transforms' state learnt from all the rows;
+    # arrays of offset=/weights= are read with the batches
+    state = learnt_state(specs, found.arguments) if learnt else None
     sampled = [_rows_from_formula(specs[0], found.sample, trials=trials,
                                   offset=offset if isinstance(offset, str) else None,
-                                  weights=weights if isinstance(weights, str) else None, aliasing=False)]
-    sampled += [_rows_from_formula(s, found.sample, aliasing=False) for s in specs[1:]]
+                                  weights=weights if isinstance(weights, str) else None, aliasing=False, state=state)]
+    sampled += [_rows_from_formula(s, found.sample, aliasing=False, state=state) for s in specs[1:]]
     n = found.codes[0].size
     options = dict(trials=trials, offset=offset, weights=weights, check_response=check_response)
     given = {"trials": trials is not None or first.trials_expr is not None,

@@ -10,7 +10,6 @@ pq = pytest.importorskip("pyarrow.parquet")
 pytest.importorskip("pyarrow.dataset")  # pa.dataset below
 
 import jaxmm  # noqa: E402
-from jaxmm._dataset import read_columns  # noqa: E402
 from jaxmm.errors import DataError  # noqa: E402
 
 from conftest import DATA  # noqa: E402
@@ -33,13 +32,20 @@ def small_batches(monkeypatch):
 
 @pytest.fixture
 def streamed(monkeypatch):
-    """A fit that reads the dataset as one table fails: its rows must be streamed."""
+    """The tables a fit reads from a dataset: (columns, rows) of each; none of them may be
+    all the rows (a test's data are several tables of small_batches' 16 rows)."""
     import importlib
 
-    def refuse(*args, **kwargs):
-        raise AssertionError("the dataset was read as one table")
+    module = importlib.import_module("jaxmm._stream_batches")
+    reads, batches = [], module.batches
 
-    monkeypatch.setattr(importlib.import_module("jaxmm._fit"), "read_columns", refuse)
+    def recorded(dataset, columns, share=None):
+        for table in batches(dataset, columns, share):
+            reads.append((tuple(columns), table.num_rows))
+            yield table
+
+    monkeypatch.setattr(module, "batches", recorded)
+    return reads
 
 
 @pytest.fixture(scope="module")
@@ -65,13 +71,12 @@ def test_a_dataset_fits_as_the_table_does(cbpp):
         np.testing.assert_array_equal(res.ranef, table.ranef)
 
 
-def test_only_the_models_columns_are_read(cbpp):
+def test_only_the_models_columns_are_read_a_batch_at_a_time(cbpp, small_batches, streamed):
     data, folder = cbpp
-    frame = read_columns(folder, {"incidence", "size", "herd", "period"})
-    assert list(frame.columns) == ["herd", "incidence", "size", "period"]  # the dataset's order
-    assert isinstance(frame["herd"].dtype, pd.StringDtype)  # Arrow-backed text, no object per row
-    assert frame["herd"].isna().sum() == 1 and frame["herd"].astype(object).equals(data["herd"].astype(object))
-    np.testing.assert_array_equal(frame["incidence"], data["incidence"])
+    jaxmm.fit("incidence ~ C(period) + (1 | herd)", folder, family="binomial", trials="size", missing="drop")
+    assert {columns for columns, _ in streamed} == {("herd", "incidence", "size", "period")}  # the dataset's order
+    assert sum(rows for _, rows in streamed) == 2 * len(data)  # two passes
+    assert max(rows for _, rows in streamed) < len(data) / 2
 
 
 def test_several_terms_and_by_stream_from_a_dataset(tmp_path, small_batches, streamed):
@@ -85,6 +90,7 @@ def test_several_terms_and_by_stream_from_a_dataset(tmp_path, small_batches, str
         plates = (lambda r: r.ranef["plate"]) if "sample" in formula else (lambda r: r.ranef)
         np.testing.assert_array_equal(plates(dataset["b"]), plates(table["b"]))
         assert dataset["b"].fitted().index.equals(table["b"].fitted().index)  # the dataset's row numbers
+    assert streamed and max(rows for _, rows in streamed) < len(data) / 4
 
 
 def test_a_nested_model_streams_its_interaction_levels_drops_and_row_numbers(tmp_path, small_batches, streamed):
@@ -136,11 +142,32 @@ def test_offset_and_weights_arrays_stream_with_the_dataset_rows(tmp_path, small_
         jaxmm.fit("Reaction ~ Days + (1 | Subject)", folder, weights=weights)
 
 
+def test_stateful_transforms_learn_their_state_from_all_the_batches(tmp_path, small_batches, streamed):
+    # center, scale, standardize and poly: formulaic's state (means, scales, the polynomials'
+    # coefficients) from every kept row, not from the sample the encodings come from; new
+    # data are then predicted with it
+    data = pd.read_csv(DATA / "sleepstudy_reml.csv")
+    data.loc[[4, 95], "Reaction"] = np.nan
+    data["rep"] = np.arange(len(data)) % 2
+    folder = _write(data, tmp_path / "sleep", parts=3, row_group_size=9)
+    new = data.iloc[10:20].assign(Days=np.arange(10) * 0.7)
+    for formula, by in (("Reaction ~ poly(Days, 2) + (scale(Days) | Subject)", None),
+                        ("Reaction ~ center(Days) + (1 | Subject) + (0 + standardize(Days) | Subject)", None),
+                        ("Reaction ~ scale(Days) + (1 | Subject)", "rep")):
+        table = jaxmm.fit(formula, data, missing="drop", by=by)
+        res = jaxmm.fit(formula, folder, missing="drop", by=by)
+        np.testing.assert_array_equal(res.loglik, table.loglik)
+        if by is None:
+            np.testing.assert_array_equal(res.fixef, table.fixef)
+            np.testing.assert_array_equal(res.predict(new), table.predict(new))
+    assert max(rows for _, rows in streamed) < len(data) / 4
+
+
 def test_a_streamed_design_takes_its_encodings_and_checks_from_all_the_batches(tmp_path, small_batches):
     # a one-term fit's design is streamed batch by batch (_stream_design): each file here holds
     # one period only (a factor's levels come from all the batches), a column is constant in
     # every batch but not over the data (no aliasing), rows with a missing value are dropped
-    # from the later files only, and a stateful transform is read as a table instead
+    # from the later files only, and a stateful transform learns its state from all the rows
     data = pd.read_csv(DATA / "cbpp_binomial.csv").sort_values("period", kind="stable").reset_index(drop=True)
     data["block"] = data["period"].astype(float)  # constant within each file, not aliased overall
     data.loc[[40, 51], "incidence"] = np.nan

@@ -1,0 +1,28 @@
+"""Several JAX processes joined by jax.distributed on one host fit one model as one process
+does (examples/multihost.py). Its own module, so that pytest-xdist runs it beside
+test_sharding's subprocess, both first (conftest orders them)."""
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+@pytest.mark.slow
+def test_four_processes_reading_their_own_groups_agree_with_one():
+    # examples/multihost.py 4: 4 processes joined by jax.distributed.initialize on localhost
+    # (2 CPU devices each) fit over all 8 devices, each reading only its own groups of a
+    # partitioned dataset and of a plain Parquet file (a text factor's levels agreed between
+    # them, one level in one process's rows only), streamed into their designs, and a two-term
+    # model from the table; it exits non-zero unless every fit agrees
+    # with a single-process fit within 1e-8 (random effects included), the processes' rows
+    # add up to the table, and a bad response in one process's rows is raised by all of them.
+    script = Path(__file__).parent.parent / "examples" / "multihost.py"
+    proc = subprocess.run([sys.executable, str(script), "4"], capture_output=True, text=True, timeout=600,
+                          env=dict(os.environ, JAX_PLATFORMS="cpu"))
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert proc.stdout.count("2 local of 8 devices") == 4 and "-> agree" in proc.stdout
+    shares = [int(n) for n in re.findall(r"read (\d+) and \d+ of 3181 rows", proc.stdout)]
+    assert len(shares) == 4 and sum(shares) == 3181 and max(shares) < 3181 / 2
