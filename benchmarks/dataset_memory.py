@@ -1,12 +1,14 @@
 """A fit from a Parquet dataset against the in-memory path: time and peak memory, one run.
 
     python benchmarks/dataset_memory.py [--problem binomial-q2-10M-balanced] [--parts 8]
-                                        [--text-groups] [--dtype float64]
+                                        [--text-groups] [--dtype float64] [--crossed]
                                         [--out benchmarks/results/dataset_memory.md]
 
 The problem's table (benchmarks/problems.py) is written once as a directory of ``--parts``
 Parquet files (``--text-groups``: the group codes as text ids, "g0000123", as real data often
-hold them). Each path then runs in a fresh process: *in memory* reads the whole dataset with
+hold them; ``--crossed``: the rows regrouped at random into 1,000 groups g crossed with 100
+items, fitted as ``y ~ x1 + x2 + (1 | g) + (1 | item)``, gaussian by ML, whose rows a
+several-term fit streams in input order, jaxmm/_stream_rows.py). Each path then runs in a fresh process: *in memory* reads the whole dataset with
 ``pandas.read_parquet`` and fits the table; *dataset* passes the directory to ``fit``, which
 streams the model's columns batch by batch into the design (jaxmm/_stream_design.py). Reported: seconds from the read
 to the fitted result (compile included), the child's peak RSS, and the log-likelihoods.
@@ -44,6 +46,7 @@ def main():
     ap.add_argument("--parts", type=int, default=8)
     ap.add_argument("--text-groups", action="store_true")
     ap.add_argument("--dtype", default="float64", choices=("float64", "float32"))
+    ap.add_argument("--crossed", action="store_true")
     ap.add_argument("--out", default=str(HERE / "results" / "dataset_memory.md"))
     args = ap.parse_args()
     sys.path.insert(0, str(HERE))
@@ -55,6 +58,15 @@ def main():
 
     frame, formula, kwargs = generate(get(args.problem))
     kwargs = {**kwargs, "dtype": args.dtype}
+    if args.crossed:  # a gaussian response of two crossed random intercepts
+        rng = np.random.default_rng(5)
+        n = len(frame)
+        g, item = rng.integers(0, 1000, n), rng.integers(0, 100, n)
+        eta = 2 + 0.5 * frame["x1"] - 0.3 * frame["x2"] + rng.normal(0, 0.8, 1000)[g] + rng.normal(0, 0.5, 100)[item]
+        frame = pd.DataFrame({"g": g, "item": item, "x1": frame["x1"], "x2": frame["x2"],
+                              "y": np.round(eta + rng.standard_normal(n), 6)})
+        formula, kwargs = "y ~ x1 + x2 + (1 | g) + (1 | item)", {"family": "gaussian", "method": "ML",
+                                                                 "dtype": args.dtype}
     if args.text_groups:
         frame["g"] = np.char.add("g", np.char.zfill(frame["g"].to_numpy().astype(str), 7))
     folder = Path(tempfile.mkdtemp(prefix="jaxmm_dataset_"))
@@ -72,7 +84,8 @@ def main():
     base = rows[0][1]
     lines = ["# A fit from a Parquet dataset against the in-memory path", "",
              f"`python benchmarks/dataset_memory.py --problem {args.problem} --parts {args.parts}"
-             f"{' --text-groups' if args.text_groups else ''} --dtype {args.dtype}` at {commit()}, {machine()}. {n:,} rows, "
+             f"{' --text-groups' if args.text_groups else ''}{' --crossed' if args.crossed else ''} --dtype "
+             f"{args.dtype}` at {commit()}, {machine()}. {n:,} rows, "
              f"`{formula}` {kwargs}, written as {args.parts} Parquet files. One fresh process per path: "
              "seconds from reading to the fitted result (compile included), the process's peak RSS.", "",
              "| path | seconds | peak RSS MB | time / in memory | memory / in memory | loglik |",
