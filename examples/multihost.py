@@ -12,8 +12,8 @@ The launcher writes the table as a Parquet dataset partitioned by a hash of the 
 (``jaxmm.partition_dataset``) and as one plain Parquet file. Given a dataset, each worker
 reads only the rows of its own groups: whole parts of the partitioned one, and the rows
 whose group hashes to it from the plain file. A model with two crossed random-effect terms
-is fitted from the in-memory table (every process reads it all; its rows and pairs of cells
-split over the devices). The launcher checks every fit against an ordinary single-process
+is fitted from the plain file (every process streams all its rows; its rows and pairs of
+cells split over the devices). The launcher checks every fit against an ordinary single-process
 fit of the whole table, and each worker reports its rows and its peak memory.
 
 On a GPU cluster the same code runs with one process per host (or per GPU):
@@ -79,7 +79,8 @@ def worker(process_id: int, port: int, n_processes: int, folder: str) -> None:
     res = jaxmm.fit(FORMULA, os.path.join(folder, "parts"), "binomial", devices=devices)
     # the same groups, from one plain file (every process reads it, keeping its groups' rows)
     from_file = jaxmm.fit(FORMULA, os.path.join(folder, "table.parquet"), "binomial", devices=devices)
-    crossed = jaxmm.fit(CROSSED, data(), "binomial", devices=devices)
+    # several terms: every process streams all the rows of the plain file
+    crossed = jaxmm.fit(CROSSED, os.path.join(folder, "table.parquet"), "binomial", devices=devices)
     refused = []  # one group's response out of the Bernoulli support (found after the processes
     for bad in ("bad_y.parquet", "bad_x.parquet"):  # summed their Gram matrices), one's x missing
         try:  # (found before): every process raises, none waits for the others

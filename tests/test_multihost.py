@@ -16,7 +16,7 @@ def test_four_processes_reading_their_own_groups_agree_with_one():
     # (2 CPU devices each) fit over all 8 devices, each reading only its own groups of a
     # partitioned dataset and of a plain Parquet file (a text factor's levels agreed between
     # them, one level in one process's rows only), streamed into their designs, and a two-term
-    # model from the table; it exits non-zero unless every fit agrees
+    # model from the plain file; it exits non-zero unless every fit agrees
     # with a single-process fit within 1e-8 (random effects included), the processes' rows
     # add up to the table, and a bad response in one process's rows is raised by all of them.
     script = Path(__file__).parent.parent / "examples" / "multihost.py"

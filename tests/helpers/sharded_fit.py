@@ -65,16 +65,23 @@ def main():
             ranef_index=bool(one.ranef.index.equals(four.ranef.index)),
         )
     # several terms: the rows, the pairs of cells and a GLMM's rows split (_crossed_shard);
-    # 3 devices pad the cells, pairs and rows, the nested LMM's blocks are one per level
+    # 3 devices pad the cells, pairs and rows, the nested LMM's blocks are one per level (its
+    # split fit from a Parquet file)
     crossed = Path(__file__).parent.parent / "data" / "crossed"
     for name, family, kw, n_devices in [("cbpp_observation_level", "binomial", {"trials": "size"}, 3),
                                         ("pastes_nested_reml", "gaussian", {}, 4)]:
         ref = json.loads((crossed / f"{name}.json").read_text())
         table = pd.read_csv(crossed / f"{name}.csv")
+        source = table
+        if family == "gaussian":  # the nested model split from a Parquet dataset, its rows streamed
+            import tempfile
+
+            source = Path(tempfile.mkdtemp()) / f"{name}.parquet"
+            table.to_parquet(source, index=False, row_group_size=7)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", jaxmm.errors.JaxmmWarning)
             one = jaxmm.fit(ref["formula"], table, family, **kw)
-            split = jaxmm.fit(ref["formula"], table, family, devices=n_devices, **kw)
+            split = jaxmm.fit(ref["formula"], source, family, devices=n_devices, **kw)
         diff = lambda a, b: float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
         out[name] = dict(
             n_devices=[one.n_devices, split.n_devices], converged=[one.converged, split.converged],
