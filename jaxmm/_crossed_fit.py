@@ -75,8 +75,8 @@ def _evaluate(spec, data, fam, *, trials, offset, weights, missing, by):
     rows)."""
     streamed = is_dataset(data)
     if streamed:
-        table = open_dataset(data)
-        names = [c for c in table.schema.names if c in used_columns(spec, trials, offset, weights, by)]
+        dataset = open_dataset(data)
+        names = [c for c in dataset.schema.names if c in used_columns(spec, trials, offset, weights, by)]
     else:
         table = as_pandas(data)
         if len(table) == 0:
@@ -87,7 +87,7 @@ def _evaluate(spec, data, fam, *, trials, offset, weights, missing, by):
     specs = [dataclasses.replace(spec, random=term.random, random_text=term.random_text, group=column,
                                  correlated=term.correlated, terms=()) for term, column in zip(spec.terms, columns)]
     if streamed:
-        rows = streamed_rows(specs, table, factors=derived, trials=trials, offset=offset, weights=weights,
+        rows = streamed_rows(specs, dataset, factors=derived, trials=trials, offset=offset, weights=weights,
                              missing=missing, check_response=fam.check_response, by=by)
     else:
         for term in spec.terms:

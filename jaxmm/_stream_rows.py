@@ -56,6 +56,7 @@ def streamed_rows(specs, dataset, *, factors: dict, trials=None, offset=None, we
     # the sample gives names and encodings, its transforms' state learnt from all the rows;
     # arrays of offset=/weights= are read with the batches
     state = learnt_state(specs, found.arguments) if learnt else None
+    found = found._replace(arguments={})  # held no longer than the state's learning
     sampled = [_rows_from_formula(specs[0], found.sample, trials=trials,
                                   offset=offset if isinstance(offset, str) else None,
                                   weights=weights if isinstance(weights, str) else None, aliasing=False, state=state)]

@@ -23,15 +23,6 @@ jax.config.update("jax_numpy_rank_promotion", "raise")
 jax.config.update("jax_numpy_dtype_promotion", "strict")
 
 DATA = Path(__file__).parent / "data"
-
-# The modules whose subprocesses run longest go first: pytest-xdist hands each worker whole
-# modules (--dist loadfile) in collection order, and one of them started last would leave
-# the other worker idle at the end.
-_FIRST = ("test_multihost.py", "test_sharding.py")
-
-
-def pytest_collection_modifyitems(items):
-    items.sort(key=lambda item: item.path.name not in _FIRST)  # stable: the rest keep their order
 REFERENCE_CASES = sorted(p.stem for p in DATA.glob("*.json"))
 
 

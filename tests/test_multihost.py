@@ -1,6 +1,6 @@
 """Several JAX processes joined by jax.distributed on one host fit one model as one process
-does (examples/multihost.py). Its own module, so that pytest-xdist runs it beside
-test_sharding's subprocess, both first (conftest orders them)."""
+does (examples/multihost.py). Its own module, so that pytest-xdist (one worker per module)
+runs it beside test_sharding's subprocess rather than after it."""
 import os
 import re
 import subprocess
