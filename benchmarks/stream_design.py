@@ -47,7 +47,7 @@ elif variant == "batch by batch":
     def one_at_a_time(dataset, columns, share=None):
         for batch in dataset.to_batches(columns=columns, batch_size=B.BATCH_ROWS, batch_readahead=1,
                                         fragment_readahead=1):
-            yield pa.Table.from_batches([batch])
+            yield pa.Table.from_batches([batch]), None
     B.batches = one_at_a_time
 elif variant == "huge pages":
     jaxmm._pages._SET_HUGEPAGE = None

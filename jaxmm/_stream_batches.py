@@ -38,25 +38,40 @@ def level_columns(spec, schema) -> list:
     return [c for c in schema.names if c in named and not pa.types.is_floating(schema.field(c).type)]
 
 
-def shifted(step, start: int):
-    """``step()``, its DataError's "first rows: [...]" counted from the dataset's first row."""
+class At(NamedTuple):
+    """Where a table's rows lie: ``start``, the position of its first row among the rows read
+    (a process's share counts its own rows), and ``numbers``, their dataset rows where the
+    rows read are not all the dataset's (a share)."""
+
+    start: int
+    numbers: np.ndarray | None = None
+
+    def dataset_rows(self, positions) -> np.ndarray:
+        """The dataset rows of the table's rows at ``positions``."""
+        positions = np.asarray(positions, dtype=np.int64)
+        return positions + self.start if self.numbers is None else self.numbers[positions]
+
+
+def shifted(step, at: At, index):
+    """``step()`` on a table, its DataError's "first rows: [...]" (positions in the table,
+    whose ``index`` holds their positions in the batch) made the dataset's row numbers."""
     try:
         return step()
     except DataError as exc:
-        if not start:
-            raise
-        shift = lambda m: "first rows: [" + ", ".join(str(int(v) + start) for v in m.group(1).split(", ")) + "]"
+        shift = lambda m: "first rows: [" + ", ".join(
+            str(int(v)) for v in at.dataset_rows(np.asarray(index)[[int(v) for v in m.group(1).split(", ")]])) + "]"
         raise DataError(re.sub(r"first rows: \[([\d, ]+)\]", shift, str(exc))) from None
 
 
 def batches(dataset, columns, share=None):
-    """The dataset's rows as Arrow tables of about BATCH_ROWS rows: files written in many
-    small row groups (``partition_dataset``'s parts hold one per written batch) are read as
-    large tables, since each table's evaluation has a fixed cost (formulaic's, ~4 ms).
-    ``share`` = (group column, process, processes): the rows whose group hashes to the process."""
+    """(table, its rows' dataset row numbers or None) for the dataset's rows as Arrow tables
+    of about BATCH_ROWS rows: files written in many small row groups (``partition_dataset``'s
+    parts hold one per written batch) are read as large tables, since each table's evaluation
+    has a fixed cost (formulaic's, ~4 ms). ``share`` = (group column, process, processes): the
+    rows whose group hashes to the process, with their row numbers (otherwise None)."""
     import pyarrow as pa
 
-    pending, rows = [], 0
+    pending, numbers, rows, read = [], [], 0, 0
     try:
         # Arrow reads ahead 16 batches of 4 files by default, each held in its pool (0.4 GB
         # at 10M rows); one ahead was as fast here
@@ -64,26 +79,29 @@ def batches(dataset, columns, share=None):
                                         fragment_readahead=1):
             if share is not None:
                 group, process, n_processes = share
-                batch = batch.filter(pa.array(hash_parts(batch.column(group), n_processes) == np.uint64(process)))
+                mine = hash_parts(batch.column(group), n_processes) == np.uint64(process)
+                numbers.append(np.flatnonzero(mine) + read)
+                read += batch.num_rows
+                batch = batch.filter(pa.array(mine))
             pending.append(batch)
             rows += batch.num_rows
             if rows >= BATCH_ROWS:
-                yield pa.Table.from_batches(pending)
-                pending, rows = [], 0
+                yield pa.Table.from_batches(pending), np.concatenate(numbers) if share is not None else None
+                pending, numbers, rows = [], [], 0
     except DataError:
         raise
     except Exception as exc:  # noqa: BLE001 - a file of the dataset that cannot be read
         raise read_error(exc) from None
     if pending:
-        yield pa.Table.from_batches(pending)
+        yield pa.Table.from_batches(pending), np.concatenate(numbers) if share is not None else None
 
 
 def tables(dataset, columns, share=None, prepare=None, kept=None):
-    """(the dataset row of the table's first row, its rows as pandas, indexed by their
-    positions in the batch) for each batch; ``prepare(table)`` adds derived columns (an
-    interaction's labels), ``kept`` (sorted dataset rows) keeps those rows alone."""
+    """(:class:`At`, the table's rows as pandas, indexed by their positions in the table) for
+    each batch; ``prepare(table)`` adds derived columns (an interaction's labels), ``kept``
+    (sorted positions among the rows read) keeps those rows alone."""
     start = 0
-    for batch in batches(dataset, columns, share):
+    for batch, numbers in batches(dataset, columns, share):
         table = batch.to_pandas(split_blocks=True, self_destruct=True)
         del batch
         n = len(table)
@@ -92,7 +110,7 @@ def tables(dataset, columns, share=None, prepare=None, kept=None):
             table = prepare(table)
         if kept is not None:
             table = table.iloc[kept[np.searchsorted(kept, start):np.searchsorted(kept, start + n)] - start]
-        yield start, table
+        yield At(start, numbers), table
         start += n
 
 
@@ -121,13 +139,14 @@ def scan(dataset, columns, *, groups, levels, report, missing, share=None, prepa
     gathered, argued = {c: [] for c in collect}, {}
     dropped, samples, n_rows, kept_rows = [], [], 0, 0
     unfilled = {} if missing == "raise" else None  # column -> [rows, first rows], over the batches
-    for start, table in tables(dataset, columns, share, prepare):
-        n = len(table)
-        drop, found = missing_report(table, report, row_options(arrays or {}, start, table.index), start)
+    for at, table in tables(dataset, columns, share, prepare):
+        n, start = len(table), at.start
+        drop, found = shifted(lambda: missing_report(table, report, row_options(arrays or {}, start, table.index)), at,
+                              table.index)
         for name, count, first in found if unfilled is not None else ():
             so_far = unfilled.setdefault(name, [0, []])
             so_far[0] += count
-            so_far[1] = (so_far[1] + first)[:5]
+            so_far[1] = (so_far[1] + at.dataset_rows(first).tolist())[:5]
         if drop.any():
             dropped.append(np.flatnonzero(drop) + start)
             table = table.loc[~drop]

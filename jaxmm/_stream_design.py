@@ -123,8 +123,9 @@ def place_streamed(plan: StreamedPlan, *, dtype="float64", host: bool = False, t
     arrays.update({k: aligned_full(layout.n_rows, _FILLS[k], kind) for k, on in given.items() if on or k == "weights"})
     gram, sums, done = np.zeros((p, p)), np.zeros(p), 0
     enc = sample.encoders
-    for start, table in tables(plan.dataset, plan.columns, plan.share, kept=plan.kept):
-        values = shifted(lambda: batch_values(spec, enc, table, row_options(options, start, table.index)), start)
+    for at, table in tables(plan.dataset, plan.columns, plan.share, kept=plan.kept):
+        values = shifted(lambda: batch_values(spec, enc, table, row_options(options, at.start, table.index)),
+                         at, table.index)
         slots = layout.row_slot[done:done + len(table)]
         for name, v in values.items():
             arrays[name][slots] = v

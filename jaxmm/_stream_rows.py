@@ -71,15 +71,15 @@ def streamed_rows(specs, dataset, *, factors: dict, trials=None, offset=None, we
     Zs = [np.empty((n, len(r.re_names)), order="F") for r in sampled]
     extra = {k: np.empty(n) for k, on in given.items() if on}
     gram, done = np.zeros((p, p)), 0
-    for start, table in tables(dataset, columns, prepare=prepare, kept=found.kept):
+    for at, table in tables(dataset, columns, prepare=prepare, kept=found.kept):
         values = shifted(lambda: batch_values(first, sampled[0].encoders, table,
-                                              row_options(options, start, table.index)), start)
+                                              row_options(options, at.start, table.index)), at, table.index)
         rows = slice(done, done + len(table))
         X[rows], Zs[0][rows], y[rows] = values["X"], values["Z"], values["y"]
         for name, out in extra.items():
             out[rows] = values[name]
         for spec, r, Z in zip(specs[1:], sampled[1:], Zs[1:]):
-            Z[rows] = shifted(lambda: model_columns(spec, r.encoders, table, fixed=False)[1], start)
+            Z[rows] = shifted(lambda: model_columns(spec, r.encoders, table, fixed=False)[1], at, table.index)
         gram += values["X"].T @ values["X"]
         done = rows.stop
     del table, values

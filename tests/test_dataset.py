@@ -40,9 +40,9 @@ def streamed(monkeypatch):
     reads, batches = [], module.batches
 
     def recorded(dataset, columns, share=None):
-        for table in batches(dataset, columns, share):
+        for table, numbers in batches(dataset, columns, share):
             reads.append((tuple(columns), table.num_rows))
-            yield table
+            yield table, numbers
 
     monkeypatch.setattr(module, "batches", recorded)
     return reads
@@ -248,6 +248,31 @@ def test_partition_dataset_puts_each_group_in_one_part(tmp_path, cbpp):
         jaxmm.partition_dataset(data, "flock", 2, tmp_path / "none")
 
 
+def test_problems_are_named_by_their_dataset_rows_in_a_share_and_after_drops(tmp_path, small_batches):
+    # a process's share and the rows kept after drops are not the dataset's rows: an error
+    # found in them still names the dataset's row numbers
+    from jaxmm._dataset import hash_parts
+    from jaxmm._formula import parse_formula
+    from jaxmm._stream_design import plan_streamed
+
+    n = 120
+    data = pd.DataFrame({"y": np.sin(np.arange(n)), "x": np.cos(np.arange(n)), "w": 1.0, "g": np.arange(n) % 17})
+    part = hash_parts(pa.array(data["g"]), 3)
+    p = int(part[90])
+    mine = np.flatnonzero(part == p)
+    data.loc[mine[2], "x"] = np.nan  # dropped, before the bad weight in the same share
+    data.loc[90, "w"] = -1.0
+    folder = _write(data, tmp_path / "rows", parts=2, row_group_size=8)
+    spec = parse_formula("y ~ x + (1 | g)")
+    with pytest.raises(DataError, match=rf"'x': 1 row\(s\) \(first rows: \[{mine[2]}\]\)"):
+        plan_streamed(spec, folder, weights="w", tile=1, share=("g", p, 3))
+    plan = plan_streamed(spec, folder, weights="w", missing="drop", tile=1, share=("g", p, 3))
+    with pytest.raises(DataError, match=r"weights has 1 negative value\(s\) \(first rows: \[90\]\)"):
+        plan.place(tile=1, host=True)
+    with pytest.raises(DataError, match=r"weights has 1 negative value\(s\) \(first rows: \[90\]\)"):
+        jaxmm.fit("y ~ x + (1 | g)", folder, weights="w", missing="drop")
+
+
 @pytest.mark.parametrize("n_processes", [3, 4])
 def test_each_process_reads_the_rows_of_its_own_groups(tmp_path, cbpp, n_processes):
     # a job's process p reads the parts k = p mod P of a dataset partitioned on the model's
@@ -266,7 +291,7 @@ def test_each_process_reads_the_rows_of_its_own_groups(tmp_path, cbpp, n_process
     columns = ["herd", "incidence", "size", "period"]
 
     def rows(source, share=None):
-        tables = [t.to_pandas() for t in batches(source, columns, share)]
+        tables = [t.to_pandas() for t, _ in batches(source, columns, share)]
         return pd.concat(tables) if tables else pd.DataFrame(columns=columns)
 
     for by_parts in (True, False):
