@@ -34,8 +34,9 @@ import tempfile
 
 import numpy as np
 
-# a text factor: every process builds its columns with the levels of all the rows
-FORMULA = "y ~ x + C(site) + (x | g)"
+# a text factor: every process builds its columns with the levels of all the rows; poly and
+# scale: their state (the polynomials' coefficients, x's mean and sd) is learnt from all the rows
+FORMULA = "y ~ poly(x, 2) + C(site) + (scale(x) | g)"
 # several random-effect terms: rows and pairs of cells split over the processes' devices
 CROSSED = "y ~ x + (1 | g) + (1 | h)"
 

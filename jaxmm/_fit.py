@@ -10,7 +10,6 @@ from ._dataset import is_dataset
 from ._batch import BatchResult
 from ._batch_design import designs_by
 from ._design import plan_design
-from ._stream_state import stateful
 from ._stream_design import plan_streamed
 from ._types import TILE_ROWS, default_chunk_rows
 from ._engine import fit_glmm_batch, fit_lmm_batch, fit_one, prefetch_one
@@ -177,9 +176,8 @@ def fit(formula: str, data, family="gaussian", *, method: str | None = None, tri
     # under jax.distributed each process reading only its own groups (_process_fit), and the
     # rows of several-term and by= fits (_stream_rows).
     one_term = from_dataset and not spec.terms and by is None
-    # arrays are aligned to all the rows, and a transform's state is learnt from all of them
-    whole = stateful(spec) or any(v is not None and not isinstance(v, str) for v in (offset, weights))
-    own_groups = one_term and devices is not None and jax.process_count() > 1 and not whole
+    arrays = any(v is not None and not isinstance(v, str) for v in (offset, weights))  # aligned to all the rows
+    own_groups = one_term and devices is not None and jax.process_count() > 1 and not arrays
     stream = one_term and not own_groups
     nAGQ = check_nodes(nAGQ)
     if method == "AGHQ" and nAGQ == 1:

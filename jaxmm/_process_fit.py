@@ -26,6 +26,7 @@ from ._layout import plan_in_chunks, plan_shapes
 from ._process_rows import hash_partition_files, own_parts
 from ._sharding import to_host
 from ._stream_design import plan_streamed
+from ._stream_state import shared_state
 from ._types import Layout, default_chunk_rows
 from .errors import ArgumentError, DataError
 
@@ -103,7 +104,8 @@ def fit_own_rows(spec, data, fam, method, mesh, *, options, dtype, bucket, tile,
                                   chunk_rows=default_chunk_rows(autodiff=method == "AGHQ"))
     plan = agreed(lambda: plan_streamed(
         spec, source, trials=options.trials, offset=options.offset, weights=options.weights, missing=options.missing,
-        check_response=fam.check_response, tile=tile, share=share, layout_of=layout_of, agree_levels=_agree_levels))
+        check_response=fam.check_response, tile=tile, share=share, layout_of=layout_of, agree_levels=_agree_levels,
+        learn_state=functools.partial(shared_state, total=total)))
     names = gather_json([list(plan.sample.fixef_names), list(plan.re_names)])
     if any(n != names[0] for n in names):
         differ = next(k for k, n in enumerate(names) if n != names[0])

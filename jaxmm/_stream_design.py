@@ -58,13 +58,14 @@ class StreamedPlan(NamedTuple):
 @small_pages()
 def plan_streamed(spec, data, *, trials=None, offset=None, weights=None, bucket=False, missing="raise",
                   check_response=None, min_chunks: int = 1, tile: int, chunk_rows: int | None = None,
-                  share=None, layout_of=None, agree_levels=None) -> StreamedPlan:
+                  share=None, layout_of=None, agree_levels=None, learn_state=None) -> StreamedPlan:
     """The first pass over a dataset: group codes, missing rows, levels, and the layout.
 
     For one process's share of a job's rows (``_process_fit``): ``share`` = (group column,
     process, processes) keeps the rows whose group hashes to the process; ``layout_of(codes,
     m)`` plans the layout the processes agree on; ``agree_levels({column: levels})`` returns
-    every text column's levels over all the processes."""
+    every text column's levels over all the processes; ``learn_state(specs, arguments)`` the
+    stateful transforms' state from all the processes' rows (``_stream_state.shared_state``)."""
     dataset = open_dataset(data)
     schema = dataset.schema
     named = [c for c in (trials, offset, weights) if isinstance(c, str)]
@@ -76,7 +77,7 @@ def plan_streamed(spec, data, *, trials=None, offset=None, weights=None, bucket=
     arrays = {"offset": offset, "weights": weights}
     aligned_arrays(dataset, arrays)
     levels = level_columns(spec, schema)
-    learnt = argument_columns(spec)  # a share's state would be its rows' (fit refuses that)
+    learnt = argument_columns(spec)
     found = scan(dataset, columns, groups=[spec.group], levels=levels, report=columns, missing=missing, share=share,
                  arrays=arrays, arguments=arguments_of(spec, learnt) if learnt else None)
     all_labels, codes = found.labels[0], found.codes[0]
@@ -95,7 +96,7 @@ def plan_streamed(spec, data, *, trials=None, offset=None, weights=None, bucket=
     options = dict(trials=trials, offset=offset, weights=weights, missing=missing, check_response=check_response)
     # the sample gives names and encodings, its transforms' state learnt from all the rows;
     # arrays of offset=/weights= are read with the batches
-    state = learnt_state([spec], found.arguments) if learnt else None
+    state = (learn_state or learnt_state)([spec], found.arguments) if learnt else None
     sampled = _rows_from_formula(spec, sample, trials=trials, offset=offset if isinstance(offset, str) else None,
                                  weights=weights if isinstance(weights, str) else None, aliasing=False, state=state)
     kept, n_dropped = found.kept, found.n_rows - codes.size

@@ -163,6 +163,28 @@ def test_stateful_transforms_learn_their_state_from_all_the_batches(tmp_path, sm
     assert max(rows for _, rows in streamed) < len(data) / 4
 
 
+def test_shared_state_is_formulaics_state_from_sums():
+    # a job's processes learn a transform's state from sums over their shares (shared_state);
+    # with one share it is formulaic's own state to rounding (examples/multihost.py: 4 shares)
+    from jaxmm._formula import parse_formula
+    from jaxmm._stream_state import learnt_state, shared_state
+
+    spec = parse_formula("y ~ poly(x, 3) + scale(z) + center(x) + standardize(z) + (scale(z) | g)")
+    rng = np.random.default_rng(0)
+    arguments = {"x": rng.normal(size=500), "z": rng.normal(size=500) * 3 + 1}
+    formulaic_state, summed = learnt_state([spec], arguments), shared_state([spec], arguments, np.asarray)
+    assert summed.keys() == formulaic_state.keys() == {"poly(x, 3)", "scale(z)", "center(x)", "standardize(z)"}
+    for key, state in formulaic_state.items():
+        for field, value in state.items():
+            expected = value if isinstance(value, dict) else {0: value}
+            got = summed[key][field] if isinstance(value, dict) else {0: summed[key][field]}
+            assert got.keys() == expected.keys(), (key, field)
+            for k in expected:
+                assert (got[k] is None) == (expected[k] is None)
+                if expected[k] is not None:
+                    np.testing.assert_allclose(got[k], expected[k], rtol=1e-13, err_msg=f"{key} {field}")
+
+
 def test_a_streamed_design_takes_its_encodings_and_checks_from_all_the_batches(tmp_path, small_batches):
     # a one-term fit's design is streamed batch by batch (_stream_design): each file here holds
     # one period only (a factor's levels come from all the batches), a column is constant in

@@ -15,7 +15,8 @@ def test_four_processes_reading_their_own_groups_agree_with_one():
     # examples/multihost.py 4: 4 processes joined by jax.distributed.initialize on localhost
     # (2 CPU devices each) fit over all 8 devices, each reading only its own groups of a
     # partitioned dataset and of a plain Parquet file (a text factor's levels agreed between
-    # them, one level in one process's rows only), streamed into their designs, and a two-term
+    # them, one level in one process's rows only; poly's and scale's state summed over their
+    # rows), streamed into their designs, and a two-term
     # model from the plain file; it exits non-zero unless every fit agrees
     # with a single-process fit within 1e-8 (random effects included), the processes' rows
     # add up to the table, and a bad response in one process's rows is raised by all of them.
