@@ -3,7 +3,9 @@ from a dataset. formulaic learns their state (a mean, a scale, the polynomials' 
 coefficients) from all the rows it is given at once; a streamed design's encodings come from
 a sample. So the first pass gathers the transforms' arguments alone (one column of the model
 frame each, not the table), formulaic learns each transform's state from those columns of all
-the kept rows, as it does from a table, and the sample is encoded with that state.
+the kept rows, as it does from a table, and the sample is encoded with that state. Where each
+process of a job holds its own rows, the state is made of sums over the processes instead
+(:func:`shared_state`).
 """
 from __future__ import annotations
 
@@ -27,11 +29,7 @@ def argument_columns(spec) -> tuple:
     """The model frame's columns that the formula's stateful transforms read (jaxmm writes
     their arguments as the frame's column names)."""
     names = {b.name for b in spec.bindings}
-    used = set()
-    for text in (spec.fixed_text, spec.random_text, *(t.random_text for t in spec.terms)):
-        for args in _CALL.findall(text):
-            used |= set(_NAME.findall(args)) & names
-    return tuple(sorted(used))
+    return tuple(sorted({n for call in _calls([spec]) for n in _NAME.findall(_CALL.match(call).group(1))} & names))
 
 
 def arguments_of(spec, columns: tuple):
@@ -47,10 +45,8 @@ def learnt_state(specs, arguments: dict) -> dict:
 
     frame = for_formulaic(pd.DataFrame(arguments, copy=False))
     state = {}
-    for spec in specs:
-        for text in (spec.fixed_text, spec.random_text, *(t.random_text for t in spec.terms)):
-            for call in _CALL.finditer(text):
-                state.update(model_matrix(call.group(), frame, na_action="raise").model_spec.transform_state)
+    for call in _calls(specs):
+        state.update(model_matrix(call, frame, na_action="raise").model_spec.transform_state)
     return state
 
 
