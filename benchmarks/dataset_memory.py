@@ -51,6 +51,7 @@ def main():
     args = ap.parse_args()
     sys.path.insert(0, str(HERE))
     import numpy as np
+    import pandas as pd
     import pyarrow as pa
     import pyarrow.parquet as pq
 

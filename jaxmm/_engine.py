@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from . import _smallmat as sm
 from ._types import AUTODIFF_CHUNK_ROWS, CHUNK_ROWS, Design
@@ -38,7 +37,7 @@ def _chunked(design: Design, chunks: int) -> Design:
     The layout (``_layout.plan_layout``) puts every group inside one chunk, so the Laplace
     likelihood is a sum of independent chunk terms.
     """
-    rows, slots = design.y.shape[0] // chunks, design.n_groups // chunks
+    slots = design.n_groups // chunks
     split = lambda a: a.reshape((chunks, -1) + a.shape[1:])
     offsets = (jnp.arange(chunks, dtype=design.group.dtype) * slots)[:, None]
     tiles = None if design.tile_group is None else split(design.tile_group) - offsets

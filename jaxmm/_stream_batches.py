@@ -199,6 +199,17 @@ def scan(dataset, columns, *, groups, levels, report, missing, share=None, prepa
                    {c: np.concatenate(v) for c, v in argued.items()})
 
 
+def dataset_columns(dataset, wanted, arrays: dict) -> list:
+    """The ``wanted`` columns in the dataset's order, all of them present, and the offset= /
+    weights= ``arrays`` checked against its rows."""
+    names = dataset.schema.names
+    absent = sorted(c for c in wanted if c not in names)
+    if absent:
+        raise DataError(f"column(s) {absent} are not in the dataset (its columns: {names[:20]})")
+    aligned_arrays(dataset, arrays)
+    return [c for c in names if c in wanted]
+
+
 def aligned_arrays(dataset, options: dict) -> None:
     """offset= / weights= given as arrays must hold one value per dataset row."""
     n = None

@@ -18,15 +18,15 @@ import numpy as np
 import pandas as pd
 
 from ._column_stats import aliased_columns
-from ._dataset import open_dataset, release_table
+from ._dataset import open_dataset, release_table, used_columns
 from ._design import _rows_from_formula
 from ._layout import GroupPlan, layout_slots, plan_shapes
 from ._pages import small_pages
 from ._place_rows import _DEFAULTS, _FILLS, aligned_full, group_counts, row_groups, to_device
-from ._stream_batches import aligned_arrays, batch_values, level_columns, row_options, scan, shifted, tables
+from ._stream_batches import batch_values, dataset_columns, level_columns, row_options, scan, shifted, tables
 from ._stream_state import argument_columns, arguments_of, learnt_state
 from ._types import Design, DesignInfo, abstract_design
-from .errors import DataError, JaxmmWarning
+from .errors import JaxmmWarning
 
 
 class StreamedPlan(NamedTuple):
@@ -68,14 +68,8 @@ def plan_streamed(spec, data, *, trials=None, offset=None, weights=None, bucket=
     stateful transforms' state from all the processes' rows (``_stream_state.shared_state``)."""
     dataset = open_dataset(data)
     schema = dataset.schema
-    named = [c for c in (trials, offset, weights) if isinstance(c, str)]
-    wanted = spec.columns | {spec.group} | set(named)
-    absent = sorted(c for c in wanted if c not in schema.names)
-    if absent:
-        raise DataError(f"column(s) {absent} are not in the dataset (its columns: {schema.names[:20]})")
-    columns = [c for c in schema.names if c in wanted]
     arrays = {"offset": offset, "weights": weights}
-    aligned_arrays(dataset, arrays)
+    columns = dataset_columns(dataset, used_columns(spec, trials, offset, weights) | {spec.group}, arrays)
     levels = level_columns(spec, schema)
     learnt = argument_columns(spec)
     found = scan(dataset, columns, groups=[spec.group], levels=levels, report=columns, missing=missing, share=share,

@@ -21,9 +21,9 @@ from ._design import _Rows, _rows_from_formula
 from ._grouping import interaction
 from ._pages import small_pages
 from ._stream_state import argument_columns, arguments_of, learnt_state
-from ._stream_batches import aligned_arrays, batch_values, level_columns, model_columns, row_options, scan, shifted, \
+from ._stream_batches import batch_values, dataset_columns, level_columns, model_columns, row_options, scan, shifted, \
     tables
-from .errors import DataError, JaxmmWarning
+from .errors import JaxmmWarning
 
 
 @small_pages()
@@ -35,14 +35,8 @@ def streamed_rows(specs, dataset, *, factors: dict, trials=None, offset=None, we
     Z, groups (a ``pd.Categorical``), names and encodings. ``factors``: the grouping columns
     that are interactions, {name: columns}, labelled on each batch as a table's fit labels them."""
     first = specs[0]
-    schema = dataset.schema
-    wanted = used_columns(first, trials, offset, weights, by)
-    absent = sorted(c for c in wanted if c not in schema.names)
-    if absent:
-        raise DataError(f"column(s) {absent} are not in the dataset (its columns: {schema.names[:20]})")
-    columns = [c for c in schema.names if c in wanted]
     arrays = {"offset": offset, "weights": weights}
-    aligned_arrays(dataset, arrays)
+    columns = dataset_columns(dataset, used_columns(first, trials, offset, weights, by), arrays)
     prepare = None
     if factors:
         prepare = lambda table: table.assign(**{name: interaction(table, parts) for name, parts in factors.items()})
@@ -50,7 +44,7 @@ def streamed_rows(specs, dataset, *, factors: dict, trials=None, offset=None, we
     # term's interaction (its grouping column)
     report = columns + [first.group] * (first.group in factors)
     learnt = tuple(sorted({c for s in specs for c in argument_columns(s)}))  # every term's transforms
-    found = scan(dataset, columns, groups=[s.group for s in specs], levels=level_columns(first, schema),
+    found = scan(dataset, columns, groups=[s.group for s in specs], levels=level_columns(first, dataset.schema),
                  report=report, missing=missing, prepare=prepare, collect=[by] if by is not None else [],
                  arrays=arrays, arguments=arguments_of(first, learnt) if learnt else None)
     # the sample gives names and encodings, its transforms' state learnt from all the rows;

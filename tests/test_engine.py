@@ -14,7 +14,7 @@ from jaxmm._families import get_family
 from jaxmm._inner import InnerOptions, conditional_modes
 from jaxmm._laplace import laplace_loglik
 from jaxmm._lmm import lmm_loglik, lmm_stats, profiled_loglik
-from jaxmm._params import Params, chol_from_vec, pack, unpack
+from jaxmm._params import Params, pack, unpack
 
 from conftest import central_differences, second_differences, small_jit
 
