@@ -20,6 +20,7 @@ from ._layout import GroupPlan, plan_groups
 from ._model_matrix import _HEAD_ROWS, _factor_levels_of, _head_matrix, _lme4_names, _model_matrix
 from ._pages import small_pages
 from ._place_rows import _nonnegative_weights, make_design
+from ._row_numbers import At, renumbered
 from ._plain_matrix import (PlainMatrix, _checked_sources, _levels_of, _plain_gram, _plain_matrix, _plain_terms,
                             _sample_rows)
 from ._table import _as_float, _column, _group_column, _missing_rows, _response, _row_values, _used_columns, as_pandas
@@ -74,6 +75,15 @@ def _rows_from_formula(spec: FormulaSpec, data, *, trials=None, offset=None, wei
         weights = weights if weights is None or isinstance(weights, str) else np.asarray(weights)[keep]
         if len(data) == 0:
             raise DataError(f"every row has a missing value in the model's columns {used}")
+    evaluate = lambda: _kept_rows(spec, data, trials, offset, weights, check_response, defer_plain, total, aliasing,
+                                  state, n_dropped)
+    # a problem in the kept rows names its row of the table, not its position among them
+    return renumbered(evaluate, At(0, np.flatnonzero(~drop)), np.arange(len(data))) if n_dropped else evaluate()
+
+
+def _kept_rows(spec, data, trials, offset, weights, check_response, defer_plain, total, aliasing, state,
+               n_dropped) -> _Rows:
+    """:func:`_rows_from_formula` of the rows kept."""
     groups = _group_column(data, spec.group)
     y = _response(spec, data)
     # formulaic reads only jaxmm's text for the formula (spec.fixed_text, spec.random_text),

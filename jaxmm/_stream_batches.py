@@ -6,7 +6,6 @@ input order of several-term and ``by=`` fits (``_stream_rows``).
 """
 from __future__ import annotations
 
-import re
 from typing import NamedTuple
 
 import numpy as np
@@ -18,6 +17,7 @@ from ._formula_eval import model_frame
 from ._formula_nodes import columns_of
 from ._grouping import _mixed_groups, unique_inverse
 from ._model_matrix import _HEAD_ROWS, for_formulaic
+from ._row_numbers import At, renumbered
 from ._table import _as_float, _group_column, _response, missing_error, missing_report
 from .errors import DataError
 
@@ -36,31 +36,6 @@ def level_columns(spec, schema) -> list:
         if b.kind != "numeric":
             named |= columns_of(b.expr)
     return [c for c in schema.names if c in named and not pa.types.is_floating(schema.field(c).type)]
-
-
-class At(NamedTuple):
-    """Where a table's rows lie: ``start``, the position of its first row among the rows read
-    (a process's share counts its own rows), and ``numbers``, their dataset rows where the
-    rows read are not all the dataset's (a share)."""
-
-    start: int
-    numbers: np.ndarray | None = None
-
-    def dataset_rows(self, positions) -> np.ndarray:
-        """The dataset rows of the table's rows at ``positions``."""
-        positions = np.asarray(positions, dtype=np.int64)
-        return positions + self.start if self.numbers is None else self.numbers[positions]
-
-
-def shifted(step, at: At, index):
-    """``step()`` on a table, its DataError's "first rows: [...]" (positions in the table,
-    whose ``index`` holds their positions in the batch) made the dataset's row numbers."""
-    try:
-        return step()
-    except DataError as exc:
-        shift = lambda m: "first rows: [" + ", ".join(
-            str(int(v)) for v in at.dataset_rows(np.asarray(index)[[int(v) for v in m.group(1).split(", ")]])) + "]"
-        raise DataError(re.sub(r"first rows: \[([\d, ]+)\]", shift, str(exc))) from None
 
 
 def batches(dataset, columns, share=None):
@@ -141,12 +116,12 @@ def scan(dataset, columns, *, groups, levels, report, missing, share=None, prepa
     unfilled = {} if missing == "raise" else None  # column -> [rows, first rows], over the batches
     for at, table in tables(dataset, columns, share, prepare):
         n, start = len(table), at.start
-        drop, found = shifted(lambda: missing_report(table, report, row_options(arrays or {}, start, table.index)), at,
+        drop, found = renumbered(lambda: missing_report(table, report, row_options(arrays or {}, start, table.index)), at,
                               table.index)
         for name, count, first in found if unfilled is not None else ():
             so_far = unfilled.setdefault(name, [0, []])
             so_far[0] += count
-            so_far[1] = (so_far[1] + at.dataset_rows(first).tolist())[:5]
+            so_far[1] = (so_far[1] + at.data_rows(first).tolist())[:5]
         if drop.any():
             dropped.append(np.flatnonzero(drop) + start)
             table = table.loc[~drop]

@@ -23,7 +23,8 @@ from ._design import _rows_from_formula
 from ._layout import GroupPlan, layout_slots, plan_shapes
 from ._pages import small_pages
 from ._place_rows import _DEFAULTS, _FILLS, aligned_full, group_counts, row_groups, to_device
-from ._stream_batches import batch_values, dataset_columns, level_columns, row_options, scan, shifted, tables
+from ._row_numbers import renumbered
+from ._stream_batches import batch_values, dataset_columns, level_columns, row_options, scan, tables
 from ._stream_state import argument_columns, arguments_of, learnt_state
 from ._types import Design, DesignInfo, abstract_design
 from .errors import JaxmmWarning
@@ -119,7 +120,7 @@ def place_streamed(plan: StreamedPlan, *, dtype="float64", host: bool = False, t
     gram, sums, done = np.zeros((p, p)), np.zeros(p), 0
     enc = sample.encoders
     for at, table in tables(plan.dataset, plan.columns, plan.share, kept=plan.kept):
-        values = shifted(lambda: batch_values(spec, enc, table, row_options(options, at.start, table.index)),
+        values = renumbered(lambda: batch_values(spec, enc, table, row_options(options, at.start, table.index)),
                          at, table.index)
         slots = layout.row_slot[done:done + len(table)]
         for name, v in values.items():

@@ -20,9 +20,9 @@ from ._dataset import release_table, used_columns
 from ._design import _Rows, _rows_from_formula
 from ._grouping import interaction
 from ._pages import small_pages
+from ._row_numbers import renumbered
 from ._stream_state import argument_columns, arguments_of, learnt_state
-from ._stream_batches import batch_values, dataset_columns, level_columns, model_columns, row_options, scan, shifted, \
-    tables
+from ._stream_batches import batch_values, dataset_columns, level_columns, model_columns, row_options, scan, tables
 from .errors import JaxmmWarning
 
 
@@ -66,14 +66,14 @@ def streamed_rows(specs, dataset, *, factors: dict, trials=None, offset=None, we
     extra = {k: np.empty(n) for k, on in given.items() if on}
     gram, done = np.zeros((p, p)), 0
     for at, table in tables(dataset, columns, prepare=prepare, kept=found.kept):
-        values = shifted(lambda: batch_values(first, sampled[0].encoders, table,
+        values = renumbered(lambda: batch_values(first, sampled[0].encoders, table,
                                               row_options(options, at.start, table.index)), at, table.index)
         rows = slice(done, done + len(table))
         X[rows], Zs[0][rows], y[rows] = values["X"], values["Z"], values["y"]
         for name, out in extra.items():
             out[rows] = values[name]
         for spec, r, Z in zip(specs[1:], sampled[1:], Zs[1:]):
-            Z[rows] = shifted(lambda: model_columns(spec, r.encoders, table, fixed=False)[1], at, table.index)
+            Z[rows] = renumbered(lambda: model_columns(spec, r.encoders, table, fixed=False)[1], at, table.index)
         gram += values["X"].T @ values["X"]
         done = rows.stop
     del table, values

@@ -271,8 +271,8 @@ def test_partition_dataset_puts_each_group_in_one_part(tmp_path, cbpp):
 
 
 def test_problems_are_named_by_their_dataset_rows_in_a_share_and_after_drops(tmp_path, small_batches):
-    # a process's share and the rows kept after drops are not the dataset's rows: an error
-    # found in them still names the dataset's row numbers
+    # a process's share and the rows kept after drops are not the data's rows: an error
+    # found in them still names the data's row numbers
     from jaxmm._dataset import hash_parts
     from jaxmm._formula import parse_formula
     from jaxmm._stream_design import plan_streamed
@@ -291,8 +291,9 @@ def test_problems_are_named_by_their_dataset_rows_in_a_share_and_after_drops(tmp
     plan = plan_streamed(spec, folder, weights="w", missing="drop", tile=1, share=("g", p, 3))
     with pytest.raises(DataError, match=r"weights has 1 negative value\(s\) \(first rows: \[90\]\)"):
         plan.place(tile=1, host=True)
-    with pytest.raises(DataError, match=r"weights has 1 negative value\(s\) \(first rows: \[90\]\)"):
-        jaxmm.fit("y ~ x + (1 | g)", folder, weights="w", missing="drop")
+    for source in (folder, data):  # the table's fit names its own rows so too
+        with pytest.raises(DataError, match=r"weights has 1 negative value\(s\) \(first rows: \[90\]\)"):
+            jaxmm.fit("y ~ x + (1 | g)", source, weights="w", missing="drop")
 
 
 @pytest.mark.parametrize("n_processes", [3, 4])
