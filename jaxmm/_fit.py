@@ -255,7 +255,7 @@ def fit(formula: str, data, family="gaussian", *, method: str | None = None, tri
         # longer part, runs without the GIL and overlaps the layout (docs/performance.md).
         lowered.wait()
     design, info = planned.place(dtype=dtype, host=mesh is not None, tile=tile)
-    # The table and its host rows end here, before the fit's temporaries are allocated.
+    # The planned host rows end here, before the fit's temporaries are allocated.
     del planned, data
     if mesh is not None:
         design = place(design, mesh)
