@@ -114,6 +114,10 @@ def main(n_processes: int = 2) -> int:
     procs = [subprocess.Popen([sys.executable, __file__, "--worker", str(i), str(port), str(n_processes), folder],
                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for i in range(n_processes)]
+    # the single-process fits meanwhile, on the cores the workers leave idle while they wait
+    # for one another in their collectives
+    single = summary(jaxmm.fit(FORMULA, data(), "binomial"))
+    single["crossed"] = summary(jaxmm.fit(CROSSED, data(), "binomial"))
     results = []
     for p in procs:
         out, err = p.communicate(timeout=600)
@@ -123,8 +127,6 @@ def main(n_processes: int = 2) -> int:
         results.append(json.loads(out.strip().splitlines()[-1]))
 
     shutil.rmtree(folder)
-    single = summary(jaxmm.fit(FORMULA, data(), "binomial"))
-    single["crossed"] = summary(jaxmm.fit(CROSSED, data(), "binomial"))
     for r in results:
         print(f"process {r['process']}: {r['local_devices']} local of {r['global_devices']} devices, read "
               f"{r['own_rows']} and {r['file']['own_rows']} of {r['n_obs']} rows, loglik {r['loglik']:.10f}, "
