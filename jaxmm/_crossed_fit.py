@@ -9,7 +9,6 @@ rows over the devices (:mod:`._crossed_shard`).
 from __future__ import annotations
 
 import dataclasses
-import warnings
 
 import numpy as np
 import pandas as pd
@@ -28,6 +27,7 @@ from ._optimize import OptOptions, Status
 from ._results import FitOptions
 from ._params import n_chol
 from ._table import _column, as_pandas
+from ._warn import warn
 from .errors import ArgumentError, ConvergenceWarning, DataError, SingularFitWarning
 
 
@@ -202,12 +202,10 @@ def _fit_by(keys, by: str, rows, factors, fixef_names, fam, method, formula, opt
     converged = batch.converged.to_numpy()
     failed = [k for k, c in zip(batch.keys, converged) if not c]
     if failed:
-        warnings.warn(f"{len(failed)} of {len(batch)} fits did not converge (by={by!r} values {failed[:5]}"
-                      f"{' ...' if len(failed) > 5 else ''}); see .converged and .message", ConvergenceWarning,
-                      stacklevel=5)
+        warn(f"{len(failed)} of {len(batch)} fits did not converge (by={by!r} values {failed[:5]}"
+                      f"{' ...' if len(failed) > 5 else ''}); see .converged and .message", ConvergenceWarning)
     n_singular = int(np.sum(batch.singular.to_numpy() & converged))
     if n_singular:
-        warnings.warn(f"{n_singular} of {len(batch)} fits are boundary (singular) fits: a random-effect variance "
-                      "is estimated as zero (or a correlation as ±1); see .singular", SingularFitWarning,
-                      stacklevel=5)
+        warn(f"{n_singular} of {len(batch)} fits are boundary (singular) fits: a random-effect variance "
+                      "is estimated as zero (or a correlation as ±1); see .singular", SingularFitWarning)
     return batch

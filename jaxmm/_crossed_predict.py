@@ -48,7 +48,7 @@ def _new_parts(res, newdata: pd.DataFrame, offset, chosen):
         X = Xk if X is None else X
         Zs.append(Z)
         if k in chosen:
-            pos, unseen = level_positions(term.values, factor_keys(newdata, term.columns), term.label, 6)
+            pos, unseen = level_positions(term.values, factor_keys(newdata, term.columns), term.label)
             new_groups += [(term.label, v) for v in unseen if (term.label, v) not in new_groups]
         else:
             pos = np.full(len(newdata), -1)

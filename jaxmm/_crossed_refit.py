@@ -5,7 +5,6 @@ static arguments, so nothing recompiles); only the simulator is a program of its
 """
 from __future__ import annotations
 
-import warnings
 
 import jax
 import jax.numpy as jnp
@@ -20,6 +19,7 @@ from ._optimize import Status
 from ._params import same_block
 from ._sharding import outputs_to_host, to_host
 from ._simulate import _check_n_seed
+from ._warn import warn
 from .errors import ConvergenceWarning
 
 
@@ -116,6 +116,6 @@ def bootstrap(res, n: int = 500, seed: int = 0) -> pd.DataFrame:
         np.isfinite(frame.to_numpy()[:, :len(res.fixef)]), axis=1)
     frame.attrs["converged"] = converged
     if not converged.all():
-        warnings.warn(f"{int((~converged).sum())} of {n} bootstrap refits did not converge "
-                      "(attrs['converged'] flags them)", ConvergenceWarning, stacklevel=3)
+        warn(f"{int((~converged).sum())} of {n} bootstrap refits did not converge "
+                      "(attrs['converged'] flags them)", ConvergenceWarning)
     return frame

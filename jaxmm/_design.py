@@ -6,7 +6,6 @@ are placed (``_place_rows``). Everything after it sees only the arrays.
 """
 from __future__ import annotations
 
-import warnings
 from typing import NamedTuple
 
 import numpy as np
@@ -25,6 +24,7 @@ from ._plain_matrix import (PlainMatrix, _checked_sources, _levels_of, _plain_gr
                             _sample_rows)
 from ._table import _as_float, _column, _group_column, _missing_rows, _response, _row_values, _used_columns, as_pandas
 from ._types import TILE_ROWS, Design, DesignInfo, Encoders, abstract_design
+from ._warn import warn
 from .errors import DataError, JaxmmWarning
 
 
@@ -126,8 +126,8 @@ def _kept_rows(spec, data, trials, offset, weights, check_response, defer_plain,
     del fixed  # formulaic's frames: at 10M rows each held copy is hundreds of MB
     if dropped:
         names = [fixed_names[j] for j in dropped]
-        warnings.warn(f"fixed-effect model matrix is rank deficient; dropping aliased column(s) {names}",
-                      JaxmmWarning, stacklevel=4)
+        warn(f"fixed-effect model matrix is rank deficient; dropping aliased column(s) {names}",
+                      JaxmmWarning)
         keep = [j for j in range(len(raw_names)) if j not in dropped]
         fixed_names, raw_names = [fixed_names[j] for j in keep], [raw_names[j] for j in keep]
         if X is None:

@@ -1,7 +1,6 @@
 """``jaxmm.fit``: formula and table in, labelled immutable result out."""
 from __future__ import annotations
 
-import warnings
 
 import jax
 import numpy as np
@@ -22,6 +21,7 @@ from ._quadrature import MAX_QUADRATURE_DIM, check_dimension, check_nodes, nodes
 from ._fit_result import _outcome, _result
 from ._results import FitOptions
 from ._sharding import make_mesh, place, resolve_devices, to_host
+from ._warn import warn
 from .errors import ArgumentError, ConvergenceWarning, DataError, JaxmmWarning, SingularFitWarning
 
 _METHODS = {"gaussian": ("REML", "ML"), "other": ("laplace", "AGHQ")}
@@ -286,13 +286,13 @@ def _warned(res):
     """``res``, after warning that it did not converge or is a boundary (singular) fit (at the
     caller of ``fit``: past this function, ``fit`` and its heap-freezing wrapper)."""
     if not res.converged:
-        warnings.warn(f"the fit did not converge: {res.message}", ConvergenceWarning, stacklevel=4)
+        warn(f"the fit did not converge: {res.message}", ConvergenceWarning)
     elif res.singular:
-        warnings.warn(
+        warn(
             "boundary (singular) fit: a random-effect variance is estimated as zero (or a correlation as "
             "±1), so D is singular. The data do not support this random-effects structure; the fixed "
             "effects are still valid, but consider dropping the term with zero variance.",
-            SingularFitWarning, stacklevel=4)
+            SingularFitWarning)
     return res
 
 
@@ -311,9 +311,9 @@ def _tile_rows(fam) -> int:
 def _progress_possible(verbose):
     """``verbose``, or False with a warning where no host callback can run."""
     if verbose and not _progress.available():
-        warnings.warn("verbose=True prints progress through a JAX host callback, which needs JAX's CPU "
+        warn("verbose=True prints progress through a JAX host callback, which needs JAX's CPU "
                       "platform; JAX_PLATFORMS does not list 'cpu' (use e.g. JAX_PLATFORMS=cuda,cpu). "
-                      "Fitting without progress lines.", JaxmmWarning, stacklevel=4)
+                      "Fitting without progress lines.", JaxmmWarning)
         return False
     return verbose
 
@@ -349,12 +349,10 @@ def _fit_by(spec, data, fam, method, by, formula, fit_options, dtype, bucket) ->
     )
     failed = [k for k, c in zip(keys, converged) if not c]
     if failed:
-        warnings.warn(f"{len(failed)} of {len(keys)} fits did not converge (by={by!r} values {failed[:5]}"
-                      f"{' ...' if len(failed) > 5 else ''}); see .converged and .message", ConvergenceWarning,
-                      stacklevel=4)
+        warn(f"{len(failed)} of {len(keys)} fits did not converge (by={by!r} values {failed[:5]}"
+                      f"{' ...' if len(failed) > 5 else ''}); see .converged and .message", ConvergenceWarning)
     n_singular = int(np.sum(singular & converged))
     if n_singular:
-        warnings.warn(f"{n_singular} of {len(keys)} fits are boundary (singular) fits: a random-effect variance "
-                      "is estimated as zero (or a correlation as ±1); see .singular", SingularFitWarning,
-                      stacklevel=4)
+        warn(f"{n_singular} of {len(keys)} fits are boundary (singular) fits: a random-effect variance "
+                      "is estimated as zero (or a correlation as ±1); see .singular", SingularFitWarning)
     return batch

@@ -1,7 +1,6 @@
 """Predictions from a fitted model, for its own rows or a new table (pandas at this edge)."""
 from __future__ import annotations
 
-import warnings
 
 import jax.numpy as jnp
 import numpy as np
@@ -11,6 +10,7 @@ from ._model_matrix import for_formulaic
 from ._table import _as_float, _column, as_pandas
 from ._formula_eval import evaluate, model_frame
 from ._formula_nodes import unparse
+from ._warn import warn
 from .errors import ArgumentError, DataError, JaxmmWarning
 
 _TYPES = ("response", "link")
@@ -49,10 +49,9 @@ def new_offset(spec, newdata: pd.DataFrame, fit_offset, offset):
     return out
 
 
-def level_positions(levels, keys, group_name: str, stacklevel: int = 5):
+def level_positions(levels, keys, group_name: str):
     """(position of each key among the fitted ``levels``, −1 for a level not seen in fitting;
-    the unseen levels), warning how many rows they hold (``stacklevel``: at the caller of
-    the result's ``predict``)."""
+    the unseen levels), warning how many rows they hold."""
     if pd.isna(keys).any():
         rows = np.flatnonzero(pd.isna(keys))
         raise DataError(f"newdata: grouping column {group_name!r} has missing values (first rows: "
@@ -61,9 +60,9 @@ def level_positions(levels, keys, group_name: str, stacklevel: int = 5):
     unseen = pos < 0
     new_groups = pd.unique(keys[unseen]).tolist() if unseen.any() else []
     if new_groups:
-        warnings.warn(f"{int(unseen.sum())} row(s) of newdata belong to {len(new_groups)} group(s) of "
+        warn(f"{int(unseen.sum())} row(s) of newdata belong to {len(new_groups)} group(s) of "
                       f"{group_name!r} not seen in fitting (e.g. {new_groups[:3]}); their random "
-                      "effects are set to 0 (the population value)", JaxmmWarning, stacklevel=stacklevel)
+                      "effects are set to 0 (the population value)", JaxmmWarning)
     return pos, new_groups
 
 

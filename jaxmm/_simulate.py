@@ -9,7 +9,6 @@ a fit compiles only the simulator (docs/performance.md).
 """
 from __future__ import annotations
 
-import warnings
 
 import jax
 import jax.numpy as jnp
@@ -22,6 +21,7 @@ from ._jit import Kernels, compiled
 from ._gc import with_frozen_heap
 from ._optimize import OptOptions, Status
 from ._sharding import to_host
+from ._warn import warn
 from .errors import ArgumentError, ConvergenceWarning
 
 # Replicates refitted per compiled call: bounded so that n_batch × rows stays near 2²² values.
@@ -174,6 +174,6 @@ def bootstrap(res, n: int = 500, seed: int = 0) -> pd.DataFrame:
     converged = (out["status"] == Status.CONVERGED) & np.all(np.isfinite(out["beta"]), axis=1)
     frame.attrs["converged"] = converged
     if not converged.all():
-        warnings.warn(f"{int((~converged).sum())} of {n} bootstrap refits did not converge "
-                      "(attrs['converged'] flags them)", ConvergenceWarning, stacklevel=3)
+        warn(f"{int((~converged).sum())} of {n} bootstrap refits did not converge "
+                      "(attrs['converged'] flags them)", ConvergenceWarning)
     return frame

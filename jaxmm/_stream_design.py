@@ -11,7 +11,6 @@ Gram matrix summed over the batches.
 """
 from __future__ import annotations
 
-import warnings
 from typing import NamedTuple
 
 import numpy as np
@@ -27,6 +26,7 @@ from ._row_numbers import renumbered
 from ._stream_batches import batch_values, dataset_columns, level_columns, row_options, scan, tables
 from ._stream_state import argument_columns, arguments_of, learnt_state
 from ._types import Design, DesignInfo, abstract_design
+from ._warn import warn
 from .errors import JaxmmWarning
 
 
@@ -141,8 +141,8 @@ def place_streamed(plan: StreamedPlan, *, dtype="float64", host: bool = False, t
     fixef_names, encoders = sample.fixef_names, enc
     if dropped:
         names = [fixef_names[j] for j in dropped]
-        warnings.warn(f"fixed-effect model matrix is rank deficient; dropping aliased column(s) {names}",
-                      JaxmmWarning, stacklevel=5)
+        warn(f"fixed-effect model matrix is rank deficient; dropping aliased column(s) {names}",
+                      JaxmmWarning)
         keep = [j for j in range(p) if j not in dropped]
         arrays["X"] = _aligned_copy(arrays["X"][:, keep])
         fixef_names = tuple(fixef_names[j] for j in keep)

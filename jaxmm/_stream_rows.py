@@ -10,7 +10,6 @@ over the batches.
 """
 from __future__ import annotations
 
-import warnings
 
 import numpy as np
 import pandas as pd
@@ -23,6 +22,7 @@ from ._pages import small_pages
 from ._row_numbers import renumbered
 from ._stream_state import argument_columns, arguments_of, learnt_state
 from ._stream_batches import batch_values, dataset_columns, level_columns, model_columns, row_options, scan, tables
+from ._warn import warn
 from .errors import JaxmmWarning
 
 
@@ -81,8 +81,8 @@ def streamed_rows(specs, dataset, *, factors: dict, trials=None, offset=None, we
     fixef_names, encoders = sampled[0].fixef_names, sampled[0].encoders
     dropped = aliased_columns(None, gram=gram)
     if dropped:
-        warnings.warn(f"fixed-effect model matrix is rank deficient; dropping aliased column(s) "
-                      f"{[fixef_names[j] for j in dropped]}", JaxmmWarning, stacklevel=6)
+        warn(f"fixed-effect model matrix is rank deficient; dropping aliased column(s) "
+                      f"{[fixef_names[j] for j in dropped]}", JaxmmWarning)
         keep = [j for j in range(p) if j not in dropped]
         X, fixef_names = X[:, keep], tuple(fixef_names[j] for j in keep)
         encoders = encoders._replace(fixed_kept=tuple(encoders.fixed_kept[j] for j in keep))

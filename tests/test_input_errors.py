@@ -1,6 +1,7 @@
 """No silent or unclear answers: inputs a fit cannot honestly use are clear jaxmm errors."""
 import dataclasses
 import json
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -134,3 +135,27 @@ def test_result_records_its_options_and_status(cbpp_fit):
     assert res.max_abs_grad == res.to_dict()["convergence"]["max_abs_grad"]
     with pytest.raises(dataclasses.FrozenInstanceError):
         res.fit_options.trials = "other"
+
+
+def test_warnings_name_the_callers_line(tmp_path):
+    # every path's warnings are attributed to the line that called jaxmm (jaxmm._warn), not
+    # to a line inside it: one term, several terms, by=, a streamed dataset, predict
+    from conftest import DATA
+    from jaxmm.errors import JaxmmWarning
+
+    data = pd.read_csv(DATA / "sleepstudy_reml.csv").assign(twice=lambda d: 2 * d["Days"],
+                                                           rep=lambda d: np.arange(len(d)) % 2)
+    folder = tmp_path / "sleep.parquet"
+    data.to_parquet(folder, index=False)
+    one = "Reaction ~ Days + twice + (1 | Subject)"
+    several = "Reaction ~ Days + twice + (1 | Subject) + (0 + Days | Subject)"
+    calls = [lambda: jaxmm.fit(one, data), lambda: jaxmm.fit(one, folder), lambda: jaxmm.fit(several, data),
+             lambda: jaxmm.fit(several, folder), lambda: jaxmm.fit(one, data, by="rep"),
+             lambda: fitted.predict(data.assign(Subject=data["Subject"].astype(str) + "new"))]
+    for k, call in enumerate(calls):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            out = call()
+        fitted = out if k == 0 else fitted
+        ours = [w for w in caught if issubclass(w.category, JaxmmWarning)]
+        assert ours and all(w.filename == __file__ for w in ours), [(w.filename, str(w.message)[:60]) for w in ours]
