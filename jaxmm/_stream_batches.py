@@ -114,10 +114,11 @@ def scan(dataset, columns, *, groups, levels, report, missing, share=None, prepa
     gathered, argued = {c: [] for c in collect}, {}
     dropped, samples, n_rows, kept_rows = [], [], 0, 0
     unfilled = {} if missing == "raise" else None  # column -> [rows, first rows], over the batches
+    table = None
     for at, table in tables(dataset, columns, share, prepare):
         n, start = len(table), at.start
-        drop, found = renumbered(lambda: missing_report(table, report, row_options(arrays or {}, start, table.index)), at,
-                              table.index)
+        cut = row_options(arrays or {}, start, table.index)
+        drop, found = renumbered(lambda: missing_report(table, report, cut), at, table.index)
         for name, count, first in found if unfilled is not None else ():
             so_far = unfilled.setdefault(name, [0, []])
             so_far[0] += count

@@ -233,6 +233,11 @@ def test_dataset_errors_name_the_path_or_column(tmp_path, cbpp):
         jaxmm.fit("y ~ 1 + (1 | g)", DATA / "r_outputs")  # a folder of JSON files
     with pytest.raises(DataError, match="is a file but not Parquet"):
         jaxmm.fit("y ~ 1 + (1 | g)", str(tmp_path / "data.csv"))
+    pd.DataFrame({"y": np.zeros(0), "g": np.zeros(0, int), "h": np.zeros(0, int)}).to_parquet(
+        tmp_path / "empty.parquet", index=False)
+    for formula in ("y ~ 1 + (1 | g)", "y ~ 1 + (1 | g) + (1 | h)"):
+        with pytest.raises(DataError, match="the data have no rows"):
+            jaxmm.fit(formula, tmp_path / "empty.parquet")
 
 
 def test_the_cli_fits_a_dataset_directory(cbpp, capsys):
