@@ -76,7 +76,8 @@ def _evaluate(spec, data, fam, *, trials, offset, weights, missing, by):
     streamed = is_dataset(data)
     if streamed:
         dataset = open_dataset(data)
-        names = [c for c in dataset.schema.names if c in used_columns(spec, trials, offset, weights, by)]
+        used = used_columns(spec, trials, offset, weights, by)
+        names = [c for c in dataset.schema.names if c in used]
     else:
         table = as_pandas(data)
         if len(table) == 0:
@@ -203,9 +204,9 @@ def _fit_by(keys, by: str, rows, factors, fixef_names, fam, method, formula, opt
     failed = [k for k, c in zip(batch.keys, converged) if not c]
     if failed:
         warn(f"{len(failed)} of {len(batch)} fits did not converge (by={by!r} values {failed[:5]}"
-                      f"{' ...' if len(failed) > 5 else ''}); see .converged and .message", ConvergenceWarning)
+             f"{' ...' if len(failed) > 5 else ''}); see .converged and .message", ConvergenceWarning)
     n_singular = int(np.sum(batch.singular.to_numpy() & converged))
     if n_singular:
         warn(f"{n_singular} of {len(batch)} fits are boundary (singular) fits: a random-effect variance "
-                      "is estimated as zero (or a correlation as ±1); see .singular", SingularFitWarning)
+             "is estimated as zero (or a correlation as ±1); see .singular", SingularFitWarning)
     return batch

@@ -46,13 +46,11 @@ class _Rows(NamedTuple):
 
 
 def _rows_from_formula(spec: FormulaSpec, data, *, trials=None, offset=None, weights=None, missing="raise",
-                       check_response=None, by=None, defer_plain: bool = False, total=None,
+                       check_response=None, by=None, defer_plain: bool = False,
                        aliasing: bool = True, state=None) -> _Rows:
     """The formula's host arrays, every row and value checked. ``defer_plain=True`` leaves
     the plain matrices unfilled (:class:`PlainMatrix`), for :func:`make_design` to lay out
-    once a fit has started compiling. ``total``: where the rows are one process's share of
-    a job's, the sum of an array over the processes (``_collective.total``), so that the
-    aliased columns are found from all the rows' Gram matrix. ``aliasing=False`` keeps every
+    once a fit has started compiling. ``aliasing=False`` keeps every
     column (the caller finds the aliased ones from rows it sees later). ``state``: the
     stateful transforms' state learnt from other rows (``_stream_state``)."""
     data = as_pandas(data)
@@ -75,13 +73,13 @@ def _rows_from_formula(spec: FormulaSpec, data, *, trials=None, offset=None, wei
         weights = weights if weights is None or isinstance(weights, str) else np.asarray(weights)[keep]
         if len(data) == 0:
             raise DataError(f"every row has a missing value in the model's columns {used}")
-    evaluate = lambda: _kept_rows(spec, data, trials, offset, weights, check_response, defer_plain, total, aliasing,
-                                  state, n_dropped)
+    evaluate = lambda: _kept_rows(spec, data, trials, offset, weights, check_response, defer_plain, aliasing, state,
+                                  n_dropped)
     # a problem in the kept rows names its row of the table, not its position among them
     return renumbered(evaluate, At(0, np.flatnonzero(~drop)), np.arange(len(data))) if n_dropped else evaluate()
 
 
-def _kept_rows(spec, data, trials, offset, weights, check_response, defer_plain, total, aliasing, state,
+def _kept_rows(spec, data, trials, offset, weights, check_response, defer_plain, aliasing, state,
                n_dropped) -> _Rows:
     """:func:`_rows_from_formula` of the rows kept."""
     groups = _group_column(data, spec.group)
@@ -117,17 +115,15 @@ def _kept_rows(spec, data, trials, offset, weights, check_response, defer_plain,
     if not aliasing:
         dropped = []
     elif x_sources is None:
-        dropped = aliased_columns(X) if total is None else aliased_columns(None, gram=total(X.T @ X))
-    elif total is None:
+        dropped = aliased_columns(X)
+    else:
         dropped = aliased_columns(lambda: _plain_matrix(x_sources, frame, levels),
                                   gram=_plain_gram(x_sources, frame, levels))
-    else:
-        dropped = aliased_columns(None, gram=total(_plain_gram(x_sources, frame, levels)))
     del fixed  # formulaic's frames: at 10M rows each held copy is hundreds of MB
     if dropped:
         names = [fixed_names[j] for j in dropped]
         warn(f"fixed-effect model matrix is rank deficient; dropping aliased column(s) {names}",
-                      JaxmmWarning)
+             JaxmmWarning)
         keep = [j for j in range(len(raw_names)) if j not in dropped]
         fixed_names, raw_names = [fixed_names[j] for j in keep], [raw_names[j] for j in keep]
         if X is None:

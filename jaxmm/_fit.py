@@ -312,8 +312,8 @@ def _progress_possible(verbose):
     """``verbose``, or False with a warning where no host callback can run."""
     if verbose and not _progress.available():
         warn("verbose=True prints progress through a JAX host callback, which needs JAX's CPU "
-                      "platform; JAX_PLATFORMS does not list 'cpu' (use e.g. JAX_PLATFORMS=cuda,cpu). "
-                      "Fitting without progress lines.", JaxmmWarning)
+             "platform; JAX_PLATFORMS does not list 'cpu' (use e.g. JAX_PLATFORMS=cuda,cpu). "
+             "Fitting without progress lines.", JaxmmWarning)
         return False
     return verbose
 
@@ -350,9 +350,9 @@ def _fit_by(spec, data, fam, method, by, formula, fit_options, dtype, bucket) ->
     failed = [k for k, c in zip(keys, converged) if not c]
     if failed:
         warn(f"{len(failed)} of {len(keys)} fits did not converge (by={by!r} values {failed[:5]}"
-                      f"{' ...' if len(failed) > 5 else ''}); see .converged and .message", ConvergenceWarning)
+             f"{' ...' if len(failed) > 5 else ''}); see .converged and .message", ConvergenceWarning)
     n_singular = int(np.sum(singular & converged))
     if n_singular:
         warn(f"{n_singular} of {len(keys)} fits are boundary (singular) fits: a random-effect variance "
-                      "is estimated as zero (or a correlation as ±1); see .singular", SingularFitWarning)
+             "is estimated as zero (or a correlation as ±1); see .singular", SingularFitWarning)
     return batch

@@ -61,8 +61,8 @@ def level_positions(levels, keys, group_name: str):
     new_groups = pd.unique(keys[unseen]).tolist() if unseen.any() else []
     if new_groups:
         warn(f"{int(unseen.sum())} row(s) of newdata belong to {len(new_groups)} group(s) of "
-                      f"{group_name!r} not seen in fitting (e.g. {new_groups[:3]}); their random "
-                      "effects are set to 0 (the population value)", JaxmmWarning)
+             f"{group_name!r} not seen in fitting (e.g. {new_groups[:3]}); their random "
+             "effects are set to 0 (the population value)", JaxmmWarning)
     return pos, new_groups
 
 

@@ -175,5 +175,5 @@ def bootstrap(res, n: int = 500, seed: int = 0) -> pd.DataFrame:
     frame.attrs["converged"] = converged
     if not converged.all():
         warn(f"{int((~converged).sum())} of {n} bootstrap refits did not converge "
-                      "(attrs['converged'] flags them)", ConvergenceWarning)
+             "(attrs['converged'] flags them)", ConvergenceWarning)
     return frame

@@ -142,7 +142,7 @@ def place_streamed(plan: StreamedPlan, *, dtype="float64", host: bool = False, t
     if dropped:
         names = [fixef_names[j] for j in dropped]
         warn(f"fixed-effect model matrix is rank deficient; dropping aliased column(s) {names}",
-                      JaxmmWarning)
+             JaxmmWarning)
         keep = [j for j in range(p) if j not in dropped]
         arrays["X"] = _aligned_copy(arrays["X"][:, keep])
         fixef_names = tuple(fixef_names[j] for j in keep)

@@ -82,7 +82,7 @@ def streamed_rows(specs, dataset, *, factors: dict, trials=None, offset=None, we
     dropped = aliased_columns(None, gram=gram)
     if dropped:
         warn(f"fixed-effect model matrix is rank deficient; dropping aliased column(s) "
-                      f"{[fixef_names[j] for j in dropped]}", JaxmmWarning)
+             f"{[fixef_names[j] for j in dropped]}", JaxmmWarning)
         keep = [j for j in range(p) if j not in dropped]
         X, fixef_names = X[:, keep], tuple(fixef_names[j] for j in keep)
         encoders = encoders._replace(fixed_kept=tuple(encoders.fixed_kept[j] for j in keep))

@@ -87,9 +87,9 @@ def _missing_rows(data: pd.DataFrame, columns: list[str], arrays: dict, missing:
     return mask
 
 
-def missing_report(data: pd.DataFrame, columns: list[str], arrays: dict, start: int = 0):
+def missing_report(data: pd.DataFrame, columns: list[str], arrays: dict):
     """(mask of rows with a missing value, [(column, how many, first rows)]); an infinite
-    value is a DataError whatever ``missing`` says. Rows are counted from ``start``."""
+    value is a DataError whatever ``missing`` says."""
     mask = np.zeros(len(data), bool)
     report = []
     for col in columns:
@@ -101,14 +101,14 @@ def missing_report(data: pd.DataFrame, columns: list[str], arrays: dict, start: 
             continue  # one pass for the common case; NaN and inf are told apart below
         bad = pd.isna(values).to_numpy()
         if bad.any():
-            report.append((repr(col), int(bad.sum()), (np.flatnonzero(bad)[:5] + start).tolist()))
+            report.append((repr(col), int(bad.sum()), np.flatnonzero(bad)[:5].tolist()))
             mask |= bad
         if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
             # inf is not "missing": it is an error whatever `missing` says
             inf = np.isinf(values.to_numpy(dtype=float, na_value=0.0))
             if inf.any():
                 raise DataError(f"column {col!r} has {int(inf.sum())} infinite value(s) "
-                                f"(first rows: {(np.flatnonzero(inf)[:5] + start).tolist()})")
+                                f"(first rows: {np.flatnonzero(inf)[:5].tolist()})")
     for name, arr in arrays.items():
         if arr is None or isinstance(arr, str):
             continue
@@ -117,7 +117,7 @@ def missing_report(data: pd.DataFrame, columns: list[str], arrays: dict, start: 
             continue  # a wrong shape is reported where the array is read
         bad = np.asarray(pd.isna(values))
         if bad.any():
-            report.append((name, int(bad.sum()), (np.flatnonzero(bad)[:5] + start).tolist()))
+            report.append((name, int(bad.sum()), np.flatnonzero(bad)[:5].tolist()))
             mask |= bad
     return mask, report
 
