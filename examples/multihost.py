@@ -11,9 +11,10 @@ processes.
 The launcher writes the table as a Parquet dataset partitioned by a hash of the group
 (``jaxmm.partition_dataset``) and as one plain Parquet file. Given a dataset, each worker
 reads only the rows of its own groups: whole parts of the partitioned one, and the rows
-whose group hashes to it from the plain file. A model with two crossed random-effect terms
-is fitted from the plain file (every process streams all its rows; its rows and pairs of
-cells split over the devices). The launcher checks every fit against an ordinary single-process
+whose group hashes to it from the plain file. Models with two crossed random-effect terms
+are fitted the same way: a Bernoulli GLMM from the plain file (each process's rows are its
+devices' block of the rows) and a gaussian LMM from the partitioned dataset (the processes'
+statistics summed). The launcher checks every fit against an ordinary single-process
 fit of the whole table, and each worker reports its rows and its peak memory.
 
 On a GPU cluster the same code runs with one process per host (or per GPU):
@@ -37,7 +38,8 @@ import numpy as np
 # a text factor: every process builds its columns with the levels of all the rows; poly and
 # scale: their state (the polynomials' coefficients, x's mean and sd) is learnt from all the rows
 FORMULA = "y ~ poly(x, 2) + C(site) + (scale(x) | g)"
-# several random-effect terms: rows and pairs of cells split over the processes' devices
+# several random-effect terms: each process reads its own rows; the pairs of cells split over
+# the devices, and a GLMM's rows too
 CROSSED = "y ~ x + (1 | g) + (1 | h)"
 
 
@@ -60,11 +62,13 @@ def summary(res) -> dict:
     D = [np.asarray(d).tolist() for d in res.D.values()] if isinstance(res.D, dict) else res.D_array.tolist()
     out = {"loglik": res.loglik, "fixef": res.fixef.tolist(), "D": D, "converged": res.converged,
            "n_devices": res.n_devices, "n_obs": res.n_obs}
-    if not isinstance(res.D, dict):  # the modes of every group, by label, and the rows this process holds
+    if not isinstance(res.D, dict):  # the modes of every group, by label
         out["ranef"] = res.ranef_array[np.argsort(np.asarray(res.group_labels))].tolist()
-        out["own_rows"] = len(res.row_index)
-        fitted = res.predict().to_numpy()  # the fitted rows' probabilities: this process's rows
-        out["fitted"] = [fitted.size, fitted.sum(), fitted @ fitted]
+    else:  # every term's modes, by label
+        out["ranef"] = np.concatenate([b.sort_index().to_numpy().ravel() for b in res.ranef.values()]).tolist()
+    fitted = res.predict().to_numpy()  # the fitted rows' means, and how many: this process's rows
+    out["own_rows"] = fitted.size
+    out["fitted"] = [fitted.size, fitted.sum(), fitted @ fitted]
     return out
 
 
@@ -80,8 +84,10 @@ def worker(process_id: int, port: int, n_processes: int, folder: str) -> None:
     res = jaxmm.fit(FORMULA, os.path.join(folder, "parts"), "binomial", devices=devices)
     # the same groups, from one plain file (every process reads it, keeping its groups' rows)
     from_file = jaxmm.fit(FORMULA, os.path.join(folder, "table.parquet"), "binomial", devices=devices)
-    # several terms: every process streams all the rows of the plain file
+    # several terms: each process reads its own rows (of g's hash), a GLMM from the plain file,
+    # an LMM from the partitioned dataset
     crossed = jaxmm.fit(CROSSED, os.path.join(folder, "table.parquet"), "binomial", devices=devices)
+    lmm = jaxmm.fit(CROSSED, os.path.join(folder, "parts"), devices=devices)
     refused = []  # one group's response out of the Bernoulli support (found after the processes
     for bad in ("bad_y.parquet", "bad_x.parquet"):  # summed their Gram matrices), one's x missing
         try:  # (found before): every process raises, none waits for the others
@@ -93,7 +99,7 @@ def worker(process_id: int, port: int, n_processes: int, folder: str) -> None:
 
     print(json.dumps({"process": jax.process_index(), "local_devices": len(jax.local_devices()),
                       "global_devices": devices, **summary(res), "file": summary(from_file),
-                      "crossed": summary(crossed), "refused": refused,
+                      "crossed": summary(crossed), "lmm": summary(lmm), "refused": refused,
                       "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}), flush=True)
     jax.distributed.shutdown()
 
@@ -118,6 +124,7 @@ def main(n_processes: int = 2) -> int:
     # for one another in their collectives
     single = summary(jaxmm.fit(FORMULA, data(), "binomial"))
     single["crossed"] = summary(jaxmm.fit(CROSSED, data(), "binomial"))
+    single["lmm"] = summary(jaxmm.fit(CROSSED, data()))
     results = []
     for p in procs:
         out, err = p.communicate(timeout=600)
@@ -132,26 +139,30 @@ def main(n_processes: int = 2) -> int:
               f"{r['own_rows']} and {r['file']['own_rows']} of {r['n_obs']} rows, loglik {r['loglik']:.10f}, "
               f"fixef {np.round(r['fixef'], 8).tolist()}, peak RSS {r['peak_mb']:.0f} MB")
     print(f"single process: {'':>38} loglik {single['loglik']:.10f}, fixef {np.round(single['fixef'], 8).tolist()}")
-    for name in ("crossed",):
-        print(f"{name}: loglik {results[0][name]['loglik']:.10f} over {2 * n_processes} devices, "
-              f"{single[name]['loglik']:.10f} in one process")
+    for name in ("crossed", "lmm"):
+        print(f"{name}: loglik {results[0][name]['loglik']:.10f} over {2 * n_processes} devices (rows read "
+              f"{[r[name]['own_rows'] for r in results]}), {single[name]['loglik']:.10f} in one process")
 
     def gap(a, b):
-        keys = ("fixef", "D") + (("ranef",) if "ranef" in b else ())
-        return max([abs(a["loglik"] - b["loglik"])] + [float(np.max(np.abs(np.subtract(a[k], b[k])))) for k in keys])
+        return max([abs(a["loglik"] - b["loglik"])] + [float(np.max(np.abs(np.subtract(a[k], b[k]))))
+                                                       for k in ("fixef", "D", "ranef")])
 
     for r in results:
         print(f"process {r['process']} refused the bad response: {r['refused'][0]}\n{'':>10}and the missing x: "
               f"{r['refused'][1]}")
-    fits = [(r["crossed"], single["crossed"]) for r in results] + [(f, single) for r in results for f in (r, r["file"])]
+    fits = ([(r[name], single[name]) for r in results for name in ("crossed", "lmm")]
+            + [(f, single) for r in results for f in (r, r["file"])])
     worst = max(gap(a, b) for a, b in fits)
     # the processes' rows' fitted values add up to the table's (count, sum, sum of squares)
-    for name in (None, "file"):
+    for name in (None, "file", "crossed", "lmm"):
         shares = [(r if name is None else r[name])["fitted"] for r in results]
-        worst = max(worst, float(np.max(np.abs(np.sum(shares, axis=0) - single["fitted"]))))
+        whole = single["fitted"] if name in (None, "file") else single[name]["fitted"]
+        worst = max(worst, float(np.max(np.abs(np.sum(shares, axis=0) - whole))))
     ok = (worst < 1e-8 and all(a["converged"] and a["n_devices"] == 2 * n_processes and a["n_obs"] == b["n_obs"]
                                for a, b in fits)
-          and sum(r["own_rows"] for r in results) == single["n_obs"] == sum(r["file"]["own_rows"] for r in results)
+          and all(sum((r if name is None else r[name])["own_rows"] for r in results) == single["n_obs"]
+                  and max((r if name is None else r[name])["own_rows"] for r in results) < single["n_obs"] / 2
+                  for name in (None, "file", "crossed", "lmm"))
           and all(r["refused"][0] and "response 'y'" in r["refused"][0] for r in results)
           and all(r["refused"][1] and "missing values in 'x'" in r["refused"][1] for r in results))
     print(f"largest difference from the single-process fit: {worst:.2e} -> {'agree' if ok else 'DISAGREE'}")

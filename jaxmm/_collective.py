@@ -64,6 +64,18 @@ def total(values) -> np.ndarray:
     return np.sum([np.asarray(v, values.dtype) for v in _exchange("sum", values.tolist())], axis=0)
 
 
+def array_total(values: np.ndarray, chunk: int = 1 << 22) -> np.ndarray:
+    """The sum over processes of a float array of one shape in every process (a dense block
+    of statistics, too large for :func:`total`'s JSON), gathered a chunk at a time so that
+    no process holds every process's copy of the whole; summed in process order, so that
+    every process gets the same bits."""
+    values = np.asarray(values, np.float64)
+    flat, out = values.ravel(), np.empty(values.size)
+    for at in range(0, flat.size, chunk):
+        out[at:at + chunk] = _allgather(flat[at:at + chunk]).sum(axis=0)
+    return out.reshape(values.shape)
+
+
 def maximum(values) -> np.ndarray:
     """The elementwise maximum over processes."""
     return np.max([np.asarray(v) for v in _exchange("max", np.asarray(values).tolist())], axis=0)

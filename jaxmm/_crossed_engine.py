@@ -154,10 +154,12 @@ def shared_terms(terms) -> tuple:
                  if terms[a].label == terms[b].label)
 
 
-def estimate(rows, terms: tuple, fam, reml: bool, opt: OptOptions = OptOptions(), y=None, mesh=None) -> dict:
+def estimate(rows, terms: tuple, fam, reml: bool, opt: OptOptions = OptOptions(), y=None, mesh=None,
+             job=None) -> dict:
     """The compiled fit of the fitted rows (``_crossed_result.FittedRows``) (with response ``y`` in place of theirs, for
     refits of simulated responses): its outputs on the device. ``mesh``: split the fit over
-    its devices (:mod:`._crossed_shard`)."""
+    its devices (:mod:`._crossed_shard`); ``job``: the rows are this process's of a job whose
+    processes each hold their own, placed on its mesh by ``job`` (``_process_crossed.Job``)."""
     y = rows.y if y is None else y
     Zs, codes = [f.Z for f in terms], [f.codes for f in terms]
     structures, shared = tuple(f.structure for f in terms), shared_terms(terms)
@@ -167,10 +169,14 @@ def estimate(rows, terms: tuple, fam, reml: bool, opt: OptOptions = OptOptions()
         kind = lambda a: None if a is None else np.asarray(a, rows.dtype)
         stats = crossed_stats(kind(y), kind(rows.X), [kind(Z) for Z in Zs], codes, rows.terms,
                               weights=kind(rows.weights), offset=kind(rows.offset))
-        if mesh is not None:
+        if job is not None:
+            stats = job.stats(stats, codes, rows.terms)
+        elif mesh is not None:
             stats = place_stats(pad_stats(stats, rows.terms, mesh.size), mesh)
         return fit_crossed_lmm(stats, rows.terms, structures, reml, opt=opt, shared=shared)
     data = crossed_rows(y, rows.X, Zs, codes, rows.terms, offset=rows.offset, trials=rows.trials, dtype=rows.dtype)
-    if mesh is not None:
+    if job is not None:
+        data = job.rows(data, codes, rows.terms)
+    elif mesh is not None:
         data = place_rows(pad_rows(data, rows.terms, mesh.size), mesh)
     return fit_crossed_glmm(data, rows.terms, structures, fam, opt=opt, shared=shared)

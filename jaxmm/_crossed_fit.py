@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import jax
 import numpy as np
 import pandas as pd
 
@@ -18,6 +19,8 @@ from ._crossed_engine import estimate, shared_terms
 from ._crossed_lmm import plan_terms
 from ._crossed_batch import CrossedBatchResult
 from ._crossed_result import CrossedResult, FactorTerm, FittedRows
+from ._collective import total
+from ._process_crossed import Job, agreed_levels, distinct, own_rows
 from ._dataset import is_dataset, open_dataset, used_columns
 from ._design import _rows_from_formula
 from ._grouping import interaction, unique_inverse
@@ -59,20 +62,25 @@ def fit_terms(spec, data, fam, method: str, formula: str, *, trials, offset, wei
             raise ArgumentError(f"by must be a column name, got {type(by).__name__}")
         if verbose:
             raise ArgumentError("verbose=True reports one optimiser; it is not available with by=")
-    first, factors = _evaluate(spec, data, fam, trials=trials, offset=offset, weights=weights, missing=missing, by=by)
+    # under jax.distributed each process reads its own rows of a dataset (_process_crossed)
+    arrays = any(v is not None and not isinstance(v, str) for v in (offset, weights))  # aligned to all the rows
+    own = mesh is not None and jax.process_count() > 1 and is_dataset(data) and not arrays
+    first, factors = _evaluate(spec, data, fam, trials=trials, offset=offset, weights=weights, missing=missing, by=by,
+                               own=own)
     options = FitOptions(trials=trials, offset=offset, weights=weights, missing=missing)
     fitted = FittedRows(first.X, first.y, first.offset, first.trials, first.weights, first.data.index, None, dtype)
     if by is None:
+        n_dropped = int(total(np.array([first.n_dropped]))[0]) if own else first.n_dropped
         return fit_factors(fitted, factors, first.fixef_names, fam, method, formula, options, verbose,
-                           first.n_dropped, mesh=mesh)
+                           n_dropped, mesh=mesh, own=own)
     return _fit_by(first.data[by].to_numpy(), by, fitted, factors, first.fixef_names, fam, method, formula, options,
                   first.n_dropped)
 
 
-def _evaluate(spec, data, fam, *, trials, offset, weights, missing, by):
+def _evaluate(spec, data, fam, *, trials, offset, weights, missing, by, own=False):
     """The formula on the table, or streamed from a dataset: the first term's rows (fixed
     part, response, options) and every term's :class:`FactorTerm` (codes and levels over all
-    rows)."""
+    rows). ``own``: this process's rows of a dataset, the levels every process's."""
     streamed = is_dataset(data)
     if streamed:
         dataset = open_dataset(data)
@@ -87,7 +95,10 @@ def _evaluate(spec, data, fam, *, trials, offset, weights, missing, by):
     derived = {c: term.factor for term, c in zip(spec.terms, columns) if len(term.factor) > 1}
     specs = [dataclasses.replace(spec, random=term.random, random_text=term.random_text, group=column,
                                  correlated=term.correlated, terms=()) for term, column in zip(spec.terms, columns)]
-    if streamed:
+    if own:
+        rows = own_rows(specs, data, [term.factor for term in spec.terms], factors=derived, trials=trials,
+                        offset=offset, weights=weights, missing=missing, check_response=fam.check_response)
+    elif streamed:
         rows = streamed_rows(specs, dataset, factors=derived, trials=trials, offset=offset, weights=weights,
                              missing=missing, check_response=fam.check_response, by=by)
     else:
@@ -103,6 +114,8 @@ def _evaluate(spec, data, fam, *, trials, offset, weights, missing, by):
     factors = []
     for term, one, r in zip(spec.terms, specs, rows):
         levels, codes = unique_inverse(r.groups)
+        if own:
+            levels, codes = agreed_levels(np.asarray(levels), codes, term.label)
         structure = r.Z.shape[1] if term.correlated else (1,) * r.Z.shape[1]
         factors.append(FactorTerm(term.label, r.re_names, tuple(str(v) for v in np.asarray(levels)), structure,
                                   np.asarray(codes), r.Z, columns=tuple(term.factor), values=np.asarray(levels),
@@ -111,11 +124,12 @@ def _evaluate(spec, data, fam, *, trials, offset, weights, missing, by):
 
 
 def fit_factors(rows: FittedRows, factors, fixef_names, fam, method: str, formula: str, options: FitOptions, verbose,
-                n_dropped: int, where: str = "", mesh=None) -> CrossedResult:
+                n_dropped: int, where: str = "", mesh=None, own: bool = False) -> CrossedResult:
     """The fit of the rows with the terms ``factors`` (``rows.terms`` is planned here);
     ``where`` prefixes the errors (a replicate of ``by=``); ``mesh`` splits the fit over its
-    devices."""
-    n = rows.y.shape[0]
+    devices; ``own``: the rows are this process's share of a job's (their levels all of them)."""
+    count = (lambda v: int(total(np.array([v], np.int64))[0])) if own else (lambda v: v)
+    n = count(rows.y.shape[0])
     for f in factors:
         if len(f.levels) < 2:
             raise DataError(f"{where}grouping factor {f.label!r} has a single level; a random effect needs at least "
@@ -124,12 +138,13 @@ def fit_factors(rows: FittedRows, factors, fixef_names, fam, method: str, formul
             raise DataError(f"{where}grouping factor {f.label!r} has one level per row: its variance cannot be told "
                             "apart from the residual variance (lme4 refuses such a model too)")
     order, terms = plan_terms([f.Z.shape[1] for f in factors], [len(f.levels) for f in factors],
-                              [f.codes for f in factors], [f.label for f in factors])
+                              [f.codes for f in factors], [f.label for f in factors], distinct=distinct if own else None)
     ordered = [factors[k] for k in order]
     rows = dataclasses.replace(rows, terms=terms)
     p = rows.X.shape[1]
     out = _reported(verbose, lambda: estimate(rows, tuple(ordered), fam, method == "REML",
-                                              OptOptions(verbose=bool(verbose)), mesh=mesh))
+                                              OptOptions(verbose=bool(verbose)), mesh=mesh,
+                                              job=Job(mesh) if own else None))
     cov_natural = None
     if fam.exact:
         sigma, vcov = float(out["sigma"]), np.asarray(out["vcov"])
@@ -141,7 +156,7 @@ def fit_factors(rows: FittedRows, factors, fixef_names, fam, method: str, formul
         vcov = cov_natural[:p, :p]
     finite = all(np.all(np.isfinite(np.asarray(v))) for v in (out["beta"], vcov, out["loglik"], *out["chols"]))
     # rows of prior weight 0 take no part in the fit (lme4's nobs leaves them out too)
-    n_obs = n if rows.weights is None else int(np.sum(rows.weights > 0))
+    n_obs = n if rows.weights is None else count(int(np.sum(rows.weights > 0)))
     return CrossedResult(
         formula=formula, method=method, fixef=pd.Series(np.asarray(out["beta"]), index=list(fixef_names)),
         vcov=pd.DataFrame(vcov, index=list(fixef_names), columns=list(fixef_names)),

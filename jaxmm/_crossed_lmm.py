@@ -70,15 +70,17 @@ class Terms(NamedTuple):
 MAX_DENSE_EFFECTS = 20_000
 
 
-def plan_terms(q, m, codes, labels) -> tuple[tuple, Terms]:
+def plan_terms(q, m, codes, labels, distinct=None) -> tuple[tuple, Terms]:
     """(the terms' order, their :class:`Terms`) from each term's effects ``q[k]``, levels
     ``m[k]`` and row codes: the factor with the most levels first (MixedModels.jl's order),
     ties in the given order; nested when in that order every term's levels lie each inside one
     level of the next (class in school in district, or two terms on one factor), so that the
     remainder stays block sparse however many levels. A dense remainder over
-    :data:`MAX_DENSE_EFFECTS` is refused, naming ``labels``."""
+    :data:`MAX_DENSE_EFFECTS` is refused, naming ``labels``. ``distinct(keys)``: how many
+    distinct values the keys of all the rows hold, where ``codes`` are some of them (a process's)."""
+    distinct = distinct or (lambda keys: np.unique(keys).size)
     order = tuple(sorted(range(len(q)), key=lambda k: -m[k]))
-    nested = all(np.unique(np.asarray(codes[a], np.int64) * m[b] + codes[b]).size == m[a]
+    nested = all(distinct(np.asarray(codes[a], np.int64) * m[b] + codes[b]) == m[a]
                  for a, b in zip(order, order[1:]))
     terms = Terms(q=tuple(int(q[k]) for k in order), m=tuple(int(m[k]) for k in order), nested=bool(nested))
     if terms.rest > MAX_DENSE_EFFECTS and not nested:
@@ -194,13 +196,7 @@ def crossed_stats(y, X, Zs, codes, terms: Terms, weights=None, offset=None) -> C
     cell_term = np.concatenate(terms_of)[order]
     Z1tZ2 = np.concatenate(blocks)[order]
     cell_cols = np.concatenate(cell_cols)[order]
-    # the pairs a ≤ b of cells that share a first-factor level (S is symmetric: half of them)
-    counts = np.bincount(cell_level, minlength=m1)
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    index = np.arange(cell_level.size)
-    per_cell = starts[cell_level] + counts[cell_level] - index  # cells from a to its level's last
-    pair_a = np.repeat(index, per_cell)
-    pair_b = pair_a + np.arange(pair_a.size) - np.repeat(np.cumsum(per_cell) - per_cell, per_cell)
+    pair_a, pair_b = cell_pairs(cell_level, m1)
     return CrossedStats(
         Z1tZ1=jnp.asarray(Z1tZ1), Z1tX=jnp.asarray(Z1tX), Z1ty=jnp.asarray(Z1ty),
         Z2tZ2=Z2tZ2 if terms.nested else jnp.asarray(Z2tZ2), Z2tX=jnp.asarray(Z2tX[:r]), Z2ty=jnp.asarray(Z2ty[:r]),
@@ -211,6 +207,18 @@ def crossed_stats(y, X, Zs, codes, terms: Terms, weights=None, offset=None) -> C
         n=jnp.asarray(float(np.sum(w > 0))),
         half_log_w=jnp.asarray(0.5 * np.sum(np.log(w[w > 0]))), parents=parents,
     )
+
+
+def cell_pairs(cell_level: np.ndarray, m1: int) -> tuple[np.ndarray, np.ndarray]:
+    """The pairs a ≤ b of cells (sorted by their first-factor level) that share a first-factor
+    level: S is symmetric, so half of them."""
+    counts = np.bincount(cell_level, minlength=m1)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    index = np.arange(cell_level.size)
+    per_cell = starts[cell_level] + counts[cell_level] - index  # cells from a to its level's last
+    pair_a = np.repeat(index, per_cell)
+    pair_b = pair_a + np.arange(pair_a.size) - np.repeat(np.cumsum(per_cell) - per_cell, per_cell)
+    return pair_a, pair_b
 
 
 def _rest_lam_t(lams, V, terms: Terms):

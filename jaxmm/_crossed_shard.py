@@ -59,12 +59,16 @@ def pad_rows(rows: CrossedRows, terms: Terms, n_devices: int) -> CrossedRows:
     """The rows (and their cells and pairs) padded to multiples of ``n_devices``; the padding
     rows have mask 0."""
     cells, pad_cell = pad_cells(rows.cells, terms, n_devices)
+    return padded_rows(rows._replace(cells=cells), terms, _multiple(rows.y.shape[0], n_devices), pad_cell)
+
+
+def padded_rows(rows: CrossedRows, terms: Terms, total: int, pad_cell: int) -> CrossedRows:
+    """The rows padded to ``total`` with rows of mask 0 in the cell ``pad_cell``."""
     n = rows.y.shape[0]
-    total = _multiple(n, n_devices)
     fills = dict(y=1.0, X=0.0, offset=0.0, trials=1.0, Z1=0.0, g1=0, rc=terms.rest, rv=0.0)
     out = {k: _padded(getattr(rows, k), total, v) for k, v in fills.items()}
     out["mask"] = _padded(np.ones(n, np.asarray(rows.y).dtype), total, 0.0)
-    cells = cells._replace(row_cell=_padded(cells.row_cell, total, pad_cell))
+    cells = rows.cells._replace(row_cell=_padded(rows.cells.row_cell, total, pad_cell))
     return rows._replace(cells=cells, **out)
 
 

@@ -43,7 +43,7 @@ def mesh_processes(mesh) -> tuple[int, int]:
     return owners.index(jax.process_index()), per
 
 
-def _global_array(local: np.ndarray, mesh, position: int, per: int):
+def global_array(local: np.ndarray, mesh, position: int, per: int):
     """One process's block of an array sharded over the mesh's leading axis (its devices'
     chunks) as the global array."""
     n_blocks = mesh.devices.size // per
@@ -72,7 +72,7 @@ def _labels(labels: np.ndarray, slots: np.ndarray, group: str):
     return everyone, slots
 
 
-def _agree_levels(levels: dict) -> dict:
+def agree_text_levels(levels: dict) -> dict:
     """Every process's text levels of each column, merged (sorted, as one table's would be)."""
     everyone = gather_json(levels)
     return {c: sorted(set().union(*(theirs[c] for theirs in everyone))) for c in levels}
@@ -104,7 +104,7 @@ def fit_own_rows(spec, data, fam, method, mesh, *, options, dtype, bucket, tile,
                                   chunk_rows=default_chunk_rows(autodiff=method == "AGHQ"))
     plan = agreed(lambda: plan_streamed(
         spec, source, trials=options.trials, offset=options.offset, weights=options.weights, missing=options.missing,
-        check_response=fam.check_response, tile=tile, share=share, layout_of=layout_of, agree_levels=_agree_levels,
+        check_response=fam.check_response, tile=tile, share=share, layout_of=layout_of, agree_levels=agree_text_levels,
         learn_state=functools.partial(shared_state, total=total)))
     names = gather_json([list(plan.sample.fixef_names), list(plan.re_names)])
     if any(n != names[0] for n in names):
@@ -119,7 +119,7 @@ def fit_own_rows(spec, data, fam, method, mesh, *, options, dtype, bucket, tile,
     row_shift, group_shift = first_chunk * rows_per, first_chunk * groups_per
     host = host._replace(group=host.group + np.int32(group_shift),
                          tile_group=None if host.tile_group is None else host.tile_group + np.int32(group_shift))
-    design = jax.tree_util.tree_map(lambda a: _global_array(np.asarray(a), mesh, position, per), host)
+    design = jax.tree_util.tree_map(lambda a: global_array(np.asarray(a), mesh, position, per), host)
     n_obs, n_dropped = (int(v) for v in total(np.array([layout.row_slot.size, plan.n_dropped], np.int64)))
     all_labels, group_slot = _labels(np.asarray(plan.groups.labels), layout.group_slot + group_shift, spec.group)
     if all_labels.size < 2:

@@ -175,6 +175,22 @@ def scan(dataset, columns, *, groups, levels, report, missing, share=None, prepa
                    {c: np.concatenate(v) for c, v in argued.items()})
 
 
+def agreed_sample(found: Scanned, levels, schema, agree_levels=None) -> pd.DataFrame:
+    """The scan's sample; with ``agree_levels({column: levels})`` (every process's text levels
+    of a job's shares, ``_process_fit``), its text level columns as categoricals of them all, so
+    that a level another process holds is a category here too."""
+    sample = found.sample
+    if agree_levels is not None:
+        import pyarrow as pa
+
+        text = [c for c in levels if pa.types.is_string(schema.field(c).type) or pa.types.is_large_string(
+            schema.field(c).type) or pa.types.is_dictionary(schema.field(c).type)]
+        agreed = agree_levels({c: sorted(map(str, found.seen[c] or ())) for c in text})
+        for c in text:
+            sample[c] = pd.Categorical(sample[c].astype(object), categories=agreed[c])
+    return sample
+
+
 def dataset_columns(dataset, wanted, arrays: dict) -> list:
     """The ``wanted`` columns in the dataset's order, all of them present, and the offset= /
     weights= ``arrays`` checked against its rows."""

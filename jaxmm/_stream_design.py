@@ -23,7 +23,7 @@ from ._layout import GroupPlan, layout_slots, plan_shapes
 from ._pages import small_pages
 from ._place_rows import _DEFAULTS, _FILLS, aligned_full, group_counts, row_groups, to_device
 from ._row_numbers import renumbered
-from ._stream_batches import batch_values, dataset_columns, level_columns, row_options, scan, tables
+from ._stream_batches import agreed_sample, batch_values, dataset_columns, level_columns, row_options, scan, tables
 from ._stream_state import argument_columns, arguments_of, learnt_state
 from ._types import Design, DesignInfo, abstract_design
 from ._warn import warn
@@ -79,15 +79,7 @@ def plan_streamed(spec, data, *, trials=None, offset=None, weights=None, bucket=
     layout = (layout_of(codes, all_labels.size) if layout_of is not None else
               plan_shapes(codes, all_labels.size, bucket=bucket, chunk_rows=chunk_rows, min_chunks=min_chunks,
                           tile=tile))
-    sample = found.sample
-    if agree_levels is not None:  # a text level another process holds is a category here too
-        import pyarrow as pa
-
-        text = [c for c in levels if pa.types.is_string(schema.field(c).type) or pa.types.is_large_string(
-            schema.field(c).type) or pa.types.is_dictionary(schema.field(c).type)]
-        agreed = agree_levels({c: sorted(map(str, found.seen[c] or ())) for c in text})
-        for c in text:
-            sample[c] = pd.Categorical(sample[c].astype(object), categories=agreed[c])
+    sample = agreed_sample(found, levels, schema, agree_levels)
     options = dict(trials=trials, offset=offset, weights=weights, missing=missing, check_response=check_response)
     # the sample gives names and encodings, its transforms' state learnt from all the rows;
     # arrays of offset=/weights= are read with the batches

@@ -16,10 +16,12 @@ def test_four_processes_reading_their_own_groups_agree_with_one():
     # (2 CPU devices each) fit over all 8 devices, each reading only its own groups of a
     # partitioned dataset and of a plain Parquet file (a text factor's levels agreed between
     # them, one level in one process's rows only; poly's and scale's state summed over their
-    # rows), streamed into their designs, and a two-term
-    # model from the plain file; it exits non-zero unless every fit agrees
-    # with a single-process fit within 1e-8 (random effects included), the processes' rows
-    # add up to the table, and a bad response in one process's rows is raised by all of them.
+    # rows), streamed into their designs; and a two-term model, a GLMM from the plain file
+    # and an LMM from the partitioned dataset, each process reading its own rows (their cells
+    # merged, their statistics summed). It exits non-zero unless every fit agrees with a
+    # single-process fit within 1e-8 (every term's random effects included), each fit's
+    # processes' rows add up to the table with none holding half, and a bad response in one
+    # process's rows is raised by all of them.
     script = Path(__file__).parent.parent / "examples" / "multihost.py"
     proc = subprocess.run([sys.executable, str(script), "4"], capture_output=True, text=True, timeout=600,
                           env=dict(os.environ, JAX_PLATFORMS="cpu"))
