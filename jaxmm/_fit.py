@@ -86,7 +86,8 @@ def fit(formula: str, data, family="gaussian", *, method: str | None = None, tri
         A pandas, polars or pyarrow table (or anything ``pandas.DataFrame`` accepts), or a
         Parquet dataset: the path of a file or a directory of files, or a
         ``pyarrow.dataset.Dataset``, of which only the columns the model uses are read,
-        record batch by record batch.
+        record batch by record batch. Under ``jax.distributed`` with ``devices=`` over every
+        process, each process reads only its own rows of it.
     family : str
         ``"gaussian"`` (exact LMM), ``"binomial"`` (links logit, probit, cloglog),
         ``"poisson"``, ``"negative_binomial"`` (NB2, its size estimated) or ``"gamma"`` (log
@@ -174,7 +175,7 @@ def fit(formula: str, data, family="gaussian", *, method: str | None = None, tri
     from_dataset = is_dataset(data)
     # A dataset is streamed, never read as one table: a one-term fit's design (_stream_design),
     # under jax.distributed each process reading only its own groups (_process_fit), and the
-    # rows of several-term and by= fits (_stream_rows).
+    # rows of several-term and by= fits (_stream_rows; each process its own, _process_crossed).
     one_term = from_dataset and not spec.terms and by is None
     arrays = any(v is not None and not isinstance(v, str) for v in (offset, weights))  # aligned to all the rows
     own_groups = one_term and devices is not None and jax.process_count() > 1 and not arrays
