@@ -89,9 +89,11 @@ def worker(process_id: int, port: int, n_processes: int, folder: str) -> None:
     crossed = jaxmm.fit(CROSSED, os.path.join(folder, "table.parquet"), "binomial", devices=devices)
     lmm = jaxmm.fit(CROSSED, os.path.join(folder, "parts"), devices=devices)
     refused = []  # one group's response out of the Bernoulli support (found after the processes
-    for bad in ("bad_y.parquet", "bad_x.parquet"):  # summed their Gram matrices), one's x missing
-        try:  # (found before): every process raises, none waits for the others
-            jaxmm.fit(FORMULA, os.path.join(folder, bad), "binomial", devices=devices)
+    # summed their Gram matrices), one's x missing (found before), the response of a two-term
+    # model: every process raises, none waits for the others
+    for formula, bad in ((FORMULA, "bad_y.parquet"), (FORMULA, "bad_x.parquet"), (CROSSED, "bad_y.parquet")):
+        try:
+            jaxmm.fit(formula, os.path.join(folder, bad), "binomial", devices=devices)
             refused.append(None)
         except jaxmm.errors.DataError as exc:
             refused.append(str(exc))
@@ -149,7 +151,7 @@ def main(n_processes: int = 2) -> int:
 
     for r in results:
         print(f"process {r['process']} refused the bad response: {r['refused'][0]}\n{'':>10}and the missing x: "
-              f"{r['refused'][1]}")
+              f"{r['refused'][1]}\n{'':>10}and the two-term model's bad response: {r['refused'][2]}")
     fits = ([(r[name], single[name]) for r in results for name in ("crossed", "lmm")]
             + [(f, single) for r in results for f in (r, r["file"])])
     worst = max(gap(a, b) for a, b in fits)
@@ -163,7 +165,7 @@ def main(n_processes: int = 2) -> int:
           and all(sum((r if name is None else r[name])["own_rows"] for r in results) == single["n_obs"]
                   and max((r if name is None else r[name])["own_rows"] for r in results) < single["n_obs"] / 2
                   for name in (None, "file", "crossed", "lmm"))
-          and all(r["refused"][0] and "response 'y'" in r["refused"][0] for r in results)
+          and all(r["refused"][k] and "response 'y'" in r["refused"][k] for r in results for k in (0, 2))
           and all(r["refused"][1] and "missing values in 'x'" in r["refused"][1] for r in results))
     print(f"largest difference from the single-process fit: {worst:.2e} -> {'agree' if ok else 'DISAGREE'}")
     return 0 if ok else 1
