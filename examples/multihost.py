@@ -69,6 +69,7 @@ def summary(res) -> dict:
     fitted = res.predict().to_numpy()  # the fitted rows' means, and how many: this process's rows
     out["own_rows"] = fitted.size
     out["fitted"] = [fitted.size, fitted.sum(), fitted @ fitted]
+    out["by_row"] = [res.predict().index.tolist(), fitted.tolist()]  # by the table's row numbers
     return out
 
 
@@ -119,21 +120,27 @@ def main(n_processes: int = 2) -> int:
     data().assign(x=lambda d: np.where(d.g == 8, np.nan, d.x)).to_parquet(os.path.join(folder, "bad_x.parquet"),
                                                                           index=False)
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
+    # each worker's output to its own files: a pipe read one worker at a time could fill and
+    # stop another in the middle of a collective
+    logs = [(open(os.path.join(folder, f"worker{i}.out"), "w+"), open(os.path.join(folder, f"worker{i}.err"), "w+"))
+            for i in range(n_processes)]
     procs = [subprocess.Popen([sys.executable, __file__, "--worker", str(i), str(port), str(n_processes), folder],
-                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for i in range(n_processes)]
+                              env=env, stdout=out, stderr=err, text=True)
+             for i, (out, err) in enumerate(logs)]
     # the single-process fits meanwhile, on the cores the workers leave idle while they wait
     # for one another in their collectives
     single = summary(jaxmm.fit(FORMULA, data(), "binomial"))
     single["crossed"] = summary(jaxmm.fit(CROSSED, data(), "binomial"))
     single["lmm"] = summary(jaxmm.fit(CROSSED, data()))
     results = []
-    for p in procs:
-        out, err = p.communicate(timeout=600)
+    for p, (out, err) in zip(procs, logs):
+        p.wait(timeout=600)
+        out.seek(0), err.seek(0)
         if p.returncode != 0:
-            print(err[-3000:], file=sys.stderr)
+            print(err.read()[-3000:], file=sys.stderr)
             return 1
-        results.append(json.loads(out.strip().splitlines()[-1]))
+        results.append(json.loads(out.read().strip().splitlines()[-1]))
+        out.close(), err.close()
 
     shutil.rmtree(folder)
     for r in results:
@@ -160,7 +167,15 @@ def main(n_processes: int = 2) -> int:
         shares = [(r if name is None else r[name])["fitted"] for r in results]
         whole = single["fitted"] if name in (None, "file") else single[name]["fitted"]
         worst = max(worst, float(np.max(np.abs(np.sum(shares, axis=0) - whole))))
-    ok = (worst < 1e-8 and all(a["converged"] and a["n_devices"] == 2 * n_processes and a["n_obs"] == b["n_obs"]
+    # read from the plain file, each process's rows keep their row numbers in it
+    numbered = True
+    for name in ("file", "crossed"):
+        index = np.concatenate([r[name]["by_row"][0] for r in results])
+        values = np.concatenate([r[name]["by_row"][1] for r in results])
+        whole = np.asarray((single if name == "file" else single[name])["by_row"][1])
+        numbered &= bool(np.array_equal(np.sort(index), np.arange(whole.size)))
+        worst = max(worst, float(np.max(np.abs(values - whole[index]))))
+    ok = (worst < 1e-8 and numbered and all(a["converged"] and a["n_devices"] == 2 * n_processes and a["n_obs"] == b["n_obs"]
                                for a, b in fits)
           and all(sum((r if name is None else r[name])["own_rows"] for r in results) == single["n_obs"]
                   and max((r if name is None else r[name])["own_rows"] for r in results) < single["n_obs"] / 2

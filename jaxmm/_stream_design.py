@@ -109,7 +109,7 @@ def place_streamed(plan: StreamedPlan, *, dtype="float64", host: bool = False, t
               "y": aligned_full(layout.n_rows, _FILLS["y"], kind)}
     # trials and offset not given are their padding value; weights are 1 on rows, 0 on padding
     arrays.update({k: aligned_full(layout.n_rows, _FILLS[k], kind) for k, on in given.items() if on or k == "weights"})
-    gram, sums, done = np.zeros((p, p)), np.zeros(p), 0
+    gram, sums, done, numbers = np.zeros((p, p)), np.zeros(p), 0, []
     enc = sample.encoders
     for at, table in tables(plan.dataset, plan.columns, plan.share, kept=plan.kept):
         values = renumbered(lambda: batch_values(spec, enc, table, row_options(options, at.start, table.index)),
@@ -123,6 +123,8 @@ def place_streamed(plan: StreamedPlan, *, dtype="float64", host: bool = False, t
         gram += X.T @ X
         sums += X.sum(axis=0)
         done += len(table)
+        if plan.share is not None:  # the rows' numbers in the dataset, not among the share's
+            numbers.append(at.data_rows(table.index))
     del table, values, X
     release_table()
     n_all = done
@@ -157,8 +159,15 @@ def place_streamed(plan: StreamedPlan, *, dtype="float64", host: bool = False, t
     info = DesignInfo(fixef_names=fixef_names, re_names=sample.re_names, group_name=spec.group,
                       group_labels=tuple(plan.groups.labels.tolist()), response=spec.response, layout=layout,
                       n_dropped=plan.n_dropped, x_scale=x_scale, encoders=encoders,
-                      row_index=pd.RangeIndex(n_obs) if plan.kept is None else pd.Index(plan.kept))
+                      row_index=_row_index(plan, n_obs, numbers))
     return design, info
+
+
+def _row_index(plan: StreamedPlan, n_obs: int, numbers: list) -> pd.Index:
+    """The fitted rows' numbers in the dataset (for a share, from its batches' numbers)."""
+    if plan.share is not None:
+        return pd.Index(np.concatenate(numbers) if numbers else np.zeros(0, np.int64))
+    return pd.RangeIndex(n_obs) if plan.kept is None else pd.Index(plan.kept)
 
 
 def _aligned_copy(values: np.ndarray) -> np.ndarray:

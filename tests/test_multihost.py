@@ -20,7 +20,8 @@ def test_four_processes_reading_their_own_groups_agree_with_one():
     # and an LMM from the partitioned dataset, each process reading its own rows (their cells
     # merged, their statistics summed). It exits non-zero unless every fit agrees with a
     # single-process fit within 1e-8 (every term's random effects included), each fit's
-    # processes' rows add up to the table with none holding half, and a bad response in one
+    # processes' rows add up to the table with none holding half (read from the plain file,
+    # their fitted values keep its row numbers, one-term and two-term), and a bad response in one
     # process's rows is raised by all of them (for one term and for two).
     script = Path(__file__).parent.parent / "examples" / "multihost.py"
     proc = subprocess.run([sys.executable, str(script), "4"], capture_output=True, text=True, timeout=600,
