@@ -89,6 +89,10 @@ def worker(process_id: int, port: int, n_processes: int, folder: str) -> None:
     # an LMM from the partitioned dataset
     crossed = jaxmm.fit(CROSSED, os.path.join(folder, "table.parquet"), "binomial", devices=devices)
     lmm = jaxmm.fit(CROSSED, os.path.join(folder, "parts"), devices=devices)
+    # what reaches every process's rows from one's result: Satterthwaite's df (the LMM's design
+    # split over the job) and a parametric bootstrap (each process simulating its own rows, the
+    # refits summing their statistics)
+    extras = {"df": lmm.coef_table()["df"].tolist(), "boot": lmm.bootstrap(2, seed=1).to_numpy().tolist()}
     refused = []  # one group's response out of the Bernoulli support (found after the processes
     # summed their Gram matrices), one's x missing (found before), the response of a two-term
     # model: every process raises, none waits for the others
@@ -102,7 +106,7 @@ def worker(process_id: int, port: int, n_processes: int, folder: str) -> None:
 
     print(json.dumps({"process": jax.process_index(), "local_devices": len(jax.local_devices()),
                       "global_devices": devices, **summary(res), "file": summary(from_file),
-                      "crossed": summary(crossed), "lmm": summary(lmm), "refused": refused,
+                      "crossed": summary(crossed), "lmm": summary(lmm), "refused": refused, **extras,
                       "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}), flush=True)
     jax.distributed.shutdown()
 
@@ -131,7 +135,8 @@ def main(n_processes: int = 2) -> int:
     # for one another in their collectives
     single = summary(jaxmm.fit(FORMULA, data(), "binomial"))
     single["crossed"] = summary(jaxmm.fit(CROSSED, data(), "binomial"))
-    single["lmm"] = summary(jaxmm.fit(CROSSED, data()))
+    lmm = jaxmm.fit(CROSSED, data())
+    single["lmm"], single["df"] = summary(lmm), lmm.coef_table()["df"].to_numpy()
     results = []
     for p, (out, err) in zip(procs, logs):
         p.wait(timeout=600)
@@ -175,7 +180,12 @@ def main(n_processes: int = 2) -> int:
         whole = np.asarray((single if name == "file" else single[name])["by_row"][1])
         numbered &= bool(np.array_equal(np.sort(index), np.arange(whole.size)))
         worst = max(worst, float(np.max(np.abs(values - whole[index]))))
-    ok = (worst < 1e-8 and numbered and all(a["converged"] and a["n_devices"] == 2 * n_processes and a["n_obs"] == b["n_obs"]
+    df_gap = max(float(np.max(np.abs(np.asarray(r["df"]) / single["df"] - 1))) for r in results)
+    boots = [np.asarray(r["boot"]) for r in results]
+    booted = all(np.array_equal(b, boots[0]) for b in boots) and bool(np.all(np.isfinite(boots[0])))
+    print(f"Satterthwaite's df {np.round(results[0]['df'], 3).tolist()} (relative gap {df_gap:.1e}); bootstrap "
+          f"replicates {'the same in every process' if booted else 'DIFFER'}")
+    ok = (worst < 1e-8 and df_gap < 1e-6 and booted and numbered and all(a["converged"] and a["n_devices"] == 2 * n_processes and a["n_obs"] == b["n_obs"]
                                for a, b in fits)
           and all(sum((r if name is None else r[name])["own_rows"] for r in results) == single["n_obs"]
                   and max((r if name is None else r[name])["own_rows"] for r in results) < single["n_obs"] / 2

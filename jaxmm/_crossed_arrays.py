@@ -118,6 +118,8 @@ def fitted_design(res) -> CrossedDesign:
     data = crossed_rows(rows.y, rows.X, [t.Z for t in terms], [t.codes for t in terms], rows.terms,
                         offset=rows.offset, trials=rows.trials, dtype=rows.dtype)
     w = np.ones(rows.y.shape[0]) if rows.weights is None else rows.weights
+    if res.job is not None:  # a process's share: every process's rows, split over the job's mesh
+        data, w = res.job.design(data, w, [t.codes for t in terms], rows.terms)
     return CrossedDesign(data, jnp.asarray(w), rows.terms, tuple(range(len(terms))), rows.weights is not None)
 
 

@@ -142,9 +142,9 @@ def fit_factors(rows: FittedRows, factors, fixef_names, fam, method: str, formul
     ordered = [factors[k] for k in order]
     rows = dataclasses.replace(rows, terms=terms)
     p = rows.X.shape[1]
+    job = Job(mesh) if own else None
     out = _reported(verbose, lambda: estimate(rows, tuple(ordered), fam, method == "REML",
-                                              OptOptions(verbose=bool(verbose)), mesh=mesh,
-                                              job=Job(mesh) if own else None))
+                                              OptOptions(verbose=bool(verbose)), mesh=mesh, job=job))
     cov_natural = None
     if fam.exact:
         sigma, vcov = float(out["sigma"]), np.asarray(out["vcov"])
@@ -169,7 +169,7 @@ def fit_factors(rows: FittedRows, factors, fixef_names, fam, method: str, formul
         n_eval=int(out["n_eval"]), max_abs_grad=float(np.max(np.abs(out["grad"]))) if np.size(out["grad"]) else 0.0,
         npar=p + sum(n_chol(f.structure) for f in ordered) + (1 if fam.exact else fam.n_dispersion),
         family_spec=fam, fit_options=options, rows=rows, cov_natural=cov_natural,
-        n_devices=1 if mesh is None else mesh.size,
+        n_devices=1 if mesh is None else mesh.size, job=job,
     )
 
 

@@ -23,17 +23,21 @@ from ._warn import warn
 from .errors import ConvergenceWarning
 
 
-@compiled(static_argnames=("levels", "family", "n"), elemental=True)
-def simulate_terms(seed, X, offset, trials, weights, Zs, codes, beta, chols, dispersion, levels, family, n: int):
+@compiled(static_argnames=("levels", "family", "n", "stream"), elemental=True)
+def simulate_terms(seed, X, offset, trials, weights, Zs, codes, beta, chols, dispersion, levels, family, n: int,
+                   stream: int | None = None):
     """(n, rows) responses: every term's b_k ~ N(0, D_k) drawn afresh for each of its
-    ``levels[k]`` levels (lme4's simulate with use.u = FALSE), then y | b from the family."""
+    ``levels[k]`` levels (lme4's simulate with use.u = FALSE), then y | b from the family.
+    ``stream``: the rows are one process's share of a job's, whose y | b are drawn from the
+    process's own stream (its b, by level, every process's)."""
     keys = jax.random.split(jax.random.key(seed), len(Zs) + 1)
+    noise = keys[0] if stream is None else jax.random.fold_in(keys[0], stream)
     eta = jnp.broadcast_to(X @ beta + offset, (n, X.shape[0]))
     for key, Z, code, L, m in zip(keys[1:], Zs, codes, chols, levels):
         b = jax.random.normal(key, (n, m, L.shape[0]), beta.dtype) @ L.T
         eta = eta + jnp.sum(Z[None] * b[:, code], axis=-1)
     rows = lambda a: jnp.broadcast_to(a, eta.shape)
-    return family.sample(keys[0], eta, rows(trials), dispersion, rows(weights))
+    return family.sample(noise, eta, rows(trials), dispersion, rows(weights))
 
 
 def _draw(res, n: int, seed: int) -> np.ndarray:
@@ -44,7 +48,8 @@ def _draw(res, n: int, seed: int) -> np.ndarray:
         np.int64(seed), rows.X, ones * 0.0 if rows.offset is None else rows.offset,
         ones if rows.trials is None else rows.trials, ones if rows.weights is None else rows.weights,
         tuple(t.Z for t in res.terms), tuple(t.codes for t in res.terms), res.fixef.to_numpy(),
-        tuple(res.chols), np.float64(dispersion), tuple(len(t.levels) for t in res.terms), res.family_spec, n))
+        tuple(res.chols), np.float64(dispersion), tuple(len(t.levels) for t in res.terms), res.family_spec, n,
+        stream=None if res.job is None else jax.process_index()))
 
 
 @with_frozen_heap
@@ -59,7 +64,8 @@ def refit(res, y=None, reml: bool | None = None) -> dict:
     """The model refitted to the response ``y`` (the fitted one by default), by REML or ML
     (the fit's own method by default): the fit's outputs, on the host."""
     reml = res.method == "REML" if reml is None else reml
-    out = estimate(res.rows, res.terms, res.family_spec, reml, y=y)
+    job = res.job  # a process's share: refitted with the other processes' rows
+    out = estimate(res.rows, res.terms, res.family_spec, reml, y=y, mesh=None if job is None else job.mesh, job=job)
     return outputs_to_host(out, ("beta", "chols", "status", "loglik", "sigma" if res.family_spec.exact else
                                  "dispersion"))
 

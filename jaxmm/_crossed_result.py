@@ -108,6 +108,10 @@ class CrossedResult(Criteria, TidyViews):
         Laplace fits: the covariance of all natural parameters.
     n_devices : int
         Devices the fit was split over.
+    job : object or None
+        Where ``rows`` are this process's share of a ``jax.distributed`` job's rows (a fit of a
+        dataset whose processes each read their own): how refits, simulations and
+        Satterthwaite's degrees of freedom reach the other processes' rows.
 
     Examples
     --------
@@ -150,6 +154,7 @@ class CrossedResult(Criteria, TidyViews):
     # Laplace fits: the covariance of φ = (β, the factors' free entries, log dispersion)
     cov_natural: np.ndarray | None = dataclasses.field(default=None, repr=False)
     n_devices: int = 1  # devices the fit was split over (fit(devices=...))
+    job: object = dataclasses.field(default=None, repr=False)  # _process_crossed.Job of a process's share
 
     @property
     def converged(self) -> bool:

@@ -181,3 +181,11 @@ class Job(NamedTuple):
 
     def rows(self, local: CrossedRows, codes, terms: Terms) -> CrossedRows:
         return shared_rows(local, codes, terms, self.mesh)
+
+    def design(self, local: CrossedRows, weights, codes, terms: Terms):
+        """(the rows as :meth:`rows`, their weights split alike, 0 on the padding rows)."""
+        rows = self.rows(local, codes, terms)
+        position, per = mesh_processes(self.mesh)
+        padded = np.zeros(rows.y.shape[0] * per // self.mesh.size)
+        padded[:local.y.shape[0]] = weights
+        return rows, global_array(padded, self.mesh, position, per)
