@@ -101,6 +101,11 @@ def crossed_profile_intervals(res, level: float) -> pd.DataFrame:
 
     if res.method == "REML":
         raise ArgumentError("profile intervals are computed on the ML likelihood; refit with method='ML'")
+    if res.job is not None:
+        # the vmapped constrained fits over rows split across devices did not finish in 5
+        # minutes where one device takes 4 s (a two-term LMM, 4 CPU devices): refused, not left waiting
+        raise ArgumentError("profile intervals are not available for a fit whose processes each hold their own rows "
+                            "(a jax.distributed fit of a dataset); use confint(method='wald') or method='boot'")
     family = res.family_spec
     nd = 1 if family.exact else family.n_dispersion
     structures = tuple(t.structure for t in res.terms)

@@ -32,3 +32,9 @@ def test_profile_intervals_equal_lme4(name):
     np.testing.assert_allclose(ci.to_numpy(), expected.to_numpy(), **tol)
     if name == "cbpp":  # the herd SD's lower end is its bound, where the profile is still inside
         assert ci.loc["sd_(Intercept)|herd", "lower"] == 0.0
+    else:  # a fit whose processes each hold their own rows has no profile intervals: refused, by name
+        import dataclasses
+
+        share = dataclasses.replace(res, job=object())
+        with pytest.raises(jaxmm.errors.ArgumentError, match="each hold their own rows"):
+            share.confint("profile")
