@@ -55,7 +55,8 @@ def data():
     eta = -0.4 + 0.7 * x + b[g, 0] + b[g, 1] * x + rng.normal(scale=0.6, size=30)[h]
     site = np.array(["north", "south", "east"])[rng.integers(0, 3, g.size)]
     site[g == 3] = "west"  # a level of one group's rows, so of one process's share
-    return pd.DataFrame({"y": rng.binomial(1, 1 / (1 + np.exp(-eta))), "x": x, "g": g, "h": h, "site": site})
+    k = np.where(g == 3, 9, h % 3)  # a number in C() with a value in one share only: refused by name
+    return pd.DataFrame({"y": rng.binomial(1, 1 / (1 + np.exp(-eta))), "x": x, "g": g, "h": h, "site": site, "k": k})
 
 
 def summary(res) -> dict:
@@ -95,8 +96,10 @@ def worker(process_id: int, port: int, n_processes: int, folder: str) -> None:
     extras = {"df": lmm.coef_table()["df"].tolist(), "boot": lmm.bootstrap(2, seed=1).to_numpy().tolist()}
     refused = []  # one group's response out of the Bernoulli support (found after the processes
     # summed their Gram matrices), one's x missing (found before), the response of a two-term
-    # model: every process raises, none waits for the others
-    for formula, bad in ((FORMULA, "bad_y.parquet"), (FORMULA, "bad_x.parquet"), (CROSSED, "bad_y.parquet")):
+    # model, and a two-term model whose C(k) takes a value in one share only: every process
+    # raises, none waits for the others
+    for formula, bad in ((FORMULA, "bad_y.parquet"), (FORMULA, "bad_x.parquet"), (CROSSED, "bad_y.parquet"),
+                         ("y ~ C(k) + (1 | g) + (1 | h)", "table.parquet")):
         try:
             jaxmm.fit(formula, os.path.join(folder, bad), "binomial", devices=devices)
             refused.append(None)
@@ -163,7 +166,8 @@ def main(n_processes: int = 2) -> int:
 
     for r in results:
         print(f"process {r['process']} refused the bad response: {r['refused'][0]}\n{'':>10}and the missing x: "
-              f"{r['refused'][1]}\n{'':>10}and the two-term model's bad response: {r['refused'][2]}")
+              f"{r['refused'][1]}\n{'':>10}and the two-term model's bad response: {r['refused'][2]}\n{'':>10}"
+              f"and C(k) of one share's value: {r['refused'][3]}")
     fits = ([(r[name], single[name]) for r in results for name in ("crossed", "lmm")]
             + [(f, single) for r in results for f in (r, r["file"])])
     worst = max(gap(a, b) for a, b in fits)
@@ -191,6 +195,7 @@ def main(n_processes: int = 2) -> int:
                   and max((r if name is None else r[name])["own_rows"] for r in results) < single["n_obs"] / 2
                   for name in (None, "file", "crossed", "lmm"))
           and all(r["refused"][k] and "response 'y'" in r["refused"][k] for r in results for k in (0, 2))
+          and all(r["refused"][3] and "different model columns" in r["refused"][3] for r in results)
           and all(r["refused"][1] and "missing values in 'x'" in r["refused"][1] for r in results))
     print(f"largest difference from the single-process fit: {worst:.2e} -> {'agree' if ok else 'DISAGREE'}")
     return 0 if ok else 1

@@ -27,7 +27,7 @@ from ._crossed_laplace import CrossedRows
 from ._crossed_lmm import CrossedStats, Terms, cell_pairs
 from ._dataset import open_dataset
 from ._crossed_shard import _PAIR_FIELDS, pad_cells, padded_rows
-from ._process_fit import agree_text_levels, global_array, mesh_processes
+from ._process_fit import agree_text_levels, global_array, mesh_processes, same_columns
 from ._process_rows import hash_partition_files, own_parts
 from ._sharding import place
 from ._stream_rows import streamed_rows
@@ -51,7 +51,7 @@ def own_rows(specs, data, term_factors: list, **options) -> list:
             break
     return agreed(lambda: streamed_rows(specs, source, share=share, agree_levels=agree_text_levels,
                                         learn_state=functools.partial(shared_state, total=total), total=total,
-                                        **options))
+                                        same_columns=same_columns, **options))
 
 
 def agreed_levels(labels: np.ndarray, codes: np.ndarray, label: str) -> tuple[np.ndarray, np.ndarray]:

@@ -57,6 +57,16 @@ def global_array(local: np.ndarray, mesh, position: int, per: int):
     return jax.make_array_from_callback(shape, NamedSharding(mesh, PartitionSpec(GROUP_AXIS)), piece)
 
 
+def same_columns(names: list) -> None:
+    """Every process's model column ``names`` must be the same: a DataError in all otherwise."""
+    everyone = gather_json(names)
+    if any(n != everyone[0] for n in everyone):
+        differ = next(k for k, n in enumerate(everyone) if n != everyone[0])
+        raise DataError(f"the processes' rows give different model columns (process 0: {everyone[0]}, process "
+                        f"{differ}: {everyone[differ]}): a numeric column in C() takes different values in their "
+                        "shares; store it as text")
+
+
 def _labels(labels: np.ndarray, slots: np.ndarray, group: str):
     """All processes' group labels and slots, in label order, as a one-process fit has them."""
     if labels.dtype.kind in "iuf":
@@ -106,12 +116,7 @@ def fit_own_rows(spec, data, fam, method, mesh, *, options, dtype, bucket, tile,
         spec, source, trials=options.trials, offset=options.offset, weights=options.weights, missing=options.missing,
         check_response=fam.check_response, tile=tile, share=share, layout_of=layout_of, agree_levels=agree_text_levels,
         learn_state=functools.partial(shared_state, total=total)))
-    names = gather_json([list(plan.sample.fixef_names), list(plan.re_names)])
-    if any(n != names[0] for n in names):
-        differ = next(k for k, n in enumerate(names) if n != names[0])
-        raise DataError(f"the processes' rows give different model columns (process 0: {names[0]}, process "
-                        f"{differ}: {names[differ]}): a numeric column in C() takes different values in their "
-                        "shares; store it as text")
+    same_columns([list(plan.sample.fixef_names), list(plan.re_names)])
     host, local = agreed(lambda: plan.place(dtype=dtype, host=True, tile=tile, total=total))
     layout, groups = local.layout, plan.groups.layout
     chunks, rows_per, groups_per = groups.shape.chunks, groups.rows_per, groups.groups_per

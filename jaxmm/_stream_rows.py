@@ -29,7 +29,8 @@ from .errors import JaxmmWarning
 
 @small_pages()
 def streamed_rows(specs, dataset, *, factors: dict, trials=None, offset=None, weights=None, missing="raise",
-                  check_response=None, by=None, share=None, agree_levels=None, learn_state=None, total=None) -> list:
+                  check_response=None, by=None, share=None, agree_levels=None, learn_state=None, total=None,
+                  same_columns=None) -> list:
     """One :class:`_design._Rows` per spec, in the dataset's row order less the dropped rows:
     the first spec's with the fixed part, response and options (its ``data`` a table of the
     ``by`` column alone, indexed by the dataset's row numbers), the others' with their term's
@@ -38,7 +39,8 @@ def streamed_rows(specs, dataset, *, factors: dict, trials=None, offset=None, we
 
     For one process's share of a job's rows (``_process_crossed``): ``share``,
     ``agree_levels`` and ``learn_state`` as ``_stream_design.plan_streamed``'s, ``total`` the
-    sum over the processes (of the Gram matrix that finds the aliased columns); the rows'
+    sum over the processes (of the Gram matrix that finds the aliased columns), and
+    ``same_columns(names)`` raises unless every process's model columns are these; the rows'
     index is then their row numbers in the dataset."""
     first = specs[0]
     arrays = {"offset": offset, "weights": weights}
@@ -64,6 +66,8 @@ def streamed_rows(specs, dataset, *, factors: dict, trials=None, offset=None, we
                                   weights=weights if isinstance(weights, str) else None, aliasing=False, state=state)]
     sampled += [_rows_from_formula(s, sample, aliasing=False, state=state) for s in specs[1:]]
     del sample
+    if same_columns is not None:
+        same_columns([list(sampled[0].fixef_names)] + [list(r.re_names) for r in sampled])
     n = found.codes[0].size
     options = dict(trials=trials, offset=offset, weights=weights, check_response=check_response)
     given = {"trials": trials is not None or first.trials_expr is not None,

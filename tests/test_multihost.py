@@ -22,7 +22,8 @@ def test_four_processes_reading_their_own_groups_agree_with_one():
     # single-process fit within 1e-8 (every term's random effects included), each fit's
     # processes' rows add up to the table with none holding half (read from the plain file,
     # their fitted values keep its row numbers, one-term and two-term), and a bad response in one
-    # process's rows is raised by all of them (for one term and for two). From one process's
+    # process's rows is raised by all of them (for one term and for two; and a two-term model
+    # whose numeric C() column takes a value in one share only, named as such). From one process's
     # share of the LMM, Satterthwaite's df equal one process's, and a parametric bootstrap
     # (each process simulating its own rows, every refit summing the statistics) gives every
     # process the same replicates.
