@@ -234,6 +234,9 @@ def profile_intervals(res, level: float) -> pd.DataFrame:
 
     if res.method == "REML":
         raise ArgumentError("profile intervals are computed on the ML likelihood; refit with method='ML'")
+    if res.n_devices > 1:  # its design is laid out in one chunk per device
+        raise ArgumentError(f"profile intervals are not available for a fit split over devices (devices= gave "
+                            f"{res.n_devices}): refit without devices=, or use confint(method='wald') or method='boot'")
     if res.layout.chunks != 1:
         raise ArgumentError("profile intervals are available for designs of up to 2^19 rows")
     if res.family_spec.exact and res.fit_options.weights is not None:

@@ -64,6 +64,12 @@ def main():
             ranef=max(diff(one.ranef, four.ranef), diff(one.ranef, listed.ranef)),
             ranef_index=bool(one.ranef.index.equals(four.ranef.index)),
         )
+        if family == "binomial":  # no profile intervals for a split fit: refused, naming devices=
+            try:
+                four.confint("profile")
+                out[family]["profile_refused"] = None
+            except jaxmm.errors.ArgumentError as exc:
+                out[family]["profile_refused"] = str(exc)
     # several terms: the rows, the pairs of cells and a GLMM's rows split (_crossed_shard);
     # 3 devices pad the cells, pairs and rows, the nested LMM's blocks are one per level (its
     # split fit from a Parquet file)
