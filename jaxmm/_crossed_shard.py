@@ -26,7 +26,7 @@ from ._crossed_lmm import CrossedStats, Terms
 from ._sharding import place
 
 _CELL_FIELDS = ("cell_level", "cell_term", "cell_cols", "Z1tZ2")
-_PAIR_FIELDS = ("pair_a", "pair_b")
+PAIR_FIELDS = ("pair_a", "pair_b")
 _ROW_FIELDS = ("y", "X", "offset", "trials", "Z1", "g1", "rc", "rv", "mask")
 
 
@@ -51,7 +51,7 @@ def pad_cells(stats: CrossedStats, terms: Terms, n_devices: int) -> tuple[Crosse
     out = {k: _padded(getattr(stats, k), cells, fills[k]) for k in _CELL_FIELDS}
     pairs = _multiple(stats.pair_a.shape[0], n_devices)
     # pair_a stays sorted (the Schur sums gather with indices_are_sorted): c is the largest index
-    out.update({k: _padded(getattr(stats, k), pairs, c) for k in _PAIR_FIELDS})
+    out.update({k: _padded(getattr(stats, k), pairs, c) for k in PAIR_FIELDS})
     return stats._replace(**out), c
 
 
@@ -83,7 +83,7 @@ def place_stats(stats: CrossedStats, mesh: Mesh) -> CrossedStats:
     """Pairs and row cells split over the mesh; the rest, the cells included, replicated (a
     device's pairs gather from every cell: split cells were all-gathered at every
     factorisation)."""
-    split = set(_PAIR_FIELDS + ("row_cell",))
+    split = set(PAIR_FIELDS + ("row_cell",))
     return CrossedStats(*(place(getattr(stats, k), mesh, k in split) for k in CrossedStats._fields))
 
 

@@ -25,8 +25,8 @@ import numpy as np
 from ._collective import agreed, array_total, gather_arrays, gather_json, maximum, total
 from ._crossed_laplace import CrossedRows
 from ._crossed_lmm import CrossedStats, Terms, cell_pairs
+from ._crossed_shard import PAIR_FIELDS, pad_cells, padded_rows
 from ._dataset import open_dataset
-from ._crossed_shard import _PAIR_FIELDS, pad_cells, padded_rows
 from ._process_fit import agree_text_levels, global_array, mesh_processes, same_columns
 from ._process_rows import hash_partition_files, own_parts
 from ._sharding import place
@@ -147,7 +147,7 @@ def shared_stats(local: CrossedStats, codes, terms: Terms, mesh) -> CrossedStats
     rows = _rows_per_process(row_cell.shape[0], per)
     padded = np.full((rows, row_cell.shape[1]), pad_cell, np.int64)
     padded[:row_cell.shape[0]] = row_cell
-    placed = {k: place(getattr(stats, k), mesh, k in _PAIR_FIELDS) for k in CrossedStats._fields if k != "row_cell"}
+    placed = {k: place(getattr(stats, k), mesh, k in PAIR_FIELDS) for k in CrossedStats._fields if k != "row_cell"}
     return CrossedStats(**placed, row_cell=global_array(padded, mesh, position, per))
 
 
@@ -164,7 +164,7 @@ def shared_rows(local: CrossedRows, codes, terms: Terms, mesh) -> CrossedRows:
     stats, pad_cell = pad_cells(stats, terms, mesh.size)
     rows = padded_rows(local._replace(cells=stats), terms, _rows_per_process(local.y.shape[0], per), pad_cell)
     split = lambda a: global_array(np.asarray(a), mesh, position, per)
-    placed = {k: place(getattr(rows.cells, k), mesh, k in _PAIR_FIELDS) for k in CrossedStats._fields
+    placed = {k: place(getattr(rows.cells, k), mesh, k in PAIR_FIELDS) for k in CrossedStats._fields
               if k != "row_cell"}
     cells = CrossedStats(**placed, row_cell=split(rows.cells.row_cell))
     return rows._replace(**{k: split(getattr(rows, k)) for k in rows._fields if k != "cells"}, cells=cells)
