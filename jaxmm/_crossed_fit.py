@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 
-import jax
 import numpy as np
 import pandas as pd
 
@@ -46,9 +45,10 @@ def _factor_name(columns, factor: tuple) -> str:
 
 
 def fit_terms(spec, data, fam, method: str, formula: str, *, trials, offset, weights, missing, dtype, verbose, by,
-              devices, nAGQ):
+              devices, nAGQ, own=False):
     """The fit of a formula with several terms: a :class:`CrossedResult`, or with ``by=`` a
-    :class:`CrossedBatchResult` of one fit per value of that column."""
+    :class:`CrossedBatchResult` of one fit per value of that column. ``own``: each process of
+    a ``jax.distributed`` job reads its own rows of the dataset (:mod:`._process_crossed`)."""
     mesh = None
     if devices is not None:
         if by is not None:
@@ -62,9 +62,6 @@ def fit_terms(spec, data, fam, method: str, formula: str, *, trials, offset, wei
             raise ArgumentError(f"by must be a column name, got {type(by).__name__}")
         if verbose:
             raise ArgumentError("verbose=True reports one optimiser; it is not available with by=")
-    # under jax.distributed each process reads its own rows of a dataset (_process_crossed)
-    arrays = any(v is not None and not isinstance(v, str) for v in (offset, weights))  # aligned to all the rows
-    own = mesh is not None and jax.process_count() > 1 and is_dataset(data) and not arrays
     first, factors = _evaluate(spec, data, fam, trials=trials, offset=offset, weights=weights, missing=missing, by=by,
                                own=own)
     options = FitOptions(trials=trials, offset=offset, weights=weights, missing=missing)

@@ -30,7 +30,8 @@ PAIR_FIELDS = ("pair_a", "pair_b")
 _ROW_FIELDS = ("y", "X", "offset", "trials", "Z1", "g1", "rc", "rv", "mask")
 
 
-def _padded(a, total: int, fill):
+def padded(a, total: int, fill):
+    """``a`` with rows of ``fill`` after its own, to ``total`` rows."""
     a = np.asarray(a)
     out = np.full((total,) + a.shape[1:], fill, a.dtype)
     out[:a.shape[0]] = a
@@ -48,10 +49,10 @@ def pad_cells(stats: CrossedStats, terms: Terms, n_devices: int) -> tuple[Crosse
     c = stats.cell_level.shape[0]
     cells = _multiple(c, n_devices, at_least=1)
     fills = dict(cell_level=0, cell_term=0, cell_cols=terms.rest, Z1tZ2=0.0)
-    out = {k: _padded(getattr(stats, k), cells, fills[k]) for k in _CELL_FIELDS}
+    out = {k: padded(getattr(stats, k), cells, fills[k]) for k in _CELL_FIELDS}
     pairs = _multiple(stats.pair_a.shape[0], n_devices)
     # pair_a stays sorted (the Schur sums gather with indices_are_sorted): c is the largest index
-    out.update({k: _padded(getattr(stats, k), pairs, c) for k in PAIR_FIELDS})
+    out.update({k: padded(getattr(stats, k), pairs, c) for k in PAIR_FIELDS})
     return stats._replace(**out), c
 
 
@@ -66,17 +67,17 @@ def padded_rows(rows: CrossedRows, terms: Terms, total: int, pad_cell: int) -> C
     """The rows padded to ``total`` with rows of mask 0 in the cell ``pad_cell``."""
     n = rows.y.shape[0]
     fills = dict(y=1.0, X=0.0, offset=0.0, trials=1.0, Z1=0.0, g1=0, rc=terms.rest, rv=0.0)
-    out = {k: _padded(getattr(rows, k), total, v) for k, v in fills.items()}
-    out["mask"] = _padded(np.ones(n, np.asarray(rows.y).dtype), total, 0.0)
-    cells = rows.cells._replace(row_cell=_padded(rows.cells.row_cell, total, pad_cell))
+    out = {k: padded(getattr(rows, k), total, v) for k, v in fills.items()}
+    out["mask"] = padded(np.ones(n, np.asarray(rows.y).dtype), total, 0.0)
+    cells = rows.cells._replace(row_cell=padded(rows.cells.row_cell, total, pad_cell))
     return rows._replace(cells=cells, **out)
 
 
 def pad_stats(stats: CrossedStats, terms: Terms, n_devices: int) -> CrossedStats:
     """An exact LMM's statistics with their cells, pairs and row cells padded."""
-    padded, pad_cell = pad_cells(stats, terms, n_devices)
+    out, pad_cell = pad_cells(stats, terms, n_devices)
     total = _multiple(stats.row_cell.shape[0], n_devices)
-    return padded._replace(row_cell=_padded(stats.row_cell, total, pad_cell))
+    return out._replace(row_cell=padded(stats.row_cell, total, pad_cell))
 
 
 def place_stats(stats: CrossedStats, mesh: Mesh) -> CrossedStats:

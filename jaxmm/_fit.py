@@ -178,7 +178,8 @@ def fit(formula: str, data, family="gaussian", *, method: str | None = None, tri
     # rows of several-term and by= fits (_stream_rows; each process its own, _process_crossed).
     one_term = from_dataset and not spec.terms and by is None
     arrays = any(v is not None and not isinstance(v, str) for v in (offset, weights))  # aligned to all the rows
-    own_groups = one_term and devices is not None and jax.process_count() > 1 and not arrays
+    own_rows = from_dataset and by is None and devices is not None and jax.process_count() > 1 and not arrays
+    own_groups = one_term and own_rows
     stream = one_term and not own_groups
     nAGQ = check_nodes(nAGQ)
     if method == "AGHQ" and nAGQ == 1:
@@ -207,7 +208,7 @@ def fit(formula: str, data, family="gaussian", *, method: str | None = None, tri
 
         res = fit_terms(spec, data, fam, method, formula, trials=trials, offset=offset, weights=weights,
                         missing=missing, dtype=dtype, verbose=_progress_possible(verbose), by=by, devices=devices,
-                        nAGQ=nAGQ)
+                        nAGQ=nAGQ, own=own_rows)
         return res if by is not None else _warned(res)
     fit_options = FitOptions(trials=trials, offset=offset, weights=weights, missing=missing, nAGQ=nAGQ)
     if by is not None:

@@ -25,7 +25,7 @@ import numpy as np
 from ._collective import agreed, array_total, gather_arrays, gather_json, maximum, total
 from ._crossed_laplace import CrossedRows
 from ._crossed_lmm import CrossedStats, Terms, cell_pairs
-from ._crossed_shard import PAIR_FIELDS, pad_cells, padded_rows
+from ._crossed_shard import PAIR_FIELDS, pad_cells, padded, padded_rows
 from ._dataset import open_dataset
 from ._process_fit import agree_text_levels, global_array, mesh_processes, same_columns
 from ._process_rows import hash_partition_files, own_parts
@@ -131,43 +131,47 @@ def _rows_per_process(n: int, per: int) -> int:
     return -(-max(most, 1) // per) * per
 
 
+def _shared(local: CrossedStats, codes, terms: Terms, mesh, **fields) -> tuple[CrossedStats, int, np.ndarray]:
+    """(``local`` with the cells of every process's rows, the chain's parents and ``fields``,
+    its cells and pairs padded for the mesh; the padding cell; this process's rows' cells)."""
+    cells, row_cell = _shared_cells(local, terms)
+    stats = local._replace(**cells, **fields, parents=_parents(codes, terms) if terms.nested else ())
+    stats, pad_cell = pad_cells(stats, terms, mesh.size)
+    return stats, pad_cell, row_cell
+
+
+def _placed(stats: CrossedStats, mesh, position: int, per: int) -> CrossedStats:
+    """``stats`` on the mesh: pairs split, this process's row cells its devices' block, the
+    rest replicated."""
+    placed = {k: place(getattr(stats, k), mesh, k in PAIR_FIELDS) for k in CrossedStats._fields if k != "row_cell"}
+    return CrossedStats(**placed, row_cell=global_array(np.asarray(stats.row_cell), mesh, position, per))
+
+
 def shared_stats(local: CrossedStats, codes, terms: Terms, mesh) -> CrossedStats:
     """The exact LMM's statistics of all the processes' rows, from this process's ``local``
     ones, placed on the mesh: pairs and row cells split, the rest replicated."""
     position, per = mesh_processes(mesh)
-    cells, row_cell = _shared_cells(local, terms)
     sums = {k: array_total(getattr(local, k)) for k in _SUMMED}
-    if terms.nested:
-        sums["Z2tZ2"] = tuple(array_total(b) for b in local.Z2tZ2)
-    else:
-        sums["Z2tZ2"] = array_total(local.Z2tZ2)
-    stats = local._replace(**sums, **cells, row_cell=np.zeros((0, len(terms.q) - 1), np.int64),
-                           parents=_parents(codes, terms) if terms.nested else ())
-    stats, pad_cell = pad_cells(stats, terms, mesh.size)
-    rows = _rows_per_process(row_cell.shape[0], per)
-    padded = np.full((rows, row_cell.shape[1]), pad_cell, np.int64)
-    padded[:row_cell.shape[0]] = row_cell
-    placed = {k: place(getattr(stats, k), mesh, k in PAIR_FIELDS) for k in CrossedStats._fields if k != "row_cell"}
-    return CrossedStats(**placed, row_cell=global_array(padded, mesh, position, per))
+    sums["Z2tZ2"] = tuple(map(array_total, local.Z2tZ2)) if terms.nested else array_total(local.Z2tZ2)
+    stats, pad_cell, row_cell = _shared(local, codes, terms, mesh, **sums)
+    row_cell = padded(row_cell, _rows_per_process(row_cell.shape[0], per), pad_cell)
+    return _placed(stats._replace(row_cell=row_cell), mesh, position, per)
 
 
 def shared_rows(local: CrossedRows, codes, terms: Terms, mesh) -> CrossedRows:
     """A GLMM's rows over the processes: this process's ``local`` rows as its devices' block
     of the rows split over the mesh, the cells of all the rows replicated (pairs split)."""
     position, per = mesh_processes(mesh)
-    cells, row_cell = _shared_cells(local.cells, terms)
     # the Gram pieces are each iteration's (_crossed_laplace._gram); the rows' count is all of them
     own = local.cells
     gram = dict(Z1tZ1=np.zeros(own.Z1tZ1.shape), n=array_total(own.n),
                 Z2tZ2=tuple(np.zeros(b.shape) for b in own.Z2tZ2) if terms.nested else np.zeros(own.Z2tZ2.shape))
-    stats = own._replace(**cells, **gram, row_cell=row_cell, parents=_parents(codes, terms) if terms.nested else ())
-    stats, pad_cell = pad_cells(stats, terms, mesh.size)
-    rows = padded_rows(local._replace(cells=stats), terms, _rows_per_process(local.y.shape[0], per), pad_cell)
+    stats, pad_cell, row_cell = _shared(own, codes, terms, mesh, **gram)
+    rows = padded_rows(local._replace(cells=stats._replace(row_cell=row_cell)), terms,
+                       _rows_per_process(local.y.shape[0], per), pad_cell)
     split = lambda a: global_array(np.asarray(a), mesh, position, per)
-    placed = {k: place(getattr(rows.cells, k), mesh, k in PAIR_FIELDS) for k in CrossedStats._fields
-              if k != "row_cell"}
-    cells = CrossedStats(**placed, row_cell=split(rows.cells.row_cell))
-    return rows._replace(**{k: split(getattr(rows, k)) for k in rows._fields if k != "cells"}, cells=cells)
+    return rows._replace(**{k: split(getattr(rows, k)) for k in rows._fields if k != "cells"},
+                         cells=_placed(rows.cells, mesh, position, per))
 
 
 class Job(NamedTuple):

@@ -7,6 +7,7 @@ import re
 from typing import NamedTuple
 
 import numpy as np
+import pandas as pd
 
 from .errors import DataError
 
@@ -34,3 +35,11 @@ def renumbered(step, at: At, index):
         shift = lambda m: "first rows: [" + ", ".join(
             str(int(v)) for v in at.data_rows(np.asarray(index)[[int(v) for v in m.group(1).split(", ")]])) + "]"
         raise DataError(re.sub(r"first rows: \[([\d, ]+)\]", shift, str(exc))) from None
+
+
+def fitted_index(n: int, kept: np.ndarray | None, numbers: list | None = None) -> pd.Index:
+    """The fitted rows' numbers in the data: for a share (its batches' row ``numbers``, None
+    otherwise) those numbers, else the ``kept`` rows (where some were dropped) or all ``n``."""
+    if numbers is not None:
+        return pd.Index(np.concatenate(numbers) if numbers else np.zeros(0, np.int64))
+    return pd.RangeIndex(n) if kept is None else pd.Index(kept)

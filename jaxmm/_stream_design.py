@@ -14,7 +14,6 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
-import pandas as pd
 
 from ._column_stats import aliased_columns
 from ._dataset import open_dataset, release_table, used_columns
@@ -22,7 +21,7 @@ from ._design import _rows_from_formula
 from ._layout import GroupPlan, layout_slots, plan_shapes
 from ._pages import small_pages
 from ._place_rows import _DEFAULTS, _FILLS, aligned_full, group_counts, row_groups, to_device
-from ._row_numbers import renumbered
+from ._row_numbers import fitted_index, renumbered
 from ._stream_batches import agreed_sample, batch_values, dataset_columns, level_columns, row_options, scan, tables
 from ._stream_state import argument_columns, arguments_of, learnt_state
 from ._types import Design, DesignInfo, abstract_design
@@ -159,15 +158,8 @@ def place_streamed(plan: StreamedPlan, *, dtype="float64", host: bool = False, t
     info = DesignInfo(fixef_names=fixef_names, re_names=sample.re_names, group_name=spec.group,
                       group_labels=tuple(plan.groups.labels.tolist()), response=spec.response, layout=layout,
                       n_dropped=plan.n_dropped, x_scale=x_scale, encoders=encoders,
-                      row_index=_row_index(plan, n_obs, numbers))
+                      row_index=fitted_index(n_obs, plan.kept, numbers if plan.share is not None else None))
     return design, info
-
-
-def _row_index(plan: StreamedPlan, n_obs: int, numbers: list) -> pd.Index:
-    """The fitted rows' numbers in the dataset (for a share, from its batches' numbers)."""
-    if plan.share is not None:
-        return pd.Index(np.concatenate(numbers) if numbers else np.zeros(0, np.int64))
-    return pd.RangeIndex(n_obs) if plan.kept is None else pd.Index(plan.kept)
 
 
 def _aligned_copy(values: np.ndarray) -> np.ndarray:

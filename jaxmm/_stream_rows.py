@@ -19,7 +19,7 @@ from ._dataset import release_table, used_columns
 from ._design import _Rows, _rows_from_formula
 from ._grouping import interaction
 from ._pages import small_pages
-from ._row_numbers import renumbered
+from ._row_numbers import fitted_index, renumbered
 from ._stream_state import argument_columns, arguments_of, learnt_state
 from ._stream_batches import (agreed_sample, batch_values, dataset_columns, level_columns, model_columns, row_options,
                               scan, tables)
@@ -103,10 +103,7 @@ def streamed_rows(specs, dataset, *, factors: dict, trials=None, offset=None, we
         keep = [j for j in range(p) if j not in dropped]
         X, fixef_names = X[:, keep], tuple(fixef_names[j] for j in keep)
         encoders = encoders._replace(fixed_kept=tuple(encoders.fixed_kept[j] for j in keep))
-    if share is not None:
-        index = pd.Index(np.concatenate(numbers) if numbers else np.zeros(0, np.int64))
-    else:
-        index = pd.RangeIndex(n) if found.kept is None else pd.Index(found.kept)
+    index = fitted_index(n, found.kept, numbers if share is not None else None)
     data = pd.DataFrame({by: found.collected[by]} if by is not None else {}, index=index)
     n_dropped = found.n_rows - n
     groups = [pd.Categorical.from_codes(codes, categories=pd.Index(labels))
